@@ -1,0 +1,97 @@
+# Trellis: developer and CI entry points.
+#
+#   make deps-system   Debian packages the tests and the benchmark need (apt-get, idempotent)
+#   make venv          .venv with the project installed editable, extras [test,dev]
+#   make lint          ruff check, ruff format --check, mypy, lint-imports
+#   make test          deps-system + venv + lint + pytest
+#   make run           kernel run -c config/default.toml
+#   make bench         bench/run.py (BENCH_ARGS="--duration 5 --only nginx" to narrow it)
+#   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+# The targets share .venv and apt's lock: never run them in parallel.
+.NOTPARALLEL:
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.stamp
+PIP_EXTRAS := test,dev
+
+# Debian packages, as PACKAGE or PACKAGE:COMMAND. With a COMMAND the package
+# counts as present when that command is on PATH (so a differently packaged
+# nginx is fine); otherwise dpkg must report it installed. Later issues add
+# here, e.g. redis-server:redis-server postgresql nghttp2-client:h2load
+# tshark:tshark chromium:chromium.
+SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset
+
+# sudo only when we are not root and sudo exists (CI runs as root).
+SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
+
+BENCH_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+.PHONY: deps-system venv lint test run bench clean distclean
+
+# Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
+# keeps packaged services (nginx now, redis/postgresql later) from being started:
+# the tests and the benchmark start their own, on loopback ports of their own.
+deps-system:
+	@export PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; \
+	missing=""; \
+	for spec in $(SYSTEM_PACKAGES); do \
+	  pkg="$${spec%%:*}"; cmd=""; \
+	  case "$$spec" in *:*) cmd="$${spec#*:}";; esac; \
+	  if [ -n "$$cmd" ] && command -v "$$cmd" >/dev/null 2>&1; then continue; fi; \
+	  if dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'install ok installed'; then continue; fi; \
+	  missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps-system: all present ($(SYSTEM_PACKAGES))"; \
+	else \
+	  echo "deps-system: installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends \
+	    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $$missing </dev/null; \
+	fi
+
+venv: $(VENV_STAMP)
+
+# Re-run only when pyproject.toml changes (or the venv is gone).
+$(VENV_STAMP): pyproject.toml
+	@if [ ! -x "$(VENV_PY)" ]; then \
+	  echo "venv: creating $(VENV) with $$($(PYTHON) --version 2>&1)"; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV_PY) -m pip install -q --upgrade pip
+	$(VENV_PY) -m pip install -q -e '.[$(PIP_EXTRAS)]'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# pytest's own exit code is make's: 1 = failures, 5 = no tests collected.
+test: deps-system venv lint
+	$(VENV)/bin/pytest
+
+run: venv
+	$(VENV)/bin/kernel run -c config/default.toml
+
+bench: deps-system venv
+	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \
+	  build dist logs
+	find . -path ./.venv -prune -o -name '*.egg-info' -prune -exec rm -rf {} + \
+	  -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,4 @@
+"""Example plugins for Trellis: small, tested (tests/examples) and type-checked.
+
+May import: nothing.
+"""

@@ -1,0 +1,331 @@
+"""The composition root: config -> generation -> listeners -> serve, reload, drain.
+
+:class:`App` owns the process-level life cycle:
+
+- **start**: load the config and build generation 1 (a problem: exit 1),
+  bind every listener (a failure: exit 2), run ``trellis_startup``, serve;
+- **reload** on SIGHUP or when a config file changes: build the new
+  generation completely first - any problem and the old one keeps running,
+  with every problem logged; new listeners are bound before removed ones are
+  closed; flows in progress finish on the generation they started with;
+- **drain** on SIGTERM/SIGINT: stop accepting, close idle keep-alive
+  connections, let in-flight flows finish up to ``shutdown_grace_s``, then
+  cancel what is left. A second signal cancels at once.
+
+This is the only module that ties ``kernel.io`` to the plugin host.
+
+May import: everything in kernel, trio, watchfiles, sdk.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from kernel.config import LoadedConfig, load_config
+from kernel.config.model import Settings
+from kernel.generation import Generation, build_generation
+from kernel.io.listeners import BindError, BoundListener, bind
+from kernel.io.state import ServerState
+from sdk import ConfigError, StartupContext
+
+__all__ = ["App", "EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "PluginStartupError"]
+
+log = logging.getLogger("kernel.app")
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_BIND = 2
+EXIT_STORAGE = 3
+
+
+class PluginStartupError(Exception):
+    """A plugin's ``trellis_startup`` raised."""
+
+
+class App:
+    """One proxy process."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        plugins: list[str] | None = None,
+        blocked: list[str] | None = None,
+        extra_plugins: Mapping[str, object] | None = None,
+        environ: Mapping[str, str] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.plugins_override = plugins
+        self.blocked = list(blocked or [])
+        self.extra_plugins = dict(extra_plugins or {})
+        self.environ = environ
+        self.handle_signals = handle_signals
+        self.state: ServerState | None = None
+        self.listeners: dict[str, BoundListener] = {}
+        self._stop = trio.Event()
+        self._reloads: trio.MemorySendChannel[str] | None = None
+        self._generation_number = 0
+        self._conn_nursery: trio.Nursery | None = None
+        self._gen_nursery: trio.Nursery | None = None
+
+    # -- building -------------------------------------------------------------
+    def load(self) -> Generation:
+        """Read the config and build the next generation (raises ConfigError)."""
+        loaded: LoadedConfig = load_config(self.config_path, environ=self.environ)
+        settings = self._apply_cli(loaded.settings)
+        gen = build_generation(
+            settings,
+            number=self._generation_number + 1,
+            files=loaded.files,
+            source=str(self.config_path),
+            modules=settings.kernel.modules,
+            extra_plugins=self.extra_plugins,
+        )
+        self._generation_number += 1
+        return gen
+
+    def _apply_cli(self, settings: Settings) -> Settings:
+        import attrs
+
+        kernel = settings.kernel
+        if self.plugins_override is not None:
+            kernel = attrs.evolve(kernel, plugins=list(self.plugins_override))
+        if self.blocked:
+            kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *self.blocked])
+        return attrs.evolve(settings, kernel=kernel)
+
+    @property
+    def generation(self) -> Generation:
+        assert self.state is not None
+        return self.state.generation
+
+    def port(self, listener: str = "main") -> int:
+        """The bound port of a listener (useful with ``:0`` binds in tests)."""
+        return self.listeners[listener].port
+
+    # -- running --------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[App] = trio.TASK_STATUS_IGNORED) -> int:
+        """Serve until stopped; returns the process exit code."""
+        try:
+            gen = self.load()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+        bound: dict[str, BoundListener] = {}
+        try:
+            for lst in gen.listeners.values():
+                bound[lst.name] = await bind(lst.name, lst.bind)
+        except BindError as exc:
+            for b in bound.values():
+                await b.listener.aclose()
+            log.error("%s", exc)
+            return EXIT_BIND
+        self.listeners = bound
+        self.state = state = ServerState(gen)
+        try:
+            return await self._serve(gen, bound, state, task_status)
+        finally:
+            state.pool.close_all()
+            for b in self.listeners.values():
+                b.listener.socket.close()
+
+    async def _serve(
+        self,
+        gen: Generation,
+        bound: dict[str, BoundListener],
+        state: ServerState,
+        task_status: trio.TaskStatus[App],
+    ) -> int:
+        send, receive = trio.open_memory_channel[str](8)
+        self._reloads = send
+        async with trio.open_nursery() as root:
+            async with trio.open_nursery() as gens:
+                self._gen_nursery = gens
+                try:
+                    await gens.start(self._run_generation, gen)
+                except PluginStartupError as exc:
+                    log.error("%s", exc)
+                    for b in bound.values():
+                        await b.listener.aclose()
+                    gens.cancel_scope.cancel()
+                    return EXIT_CONFIG
+                async with trio.open_nursery() as conns:
+                    self._conn_nursery = conns
+                    for b in bound.values():
+                        root.start_soon(b.serve, state, conns)
+                    if self.handle_signals:
+                        root.start_soon(self._signals)
+                    root.start_soon(self._reload_loop, receive)
+                    if gen.settings.kernel.watch_config:
+                        root.start_soon(self._watch_config)
+                    root.start_soon(self._reap_pool)
+                    log.info(
+                        "serving generation %d on %s",
+                        gen.number,
+                        ", ".join(f"{b.name}={b.bind}" for b in bound.values()),
+                    )
+                    task_status.started(self)
+                    await self._stop.wait()
+                    await self._drain(conns)
+                # every connection is gone: retire the last generation
+                state.generation.retire()
+            root.cancel_scope.cancel()
+        log.info("stopped")
+        return EXIT_OK
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (as SIGTERM does)."""
+        self._stop.set()
+
+    def request_reload(self, reason: str = "api") -> None:
+        """Ask for a reload (as SIGHUP does); it runs in the background."""
+        if self._reloads is not None:
+            try:
+                self._reloads.send_nowait(reason)
+            except trio.WouldBlock:
+                pass  # a reload is already queued; it will read the latest file
+
+    async def _drain(self, conns: trio.Nursery) -> None:
+        assert self.state is not None
+        state = self.state
+        grace = state.generation.settings.kernel.shutdown_grace_s
+        log.info("draining: %d flows in flight, grace %gs", state.active_flows, grace)
+        for b in self.listeners.values():
+            b.scope.cancel()
+        state.begin_drain()
+        with trio.move_on_after(grace) as scope:
+            await state.no_active_flows.wait()
+        if scope.cancelled_caught:
+            log.warning("grace period over: cancelling %d flows", state.active_flows)
+        conns.cancel_scope.cancel()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.request_reload("SIGHUP")
+                elif self._stop.is_set():
+                    log.warning("second %s: stopping now", signal.Signals(signum).name)
+                    if self._conn_nursery is not None:
+                        self._conn_nursery.cancel_scope.cancel()
+                else:
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    self._stop.set()
+
+    async def _reap_pool(self) -> None:
+        assert self.state is not None
+        while True:
+            await trio.sleep(1.0)
+            self.state.pool.reap(self.state.generation.settings.upstream.idle_timeout_s)
+
+    # -- generations ------------------------------------------------------------
+    async def _run_generation(
+        self, gen: Generation, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start a generation's plugins, keep its background tasks, shut it down."""
+        async with trio.open_nursery() as tasks:
+
+            def start_soon(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+                tasks.start_soon(_guarded, gen.number, fn, args)
+
+            try:
+                gen.host.pm.hook.trellis_startup(
+                    context=StartupContext(gen.number, start_soon_impl=start_soon)
+                )
+            except Exception as exc:
+                tasks.cancel_scope.cancel()
+                raise PluginStartupError(f"a plugin failed to start: {exc!r}") from exc
+            task_status.started()
+            await gen.idle.wait()
+            tasks.cancel_scope.cancel()
+        try:
+            gen.host.pm.hook.trellis_shutdown()
+        except Exception:
+            log.exception("a plugin failed in trellis_shutdown (generation %d)", gen.number)
+        log.debug("generation %d retired", gen.number)
+
+    async def _reload_loop(self, receive: trio.MemoryReceiveChannel[str]) -> None:
+        async for reason in receive:
+            await self.reload(reason)
+
+    async def reload(self, reason: str) -> bool:
+        """Switch to a freshly loaded generation; False (old one kept) on any problem."""
+        assert self.state is not None and self._gen_nursery is not None
+        state = self.state
+        old = state.generation
+        try:
+            new = self.load()
+        except ConfigError as exc:
+            log.error("reload (%s) rejected, generation %d keeps serving:\n%s", reason, old.number, exc)
+            return False
+        # Bind what is new before anything else changes.
+        added: dict[str, BoundListener] = {}
+        keep = {
+            name for name, lst in new.listeners.items()
+            if name in self.listeners and self.listeners[name].bind == lst.bind
+        }
+        try:
+            for name, lst in new.listeners.items():
+                if name not in keep:
+                    added[name] = await bind(name, lst.bind)
+        except BindError as exc:
+            for b in added.values():
+                await b.listener.aclose()
+            log.error("reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc)
+            return False
+        try:
+            await self._gen_nursery.start(self._run_generation, new)
+        except PluginStartupError as exc:
+            for b in added.values():
+                await b.listener.aclose()
+            log.error("reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc)
+            return False
+        state.generation = new
+        old.retire()
+        assert self._conn_nursery is not None
+        removed = [name for name in self.listeners if name not in keep]
+        for name in removed:
+            self.listeners.pop(name).scope.cancel()
+        for name, b in added.items():
+            self.listeners[name] = b
+            self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
+        log.info("reloaded (%s): generation %d is live", reason, new.number)
+        return True
+
+    async def _watch_config(self) -> None:
+        import watchfiles
+
+        assert self.state is not None
+        while True:
+            files = {p.resolve() for p in self.state.generation.files}
+            dirs = sorted({str(p.parent) for p in files})
+            number = self.state.generation.number
+
+            def only_ours(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
+                return Path(path).resolve() in files
+
+            async for _changes in watchfiles.awatch(
+                *dirs, watch_filter=only_ours, debounce=200, step=50, rust_timeout=500,
+                yield_on_timeout=False,
+            ):
+                self.request_reload("config file changed")
+                break
+            # Wait for the reload to happen (or be rejected) before watching again,
+            # with the file list of whichever generation is then live.
+            with trio.move_on_after(2):
+                while self.state.generation.number == number:
+                    await trio.sleep(0.05)
+
+
+async def _guarded(number: int, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        log.exception("background task %r of generation %d failed", fn, number)

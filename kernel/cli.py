@@ -1,0 +1,151 @@
+"""The ``kernel`` command: ``run``, ``check``, ``explain``, ``plugins``.
+
+Exit codes (ARCHITECTURE.md): 0 ok, 1 configuration error, 2 bind failure,
+3 storage error. Configuration problems are printed one per line, each with
+its path, so every mistake can be fixed in one pass.
+
+May import: everything in kernel, sdk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import attrs
+
+from kernel.app import EXIT_CONFIG, EXIT_OK, App
+from kernel.config import load_config
+from kernel.generation import build_generation
+from kernel.log import configure_logging
+from kernel.pluginhost import available_plugins
+from sdk import ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "config/default.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kernel", description="Trellis: a programmable HTTP proxy whose features are plugins."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "-c", "--config", default=os.environ.get("TRELLIS_CONFIG", DEFAULT_CONFIG),
+            help=f"config file (default: $TRELLIS_CONFIG or {DEFAULT_CONFIG})",
+        )
+        sp.add_argument(
+            "--plugins", metavar="A,B,C",
+            help="the global plugin chain, replacing [kernel] plugins",
+        )
+        sp.add_argument(
+            "-p", dest="block", action="append", default=[], metavar="no:NAME",
+            help="block a plugin by name (repeatable), as pytest's -p no:NAME",
+        )
+
+    run = sub.add_parser("run", help="run the proxy")
+    config_arg(run)
+    run.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    check = sub.add_parser("check", help="validate a config; exit 1 listing every problem")
+    config_arg(check)
+    explain = sub.add_parser("explain", help="print each route's effective plugin chain")
+    config_arg(explain)
+    sub.add_parser("plugins", help="list installed plugins and their config tables")
+    return p
+
+
+def _blocked(values: Sequence[str]) -> list[str]:
+    out = []
+    for v in values:
+        if not v.startswith("no:") or len(v) == 3:
+            raise SystemExit(f"kernel: -p takes no:NAME, got {v!r}")
+        out.append(v[3:])
+    return out
+
+
+def _chain(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "plugins":
+        return _cmd_plugins()
+    blocked = _blocked(args.block)
+    chain = _chain(args.plugins)
+    if args.command == "run":
+        return _cmd_run(args.config, chain, blocked, args.verbose)
+    return _cmd_check(args.config, chain, blocked, explain=args.command == "explain")
+
+
+def _cmd_run(config: str, chain: list[str] | None, blocked: list[str], verbose: int) -> int:
+    import trio
+
+    spec = os.environ.get("TRELLIS_LOG")
+    level = "info"
+    try:
+        level = load_config(config).settings.kernel.log_level
+    except ConfigError:
+        pass  # App.run reports it properly below
+    try:
+        configure_logging(level, verbosity=verbose, spec=spec)
+    except ValueError as exc:
+        print(f"kernel: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = App(config, plugins=chain, blocked=blocked)
+    return trio.run(app.run)
+
+
+def _cmd_check(config: str, chain: list[str] | None, blocked: list[str], *, explain: bool) -> int:
+    try:
+        loaded = load_config(config)
+        settings = loaded.settings
+        kernel = settings.kernel
+        if chain is not None:
+            kernel = attrs.evolve(kernel, plugins=chain)
+        if blocked:
+            kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *blocked])
+        settings = attrs.evolve(settings, kernel=kernel)
+        gen = build_generation(
+            settings, files=loaded.files, source=config, modules=settings.kernel.modules
+        )
+    except ConfigError as exc:
+        print(f"{config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if explain:
+        print(gen.explain())
+    else:
+        names = ", ".join(gen.host.instances) or "none"
+        print(
+            f"{config}: ok ({len(gen.listeners)} listener(s), {len(gen.routes)} route(s),"
+            f" plugin instances: {names})"
+        )
+    return EXIT_OK
+
+
+def _cmd_plugins() -> int:
+    found, problems = available_plugins()
+    for name in sorted(found):
+        info = found[name]
+        print(f"{name:<12} {info.summary}")
+        print(f"{'':<12} from {info.source}")
+        cls = info.config_class
+        if cls is not None and attrs.has(cls):
+            print(f"{'':<12} [plugins.{name}]")
+            for field in attrs.fields(cls):
+                default = field.default
+                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    default = default.factory()  # type: ignore[misc]
+                print(f"{'':<14} {field.name} = {default!r}")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,176 @@
+"""Loading the kernel's configuration: one TOML file (plus includes) -> :class:`Settings`.
+
+The order of processing, each step's rules in the module that implements it:
+
+1. **Parse** the file with tomlkit (:mod:`kernel.config.sources`). A syntax
+   error is ``$: TOML syntax error: line L column C: ...``; a missing file is
+   ``$: cannot read FILE: No such file or directory``.
+2. **Include** the files named by a top-level ``include`` (relative to the
+   including file), recursively, and merge the including file over them:
+   tables deep-merge, arrays of tables concatenate, other values replace.
+   Steps 1-2 stop the load when they fail: a document with holes in it
+   would only produce misleading follow-up problems.
+3. **Substitute** ``${VAR}`` / ``${VAR:-default}`` in string values
+   (:mod:`kernel.config.envsubst`); ``$${`` is a literal ``${``.
+4. **Override** from ``TRELLIS_<SECTION>_<KEY>`` variables for ``[kernel]``,
+   ``[server]`` and ``[upstream]``.
+5. **Structure** into :class:`Settings` with the one strict converter
+   (:mod:`sdk._config`), then **cross-check** what one table cannot see alone:
+   duplicate listener names and binds, duplicate route names, and a listener's
+   ``default_route`` that names no route. ``[plugins.*]`` tables stay raw
+   (plain values) for the plugin host; ``[kernel.policy.*]`` names are not
+   checked here either.
+
+Problems from steps 3-5 are all reported together, never just the first.
+Each line starts with the value's path (``$.routes[2].upstream: ...``) and,
+when the value came from an included file or an override variable, ends
+with ``(in base.toml)`` / ``(from TRELLIS_SERVER_HTTP1)``.
+
+May import: stdlib, attrs, cattrs, sdk, kernel.config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from kernel.config.envsubst import apply_overrides, substitute
+from kernel.config.model import ListenerConfig, Settings, parse_bind
+from kernel.config.sources import Sources, label_for, read_sources
+from sdk._config import STRUCTURE_ERRORS, ConfigPath, collect_problems, format_path, make_converter
+from sdk._errors import ConfigError
+
+__all__ = ["LoadedConfig", "load_config", "loads_config"]
+
+_CONVERTER = make_converter()
+
+
+@attrs.frozen
+class LoadedConfig:
+    """A structured configuration and the files it was read from."""
+
+    settings: Settings
+    #: The main file and every include, resolved (the kernel watches these).
+    files: tuple[Path, ...]
+    #: The main file's path as given (or ``"<string>"``), for messages.
+    source: str
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Load the config file at ``path``; raise :class:`ConfigError` listing every problem."""
+    source = os.fspath(path)
+    main = Path(path).resolve()
+    sources = read_sources(None, main=main, base_dir=main.parent, source=source)
+    return _finish(sources, environ, source)
+
+
+def loads_config(
+    text: str,
+    *,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    source: str = "<string>",
+) -> LoadedConfig:
+    """Load a config from ``text``; includes are relative to ``base_dir``."""
+    sources = read_sources(text, main=None, base_dir=Path(base_dir).resolve(), source=source)
+    return _finish(sources, environ, source)
+
+
+def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) -> LoadedConfig:
+    if sources.problems:
+        raise ConfigError(sources.problems, source=source)
+    env = os.environ if environ is None else environ
+    origins = dict(sources.origins)
+    problems: list[str] = []
+
+    def report(found: list[tuple[ConfigPath, str]]) -> None:
+        for parts, message in found:
+            origin = label_for(origins, parts)
+            problems.append(f"{format_path(parts)}: {message}" + (f" ({origin})" if origin else ""))
+
+    data, unexpanded = substitute(sources.data, env)
+    report(unexpanded)
+    problems.extend(apply_overrides(data, env, origins))
+
+    settings: Settings | None = None
+    try:
+        settings = _CONVERTER.structure(data, Settings)
+    except STRUCTURE_ERRORS as exc:
+        # A string whose placeholder failed is still "${...}"; its type error would be noise.
+        failed = {parts for parts, _ in unexpanded}
+        report(
+            [
+                (parts, msg)
+                for parts, msg in collect_problems(exc)
+                if not any(parts[:n] in failed for n in range(len(parts) + 1))
+            ]
+        )
+    report(cross_check(data))
+
+    if problems or settings is None:
+        raise ConfigError(problems, source=source)
+    return LoadedConfig(settings=settings, files=sources.files, source=source)
+
+
+# -------------------------------------------------------------- cross-checks
+def _items(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)]
+
+
+def _text(item: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    value = item.get(key, default)
+    return str(value) if isinstance(value, str) else None
+
+
+def cross_check(data: Mapping[str, Any]) -> list[tuple[ConfigPath, str]]:
+    """Problems between tables, found on the raw data so they come with the rest.
+
+    Values of the wrong type are skipped: structuring reports those.
+    """
+    problems: list[tuple[ConfigPath, str]] = []
+
+    def unique(key: str, field: str, what: str, default: str | None) -> list[str]:
+        """Report repeats of ``[[key]] field``; return the distinct values in order."""
+        seen: dict[object, int] = {}
+        for i, item in _items(data, key):
+            value = _text(item, field, default)
+            if value is None:
+                continue
+            try:
+                # Binds compare as (host, port): "h:08080" is "h:8080".
+                norm = _bind_key(value) if field == "bind" else value
+            except ValueError:
+                continue  # not HOST:PORT; the field's validator says so
+            if norm in seen:
+                first = format_path((key, seen[norm]))
+                problems.append(((key, i, field), f"duplicate {what} {value!r} (first at {first})"))
+            else:
+                seen[norm] = i
+        return [v for v in seen if isinstance(v, str)]
+
+    defaults = ListenerConfig()
+    unique("listeners", "name", "listener name", defaults.name)
+    unique("listeners", "bind", "bind", defaults.bind)
+    routes = unique("routes", "name", "route name", None)
+    for i, item in _items(data, "listeners"):
+        wanted = _text(item, "default_route", defaults.default_route)
+        if wanted and wanted not in routes:
+            known = f"routes: {', '.join(routes)}" if routes else "no routes are defined"
+            problems.append(
+                (("listeners", i, "default_route"), f"no route named {wanted!r} ({known})")
+            )
+    return problems
+
+
+def _bind_key(bind: str) -> tuple[str, int]:
+    host, port = parse_bind(bind)
+    return host.lower(), port

@@ -1,0 +1,213 @@
+"""The kernel's own configuration tables, as frozen attrs classes.
+
+One TOML file (plus its includes) structures into :class:`Settings`. Each
+plugin's ``[plugins.<name>]`` table is *not* described here: plugins declare
+their own attrs class and the plugin host structures those tables. Defaults
+here are the documented defaults; ``config/default.toml`` is kept equal to them
+by a test.
+
+May import: stdlib, attrs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "KernelSection",
+    "ListenerConfig",
+    "PluginPolicy",
+    "RouteConfig",
+    "ServerSection",
+    "Settings",
+    "UpstreamSection",
+    "parse_bind",
+]
+
+Http1Codec = Literal["auto", "h11", "httptools"]
+OnError = Literal["fail_closed", "fail_open"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+
+
+def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '-', '.')")
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """Split ``host:port`` / ``[v6]:port`` into a host and a port number."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ValueError(f"{value!r} has no host")
+    return host, port
+
+
+def _bind(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    parse_bind(value)
+
+
+def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    for item in value:
+        ipaddress.ip_network(item, strict=False)
+
+
+def _upstream_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        return
+    m = re.match(r"^(http)://([^/?#]+)(/[^?#]*)?$", value)
+    if not m:
+        raise ValueError(f"{value!r} is not an http://host[:port][/path] URL")
+
+
+@attrs.frozen(kw_only=True)
+class KernelSection:
+    """``[kernel]``: the plugin chain and process behaviour."""
+
+    #: The global plugin chain, by instance name; runs before every route's chain.
+    #: ``kernel run --plugins a,b`` replaces it.
+    plugins: list[str] = attrs.field(factory=list)
+    #: Plugin names never to load (``kernel run -p no:NAME`` adds to it).
+    blocked: list[str] = attrs.field(factory=list)
+    #: Plugins that are not installed as entry points, by name:
+    #: ``name = "package.module:Object"`` (development, examples, benchmarks).
+    modules: dict[str, str] = attrs.field(factory=dict)
+    #: Log level for the root logger (``-v`` and ``TRELLIS_LOG`` win).
+    log_level: LogLevel = "info"
+    #: Seconds in-flight flows get to finish on SIGTERM/SIGINT before being cancelled.
+    shutdown_grace_s: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Reload when the config file (or an include) changes on disk.
+    watch_config: bool = True
+    #: Default deadline for one awaited plugin hook call, in seconds.
+    plugin_deadline_s: float = attrs.field(default=5.0, validator=_positive)
+    #: What a plugin failure does to its flow: ``fail_closed`` ends it with 502,
+    #: ``fail_open`` logs and carries on as if the plugin had returned nothing.
+    plugin_on_error: OnError = "fail_closed"
+    #: Per-instance overrides of ``plugin_deadline_s`` / ``plugin_on_error``.
+    policy: dict[str, PluginPolicy] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PluginPolicy:
+    """``[kernel.policy.<instance>]``: fault-boundary settings for one plugin instance."""
+
+    deadline_s: float | None = None
+    on_error: OnError | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ServerSection:
+    """``[server]``: downstream HTTP/1.1 settings; each listener may override them."""
+
+    #: HTTP/1.1 codec: ``httptools`` (llhttp, fast), ``h11`` (pure Python, the
+    #: reference) or ``auto`` (httptools when importable).
+    http1: Http1Codec = "auto"
+    #: Seconds a client has to send a complete request head (then 408).
+    request_head_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds an idle keep-alive connection is kept open.
+    keepalive_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds between two reads of a request body before giving up (408).
+    body_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    #: Longest accepted request line, in bytes (then 414).
+    max_request_line: int = attrs.field(default=8192, validator=_positive)
+    #: Largest accepted header block, in bytes (then 431).
+    max_header_bytes: int = attrs.field(default=65536, validator=_positive)
+    #: Most header fields in one request (then 431).
+    max_header_count: int = attrs.field(default=100, validator=_positive)
+    #: Largest accepted request body in bytes; 0 means no limit (then 413).
+    max_body_bytes: int = attrs.field(default=0, validator=_non_negative)
+    #: Clients (CIDRs) whose X-Forwarded-For / Forwarded headers are kept and
+    #: appended to; from anyone else they are replaced.
+    trusted_proxies: list[str] = attrs.field(factory=list, validator=_cidrs)
+    #: Add ``X-Forwarded-For``/``-Proto``/``-Host`` to upstream requests.
+    x_forwarded: bool = True
+    #: Add an RFC 7239 ``Forwarded`` header to upstream requests.
+    forwarded: bool = True
+    #: The pseudonym in the ``Via`` header we add; empty to add none.
+    via: str = "trellis"
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamSection:
+    """``[upstream]``: how the proxy talks to upstream servers."""
+
+    #: Seconds to establish a TCP connection (then 504).
+    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    #: Seconds from the end of the request to the response head (then 504).
+    response_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds between two reads of a response body before giving up.
+    read_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    #: Idle connections kept per origin.
+    max_idle_per_host: int = attrs.field(default=32, validator=_non_negative)
+    #: Seconds an idle pooled connection may wait for reuse.
+    idle_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    #: HTTP/1.1 codec for upstream connections (as ``[server] http1``).
+    http1: Http1Codec = "auto"
+
+
+@attrs.frozen(kw_only=True)
+class ListenerConfig:
+    """``[[listeners]]``: one bound socket and how it speaks."""
+
+    name: str = attrs.field(default="main", validator=_name)
+    #: ``host:port`` (``[::1]:8080`` for IPv6).
+    bind: str = attrs.field(default="127.0.0.1:8080", validator=_bind)
+    #: Instance names run after the global chain and before the route's chain.
+    plugins: list[str] = attrs.field(factory=list)
+    #: Per-listener overrides of ``[server]`` (unset keys inherit).
+    http1: Http1Codec | None = None
+    request_head_timeout_s: float | None = None
+    keepalive_timeout_s: float | None = None
+    #: Route used when no plugin picks one; empty means the first route.
+    default_route: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class RouteConfig:
+    """``[[routes]]``: a named plugin chain plus where requests go by default."""
+
+    name: str = attrs.field(validator=_name)
+    #: Instance names of this route's chain, after the global and listener chains.
+    plugins: list[str] = attrs.field(factory=list)
+    #: Default upstream (``http://host:port[/base]``); a plugin may pick another.
+    upstream: str = attrs.field(default="", validator=_upstream_url)
+    #: Per-route overrides of ``[upstream]`` timeouts (unset keys inherit).
+    connect_timeout_s: float | None = None
+    response_timeout_s: float | None = None
+    #: Per-route body limit override (bytes; 0 = none).
+    max_body_bytes: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The whole kernel configuration (the file minus ``[plugins.*]``)."""
+
+    kernel: KernelSection = attrs.field(factory=KernelSection)
+    server: ServerSection = attrs.field(factory=ServerSection)
+    upstream: UpstreamSection = attrs.field(factory=UpstreamSection)
+    listeners: list[ListenerConfig] = attrs.field(factory=lambda: [ListenerConfig()])
+    routes: list[RouteConfig] = attrs.field(factory=list)
+    #: Raw ``[plugins.*]`` tables, structured later by the plugin host.
+    plugins: dict[str, Any] = attrs.field(factory=dict)

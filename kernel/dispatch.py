@@ -1,0 +1,252 @@
+"""The flow-hook dispatcher: compiled chains and the plugin fault boundary.
+
+pluggy cannot await (pluggy#320), so flow hooks are called here. For every
+(listener, route) pair of a generation, :func:`compile_chain` turns the
+configured instance names into one tuple of :class:`Impl` per hook, in chain
+order; a request never looks plugins up, and a hook nobody implements is an
+empty tuple that costs one loop over nothing.
+
+This module is also the *one* place where a plugin's exception is caught
+(ARCHITECTURE.md, "Fault boundary"): it is attributed to the instance,
+logged with the dispatcher's own frames cut off, counted, and turned into a
+:class:`~sdk.PluginError` (``fail_closed``) or ignored (``fail_open``).
+
+May import: stdlib, trio, pluggy, attrs, sdk, kernel.config.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import pluggy
+import trio
+
+from kernel.config.model import Settings
+from sdk import Flow, PluginError
+
+__all__ = [
+    "FLOW_HOOKS",
+    "Chain",
+    "Impl",
+    "call_all",
+    "call_done",
+    "collect_impls",
+    "compile_chain",
+    "first_result",
+    "plugin_error_counts",
+    "transform",
+]
+
+log = logging.getLogger("kernel.dispatch")
+
+#: Flow hooks, in the order a flow meets them.
+FLOW_HOOKS = (
+    "trellis_route_select",
+    "trellis_request_access",
+    "trellis_request",
+    "trellis_upstream_select",
+    "trellis_request_body",
+    "trellis_response",
+    "trellis_response_body",
+    "trellis_error",
+    "trellis_flow_done",
+)
+#: Hooks called synchronously per body chunk; ``async def`` is refused for them.
+_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body"})
+
+#: Failures per plugin instance since the process started (metrics read this).
+plugin_error_counts: collections.Counter[str] = collections.Counter()
+
+
+@attrs.frozen(slots=True)
+class Impl:
+    """One plugin instance's implementation of one hook, ready to call."""
+
+    instance: str
+    fn: Callable[..., Any]
+    is_async: bool
+    deadline: float
+    fail_open: bool
+
+
+@attrs.frozen(slots=True)
+class Chain:
+    """The compiled chain of one route on one listener."""
+
+    #: Instance names in call order (global, listener, route; duplicates dropped).
+    names: tuple[str, ...]
+    route_select: tuple[Impl, ...] = ()
+    request_access: tuple[Impl, ...] = ()
+    request: tuple[Impl, ...] = ()
+    upstream_select: tuple[Impl, ...] = ()
+    request_body: tuple[Impl, ...] = ()
+    response: tuple[Impl, ...] = ()
+    response_body: tuple[Impl, ...] = ()
+    error: tuple[Impl, ...] = ()
+    flow_done: tuple[Impl, ...] = ()
+
+
+#: instance name -> hook name -> the callable the dispatcher calls.
+HookTable = Mapping[str, Mapping[str, Callable[..., Any]]]
+
+
+def collect_impls(pm: pluggy.PluginManager) -> dict[str, dict[str, Callable[..., Any]]]:
+    """The flow-hook implementations pluggy validated, per instance name.
+
+    Only ``@sdk.hookimpl``-marked methods count, as for lifecycle hooks. An
+    implementation may take a subset of the spec's arguments (as in pytest);
+    it gets an adapter, built here once, that passes only what it asked for.
+    """
+    table: dict[str, dict[str, Callable[..., Any]]] = {}
+    for hook in FLOW_HOOKS:
+        caller = getattr(pm.hook, hook)
+        spec_args = tuple(caller.spec.argnames) if caller.spec else ()
+        for impl in caller.get_hookimpls():
+            fn = impl.function
+            if tuple(impl.argnames) != spec_args:
+                fn = _adapter(fn, spec_args, tuple(impl.argnames))
+            table.setdefault(impl.plugin_name, {})[hook] = fn
+    return table
+
+
+def _adapter(
+    fn: Callable[..., Any], spec_args: tuple[str, ...], wanted: tuple[str, ...]
+) -> Callable[..., Any]:
+    positions = [spec_args.index(a) for a in wanted]
+    if inspect.iscoroutinefunction(fn):
+
+        async def call_async(*args: Any) -> Any:
+            return await fn(*(args[i] for i in positions))
+
+        return call_async
+
+    def call(*args: Any) -> Any:
+        return fn(*(args[i] for i in positions))
+
+    return call
+
+
+def compile_chain(
+    names: Iterable[str],
+    impls: HookTable,
+    settings: Settings,
+    problems: list[str] | None = None,
+    where: str = "",
+) -> Chain:
+    """Resolve instance names to callables once, in order, without duplicates.
+
+    Names without any flow hook are kept in :attr:`Chain.names` (they may
+    only have lifecycle hooks).
+    """
+    ordered: list[str] = []
+    for name in names:
+        if name not in ordered:
+            ordered.append(name)
+    per_hook: dict[str, list[Impl]] = {h: [] for h in FLOW_HOOKS}
+    ksec = settings.kernel
+    for name in ordered:
+        hooks = impls.get(name, {})
+        policy = ksec.policy.get(name)
+        deadline = (policy.deadline_s if policy else None) or ksec.plugin_deadline_s
+        on_error = (policy.on_error if policy else None) or ksec.plugin_on_error
+        for hook in FLOW_HOOKS:
+            fn = hooks.get(hook)
+            if fn is None:
+                continue
+            is_async = inspect.iscoroutinefunction(fn)
+            if is_async and hook in _SYNC_ONLY:
+                if problems is not None:
+                    problems.append(f"{where}: plugin {name!r}: {hook} must not be async")
+                continue
+            per_hook[hook].append(Impl(name, fn, is_async, deadline, on_error == "fail_open"))
+    return Chain(
+        names=tuple(ordered),
+        **{hook.removeprefix("trellis_"): tuple(impls) for hook, impls in per_hook.items()},
+    )
+
+
+def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> PluginError | None:
+    """Log and count one plugin failure; the error to raise, or None (fail_open)."""
+    plugin_error_counts[impl.instance] += 1
+    if isinstance(exc, trio.TooSlowError):
+        message = f"plugin {impl.instance!r} missed its {impl.deadline:g}s deadline in {hook}"
+        log.error("%s%s", f"[{flow.id}] " if flow else "", message)
+    else:
+        message = f"plugin {impl.instance!r} raised {type(exc).__name__} in {hook}: {exc}"
+        # Cut the dispatcher's own frame: the reader wants the plugin's frames.
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+        trimmed = "".join(traceback.format_exception(type(exc), exc, tb))
+        log.error("%s%s\n%s", f"[{flow.id}] " if flow else "", message, trimmed.rstrip())
+    if impl.fail_open:
+        return None
+    err = PluginError(impl.instance, hook, message)
+    err.__cause__ = exc
+    return err
+
+
+async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:
+    if impl.is_async:
+        with trio.fail_after(impl.deadline):
+            return await impl.fn(*args)
+    result = impl.fn(*args)
+    if result is not None and inspect.isawaitable(result):
+        with trio.fail_after(impl.deadline):
+            return await result
+    return result
+
+
+async def first_result(impls: tuple[Impl, ...], hook: str, flow: Flow, *args: Any) -> Any:
+    """Call ``impls`` in order until one returns non-``None``; return that."""
+    call_args = (flow, *args)
+    for impl in impls:
+        try:
+            result = await _call(impl, call_args)
+        except Exception as exc:
+            err = _fault(impl, hook, flow, exc)
+            if err is not None:
+                raise err from exc
+            continue
+        if result is not None:
+            return result
+    return None
+
+
+async def call_all(impls: tuple[Impl, ...], hook: str, flow: Flow) -> None:
+    """Call every implementation in order (results ignored)."""
+    for impl in impls:
+        try:
+            await _call(impl, (flow,))
+        except Exception as exc:
+            err = _fault(impl, hook, flow, exc)
+            if err is not None:
+                raise err from exc
+
+
+def transform(impls: tuple[Impl, ...], hook: str, flow: Flow, chunk: bytes, end: bool) -> bytes:
+    """Thread a body chunk through every synchronous body transform."""
+    for impl in impls:
+        try:
+            out = impl.fn(flow, chunk, end)
+        except Exception as exc:
+            err = _fault(impl, hook, flow, exc)
+            if err is not None:
+                raise err from exc
+            continue
+        if out is not None:
+            chunk = out
+    return chunk
+
+
+async def call_done(impls: tuple[Impl, ...], flow: Flow) -> None:
+    """The terminal hook: every implementation runs; failures are only logged."""
+    for impl in impls:
+        try:
+            await _call(impl, (flow,))
+        except Exception as exc:
+            _fault(attrs.evolve(impl, fail_open=True), "trellis_flow_done", flow, exc)

@@ -1,0 +1,241 @@
+"""A configuration generation: everything a flow needs, built once per (re)load.
+
+:func:`build_generation` validates the whole configuration - settings,
+plugin instances, chains - and either returns a complete
+:class:`Generation` or raises one :class:`~sdk.ConfigError` listing every
+problem. Nothing in a generation changes after it is built, except its
+reference count: each flow holds its generation until it ends, and a
+retired generation is shut down (``trellis_shutdown``) after its last flow.
+
+May import: stdlib, attrs, trio, pluggy, sdk, kernel.config, kernel.protocol,
+kernel.pluginhost, kernel.dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+import trio
+
+from kernel.config.model import Settings
+from kernel.dispatch import Chain, collect_impls, compile_chain
+from kernel.pluginhost import PluginHost, PluginInfo, available_plugins
+from kernel.protocol.forwarding import ForwardingPolicy
+from kernel.protocol.http1 import Limits, resolve_kind
+from sdk import ConfigError, Origin
+
+__all__ = ["Generation", "ListenerRuntime", "RouteRuntime", "build_generation"]
+
+log = logging.getLogger("kernel.generation")
+
+
+@attrs.frozen
+class RouteRuntime:
+    """A route, resolved: its default origin and per-route limits."""
+
+    name: str
+    upstream: Origin | None
+    base_path: str
+    connect_timeout_s: float
+    response_timeout_s: float
+    read_timeout_s: float
+    max_body_bytes: int
+
+
+@attrs.frozen
+class ListenerRuntime:
+    """A listener's effective protocol settings (``[server]`` plus its overrides)."""
+
+    name: str
+    bind: str
+    http1: str
+    limits: Limits
+    request_head_timeout_s: float
+    keepalive_timeout_s: float
+    body_timeout_s: float
+    default_route: str
+
+
+@attrs.define(eq=False)
+class Generation:
+    """One validated configuration, with its plugin instances and chains."""
+
+    number: int
+    settings: Settings
+    files: tuple[Path, ...]
+    host: PluginHost
+    routes: dict[str, RouteRuntime]
+    listeners: dict[str, ListenerRuntime]
+    #: listener name -> chain used for ``trellis_route_select``.
+    pre_route: dict[str, Chain]
+    #: (listener name, route name) -> the full chain.
+    chains: dict[tuple[str, str], Chain]
+    forwarding: ForwardingPolicy
+    upstream_http1: str
+    #: Flows currently using this generation.
+    active: int = 0
+    retired: bool = False
+    idle: trio.Event = attrs.field(factory=trio.Event)
+
+    def acquire(self) -> None:
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self.retired:
+            self.idle.set()
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.active == 0:
+            self.idle.set()
+
+    def explain(self) -> str:
+        """Every route's effective chain, per listener, for ``kernel explain``."""
+        lines = [f"generation {self.number}"]
+        for lname, lst in self.listeners.items():
+            lines.append(
+                f"listener {lname} on {lst.bind} (http1={lst.http1},"
+                f" head timeout {lst.request_head_timeout_s:g}s,"
+                f" keep-alive {lst.keepalive_timeout_s:g}s)"
+            )
+            pre = self.pre_route[lname]
+            lines.append(f"  routing chain: {' -> '.join(pre.names) or '(none)'}")
+            for rname, route in self.routes.items():
+                chain = self.chains[(lname, rname)]
+                default = " (default)" if rname == lst.default_route else ""
+                up = f"{route.upstream}{route.base_path}" if route.upstream else "(none)"
+                lines.append(f"  route {rname}{default}: upstream {up}")
+                lines.append(f"    chain: {' -> '.join(chain.names) or '(none)'}")
+                for hook in ("request_access", "request", "response", "flow_done"):
+                    impls = getattr(chain, hook)
+                    if impls:
+                        names = ", ".join(i.instance for i in impls)
+                        lines.append(f"    {hook}: {names}")
+        return "\n".join(lines)
+
+
+def build_generation(
+    settings: Settings,
+    *,
+    number: int = 1,
+    files: tuple[Path, ...] = (),
+    source: str = "",
+    available: Mapping[str, PluginInfo] | None = None,
+    modules: Mapping[str, str] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+) -> Generation:
+    """Validate ``settings`` against the installed plugins and compile it."""
+    problems: list[str] = []
+    if available is None:
+        available, load_problems = available_plugins(modules, blocked=settings.kernel.blocked)
+        problems.extend(load_problems)
+    blocked = set(settings.kernel.blocked)
+    available = {k: v for k, v in available.items() if k not in blocked}
+    host, host_problems = PluginHost.build(settings, available=available, extra=extra_plugins)
+    problems.extend(host_problems)
+
+    srv, ups = settings.server, settings.upstream
+    routes: dict[str, RouteRuntime] = {}
+    for i, rc in enumerate(settings.routes):
+        origin: Origin | None = None
+        base = ""
+        if rc.upstream:
+            try:
+                origin, base = Origin.parse(rc.upstream)
+            except ValueError as exc:
+                problems.append(f"$.routes[{i}].upstream: {exc}")
+        routes[rc.name] = RouteRuntime(
+            name=rc.name,
+            upstream=origin,
+            base_path=base,
+            connect_timeout_s=rc.connect_timeout_s or ups.connect_timeout_s,
+            response_timeout_s=rc.response_timeout_s or ups.response_timeout_s,
+            read_timeout_s=ups.read_timeout_s,
+            max_body_bytes=srv.max_body_bytes if rc.max_body_bytes is None else rc.max_body_bytes,
+        )
+    if not routes:
+        # No [[routes]]: one implicit route so that the global chain still runs.
+        routes["default"] = RouteRuntime(
+            "default", None, "", ups.connect_timeout_s, ups.response_timeout_s,
+            ups.read_timeout_s, srv.max_body_bytes,
+        )
+
+    listeners: dict[str, ListenerRuntime] = {}
+    for i, lc in enumerate(settings.listeners):
+        default_route = lc.default_route or next(iter(routes))
+        if default_route not in routes:
+            problems.append(f"$.listeners[{i}].default_route: no route named {default_route!r}")
+        try:
+            kind = resolve_kind(lc.http1 or srv.http1)
+        except Exception as exc:
+            problems.append(f"$.listeners[{i}].http1: {exc}")
+            kind = "h11"
+        listeners[lc.name] = ListenerRuntime(
+            name=lc.name,
+            bind=lc.bind,
+            http1=kind,
+            limits=Limits(
+                max_request_line=srv.max_request_line,
+                max_header_bytes=srv.max_header_bytes,
+                max_header_count=srv.max_header_count,
+                max_body_bytes=srv.max_body_bytes,
+            ),
+            request_head_timeout_s=lc.request_head_timeout_s or srv.request_head_timeout_s,
+            keepalive_timeout_s=lc.keepalive_timeout_s or srv.keepalive_timeout_s,
+            body_timeout_s=srv.body_timeout_s,
+            default_route=default_route,
+        )
+
+    route_names = tuple(routes)
+    for inst, obj in host.instances.items():
+        check = getattr(obj, "trellis_config_check", None)
+        if check is None:
+            continue
+        table = "$.plugins." + inst
+        try:
+            found = check(route_names) or []
+        except Exception as exc:
+            found = [f"check failed: {exc!r}"]
+        problems.extend(f"{table}.{p}" if not p.startswith("$") else p for p in found)
+
+    for name in settings.kernel.policy:
+        if name not in host.instances:
+            problems.append(f"$.kernel.policy.{name}: no plugin instance {name!r} in any chain")
+
+    impls = collect_impls(host.pm)
+    pre_route: dict[str, Chain] = {}
+    chains: dict[tuple[str, str], Chain] = {}
+    global_chain = list(settings.kernel.plugins)
+    rc_by_name = {rc.name: rc for rc in settings.routes}
+    for lc in settings.listeners:
+        names = global_chain + list(lc.plugins)
+        pre_route[lc.name] = compile_chain(names, impls, settings, problems, "$.kernel")
+        for rname in routes:
+            rc = rc_by_name.get(rname)
+            full = names + (list(rc.plugins) if rc else [])
+            chains[(lc.name, rname)] = compile_chain(
+                full, impls, settings, problems, f"route {rname}"
+            )
+    if problems:
+        raise ConfigError(problems, source=source)
+    return Generation(
+        number=number,
+        settings=settings,
+        files=files,
+        host=host,
+        routes=routes,
+        listeners=listeners,
+        pre_route=pre_route,
+        chains=chains,
+        forwarding=ForwardingPolicy.build(
+            via=srv.via,
+            x_forwarded=srv.x_forwarded,
+            forwarded=srv.forwarded,
+            trusted=srv.trusted_proxies,
+        ),
+        upstream_http1=resolve_kind(ups.http1),
+    )

@@ -1,0 +1,151 @@
+"""One downstream HTTP/1.1 connection: read requests, run exchanges, in order.
+
+A connection is one trio task. It owns the socket and the server codec,
+reads request heads under the head and keep-alive deadlines, hands each
+request to :func:`kernel.io.exchange.run_exchange`, and loops while both
+sides keep the connection alive. Pipelined requests are answered in order
+because the next head is only read once the current exchange is over.
+
+Timeouts (``[server]``, per listener):
+
+- ``request_head_timeout_s``: a whole request head must arrive within it,
+  counted from the accept or from the first byte of a keep-alive request
+  (then ``408`` and close);
+- ``keepalive_timeout_s``: an idle connection waiting for its next request is
+  closed silently when it passes, or at once when shutdown begins.
+
+May import: stdlib, trio, sdk, kernel.protocol, kernel.io, kernel.generation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from kernel.generation import ListenerRuntime
+from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.state import ServerState
+from kernel.protocol.errorpage import render_error_response
+from kernel.protocol.events import NEED_DATA, ConnectionClosed, Event, RequestHead, Sentinel
+from kernel.protocol.http1 import ServerCodec, make_server_codec
+from sdk import ClientInfo, RemoteProtocolError
+
+__all__ = ["RECV_SIZE", "Http1Connection"]
+
+log = logging.getLogger("kernel.connection")
+
+RECV_SIZE = 65536
+
+
+class Http1Connection:
+    """The server side of one client connection."""
+
+    __slots__ = ("client", "codec", "listener", "state", "stream")
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        state: ServerState,
+        listener: ListenerRuntime,
+        client: ClientInfo,
+    ) -> None:
+        self.stream = stream
+        self.state = state
+        self.listener = listener
+        self.client = client
+        self.codec: ServerCodec = make_server_codec(listener.http1, listener.limits)  # type: ignore[arg-type]
+
+    async def send(self, data: bytes) -> None:
+        """Write to the client; a vanished client becomes :class:`ClientGone`."""
+        if not data:
+            return
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone from exc
+
+    async def receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(RECV_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone from exc
+
+    async def serve(self) -> None:
+        """Serve requests until either side ends the connection."""
+        try:
+            first = True
+            while True:
+                head = await self._read_head(first)
+                if head is None:
+                    return
+                first = False
+                keep_going = await run_exchange(self, head)
+                if not keep_going or self.state.draining or not self.codec.keep_alive:
+                    return
+                self.codec.start_next_cycle()
+        except ClientGone:
+            return
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _read_head(self, first: bool) -> RequestHead | None:
+        """The next request head, or None when the connection should just close."""
+        lst = self.listener
+        codec = self.codec
+        partial = not first  # a keep-alive request's first byte already arrived below
+        try:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                if not first:
+                    # Idle keep-alive wait: silent close on timeout or drain.
+                    if self.state.draining:
+                        return None
+                    with trio.move_on_after(lst.keepalive_timeout_s) as idle:
+                        self.state.idle_scopes.add(idle)
+                        try:
+                            data = await self.receive()
+                        finally:
+                            self.state.idle_scopes.discard(idle)
+                    if idle.cancelled_caught:
+                        return None
+                    codec.receive_data(data)
+                    event = codec.next_event()
+                with trio.move_on_after(lst.request_head_timeout_s) as head_scope:
+                    while event is NEED_DATA:
+                        data = await self.receive()
+                        partial = partial or bool(data)
+                        codec.receive_data(data)
+                        event = codec.next_event()
+                if head_scope.cancelled_caught:
+                    # A client that sent nothing at all gets no answer (as nginx).
+                    if partial:
+                        await self._refuse(408)
+                    return None
+        except RemoteProtocolError as exc:
+            log.info(
+                "refused request from %s:%d: %s (%d)",
+                self.client.address, self.client.port, exc, exc.status_hint,
+            )
+            await self._refuse(exc.status_hint)
+            return None
+        return self._as_head(event)
+
+    @staticmethod
+    def _as_head(event: Event | Sentinel) -> RequestHead | None:
+        if isinstance(event, RequestHead):
+            return event
+        if isinstance(event, ConnectionClosed):
+            return None
+        # PAUSED cannot happen here (the cycle was restarted); anything else is
+        # a codec bug, which must not pass silently.
+        raise RuntimeError(f"unexpected event before a request head: {event!r}")
+
+    async def _refuse(self, status: int) -> None:
+        """Answer a request we cannot parse, then close (framing is in doubt)."""
+        try:
+            with trio.move_on_after(1.0):
+                await self.send(render_error_response(status))
+        except ClientGone:
+            pass

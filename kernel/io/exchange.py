@@ -1,0 +1,539 @@
+"""One exchange: a request head in, a response (or an error) out.
+
+The life of a request, in order (docs/architecture.md draws it):
+
+1. build the :class:`~sdk.Flow` (hop-by-hop fields dropped) on the current
+   generation, which the flow keeps until it ends;
+2. ``trellis_route_select`` on the global + listener chain picks the route;
+3. ``trellis_request_access``, then ``trellis_request`` on the route's full
+   chain; either may answer locally;
+4. ``trellis_upstream_select`` (unless a plugin set ``flow.upstream``), else
+   the route's ``upstream``;
+5. the request head goes upstream with Via and forwarding fields, then the
+   body streams through ``trellis_request_body``;
+6. the response head comes back; ``trellis_response`` may change it; the
+   body streams through ``trellis_response_body``;
+7. ``trellis_flow_done``, exactly once, whatever happened.
+
+A failure before the response head was sent becomes an error response
+(``trellis_error`` may supply it); after that the connection is cut, since
+the client can no longer be told.
+
+May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
+kernel.generation, kernel.io.upstream, kernel.io.state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from kernel import dispatch
+from kernel.dispatch import Chain
+from kernel.generation import Generation, RouteRuntime
+from kernel.io.upstream import UpstreamConnection
+from kernel.protocol.errorpage import error_body, reason_phrase
+from kernel.protocol.events import (
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Fields,
+    InformationalResponse,
+    RequestHead,
+    ResponseHead,
+)
+from kernel.protocol.forwarding import (
+    downstream_response_fields,
+    strip_hop_by_hop,
+    upstream_request_fields,
+)
+from sdk import (
+    Flow,
+    Headers,
+    PluginError,
+    ProtocolError,
+    ProxyError,
+    RemoteProtocolError,
+    Request,
+    Response,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from sdk._flow import Timings, new_flow_id
+
+if TYPE_CHECKING:
+    from kernel.io.connection import Http1Connection
+
+__all__ = ["ClientGone", "run_exchange"]
+
+log = logging.getLogger("kernel.exchange")
+
+_now = time.monotonic
+_NO_BODY_STATUS = frozenset({204, 304})
+#: How much of an unread request body we read and drop to keep a connection
+#: alive after answering locally; more than this and we close instead.
+_DISCARD_LIMIT = 256 * 1024
+
+
+class ClientGone(Exception):
+    """The client closed or reset its connection."""
+
+
+class _Abort(Exception):
+    """End the exchange and close the connection (the response cannot be completed)."""
+
+
+class _UpstreamBroken(Exception):
+    """The upstream connection failed under us (reset, closed, or bad framing)."""
+
+
+async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
+    """Serve one request; returns whether the connection may carry another."""
+    state = conn.state
+    gen = state.generation
+    lst = gen.listeners.get(conn.listener.name, conn.listener)
+    gen.acquire()
+    state.flow_started()
+    request = _make_request(head, conn)
+    flow = Flow(
+        id=new_flow_id(),
+        request=request,
+        client=conn.client,
+        timings=Timings(started_at=time.time(), request_head=_now()),
+        generation=gen.number,
+    )
+    pre = gen.pre_route.get(lst.name) or next(iter(gen.pre_route.values()))
+    chain: Chain = pre
+    ex = _Exchange(conn, gen, flow, head)
+    keep = False
+    try:
+        try:
+            if head.method == b"CONNECT":
+                raise ProxyError("CONNECT is not supported here", status_hint=501)
+            name = await dispatch.first_result(pre.route_select, "trellis_route_select", flow)
+            route_name = name if name is not None else lst.default_route
+            route = gen.routes.get(route_name)
+            if route is None:
+                raise ProxyError(f"plugin chose unknown route {route_name!r}", status_hint=500)
+            flow.route = route_name
+            chain = gen.chains.get((lst.name, route_name)) or pre
+            ex.chain, ex.route = chain, route
+            keep = await ex.run()
+        except ProxyError as exc:
+            keep = await ex.fail(exc)
+    except (ClientGone, _Abort):
+        keep = False
+    finally:
+        flow.timings.done = _now()
+        if ex.upstream is not None:
+            ex.upstream.close_nowait()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await dispatch.call_done(chain.flow_done, flow)
+        gen.release()
+        state.flow_ended()
+    return keep
+
+
+def _make_request(head: RequestHead, conn: Http1Connection) -> Request:
+    target = head.target.decode("latin-1")
+    fields = strip_hop_by_hop(head.headers, keep_proxy_auth=True)
+    headers = Headers.from_wire(fields)
+    authority = ""
+    for n, v in fields:
+        if n == b"host":
+            authority = v.decode("latin-1")
+            break
+    scheme = "https" if conn.client.tls else "http"
+    if not target.startswith("/") and "://" in target:
+        # Absolute form (RFC 9112 §3.2.2): the target's authority wins over Host.
+        scheme, _, rest = target.partition("://")
+        auth, slash, path = rest.partition("/")
+        authority = auth
+        target = "/" + path if slash else "/"
+        headers["host"] = authority
+    return Request(
+        method=head.method.decode("ascii"),
+        path=target,
+        headers=headers,
+        scheme=scheme.lower(),
+        authority=authority,
+        http_version=head.http_version.decode("ascii"),
+    )
+
+
+def _framing(fields: Fields) -> tuple[int | None, bool]:
+    """(content-length, chunked) of a validated request head."""
+    length: int | None = None
+    chunked = False
+    for n, v in fields:
+        if n == b"content-length":
+            length = int(v)
+        elif n == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
+class _Exchange:
+    """The mutable state of one exchange while it runs."""
+
+    def __init__(self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead):
+        self.conn = conn
+        self.gen = gen
+        self.flow = flow
+        self.head = head
+        self.chain: Chain = next(iter(gen.pre_route.values()))
+        self.route: RouteRuntime | None = None
+        length, chunked = _framing(head.headers)
+        self.content_length = length
+        self.has_body = chunked or bool(length)
+        #: True once the whole request body was read from the client.
+        self.request_done = not self.has_body
+        #: True once any response byte went to the client.
+        self.head_sent = False
+        self.upstream: UpstreamConnection | None = None
+        self.trailers: Fields = []
+
+    # -- the main line ------------------------------------------------------
+    async def run(self) -> bool:
+        flow, chain = self.flow, self.chain
+        route = self.route
+        assert route is not None
+        if route.max_body_bytes and (self.content_length or 0) > route.max_body_bytes:
+            raise RemoteProtocolError("request body too large", status_hint=413)
+        response = await dispatch.first_result(
+            chain.request_access, "trellis_request_access", flow
+        )
+        if response is None:
+            response = await dispatch.first_result(chain.request, "trellis_request", flow)
+        if response is not None:
+            return await self.respond_locally(response)
+        if flow.upstream is None:
+            origin = await dispatch.first_result(
+                chain.upstream_select, "trellis_upstream_select", flow
+            )
+            if origin is not None:
+                flow.upstream = origin
+            elif route.upstream is not None:
+                flow.upstream = route.upstream
+                if route.base_path:
+                    flow.request.path = route.base_path + flow.request.path
+            else:
+                raise UpstreamError(f"no upstream for route {route.name!r}")
+        return await self.proxy()
+
+    # -- local responses ----------------------------------------------------
+    async def respond_locally(self, response: Response) -> bool:
+        flow = self.flow
+        flow.response = response
+        flow.timings.response_head = _now()
+        await dispatch.call_all(self.chain.response, "trellis_response", flow)
+        await self._discard_request_body()
+        await self._send_local(response)
+        return True
+
+    async def _send_local(self, response: Response) -> None:
+        conn, flow = self.conn, self.flow
+        body = response.body or b""
+        transforms = self.chain.response_body
+        fields = [(n, v) for n, v in response.headers.fields if n not in (b"content-length", b"transfer-encoding", b"connection")]
+        if transforms:
+            body = dispatch.transform(transforms, "trellis_response_body", flow, body, True)
+        bodyless = response.status_code in _NO_BODY_STATUS or response.status_code < 200
+        if not bodyless:
+            fields.append((b"content-length", str(len(body)).encode("ascii")))
+        head = ResponseHead(
+            status_code=response.status_code,
+            headers=fields,
+            reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
+            keep_alive=not self.conn.state.draining and self.request_done,
+        )
+        data = conn.codec.send_response_head(head)
+        self.head_sent = True
+        if body and not bodyless and flow.request.method != "HEAD":
+            data += conn.codec.send_data(body)
+            flow.bytes_out += len(body)
+        data += conn.codec.send_end()
+        await conn.send(data)
+
+    async def _discard_request_body(self) -> None:
+        """Read and drop a small unread request body so the connection survives.
+
+        A client waiting for ``100 Continue`` is not sent one: it will not send
+        the body, and the codec then closes the connection after the response.
+        """
+        if self.request_done or self.head.expect_continue:
+            return
+        budget = _DISCARD_LIMIT
+        with trio.move_on_after(self.conn.listener.body_timeout_s):
+            while (data := await self._next_body_chunk()) is not None:
+                budget -= len(data)
+                if budget < 0:
+                    return
+
+    # -- errors ---------------------------------------------------------------
+    async def fail(self, exc: ProxyError) -> bool:
+        """Turn a failure into an error response, if the client can still get one."""
+        flow = self.flow
+        flow.error = exc
+        status = exc.status_hint
+        if isinstance(exc, PluginError):
+            status = 502
+        if not isinstance(exc, PluginError | ProtocolError):
+            log.warning("[%s] %s %s: %s", flow.id, flow.request.method, flow.request.path, exc)
+        if self.head_sent:
+            raise _Abort
+        if self.upstream is not None:
+            self.upstream.close_nowait()
+            self.upstream = None
+        response: Response | None = None
+        try:
+            response = await dispatch.first_result(self.chain.error, "trellis_error", flow, exc)
+        except PluginError:
+            response = None  # already logged; fall back to the kernel's page
+        if response is None:
+            response = Response.make(status, error_body(status, flow.id))
+        flow.response = response
+        flow.timings.response_head = _now()
+        if isinstance(exc, ProtocolError) or not self.request_done:
+            # Framing or body state in doubt: answer, then close.
+            await self._send_local_closing(response)
+            return False
+        await self._send_local(response)
+        return True
+
+    async def _send_local_closing(self, response: Response) -> None:
+        body = response.body or b""
+        fields = [(n, v) for n, v in response.headers.fields if n not in (b"content-length", b"connection", b"transfer-encoding")]
+        fields.append((b"content-length", str(len(body)).encode("ascii")))
+        fields.append((b"connection", b"close"))
+        head = ResponseHead(
+            status_code=response.status_code,
+            headers=fields,
+            reason=reason_phrase(response.status_code).encode("latin-1"),
+            keep_alive=False,
+        )
+        data = self.conn.codec.send_response_head(head)
+        self.head_sent = True
+        if self.flow.request.method != "HEAD":
+            data += self.conn.codec.send_data(body)
+        data += self.conn.codec.send_end()
+        await self.conn.send(data)
+
+    # -- the client's body ----------------------------------------------------
+    async def _next_body_chunk(self) -> bytes | None:
+        """The next request body chunk from the client; None at its end."""
+        conn = self.conn
+        codec = conn.codec
+        flow = self.flow
+        limit = self.route.max_body_bytes if self.route is not None else 0
+        timeout = conn.listener.body_timeout_s
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                with trio.move_on_after(timeout) as scope:
+                    data = await conn.receive()
+                if scope.cancelled_caught:
+                    raise RemoteProtocolError("request body timed out", status_hint=408)
+                codec.receive_data(data)
+                continue
+            if isinstance(event, Data):
+                flow.bytes_in += len(event.data)
+                if limit and flow.bytes_in > limit:
+                    raise RemoteProtocolError("request body too large", status_hint=413)
+                return event.data
+            elif isinstance(event, EndOfMessage):
+                self.request_done = True
+                self.trailers = event.trailers
+                return None
+            else:
+                raise RemoteProtocolError(f"unexpected {event!r} in request body")
+
+    # -- proxying -------------------------------------------------------------
+    async def proxy(self) -> bool:
+        flow, gen, route = self.flow, self.gen, self.route
+        assert route is not None and flow.upstream is not None
+        ups = gen.settings.upstream
+        pool = self.conn.state.pool
+        attempt = 0
+        while True:
+            up = await pool.acquire(
+                flow.upstream,
+                gen.upstream_http1,
+                connect_timeout=route.connect_timeout_s,
+                idle_timeout=ups.idle_timeout_s,
+            )
+            self.upstream = up
+            reused = up.requests > 0
+            up.requests += 1
+            flow.timings.upstream_connected = _now()
+            try:
+                await self._send_request(up)
+                head = await self._receive_response_head(up)
+                break
+            except _UpstreamBroken as exc:
+                up.close_nowait()
+                self.upstream = None
+                # A reused connection the upstream closed meanwhile: retry once
+                # on a fresh one, when nothing of a body had to be sent.
+                if reused and attempt == 0 and not self.has_body:
+                    attempt += 1
+                    continue
+                raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc
+        return await self._relay_response(up, head)
+
+    def _upstream_fields(self) -> Fields:
+        flow = self.flow
+        req = flow.request
+        host = (req.headers.get("host") or req.authority).encode("latin-1")
+        fields = upstream_request_fields(
+            req.headers.fields,
+            self.gen.forwarding,
+            client_address=flow.client.address,
+            scheme=req.scheme,
+            host=host,
+        )
+        if not any(n == b"host" for n, _ in fields):
+            fields.insert(0, (b"host", host))
+        if self.head.expect_continue:
+            # We answer "100 Continue" ourselves once the upstream is connected
+            # (RFC 9110 §10.1.1 lets an intermediary do so), so the upstream is
+            # not asked to.
+            fields = [(n, v) for n, v in fields if n != b"expect"]
+        if self.has_body:
+            if self.chain.request_body or self.content_length is None:
+                fields = [(n, v) for n, v in fields if n != b"content-length"]
+                fields.append((b"transfer-encoding", b"chunked"))
+        return fields
+
+    async def _send_request(self, up: UpstreamConnection) -> None:
+        flow = self.flow
+        req = flow.request
+        codec = up.codec
+        head = RequestHead(
+            method=req.method.encode("ascii"),
+            target=req.path.encode("latin-1"),
+            headers=self._upstream_fields(),
+        )
+        data = codec.send_request_head(head)
+        if not self.has_body:
+            # Consume the request's EndOfMessage so the codec can cycle.
+            await self._next_body_chunk()
+            await _up_send(up, data + codec.send_end())
+            return
+        await _up_send(up, data)
+        if self.head.expect_continue:
+            await self.conn.send(self.conn.codec.send_informational(100, []))
+        transforms = self.chain.request_body
+        while (chunk := await self._next_body_chunk()) is not None:
+            if transforms:
+                chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
+                if not chunk:
+                    continue
+            await _up_send(up, codec.send_data(chunk))
+        tail = b""
+        if transforms:
+            last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
+            if last:
+                tail = codec.send_data(last)
+        await _up_send(up, tail + codec.send_end(self.trailers or None))
+
+    async def _receive_response_head(self, up: UpstreamConnection) -> ResponseHead:
+        route = self.route
+        assert route is not None
+        codec = up.codec
+        try:
+            with trio.fail_after(route.response_timeout_s):
+                while True:
+                    event = codec.next_event()
+                    if event is NEED_DATA:
+                        codec.receive_data(await up.receive())
+                    elif isinstance(event, ResponseHead):
+                        return event
+                    elif isinstance(event, InformationalResponse):
+                        continue  # 100/103 from upstream: not relayed yet
+                    else:
+                        raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
+            raise _UpstreamBroken from exc
+        except trio.TooSlowError:
+            raise UpstreamTimeout(
+                f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
+            ) from None
+
+    async def _relay_response(self, up: UpstreamConnection, head: ResponseHead) -> bool:
+        flow, conn, route = self.flow, self.conn, self.route
+        assert route is not None
+        fields = downstream_response_fields(head.headers, self.gen.forwarding)
+        response = Response(
+            status_code=head.status_code,
+            headers=Headers.from_wire(fields),
+            reason=head.reason.decode("latin-1"),
+            http_version=head.http_version.decode("ascii"),
+        )
+        flow.response = response
+        flow.timings.response_head = _now()
+        await dispatch.call_all(self.chain.response, "trellis_response", flow)
+        transforms = self.chain.response_body
+        out_fields = response.headers.fields
+        if transforms:
+            out_fields = [(n, v) for n, v in out_fields if n != b"content-length"]
+        down = conn.codec
+        data = down.send_response_head(
+            ResponseHead(
+                status_code=response.status_code,
+                headers=out_fields,
+                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
+                keep_alive=not conn.state.draining,
+            )
+        )
+        self.head_sent = True
+        await conn.send(data)
+        codec = up.codec
+        timeout = route.read_timeout_s
+        try:
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    with trio.fail_after(timeout):
+                        chunk = await up.receive()
+                    codec.receive_data(chunk)
+                elif isinstance(event, Data):
+                    chunk = event.data
+                    if transforms:
+                        chunk = dispatch.transform(transforms, "trellis_response_body", flow, chunk, False)
+                        if not chunk:
+                            continue
+                    flow.bytes_out += len(chunk)
+                    await conn.send(down.send_data(chunk))
+                elif isinstance(event, EndOfMessage):
+                    tail = b""
+                    if transforms:
+                        last = dispatch.transform(transforms, "trellis_response_body", flow, b"", True)
+                        if last:
+                            flow.bytes_out += len(last)
+                            tail = down.send_data(last)
+                    await conn.send(tail + down.send_end(event.trailers or None))
+                    break
+                else:
+                    raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
+            flow.error = UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}")
+            log.warning("[%s] %s", flow.id, flow.error)
+            raise _Abort from exc
+        self.upstream = None
+        if codec.keep_alive:
+            codec.start_next_cycle()
+            conn.state.pool.put_idle(up, self.gen.settings.upstream.max_idle_per_host)
+        else:
+            up.close_nowait()
+        return True
+
+
+async def _up_send(up: UpstreamConnection, data: bytes) -> None:
+    try:
+        await up.send(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise _UpstreamBroken from exc

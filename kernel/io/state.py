@@ -1,0 +1,50 @@
+"""State shared by every connection of the process: the current generation,
+the upstream pool, and what graceful shutdown needs.
+
+May import: stdlib, trio, kernel.generation, kernel.io.upstream.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+
+from kernel.generation import Generation
+from kernel.io.upstream import UpstreamPool
+
+__all__ = ["ServerState"]
+
+
+class ServerState:
+    """Mutable process state; connections read ``generation`` per flow."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.pool = UpstreamPool()
+        #: True once shutdown began: finish the current exchange, then close.
+        self.draining = False
+        #: Cancel scopes of connections idle between requests (cancelled on drain).
+        self.idle_scopes: set[trio.CancelScope] = set()
+        #: Connections currently open.
+        self.connections = 0
+        self.connection_ids = itertools.count(1)
+        #: Flows in progress, across generations.
+        self.active_flows = 0
+        self.no_active_flows = trio.Event()
+        self.no_active_flows.set()
+
+    def flow_started(self) -> None:
+        self.active_flows += 1
+        if self.active_flows == 1:
+            self.no_active_flows = trio.Event()
+
+    def flow_ended(self) -> None:
+        self.active_flows -= 1
+        if self.active_flows == 0:
+            self.no_active_flows.set()
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        for scope in list(self.idle_scopes):
+            scope.cancel()

@@ -1,0 +1,155 @@
+"""Upstream connections and the per-origin keep-alive pool.
+
+Bookkeeping is synchronous and separate from I/O (httpcore's "decide, then
+do I/O"): :meth:`UpstreamPool.take_idle` and :meth:`UpstreamPool.put_idle`
+never await; only :func:`connect` does. The pool is shared by every
+generation, so upstream keep-alive survives a reload.
+
+May import: stdlib, trio, attrs, sdk, kernel.protocol.
+"""
+
+from __future__ import annotations
+
+import select
+
+import attrs
+import trio
+
+from kernel.protocol.http1 import ClientCodec, make_client_codec
+from sdk import Origin, UpstreamConnectError, UpstreamTimeout
+
+__all__ = ["PoolStatistics", "UpstreamConnection", "UpstreamPool", "connect"]
+
+RECV_SIZE = 65536
+
+
+class UpstreamConnection:
+    """One TCP connection to an upstream plus its HTTP/1.1 client codec."""
+
+    __slots__ = ("codec", "idle_since", "kind", "origin", "requests", "stream")
+
+    def __init__(self, stream: trio.SocketStream, origin: Origin, kind: str) -> None:
+        self.stream = stream
+        self.origin = origin
+        self.kind = kind
+        self.codec: ClientCodec = make_client_codec(kind)  # type: ignore[arg-type]
+        self.idle_since = 0.0
+        #: Requests sent on this connection so far.
+        self.requests = 0
+
+    async def send(self, data: bytes) -> None:
+        if data:
+            await self.stream.send_all(data)
+
+    async def receive(self) -> bytes:
+        return await self.stream.receive_some(RECV_SIZE)
+
+    def close_nowait(self) -> None:
+        """Close the socket without a checkpoint (safe in cleanup paths)."""
+        self.stream.socket.close()
+
+    def looks_dead(self) -> bool:
+        """An idle HTTP/1.1 connection must have nothing to read; if it is
+        readable, the peer closed it (or sent garbage): do not reuse it."""
+        try:
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+
+async def connect(origin: Origin, kind: str, timeout: float) -> UpstreamConnection:
+    """Open a new connection, mapping failures to upstream errors."""
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(origin.host, origin.port)
+    except trio.TooSlowError:
+        raise UpstreamTimeout(f"connecting to {origin} timed out after {timeout:g}s") from None
+    except OSError as exc:
+        raise UpstreamConnectError(f"cannot connect to {origin}: {exc.strerror or exc}") from exc
+    return UpstreamConnection(stream, origin, kind)
+
+
+@attrs.frozen
+class PoolStatistics:
+    """A snapshot of the pool's counters."""
+
+    opened: int
+    reused: int
+    idle: int
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per (origin, codec)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[Origin, str], list[UpstreamConnection]] = {}
+        self.opened = 0
+        self.reused = 0
+
+    def take_idle(
+        self, origin: Origin, kind: str, idle_timeout: float
+    ) -> UpstreamConnection | None:
+        """The most recently used live idle connection, or None."""
+        conns = self._idle.get((origin, kind))
+        if not conns:
+            return None
+        now = trio.current_time()
+        while conns:
+            conn = conns.pop()
+            if now - conn.idle_since > idle_timeout or conn.looks_dead():
+                conn.close_nowait()
+                continue
+            self.reused += 1
+            return conn
+        return None
+
+    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
+        """Keep ``conn`` for reuse, or close it when the pool for its origin is full."""
+        conns = self._idle.setdefault((conn.origin, conn.kind), [])
+        if len(conns) >= max_idle:
+            conn.close_nowait()
+            return
+        conn.idle_since = trio.current_time()
+        conns.append(conn)
+
+    async def acquire(
+        self, origin: Origin, kind: str, *, connect_timeout: float, idle_timeout: float
+    ) -> UpstreamConnection:
+        conn = self.take_idle(origin, kind, idle_timeout)
+        if conn is not None:
+            return conn
+        conn = await connect(origin, kind, connect_timeout)
+        self.opened += 1
+        return conn
+
+    def reap(self, idle_timeout: float) -> int:
+        """Close idle connections older than ``idle_timeout``; returns how many."""
+        now = trio.current_time()
+        closed = 0
+        for key, conns in list(self._idle.items()):
+            keep = []
+            for conn in conns:
+                if now - conn.idle_since > idle_timeout:
+                    conn.close_nowait()
+                    closed += 1
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        return closed
+
+    def close_all(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close_nowait()
+        self._idle.clear()
+
+    def statistics(self) -> PoolStatistics:
+        return PoolStatistics(
+            opened=self.opened,
+            reused=self.reused,
+            idle=sum(len(c) for c in self._idle.values()),
+        )

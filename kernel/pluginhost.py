@@ -1,0 +1,265 @@
+"""The plugin host: finds plugins, builds configured instances, registers them.
+
+pluggy does what it is good at here (ARCHITECTURE.md, "Hooks and the
+dispatcher"): entry-point discovery under ``trellis.plugins``, blocking,
+hookspec validation of every instance at register time, and the lifecycle
+hooks. Flow hooks are *not* called through pluggy; :mod:`kernel.dispatch`
+compiles them into plain lists.
+
+A plugin is what an entry point (or a ``[kernel.modules]`` reference) names:
+
+- a **class**: instantiated once per configured instance. If it has a
+  ``config_class`` attribute (an attrs class), the instance's TOML table is
+  structured into it and passed as the only constructor argument;
+- any other **object** (a module, an instance): used as is, one instance, no
+  configuration.
+
+Instance names: ``NAME`` is the default instance (table ``[plugins.NAME]``);
+``NAME.LABEL`` is a named instance (table ``[plugins.NAME.LABEL]``, which
+starts from the keys of ``[plugins.NAME]`` and overrides them).
+
+May import: stdlib, pluggy, attrs, sdk, kernel.config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import pluggy
+
+import sdk
+import sdk.hookspecs
+from kernel.config.model import Settings
+from sdk._config import structure
+
+__all__ = ["PluginHost", "PluginInfo", "available_plugins", "instance_plugin"]
+
+
+@attrs.frozen
+class PluginInfo:
+    """One installed plugin, as ``kernel plugins`` lists it."""
+
+    name: str
+    factory: Any
+    source: str  # "entry point <dist>" or "module <ref>"
+    summary: str
+    config_class: type | None
+
+
+def _summary(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    if not doc and not inspect.ismodule(obj):
+        doc = inspect.getdoc(inspect.getmodule(obj)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _load_ref(ref: str) -> Any:
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
+
+
+def available_plugins(
+    modules: Mapping[str, str] | None = None, *, blocked: Iterable[str] = ()
+) -> tuple[dict[str, PluginInfo], list[str]]:
+    """Every loadable plugin by name, and the problems met while loading.
+
+    Entry points of the ``trellis.plugins`` group come first; ``modules``
+    (``[kernel.modules]``: name -> ``"pkg.mod:attr"``) add or override.
+    Blocked names are not even imported.
+    """
+    found: dict[str, PluginInfo] = {}
+    problems: list[str] = []
+    block = set(blocked)
+    for ep in importlib.metadata.entry_points(group=sdk.ENTRY_POINT_GROUP):
+        if ep.name in block or ep.name in found:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not stop the others
+            problems.append(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}")
+            continue
+        dist = ep.dist.name if ep.dist is not None else "?"
+        found[ep.name] = PluginInfo(
+            ep.name, obj, f"entry point in {dist}", _summary(obj), getattr(obj, "config_class", None)
+        )
+    for name, ref in (modules or {}).items():
+        if name in block:
+            continue
+        try:
+            obj = _load_ref(ref)
+        except Exception as exc:
+            problems.append(f"$.kernel.modules.{name}: cannot import {ref!r}: {exc!r}")
+            continue
+        found[name] = PluginInfo(
+            name, obj, f"module {ref}", _summary(obj), getattr(obj, "config_class", None)
+        )
+    return found, problems
+
+
+def instance_plugin(instance: str) -> str:
+    """``"ratelimit.strict"`` -> ``"ratelimit"``."""
+    return instance.partition(".")[0]
+
+
+class PluginHost:
+    """The plugin instances of one configuration generation, in a pluggy manager.
+
+    Build it with :meth:`build`, which collects *every* problem (unknown
+    plugin names in chains, bad tables) into a list instead of stopping at
+    the first; the caller turns a non-empty list into a ``ConfigError``.
+    """
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(sdk.PROJECT)
+        self.pm.add_hookspecs(sdk.hookspecs)
+        #: instance name -> plugin object, in the order they were created.
+        self.instances: dict[str, object] = {}
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        available: Mapping[str, PluginInfo],
+        extra: Mapping[str, object] | None = None,
+    ) -> tuple[PluginHost, list[str]]:
+        """Create and register every instance the configuration references.
+
+        ``extra`` maps instance names to ready-made plugin objects (tests,
+        bridges); they take precedence over installed plugins of that name.
+        """
+        host = cls()
+        problems: list[str] = []
+        wanted = _referenced_instances(settings)
+        tables = settings.plugins
+        extra = dict(extra or {})
+        # A [plugins.X] table for an installed-or-extra plugin nobody references
+        # is almost always a typo in a chain: say so.
+        for name, table in tables.items():
+            if name not in available and name not in extra:
+                problems.append(
+                    f"$.plugins.{name}: no plugin named {name!r} is installed"
+                    f" (installed: {', '.join(sorted(available)) or 'none'})"
+                )
+        for inst, path in wanted.items():
+            if inst in extra:
+                host._register(inst, extra[inst], problems, path)
+                continue
+            plugin = instance_plugin(inst)
+            info = available.get(plugin)
+            if info is None:
+                problems.append(
+                    f"{path}: unknown plugin {plugin!r}"
+                    f" (installed: {', '.join(sorted(available)) or 'none'})"
+                )
+                continue
+            obj = _instantiate(info, inst, tables.get(plugin), problems)
+            if obj is not None:
+                host._register(inst, obj, problems, path)
+        return host, problems
+
+    def _register(self, inst: str, obj: object, problems: list[str], path: str) -> None:
+        try:
+            self.pm.register(obj, name=inst)
+            # A hookimpl whose name matches no hookspec is a typo, not a feature.
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+            problems.append(f"{path}: plugin {inst!r} is invalid: {exc}")
+            return
+        except ValueError as exc:  # the same object registered twice under two names
+            problems.append(f"{path}: {exc}")
+            return
+        self.instances[inst] = obj
+        self.pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
+
+
+def _referenced_instances(settings: Settings) -> dict[str, str]:
+    """Instance name -> the config path of its first reference."""
+    out: dict[str, str] = {}
+    for i, name in enumerate(settings.kernel.plugins):
+        out.setdefault(name, f"$.kernel.plugins[{i}]")
+    for li, lst in enumerate(settings.listeners):
+        for i, name in enumerate(lst.plugins):
+            out.setdefault(name, f"$.listeners[{li}].plugins[{i}]")
+    for ri, route in enumerate(settings.routes):
+        for i, name in enumerate(route.plugins):
+            out.setdefault(name, f"$.routes[{ri}].plugins[{i}]")
+    return out
+
+
+def _instantiate(
+    info: PluginInfo, inst: str, table: Any, problems: list[str]
+) -> object | None:
+    """Build one instance of ``info`` for instance name ``inst``."""
+    _, _, label = inst.partition(".")
+    factory: Callable[..., object] = info.factory
+    config_cls = info.config_class
+    base_path = f"$.plugins.{info.name}"
+    if not inspect.isclass(factory):
+        if label:
+            problems.append(
+                f"{base_path}.{label}: plugin {info.name!r} has no configuration and"
+                " cannot be instantiated under several names"
+            )
+            return None
+        if table:
+            problems.append(f"{base_path}: plugin {info.name!r} takes no configuration")
+            return None
+        return factory
+    if config_cls is None:
+        if table:
+            problems.append(f"{base_path}: plugin {info.name!r} takes no configuration")
+            return None
+        try:
+            return factory()
+        except Exception as exc:
+            problems.append(f"{base_path}: plugin {info.name!r} failed to start: {exc!r}")
+            return None
+    data = _instance_table(table, label, config_cls)
+    if data is None:
+        problems.append(
+            f"{base_path}.{label}: no table [plugins.{info.name}.{label}] for instance {inst!r}"
+        )
+        return None
+    path = f"{base_path}.{label}" if label else base_path
+    try:
+        config = structure(data, config_cls, path=path)
+    except sdk.ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    try:
+        return factory(config)
+    except sdk.ConfigError as exc:
+        problems.extend(exc.problems)
+    except Exception as exc:
+        problems.append(f"{path}: plugin {info.name!r} refused its configuration: {exc!r}")
+    return None
+
+
+def _instance_table(table: Any, label: str, config_cls: type) -> dict[str, Any] | None:
+    """The table for one instance: ``[plugins.X]`` minus named-instance subtables.
+
+    A key of ``[plugins.X]`` whose value is a table and which is not a field
+    of the config class is a named instance ``X.<key>``.
+    """
+    table = dict(table or {})
+    fields = {a.name for a in attrs.fields(config_cls)} if attrs.has(config_cls) else set()
+    subtables = {k for k, v in table.items() if isinstance(v, dict) and k not in fields}
+    base = {k: v for k, v in table.items() if k not in subtables}
+    if label:
+        if label not in subtables:
+            return None
+        # A named instance starts from the plugin's base table and overrides it.
+        return {**base, **table[label]}
+    return base

@@ -1,0 +1,389 @@
+"""The reference HTTP/1.1 codecs, on h11.
+
+h11 parses every head and body and writes every message; it is the codec the
+fast one (:mod:`.httptools_codec`) is measured against. Around it:
+
+- :mod:`.validate` sees each head *before* h11 does and makes every
+  accept/reject decision (h11 is lenient where a proxy must not be: bare LF,
+  obs-fold, CTLs in values, ``Content-Length: 3, 3``, 17-digit chunk sizes),
+  so both codecs refuse alike.
+- Framing: h11 is fed exactly one message at a time, its head and then the
+  body bytes :mod:`.validate` measured out (a Content-Length count, or what
+  :class:`~kernel.protocol.validate.ChunkedDecoder` consumed). Bytes of a
+  pipelined next request stay in our buffer, never in h11's, so the next
+  head is validated like the first.
+- Sending: :func:`~kernel.protocol.http1.plan_response` and the other rules
+  in :mod:`.http1` run first; h11 then writes the message and enforces the
+  Content-Length. (The rules follow h11, so h11 never disagrees with them.)
+
+May import: stdlib, h11, kernel.protocol, sdk._errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import h11
+
+from kernel.protocol import validate as v
+from kernel.protocol.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Fields,
+    InformationalResponse,
+    RequestHead,
+    ResponseHead,
+    Sentinel,
+)
+from kernel.protocol.http1 import (
+    CHUNKED,
+    Limits,
+    check_informational,
+    plan_response,
+    send_fields,
+    send_request_check,
+)
+from sdk._errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = ["H11ClientCodec", "H11ServerCodec"]
+
+# Receive states (as in httptools_codec).
+_HEAD: Final = 0
+_BODY: Final = 1
+_DONE: Final = 2
+_CLOSED: Final = 3
+_ERROR: Final = 4
+# Send states.
+_IDLE: Final = 0
+_SENDING: Final = 1
+_SENT: Final = 2
+_FAILED: Final = 3
+
+
+def _fields(headers: Iterable[tuple[bytes, bytes]]) -> Fields:
+    # h11 hands out bytearrays in places; our events promise bytes.
+    return [(bytes(n), bytes(v)) for n, v in headers]
+
+
+class _Codec:
+    """What both sides share: our buffer and framing, h11's parse and writer."""
+
+    def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], limits: Limits) -> None:
+        self._limits = limits
+        # h11 only ever holds one validated message, so its own limit is moot.
+        self._conn = h11.Connection(role, max_incomplete_event_size=1 << 30)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._eof_fed = False
+        self._rstate = _HEAD
+        self._scanner = v.HeadScanner(limits)
+        self._body = 0
+        self._chunks: v.ChunkedDecoder | None = None
+        self._method = b""
+        self._sstate = _IDLE
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        elif self._eof:
+            raise LocalProtocolError("data received after EOF")
+        else:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+
+    def _feed_head(self, end: int) -> h11.Request | h11.InformationalResponse | h11.Response:
+        self._conn.receive_data(self._buf[self._pos : end])
+        self._pos = end
+        event = self._h11_event()
+        assert isinstance(event, h11.Request | h11.InformationalResponse | h11.Response)
+        return event
+
+    def _h11_event(self) -> h11.Event | None:
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            # Only reachable if h11 is stricter than validate: a bug to fix there.
+            raise RemoteProtocolError(f"h11 refused what validate accepted: {exc}") from None
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            return None
+        assert isinstance(event, h11.Event)
+        return event
+
+    def _start_body(self, body: int) -> None:
+        self._body = body
+        self._chunks = v.ChunkedDecoder(self._limits) if body == CHUNKED else None
+        self._rstate = _BODY
+
+    def _read_body(self) -> Data | EndOfMessage | Sentinel:
+        while True:
+            event = self._h11_event()
+            if isinstance(event, h11.Data):
+                return Data(bytes(event.data))
+            if isinstance(event, h11.EndOfMessage):
+                self._rstate = _DONE
+                return EndOfMessage(_fields(event.headers))
+            if not self._feed_body():
+                if self._eof:
+                    raise RemoteProtocolError("connection closed in the middle of a body")
+                return NEED_DATA
+
+    def _feed_body(self) -> bool:
+        """Give h11 the next framed piece of the body; False if none yet."""
+        buf = self._buf
+        pos = self._pos
+        body = self._body
+        if body == CHUNKED:
+            chunks = self._chunks
+            assert chunks is not None
+            new = max(chunks.step(buf, pos))
+            if new == pos:
+                assert not chunks.done, "h11 did not see the end of a chunked body"
+                return False
+        elif body >= 0:
+            new = min(len(buf), pos + body)
+            if new == pos:
+                return False
+            self._body -= new - pos
+        elif pos < len(buf):  # UNTIL_CLOSE
+            new = len(buf)
+        elif self._eof and not self._eof_fed:
+            self._eof_fed = True
+            self._conn.receive_data(b"")
+            return True
+        else:
+            return False
+        self._conn.receive_data(buf[pos:new])
+        self._pos = new
+        return True
+
+    def _send(self, event: h11.Event) -> bytes:
+        try:
+            data = self._conn.send(event)
+        except h11.LocalProtocolError as exc:
+            raise self._send_failed(str(exc)) from None
+        assert data is not None
+        return data
+
+    def _send_failed(self, message: str) -> LocalProtocolError:
+        self._sstate = _FAILED
+        return LocalProtocolError(message)
+
+    def send_data(self, data: bytes) -> bytes:
+        if self._sstate != _SENDING:
+            raise self._send_failed("no body is being sent")
+        return self._send(h11.Data(data=data)) if data else b""
+
+    def send_end(self, trailers: Fields | None = None) -> bytes:
+        if self._sstate != _SENDING:
+            raise self._send_failed("no body is being sent")
+        if trailers:
+            try:
+                send_fields(trailers)
+            except LocalProtocolError:
+                self._sstate = _FAILED
+                raise
+        data = self._send(h11.EndOfMessage(headers=trailers or []))
+        self._sstate = _SENT
+        return data
+
+
+class H11ServerCodec(_Codec):
+    """:class:`~kernel.protocol.http1.ServerCodec` on h11."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(h11.SERVER, limits)
+        self._version = b""
+        self._req_keep_alive = False
+        self._keep_alive = False
+        self._sent_100 = False
+
+    @property
+    def keep_alive(self) -> bool:
+        if self._sstate == _IDLE:
+            return self._req_keep_alive
+        return self._keep_alive and self._sstate != _FAILED
+
+    @property
+    def request_method(self) -> bytes:
+        return self._method
+
+    def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
+        state = self._rstate
+        try:
+            if state == _BODY:
+                return self._read_body()
+            if state == _HEAD:
+                return self._read_head()
+        except RemoteProtocolError:
+            self._rstate = _ERROR
+            self._req_keep_alive = self._keep_alive = False
+            raise
+        if state == _DONE:
+            return PAUSED
+        if state == _CLOSED:
+            return ConnectionClosed()
+        raise RemoteProtocolError("the connection already failed")
+
+    def _read_head(self) -> RequestHead | ConnectionClosed | Sentinel:
+        pos = self._pos = v.skip_empty_lines(self._buf, self._pos)  # as the fast codec
+        if pos:
+            self._scanner.reset()
+            self._buf = self._buf[pos:]
+            pos = self._pos = 0
+        buf = self._buf
+        scanner = self._scanner
+        end = scanner.find_end(buf, pos)
+        if end < 0:
+            if not self._eof:
+                return NEED_DATA
+            if buf:
+                raise RemoteProtocolError("connection closed in the middle of a request head")
+            self._rstate = _CLOSED
+            return ConnectionClosed()
+        method, _, version = v.parse_request_line(buf, pos, scanner.line_end)
+        v.check_field_block(buf, scanner.line_end + 1, end - 2)
+        raw = v.split_fields(buf, scanner.line_end + 1, end - 2)
+        body, keep_alive, expect = v.request_framing(method, version, raw, self._limits)
+        request = self._feed_head(end)
+        assert isinstance(request, h11.Request)
+        self._method = method
+        self._version = version
+        self._req_keep_alive = keep_alive
+        self._start_body(body)
+        return RequestHead(
+            method=bytes(request.method),
+            target=bytes(request.target),
+            headers=_fields(request.headers),
+            http_version=bytes(request.http_version),
+            keep_alive=keep_alive,
+            expect_continue=expect,
+        )
+
+    def send_informational(self, status_code: int, headers: Fields) -> bytes:
+        if self._sstate != _IDLE:
+            raise LocalProtocolError("the final response has already started")
+        reason = check_informational(status_code, headers, self._version, self._sent_100)
+        self._sent_100 = self._sent_100 or status_code == 100
+        event = h11.InformationalResponse(status_code=status_code, headers=headers, reason=reason)
+        return self._send(event)
+
+    def send_response_head(self, head: ResponseHead) -> bytes:
+        if self._sstate != _IDLE:
+            raise self._send_failed("a response was already started")
+        reusable = self._req_keep_alive and self._rstate == _DONE
+        try:
+            fields, reason, _, keep_alive = plan_response(
+                head, self._method, self._version, reusable
+            )
+        except LocalProtocolError:
+            self._sstate = _FAILED
+            raise
+        data = self._send(h11.Response(status_code=head.status_code, headers=fields, reason=reason))
+        self._keep_alive = keep_alive
+        self._sstate = _SENDING
+        return data
+
+    def start_next_cycle(self) -> None:
+        if self._rstate != _DONE or self._sstate != _SENT or not self._keep_alive:
+            raise LocalProtocolError("the connection cannot carry another request")
+        self._conn.start_next_cycle()
+        self._rstate = _HEAD
+        self._sstate = _IDLE
+        self._scanner.reset()
+        self._sent_100 = False
+
+
+class H11ClientCodec(_Codec):
+    """:class:`~kernel.protocol.http1.ClientCodec` on h11."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(h11.CLIENT, limits)
+        self._req_keep_alive = False
+        self._resp_keep_alive = False
+        self._early = False
+
+    @property
+    def keep_alive(self) -> bool:
+        return (
+            self._req_keep_alive
+            and self._resp_keep_alive
+            and not self._early
+            and self._sstate == _SENT
+        )
+
+    def send_request_head(self, head: RequestHead) -> bytes:
+        if self._sstate != _IDLE:
+            raise self._send_failed("a request is already in progress")
+        try:
+            _, close = send_request_check(head)
+        except LocalProtocolError:
+            self._sstate = _FAILED
+            raise
+        data = self._send(h11.Request(method=head.method, target=head.target, headers=head.headers))
+        self._method = head.method
+        self._req_keep_alive = not close
+        self._sstate = _SENDING
+        return data
+
+    def next_event(self) -> InformationalResponse | ResponseHead | Data | EndOfMessage | Sentinel:
+        state = self._rstate
+        try:
+            if state == _BODY:
+                return self._read_body()
+            if state == _HEAD:
+                return self._read_head()
+            if state == _DONE:
+                return PAUSED
+            raise RemoteProtocolError("the connection already failed")
+        except RemoteProtocolError as exc:
+            self._rstate = _ERROR
+            raise RemoteProtocolError(exc.message, status_hint=502) from None
+
+    def _read_head(self) -> InformationalResponse | ResponseHead | Sentinel:
+        buf = self._buf
+        pos = self._pos
+        scanner = self._scanner
+        end = scanner.find_end(buf, pos)
+        if end < 0:
+            if self._eof:
+                raise RemoteProtocolError("connection closed before a complete response")
+            return NEED_DATA
+        if self._sstate == _IDLE:
+            raise RemoteProtocolError("response received before any request was sent")
+        status, _, version = v.parse_status_line(buf, pos, scanner.line_end)
+        v.check_field_block(buf, scanner.line_end + 1, end - 2)
+        raw = v.split_fields(buf, scanner.line_end + 1, end - 2)
+        body, keep_alive = v.response_framing(status, version, raw, self._method, self._limits)
+        if status == 101:
+            raise RemoteProtocolError("101 Switching Protocols was not asked for")
+        response = self._feed_head(end)
+        assert not isinstance(response, h11.Request)
+        scanner.reset()
+        fields = _fields(response.headers)
+        if isinstance(response, h11.InformationalResponse):
+            return InformationalResponse(
+                status_code=status, headers=fields, reason=bytes(response.reason)
+            )
+        self._resp_keep_alive = keep_alive
+        self._early = self._sstate != _SENT
+        self._start_body(body)
+        return ResponseHead(
+            status_code=status,
+            headers=fields,
+            reason=bytes(response.reason),
+            http_version=bytes(response.http_version),
+            keep_alive=keep_alive and self._req_keep_alive,
+        )
+
+    def start_next_cycle(self) -> None:
+        if self._rstate != _DONE or not self.keep_alive:
+            raise LocalProtocolError("the connection cannot carry another request")
+        self._conn.start_next_cycle()
+        self._rstate = _HEAD
+        self._sstate = _IDLE
+        self._scanner.reset()

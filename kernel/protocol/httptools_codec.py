@@ -1,0 +1,408 @@
+"""The fast HTTP/1.1 codecs: llhttp (through httptools) parses field lines.
+
+This is the hot path, so it is written for speed: one buffer (``bytes`` plus
+an offset, so a body read is handed on without copying), heads located with
+``bytes.find``, one parser call per head, messages written with ``b"".join``.
+
+Division of labour. :mod:`.validate` frames every message: it finds where a
+head ends, checks the start line, the framing fields and the size limits,
+and decodes the chunked coding. llhttp only parses the field lines of a
+head, which it validates strictly (CTLs, bare CR/LF, obs-fold, bad names):
+exactly what :func:`.validate.check_field_block` refuses, as a test holds it
+to. llhttp is fed a canned start line plus the real field lines, so its
+method table, URL parser and version rules never decide anything, and it
+never frames a body. If it did, we could not know where a message ends in our
+buffer, which pipelining needs, and it would switch away from HTTP after an
+``Upgrade`` request, which we treat as an ordinary request (as h11 does).
+
+May import: stdlib, httptools, kernel.protocol, sdk._errors.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+
+from kernel.protocol import validate as v
+from kernel.protocol.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Fields,
+    InformationalResponse,
+    RequestHead,
+    ResponseHead,
+    Sentinel,
+)
+from kernel.protocol.http1 import (
+    CHUNKED,
+    NO_BODY,
+    UNTIL_CLOSE,
+    Limits,
+    check_informational,
+    plan_response,
+    send_fields,
+    send_request_check,
+)
+from sdk._errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = ["HttptoolsClientCodec", "HttptoolsServerCodec"]
+
+# Receive states.
+_HEAD: Final = 0
+_BODY: Final = 1
+_DONE: Final = 2  # message complete: PAUSED until start_next_cycle
+_CLOSED: Final = 3  # ConnectionClosed returned
+_ERROR: Final = 4
+# Send states.
+_IDLE: Final = 0
+_SENDING: Final = 1
+_SENT: Final = 2
+_FAILED: Final = 3
+
+_REQUEST_START: Final = b"GET / HTTP/1.1\r\n"
+_RESPONSE_START: Final = b"HTTP/1.1 200 OK\r\n"
+
+
+def _head(start: bytes, fields: Fields) -> bytes:
+    parts = [start]
+    for name, value in fields:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Codec:
+    """What both sides share: the receive buffer and body reading, the
+    sending of bodies and the send state."""
+
+    __slots__ = (
+        "_body", "_buf", "_chunks", "_eof", "_fields", "_limits",
+        "_method", "_mode", "_pos", "_rstate", "_scanner", "_sstate",
+    )  # fmt: skip
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._rstate = _HEAD
+        self._scanner = v.HeadScanner(limits)
+        self._body = 0  # remaining Content-Length, or CHUNKED / UNTIL_CLOSE
+        self._chunks: v.ChunkedDecoder | None = None
+        self._fields: Fields = []
+        self._method = b""
+        self._sstate = _IDLE
+        self._mode = NO_BODY  # what send_data may write: a count, CHUNKED, ...
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        elif self._eof:
+            raise LocalProtocolError("data received after EOF")
+        elif self._pos >= len(self._buf):
+            self._buf = data
+            self._pos = 0
+        else:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp calls this once per field line; it strips leading OWS only.
+        self._fields.append((name.lower(), value.rstrip(b" \t")))
+
+    def _parse_fields(
+        self, start: bytes, parser: type[HttpRequestParser | HttpResponseParser], end: int
+    ) -> Fields:
+        fields: Fields = []
+        self._fields = fields
+        try:
+            parser(self).feed_data(start + self._buf[self._scanner.line_end + 1 : end])
+        except HttpParserUpgrade:
+            pass  # "Connection: upgrade": irrelevant, llhttp frames nothing
+        except HttpParserError as exc:
+            raise RemoteProtocolError(f"malformed header field line ({exc})") from None
+        return fields
+
+    def _start_body(self, body: int) -> None:
+        self._body = body
+        self._chunks = v.ChunkedDecoder(self._limits) if body == CHUNKED else None
+        self._rstate = _BODY
+
+    def _read_body(self) -> Data | EndOfMessage | Sentinel:
+        buf = self._buf
+        pos = self._pos
+        body = self._body
+        if body > 0:
+            n = len(buf) - pos
+            if n:
+                if n > body:
+                    n = body
+                self._body = body - n
+                self._pos = pos + n
+                return Data(buf if n == len(buf) else buf[pos : pos + n])
+        elif body == 0:
+            self._rstate = _DONE
+            return EndOfMessage()
+        elif body == CHUNKED:
+            chunks = self._chunks
+            assert chunks is not None
+            start, end = chunks.step(buf, pos)
+            self._pos = end
+            if end > start:
+                return Data(buf[start:end])
+            if chunks.done:
+                self._rstate = _DONE
+                return EndOfMessage(chunks.trailers)
+        elif len(buf) > pos:  # UNTIL_CLOSE: everything until EOF
+            self._pos = len(buf)
+            return Data(buf[pos:] if pos else buf)
+        elif self._eof:
+            self._rstate = _DONE
+            return EndOfMessage()
+        if self._eof:
+            raise RemoteProtocolError("connection closed in the middle of a body")
+        return NEED_DATA
+
+    def _send_failed(self, message: str) -> LocalProtocolError:
+        self._sstate = _FAILED
+        return LocalProtocolError(message)
+
+    def send_data(self, data: bytes) -> bytes:
+        mode = self._mode
+        if self._sstate != _SENDING:
+            raise self._send_failed("no body is being sent")
+        if not data:
+            return b""
+        if mode == CHUNKED:
+            return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+        if mode >= 0:
+            if len(data) > mode:
+                raise self._send_failed("more data than the declared Content-Length")
+            self._mode = mode - len(data)
+            return data
+        if mode == UNTIL_CLOSE:
+            return data
+        raise self._send_failed("this message has no body")
+
+    def send_end(self, trailers: Fields | None = None) -> bytes:
+        mode = self._mode
+        if self._sstate != _SENDING:
+            raise self._send_failed("no body is being sent")
+        out = b""
+        if mode == CHUNKED:
+            if trailers:
+                try:
+                    send_fields(trailers)
+                except LocalProtocolError:
+                    self._sstate = _FAILED
+                    raise
+                out = _head(b"0\r\n", trailers)
+            else:
+                out = b"0\r\n\r\n"
+        elif trailers:
+            raise self._send_failed("trailers need a chunked body")
+        elif mode > 0:
+            raise self._send_failed("less data than the declared Content-Length")
+        self._sstate = _SENT
+        return out
+
+
+class HttptoolsServerCodec(_Codec):
+    """:class:`~kernel.protocol.http1.ServerCodec` on llhttp."""
+
+    __slots__ = ("_keep_alive", "_req_keep_alive", "_sent_100", "_version")
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self._version = b""  # of the current request; b"" until a head parsed
+        self._req_keep_alive = False
+        self._keep_alive = False
+        self._sent_100 = False
+
+    @property
+    def keep_alive(self) -> bool:
+        if self._sstate == _IDLE:
+            return self._req_keep_alive
+        return self._keep_alive and self._sstate != _FAILED
+
+    @property
+    def request_method(self) -> bytes:
+        return self._method
+
+    def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
+        state = self._rstate
+        try:
+            if state == _BODY:
+                return self._read_body()
+            if state == _HEAD:
+                return self._read_head()
+        except RemoteProtocolError:
+            self._rstate = _ERROR
+            self._req_keep_alive = self._keep_alive = False
+            raise
+        if state == _DONE:
+            return PAUSED
+        if state == _CLOSED:
+            return ConnectionClosed()
+        raise RemoteProtocolError("the connection already failed")
+
+    def _read_head(self) -> RequestHead | ConnectionClosed | Sentinel:
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):  # the idle keep-alive case
+            if self._eof:
+                self._rstate = _CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+        if buf[pos] == 0x0D:  # RFC 9112 §2.2: skip empty lines before a request
+            skipped = v.skip_empty_lines(buf, pos)
+            if skipped != pos:
+                pos = self._pos = skipped
+                self._scanner.reset()
+        scanner = self._scanner
+        end = scanner.find_end(buf, pos)
+        if end < 0:
+            if not self._eof:
+                return NEED_DATA
+            if pos < len(buf):
+                raise RemoteProtocolError("connection closed in the middle of a request head")
+            self._rstate = _CLOSED
+            return ConnectionClosed()
+        method, target, version = v.parse_request_line(buf, pos, scanner.line_end)
+        fields = self._parse_fields(_REQUEST_START, HttpRequestParser, end)
+        body, keep_alive, expect = v.request_framing(method, version, fields, self._limits)
+        self._pos = end
+        self._method = method
+        self._version = version
+        self._req_keep_alive = keep_alive
+        self._start_body(body)
+        return RequestHead(
+            method=method,
+            target=target,
+            headers=fields,
+            http_version=version,
+            keep_alive=keep_alive,
+            expect_continue=expect,
+        )
+
+    def send_informational(self, status_code: int, headers: Fields) -> bytes:
+        if self._sstate != _IDLE:
+            raise LocalProtocolError("the final response has already started")
+        reason = check_informational(status_code, headers, self._version, self._sent_100)
+        self._sent_100 = self._sent_100 or status_code == 100
+        return _head(b"HTTP/1.1 %d %s\r\n" % (status_code, reason), headers)
+
+    def send_response_head(self, head: ResponseHead) -> bytes:
+        if self._sstate != _IDLE:
+            raise self._send_failed("a response was already started")
+        reusable = self._req_keep_alive and self._rstate == _DONE
+        try:
+            fields, reason, self._mode, self._keep_alive = plan_response(
+                head, self._method, self._version, reusable
+            )
+        except LocalProtocolError:
+            self._sstate = _FAILED
+            raise
+        self._sstate = _SENDING
+        return _head(b"HTTP/1.1 %d %s\r\n" % (head.status_code, reason), fields)
+
+    def start_next_cycle(self) -> None:
+        if self._rstate != _DONE or self._sstate != _SENT or not self._keep_alive:
+            raise LocalProtocolError("the connection cannot carry another request")
+        self._rstate = _HEAD
+        self._sstate = _IDLE
+        self._scanner.reset()
+        self._sent_100 = False
+        self._mode = NO_BODY
+
+
+class HttptoolsClientCodec(_Codec):
+    """:class:`~kernel.protocol.http1.ClientCodec` on llhttp."""
+
+    __slots__ = ("_early", "_req_keep_alive", "_resp_keep_alive")
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self._req_keep_alive = False
+        self._resp_keep_alive = False
+        self._early = False  # the response came before the request was sent
+
+    @property
+    def keep_alive(self) -> bool:
+        return (
+            self._req_keep_alive
+            and self._resp_keep_alive
+            and not self._early
+            and self._sstate == _SENT
+        )
+
+    def send_request_head(self, head: RequestHead) -> bytes:
+        if self._sstate != _IDLE:
+            raise self._send_failed("a request is already in progress")
+        try:
+            declared, close = send_request_check(head)
+        except LocalProtocolError:
+            self._sstate = _FAILED
+            raise
+        self._method = head.method
+        self._mode = 0 if declared is None else declared
+        self._req_keep_alive = not close
+        self._sstate = _SENDING
+        return _head(b"%s %s HTTP/1.1\r\n" % (head.method, head.target), head.headers)
+
+    def next_event(self) -> InformationalResponse | ResponseHead | Data | EndOfMessage | Sentinel:
+        state = self._rstate
+        try:
+            if state == _BODY:
+                return self._read_body()
+            if state == _HEAD:
+                return self._read_head()
+            if state == _DONE:
+                return PAUSED
+            raise RemoteProtocolError("the connection already failed")
+        except RemoteProtocolError as exc:
+            self._rstate = _ERROR
+            # Whatever the upstream did wrong, our client sees a 502.
+            raise RemoteProtocolError(exc.message, status_hint=502) from None
+
+    def _read_head(self) -> InformationalResponse | ResponseHead | Sentinel:
+        buf = self._buf
+        pos = self._pos
+        scanner = self._scanner
+        end = scanner.find_end(buf, pos)
+        if end < 0:
+            if self._eof:
+                raise RemoteProtocolError("connection closed before a complete response")
+            return NEED_DATA
+        if self._sstate == _IDLE:
+            raise RemoteProtocolError("response received before any request was sent")
+        status, reason, version = v.parse_status_line(buf, pos, scanner.line_end)
+        fields = self._parse_fields(_RESPONSE_START, HttpResponseParser, end)
+        body, keep_alive = v.response_framing(status, version, fields, self._method, self._limits)
+        if status == 101:
+            raise RemoteProtocolError("101 Switching Protocols was not asked for")
+        self._pos = end
+        scanner.reset()
+        if status < 200:
+            return InformationalResponse(status_code=status, headers=fields, reason=reason)
+        self._resp_keep_alive = keep_alive
+        self._early = self._sstate != _SENT
+        self._start_body(body)
+        return ResponseHead(
+            status_code=status,
+            headers=fields,
+            reason=reason,
+            http_version=version,
+            keep_alive=keep_alive and self._req_keep_alive,
+        )
+
+    def start_next_cycle(self) -> None:
+        if self._rstate != _DONE or not self.keep_alive:
+            raise LocalProtocolError("the connection cannot carry another request")
+        self._rstate = _HEAD
+        self._sstate = _IDLE
+        self._scanner.reset()

@@ -1,0 +1,455 @@
+"""Checks on what a peer sends, shared by both HTTP/1.1 codecs so they agree.
+
+Every decision about received bytes is made here, on raw bytes, before either
+parser (h11 or llhttp) sees a head; the parsers only extract fields. That is
+what keeps the two codecs identical on hostile input: a request smuggling
+attempt is refused by the same line of code whichever codec runs. (What we
+agree to *send* is in :mod:`.http1`.)
+
+- :class:`HeadScanner` finds where a head ends and enforces the size limits,
+  also while the head is incomplete, so buffering stays bounded.
+- :func:`parse_request_line`, :func:`parse_status_line`,
+  :func:`check_field_block`, :func:`split_fields`: head syntax (RFC 9112 §2-§5).
+- :func:`request_framing`, :func:`response_framing`: one framing per message,
+  ``Host``, ``Connection``, ``Expect`` (RFC 9112 §3.2, §6, §9; RFC 9110 §10.1.1).
+- :class:`ChunkedDecoder`: the chunked coding (RFC 9112 §7.1), bounded.
+
+Status hints (server side; the client codecs turn every one into 502):
+400 malformed or ambiguous; 413 body over ``max_body_bytes``; 414 request
+line too long; 431 header block or trailers too large; 501 a well-formed
+transfer coding other than chunked; 505 an HTTP version other than 1.0/1.1.
+
+May import: stdlib, kernel.protocol.events, kernel.protocol.http1, sdk._errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+
+from kernel.protocol.events import Fields
+from kernel.protocol.http1 import CHUNKED, TCHAR, TOKEN, UNTIL_CLOSE, Limits, tokens
+from sdk._errors import RemoteProtocolError
+
+__all__ = [
+    "ChunkedDecoder",
+    "HeadScanner",
+    "check_field_block",
+    "parse_request_line",
+    "parse_status_line",
+    "request_framing",
+    "response_framing",
+    "skip_empty_lines",
+    "split_fields",
+]
+
+_TOKEN = TOKEN
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*+"'
+# A whole block of field lines, CRLFs included (RFC 9112 §5; values are
+# VCHAR, obs-text, SP and HTAB: RFC 9110 §5.5). This one regex refuses
+# obs-fold (a line starting with SP/HTAB is not a token), bare CR, bare LF,
+# NUL and the other CTLs, whitespace before the colon and empty names.
+# Possessive quantifiers keep every pattern here linear on hostile input.
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*+\r\n)*+")
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+([^\r\n]*+)\r\n")
+# RFC 9112 §3: method SP request-target SP HTTP-version. The target is any
+# VCHAR run (as h11); its form is checked separately.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# RFC 9112 §4; the reason may be absent altogether (h11 and many servers).
+_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*+))?")
+# RFC 3986 §3.2.2 reg-name (IPv4 is a subset) or an IP-literal, then a port.
+# The port must be 1-5 digits: an empty port is legal but only ever a mistake.
+_HOST_PORT = re.compile(
+    rb"(\[[0-9A-Fa-f:.]++\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*+)(:[0-9]{1,5})?"
+)
+_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*+)(?:[/?].*)?", re.DOTALL)
+# RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, at most 16 hex digits (2**64).
+# BWS before ";" is refused: h11 cannot parse it and no sender needs it.
+_EXT_VALUE = rb"(?:[ \t]*+=[ \t]*+(?:" + _TOKEN + rb"|" + _QUOTED + rb"))"
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[ \t]*+" + _TOKEN + _EXT_VALUE + rb"?)*+\r\n")
+# RFC 9112 §6.1 transfer-coding = token *( OWS ";" OWS transfer-parameter ).
+_CODING = re.compile(_TOKEN + rb"(?:[ \t]*+;[ \t]*+" + _TOKEN + _EXT_VALUE + rb")*+")
+_DIGITS = re.compile(rb"[0-9]{1,18}")  # more than 18 digits cannot be a real length
+_V10: Final = b"1.0"
+_V11: Final = b"1.1"
+_CRLF_RUN: Final = re.compile(rb"(?:\r\n)*+")
+_FRAMING_NAMES: Final = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
+)
+# Host values repeat on a connection and across clients: remember good ones.
+_GOOD_HOSTS: set[bytes] = set()
+_MEMORY: Final = 4096
+
+
+def skip_empty_lines(buf: bytes, pos: int) -> int:
+    """Where a request starts after any empty lines (RFC 9112 §2.2: a server
+    SHOULD ignore at least one; clients send one after a POST body)."""
+    m = _CRLF_RUN.match(buf, pos)
+    assert m is not None  # the pattern matches the empty string
+    return m.end()
+
+
+def _bad(message: str, status: int = 400) -> RemoteProtocolError:
+    return RemoteProtocolError(message, status_hint=status)
+
+
+class HeadScanner:
+    """Finds the blank line that ends a head, enforcing the limits on the way.
+
+    The head starts at ``pos`` in the caller's buffer. Offsets are kept
+    relative to ``pos``, so the caller may compact its buffer between calls;
+    scanning resumes where it stopped, so a head dribbled in byte by byte
+    costs linear time. On success :attr:`line_end` is the index of the first
+    line's LF.
+    """
+
+    __slots__ = ("_counted", "_limits", "_line", "_lines", "_scan", "line_end")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self.line_end = -1
+        self.reset()
+
+    def reset(self) -> None:
+        self._scan = 0  # where the blank-line search resumes
+        self._line = -1  # the first line's LF, once seen
+        self._counted = 0  # LFs after the first line counted up to here
+        self._lines = 0
+
+    def find_end(self, buf: bytes, pos: int) -> int:
+        """The index just past the head's blank line, or -1 if incomplete."""
+        lim = self._limits
+        n = len(buf)
+        # Refuse at once what cannot start a method or "HTTP/" (a TLS
+        # ClientHello on a plain port...), rather than wait for a limit.
+        if n > pos and buf[pos] not in TCHAR and (buf[pos] != 0x0D or n > pos + 1):
+            raise _bad("this is not HTTP/1.1")  # (a lone CR may yet be an empty line)
+        end_lf = buf.find(b"\n\r\n", pos + self._scan)
+        stop = n if end_lf < 0 else end_lf + 1
+        line = self._line
+        if line < 0:
+            le = buf.find(b"\n", pos, stop)
+            if le < 0:
+                if n - pos > lim.max_request_line + 1:
+                    raise _bad("request line too long", 414)
+                self._scan = max(0, n - pos - 2)
+                return -1
+            line = self._line = le - pos
+            if line > lim.max_request_line and (
+                line > lim.max_request_line + 1 or buf[le - 1] != 0x0D
+            ):
+                raise _bad("request line too long", 414)
+        le = pos + line
+        # Two LFs in a row can only be a line ended by a bare LF followed by the
+        # end of the head: never valid (RFC 9112 §2.2 requires CRLF).
+        if buf.find(b"\n\n", max(le, pos + self._scan), stop) >= 0:
+            raise _bad("bare LF in head")
+        if end_lf < 0:
+            if n - le - 1 > lim.max_header_bytes + 2:
+                raise _bad("header block too large", 431)
+            self._lines += buf.count(b"\n", max(le + 1, pos + self._counted), n)
+            self._counted = n - pos
+            if self._lines > lim.max_header_count:
+                raise _bad("too many header fields", 431)
+            self._scan = max(0, n - pos - 2)
+            return -1
+        if end_lf - le > lim.max_header_bytes:
+            raise _bad("header block too large", 431)
+        if buf.count(b"\n", le + 1, end_lf + 1) > lim.max_header_count:
+            raise _bad("too many header fields", 431)
+        self.line_end = le
+        return end_lf + 3
+
+
+def parse_request_line(buf: bytes, start: int, lf: int) -> tuple[bytes, bytes, bytes]:
+    """Method, target and version (``b"1.1"``/``b"1.0"``) of ``buf[start:lf]``.
+
+    The target's form must fit the method (RFC 9112 §3.2): origin-form, an
+    http(s) absolute-form with a host, authority-form for CONNECT only, and
+    ``*`` for OPTIONS only.
+    """
+    if lf == start or buf[lf - 1] != 0x0D:
+        raise _bad("request line must end with CRLF")
+    m = _REQUEST_LINE.fullmatch(buf, start, lf - 1)
+    if m is None:
+        raise _bad("malformed request line")
+    method, target, major, minor = m.groups()
+    if major != b"1" or minor not in (b"0", b"1"):
+        raise _bad("unsupported HTTP version", 505)
+    if method == b"CONNECT":
+        hm = _HOST_PORT.fullmatch(target)
+        if hm is None or not _host_ok(hm, need_host=True) or hm.group(2) is None:
+            raise _bad("CONNECT needs an authority-form target")
+    elif target[0] != 0x2F:  # "/": origin-form, the common case
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise _bad("asterisk-form is only for OPTIONS")
+        else:
+            am = _ABSOLUTE_FORM.fullmatch(target)
+            hm = None if am is None else _HOST_PORT.fullmatch(am.group(1))
+            if hm is None or not _host_ok(hm, need_host=True):
+                raise _bad("request target must be origin-form or an http(s) URI with a host")
+    return method, target, _V11 if minor == b"1" else _V10
+
+
+def parse_status_line(buf: bytes, start: int, lf: int) -> tuple[int, bytes, bytes]:
+    """Status code, reason and version of the status line ``buf[start:lf]``."""
+    if lf == start or buf[lf - 1] != 0x0D:
+        raise _bad("status line must end with CRLF")
+    m = _STATUS_LINE.fullmatch(buf, start, lf - 1)
+    if m is None:
+        raise _bad("malformed status line")
+    major, minor, code, reason = m.groups()
+    if major != b"1" or minor not in (b"0", b"1"):
+        raise _bad("unsupported HTTP version", 505)
+    status = int(code)
+    if status < 100:
+        raise _bad("status code below 100")
+    return status, reason or b"", _V11 if minor == b"1" else _V10
+
+
+def check_field_block(buf: bytes, start: int, end: int) -> None:
+    """Refuse anything but well-formed field lines in ``buf[start:end]``."""
+    if _FIELD_BLOCK.fullmatch(buf, start, end) is None:
+        raise _bad("malformed header field line")
+
+
+def split_fields(buf: bytes, start: int, end: int) -> Fields:
+    """The fields of a block :func:`check_field_block` accepted, OWS removed."""
+    return [(n.lower(), v.rstrip(b" \t")) for n, v in _FIELD_LINE.findall(buf, start, end)]
+
+
+def _host_ok(m: re.Match[bytes], *, need_host: bool) -> bool:
+    host = m.group(1)
+    if host[:1] == b"[":
+        try:
+            ipaddress.IPv6Address(host[1:-1].decode("ascii"))
+        except ValueError:
+            return False
+        return True
+    return bool(host) or not need_host
+
+
+def _content_length(values: list[bytes], max_body: int) -> int:
+    # RFC 9110 §8.6: a list, even of equal values, is how CL.CL smuggling
+    # starts; we refuse it rather than pick one.
+    if len(values) > 1 or _DIGITS.fullmatch(values[0]) is None:
+        raise _bad("invalid or repeated Content-Length")
+    length = int(values[0])
+    if max_body and length > max_body:
+        raise _bad("body larger than allowed", 413)
+    return length
+
+
+def _chunked_request(values: list[bytes]) -> None:
+    # RFC 9112 §6.3: chunked must be the final coding of a request (else 400);
+    # §6.1: never applied twice; a coding we do not know gets 501 (§6.1).
+    if len(values) > 1:
+        raise _bad("repeated Transfer-Encoding")
+    codings = [c.strip(b" \t") for c in values[0].split(b",")]
+    for coding in codings:
+        if _CODING.fullmatch(coding) is None:
+            raise _bad("malformed Transfer-Encoding")
+    names = [c.lower() for c in codings]
+    if names[-1] != b"chunked" or names.count(b"chunked") > 1:
+        raise _bad("chunked must be the final transfer coding, once")
+    if len(names) > 1:
+        raise _bad("unsupported transfer coding", 501)
+
+
+def _lower_coding(fields: Fields) -> None:
+    # The one coding we accept is reported as h11 reports it: b"chunked".
+    for i, (name, _) in enumerate(fields):
+        if name == b"transfer-encoding":
+            fields[i] = (name, b"chunked")
+
+
+def request_framing(
+    method: bytes, version: bytes, fields: Fields, limits: Limits
+) -> tuple[int, bool, bool]:
+    """Body length (or :data:`CHUNKED`), keep-alive and expect-continue of a request."""
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    close = False
+    expect = False
+    for name, value in fields:
+        if name in _FRAMING_NAMES:
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings.append(value)
+            elif name == b"connection":
+                close = close or b"close" in tokens(value)
+            else:
+                expect = expect or b"100-continue" in tokens(value)
+    body = 0
+    if codings:
+        if version == b"1.0":  # RFC 9112 §6.1: faulty framing
+            raise _bad("Transfer-Encoding in an HTTP/1.0 request")
+        if lengths:  # RFC 9112 §6.1: the CL.TE / TE.CL smuggling pair
+            raise _bad("both Content-Length and Transfer-Encoding")
+        _chunked_request(codings)
+        _lower_coding(fields)
+        body = CHUNKED
+    elif lengths:
+        body = _content_length(lengths, limits.max_body_bytes)
+    # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0, valid.
+    if len(hosts) > 1 or (not hosts and version == b"1.1"):
+        raise _bad("a request needs exactly one Host")
+    if hosts and hosts[0] not in _GOOD_HOSTS:
+        hm = _HOST_PORT.fullmatch(hosts[0])
+        if hm is None or not _host_ok(hm, need_host=False):
+            raise _bad("invalid Host")
+        if len(_GOOD_HOSTS) < _MEMORY:
+            _GOOD_HOSTS.add(hosts[0])
+    # HTTP/1.0 peers never keep the connection (as h11): simple and safe.
+    keep_alive = version == b"1.1" and not close
+    # RFC 9110 §10.1.1: ignore 100-continue from 1.0, and without a body.
+    expect = expect and version == b"1.1" and body != 0
+    return body, keep_alive, expect
+
+
+def response_framing(
+    status: int, version: bytes, fields: Fields, request_method: bytes, limits: Limits
+) -> tuple[int, bool]:
+    """Body length (or :data:`CHUNKED` / :data:`UNTIL_CLOSE`) and keep-alive.
+
+    Framing fields are checked even where the body is known to be empty, so
+    that we never relay an ambiguous message.
+    """
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    close = False
+    for name, value in fields:
+        if name in _FRAMING_NAMES:
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings.append(value)
+            elif name == b"connection":
+                close = close or b"close" in tokens(value)
+    # RFC 9112 §6.3 items 1-2: these never have a body, whatever they say
+    # (and their Content-Length describes another response: no size limit).
+    bodyless = request_method == b"HEAD" or status < 200 or status in (204, 304)
+    body = UNTIL_CLOSE
+    if codings:
+        if version == b"1.0" or lengths or len(codings) > 1:
+            raise _bad("ambiguous response framing")
+        # Anything but plain chunked would reach the client still encoded
+        # once we drop the hop-by-hop Transfer-Encoding: refuse it.
+        if codings[0].strip(b" \t").lower() != b"chunked":
+            raise _bad("unsupported transfer coding", 501)
+        _lower_coding(fields)
+        body = CHUNKED
+    elif lengths:
+        body = _content_length(lengths, 0 if bodyless else limits.max_body_bytes)
+    if bodyless:
+        body = 0
+    keep_alive = version == b"1.1" and not close and body != UNTIL_CLOSE
+    return body, keep_alive
+
+
+class ChunkedDecoder:
+    """The chunked transfer coding (RFC 9112 §7.1), one message at a time.
+
+    :meth:`step` walks the caller's buffer. It returns ``(pos, data_end)``:
+    when ``data_end > pos``, ``buf[pos:data_end]`` is body data; otherwise it
+    needs more bytes, or :attr:`done` is set and :attr:`trailers` holds the
+    trailer fields. Either way the caller continues from the larger offset.
+    """
+
+    __slots__ = ("_left", "_limits", "_scan", "_state", "_total", "done", "trailers")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self._left = 0
+        self._total = 0
+        self._scan = 0
+        self.done = False
+        self.trailers: Fields = []
+
+    def step(self, buf: bytes, pos: int) -> tuple[int, int]:
+        n = len(buf)
+        while not self.done:
+            state = self._state
+            if state == 1:
+                if pos >= n:
+                    return pos, pos
+                end = min(n, pos + self._left)
+                self._left -= end - pos
+                if not self._left:
+                    self._state = 2
+                return pos, end
+            if state == 0:
+                after = self._size_line(buf, pos)
+                if after < 0:
+                    return pos, pos
+                pos = after
+            elif state == 2:
+                if buf[pos : pos + 2] != b"\r\n"[: n - pos]:
+                    raise _bad("chunk data not followed by CRLF")
+                if n - pos < 2:
+                    return pos, pos
+                pos += 2
+                self._state = 0
+            else:
+                after = self._trailers(buf, pos)
+                if after < 0:
+                    return pos, pos
+                pos = after
+        return pos, pos
+
+    def _size_line(self, buf: bytes, pos: int) -> int:
+        limit = 17 + self._limits.max_chunk_ext  # digits + extensions + CR
+        lf = buf.find(b"\n", pos, pos + limit + 1)
+        if lf < 0:
+            if len(buf) - pos > limit:
+                raise _bad("chunk size line too long")
+            return -1
+        m = _CHUNK_LINE.fullmatch(buf, pos, lf + 1)
+        if m is None:
+            raise _bad("malformed chunk size line")
+        if lf - 1 - m.end(1) > self._limits.max_chunk_ext:
+            raise _bad("chunk extensions too long")
+        size = int(m.group(1), 16)
+        self._total += size
+        if self._limits.max_body_bytes and self._total > self._limits.max_body_bytes:
+            raise _bad("body larger than allowed", 413)
+        self._left = size
+        self._state = 1 if size else 3
+        self._scan = 0
+        return lf + 1
+
+    def _trailers(self, buf: bytes, pos: int) -> int:
+        # The trailer section is field lines then CRLF, bounded like a head.
+        first = buf[pos : pos + 2]
+        if first[:1] == b"\r":
+            if first == b"\r\n":
+                self.done = True
+                return pos + 2
+            if len(first) == 2:
+                raise _bad("bare CR in trailers")
+            return -1
+        lim = self._limits
+        end_lf = buf.find(b"\n\r\n", pos + self._scan)
+        stop = len(buf) if end_lf < 0 else end_lf + 1
+        if buf[pos : pos + 1] == b"\n" or buf.find(b"\n\n", pos + self._scan, stop) >= 0:
+            raise _bad("bare LF in trailers")
+        if end_lf < 0:
+            if len(buf) - pos > lim.max_header_bytes + 2:
+                raise _bad("trailer section too large", 431)
+            self._scan = max(0, len(buf) - pos - 2)
+            return -1
+        if end_lf + 1 - pos > lim.max_header_bytes:
+            raise _bad("trailer section too large", 431)
+        if buf.count(b"\n", pos, end_lf + 1) > lim.max_header_count:
+            raise _bad("too many trailer fields", 431)
+        check_field_block(buf, pos, end_lf + 1)
+        self.trailers = split_fields(buf, pos, end_lf + 1)
+        self.done = True
+        return end_lf + 3

@@ -1,0 +1,67 @@
+"""The ``[plugins.respond]`` table: :class:`RespondConfig`.
+
+May import: stdlib, attrs, sdk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+import sdk
+
+__all__ = ["NO_BODY", "RespondConfig"]
+
+#: Statuses whose responses never carry a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
+NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
+# Framing is the kernel's job; content-type has its own key.
+_OWN_KEYS = {"content-length": "", "transfer-encoding": "", "content-type": "content_type"}
+
+
+def _check(name: str, value: str) -> None:
+    # The sdk's own check, so config and run time agree on what a field may hold.
+    try:
+        sdk.Headers([(name, value)])
+    except sdk.LocalProtocolError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 100 <= value <= 599:
+        raise ValueError(f"must be between 100 and 599, got {value}")
+
+
+def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    for name, item in value.items():
+        _check(name, item)
+        own = _OWN_KEYS.get(name.lower())
+        if own is not None:
+            raise ValueError(
+                f"{name!r} cannot be set here: "
+                + (f"use the {own!r} key" if own else "the kernel frames responses itself")
+            )
+
+
+def _content_type(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        _check("content-type", value)
+
+
+def _body(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value and inst.status in NO_BODY:
+        raise ValueError(f"must be empty: a {inst.status} response has no body")
+
+
+@attrs.frozen(kw_only=True)
+class RespondConfig:
+    """The ``[plugins.respond]`` table: the response sent for every request reaching it."""
+
+    # Status code (100..599); 1xx, 204 and 304 responses have no body.
+    status: int = attrs.field(default=200, validator=_status)
+    # Content-Type of the body; "" for none. Not sent when the status has no body.
+    content_type: str = attrs.field(default="text/plain; charset=utf-8", validator=_content_type)
+    # The body, sent UTF-8 encoded (content-length is set by the kernel).
+    body: str = attrs.field(default="", validator=_body)
+    # More response fields: name -> value.
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers)

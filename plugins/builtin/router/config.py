@@ -1,0 +1,187 @@
+"""The ``[plugins.router]`` table: :class:`RouterConfig` and its ``[[plugins.router.rules]]``.
+
+Every value is checked here, at config time, so a bad rule is reported with
+its path (``$.plugins.router.rules[1].path_regex: ...``) and the hot path
+never meets one. The small normalisers the validators use
+(:func:`host_pattern`, :func:`normalize_prefix`, :func:`parse_upstream`) are
+also what :mod:`.matching` compiles with, so both agree by construction.
+
+May import: stdlib, attrs, sdk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+import attrs
+
+import sdk
+
+__all__ = [
+    "RouterConfig",
+    "RuleConfig",
+    "host_pattern",
+    "normalize_prefix",
+    "parse_upstream",
+]
+
+# A DNS-ish name: dot-separated labels of letters, digits, '-' and '_' (lenient
+# on '_' because internal names use it). Already lower-cased when matched.
+_HOSTNAME = re.compile(r"^(?:[a-z0-9_-]+\.)*[a-z0-9_-]+$")
+# RFC 9110 §5.6.2 token: what methods and header names are made of.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+# ------------------------------------------------------------- normalisers
+def host_pattern(text: str) -> tuple[str, bool]:
+    """``"*.Example.com"`` -> ``("example.com", True)``; ``"[::1]"`` -> ``("::1", False)``.
+
+    The result is lower-case, without brackets or a trailing dot. A wildcard
+    is only allowed as the whole first label. Raises :class:`ValueError` with
+    a message for people.
+    """
+    host = text.strip().lower().rstrip(".")
+    wildcard = host.startswith("*.")
+    if wildcard:
+        host = host[2:]
+    if "*" in host:
+        raise ValueError(
+            f"invalid host {text!r}: a wildcard is only allowed as the first label"
+            " ('*.example.com')"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(
+                f"invalid host {text!r}: give the host without a port (ports are ignored)"
+            ) from None
+        if wildcard:
+            raise ValueError(f"invalid host {text!r}: a wildcard needs a domain name")
+        return host, False
+    if not _HOSTNAME.match(host):
+        raise ValueError(f"invalid host {text!r}: expected a name such as 'api.example.com'")
+    return host, wildcard
+
+
+def normalize_prefix(prefix: str) -> str:
+    """``"/api/"`` -> ``"/api"``; ``"/"`` -> ``""`` (matches every path).
+
+    Prefixes match on a segment boundary, so a trailing slash adds nothing.
+    """
+    if not prefix.startswith("/"):
+        raise ValueError(f"must start with '/', got {prefix!r}")
+    if "?" in prefix or "#" in prefix:
+        raise ValueError(f"must be a path without query or fragment, got {prefix!r}")
+    return prefix.rstrip("/")
+
+
+def parse_upstream(url: str) -> tuple[sdk.Origin, str]:
+    """``http://host:port[/base]`` -> ``(Origin, "/base")`` (base without trailing slash).
+
+    :meth:`sdk.Origin.parse` does the checking (host, port range, no query);
+    only ``http`` is accepted, as for the kernel's ``[[routes]] upstream``.
+    """
+    if not url.startswith("http://"):
+        raise ValueError(f"{url!r} is not an http://host[:port][/path] URL")
+    return sdk.Origin.parse(url)
+
+
+# -------------------------------------------------------------- validators
+def _route(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError("must name a route")
+
+
+def _host(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        host_pattern(value)
+
+
+def _prefix(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        normalize_prefix(value)
+
+
+def _regex(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+
+
+def _methods(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    bad = [m for m in value if not _TOKEN.match(m)]
+    if bad:
+        raise ValueError(f"invalid method {bad[0]!r}")
+
+
+def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    for name, want in value.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"invalid header name {name!r}")
+        try:
+            sdk.Headers([(name, want)])
+        except (sdk.LocalProtocolError, UnicodeEncodeError):
+            raise ValueError(
+                f"invalid value for header {name!r}: {want!r} (CR, LF, NUL or non-Latin-1)"
+            ) from None
+
+
+def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        parse_upstream(value)
+
+
+def _replace_path(inst: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if value and not inst.upstream:
+        raise ValueError("needs 'upstream': the new path is that URL's path")
+    if value and inst.strip_prefix:
+        raise ValueError("cannot be combined with strip_prefix")
+
+
+def _strip_prefix(inst: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if value and not inst.path_prefix:
+        raise ValueError("needs 'path_prefix': that is the prefix removed")
+
+
+# ------------------------------------------------------------------ tables
+@attrs.frozen(kw_only=True)
+class RuleConfig:
+    """One ``[[plugins.router.rules]]`` entry: criteria (all must match) and actions."""
+
+    # The [[routes]] entry that serves a matching request (required).
+    route: str = attrs.field(validator=_route)
+    # -- criteria; an empty/omitted criterion matches anything --
+    # Host (port ignored, case-insensitive), or "*.example.com" for any subdomain
+    # (a.example.com, a.b.example.com; not example.com itself).
+    host: str = attrs.field(default="", validator=_host)
+    # Path prefix matched on a segment boundary: "/api" matches /api, /api/x, /api?q; not /apix.
+    path_prefix: str = attrs.field(default="", validator=_prefix)
+    # Python regular expression searched in the path (without the query).
+    path_regex: str = attrs.field(default="", validator=_regex)
+    # Methods, any of which matches (case-insensitive).
+    methods: list[str] = attrs.field(factory=list, validator=_methods)
+    # Header name -> exact value (names case-insensitive); "*" means "present".
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers)
+    # -- actions --
+    # Send to this origin instead of the route's upstream: http://host[:port][/base];
+    # the base path is prefixed to the request path.
+    upstream: str = attrs.field(default="", validator=_upstream)
+    # The upstream path becomes exactly the upstream URL's path (query kept). Needs upstream.
+    replace_path: bool = attrs.field(default=False, validator=_replace_path)
+    # Remove the matched path_prefix before joining with the base path ("/" if nothing is left).
+    strip_prefix: bool = attrs.field(default=False, validator=_strip_prefix)
+
+
+@attrs.frozen(kw_only=True)
+class RouterConfig:
+    """The ``[plugins.router]`` table: rules checked in order, the first match wins."""
+
+    # The rules, in order; when none matches, the listener's default route is used.
+    rules: list[RuleConfig] = attrs.field(factory=list)

@@ -1,0 +1,280 @@
+"""Every hook Trellis calls, grouped by phase: the plugin author's reference.
+
+There are two kinds of hooks, and the difference matters:
+
+**Lifecycle hooks** (``trellis_addhooks``, ``trellis_config_check``,
+``trellis_startup``, ``trellis_shutdown``) are plain ``def`` and are called on
+every plugin instance of a configuration generation.
+
+**Flow hooks** (everything else) may be ``def`` or ``async def``. The kernel's
+own dispatcher calls them, because pluggy cannot await. For each route the
+kernel compiles, once per configuration generation, the list of
+implementations in *chain order*: the global chain (``[kernel] plugins`` or
+``kernel run --plugins``), then the listener's chain, then the route's chain.
+Registration order and ``tryfirst``/``trylast`` do not matter for flow hooks:
+order is configuration. Hooks marked *first result* stop at the first
+implementation that returns something other than ``None``.
+
+Every awaited flow-hook call runs under a deadline (``[kernel]
+plugin_deadline_s``, or ``[kernel.policy.<instance>] deadline_s``). An
+exception or a missed deadline is caught by the kernel's fault boundary: the
+error is logged with the plugin's name and the flow ends with ``502`` (policy
+``fail_closed``, the default), or the call is treated as if it returned
+``None`` (``fail_open``). Other flows and the process are not affected.
+
+Synchronous implementations must not block: they run on the event loop.
+
+May import: sdk._markers; types only under TYPE_CHECKING.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from sdk._markers import hookspec
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from sdk._errors import ProxyError
+    from sdk._flow import Flow
+    from sdk._http import Origin, Response
+    from sdk._lifecycle import StartupContext
+
+# ---------------------------------------------------------------------------
+# Lifecycle hooks (plain def)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def trellis_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Register new hook specifications that other plugins may implement.
+
+    Called once when the plugin is registered, and also for plugins registered
+    later (historic), so a plugin can offer its own extension point
+    (``pluginmanager.add_hookspecs(module)``), as pytest's ``pytest_addhooks``.
+
+    :param pluginmanager: the generation's :class:`pluggy.PluginManager`.
+    """
+
+
+@hookspec
+def trellis_config_check(routes: tuple[str, ...]) -> list[str] | None:
+    """Check this instance's configuration against the rest of the config.
+
+    Called on every plugin instance while a configuration is validated
+    (``kernel check``, start, every reload), after each instance was built from
+    its table. A non-empty list fails the whole configuration: at start the
+    process exits with code 1, on reload the old generation keeps serving.
+
+    :param routes: the names of the configured routes.
+    :return: problems, each ``"<key path inside the table>: <message>"`` such as
+        ``"rules[2].route: no route named 'api'"``; the kernel prefixes the
+        table's path (``$.plugins.router.``). ``None`` or ``[]`` when fine.
+
+    Builtin user: ``router`` (rules must name existing routes).
+    """
+
+
+@hookspec
+def trellis_startup(context: StartupContext) -> None:
+    """The configuration generation this instance belongs to goes live.
+
+    Called once per generation, after every listener is bound and before the
+    first flow of the generation. Open resources here (not in ``__init__``,
+    which must do no I/O). Long-running work (health checks, flushers) is
+    started with ``context.start_soon(async_fn)``; it is cancelled when the
+    generation is retired.
+
+    :param context: the generation number and ``start_soon``.
+    """
+
+
+@hookspec
+def trellis_shutdown() -> None:
+    """The generation is retired: its last flow has ended, or the process exits.
+
+    Close what ``trellis_startup`` opened. Background tasks started through the
+    startup context have already been cancelled.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Routing (global and listener chains only)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def trellis_route_select(flow: Flow) -> str | Awaitable[str | None] | None:
+    """Pick the route whose chain and upstream serve this request.
+
+    Called first for each request, with only the global and listener chains
+    (the route, and so its chain, is what is being decided). The request head
+    is complete; the body has not been read.
+
+    May change: ``flow.request`` (for example to rewrite the path, as Dito's
+    ``replace_path``), ``flow.upstream``, ``flow.decisions``.
+
+    :param flow: the new flow; ``flow.route`` is empty.
+    :return: the name of a configured route, or ``None`` to decline. First
+        result. When every plugin declines, the listener's ``default_route``
+        (or the first route) is used. Naming a route that does not exist ends
+        the flow with 500.
+
+    Builtin user: ``router``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Request phase (full chain: global, listener, route)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def trellis_request_access(flow: Flow) -> Response | Awaitable[Response | None] | None:
+    """Decide whether this request may proceed at all.
+
+    Called after routing and before any other request hook; also for requests
+    that will be upgraded (WebSocket) or tunnelled, which is why access control
+    belongs here and not in ``trellis_request``.
+
+    May change: ``flow.stash`` (for example :data:`sdk.AUTH_USER`),
+    ``flow.decisions``. Must not change the request.
+
+    :param flow: the flow, ``flow.route`` set.
+    :return: a :class:`~sdk.Response` to refuse the request (401, 403, 407,
+        429, ...) - it is sent as is and the request never reaches an
+        upstream - or ``None`` to let it pass. First result.
+
+    Builtin users: auth and rate-limit plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def trellis_request(flow: Flow) -> Response | Awaitable[Response | None] | None:
+    """Inspect or change the request before it goes upstream, or answer it.
+
+    Called after ``trellis_request_access`` let the request pass. The head is
+    complete; the body has not been read (it streams later, through
+    ``trellis_request_body``).
+
+    May change: ``flow.request`` (method, path, headers), ``flow.upstream``.
+    Header values are checked: CR, LF and NUL are refused.
+
+    :param flow: the flow.
+    :return: a :class:`~sdk.Response` to answer locally (the upstream is never
+        contacted and later request hooks do not run), or ``None`` to go on.
+        First result.
+
+    Builtin users: ``headers`` (changes headers), ``respond`` (answers).
+    """
+
+
+@hookspec(firstresult=True)
+def trellis_upstream_select(flow: Flow) -> Origin | Awaitable[Origin | None] | None:
+    """Choose the upstream origin when no plugin has set ``flow.upstream`` yet.
+
+    Called after the request phase, only when ``flow.upstream`` is ``None``
+    and no local response was given.
+
+    :param flow: the flow.
+    :return: an :class:`~sdk.Origin`, or ``None`` to decline. First result.
+        When every plugin declines, the route's ``upstream`` is used; with no
+        upstream at all the flow ends with 502.
+
+    Builtin users: load-balancing plugins.
+    """
+
+
+@hookspec
+def trellis_request_body(flow: Flow, chunk: bytes, end: bool) -> bytes | None:
+    """Transform the request body while it streams to the upstream.
+
+    Called for each chunk read from the client, in chain order, each
+    implementation seeing the previous one's output; then once more with
+    ``chunk=b""`` and ``end=True`` so a transform can flush what it holds.
+    When a route has any implementation of this hook, the kernel re-frames
+    the upstream request with chunked encoding (the length may change).
+
+    :param flow: the flow.
+    :param chunk: the bytes (possibly empty).
+    :param end: true on the final call.
+    :return: replacement bytes (``b""`` drops the chunk), or ``None`` to keep it.
+
+    Synchronous only: it runs once per chunk on the hot path.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Response phase
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trellis_response(flow: Flow) -> Awaitable[None] | None:
+    """Inspect or change the response head before it is sent to the client.
+
+    Called for upstream responses and for local ones (from ``respond``,
+    ``trellis_request_access`` or ``trellis_error``), in chain order, every
+    implementation. The body has not been sent.
+
+    May change: ``flow.response.status_code``, ``flow.response.headers`` (and
+    ``flow.response.body`` when it is a local response).
+
+    :param flow: the flow, ``flow.response`` set.
+    """
+
+
+@hookspec
+def trellis_response_body(flow: Flow, chunk: bytes, end: bool) -> bytes | None:
+    """Transform the response body while it streams to the client.
+
+    Same contract as ``trellis_request_body``: called per chunk, in chain
+    order, each implementation seeing the previous one's output, then once
+    more with ``chunk=b""`` and ``end=True``; the kernel drops
+    ``content-length`` and re-frames the response when a route implements it.
+
+    :param flow: the flow, ``flow.response`` set.
+    :param chunk: the bytes (possibly empty).
+    :param end: true on the final call.
+    :return: replacement bytes (``b""`` drops the chunk), or ``None`` to keep it.
+
+    Synchronous only: it runs once per chunk on the hot path.
+    """
+
+
+@hookspec(firstresult=True)
+def trellis_error(flow: Flow, error: ProxyError) -> Response | Awaitable[Response | None] | None:
+    """Offer the response to send for a failed flow.
+
+    Called when a flow fails before its response head was sent: the upstream
+    was unreachable or timed out, a plugin failed closed, no upstream was
+    configured. ``error.status_hint`` is the status the kernel would use.
+
+    :param flow: the flow; ``flow.error`` is ``error``.
+    :param error: what went wrong (:class:`~sdk.UpstreamError`,
+        :class:`~sdk.PluginError`, ...).
+    :return: a :class:`~sdk.Response` to send instead of the kernel's plain
+        error page, or ``None``. First result. A plugin failing here is
+        logged and ignored.
+    """
+
+
+# ---------------------------------------------------------------------------
+# End of a flow
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trellis_flow_done(flow: Flow) -> Awaitable[None] | None:
+    """The flow is over: called exactly once per flow, whatever happened.
+
+    Called after the last response byte was handed to the client, or after
+    the flow failed (``flow.error`` set) or the client went away. Timings and
+    byte counts are final. Every implementation runs, even if one fails.
+    Traffic logs, metrics and audit hang off this hook; keep it quick and
+    hand slow work to a background task.
+
+    :param flow: the finished flow; must not be changed.
+    """

@@ -1,0 +1,218 @@
+"""Every example plugin loads and does what its docstring says, through sdk.testing.Harness.
+
+The awaits_io example talks to a real little trio TCP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+
+import pluggy
+import pytest
+import trio
+
+import examples.plugins
+import sdk
+import sdk.hookspecs
+from examples.plugins.add_header import RequestIdPlugin
+from examples.plugins.awaits_io import TokenCheckConfig, TokenCheckPlugin, bearer_token
+from examples.plugins.with_config import DenyConfig, DenyPlugin
+from sdk.testing import FakeUpstream, Harness
+
+
+def test_every_example_imports_and_has_a_documented_plugin() -> None:
+    names = [m.name for m in pkgutil.iter_modules(examples.plugins.__path__)]
+    assert sorted(names) == ["add_header", "awaits_io", "with_config"]
+    for name in names:
+        module = importlib.import_module(f"examples.plugins.{name}")
+        assert module.__doc__
+        plugins = [
+            obj
+            for attr, obj in vars(module).items()
+            if attr.endswith("Plugin") and isinstance(obj, type)
+        ]
+        assert len(plugins) == 1, name
+        assert plugins[0].__doc__, name
+
+
+def test_hookimpls_match_the_specs() -> None:
+    pm = pluggy.PluginManager(sdk.PROJECT)
+    pm.add_hookspecs(sdk.hookspecs)
+    pm.register(RequestIdPlugin())
+    pm.register(DenyPlugin(DenyConfig()))
+    pm.register(TokenCheckPlugin(TokenCheckConfig(port=1)))
+
+
+# -- add_header ------------------------------------------------------------------------
+async def test_request_id_added_to_request_and_response() -> None:
+    h, up = Harness(RequestIdPlugin()), FakeUpstream()
+    flow = await h.run(h.make_flow(), up)
+    assert up.received[0][0].headers["x-request-id"] == flow.id
+    assert flow.response is not None
+    assert flow.response.headers["x-request-id"] == flow.id
+
+
+async def test_request_id_from_the_client_is_kept_and_echoed() -> None:
+    h, up = Harness(RequestIdPlugin()), FakeUpstream()
+    flow = await h.run(h.make_flow("GET", "http://h.test/", [("X-Request-Id", "abc")]), up)
+    assert up.received[0][0].headers.get_all("x-request-id") == ["abc"]
+    assert flow.response is not None
+    assert flow.response.headers["x-request-id"] == "abc"
+
+
+async def test_request_id_from_the_upstream_response_is_kept() -> None:
+    h = Harness(RequestIdPlugin())
+    upstream = FakeUpstream(sdk.Response.make(200, "x", [("x-request-id", "upstream-1")]))
+    flow = await h.run(h.make_flow(), upstream)
+    assert flow.response is not None
+    assert flow.response.headers.get_all("x-request-id") == ["upstream-1"]
+
+
+# -- with_config -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "denied"),
+    [
+        ("/admin", True),
+        ("/admin/", True),
+        ("/admin/users", True),
+        ("/admin?x=1", True),
+        ("/.git/config", True),
+        ("/administrator", False),
+        ("/", False),
+        ("/public/admin", False),
+    ],
+)
+async def test_deny(path: str, denied: bool) -> None:
+    h, up = Harness(DenyPlugin, config={"prefixes": ["/admin/", "/.git"]}), FakeUpstream()
+    flow = await h.run(h.make_flow("GET", "http://h.test" + path), up)
+    assert flow.response is not None
+    assert flow.response.status_code == (403 if denied else 200)
+    assert len(up.received) == (0 if denied else 1)
+    if denied:
+        assert flow.response.body == b"forbidden\n"
+        assert flow.decisions == [f"deny: {path.partition('?')[0]}"]
+
+
+async def test_deny_status_and_message_are_configurable() -> None:
+    h = Harness(DenyPlugin, config={"prefixes": ["/x"], "status": 404, "message": "nope"})
+    flow = await h.run(h.make_flow("GET", "http://h.test/x"))
+    assert flow.response is not None
+    assert flow.response.status_code == 404
+    assert flow.response.body == b"nope"
+
+
+def test_deny_config_errors_have_paths() -> None:
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure(
+            {"prefixes": ["admin"], "status": 200, "extra": 1}, DenyConfig, path="$.plugins.deny"
+        )
+    assert info.value.problems == [
+        "$.plugins.deny.prefixes: every prefix must start with '/', got 'admin'",
+        "$.plugins.deny.status: 'status' must be >= 400: 200",
+        "$.plugins.deny.extra: unknown key (known: prefixes, status, message)",
+    ]
+
+
+# -- awaits_io ---------------------------------------------------------------------------
+class TokenService:
+    """A tiny token service: reads one line, answers ok/no (or garbage, or never)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\n" not in data:
+            chunk = await stream.receive_some(100)
+            if not chunk:
+                return
+            data += chunk
+        token = data.partition(b"\n")[0]
+        self.seen.append(token)
+        if token == b"slow":
+            await trio.sleep_forever()
+        await stream.send_all({b"good": b"ok\n", b"bad": b"no\n"}.get(token, b"what?\n"))
+
+    async def start(self, nursery: trio.Nursery) -> int:
+        serve = functools.partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1")
+        listeners: list[trio.SocketListener] = await nursery.start(serve)
+        port: int = listeners[0].socket.getsockname()[1]
+        return port
+
+
+async def _access(plugin: TokenCheckPlugin, authorization: str | None) -> sdk.Flow:
+    headers = [("authorization", authorization)] if authorization is not None else []
+    h = Harness(plugin)
+    return await h.run(h.make_flow("GET", "http://h.test/", headers))
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "decision"),
+    [("good", 200, "tokens: ok"), ("bad", 403, "tokens: no"), ("odd", 503, "tokens: what?")],
+)
+async def test_token_service_answers(
+    nursery: trio.Nursery, token: str, status: int, decision: str
+) -> None:
+    service = TokenService()
+    port = await service.start(nursery)
+    plugin = TokenCheckPlugin(TokenCheckConfig(port=port))
+    flow = await _access(plugin, f"Bearer {token}")
+    assert flow.response is not None
+    assert flow.response.status_code == status
+    assert flow.decisions == [decision]
+    assert service.seen == [token.encode()]
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic abc", "Bearer", "Bearer a b"])
+async def test_missing_token_is_401_without_asking(
+    nursery: trio.Nursery, authorization: str | None
+) -> None:
+    service = TokenService()
+    plugin = TokenCheckPlugin(TokenCheckConfig(port=await service.start(nursery)))
+    flow = await _access(plugin, authorization)
+    assert flow.response is not None
+    assert flow.response.status_code == 401
+    assert flow.response.headers["www-authenticate"] == "Bearer"
+    assert service.seen == []
+
+
+async def test_slow_service_hits_the_plugin_timeout(nursery: trio.Nursery) -> None:
+    service = TokenService()
+    plugin = TokenCheckPlugin(TokenCheckConfig(port=await service.start(nursery), timeout_s=0.05))
+    flow = await _access(plugin, "Bearer slow")
+    assert flow.response is not None
+    assert flow.response.status_code == 503
+    assert flow.decisions == ["tokens: no answer"]
+
+
+async def test_unreachable_service_is_503() -> None:
+    # A port nobody listens on: bind one, note it, close it.
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    plugin = TokenCheckPlugin(TokenCheckConfig(port=port))
+    flow = await _access(plugin, "Bearer good")
+    assert flow.response is not None
+    assert flow.response.status_code == 503
+
+
+def test_bearer_token_parsing() -> None:
+    def token(value: str) -> str | None:
+        return bearer_token(Harness.make_flow("GET", "http://h/", [("authorization", value)]))
+
+    assert token("Bearer abc") == "abc"
+    assert token("bearer  abc ") == "abc"
+    assert token("Bearer a b") is None
+    assert token("Token abc") is None
+
+
+def test_token_config_requires_a_port() -> None:
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure({"timeout_s": 0}, TokenCheckConfig, path="$.plugins.tokens")
+    assert info.value.problems == [
+        "$.plugins.tokens.port: required",
+        "$.plugins.tokens.timeout_s: 'timeout_s' must be > 0: 0.0",
+    ]

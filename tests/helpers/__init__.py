@@ -1,0 +1,1 @@
+"""Test helpers (not tests): a real upstream server and raw clients."""

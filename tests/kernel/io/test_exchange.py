@@ -1,0 +1,279 @@
+"""The life of a request through a real proxy on loopback, for both codecs.
+
+A real upstream (tests/helpers/upstream.py) and real sockets; the proxy runs
+in the test's trio loop on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+
+import sdk
+from tests.conftest import basic_config
+
+GET = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
+
+
+async def test_get_is_proxied_with_forwarding_fields(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    raw = await client.exchange(
+        app.port(),
+        b"GET /echo?x=1 HTTP/1.1\r\nHost: example.test\r\nConnection: close, X-Drop\r\n"
+        b"X-Drop: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+        b"X-Forwarded-For: 6.6.6.6\r\nVia: 1.0 other\r\n\r\n",
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    assert resp["headers"]["via"] == "1.1 trellis"
+    seen = json.loads(resp["body"])
+    assert seen["method"] == "GET" and seen["target"] == "/echo?x=1"
+    names = [n for n, _ in seen["headers"]]
+    headers = dict(seen["headers"])
+    for hop in ("connection", "x-drop", "keep-alive", "proxy-authorization"):
+        assert hop not in names, hop
+    assert headers["host"] == "example.test"
+    # An untrusted client cannot choose what the upstream believes.
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["via"] == "1.0 other, 1.1 trellis"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["forwarded"] == 'for=127.0.0.1;proto=http;host="example.test"'
+
+
+async def test_trusted_proxy_chain_is_appended(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    app = await start_proxy(basic_config(upstream.port).replace("[upstream]", "[upstream]") + "")
+    cfg = basic_config(upstream.port).replace(
+        "[server]\n", '[server]\ntrusted_proxies = ["127.0.0.0/8"]\n'
+    )
+    app = await start_proxy(cfg)
+    raw = await client.exchange(
+        app.port(),
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.1.2.3\r\nConnection: close\r\n\r\n",
+    )
+    seen = json.loads(client.parse_responses(raw)[0]["body"])
+    assert dict(seen["headers"])["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
+
+
+async def test_keep_alive_reuses_both_sides(start_proxy: Any, upstream: Any, codec: str) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        for _ in range(20):
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = b""
+            while not got.endswith(b"x" * 1024):
+                got += await stream.receive_some(65536)
+            assert got.startswith(b"HTTP/1.1 200 ")
+    assert upstream.connections == 1
+    assert app.state is not None and app.state.pool.statistics().opened == 1
+    assert app.state.pool.statistics().reused == 19
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    data = (
+        b"".join(f"GET /echo?n={i} HTTP/1.1\r\nHost: a\r\n\r\n".encode() for i in range(5))
+        + b"GET /echo?n=last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    responses = client.parse_responses(await client.exchange(app.port(), data))
+    targets = [json.loads(r["body"])["target"] for r in responses]
+    assert targets == [f"/echo?n={i}" for i in range(5)] + ["/echo?n=last"]
+
+
+async def test_expect_100_continue(start_proxy: Any, upstream: Any, codec: str) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            interim = await stream.receive_some(65536)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        await stream.send_all(b"hello")
+        got = b""
+        with trio.fail_after(5):
+            while b"body_sha256" not in got:
+                got += await stream.receive_some(65536)
+    assert b'"body_length": 5' in got
+    assert upstream.requests[-1]["body_length"] == 5
+    assert "expect" not in dict(upstream.requests[-1]["headers"])
+
+
+async def test_chunked_upload_and_download(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    raw = await client.exchange(
+        app.port(),
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        b"GET /bytes/70000?chunked=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    up, down = client.parse_responses(raw, [b"POST", b"GET"])
+    assert json.loads(up["body"])["body_length"] == 11
+    assert down["body"] == b"b" * 70000
+
+
+async def test_head_and_no_body_statuses(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    raw = await client.exchange(
+        app.port(),
+        b"HEAD /bytes/100 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /status/304 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    head, r204, r304, last = client.parse_responses(raw, [b"HEAD", b"GET", b"GET", b"GET"])
+    assert (
+        head["status"] == 200 and head["body"] == b"" and head["headers"]["content-length"] == "100"
+    )
+    assert r204["status"] == 204 and r304["status"] == 304
+    assert last["body"] == b"bbb"
+
+
+async def test_unreachable_upstream_is_502(start_proxy: Any, client: Any) -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    app = await start_proxy(basic_config(port))
+    (resp,) = client.parse_responses(
+        await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    )
+    assert resp["status"] == 502
+    assert b"127.0.0.1" not in resp["body"]  # no internal addresses in the page
+
+
+async def test_slow_upstream_is_504(start_proxy: Any, upstream: Any, client: Any) -> None:
+    cfg = basic_config(upstream.port).replace(
+        "[upstream]\n", "[upstream]\nresponse_timeout_s = 0.3\n"
+    )
+    app = await start_proxy(cfg)
+    (resp,) = client.parse_responses(
+        await client.exchange(
+            app.port(), b"GET /sleep/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    )
+    assert resp["status"] == 504
+
+
+class Recorder:
+    """Records the order in which instances run."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        self.log.append(f"{self.name}:request")
+        flow.request.headers.add("x-chain", self.name)
+
+    @sdk.hookimpl
+    async def trellis_response(self, flow: sdk.Flow) -> None:
+        await trio.sleep(0)
+        self.log.append(f"{self.name}:response")
+
+    @sdk.hookimpl
+    def trellis_flow_done(self, flow: sdk.Flow) -> None:
+        self.log.append(f"{self.name}:done")
+
+
+async def test_chain_order_is_configuration(start_proxy: Any, upstream: Any, client: Any) -> None:
+    log: list[str] = []
+    plugins = {n: Recorder(n, log) for n in ("c", "a", "b", "r")}
+    cfg = basic_config(upstream.port).replace("[kernel]\n", '[kernel]\nplugins = ["c", "a"]\n')
+    cfg = cfg.replace('bind = "127.0.0.1:0"', 'bind = "127.0.0.1:0"\nplugins = ["b"]')
+    cfg += 'plugins = ["r", "a"]\n'
+    app = await start_proxy(cfg, extra_plugins=plugins)
+    (resp,) = client.parse_responses(
+        await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    )
+    seen = json.loads(resp["body"])
+    assert [v for n, v in seen["headers"] if n == "x-chain"] == ["c", "a", "b", "r"]
+    await trio.sleep(0.05)
+    order = ["c", "a", "b", "r"]
+    assert log == [f"{n}:request" for n in order] + [f"{n}:response" for n in order] + [
+        f"{n}:done" for n in order
+    ]
+
+
+class Exploding:
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        if flow.request.path.startswith("/boom"):
+            raise ValueError("kaboom")
+
+
+class Hanging:
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        if flow.request.path.startswith("/hang"):
+            await trio.sleep_forever()
+
+
+class DoneCounter:
+    def __init__(self) -> None:
+        self.flows: list[sdk.Flow] = []
+
+    @sdk.hookimpl
+    def trellis_flow_done(self, flow: sdk.Flow) -> None:
+        self.flows.append(flow)
+
+
+async def test_plugin_fault_and_deadline_fail_only_their_flow(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    done = DoneCounter()
+    cfg = basic_config(upstream.port).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["done", "boom", "hang"]\nplugin_deadline_s = 0.2\n'
+    )
+    app = await start_proxy(
+        cfg, extra_plugins={"done": done, "boom": Exploding(), "hang": Hanging()}
+    )
+    port = app.port()
+    results: dict[str, int] = {}
+
+    async def get(path: str) -> None:
+        raw = await client.exchange(
+            port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+        )
+        results[path] = client.parse_responses(raw)[0]["status"]
+
+    async with trio.open_nursery() as n:
+        for path in ("/boom", "/hang", "/fine", "/echo"):
+            n.start_soon(get, path)
+    assert results == {"/boom": 502, "/hang": 502, "/fine": 200, "/echo": 200}
+    targets = [r["target"] for r in upstream.requests]
+    assert "/boom" not in targets and "/hang" not in targets
+    # Exactly one terminal hook per flow, failed ones included.
+    assert sorted(f.request.path for f in done.flows) == ["/boom", "/echo", "/fine", "/hang"]
+    errors = {f.request.path: type(f.error).__name__ for f in done.flows if f.error}
+    assert errors == {"/boom": "PluginError", "/hang": "PluginError"}
+
+
+async def test_fail_open_policy_skips_the_plugin(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    cfg = basic_config(upstream.port).replace("[kernel]\n", '[kernel]\nplugins = ["boom"]\n')
+    cfg += '\n[kernel.policy.boom]\non_error = "fail_open"\n'
+    app = await start_proxy(cfg, extra_plugins={"boom": Exploding()})
+    (resp,) = client.parse_responses(
+        await client.exchange(
+            app.port(), b"GET /boom HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    )
+    assert resp["status"] == 200

@@ -1,0 +1,26 @@
+"""The kernel's own error responses."""
+
+from __future__ import annotations
+
+import h11
+
+from kernel.protocol.errorpage import error_body, reason_phrase, render_error_response
+
+
+def test_rendered_response_is_valid_http_and_closes() -> None:
+    raw = render_error_response(431, "abc-1")
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+    conn.receive_data(raw)
+    resp = conn.next_event()
+    assert isinstance(resp, h11.Response)
+    assert resp.status_code == 431
+    assert dict(resp.headers)[b"connection"] == b"close"
+    data = conn.next_event()
+    assert isinstance(data, h11.Data)
+    assert data.data == b"431 Request Header Fields Too Large\nflow: abc-1\n"
+
+
+def test_unknown_status_has_empty_phrase() -> None:
+    assert reason_phrase(599) == ""
+    assert error_body(599) == b"599 \n"

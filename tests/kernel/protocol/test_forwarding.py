@@ -1,0 +1,104 @@
+"""RFC 9110 §7.6 forwarding rules, as pure functions."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernel.protocol.forwarding import (
+    HOP_BY_HOP,
+    ForwardingPolicy,
+    downstream_response_fields,
+    strip_hop_by_hop,
+    upstream_request_fields,
+)
+
+POLICY = ForwardingPolicy.build(via="trellis", x_forwarded=True, forwarded=True, trusted=[])
+
+
+def test_fixed_hop_by_hop_fields_are_removed() -> None:
+    fields = [(name, b"1") for name in sorted(HOP_BY_HOP)] + [(b"x-keep", b"2")]
+    assert strip_hop_by_hop(fields) == [(b"x-keep", b"2")]
+
+
+def test_fields_named_in_connection_are_removed_but_host_is_protected() -> None:
+    fields = [
+        (b"connection", b"close, X-Secret ,host"),
+        (b"x-secret", b"s"),
+        (b"host", b"h"),
+        (b"content-length", b"0"),
+    ]
+    assert strip_hop_by_hop(fields) == [(b"host", b"h"), (b"content-length", b"0")]
+
+
+def test_proxy_authorization_kept_for_plugins_then_never_forwarded() -> None:
+    fields = [(b"proxy-authorization", b"Basic x"), (b"host", b"h")]
+    kept = strip_hop_by_hop(fields, keep_proxy_auth=True)
+    assert (b"proxy-authorization", b"Basic x") in kept
+    out = upstream_request_fields(kept, POLICY, client_address="1.2.3.4", scheme="http", host=b"h")
+    assert all(n != b"proxy-authorization" for n, _ in out)
+
+
+def test_untrusted_client_forwarding_fields_are_replaced() -> None:
+    fields = [
+        (b"x-forwarded-for", b"6.6.6.6"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"evil"),
+        (b"forwarded", b"for=6.6.6.6"),
+    ]
+    out = dict(
+        upstream_request_fields(fields, POLICY, client_address="1.2.3.4", scheme="http", host=b"h")
+    )
+    assert out[b"x-forwarded-for"] == b"1.2.3.4"
+    assert out[b"x-forwarded-proto"] == b"http"
+    assert out[b"x-forwarded-host"] == b"h"
+    assert out[b"forwarded"] == b'for=1.2.3.4;proto=http;host="h"'
+    assert out[b"via"] == b"1.1 trellis"
+
+
+def test_trusted_proxy_values_are_appended_to() -> None:
+    policy = ForwardingPolicy.build(
+        via="edge", x_forwarded=True, forwarded=True, trusted=["10.0.0.0/8"]
+    )
+    fields = [(b"x-forwarded-for", b"7.7.7.7"), (b"forwarded", b"for=7.7.7.7"), (b"via", b"1.1 lb")]
+    out = dict(
+        upstream_request_fields(fields, policy, client_address="10.1.1.1", scheme="http", host=b"h")
+    )
+    assert out[b"x-forwarded-for"] == b"7.7.7.7, 10.1.1.1"
+    assert out[b"forwarded"] == b'for=7.7.7.7, for=10.1.1.1;proto=http;host="h"'
+    assert out[b"via"] == b"1.1 lb, 1.1 edge"
+
+
+def test_ipv6_client_is_bracketed_and_quoted_in_forwarded() -> None:
+    out = dict(upstream_request_fields([], POLICY, client_address="::1", scheme="http", host=b""))
+    assert out[b"forwarded"] == b'for="[::1]";proto=http'
+
+
+def test_everything_can_be_switched_off() -> None:
+    policy = ForwardingPolicy.build(via="", x_forwarded=False, forwarded=False, trusted=[])
+    out = upstream_request_fields(
+        [(b"a", b"b")], policy, client_address="1.2.3.4", scheme="http", host=b"h"
+    )
+    assert out == [(b"a", b"b")]
+
+
+def test_response_gets_via_and_loses_hop_by_hop() -> None:
+    fields = [
+        (b"connection", b"x-a"),
+        (b"x-a", b"1"),
+        (b"via", b"1.0 origin"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+    assert downstream_response_fields(fields, POLICY) == [(b"via", b"1.0 origin, 1.1 trellis")]
+
+
+_names = st.sampled_from([b"connection", b"te", b"x-a", b"x-b", b"host", b"upgrade", b"keep-alive"])
+
+
+@given(st.lists(st.tuples(_names, st.sampled_from([b"x-a", b"x-b", b"close", b"keep-alive"]))))
+def test_strip_never_leaves_a_connection_listed_field(fields: list[tuple[bytes, bytes]]) -> None:
+    listed = {v.lower() for n, v in fields if n == b"connection"}
+    out = strip_hop_by_hop(fields)
+    for name, _ in out:
+        assert name not in HOP_BY_HOP
+        assert name not in listed or name in (b"host", b"content-length")

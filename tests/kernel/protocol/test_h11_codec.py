@@ -1,0 +1,80 @@
+"""What is particular to the h11 codecs: h11 gets exactly one message at a
+time, only after :mod:`validate` accepted it, and writes what it writes.
+Shared behaviour is in ``test_http1.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.protocol import validate as v
+from kernel.protocol.events import PAUSED, Data, EndOfMessage, RequestHead, ResponseHead
+from kernel.protocol.h11_codec import H11ClientCodec, H11ServerCodec
+from kernel.protocol.http1 import Limits
+from sdk._errors import RemoteProtocolError
+
+
+def test_h11_holds_one_message_at_a_time() -> None:
+    codec = H11ServerCodec(Limits())
+    codec.receive_data(
+        b"POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    events = [codec.next_event() for _ in range(4)]
+    assert events[1:] == [Data(b"hi"), EndOfMessage(), PAUSED]
+    # The pipelined request is still ours, unvalidated, not in h11's buffer.
+    assert codec._conn.trailing_data == (b"", False)
+    assert codec._buf[codec._pos :] == b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def test_h11_never_sees_what_validate_refuses() -> None:
+    # h11 alone would accept all of these (it is lenient); validate refuses them.
+    for head in (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+    ):
+        codec = H11ServerCodec(Limits())
+        codec.receive_data(head)
+        with pytest.raises(RemoteProtocolError) as exc:
+            codec.next_event()
+        assert exc.value.status_hint == 400
+        assert codec._conn.trailing_data == (b"", False)
+
+
+def test_h11_stricter_than_validate_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Should validate ever accept what h11 refuses, the codec still refuses
+    # (400), and says which side to fix.
+    monkeypatch.setattr(v, "check_field_block", lambda buf, start, end: None)
+    monkeypatch.setattr(v, "split_fields", lambda buf, start, end: [(b"host", b"a")])
+    codec = H11ServerCodec(Limits())
+    codec.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n")
+    with pytest.raises(RemoteProtocolError, match="h11 refused what validate accepted") as exc:
+        codec.next_event()
+    assert exc.value.status_hint == 400
+
+
+def test_events_carry_bytes_not_bytearrays() -> None:
+    codec = H11ServerCodec(Limits())
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    head, data = codec.next_event(), codec.next_event()
+    assert isinstance(head, RequestHead)
+    assert isinstance(data, Data)
+    assert type(data.data) is bytes
+    assert all(type(n) is bytes and type(val) is bytes for n, val in head.headers)
+
+
+def test_exact_bytes_written() -> None:
+    codec = H11ServerCodec(Limits())
+    codec.receive_data(b"GET / HTTP/1.0\r\n\r\n")
+    codec.next_event()
+    head = ResponseHead(status_code=200, headers=[(b"content-length", b"2")])
+    # h11 spells the fields it adds in title case.
+    assert (
+        codec.send_response_head(head)
+        == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close\r\n\r\n"
+    )
+    client = H11ClientCodec(Limits())
+    request = RequestHead(method=b"GET", target=b"/", headers=[(b"x", b"1"), (b"host", b"h")])
+    # h11 writes Host first (RFC 9112 §3.2 SHOULD).
+    assert client.send_request_head(request) == b"GET / HTTP/1.1\r\nhost: h\r\nx: 1\r\n\r\n"

@@ -1,0 +1,182 @@
+"""The dispatcher: compiled chains, firstresult, deadlines, the fault boundary."""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import pluggy
+import pytest
+import trio
+
+import sdk
+import sdk.hookspecs
+from kernel import dispatch
+from kernel.config.model import KernelSection, PluginPolicy, Settings
+from sdk.testing import make_flow
+
+
+class Rec:
+    def __init__(self, name: str, log: list[str], result: object = None) -> None:
+        self.name, self.log, self.result = name, log, result
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> object:
+        self.log.append(self.name)
+        return self.result
+
+
+class AsyncRec(Rec):
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> object:  # type: ignore[override]
+        await trio.sleep(0)
+        self.log.append(self.name)
+        return self.result
+
+
+def _table(**plugins: object) -> dispatch.HookTable:
+    pm = pluggy.PluginManager(sdk.PROJECT)
+    pm.add_hookspecs(sdk.hookspecs)
+    for name, obj in plugins.items():
+        pm.register(obj, name=name)
+    return dispatch.collect_impls(pm)
+
+
+def _settings(**kernel: object) -> Settings:
+    return attrs.evolve(Settings(), kernel=KernelSection(**kernel))  # type: ignore[arg-type]
+
+
+def test_compile_keeps_configured_order_and_drops_duplicates() -> None:
+    log: list[str] = []
+    inst = {n: Rec(n, log) for n in "abc"}
+    chain = dispatch.compile_chain(["c", "a", "c", "b", "a"], _table(**inst), _settings())
+    assert chain.names == ("c", "a", "b")
+    assert [i.instance for i in chain.request] == ["c", "a", "b"]
+    assert chain.response == () and chain.flow_done == ()
+
+
+def test_async_body_transform_is_a_config_problem() -> None:
+    class Bad:
+        @sdk.hookimpl
+        async def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+            return chunk
+
+    problems: list[str] = []
+    chain = dispatch.compile_chain(["bad"], _table(bad=Bad()), _settings(), problems, "route r")
+    assert chain.response_body == ()
+    assert problems == ["route r: plugin 'bad': trellis_response_body must not be async"]
+
+
+async def test_first_result_stops_at_first_non_none_sync_and_async() -> None:
+    log: list[str] = []
+    resp = sdk.Response.make(204)
+    inst = {"a": Rec("a", log), "b": AsyncRec("b", log, resp), "c": Rec("c", log, "never")}
+    chain = dispatch.compile_chain(["a", "b", "c"], _table(**inst), _settings())
+    assert [i.is_async for i in chain.request] == [False, True, False]
+    got = await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert got is resp
+    assert log == ["a", "b"]
+
+
+class Boom:
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        raise KeyError("nope")
+
+
+class Slow:
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        await trio.sleep(10)
+
+
+async def test_fail_closed_raises_plugin_error_with_cause(caplog: pytest.LogCaptureFixture) -> None:
+    chain = dispatch.compile_chain(["boom"], _table(boom=Boom()), _settings())
+    before = dispatch.plugin_error_counts["boom"]
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert info.value.plugin == "boom" and info.value.hook == "trellis_request"
+    assert isinstance(info.value.__cause__, KeyError)
+    assert dispatch.plugin_error_counts["boom"] == before + 1
+    text = caplog.text
+    assert "plugin 'boom' raised KeyError in trellis_request" in text
+    assert 'raise KeyError("nope")' in text  # the plugin's frame is in the log
+    assert "_call(impl" not in text  # the dispatcher's own frame is cut
+
+
+async def test_fail_open_policy_skips(caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    settings = _settings(policy={"boom": PluginPolicy(on_error="fail_open")})
+    chain = dispatch.compile_chain(["boom", "a"], _table(boom=Boom(), a=Rec("a", log, 1)), settings)
+    with caplog.at_level(logging.ERROR):
+        assert await dispatch.first_result(chain.request, "trellis_request", make_flow()) == 1
+
+
+async def test_deadline_per_call(autojump_clock: trio.abc.Clock) -> None:
+    settings = _settings(policy={"slow": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), settings)
+    start = trio.current_time()
+    with pytest.raises(sdk.PluginError, match="missed its 0.5s deadline"):
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert trio.current_time() - start == pytest.approx(0.5)
+
+
+def test_transform_threads_chunks_and_none_keeps() -> None:
+    class Upper:
+        @sdk.hookimpl
+        def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+            return chunk.upper()
+
+    class Keep:
+        @sdk.hookimpl
+        def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> None:
+            return None
+
+    class Suffix:
+        @sdk.hookimpl
+        def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+            return chunk + (b"!" if end else b"")
+
+    chain = dispatch.compile_chain(["u", "k", "s"], _table(u=Upper(), k=Keep(), s=Suffix()), _settings())
+    flow = make_flow()
+    assert dispatch.transform(chain.response_body, "h", flow, b"ab", False) == b"AB"
+    assert dispatch.transform(chain.response_body, "h", flow, b"", True) == b"!"
+
+
+async def test_done_hook_runs_every_impl_even_when_one_fails(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    class Bad:
+        @sdk.hookimpl
+        def trellis_flow_done(self, flow: sdk.Flow) -> None:
+            raise RuntimeError("x")
+
+    class Good:
+        @sdk.hookimpl
+        def trellis_flow_done(self, flow: sdk.Flow) -> None:
+            seen.append(flow.id)
+
+    chain = dispatch.compile_chain(["bad", "good"], _table(bad=Bad(), good=Good()), _settings())
+    flow = make_flow()
+    with caplog.at_level(logging.ERROR):
+        await dispatch.call_done(chain.flow_done, flow)
+    assert seen == [flow.id]
+
+
+async def test_impl_may_take_a_subset_of_the_arguments() -> None:
+    class Short:
+        @sdk.hookimpl
+        def trellis_response_body(self, chunk: bytes) -> bytes:
+            return chunk * 2
+
+    chain = dispatch.compile_chain(["s"], _table(s=Short()), _settings())
+    assert dispatch.transform(chain.response_body, "h", make_flow(), b"ab", False) == b"abab"
+
+
+def test_unmarked_methods_are_not_hooks() -> None:
+    class Unmarked:
+        def trellis_request(self, flow: sdk.Flow) -> None:
+            raise AssertionError("never called")
+
+    chain = dispatch.compile_chain(["u"], _table(u=Unmarked()), _settings())
+    assert chain.request == () and chain.names == ("u",)

@@ -1,0 +1,123 @@
+"""The plugin host: discovery, instances, named instances, every problem listed."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+import sdk
+from kernel.config.model import KernelSection, RouteConfig, Settings
+from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, instance_plugin
+
+
+@attrs.frozen(kw_only=True)
+class GreetConfig:
+    greeting: str = "hi"
+    times: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+class GreetPlugin:
+    """Greets."""
+
+    config_class = GreetConfig
+
+    def __init__(self, config: GreetConfig) -> None:
+        self.config = config
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        return None
+
+
+class Plain:
+    """No config."""
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        return None
+
+
+def _info(name: str, obj: object) -> PluginInfo:
+    return PluginInfo(name, obj, "test", "", getattr(obj, "config_class", None))
+
+
+AVAILABLE = {"greet": _info("greet", GreetPlugin), "plain": _info("plain", Plain)}
+
+
+def _settings(chain: list[str], plugins: dict[str, object], routes: list[RouteConfig] | None = None) -> Settings:
+    return Settings(kernel=KernelSection(plugins=chain), plugins=plugins, routes=routes or [])
+
+
+def test_named_instances_inherit_the_base_table() -> None:
+    settings = _settings(
+        ["greet", "greet.loud"],
+        {"greet": {"greeting": "hello", "loud": {"times": 3}}},
+    )
+    host, problems = PluginHost.build(settings, available=AVAILABLE)
+    assert problems == []
+    base, loud = host.instances["greet"], host.instances["greet.loud"]
+    assert isinstance(base, GreetPlugin) and isinstance(loud, GreetPlugin)
+    assert base.config == GreetConfig(greeting="hello", times=1)
+    assert loud.config == GreetConfig(greeting="hello", times=3)
+    assert host.pm.get_plugin("greet.loud") is loud
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    settings = _settings(
+        ["nosuch", "greet", "greet.missing", "plain.x"],
+        {"greet": {"times": 0, "colour": "red"}, "ghost": {}},
+        routes=[RouteConfig(name="r", plugins=["alsonot"])],
+    )
+    _, problems = PluginHost.build(settings, available=AVAILABLE)
+    text = "\n".join(problems)
+    assert "$.plugins.ghost: no plugin named 'ghost' is installed" in text
+    assert "$.kernel.plugins[0]: unknown plugin 'nosuch'" in text
+    assert "$.routes[0].plugins[0]: unknown plugin 'alsonot'" in text
+    assert "$.plugins.greet.times" in text
+    assert "$.plugins.greet.colour" in text
+    assert "$.plugins.greet.missing: no table [plugins.greet.missing]" in text
+    assert "$.plugins.plain.x: plugin 'plain' has no configuration" not in text  # plain is a class
+    assert len(problems) >= 6
+
+
+def test_a_non_class_plugin_is_used_as_is() -> None:
+    obj = Plain()
+    available = {"obj": _info("obj", obj)}
+    host, problems = PluginHost.build(_settings(["obj"], {}), available=available)
+    assert problems == [] and host.instances["obj"] is obj
+    _, problems = PluginHost.build(_settings(["obj.two"], {}), available=available)
+    assert problems == [
+        "$.plugins.obj.two: plugin 'obj' has no configuration and cannot be instantiated under several names"
+    ]
+
+
+def test_misspelled_hook_is_refused_at_registration() -> None:
+    class Typo:
+        @sdk.hookimpl
+        def trellis_requets(self, flow: sdk.Flow) -> None:
+            return None
+
+    host, problems = PluginHost.build(_settings(["t"], {}), available={}, extra={"t": Typo()})
+    assert any("plugin 't' is invalid" in p and "trellis_requets" in p for p in problems)
+
+
+def test_builtins_are_entry_points_and_blocking_skips_import() -> None:
+    found, problems = available_plugins()
+    assert problems == []
+    assert {"router", "headers", "respond"} <= set(found)
+    assert found["router"].source.startswith("entry point")
+    found, _ = available_plugins(blocked=["router"])
+    assert "router" not in found
+
+
+def test_modules_table_loads_by_reference() -> None:
+    found, problems = available_plugins({"greet": "tests.kernel.test_pluginhost:GreetPlugin"})
+    assert problems == []
+    assert found["greet"].factory is GreetPlugin and found["greet"].summary == "Greets."
+    _, problems = available_plugins({"bad": "no.such.module:X"})
+    assert problems and problems[0].startswith("$.kernel.modules.bad: cannot import 'no.such.module:X'")
+
+
+@pytest.mark.parametrize(("inst", "plugin"), [("a", "a"), ("a.b", "a"), ("a.b.c", "a")])
+def test_instance_plugin(inst: str, plugin: str) -> None:
+    assert instance_plugin(inst) == plugin

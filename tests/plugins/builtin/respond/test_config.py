@@ -1,0 +1,87 @@
+"""RespondConfig: status range, body-less statuses, header checks, with paths."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import sdk
+from plugins.builtin.respond.config import NO_BODY, RespondConfig
+
+PATH = "$.plugins.respond"
+
+
+def problems(table: dict[str, Any]) -> list[str]:
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure(table, RespondConfig, path=PATH)
+    return info.value.problems
+
+
+def test_defaults() -> None:
+    cfg = sdk.structure({}, RespondConfig)
+    assert cfg == RespondConfig()
+    assert (cfg.status, cfg.content_type, cfg.body, cfg.headers) == (
+        200,
+        "text/plain; charset=utf-8",
+        "",
+        {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ({"status": 99}, "status: must be between 100 and 599, got 99"),
+        ({"status": 600}, "status: must be between 100 and 599, got 600"),
+        ({"status": "200"}, "status: must be an integer, got '200'"),
+        ({"status": 204, "body": "x"}, "body: must be empty: a 204 response has no body"),
+        ({"status": 304, "body": "x"}, "body: must be empty: a 304 response has no body"),
+        ({"status": 101, "body": "x"}, "body: must be empty: a 101 response has no body"),
+        ({"content_type": "text/plain\r\nx: y"}, "content_type: invalid header value"),
+        ({"headers": {"bad name": "1"}}, "headers: invalid header name 'bad name'"),
+        ({"headers": {"x": "a\nb"}}, "headers: invalid header value"),
+        ({"headers": {"x": "\u20ac"}}, "headers: invalid header value '\u20ac'"),
+        ({"headers": {"Content-Type": "a/b"}}, "headers: 'Content-Type' cannot be set here: use"),
+        ({"headers": {"content-length": "1"}}, "headers: 'content-length' cannot be set here: the"),
+        ({"code": 200}, "code: unknown key (known: status, content_type, body, headers)"),
+    ],
+)
+def test_problems(table: dict[str, Any], expected: str) -> None:
+    (problem,) = problems(table)
+    assert problem.startswith(f"{PATH}.{expected}")
+
+
+def test_no_body_statuses() -> None:
+    assert {100, 101, 103, 199, 204, 304} <= NO_BODY
+    assert not {200, 205, 404, 503} & NO_BODY
+
+
+# -- the TOML examples in docs/routing-basics.md must stay valid -------------------
+DOC = Path(__file__).parents[4] / "docs" / "routing-basics.md"
+
+
+def doc_tables(plugin: str, config_class: type[Any]) -> list[dict[str, Any]]:
+    """Every ``[plugins.<plugin>]`` instance table in the doc's TOML blocks."""
+    names = {a.name for a in attrs.fields(config_class)}
+    out: list[dict[str, Any]] = []
+    for block in re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S):
+        table = tomllib.loads(block).get("plugins", {}).get(plugin)
+        if table is None:
+            continue
+        base = {k: v for k, v in table.items() if k in names}
+        named = [v for k, v in table.items() if k not in names]
+        out.extend([base] if base or not named else [])
+        out.extend({**base, **sub} for sub in named)
+    return out
+
+
+def test_doc_examples_structure() -> None:
+    tables = doc_tables("respond", RespondConfig)
+    assert len(tables) >= 3
+    for table in tables:
+        sdk.structure(table, RespondConfig, path="$.plugins.respond")

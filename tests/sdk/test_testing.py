@@ -1,0 +1,703 @@
+"""sdk.testing: the Harness drives flows through the hooks as the kernel does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pluggy
+import pytest
+import trio
+
+import sdk
+from sdk.testing import FakeUpstream, Harness, make_flow, make_request
+
+Log = list[tuple[str, str]]
+
+# ---------------------------------------------------------------------------
+# Recording plugins: every flow hook, sync and async
+# ---------------------------------------------------------------------------
+
+
+class SyncRecorder:
+    """Implements every flow hook with ``def`` and records each call."""
+
+    def __init__(self, label: str, log: Log) -> None:
+        self.label, self.log = label, log
+
+    def _rec(self, hook: str, extra: str = "") -> None:
+        self.log.append((self.label, hook + extra))
+
+    @sdk.hookimpl
+    def trellis_route_select(self, flow: sdk.Flow) -> None:
+        self._rec("route_select")
+
+    @sdk.hookimpl
+    def trellis_request_access(self, flow: sdk.Flow) -> None:
+        self._rec("request_access")
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        self._rec("request")
+
+    @sdk.hookimpl
+    def trellis_upstream_select(self, flow: sdk.Flow) -> None:
+        self._rec("upstream_select")
+
+    @sdk.hookimpl
+    def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> None:
+        self._rec("request_body", ":end" if end else f":{chunk.decode()}")
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        self._rec("response")
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> None:
+        self._rec("response_body", ":end" if end else f":{chunk.decode()}")
+
+    @sdk.hookimpl
+    def trellis_error(self, flow: sdk.Flow, error: sdk.ProxyError) -> None:
+        self._rec("error")
+
+    @sdk.hookimpl
+    def trellis_flow_done(self, flow: sdk.Flow) -> None:
+        self._rec("flow_done")
+
+
+class AsyncRecorder(SyncRecorder):
+    """The same, with ``async def`` wherever the kernel allows it."""
+
+    @sdk.hookimpl
+    async def trellis_route_select(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("route_select")
+
+    @sdk.hookimpl
+    async def trellis_request_access(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("request_access")
+
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("request")
+
+    @sdk.hookimpl
+    async def trellis_upstream_select(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("upstream_select")
+
+    @sdk.hookimpl
+    async def trellis_response(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("response")
+
+    @sdk.hookimpl
+    async def trellis_error(  # type: ignore[override]
+        self, flow: sdk.Flow, error: sdk.ProxyError
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        self._rec("error")
+
+    @sdk.hookimpl
+    async def trellis_flow_done(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.lowlevel.checkpoint()
+        self._rec("flow_done")
+
+
+def _both(hooks: list[str]) -> Log:
+    """The log of plugins "a" then "b" going through ``hooks``, phase by phase."""
+    return [(label, hook) for hook in hooks for label in ("a", "b")]
+
+
+class Answer:
+    """Answers locally from ``trellis_request`` (or another first-result hook)."""
+
+    def __init__(self, status: int = 200, body: str = "local\n") -> None:
+        self.status, self.body = status, body
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+        return sdk.Response.make(self.status, self.body)
+
+
+class Raise:
+    """Raises ``exc`` in ``hook``."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        raise self.exc
+
+
+# ---------------------------------------------------------------------------
+# Order
+# ---------------------------------------------------------------------------
+
+
+async def test_hook_order_over_a_whole_upstream_run() -> None:
+    log: Log = []
+    h = Harness(SyncRecorder("a", log), AsyncRecorder("b", log))
+    upstream = FakeUpstream(sdk.Response.make(200, b"resp"))
+    flow = await h.run(make_flow("POST", "http://example.test/x"), upstream, body=b"req")
+    assert log == _both(
+        [
+            "route_select",
+            "request_access",
+            "request",
+            "upstream_select",
+            "request_body:req",
+            "request_body:end",
+            "response",
+            "response_body:resp",
+            "response_body:end",
+            "flow_done",
+        ]
+    )
+    assert flow.error is None
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert flow.response.body == b"resp"
+
+
+async def test_async_first_then_sync_keeps_chain_order() -> None:
+    log: Log = []
+    h = Harness(AsyncRecorder("a", log), SyncRecorder("b", log))
+    await h.run(make_flow())
+    assert [hook for label, hook in log if label == "a"] == [
+        hook for label, hook in log if label == "b"
+    ]
+    assert log[0] == ("a", "route_select")
+    assert log[-2:] == [("a", "flow_done"), ("b", "flow_done")]
+
+
+async def test_chain_order_is_the_given_order_not_registration_tricks() -> None:
+    log: Log = []
+
+    class First(SyncRecorder):
+        @sdk.hookimpl(trylast=True)
+        def trellis_request(self, flow: sdk.Flow) -> None:
+            self._rec("request")
+
+    class Last(SyncRecorder):
+        @sdk.hookimpl(tryfirst=True)
+        def trellis_request(self, flow: sdk.Flow) -> None:
+            self._rec("request")
+
+    h = Harness(First("a", log), Last("b", log))
+    await h.call("trellis_request", make_flow())
+    assert log == [("a", "request"), ("b", "request")]
+
+
+# ---------------------------------------------------------------------------
+# Local answers
+# ---------------------------------------------------------------------------
+
+
+async def test_local_answer_short_circuits_later_request_hooks_and_the_upstream() -> None:
+    log: Log = []
+    upstream = FakeUpstream()
+    h = Harness(SyncRecorder("a", log), Answer(201, "made here\n"), AsyncRecorder("b", log))
+    flow = await h.run(make_flow(), upstream, body=b"ignored")
+    assert upstream.received == []
+    assert flow.response is not None
+    assert flow.response.status_code == 201
+    assert flow.response.body == b"made here\n"
+    assert flow.upstream is None
+    assert flow.error is None
+    # b never saw the request phase past access; response hooks still ran on both.
+    assert log == [
+        *_both(["route_select", "request_access"]),
+        ("a", "request"),
+        *_both(["response", "response_body:made here\n", "response_body:end", "flow_done"]),
+    ]
+
+
+async def test_access_refusal_skips_every_request_hook() -> None:
+    log: Log = []
+
+    class Refuse:
+        @sdk.hookimpl
+        async def trellis_request_access(self, flow: sdk.Flow) -> sdk.Response:
+            return sdk.Response.make(403, "no\n")
+
+    upstream = FakeUpstream()
+    h = Harness(Refuse(), SyncRecorder("a", log))
+    flow = await h.run(make_flow(), upstream)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert upstream.received == []
+    hooks = [hook for _, hook in log]
+    assert "request_access" not in hooks  # first result: a was never asked
+    assert "request" not in hooks
+    assert "upstream_select" not in hooks
+    assert hooks[-4:] == ["response", "response_body:no\n", "response_body:end", "flow_done"]
+
+
+async def test_response_hooks_may_change_a_local_response() -> None:
+    class Tag:
+        @sdk.hookimpl
+        def trellis_response(self, flow: sdk.Flow) -> None:
+            assert flow.response is not None
+            flow.response.headers["x-tag"] = "1"
+            flow.response.status_code = 202
+
+    flow = await Harness(Answer(), Tag()).run(make_flow())
+    assert flow.response is not None
+    assert flow.response.status_code == 202
+    assert flow.response.headers["x-tag"] == "1"
+
+
+# ---------------------------------------------------------------------------
+# Body transforms
+# ---------------------------------------------------------------------------
+
+
+class Upper:
+    @sdk.hookimpl
+    def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+        return chunk.upper()
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes | None:
+        return None if end else chunk.upper()
+
+
+class Trailer:
+    """Holds nothing back; appends a trailer on the final call."""
+
+    def __init__(self, trailer: bytes) -> None:
+        self.trailer = trailer
+
+    @sdk.hookimpl
+    def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes | None:
+        return chunk + self.trailer if end else None
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes | None:
+        return chunk + self.trailer if end else None
+
+
+async def test_body_transforms_are_chained_and_applied() -> None:
+    upstream = FakeUpstream(sdk.Response.make(200, b"from upstream"))
+    h = Harness(Upper(), Trailer(b"|t"))
+    flow = await h.run(make_flow("PUT", "http://example.test/up"), upstream, body=b"payload")
+    assert len(upstream.received) == 1
+    request, body = upstream.received[0]
+    assert body == b"PAYLOAD|t"
+    assert request is flow.request
+    assert flow.response is not None
+    assert flow.response.body == b"FROM UPSTREAM|t"
+    assert flow.bytes_in == len(b"payload")
+    assert flow.bytes_out == len(b"FROM UPSTREAM|t")
+
+
+async def test_transform_order_matters() -> None:
+    # Trailer first: the trailer is added on the end call, after Upper saw the body.
+    flow = make_flow()
+    assert Harness(Trailer(b"x"), Upper()).transform("trellis_request_body", flow, b"a") == b"AX"
+    assert Harness(Upper(), Trailer(b"x")).transform("trellis_request_body", flow, b"a") == b"Ax"
+    assert Harness().transform("trellis_response_body", flow, b"same") == b"same"
+
+
+async def test_empty_chunk_drops_data() -> None:
+    class Drop:
+        @sdk.hookimpl
+        def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+            return b""
+
+    flow = await Harness(Drop()).run(make_flow(), sdk.Response.make(200, b"secret"))
+    assert flow.response is not None
+    assert flow.response.body == b""
+
+
+# ---------------------------------------------------------------------------
+# Errors and the terminal hook
+# ---------------------------------------------------------------------------
+
+
+async def test_trellis_error_supplies_the_response_for_a_proxy_error() -> None:
+    log: Log = []
+    exc = sdk.UpstreamTimeout("too slow")
+
+    class Pretty:
+        @sdk.hookimpl
+        def trellis_error(self, flow: sdk.Flow, error: sdk.ProxyError) -> sdk.Response:
+            assert isinstance(error, sdk.PluginError)
+            return sdk.Response.make(error.status_hint, f"sorry: {error.__cause__}\n")
+
+    upstream = FakeUpstream()
+    h = Harness(SyncRecorder("a", log), Raise(exc), Pretty(), AsyncRecorder("b", log))
+    flow = await h.run(make_flow(), upstream)
+    # As at the kernel's fault boundary: the plugin's error becomes a PluginError.
+    assert isinstance(flow.error, sdk.PluginError)
+    assert (flow.error.plugin, flow.error.hook) == ("Raise", "trellis_request")
+    assert flow.error.__cause__ is exc
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+    assert flow.response.body == b"sorry: too slow\n"
+    assert upstream.received == []
+    # b's error hook was not reached: first result.
+    assert log[-3:] == [("a", "error"), ("a", "flow_done"), ("b", "flow_done")]
+    assert [hook for _, hook in log].count("flow_done") == 2
+
+
+async def test_without_an_error_hook_the_status_hint_is_used() -> None:
+    flow = await Harness(Raise(sdk.ProxyError("no", status_hint=418))).run(make_flow())
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.response is not None
+    assert flow.response.status_code == 502  # a plugin failure is always 502
+    assert flow.response.body == b"502\n"
+
+    def timeout(request: sdk.Request, body: bytes) -> sdk.Response:
+        raise sdk.UpstreamTimeout("no answer")
+
+    flow = await Harness().run(make_flow(), timeout)
+    assert isinstance(flow.error, sdk.UpstreamTimeout)  # not a plugin's: kept as is
+    assert flow.response is not None
+    assert flow.response.status_code == 504
+    assert flow.response.body == b"504\n"
+
+
+async def test_upstream_failure_is_an_error_too() -> None:
+    log: Log = []
+
+    def unreachable(request: sdk.Request, body: bytes) -> sdk.Response:
+        raise sdk.UpstreamConnectError("connection refused")
+
+    flow = await Harness(SyncRecorder("a", log)).run(make_flow(), unreachable)
+    assert isinstance(flow.error, sdk.UpstreamConnectError)
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+    assert ("a", "error") in log
+    assert ("a", "response") not in log
+    assert log.count(("a", "flow_done")) == 1
+    assert flow.timings.done is not None
+
+
+async def test_a_failing_error_hook_is_ignored() -> None:
+    class Broken:
+        @sdk.hookimpl
+        def trellis_error(self, flow: sdk.Flow, error: sdk.ProxyError) -> None:
+            raise sdk.PluginError("broken", "trellis_error")
+
+    flow = await Harness(Raise(sdk.ProxyError("x")), Broken()).run(make_flow())
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.error.plugin == "Raise"
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+    assert flow.response.body == b"502\n"
+
+
+async def test_flow_done_runs_exactly_once_even_for_a_plain_exception() -> None:
+    log: Log = []
+    h = Harness(Raise(RuntimeError("bug in a plugin")), SyncRecorder("a", log))
+    flow = make_flow()
+    with pytest.raises(RuntimeError, match="bug in a plugin"):
+        await h.run(flow)
+    # A plain exception is a bug: it propagates to the test, after flow_done.
+    assert log.count(("a", "flow_done")) == 1
+    assert ("a", "error") not in log
+    assert flow.timings.done is not None
+
+
+async def test_route_select_names_the_route() -> None:
+    class Router:
+        @sdk.hookimpl
+        def trellis_route_select(self, flow: sdk.Flow) -> str | None:
+            return "api" if flow.request.path.startswith("/api") else None
+
+    h = Harness(Router())
+    assert (await h.run(make_flow("GET", "http://x.test/api/1"))).route == "api"
+    assert (await h.run(make_flow("GET", "http://x.test/web"))).route == "default"
+    h.routes = {"web"}
+    flow = await h.run(make_flow("GET", "http://x.test/api/1"))
+    assert flow.error is not None
+    assert flow.response is not None
+    assert flow.response.status_code == 500
+
+
+async def test_upstream_selection() -> None:
+    class Pick:
+        @sdk.hookimpl
+        def trellis_upstream_select(self, flow: sdk.Flow) -> sdk.Origin:
+            return sdk.Origin("http", "picked.test", 8081)
+
+    class Preset:
+        @sdk.hookimpl
+        def trellis_request(self, flow: sdk.Flow) -> None:
+            flow.upstream = sdk.Origin("https", "preset.test", 443)
+
+    flow = await Harness(Pick()).run(make_flow())
+    assert flow.upstream == sdk.Origin("http", "picked.test", 8081)
+    flow = await Harness(Preset(), Pick()).run(make_flow())
+    assert flow.upstream == sdk.Origin("https", "preset.test", 443)
+    flow = await Harness().run(make_flow())
+    assert flow.upstream == sdk.Origin("http", "upstream.test", 80)
+
+
+async def test_timings_are_filled() -> None:
+    flow = await Harness().run(make_flow())
+    t = flow.timings
+    assert t.started_at > 0
+    assert t.response_head is not None
+    assert t.done is not None
+    assert t.request_head <= t.response_head <= t.done
+    assert t.duration is not None
+    assert t.duration >= 0
+
+
+# ---------------------------------------------------------------------------
+# FakeUpstream and the upstream argument
+# ---------------------------------------------------------------------------
+
+
+async def test_fake_upstream_records_requests_and_answers_copies() -> None:
+    upstream = FakeUpstream(sdk.Response.make(200, b"ok", [("x-up", "1")]))
+    h = Harness()
+    first = await h.run(make_flow("POST", "http://example.test/a"), upstream, body=b"one")
+    second = await h.run(make_flow("GET", "http://example.test/b"), upstream)
+    assert [(r.method, r.path, body) for r, body in upstream.received] == [
+        ("POST", "/a", b"one"),
+        ("GET", "/b", b""),
+    ]
+    assert first.response is not None
+    assert second.response is not None
+    first.response.headers["x-up"] = "changed"
+    assert second.response.headers["x-up"] == "1"
+    assert upstream.response.headers["x-up"] == "1"
+    assert first.response is not second.response
+
+
+async def test_default_upstream_and_response_shortcut() -> None:
+    flow = await Harness().run(make_flow())
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (200, b"upstream\n")
+    flow = await Harness().run(make_flow(), sdk.Response.make(404, b"gone"))
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (404, b"gone")
+
+
+def test_make_request_and_make_flow() -> None:
+    r = make_request("POST", "https://Example.test:8443/a/b?c=1#frag", [("X-A", "1")])
+    assert (r.method, r.scheme, r.authority, r.path) == (
+        "POST",
+        "https",
+        "Example.test:8443",
+        "/a/b?c=1",
+    )
+    assert list(r.headers.items()) == [("host", "Example.test:8443"), ("x-a", "1")]
+    assert (r.host, r.port) == ("example.test", 8443)
+    assert make_request("GET", "http://h").path == "/"
+    assert make_request("GET", "http://h?q=1").path == "/?q=1"
+    assert make_request("GET", "http://h?q=1").authority == "h"
+    flow = make_flow("GET", "http://h/", client=("10.0.0.9", 1234), listener="edge")
+    assert (flow.client.address, flow.client.port, flow.client.listener) == (
+        "10.0.0.9",
+        1234,
+        "edge",
+    )
+    assert flow.timings.request_head > 0
+    assert Harness.make_flow is make_flow
+
+
+# ---------------------------------------------------------------------------
+# call(), deadlines, validation
+# ---------------------------------------------------------------------------
+
+
+async def test_call_returns_all_results_or_the_first() -> None:
+    class One:
+        @sdk.hookimpl
+        def trellis_config_check(self, routes: tuple[str, ...]) -> list[str]:
+            return [] if "api" in routes else ["rules[0].route: no route named 'api'"]
+
+    class Two:
+        @sdk.hookimpl
+        async def trellis_route_select(self, flow: sdk.Flow) -> str:
+            return "two"
+
+    h = Harness(One(), Two())
+    assert await h.call("trellis_config_check", ("web",)) == [
+        ["rules[0].route: no route named 'api'"]
+    ]
+    assert await h.call("trellis_config_check", ("api",)) == [[]]
+    assert await h.call("trellis_route_select", make_flow(), firstresult=True) == "two"
+    assert await h.call("trellis_upstream_select", make_flow(), firstresult=True) is None
+    assert await h.call("trellis_response", make_flow()) == []
+
+
+async def test_call_refuses_an_unknown_hook_name() -> None:
+    with pytest.raises(ValueError, match="trellis_requets"):
+        await Harness().call("trellis_requets", make_flow())
+
+
+async def test_deadline_applies_to_awaited_hooks(autojump_clock: trio.abc.Clock) -> None:
+    class Slow:
+        @sdk.hookimpl
+        async def trellis_request(self, flow: sdk.Flow) -> None:
+            await trio.sleep(10)
+
+    with pytest.raises(sdk.PluginError, match="missed its 1s deadline") as info:
+        await Harness(Slow(), deadline=1.0).call("trellis_request", make_flow())
+    assert isinstance(info.value.__cause__, trio.TooSlowError)
+    flow = await Harness(Slow(), deadline=1.0).run(make_flow())
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+
+
+def test_misspelled_hook_is_refused() -> None:
+    class Typo:
+        @sdk.hookimpl
+        def trellis_requets(self, flow: sdk.Flow) -> None:
+            return None
+
+    with pytest.raises(pluggy.PluginValidationError, match="trellis_requets"):
+        Harness(Typo())
+
+
+def test_unknown_argument_is_refused() -> None:
+    class Wrong:
+        @sdk.hookimpl
+        def trellis_request(self, request: sdk.Request) -> None:
+            return None
+
+    with pytest.raises(pluggy.PluginValidationError):
+        Harness(Wrong())
+
+
+def test_async_body_transform_is_refused() -> None:
+    class AsyncBody:
+        @sdk.hookimpl
+        async def trellis_response_body(
+            self, flow: sdk.Flow, chunk: bytes, end: bool
+        ) -> bytes | None:
+            return None
+
+    with pytest.raises(TypeError, match="trellis_response_body must not be async"):
+        Harness(AsyncBody())
+
+
+async def test_only_hookimpl_marked_methods_are_hooks() -> None:
+    class Unmarked:
+        called = False
+
+        def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+            Unmarked.called = True
+            return sdk.Response.make(500, "unmarked")
+
+    flow = await Harness(Unmarked()).run(make_flow())
+    assert Unmarked.called is False
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+
+
+async def test_an_implementation_may_take_fewer_arguments() -> None:
+    seen: list[Any] = []
+
+    class Subset:
+        @sdk.hookimpl
+        def trellis_response_body(self, chunk: bytes) -> bytes:
+            seen.append(chunk)
+            return chunk[::-1]
+
+        @sdk.hookimpl
+        def trellis_error(self, error: sdk.ProxyError) -> None:
+            seen.append(error)
+
+    flow = await Harness(Subset()).run(make_flow(), sdk.Response.make(200, b"abc"))
+    assert flow.response is not None
+    assert flow.response.body == b"cba"
+    assert seen == [b"abc", b""]
+
+
+def test_addhooks_is_called_once_per_plugin() -> None:
+    seen: list[pluggy.PluginManager] = []
+
+    class Extends:
+        @sdk.hookimpl
+        def trellis_addhooks(self, pluginmanager: pluggy.PluginManager) -> None:
+            seen.append(pluginmanager)
+
+    h = Harness(Extends(), Extends(), SyncRecorder("a", []))
+    assert seen == [h.pm, h.pm]
+
+
+# ---------------------------------------------------------------------------
+# Plugin classes with a config table
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class GreetConfig:
+    greeting: str = "hello"
+    status: int = 200
+
+
+class Greet:
+    config_class = GreetConfig
+
+    def __init__(self, config: GreetConfig) -> None:
+        self.config = config
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+        return sdk.Response.make(self.config.status, self.config.greeting)
+
+
+class NoConfig:
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        flow.response.headers["x-no-config"] = "1"
+
+
+async def test_class_and_config_are_instantiated_like_the_kernel_does() -> None:
+    h = Harness(Greet, NoConfig, config={"greeting": "bonjour", "status": 203})
+    greet, plain = h.plugins
+    assert isinstance(greet, Greet)
+    assert greet.config == GreetConfig(greeting="bonjour", status=203)
+    assert isinstance(plain, NoConfig)
+    flow = await h.run(make_flow())
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (203, b"bonjour")
+    assert flow.response.headers["x-no-config"] == "1"
+
+
+def test_config_defaults_apply() -> None:
+    (greet,) = Harness(Greet).plugins
+    assert isinstance(greet, Greet)
+    assert greet.config == GreetConfig()
+
+
+def test_bad_config_is_a_config_error_listing_every_problem() -> None:
+    with pytest.raises(sdk.ConfigError) as info:
+        Harness(Greet, config={"greting": "hi", "status": "200"})
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert any(p.startswith("$.plugins.greting: unknown key") for p in problems)
+    assert any(p.startswith("$.plugins.status: ") for p in problems)
+
+
+async def test_proxy_error_in_a_body_transform_ends_the_flow() -> None:
+    class Refuse:
+        @sdk.hookimpl
+        def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> None:
+            if b"virus" in chunk:
+                raise sdk.ProxyError("infected")
+
+    upstream = FakeUpstream()
+    flow = await Harness(Refuse()).run(make_flow("POST"), upstream, body=b"a virus")
+    assert upstream.received == []
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.error.hook == "trellis_request_body"
+    assert "infected" in str(flow.error)
+
+
+def test_plugins_are_named_like_instances() -> None:
+    h = Harness(Upper(), Trailer(b""), Trailer(b""))
+    assert [h.pm.get_name(p) for p in h.plugins] == ["Upper", "Trailer#1", "Trailer#2"]
