@@ -19,6 +19,7 @@ May import: everything in kernel, trio, watchfiles, sdk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
@@ -269,7 +270,7 @@ class App:
         added: dict[str, BoundListener] = {}
         keep = {
             name for name, lst in new.listeners.items()
-            if name in self.listeners and self.listeners[name].bind == lst.bind
+            if name in self.listeners and self.listeners[name].same_address(lst.bind)
         }
         try:
             for name, lst in new.listeners.items():
@@ -311,12 +312,14 @@ class App:
             def only_ours(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
                 return Path(path).resolve() in files
 
-            async for _changes in watchfiles.awatch(
+            watcher = watchfiles.awatch(
                 *dirs, watch_filter=only_ours, debounce=200, step=50, rust_timeout=500,
                 yield_on_timeout=False,
-            ):
-                self.request_reload("config file changed")
-                break
+            )
+            async with contextlib.aclosing(watcher) as changes:
+                async for _changes in changes:
+                    self.request_reload("config file changed")
+                    break
             # Wait for the reload to happen (or be rejected) before watching again,
             # with the file list of whichever generation is then live.
             with trio.move_on_after(2):

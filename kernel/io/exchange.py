@@ -189,8 +189,8 @@ class _Exchange:
         length, chunked = _framing(head.headers)
         self.content_length = length
         self.has_body = chunked or bool(length)
-        #: True once the whole request body was read from the client.
-        self.request_done = not self.has_body
+        #: True once the codec delivered the request's EndOfMessage.
+        self.request_done = False
         #: True once any response byte went to the client.
         self.head_sent = False
         self.upstream: UpstreamConnection | None = None
@@ -264,7 +264,7 @@ class _Exchange:
         A client waiting for ``100 Continue`` is not sent one: it will not send
         the body, and the codec then closes the connection after the response.
         """
-        if self.request_done or self.head.expect_continue:
+        if self.request_done or (self.has_body and self.head.expect_continue):
             return
         budget = _DISCARD_LIMIT
         with trio.move_on_after(self.conn.listener.body_timeout_s):
@@ -297,6 +297,11 @@ class _Exchange:
             response = Response.make(status, error_body(status, flow.id))
         flow.response = response
         flow.timings.response_head = _now()
+        if not isinstance(exc, ProtocolError):
+            try:
+                await self._discard_request_body()
+            except ProxyError:
+                pass
         if isinstance(exc, ProtocolError) or not self.request_done:
             # Framing or body state in doubt: answer, then close.
             await self._send_local_closing(response)

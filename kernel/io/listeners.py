@@ -41,6 +41,13 @@ class BoundListener:
     def port(self) -> int:
         return int(self.listener.socket.getsockname()[1])
 
+    def same_address(self, bind_addr: str) -> bool:
+        """Whether ``bind_addr`` names this socket (``:0`` or the port it got)."""
+        if bind_addr == self.bind:
+            return True
+        host, port = parse_bind(bind_addr)
+        return (host, port) == (parse_bind(self.bind)[0], self.port)
+
     async def serve(self, state: ServerState, nursery: trio.Nursery) -> None:
         """Accept until cancelled; each connection runs in ``nursery``."""
         try:

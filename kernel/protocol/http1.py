@@ -56,6 +56,8 @@ from sdk._errors import LocalProtocolError
 __all__ = [
     "CHUNKED",
     "NO_BODY",
+    "TCHAR",
+    "TOKEN",
     "UNTIL_CLOSE",
     "ClientCodec",
     "CodecKind",
@@ -98,9 +100,9 @@ class Limits:
     """
 
     #: Request-line (or status-line) length without its CRLF; above it: 414.
-    max_request_line: int = attrs.field(default=8192, validator=attrs.validators.ge(16))
+    max_request_line: int = attrs.field(default=8192, validator=attrs.validators.ge(1))
     #: The field lines of a head (or trailer section), CRLFs included; above it: 431.
-    max_header_bytes: int = attrs.field(default=65536, validator=attrs.validators.ge(64))
+    max_header_bytes: int = attrs.field(default=65536, validator=attrs.validators.ge(1))
     #: The number of field lines in a head or trailer section; above it: 431.
     max_header_count: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     #: Body size; 0 means unlimited. A larger Content-Length is refused at
@@ -235,7 +237,8 @@ _REASON = re.compile(rb"[\t\x20-\x7e\x80-\xff]*+")
 _REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 # Names and many values repeat from message to message: remember the good
 # ones (bounded; a full set just stops remembering). Halves the cost of a head.
-_GOOD: set[bytes] = set()
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_VALUES: set[bytes] = set()
 
 
 def tokens(value: bytes) -> list[bytes]:
@@ -243,8 +246,8 @@ def tokens(value: bytes) -> list[bytes]:
     return [t.strip(b" \t") for t in value.lower().split(b",")]
 
 
-def send_fields(fields: Fields) -> tuple[int | None, bool]:
-    """Check fields we are about to send: ``(declared framing, says close)``.
+def send_fields(fields: Fields) -> tuple[int | None, bool, int]:
+    """Check fields we are about to send: ``(declared framing, says close, Hosts)``.
 
     The framing is ``None`` without Content-Length and Transfer-Encoding, the
     length for Content-Length, :data:`CHUNKED` for ``chunked``. Refused:
@@ -253,15 +256,16 @@ def send_fields(fields: Fields) -> tuple[int | None, bool]:
     """
     length: int | None = None
     close = False
+    hosts = 0
     for name, value in fields:
-        if name not in _GOOD:
+        if name not in _GOOD_NAMES:
             if _LOWER_NAME.fullmatch(name) is None:
                 raise LocalProtocolError(f"invalid header name {name!r}")
-            _remember(name)
-        if value not in _GOOD:
+            _remember(_GOOD_NAMES, name)
+        if value not in _GOOD_VALUES:
             if _VALUE.fullmatch(value) is None:
                 raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}")
-            _remember(value)
+            _remember(_GOOD_VALUES, value)
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > 18:
                 raise LocalProtocolError("invalid or ambiguous Content-Length")
@@ -272,12 +276,14 @@ def send_fields(fields: Fields) -> tuple[int | None, bool]:
             length = CHUNKED
         elif name == b"connection":
             close = close or b"close" in tokens(value)
-    return length, close
+        elif name == b"host":
+            hosts += 1
+    return length, close, hosts
 
 
-def _remember(item: bytes) -> None:
-    if len(_GOOD) < 4096 and len(item) <= 256:
-        _GOOD.add(item)
+def _remember(good: set[bytes], item: bytes) -> None:
+    if len(good) < 4096 and len(item) <= 256:
+        good.add(item)
 
 
 def send_request_check(head: RequestHead) -> tuple[int | None, bool]:
@@ -286,9 +292,10 @@ def send_request_check(head: RequestHead) -> tuple[int | None, bool]:
         raise LocalProtocolError("we only send HTTP/1.1 requests")
     if _METHOD.fullmatch(head.method) is None or _TARGET.fullmatch(head.target) is None:
         raise LocalProtocolError(f"invalid request line {head.method!r} {head.target!r}")
-    if sum(1 for name, _ in head.headers if name == b"host") != 1:
+    length, close, hosts = send_fields(head.headers)
+    if hosts != 1:
         raise LocalProtocolError("a request needs exactly one Host header")
-    return send_fields(head.headers)
+    return length, close
 
 
 def reason_phrase(status: int, reason: bytes) -> bytes:
@@ -356,7 +363,7 @@ def plan_response(
         raise LocalProtocolError(f"cannot send a {status} response now")
     if method == b"CONNECT" and status < 300:  # RFC 9110 §9.3.6
         raise LocalProtocolError("a 2xx to CONNECT opens a tunnel: not supported")
-    declared, close = send_fields(head.headers)
+    declared, close, _ = send_fields(head.headers)
     reason = reason_phrase(status, head.reason)
     fields = head.headers
     if declared == CHUNKED:

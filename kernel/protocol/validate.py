@@ -104,10 +104,15 @@ class HeadScanner:
     line's LF.
     """
 
-    __slots__ = ("_counted", "_limits", "_line", "_lines", "_scan", "line_end")
+    __slots__ = (
+        "_counted", "_line", "_lines", "_max_block", "_max_count", "_max_line", "_scan",
+        "line_end",
+    )  # fmt: skip
 
     def __init__(self, limits: Limits) -> None:
-        self._limits = limits
+        self._max_line = limits.max_request_line
+        self._max_block = limits.max_header_bytes
+        self._max_count = limits.max_header_count
         self.line_end = -1
         self.reset()
 
@@ -119,44 +124,43 @@ class HeadScanner:
 
     def find_end(self, buf: bytes, pos: int) -> int:
         """The index just past the head's blank line, or -1 if incomplete."""
-        lim = self._limits
         n = len(buf)
         # Refuse at once what cannot start a method or "HTTP/" (a TLS
         # ClientHello on a plain port...), rather than wait for a limit.
         if n > pos and buf[pos] not in TCHAR and (buf[pos] != 0x0D or n > pos + 1):
             raise _bad("this is not HTTP/1.1")  # (a lone CR may yet be an empty line)
-        end_lf = buf.find(b"\n\r\n", pos + self._scan)
+        scan = pos + self._scan
+        end_lf = buf.find(b"\n\r\n", scan)
         stop = n if end_lf < 0 else end_lf + 1
         line = self._line
         if line < 0:
             le = buf.find(b"\n", pos, stop)
             if le < 0:
-                if n - pos > lim.max_request_line + 1:
+                if n - pos > self._max_line + 1:
                     raise _bad("request line too long", 414)
-                self._scan = max(0, n - pos - 2)
+                self._scan = n - pos - 2 if n - pos > 2 else 0
                 return -1
             line = self._line = le - pos
-            if line > lim.max_request_line and (
-                line > lim.max_request_line + 1 or buf[le - 1] != 0x0D
-            ):
+            if line > self._max_line and (line > self._max_line + 1 or buf[le - 1] != 0x0D):
                 raise _bad("request line too long", 414)
         le = pos + line
         # Two LFs in a row can only be a line ended by a bare LF followed by the
         # end of the head: never valid (RFC 9112 §2.2 requires CRLF).
-        if buf.find(b"\n\n", max(le, pos + self._scan), stop) >= 0:
+        if buf.find(b"\n\n", le if le > scan else scan, stop) >= 0:
             raise _bad("bare LF in head")
         if end_lf < 0:
-            if n - le - 1 > lim.max_header_bytes + 2:
+            if n - le - 1 > self._max_block + 2:
                 raise _bad("header block too large", 431)
-            self._lines += buf.count(b"\n", max(le + 1, pos + self._counted), n)
+            counted = pos + self._counted
+            self._lines += buf.count(b"\n", le + 1 if le >= counted else counted, n)
             self._counted = n - pos
-            if self._lines > lim.max_header_count:
+            if self._lines > self._max_count:
                 raise _bad("too many header fields", 431)
-            self._scan = max(0, n - pos - 2)
+            self._scan = n - pos - 2 if n - pos > 2 else 0
             return -1
-        if end_lf - le > lim.max_header_bytes:
+        if end_lf - le > self._max_block:
             raise _bad("header block too large", 431)
-        if buf.count(b"\n", le + 1, end_lf + 1) > lim.max_header_count:
+        if buf.count(b"\n", le + 1, end_lf + 1) > self._max_count:
             raise _bad("too many header fields", 431)
         self.line_end = le
         return end_lf + 3
@@ -231,23 +235,23 @@ def _host_ok(m: re.Match[bytes], *, need_host: bool) -> bool:
     return bool(host) or not need_host
 
 
-def _content_length(values: list[bytes], max_body: int) -> int:
+def _content_length(value: bytes, count: int, max_body: int) -> int:
     # RFC 9110 §8.6: a list, even of equal values, is how CL.CL smuggling
     # starts; we refuse it rather than pick one.
-    if len(values) > 1 or _DIGITS.fullmatch(values[0]) is None:
+    if count > 1 or _DIGITS.fullmatch(value) is None:
         raise _bad("invalid or repeated Content-Length")
-    length = int(values[0])
+    length = int(value)
     if max_body and length > max_body:
         raise _bad("body larger than allowed", 413)
     return length
 
 
-def _chunked_request(values: list[bytes]) -> None:
+def _chunked_request(value: bytes, count: int) -> None:
     # RFC 9112 §6.3: chunked must be the final coding of a request (else 400);
     # §6.1: never applied twice; a coding we do not know gets 501 (§6.1).
-    if len(values) > 1:
+    if count > 1:
         raise _bad("repeated Transfer-Encoding")
-    codings = [c.strip(b" \t") for c in values[0].split(b",")]
+    codings = [c.strip(b" \t") for c in value.split(b",")]
     for coding in codings:
         if _CODING.fullmatch(coding) is None:
             raise _bad("malformed Transfer-Encoding")
@@ -269,19 +273,20 @@ def request_framing(
     method: bytes, version: bytes, fields: Fields, limits: Limits
 ) -> tuple[int, bool, bool]:
     """Body length (or :data:`CHUNKED`), keep-alive and expect-continue of a request."""
-    hosts: list[bytes] = []
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    close = False
-    expect = False
+    host = length = coding = b""
+    hosts = lengths = codings = 0
+    close = expect = False
     for name, value in fields:
         if name in _FRAMING_NAMES:
             if name == b"host":
-                hosts.append(value)
+                host = value
+                hosts += 1
             elif name == b"content-length":
-                lengths.append(value)
+                length = value
+                lengths += 1
             elif name == b"transfer-encoding":
-                codings.append(value)
+                coding = value
+                codings += 1
             elif name == b"connection":
                 close = close or b"close" in tokens(value)
             else:
@@ -292,20 +297,20 @@ def request_framing(
             raise _bad("Transfer-Encoding in an HTTP/1.0 request")
         if lengths:  # RFC 9112 §6.1: the CL.TE / TE.CL smuggling pair
             raise _bad("both Content-Length and Transfer-Encoding")
-        _chunked_request(codings)
+        _chunked_request(coding, codings)
         _lower_coding(fields)
         body = CHUNKED
     elif lengths:
-        body = _content_length(lengths, limits.max_body_bytes)
+        body = _content_length(length, lengths, limits.max_body_bytes)
     # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0, valid.
-    if len(hosts) > 1 or (not hosts and version == b"1.1"):
+    if hosts > 1 or (not hosts and version == b"1.1"):
         raise _bad("a request needs exactly one Host")
-    if hosts and hosts[0] not in _GOOD_HOSTS:
-        hm = _HOST_PORT.fullmatch(hosts[0])
+    if hosts and host not in _GOOD_HOSTS:
+        hm = _HOST_PORT.fullmatch(host)
         if hm is None or not _host_ok(hm, need_host=False):
             raise _bad("invalid Host")
         if len(_GOOD_HOSTS) < _MEMORY:
-            _GOOD_HOSTS.add(hosts[0])
+            _GOOD_HOSTS.add(host)
     # HTTP/1.0 peers never keep the connection (as h11): simple and safe.
     keep_alive = version == b"1.1" and not close
     # RFC 9110 §10.1.1: ignore 100-continue from 1.0, and without a body.
@@ -321,15 +326,17 @@ def response_framing(
     Framing fields are checked even where the body is known to be empty, so
     that we never relay an ambiguous message.
     """
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
+    length = coding = b""
+    lengths = codings = 0
     close = False
     for name, value in fields:
         if name in _FRAMING_NAMES:
             if name == b"content-length":
-                lengths.append(value)
+                length = value
+                lengths += 1
             elif name == b"transfer-encoding":
-                codings.append(value)
+                coding = value
+                codings += 1
             elif name == b"connection":
                 close = close or b"close" in tokens(value)
     # RFC 9112 §6.3 items 1-2: these never have a body, whatever they say
@@ -337,16 +344,16 @@ def response_framing(
     bodyless = request_method == b"HEAD" or status < 200 or status in (204, 304)
     body = UNTIL_CLOSE
     if codings:
-        if version == b"1.0" or lengths or len(codings) > 1:
+        if version == b"1.0" or lengths or codings > 1:
             raise _bad("ambiguous response framing")
         # Anything but plain chunked would reach the client still encoded
         # once we drop the hop-by-hop Transfer-Encoding: refuse it.
-        if codings[0].strip(b" \t").lower() != b"chunked":
+        if coding.lower() != b"chunked":
             raise _bad("unsupported transfer coding", 501)
         _lower_coding(fields)
         body = CHUNKED
     elif lengths:
-        body = _content_length(lengths, 0 if bodyless else limits.max_body_bytes)
+        body = _content_length(length, lengths, 0 if bodyless else limits.max_body_bytes)
     if bodyless:
         body = 0
     keep_alive = version == b"1.1" and not close and body != UNTIL_CLOSE

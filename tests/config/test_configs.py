@@ -64,3 +64,33 @@ def test_default_documents_every_key() -> None:
         for field in attrs.fields(cls):
             key = re.escape(field.name)
             assert re.search(rf"^(# )?{key} = |^# \[\w+\.{key}\.", text, re.M), field.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_builds_a_generation(path: Path) -> None:
+    """What `kernel check` does: plugins exist, tables structure, chains resolve."""
+    from kernel.generation import build_generation
+
+    loaded = load_config(path, environ=CLEAN_ENV)
+    gen = build_generation(loaded.settings, modules=loaded.settings.kernel.modules)
+    assert gen.routes and gen.listeners
+
+
+def test_default_plugin_tables_equal_the_plugins_defaults(default: Settings) -> None:
+    """Each builtin's base table documents its defaults (named instances aside)."""
+    from kernel.pluginhost import available_plugins
+
+    found, problems = available_plugins()
+    assert problems == []
+    for name in ("router", "headers", "respond"):
+        cls = found[name].config_class
+        assert cls is not None
+        table = {k: v for k, v in default.plugins[name].items() if not isinstance(v, dict) or k in {a.name for a in attrs.fields(cls)}}
+        assert unstructure(cls(**table)) == unstructure(cls()), name
+
+
+def test_default_route_example_uses_route_defaults(default: Settings) -> None:
+    from kernel.config.model import RouteConfig
+
+    (route,) = default.routes
+    assert attrs.evolve(route, name="x", plugins=[]) == RouteConfig(name="x")

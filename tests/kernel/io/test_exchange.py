@@ -277,3 +277,29 @@ async def test_fail_open_policy_skips_the_plugin(
         )
     )
     assert resp["status"] == 200
+
+
+async def test_local_responses_keep_the_connection(start_proxy: Any, client: Any, codec: str) -> None:
+    cfg = f"""
+[kernel]
+watch_config = false
+[server]
+http1 = "{codec}"
+[[listeners]]
+bind = "127.0.0.1:0"
+[[routes]]
+name = "local"
+plugins = ["respond"]
+[plugins.respond]
+body = "local"
+"""
+    app = await start_proxy(cfg)
+    raw = await client.exchange(
+        app.port(),
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    responses = client.parse_responses(raw, [b"GET", b"POST", b"GET"])
+    assert [r["body"] for r in responses] == [b"local"] * 3
+    assert "connection" not in responses[0]["headers"]

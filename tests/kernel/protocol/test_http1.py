@@ -673,11 +673,11 @@ def test_round_trips(kind: str, client_kind: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ([], (None, False)),
-        ([(b"content-length", b"12")], (12, False)),
-        ([(b"transfer-encoding", b"CHUNKED"), (b"connection", b"close")], (CHUNKED, True)),
-        ([(b"x", b"")], (None, False)),
-        ([(b"x", b"a \t b\xff")], (None, False)),
+        ([], (None, False, 0)),
+        ([(b"content-length", b"12"), (b"host", b"a")], (12, False, 1)),
+        ([(b"transfer-encoding", b"CHUNKED"), (b"connection", b"close")], (CHUNKED, True, 0)),
+        ([(b"x", b"")], (None, False, 0)),
+        ([(b"x", b"a \t b\xff")], (None, False, 0)),
         ([(b"X", b"1")], None),
         ([(b"x y", b"1")], None),
         ([(b"x", b" 1")], None),
@@ -691,7 +691,7 @@ def test_round_trips(kind: str, client_kind: str) -> None:
     ],
 )
 def test_send_fields(
-    fields: list[tuple[bytes, bytes]], expected: tuple[int | None, bool] | None
+    fields: list[tuple[bytes, bytes]], expected: tuple[int | None, bool, int] | None
 ) -> None:
     for _ in range(2):  # the second time from the memory of good names/values
         if expected is None:
@@ -699,6 +699,12 @@ def test_send_fields(
                 send_fields(fields)
         else:
             assert send_fields(fields) == expected
+
+
+def test_good_values_do_not_pass_as_names() -> None:
+    assert send_fields([(b"x", b"a b: C")]) == (None, False, 0)
+    with pytest.raises(LocalProtocolError):
+        send_fields([(b"a b: C", b"x")])
 
 
 def test_send_request_check() -> None:

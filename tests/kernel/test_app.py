@@ -1,0 +1,129 @@
+"""The app: generations, reload (good, bad, during a download), file watching."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.conftest import basic_config
+
+
+def _respond(body: str) -> str:
+    return f'\n[[routes]]\nname = "local"\nplugins = ["respond"]\n[plugins.respond]\nbody = "{body}"\n'
+
+
+def _local_config(body: str) -> str:
+    return '[kernel]\nwatch_config = false\n[[listeners]]\nbind = "127.0.0.1:0"\n' + _respond(body)
+
+
+async def _get(port: int, client: Any, path: str = "/") -> bytes:
+    raw = await client.exchange(port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    return client.parse_responses(raw)[0]["body"]
+
+
+async def test_reload_switches_generation(start_proxy: Any, client: Any, tmp_path: Path) -> None:
+    app = await start_proxy(_local_config("one"))
+    assert await _get(app.port(), client) == b"one"
+    app.config_path.write_text(_local_config("two"))
+    assert await app.reload("test") is True
+    assert app.generation.number == 2
+    assert await _get(app.port(), client) == b"two"
+
+
+async def test_bad_reload_keeps_old_generation_and_lists_every_problem(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await start_proxy(_local_config("one"))
+    app.config_path.write_text(
+        _local_config("two").replace("[kernel]\n", '[kernel]\nplugins = ["nosuch"]\n')
+        + "[server]\nmax_body_bytes = -1\nbogus = 1\n"
+    )
+    with caplog.at_level(logging.ERROR):
+        assert await app.reload("test") is False
+    assert app.generation.number == 1
+    assert await _get(app.port(), client) == b"one"
+    text = caplog.text
+    assert "generation 1 keeps serving" in text
+    assert "$.server.max_body_bytes" in text
+    assert "$.server.bogus" in text
+
+
+async def test_reload_during_a_long_download_lets_it_finish(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    app = await start_proxy(basic_config(upstream.port))
+    port = app.port()
+    size = 8 * 1024 * 1024
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET /stream/{size} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        first = await stream.receive_some(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        # Reload to a config where every request is answered locally.
+        app.config_path.write_text(_local_config("after").replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"'))
+        assert await app.reload("test") is True
+        assert await _get(port, client) == b"after"
+        got = len(first)
+        while chunk := await stream.receive_some(1 << 20):
+            got += len(chunk)
+    head_len = first.index(b"\r\n\r\n") + 4
+    assert got - head_len == size
+
+
+async def test_reload_binds_new_listeners_and_closes_removed(start_proxy: Any, client: Any) -> None:
+    app = await start_proxy(_local_config("one"))
+    old_port = app.port()
+    cfg = _local_config("two").replace(
+        '[[listeners]]\nbind = "127.0.0.1:0"\n',
+        f'[[listeners]]\nname = "other"\nbind = "127.0.0.1:0"\n',
+    )
+    app.config_path.write_text(cfg)
+    assert await app.reload("test") is True
+    new_port = app.port("other")
+    assert await _get(new_port, client) == b"two"
+    await trio.sleep(0.05)
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", old_port)
+
+
+async def test_config_file_change_triggers_reload(start_proxy: Any, client: Any) -> None:
+    app = await start_proxy(_local_config("one").replace("watch_config = false", "watch_config = true"))
+    await trio.sleep(0.3)  # let the watcher start
+    app.config_path.write_text(_local_config("two").replace("watch_config = false", "watch_config = true"))
+    with trio.fail_after(10):
+        while app.generation.number < 2:
+            await trio.sleep(0.05)
+    assert await _get(app.port(), client) == b"two"
+
+
+async def test_startup_hook_tasks_live_with_their_generation(start_proxy: Any, client: Any) -> None:
+    import sdk
+
+    events: list[str] = []
+
+    class Background:
+        @sdk.hookimpl
+        def trellis_startup(self, context: sdk.StartupContext) -> None:
+            events.append(f"start {context.generation}")
+            context.start_soon(self.tick, context.generation)
+
+        async def tick(self, generation: int) -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                events.append(f"cancelled {generation}")
+
+        @sdk.hookimpl
+        def trellis_shutdown(self) -> None:
+            events.append("shutdown")
+
+    cfg = _local_config("x").replace("[kernel]\n", '[kernel]\nplugins = ["bg"]\n')
+    app = await start_proxy(cfg, extra_plugins={"bg": Background()})
+    assert events == ["start 1"]
+    assert await app.reload("test") is True
+    await trio.sleep(0.05)
+    assert events == ["start 1", "start 2", "cancelled 1", "shutdown"]

@@ -1,0 +1,151 @@
+"""The ``kernel`` command: check, explain, plugins, run's exit codes."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel.cli import main
+
+GOOD = """
+[kernel]
+plugins = ["router"]
+watch_config = false
+
+[[listeners]]
+bind = "127.0.0.1:0"
+
+[[routes]]
+name = "api"
+upstream = "http://127.0.0.1:9000/base"
+plugins = ["headers.tag"]
+
+[[routes]]
+name = "local"
+plugins = ["respond"]
+
+[plugins.router]
+rules = [{ path_prefix = "/api", route = "api" }]
+
+[plugins.headers.tag]
+response_set = { "x-tag" = "1" }
+"""
+
+BROKEN = """
+[kernel]
+plugins = ["router", "nosuch"]
+log_level = "loud"
+
+[server]
+max_body_bytes = -1
+http2 = true
+
+[[listeners]]
+bind = "nowhere"
+
+[[routes]]
+name = "api"
+upstream = "ftp://x"
+
+[plugins.router]
+rules = [{ path_prefix = "/api", route = "missing" }]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``kernel run`` configures the root logger; give it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", _write(tmp_path, GOOD)]) == 0
+    out = capsys.readouterr().out
+    assert "ok (1 listener(s), 2 route(s)" in out
+    assert "router" in out and "headers.tag" in out
+
+
+def test_check_lists_every_problem_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", _write(tmp_path, BROKEN)]) == 1
+    err = capsys.readouterr().err
+    for expected in (
+        "$.kernel.log_level",
+        "$.server.max_body_bytes",
+        "$.server.http2: unknown key",
+        "$.listeners[0].bind",
+        "$.routes[0].upstream",
+    ):
+        assert expected in err, expected
+    assert "problem(s)" in err.splitlines()[0]
+
+
+def test_check_reports_plugin_level_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = GOOD.replace('plugins = ["router"]', 'plugins = ["router", "nosuch"]').replace(
+        'route = "api" }', 'route = "missing" }'
+    )
+    assert main(["check", "-c", _write(tmp_path, text)]) == 1
+    err = capsys.readouterr().err
+    assert "$.kernel.plugins[1]: unknown plugin 'nosuch'" in err
+    assert "$.plugins.router.rules[0].route" in err and "missing" in err
+
+
+def test_blocking_a_plugin_makes_references_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", _write(tmp_path, GOOD), "-p", "no:router"]) == 1
+    assert "unknown plugin 'router'" in capsys.readouterr().err
+
+
+def test_plugins_flag_replaces_the_global_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-c", _write(tmp_path, GOOD), "--plugins", "headers.tag,router"]) == 0
+    out = capsys.readouterr().out
+    assert "routing chain: headers.tag -> router" in out
+
+
+def test_explain_prints_each_routes_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-c", _write(tmp_path, GOOD)]) == 0
+    out = capsys.readouterr().out
+    assert "route api (default): upstream http://127.0.0.1:9000/base" in out
+    assert "chain: router -> headers.tag" in out
+    assert "route local: upstream (none)" in out
+    assert "chain: router -> respond" in out
+
+
+def test_plugins_lists_builtins_with_their_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("router", "headers", "respond"):
+        assert f"[plugins.{name}]" in out
+    assert "status = 200" in out
+
+
+def test_run_with_a_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-c", _write(tmp_path, BROKEN)]) == 1
+    assert "$.server.max_body_bytes" in capsys.readouterr().err
+
+
+def test_run_with_a_taken_port_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = GOOD.replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"')
+        assert main(["run", "-c", _write(tmp_path, text)]) == 2
+    assert "cannot bind listener 'main'" in capsys.readouterr().err
+
+
+def test_p_requires_no_prefix(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="-p takes no:NAME"):
+        main(["check", "-c", _write(tmp_path, GOOD), "-p", "router"])
