@@ -112,17 +112,18 @@ class Http1Connection:
                         return None
                     codec.receive_data(data)
                     event = codec.next_event()
-                with trio.move_on_after(lst.request_head_timeout_s) as head_scope:
-                    while event is NEED_DATA:
-                        data = await self.receive()
-                        partial = partial or bool(data)
-                        codec.receive_data(data)
-                        event = codec.next_event()
-                if head_scope.cancelled_caught:
-                    # A client that sent nothing at all gets no answer (as nginx).
-                    if partial:
-                        await self._refuse(408)
-                    return None
+                if event is NEED_DATA:  # the head is not complete yet
+                    with trio.move_on_after(lst.request_head_timeout_s) as head_scope:
+                        while event is NEED_DATA:
+                            data = await self.receive()
+                            partial = partial or bool(data)
+                            codec.receive_data(data)
+                            event = codec.next_event()
+                    if head_scope.cancelled_caught:
+                        # A client that sent nothing at all gets no answer (as nginx).
+                        if partial:
+                            await self._refuse(408)
+                        return None
         except RemoteProtocolError as exc:
             log.info(
                 "refused request from %s:%d: %s (%d)",

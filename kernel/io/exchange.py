@@ -130,8 +130,10 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
         flow.timings.done = _now()
         if ex.upstream is not None:
             ex.upstream.close_nowait()
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await dispatch.call_done(chain.flow_done, flow)
+        if chain.flow_done:
+            # Shielded: the terminal hook runs even when the flow was cancelled.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await dispatch.call_done(chain.flow_done, flow)
         gen.release()
         state.flow_ended()
     return keep
@@ -486,45 +488,63 @@ class _Exchange:
         if transforms:
             out_fields = [(n, v) for n, v in out_fields if n != b"content-length"]
         down = conn.codec
-        data = down.send_response_head(
-            ResponseHead(
-                status_code=response.status_code,
-                headers=out_fields,
-                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
-                keep_alive=not conn.state.draining,
+        # Writes to the client are coalesced: the head and whatever body the
+        # upstream already delivered go out in one send, and we flush before
+        # every wait for more upstream bytes (so at most one upstream read is
+        # ever buffered: backpressure is kept).
+        pending = [
+            down.send_response_head(
+                ResponseHead(
+                    status_code=response.status_code,
+                    headers=out_fields,
+                    reason=(response.reason or reason_phrase(response.status_code)).encode(
+                        "latin-1"
+                    ),
+                    keep_alive=not conn.state.draining,
+                )
             )
-        )
+        ]
         self.head_sent = True
-        await conn.send(data)
         codec = up.codec
         timeout = route.read_timeout_s
         try:
             while True:
                 event = codec.next_event()
                 if event is NEED_DATA:
+                    await conn.send(b"".join(pending))
+                    pending.clear()
                     with trio.fail_after(timeout):
                         chunk = await up.receive()
                     codec.receive_data(chunk)
                 elif isinstance(event, Data):
                     chunk = event.data
                     if transforms:
-                        chunk = dispatch.transform(transforms, "trellis_response_body", flow, chunk, False)
+                        chunk = dispatch.transform(
+                            transforms, "trellis_response_body", flow, chunk, False
+                        )
                         if not chunk:
                             continue
                     flow.bytes_out += len(chunk)
-                    await conn.send(down.send_data(chunk))
+                    pending.append(down.send_data(chunk))
                 elif isinstance(event, EndOfMessage):
-                    tail = b""
                     if transforms:
-                        last = dispatch.transform(transforms, "trellis_response_body", flow, b"", True)
+                        last = dispatch.transform(
+                            transforms, "trellis_response_body", flow, b"", True
+                        )
                         if last:
                             flow.bytes_out += len(last)
-                            tail = down.send_data(last)
-                    await conn.send(tail + down.send_end(event.trailers or None))
+                            pending.append(down.send_data(last))
+                    pending.append(down.send_end(event.trailers or None))
+                    await conn.send(b"".join(pending))
                     break
                 else:
                     raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
+        except (
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            RemoteProtocolError,
+        ) as exc:
             flow.error = UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}")
             log.warning("[%s] %s", flow.id, flow.error)
             raise _Abort from exc

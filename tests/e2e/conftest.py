@@ -143,7 +143,6 @@ class ProxyProcess:
                 self.proc.kill()
             with trio.move_on_after(10):
                 await self.proc.wait()
-            await self.proc.aclose()
 
 
 async def exchange_raw(port: int, data: bytes) -> bytes:
