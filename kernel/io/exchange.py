@@ -452,7 +452,8 @@ class _Exchange:
         assert route is not None
         codec = up.codec
         try:
-            with trio.fail_after(route.response_timeout_s):
+            # A bare CancelScope: trio.fail_after is a generator context manager.
+            with trio.CancelScope(deadline=trio.current_time() + route.response_timeout_s) as scope:
                 while True:
                     event = codec.next_event()
                     if event is NEED_DATA:
@@ -465,10 +466,11 @@ class _Exchange:
                         raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
             raise _UpstreamBroken from exc
-        except trio.TooSlowError:
-            raise UpstreamTimeout(
-                f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
-            ) from None
+        # Leaving the scope without a head means its deadline passed.
+        assert scope.cancelled_caught
+        raise UpstreamTimeout(
+            f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
+        )
 
     async def _relay_response(self, up: UpstreamConnection, head: ResponseHead) -> bool:
         flow, conn, route = self.flow, self.conn, self.route

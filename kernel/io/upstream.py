@@ -15,6 +15,7 @@ import select
 import attrs
 import trio
 
+from kernel.io.fastio import send_all
 from kernel.protocol.http1 import ClientCodec, make_client_codec
 from sdk import Origin, UpstreamConnectError, UpstreamTimeout
 
@@ -39,7 +40,7 @@ class UpstreamConnection:
 
     async def send(self, data: bytes) -> None:
         if data:
-            await self.stream.send_all(data)
+            await send_all(self.stream, data)
 
     async def receive(self) -> bytes:
         return await self.stream.receive_some(RECV_SIZE)

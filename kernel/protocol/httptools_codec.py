@@ -119,8 +119,12 @@ class _Codec:
     ) -> Fields:
         fields: Fields = []
         self._fields = fields
+        p = parser(self)
+        # Transfer-Encoding is validate's decision (request_framing); llhttp's
+        # own check refuses legal OWS such as "chunked\t", which h11 accepts.
+        p.set_dangerous_leniencies(lenient_transfer_encoding=True)
         try:
-            parser(self).feed_data(start + self._buf[self._scanner.line_end + 1 : end])
+            p.feed_data(start + self._buf[self._scanner.line_end + 1 : end])
         except HttpParserUpgrade:
             pass  # "Connection: upgrade": irrelevant, llhttp frames nothing
         except HttpParserError as exc:

@@ -1,0 +1,268 @@
+"""Signals and exit codes of a real ``kernel run`` process.
+
+SIGTERM and SIGINT drain: the listener closes at once (new connections are
+refused), flows in flight finish within ``shutdown_grace_s``, and the process
+exits 0; past the grace period what is left is cut. SIGHUP reloads: a bad
+config is reported with every problem and the old generation keeps serving; a
+good one serves the next requests. Exit codes: 1 for a config error, 2 for a
+bind failure (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.e2e.conftest import ProxyProcess, SpawnProxy, free_port, proxy_config, run_kernel
+from tests.helpers import client
+from tests.helpers.upstream import Upstream
+
+pytestmark = pytest.mark.slow
+
+
+async def get(port: int, path: str = "/") -> tuple[int, bytes]:
+    raw = await client.exchange(
+        port, f"GET {path} HTTP/1.1\r\nHost: e2e\r\nConnection: close\r\n\r\n".encode()
+    )
+    (resp,) = client.parse_responses(raw)
+    return resp["status"], resp["body"]
+
+
+async def wait_for_request(upstream: Any, target: str, timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not any(r["target"] == target for r in upstream.requests):
+            await trio.sleep(0.01)
+
+
+async def wait_refused(proxy: ProxyProcess, timeout: float = 3.0) -> None:
+    """Wait until connecting to the proxy fails (its listener is closed)."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+            except OSError:
+                return
+            await stream.aclose()
+            await trio.sleep(0.01)
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    """Everything until EOF; a reset counts as the end."""
+    out = b""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_drain_finishes_in_flight_and_refuses_new(
+    spawn_proxy: SpawnProxy, upstream: Any, signum: signal.Signals
+) -> None:
+    port = free_port()
+    proxy = await spawn_proxy(proxy_config(upstream.port, port, grace=5), port=port)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /sleep/1 HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_for_request(upstream, "/sleep/1")
+        proxy.signal(signum)
+        t0 = time.monotonic()
+        await wait_refused(proxy)
+        assert proxy.returncode is None, "the process must still be draining"
+        assert time.monotonic() - t0 < 0.9, "the listener must close before the flow ends"
+        with trio.fail_after(5):
+            raw = await read_all(stream)
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    assert resp["body"] == b"slept\n"
+    # A keep-alive connection is not kept once the drain began.
+    assert resp["headers"].get("connection") == "close"
+    assert await proxy.wait(timeout=5) == 0
+    assert "Traceback" not in proxy.stderr()
+
+
+async def test_grace_period_cuts_what_is_left(spawn_proxy: SpawnProxy, upstream: Any) -> None:
+    port = free_port()
+    proxy = await spawn_proxy(proxy_config(upstream.port, port, grace=0.5), port=port)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /sleep/5 HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_for_request(upstream, "/sleep/5")
+        proxy.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = await proxy.wait(timeout=5)
+        elapsed = time.monotonic() - t0
+        with trio.fail_after(2):
+            raw = await read_all(stream)
+    assert code == 0, proxy.stderr()
+    assert 0.4 <= elapsed < 2.0, f"exited {elapsed:.2f}s after SIGTERM with a 0.5 s grace"
+    assert raw == b"", "the client must see the connection cut, not a response"
+    assert "grace period over" in proxy.stderr()
+
+
+RESPOND = """
+[kernel]
+watch_config = false
+shutdown_grace_s = 2
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:{port}"
+
+[[routes]]
+name = "default"
+plugins = ["respond"]
+
+[plugins.respond]
+body = "{body}"
+"""
+
+#: Problems the loader finds ([kernel], [server], [[listeners]]), each with its path.
+BAD_SETTINGS = """
+[kernel]
+watch_config = false
+no_such_key = 1
+
+[server]
+keepalive_timeout_s = -1
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:{port}"
+http1 = "h3"
+
+[[routes]]
+name = "default"
+plugins = ["respond"]
+
+[plugins.respond]
+body = "broken"
+"""
+SETTINGS_PROBLEMS = ("$.kernel.no_such_key", "$.server.keepalive_timeout_s", "$.listeners[0].http1")
+
+#: Problems only the plugin host finds (its own table).
+BAD_PLUGIN = RESPOND.replace("[plugins.respond]", "[plugins.respond]\nstatus = 9\nbogus = true")
+PLUGIN_PROBLEMS = ("$.plugins.respond.status", "$.plugins.respond.bogus")
+
+
+async def wait_stderr(
+    proxy: ProxyProcess, text: str, *, after: int = 0, timeout: float = 5.0
+) -> str:
+    """The child's stderr from offset ``after``, once it contains ``text``."""
+    with trio.fail_after(timeout):
+        while text not in (err := proxy.stderr()[after:]):
+            await trio.sleep(0.02)
+    return err
+
+
+async def test_sighup_with_a_bad_config_keeps_serving_then_a_good_one_applies(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "hup.toml"
+    config.write_text(RESPOND.format(port=port, body="one"))
+    proxy = await spawn_proxy(config=config, port=port)
+    assert await get(port) == (200, b"one")
+
+    for bad, problems in ((BAD_SETTINGS, SETTINGS_PROBLEMS), (BAD_PLUGIN, PLUGIN_PROBLEMS)):
+        config.write_text(bad.format(port=port, body="broken"))
+        mark = len(proxy.stderr())
+        proxy.signal(signal.SIGHUP)
+        err = (await wait_stderr(proxy, "rejected", after=mark))
+        assert "generation 1 keeps serving" in err
+        for path in problems:
+            assert path in err, f"{path} missing from:\n{err}"
+        assert await get(port) == (200, b"one")
+        assert proxy.returncode is None
+
+    config.write_text(RESPOND.format(port=port, body="two"))
+    proxy.signal(signal.SIGHUP)
+    with trio.fail_after(5):
+        while (got := await get(port)) != (200, b"two"):
+            assert got == (200, b"one")
+            await trio.sleep(0.02)
+    proxy.signal(signal.SIGTERM)
+    assert await proxy.wait(timeout=5) == 0
+
+
+async def test_sighup_switches_the_route_upstream(
+    spawn_proxy: SpawnProxy, upstream: Any, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    other = await nursery.start(Upstream().serve)
+    port = free_port()
+    config = tmp_path / "hup.toml"
+    config.write_text(proxy_config(upstream.port, port))
+    proxy = await spawn_proxy(config=config, port=port)
+    assert (await get(port, "/echo?n=1"))[0] == 200
+    assert [r["target"] for r in upstream.requests] == ["/echo?n=1"]
+
+    config.write_text(proxy_config(other.port, port))
+    proxy.signal(signal.SIGHUP)
+    with trio.fail_after(5):
+        n = 1
+        while not other.requests:
+            n += 1
+            assert (await get(port, f"/echo?n={n}"))[0] == 200
+            await trio.sleep(0.02)
+    # Once switched, every new request goes to the new upstream.
+    before = len(upstream.requests)
+    for i in range(3):
+        assert (await get(port, f"/echo?after={i}"))[0] == 200
+    assert len(upstream.requests) == before
+    assert [r["target"] for r in other.requests][-3:] == [f"/echo?after={i}" for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "problems"),
+    [(BAD_SETTINGS, SETTINGS_PROBLEMS), (BAD_PLUGIN, PLUGIN_PROBLEMS)],
+    ids=["settings", "plugin"],
+)
+async def test_config_error_exits_1_listing_every_problem(
+    tmp_path: Path, bad: str, problems: tuple[str, ...]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(bad.format(port=free_port(), body="x"))
+    code, _, err = await run_kernel("run", "-c", str(config))
+    assert code == 1, err
+    for path in problems:
+        assert path in err, f"{path} missing from:\n{err}"
+    assert "Traceback" not in err
+
+
+@pytest.mark.xfail(
+    reason="kernel bug: plugin tables are only checked once [kernel]/[server]/... load cleanly,"
+    " so a file with both kinds of mistakes needs two passes (kernel/cli.py promises one)",
+)
+async def test_settings_and_plugin_problems_are_listed_together(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        BAD_SETTINGS.format(port=free_port()).replace(
+            '[plugins.respond]\nbody = "broken"', "[plugins.respond]\nstatus = 9\nbogus = true"
+        )
+    )
+    code, _, err = await run_kernel("run", "-c", str(config))
+    assert code == 1, err
+    for path in SETTINGS_PROBLEMS + PLUGIN_PROBLEMS:
+        assert path in err, f"{path} missing from:\n{err}"
+
+
+async def test_port_in_use_exits_2(tmp_path: Path, upstream: Any) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(proxy_config(upstream.port, port))
+        code, _, err = await run_kernel("run", "-c", str(config))
+    assert code == 2, err
+    assert f"127.0.0.1:{port}" in err
