@@ -191,10 +191,8 @@ def build_generation(
         )
 
     route_names = tuple(routes)
-    for inst, obj in host.instances.items():
-        check = getattr(obj, "trellis_config_check", None)
-        if check is None:
-            continue
+    for impl in host.pm.hook.trellis_config_check.get_hookimpls():
+        inst, check = impl.plugin_name, impl.function
         table = "$.plugins." + inst
         try:
             found = check(route_names) or []

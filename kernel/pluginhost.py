@@ -121,6 +121,8 @@ class PluginHost:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(sdk.PROJECT)
         self.pm.add_hookspecs(sdk.hookspecs)
+        # Historic: every plugin registered from now on gets it exactly once.
+        self.pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         #: instance name -> plugin object, in the order they were created.
         self.instances: dict[str, object] = {}
 
@@ -181,7 +183,6 @@ class PluginHost:
             problems.append(f"{path}: {exc}")
             return
         self.instances[inst] = obj
-        self.pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
 
 
 def _referenced_instances(settings: Settings) -> dict[str, str]:

@@ -216,8 +216,9 @@ def trellis_response(flow: Flow) -> Awaitable[None] | None:
     """Inspect or change the response head before it is sent to the client.
 
     Called for upstream responses and for local ones (from ``respond``,
-    ``trellis_request_access`` or ``trellis_error``), in chain order, every
-    implementation. The body has not been sent.
+    ``trellis_request_access`` or ``trellis_error``) and for the kernel's own
+    error pages, in chain order, every implementation. While an error page is
+    being answered, a failing implementation is logged and skipped. The body has not been sent.
 
     May change: ``flow.response.status_code``, ``flow.response.headers`` (and
     ``flow.response.body`` when it is a local response).

@@ -32,7 +32,7 @@ Http1Codec = Literal["auto", "h11", "httptools"]
 OnError = Literal["fail_closed", "fail_open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -46,7 +46,7 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
 
 
 def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '-', '.')")
 
 
@@ -77,7 +77,7 @@ def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) 
 def _upstream_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
         return
-    m = re.match(r"^(http)://([^/?#]+)(/[^?#]*)?$", value)
+    m = re.fullmatch(r"(http)://([^/?#\s]+)(/[^?#\s]*)?", value)
     if not m:
         raise ValueError(f"{value!r} is not an http://host[:port][/path] URL")
 

@@ -242,7 +242,9 @@ class _Exchange:
         transforms = self.chain.response_body
         fields = [(n, v) for n, v in response.headers.fields if n not in (b"content-length", b"transfer-encoding", b"connection")]
         if transforms:
-            body = dispatch.transform(transforms, "trellis_response_body", flow, body, True)
+            # Same contract as a streamed body: the chunk, then the end.
+            body = dispatch.transform(transforms, "trellis_response_body", flow, body, False)
+            body += dispatch.transform(transforms, "trellis_response_body", flow, b"", True)
         bodyless = response.status_code in _NO_BODY_STATUS or response.status_code < 200
         if not bodyless:
             fields.append((b"content-length", str(len(body)).encode("ascii")))
@@ -299,6 +301,13 @@ class _Exchange:
             response = Response.make(status, error_body(status, flow.id))
         flow.response = response
         flow.timings.response_head = _now()
+        # Response hooks see error pages too (security headers, tags), but a
+        # failure there cannot fail the flow a second time.
+        for impl in self.chain.response:
+            try:
+                await dispatch.call_all((impl,), "trellis_response", flow)
+            except PluginError:
+                pass
         if not isinstance(exc, ProtocolError):
             try:
                 await self._discard_request_body()

@@ -178,7 +178,7 @@ async def test_sighup_with_a_bad_config_keeps_serving_then_a_good_one_applies(
         config.write_text(bad.format(port=port, body="broken"))
         mark = len(proxy.stderr())
         proxy.signal(signal.SIGHUP)
-        err = (await wait_stderr(proxy, "rejected", after=mark))
+        err = await wait_stderr(proxy, "rejected", after=mark)
         assert "generation 1 keeps serving" in err
         for path in problems:
             assert path in err, f"{path} missing from:\n{err}"

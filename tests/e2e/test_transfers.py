@@ -136,7 +136,7 @@ async def test_upload_1gib(
 ) -> None:
     proxy = await start(spawn_proxy, upstream, codec)
     chunked = framing == "chunked"
-    frame = f"Transfer-Encoding: chunked" if chunked else f"Content-Length: {GIB}"
+    frame = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {GIB}"
     digest = hashlib.sha256()
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
     async with stream, sampling(proxy.pid) as sampler:

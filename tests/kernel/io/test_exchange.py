@@ -303,3 +303,49 @@ body = "local"
     responses = client.parse_responses(raw, [b"GET", b"POST", b"GET"])
     assert [r["body"] for r in responses] == [b"local"] * 3
     assert "connection" not in responses[0]["headers"]
+
+
+class Tagger:
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        flow.response.headers["x-tag"] = "t"
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+        return chunk.upper() + (b"!" if end else b"")
+
+
+async def test_error_pages_and_local_bodies_go_through_response_hooks(
+    start_proxy: Any, client: Any
+) -> None:
+    cfg = """
+[kernel]
+watch_config = false
+plugins = ["tag"]
+[[listeners]]
+bind = "127.0.0.1:0"
+[[routes]]
+name = "local"
+plugins = ["respond"]
+[[routes]]
+name = "nowhere"
+[plugins.respond]
+body = "local"
+"""
+    app = await start_proxy(cfg, extra_plugins={"tag": Tagger()})
+    (local,) = client.parse_responses(
+        await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    )
+    assert local["body"] == b"LOCAL!" and local["headers"]["x-tag"] == "t"
+    assert local["headers"]["content-length"] == "6"
+
+
+async def test_no_upstream_is_502_with_response_hooks(start_proxy: Any, client: Any) -> None:
+    cfg = '[kernel]\nwatch_config = false\nplugins = ["tag"]\n[[listeners]]\nbind = "127.0.0.1:0"\n'
+    app = await start_proxy(cfg, extra_plugins={"tag": Tagger()})
+    (resp,) = client.parse_responses(
+        await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    )
+    assert resp["status"] == 502
+    assert resp["headers"]["x-tag"] == "t"
