@@ -35,7 +35,7 @@ from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
 from sdk import ConfigError, StartupContext
 
-__all__ = ["App", "EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "PluginStartupError"]
+__all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
 
 log = logging.getLogger("kernel.app")
 
@@ -71,6 +71,7 @@ class App:
         self.state: ServerState | None = None
         self.listeners: dict[str, BoundListener] = {}
         self._stop = trio.Event()
+        self._reloaded = trio.Event()
         self._reloads: trio.MemorySendChannel[str] | None = None
         self._generation_number = 0
         self._conn_nursery: trio.Nursery | None = None
@@ -255,21 +256,28 @@ class App:
     async def _reload_loop(self, receive: trio.MemoryReceiveChannel[str]) -> None:
         async for reason in receive:
             await self.reload(reason)
+            # Wake whoever waits for "a reload was processed", then re-arm.
+            self._reloaded.set()
+            self._reloaded = trio.Event()
 
     async def reload(self, reason: str) -> bool:
         """Switch to a freshly loaded generation; False (old one kept) on any problem."""
-        assert self.state is not None and self._gen_nursery is not None
+        assert self.state is not None
+        assert self._gen_nursery is not None
         state = self.state
         old = state.generation
         try:
             new = self.load()
         except ConfigError as exc:
-            log.error("reload (%s) rejected, generation %d keeps serving:\n%s", reason, old.number, exc)
+            log.error(
+                "reload (%s) rejected, generation %d keeps serving:\n%s", reason, old.number, exc
+            )
             return False
         # Bind what is new before anything else changes.
         added: dict[str, BoundListener] = {}
         keep = {
-            name for name, lst in new.listeners.items()
+            name
+            for name, lst in new.listeners.items()
             if name in self.listeners and self.listeners[name].same_address(lst.bind)
         }
         try:
@@ -279,14 +287,18 @@ class App:
         except BindError as exc:
             for b in added.values():
                 await b.listener.aclose()
-            log.error("reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc)
+            log.error(
+                "reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc
+            )
             return False
         try:
             await self._gen_nursery.start(self._run_generation, new)
         except PluginStartupError as exc:
             for b in added.values():
                 await b.listener.aclose()
-            log.error("reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc)
+            log.error(
+                "reload (%s) rejected, generation %d keeps serving: %s", reason, old.number, exc
+            )
             return False
         state.generation = new
         old.retire()
@@ -307,24 +319,25 @@ class App:
         while True:
             files = {p.resolve() for p in self.state.generation.files}
             dirs = sorted({str(p.parent) for p in files})
-            number = self.state.generation.number
 
             def only_ours(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
                 return Path(path).resolve() in files
 
             watcher = watchfiles.awatch(
-                *dirs, watch_filter=only_ours, debounce=200, step=50, rust_timeout=500,
+                *dirs,
+                watch_filter=only_ours,
+                debounce=200,
+                step=50,
+                rust_timeout=500,
                 yield_on_timeout=False,
             )
             async with contextlib.aclosing(watcher) as changes:
                 async for _changes in changes:
                     self.request_reload("config file changed")
                     break
-            # Wait for the reload to happen (or be rejected) before watching again,
+            # Wait for that reload to be done (or rejected) before watching again,
             # with the file list of whichever generation is then live.
-            with trio.move_on_after(2):
-                while self.state.generation.number == number:
-                    await trio.sleep(0.05)
+            await self._reloaded.wait()
 
 
 async def _guarded(number: int, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:

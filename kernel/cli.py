@@ -36,15 +36,22 @@ def _parser() -> argparse.ArgumentParser:
 
     def config_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "-c", "--config", default=os.environ.get("TRELLIS_CONFIG", DEFAULT_CONFIG),
+            "-c",
+            "--config",
+            default=os.environ.get("TRELLIS_CONFIG", DEFAULT_CONFIG),
             help=f"config file (default: $TRELLIS_CONFIG or {DEFAULT_CONFIG})",
         )
         sp.add_argument(
-            "--plugins", metavar="A,B,C",
+            "--plugins",
+            metavar="A,B,C",
             help="the global plugin chain, replacing [kernel] plugins",
         )
         sp.add_argument(
-            "-p", dest="block", action="append", default=[], metavar="no:NAME",
+            "-p",
+            dest="block",
+            action="append",
+            default=[],
+            metavar="no:NAME",
             help="block a plugin by name (repeatable), as pytest's -p no:NAME",
         )
 
@@ -144,7 +151,7 @@ def _cmd_plugins() -> int:
             for field in attrs.fields(cls):
                 default = field.default
                 if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                    default = default.factory()  # type: ignore[misc]
+                    default = default.factory()
                 print(f"{'':<14} {field.name} = {default!r}")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)

@@ -14,8 +14,9 @@ kernel.pluginhost, kernel.dispatch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 import attrs
 import trio
@@ -160,8 +161,13 @@ def build_generation(
     if not routes:
         # No [[routes]]: one implicit route so that the global chain still runs.
         routes["default"] = RouteRuntime(
-            "default", None, "", ups.connect_timeout_s, ups.response_timeout_s,
-            ups.read_timeout_s, srv.max_body_bytes,
+            "default",
+            None,
+            "",
+            ups.connect_timeout_s,
+            ups.response_timeout_s,
+            ups.read_timeout_s,
+            srv.max_body_bytes,
         )
 
     listeners: dict[str, ListenerRuntime] = {}
@@ -192,10 +198,11 @@ def build_generation(
 
     route_names = tuple(routes)
     for impl in host.pm.hook.trellis_config_check.get_hookimpls():
-        inst, check = impl.plugin_name, impl.function
+        inst = impl.plugin_name
+        check = cast(Callable[[tuple[str, ...]], list[str] | None], impl.function)
         table = "$.plugins." + inst
         try:
-            found = check(route_names) or []
+            found: list[str] = list(check(route_names) or [])
         except Exception as exc:
             found = [f"check failed: {exc!r}"]
         problems.extend(f"{table}.{p}" if not p.startswith("$") else p for p in found)
@@ -213,8 +220,8 @@ def build_generation(
         names = global_chain + list(lc.plugins)
         pre_route[lc.name] = compile_chain(names, impls, settings, problems, "$.kernel")
         for rname in routes:
-            rc = rc_by_name.get(rname)
-            full = names + (list(rc.plugins) if rc else [])
+            route_cfg = rc_by_name.get(rname)
+            full = names + (list(route_cfg.plugins) if route_cfg else [])
             chains[(lc.name, rname)] = compile_chain(
                 full, impls, settings, problems, f"route {rname}"
             )

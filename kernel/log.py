@@ -15,8 +15,14 @@ import sys
 
 __all__ = ["configure_logging", "parse_log_spec"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def parse_log_spec(spec: str) -> tuple[int | None, dict[str, int]]:
@@ -35,7 +41,9 @@ def parse_log_spec(spec: str) -> tuple[int | None, dict[str, int]]:
     return root, per
 
 
-def configure_logging(default: str = "info", *, verbosity: int = 0, spec: str | None = None) -> None:
+def configure_logging(
+    default: str = "info", *, verbosity: int = 0, spec: str | None = None
+) -> None:
     """Install one stderr handler with a compact, greppable format."""
     level = _LEVELS.get(default, logging.INFO)
     if verbosity >= 2:

@@ -89,7 +89,11 @@ def available_plugins(
             continue
         dist = ep.dist.name if ep.dist is not None else "?"
         found[ep.name] = PluginInfo(
-            ep.name, obj, f"entry point in {dist}", _summary(obj), getattr(obj, "config_class", None)
+            ep.name,
+            obj,
+            f"entry point in {dist}",
+            _summary(obj),
+            getattr(obj, "config_class", None),
         )
     for name, ref in (modules or {}).items():
         if name in block:
@@ -146,7 +150,7 @@ class PluginHost:
         extra = dict(extra or {})
         # A [plugins.X] table for an installed-or-extra plugin nobody references
         # is almost always a typo in a chain: say so.
-        for name, table in tables.items():
+        for name, _table in tables.items():
             if name not in available and name not in extra:
                 problems.append(
                     f"$.plugins.{name}: no plugin named {name!r} is installed"
@@ -199,13 +203,12 @@ def _referenced_instances(settings: Settings) -> dict[str, str]:
     return out
 
 
-def _instantiate(
-    info: PluginInfo, inst: str, table: Any, problems: list[str]
-) -> object | None:
+def _instantiate(info: PluginInfo, inst: str, table: Any, problems: list[str]) -> object | None:
     """Build one instance of ``info`` for instance name ``inst``."""
     _, _, label = inst.partition(".")
     factory: Callable[..., object] = info.factory
-    config_cls = info.config_class
+    make = factory  # kept un-narrowed: isclass() below narrows ``factory`` to type[object]
+    config_cls: type[Any] | None = info.config_class
     base_path = f"$.plugins.{info.name}"
     if not inspect.isclass(factory):
         if label:
@@ -235,12 +238,12 @@ def _instantiate(
         return None
     path = f"{base_path}.{label}" if label else base_path
     try:
-        config = structure(data, config_cls, path=path)
+        config: object = structure(data, config_cls, path=path)
     except sdk.ConfigError as exc:
         problems.extend(exc.problems)
         return None
     try:
-        return factory(config)
+        return make(config)
     except sdk.ConfigError as exc:
         problems.extend(exc.problems)
     except Exception as exc:

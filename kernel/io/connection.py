@@ -99,7 +99,11 @@ class Http1Connection:
         try:
             event = codec.next_event()
             if event is NEED_DATA:
-                if not first:
+                if codec.buffered:
+                    # Part of the next head already arrived (pipelined): it
+                    # must complete within the head deadline, not idle.
+                    partial = True
+                elif not first:
                     # Idle keep-alive wait: silent close on timeout or drain.
                     if self.state.draining:
                         return None
@@ -128,7 +132,10 @@ class Http1Connection:
         except RemoteProtocolError as exc:
             log.info(
                 "refused request from %s:%d: %s (%d)",
-                self.client.address, self.client.port, exc, exc.status_hint,
+                self.client.address,
+                self.client.port,
+                exc,
+                exc.status_hint,
             )
             await self._refuse(exc.status_hint)
             return None

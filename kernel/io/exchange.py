@@ -205,9 +205,7 @@ class _Exchange:
         assert route is not None
         if route.max_body_bytes and (self.content_length or 0) > route.max_body_bytes:
             raise RemoteProtocolError("request body too large", status_hint=413)
-        response = await dispatch.first_result(
-            chain.request_access, "trellis_request_access", flow
-        )
+        response = await dispatch.first_result(chain.request_access, "trellis_request_access", flow)
         if response is None:
             response = await dispatch.first_result(chain.request, "trellis_request", flow)
         if response is not None:
@@ -240,7 +238,11 @@ class _Exchange:
         conn, flow = self.conn, self.flow
         body = response.body or b""
         transforms = self.chain.response_body
-        fields = [(n, v) for n, v in response.headers.fields if n not in (b"content-length", b"transfer-encoding", b"connection")]
+        fields = [
+            (n, v)
+            for n, v in response.headers.fields
+            if n not in (b"content-length", b"transfer-encoding", b"connection")
+        ]
         if transforms:
             # Same contract as a streamed body: the chunk, then the end.
             body = dispatch.transform(transforms, "trellis_response_body", flow, body, False)
@@ -322,7 +324,11 @@ class _Exchange:
 
     async def _send_local_closing(self, response: Response) -> None:
         body = response.body or b""
-        fields = [(n, v) for n, v in response.headers.fields if n not in (b"content-length", b"connection", b"transfer-encoding")]
+        fields = [
+            (n, v)
+            for n, v in response.headers.fields
+            if n not in (b"content-length", b"connection", b"transfer-encoding")
+        ]
         fields.append((b"content-length", str(len(body)).encode("ascii")))
         fields.append((b"connection", b"close"))
         head = ResponseHead(
@@ -370,7 +376,8 @@ class _Exchange:
     # -- proxying -------------------------------------------------------------
     async def proxy(self) -> bool:
         flow, gen, route = self.flow, self.gen, self.route
-        assert route is not None and flow.upstream is not None
+        assert route is not None
+        assert flow.upstream is not None
         ups = gen.settings.upstream
         pool = self.conn.state.pool
         attempt = 0
@@ -418,10 +425,9 @@ class _Exchange:
             # (RFC 9110 §10.1.1 lets an intermediary do so), so the upstream is
             # not asked to.
             fields = [(n, v) for n, v in fields if n != b"expect"]
-        if self.has_body:
-            if self.chain.request_body or self.content_length is None:
-                fields = [(n, v) for n, v in fields if n != b"content-length"]
-                fields.append((b"transfer-encoding", b"chunked"))
+        if self.has_body and (self.chain.request_body or self.content_length is None):
+            fields = [(n, v) for n, v in fields if n != b"content-length"]
+            fields.append((b"transfer-encoding", b"chunked"))
         return fields
 
     async def _send_request(self, up: UpstreamConnection) -> None:
@@ -435,8 +441,10 @@ class _Exchange:
         )
         data = codec.send_request_head(head)
         if not self.has_body:
-            # Consume the request's EndOfMessage so the codec can cycle.
-            await self._next_body_chunk()
+            # Consume the request's EndOfMessage so the codec can cycle
+            # (once: a retry on a fresh connection comes here again).
+            if not self.request_done:
+                await self._next_body_chunk()
             await _up_send(up, data + codec.send_end())
             return
         await _up_send(up, data)

@@ -101,7 +101,9 @@ async def bind(name: str, bind_addr: str) -> BoundListener:
     try:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
     except OSError as exc:
-        raise BindError(f"cannot bind listener {name!r} to {bind_addr}: {exc.strerror or exc}") from exc
+        raise BindError(
+            f"cannot bind listener {name!r} to {bind_addr}: {exc.strerror or exc}"
+        ) from exc
     listener = listeners[0]
     for extra in listeners[1:]:
         await extra.aclose()

@@ -212,6 +212,10 @@ class H11ServerCodec(_Codec):
     def request_method(self) -> bytes:
         return self._method
 
+    @property
+    def buffered(self) -> bool:
+        return self._pos < len(self._buf)
+
     def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
         state = self._rstate
         try:

@@ -161,6 +161,16 @@ class ServerCodec(Protocol):
         """The method of the current request (``b""`` before the first head)."""
         ...
 
+    @property
+    def buffered(self) -> bool:
+        """Received bytes are waiting to be parsed.
+
+        After ``NEED_DATA`` between requests this tells an idle keep-alive
+        connection (False) from one where the next head has begun to arrive
+        (True: its head deadline is running).
+        """
+        ...
+
 
 class ClientCodec(Protocol):
     """One per upstream connection: frames requests, parses responses."""

@@ -9,9 +9,13 @@ head ends, checks the start line, the framing fields and the size limits,
 and decodes the chunked coding. llhttp only parses the field lines of a
 head, which it validates strictly (CTLs, bare CR/LF, obs-fold, bad names):
 exactly what :func:`.validate.check_field_block` refuses, as a test holds it
-to. llhttp is fed a canned start line plus the real field lines, so its
-method table, URL parser and version rules never decide anything, and it
-never frames a body. If it did, we could not know where a message ends in our
+to. It also reads a few values itself (Content-Length, Transfer-Encoding,
+Connection); where that is stricter than RFC 9110 (``chunked<HTAB>``), a
+leniency flag leaves the decision to :mod:`.validate`, and the differential
+test's grid of those fields with every OWS keeps the two codecs in step.
+llhttp is fed a canned start line plus the real field lines, so its method
+table, URL parser and version rules never decide anything, and it never
+frames a body. If it did, we could not know where a message ends in our
 buffer, which pipelining needs, and it would switch away from HTTP after an
 ``Upgrade`` request, which we treat as an ordinary request (as h11 does).
 
@@ -236,6 +240,10 @@ class HttptoolsServerCodec(_Codec):
     @property
     def request_method(self) -> bytes:
         return self._method
+
+    @property
+    def buffered(self) -> bool:
+        return self._pos < len(self._buf)
 
     def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
         state = self._rstate

@@ -73,7 +73,8 @@ def test_config_builds_a_generation(path: Path) -> None:
 
     loaded = load_config(path, environ=CLEAN_ENV)
     gen = build_generation(loaded.settings, modules=loaded.settings.kernel.modules)
-    assert gen.routes and gen.listeners
+    assert gen.routes
+    assert gen.listeners
 
 
 def test_default_plugin_tables_equal_the_plugins_defaults(default: Settings) -> None:
@@ -85,7 +86,11 @@ def test_default_plugin_tables_equal_the_plugins_defaults(default: Settings) -> 
     for name in ("router", "headers", "respond"):
         cls = found[name].config_class
         assert cls is not None
-        table = {k: v for k, v in default.plugins[name].items() if not isinstance(v, dict) or k in {a.name for a in attrs.fields(cls)}}
+        table = {
+            k: v
+            for k, v in default.plugins[name].items()
+            if not isinstance(v, dict) or k in {a.name for a in attrs.fields(cls)}
+        }
         assert unstructure(cls(**table)) == unstructure(cls()), name
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.e2e.conftest import SpawnProxy, free_port, proxy_config, rss_bytes
+from tests.e2e.conftest import SpawnProxy, cpu_seconds, free_port, proxy_config, rss_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,7 @@ class RssSampler:
         self.interval = interval
         self.max = 0
         self.samples = 0
+        self.cpu = 0.0
 
     async def run(self) -> None:
         while True:
@@ -56,11 +57,13 @@ class RssSampler:
 @asynccontextmanager
 async def sampling(pid: int) -> AsyncIterator[RssSampler]:
     sampler = RssSampler(pid)
+    cpu0 = cpu_seconds(pid)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sampler.run)
         yield sampler
         nursery.cancel_scope.cancel()
     sampler.max = max(sampler.max, rss_bytes(pid))
+    sampler.cpu = cpu_seconds(pid) - cpu0
 
 
 async def read_head(stream: trio.SocketStream, buf: bytearray) -> tuple[int, dict[str, str]]:
@@ -93,7 +96,8 @@ def report(
     rate = GIB / MIB / seconds
     line = (
         f"{what} [{codec}]: {seconds:.1f}s ({rate:.0f} MiB/s),"
-        f" proxy max RSS {sampler.max / MIB:.1f} MiB ({sampler.samples} samples)"
+        f" proxy CPU {sampler.cpu:.1f}s, max RSS {sampler.max / MIB:.1f} MiB"
+        f" ({sampler.samples} samples)"
     )
     print(line)
     record_property(f"{what}-{codec}", line)

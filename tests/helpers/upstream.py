@@ -143,7 +143,11 @@ async def _send(
 ) -> None:
     """One whole response; framed by content-length unless ``chunked``."""
     headers = list(headers)
-    if not chunked and status not in (204, 304) and not any(n == "content-length" for n, _ in headers):
+    if (
+        not chunked
+        and status not in (204, 304)
+        and not any(n == "content-length" for n, _ in headers)
+    ):
         headers.append(("content-length", str(len(body))))
     data = conn.send(h11.Response(status_code=status, headers=headers))
     if body and status not in (204, 304) and not head_only:

@@ -13,7 +13,9 @@ from tests.conftest import basic_config
 
 
 def _respond(body: str) -> str:
-    return f'\n[[routes]]\nname = "local"\nplugins = ["respond"]\n[plugins.respond]\nbody = "{body}"\n'
+    return (
+        f'\n[[routes]]\nname = "local"\nplugins = ["respond"]\n[plugins.respond]\nbody = "{body}"\n'
+    )
 
 
 def _local_config(body: str) -> str:
@@ -21,7 +23,9 @@ def _local_config(body: str) -> str:
 
 
 async def _get(port: int, client: Any, path: str = "/") -> bytes:
-    raw = await client.exchange(port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    raw = await client.exchange(
+        port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+    )
     return client.parse_responses(raw)[0]["body"]
 
 
@@ -60,11 +64,15 @@ async def test_reload_during_a_long_download_lets_it_finish(
     size = 8 * 1024 * 1024
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(f"GET /stream/{size} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        await stream.send_all(
+            f"GET /stream/{size} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+        )
         first = await stream.receive_some(65536)
         assert first.startswith(b"HTTP/1.1 200")
         # Reload to a config where every request is answered locally.
-        app.config_path.write_text(_local_config("after").replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"'))
+        app.config_path.write_text(
+            _local_config("after").replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"')
+        )
         assert await app.reload("test") is True
         assert await _get(port, client) == b"after"
         got = len(first)
@@ -79,7 +87,7 @@ async def test_reload_binds_new_listeners_and_closes_removed(start_proxy: Any, c
     old_port = app.port()
     cfg = _local_config("two").replace(
         '[[listeners]]\nbind = "127.0.0.1:0"\n',
-        f'[[listeners]]\nname = "other"\nbind = "127.0.0.1:0"\n',
+        '[[listeners]]\nname = "other"\nbind = "127.0.0.1:0"\n',
     )
     app.config_path.write_text(cfg)
     assert await app.reload("test") is True
@@ -91,9 +99,13 @@ async def test_reload_binds_new_listeners_and_closes_removed(start_proxy: Any, c
 
 
 async def test_config_file_change_triggers_reload(start_proxy: Any, client: Any) -> None:
-    app = await start_proxy(_local_config("one").replace("watch_config = false", "watch_config = true"))
+    app = await start_proxy(
+        _local_config("one").replace("watch_config = false", "watch_config = true")
+    )
     await trio.sleep(0.3)  # let the watcher start
-    app.config_path.write_text(_local_config("two").replace("watch_config = false", "watch_config = true"))
+    app.config_path.write_text(
+        _local_config("two").replace("watch_config = false", "watch_config = true")
+    )
     with trio.fail_after(10):
         while app.generation.number < 2:
             await trio.sleep(0.05)

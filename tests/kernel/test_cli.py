@@ -76,10 +76,13 @@ def test_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", _write(tmp_path, GOOD)]) == 0
     out = capsys.readouterr().out
     assert "ok (1 listener(s), 2 route(s)" in out
-    assert "router" in out and "headers.tag" in out
+    assert "router" in out
+    assert "headers.tag" in out
 
 
-def test_check_lists_every_problem_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_lists_every_problem_with_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check", "-c", _write(tmp_path, BROKEN)]) == 1
     err = capsys.readouterr().err
     for expected in (
@@ -93,28 +96,37 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path, capsys: pytest.
     assert "problem(s)" in err.splitlines()[0]
 
 
-def test_check_reports_plugin_level_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_plugin_level_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = GOOD.replace('plugins = ["router"]', 'plugins = ["router", "nosuch"]').replace(
         'route = "api" }', 'route = "missing" }'
     )
     assert main(["check", "-c", _write(tmp_path, text)]) == 1
     err = capsys.readouterr().err
     assert "$.kernel.plugins[1]: unknown plugin 'nosuch'" in err
-    assert "$.plugins.router.rules[0].route" in err and "missing" in err
+    assert "$.plugins.router.rules[0].route" in err
+    assert "missing" in err
 
 
-def test_blocking_a_plugin_makes_references_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_blocking_a_plugin_makes_references_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check", "-c", _write(tmp_path, GOOD), "-p", "no:router"]) == 1
     assert "unknown plugin 'router'" in capsys.readouterr().err
 
 
-def test_plugins_flag_replaces_the_global_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plugins_flag_replaces_the_global_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["explain", "-c", _write(tmp_path, GOOD), "--plugins", "headers.tag,router"]) == 0
     out = capsys.readouterr().out
     assert "routing chain: headers.tag -> router" in out
 
 
-def test_explain_prints_each_routes_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_prints_each_routes_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["explain", "-c", _write(tmp_path, GOOD)]) == 0
     out = capsys.readouterr().out
     assert "route api (default): upstream http://127.0.0.1:9000/base" in out

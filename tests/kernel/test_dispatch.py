@@ -52,7 +52,8 @@ def test_compile_keeps_configured_order_and_drops_duplicates() -> None:
     chain = dispatch.compile_chain(["c", "a", "c", "b", "a"], _table(**inst), _settings())
     assert chain.names == ("c", "a", "b")
     assert [i.instance for i in chain.request] == ["c", "a", "b"]
-    assert chain.response == () and chain.flow_done == ()
+    assert chain.response == ()
+    assert chain.flow_done == ()
 
 
 def test_async_body_transform_is_a_config_problem() -> None:
@@ -95,7 +96,8 @@ async def test_fail_closed_raises_plugin_error_with_cause(caplog: pytest.LogCapt
     before = dispatch.plugin_error_counts["boom"]
     with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
         await dispatch.first_result(chain.request, "trellis_request", make_flow())
-    assert info.value.plugin == "boom" and info.value.hook == "trellis_request"
+    assert info.value.plugin == "boom"
+    assert info.value.hook == "trellis_request"
     assert isinstance(info.value.__cause__, KeyError)
     assert dispatch.plugin_error_counts["boom"] == before + 1
     text = caplog.text
@@ -116,7 +118,7 @@ async def test_deadline_per_call(autojump_clock: trio.abc.Clock) -> None:
     settings = _settings(policy={"slow": PluginPolicy(deadline_s=0.5)})
     chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), settings)
     start = trio.current_time()
-    with pytest.raises(sdk.PluginError, match="missed its 0.5s deadline"):
+    with pytest.raises(sdk.PluginError, match=r"missed its 0\.5s deadline"):
         await dispatch.first_result(chain.request, "trellis_request", make_flow())
     assert trio.current_time() - start == pytest.approx(0.5)
 
@@ -137,13 +139,17 @@ def test_transform_threads_chunks_and_none_keeps() -> None:
         def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
             return chunk + (b"!" if end else b"")
 
-    chain = dispatch.compile_chain(["u", "k", "s"], _table(u=Upper(), k=Keep(), s=Suffix()), _settings())
+    chain = dispatch.compile_chain(
+        ["u", "k", "s"], _table(u=Upper(), k=Keep(), s=Suffix()), _settings()
+    )
     flow = make_flow()
     assert dispatch.transform(chain.response_body, "h", flow, b"ab", False) == b"AB"
     assert dispatch.transform(chain.response_body, "h", flow, b"", True) == b"!"
 
 
-async def test_done_hook_runs_every_impl_even_when_one_fails(caplog: pytest.LogCaptureFixture) -> None:
+async def test_done_hook_runs_every_impl_even_when_one_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[str] = []
 
     class Bad:
@@ -179,4 +185,5 @@ def test_unmarked_methods_are_not_hooks() -> None:
             raise AssertionError("never called")
 
     chain = dispatch.compile_chain(["u"], _table(u=Unmarked()), _settings())
-    assert chain.request == () and chain.names == ("u",)
+    assert chain.request == ()
+    assert chain.names == ("u",)

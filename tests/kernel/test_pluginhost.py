@@ -44,7 +44,9 @@ def _info(name: str, obj: object) -> PluginInfo:
 AVAILABLE = {"greet": _info("greet", GreetPlugin), "plain": _info("plain", Plain)}
 
 
-def _settings(chain: list[str], plugins: dict[str, object], routes: list[RouteConfig] | None = None) -> Settings:
+def _settings(
+    chain: list[str], plugins: dict[str, object], routes: list[RouteConfig] | None = None
+) -> Settings:
     return Settings(kernel=KernelSection(plugins=chain), plugins=plugins, routes=routes or [])
 
 
@@ -56,7 +58,8 @@ def test_named_instances_inherit_the_base_table() -> None:
     host, problems = PluginHost.build(settings, available=AVAILABLE)
     assert problems == []
     base, loud = host.instances["greet"], host.instances["greet.loud"]
-    assert isinstance(base, GreetPlugin) and isinstance(loud, GreetPlugin)
+    assert isinstance(base, GreetPlugin)
+    assert isinstance(loud, GreetPlugin)
     assert base.config == GreetConfig(greeting="hello", times=1)
     assert loud.config == GreetConfig(greeting="hello", times=3)
     assert host.pm.get_plugin("greet.loud") is loud
@@ -84,10 +87,12 @@ def test_a_non_class_plugin_is_used_as_is() -> None:
     obj = Plain()
     available = {"obj": _info("obj", obj)}
     host, problems = PluginHost.build(_settings(["obj"], {}), available=available)
-    assert problems == [] and host.instances["obj"] is obj
+    assert problems == []
+    assert host.instances["obj"] is obj
     _, problems = PluginHost.build(_settings(["obj.two"], {}), available=available)
     assert problems == [
-        "$.plugins.obj.two: plugin 'obj' has no configuration and cannot be instantiated under several names"
+        "$.plugins.obj.two: plugin 'obj' has no configuration and cannot be"
+        " instantiated under several names"
     ]
 
 
@@ -97,7 +102,7 @@ def test_misspelled_hook_is_refused_at_registration() -> None:
         def trellis_requets(self, flow: sdk.Flow) -> None:
             return None
 
-    host, problems = PluginHost.build(_settings(["t"], {}), available={}, extra={"t": Typo()})
+    _host, problems = PluginHost.build(_settings(["t"], {}), available={}, extra={"t": Typo()})
     assert any("plugin 't' is invalid" in p and "trellis_requets" in p for p in problems)
 
 
@@ -113,9 +118,11 @@ def test_builtins_are_entry_points_and_blocking_skips_import() -> None:
 def test_modules_table_loads_by_reference() -> None:
     found, problems = available_plugins({"greet": "tests.kernel.test_pluginhost:GreetPlugin"})
     assert problems == []
-    assert found["greet"].factory is GreetPlugin and found["greet"].summary == "Greets."
+    assert found["greet"].factory is GreetPlugin
+    assert found["greet"].summary == "Greets."
     _, problems = available_plugins({"bad": "no.such.module:X"})
-    assert problems and problems[0].startswith("$.kernel.modules.bad: cannot import 'no.such.module:X'")
+    assert problems
+    assert problems[0].startswith("$.kernel.modules.bad: cannot import 'no.such.module:X'")
 
 
 @pytest.mark.parametrize(("inst", "plugin"), [("a", "a"), ("a.b", "a"), ("a.b.c", "a")])

@@ -31,7 +31,8 @@ async def test_get_is_proxied_with_forwarding_fields(
     assert resp["status"] == 200
     assert resp["headers"]["via"] == "1.1 trellis"
     seen = json.loads(resp["body"])
-    assert seen["method"] == "GET" and seen["target"] == "/echo?x=1"
+    assert seen["method"] == "GET"
+    assert seen["target"] == "/echo?x=1"
     names = [n for n, _ in seen["headers"]]
     headers = dict(seen["headers"])
     for hop in ("connection", "x-drop", "keep-alive", "proxy-authorization"):
@@ -71,7 +72,8 @@ async def test_keep_alive_reuses_both_sides(start_proxy: Any, upstream: Any, cod
                 got += await stream.receive_some(65536)
             assert got.startswith(b"HTTP/1.1 200 ")
     assert upstream.connections == 1
-    assert app.state is not None and app.state.pool.statistics().opened == 1
+    assert app.state is not None
+    assert app.state.pool.statistics().opened == 1
     assert app.state.pool.statistics().reused == 19
 
 
@@ -135,10 +137,11 @@ async def test_head_and_no_body_statuses(
         b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
     head, r204, r304, last = client.parse_responses(raw, [b"HEAD", b"GET", b"GET", b"GET"])
-    assert (
-        head["status"] == 200 and head["body"] == b"" and head["headers"]["content-length"] == "100"
-    )
-    assert r204["status"] == 204 and r304["status"] == 304
+    assert head["status"] == 200
+    assert head["body"] == b""
+    assert head["headers"]["content-length"] == "100"
+    assert r204["status"] == 204
+    assert r304["status"] == 304
     assert last["body"] == b"bbb"
 
 
@@ -258,7 +261,8 @@ async def test_plugin_fault_and_deadline_fail_only_their_flow(
             n.start_soon(get, path)
     assert results == {"/boom": 502, "/hang": 502, "/fine": 200, "/echo": 200}
     targets = [r["target"] for r in upstream.requests]
-    assert "/boom" not in targets and "/hang" not in targets
+    assert "/boom" not in targets
+    assert "/hang" not in targets
     # Exactly one terminal hook per flow, failed ones included.
     assert sorted(f.request.path for f in done.flows) == ["/boom", "/echo", "/fine", "/hang"]
     errors = {f.request.path: type(f.error).__name__ for f in done.flows if f.error}
@@ -279,7 +283,9 @@ async def test_fail_open_policy_skips_the_plugin(
     assert resp["status"] == 200
 
 
-async def test_local_responses_keep_the_connection(start_proxy: Any, client: Any, codec: str) -> None:
+async def test_local_responses_keep_the_connection(
+    start_proxy: Any, client: Any, codec: str
+) -> None:
     cfg = f"""
 [kernel]
 watch_config = false
@@ -337,7 +343,8 @@ body = "local"
     (local,) = client.parse_responses(
         await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     )
-    assert local["body"] == b"LOCAL!" and local["headers"]["x-tag"] == "t"
+    assert local["body"] == b"LOCAL!"
+    assert local["headers"]["x-tag"] == "t"
     assert local["headers"]["content-length"] == "6"
 
 

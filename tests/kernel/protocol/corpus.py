@@ -191,6 +191,8 @@ REQUESTS: list[tuple[str, bytes, int | None]] = [
     ("post-cl", _post(b"Content-Length: 5\n", b"hello"), None),
     ("chunked", _post(b"Transfer-Encoding: chunked\n", b"3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n"), None),
     ("chunked-case-ows", _post(b"Transfer-Encoding:  ChUnKeD \n", b"0\r\n\r\n"), None),
+    ("chunked-tab-ows", _post(b"Transfer-Encoding:\tchunked\t\n", b"0\r\n\r\n"), None),
+    ("length-tab-ows", _post(b"Content-Length:\t2\t\n", b"hi"), None),
     (
         "chunk-ext-quoted",
         _post(b"Transfer-Encoding: chunked\n", b'2;a="b c";d\r\nhi\r\n0\r\n\r\n'),

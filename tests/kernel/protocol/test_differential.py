@@ -141,6 +141,7 @@ codings = (
     )
     | noise
 )
+OWS_PIECES = [b"", b" ", b"\t", b" \t", b"\t\t"]
 specials = st.one_of(
     st.tuples(st.just(b"Host"), hosts),
     st.tuples(st.sampled_from([b"Content-Length", b"content-length", b"Content-Length "]), lengths),
@@ -151,6 +152,11 @@ specials = st.one_of(
     st.tuples(st.just(b"Expect"), st.sampled_from([b"100-continue", b"100-Continue", b"x"])),
     st.tuples(st.just(b"Upgrade"), st.sampled_from([b"websocket", b"h2c"])),
     st.tuples(st.sampled_from([b"X-A", b"accept", b"x-b"]) | noise, noise),
+)
+wrapped = st.tuples(st.sampled_from(OWS_PIECES), st.sampled_from(OWS_PIECES))
+specials = st.one_of(
+    specials,
+    st.builds(lambda f, w: (f[0], w[0] + f[1] + w[1]), specials, wrapped),
 )
 separators = st.sampled_from([b": ", b":", b":  ", b": \t", b" : ", b":\t"])
 eols = st.sampled_from([b"\r\n"] * 8 + [b"\n", b"\r", b"\r\n "])
@@ -272,6 +278,43 @@ def mutated(draw: st.DrawFn, inner: st.SearchStrategy[bytes]) -> bytes:
 
 cuts = st.lists(st.integers(0, 300), max_size=6)
 
+# llhttp parses the values of a few fields itself (Transfer-Encoding,
+# Content-Length, Connection, Upgrade): every such name with every OWS around
+# a set of telling values. (This grid caught llhttp refusing "chunked\t".)
+SPECIAL_NAMES = [
+    b"Transfer-Encoding",
+    b"Content-Length",
+    b"Connection",
+    b"Upgrade",
+    b"Proxy-Connection",
+    b"Keep-Alive",
+    b"Host",
+    b"Expect",
+]
+SPECIAL_VALUES = [
+    b"chunked",
+    b"CHUNKED",
+    b"gzip, chunked",
+    b"chunked, gzip",
+    b"chunked,chunked",
+    b"3",
+    b"0",
+    b"03",
+    b"close",
+    b"keep-alive",
+    b"upgrade",
+    b"close, upgrade",
+    b"websocket",
+    b"100-continue",
+    b"a",
+    b"",
+    b"identity",
+]
+OWS = [b"", b" ", b"\t", b" \t", b"\t ", b"  "]
+SPECIAL_GRID = [
+    (n, w1 + val + w2) for n in SPECIAL_NAMES for val in SPECIAL_VALUES for w1 in OWS for w2 in OWS
+]
+
 
 def assert_same_server(chunks: list[bytes], limits: Limits | None = None) -> None:
     h11_side = run_server("h11", chunks, limits)
@@ -297,6 +340,20 @@ def test_corpus_limits_agree_at_any_split(
     case: tuple[str, bytes, int | None], where: list[int]
 ) -> None:
     assert_same_server(split(case[1], where), SMALL)
+
+
+def test_special_fields_with_any_ows_agree() -> None:
+    for name, value in SPECIAL_GRID:
+        for extra in (b"", b"X-Other: 1\r\n"):
+            host = b"" if name == b"Host" else b"Host: a\r\n"
+            field = name + b":" + value + b"\r\n"
+            assert_same_server(
+                [b"POST / HTTP/1.1\r\n" + host + field + extra + b"\r\n3\r\nabc\r\n0\r\n\r\n"]
+            )
+            response = b"HTTP/1.1 200 OK\r\n" + field + extra + b"\r\n3\r\nabc\r\n0\r\n\r\n"
+            assert run_client("h11", GET_A, [response]) == run_client(
+                "httptools", GET_A, [response]
+            )
 
 
 GET_A = RequestHead(method=b"GET", target=b"/", headers=[(b"host", b"a")])

@@ -166,6 +166,19 @@ def test_pipelined_requests_are_answered_in_order(kind: str) -> None:
     assert codec.next_event() == ConnectionClosed()
 
 
+def test_buffered_tells_idle_from_a_started_head(kind: str) -> None:
+    codec = server(kind, GET + b"\r\n")  # a stray CRLF after the request is skipped
+    assert read(codec)[-1] is PAUSED
+    codec.send_response_head(OK)
+    codec.send_end()
+    codec.start_next_cycle()
+    assert codec.next_event() is NEED_DATA
+    assert not codec.buffered  # idle
+    codec.receive_data(b"GET /next HTTP/1.1\r\n")
+    assert codec.next_event() is NEED_DATA
+    assert codec.buffered  # a head has begun
+
+
 def test_byte_by_byte_equals_whole(kind: str) -> None:
     data = (
         b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -1,0 +1,390 @@
+"""The upstream keep-alive pool (kernel/io/upstream.py).
+
+The bookkeeping (take_idle / put_idle / reap) is tested on real socket pairs
+under trio's autojump clock, so idle timeouts cost no real time. Reuse, the
+per-host cap, expiry and connections the upstream closed are then checked
+through the real proxy, counting the connections an upstream accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from kernel.io.upstream import UpstreamConnection, UpstreamPool, connect
+from sdk import Origin, UpstreamConnectError, UpstreamTimeout
+from tests.conftest import basic_config
+
+ORIGIN = Origin("http", "127.0.0.1", 9)
+OTHER = Origin("http", "127.0.0.1", 10)
+
+
+# -- socket pairs --------------------------------------------------------------
+class Pairs:
+    """Makes pooled connections on socket pairs; closes every socket at the end."""
+
+    def __init__(self) -> None:
+        self.conns: list[UpstreamConnection] = []
+        self.peers: list[trio.socket.SocketType] = []
+
+    def make(self, origin: Origin = ORIGIN, kind: str = "h11") -> UpstreamConnection:
+        ours, theirs = trio.socket.socketpair()
+        conn = UpstreamConnection(trio.SocketStream(ours), origin, kind)
+        self.conns.append(conn)
+        self.peers.append(theirs)
+        return conn
+
+    def peer(self, conn: UpstreamConnection) -> trio.socket.SocketType:
+        return self.peers[self.conns.index(conn)]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close_nowait()
+        for peer in self.peers:
+            peer.close()
+
+
+@pytest.fixture
+async def pairs() -> AsyncIterator[Pairs]:
+    # Async, so that the sockets are closed inside the trio run.
+    p = Pairs()
+    yield p
+    p.close()
+
+
+def is_closed(conn: UpstreamConnection) -> bool:
+    return conn.stream.socket.fileno() == -1
+
+
+# -- bookkeeping -------------------------------------------------------------------
+async def test_take_idle_returns_the_most_recent_live_connection(pairs: Pairs) -> None:
+    pool = UpstreamPool()
+    assert pool.take_idle(ORIGIN, "h11", 60) is None
+    first, second = pairs.make(), pairs.make()
+    pool.put_idle(first, 8)
+    pool.put_idle(second, 8)
+    assert pool.statistics().idle == 2
+    assert pool.take_idle(ORIGIN, "h11", 60) is second  # LIFO: the warmest first
+    assert pool.take_idle(ORIGIN, "h11", 60) is first
+    assert pool.take_idle(ORIGIN, "h11", 60) is None
+    stats = pool.statistics()
+    assert (stats.opened, stats.reused, stats.idle) == (0, 2, 0)
+    assert not is_closed(first)
+    assert not is_closed(second)
+
+
+async def test_idle_connections_are_kept_per_origin_and_codec(pairs: Pairs) -> None:
+    pool = UpstreamPool()
+    a, b, c = pairs.make(ORIGIN, "h11"), pairs.make(OTHER, "h11"), pairs.make(ORIGIN, "httptools")
+    for conn in (a, b, c):
+        pool.put_idle(conn, 8)
+    assert pool.take_idle(OTHER, "httptools", 60) is None
+    assert pool.take_idle(ORIGIN, "httptools", 60) is c
+    assert pool.take_idle(OTHER, "h11", 60) is b
+    assert pool.take_idle(ORIGIN, "h11", 60) is a
+
+
+async def test_max_idle_per_host_closes_the_surplus(pairs: Pairs) -> None:
+    pool = UpstreamPool()
+    conns = [pairs.make() for _ in range(3)]
+    other = pairs.make(OTHER)
+    for conn in conns:
+        pool.put_idle(conn, 2)
+    pool.put_idle(other, 2)  # another origin has its own budget
+    assert [is_closed(c) for c in conns] == [False, False, True]
+    assert not is_closed(other)
+    assert pool.statistics().idle == 3
+
+
+async def test_max_idle_zero_keeps_nothing(pairs: Pairs) -> None:
+    pool = UpstreamPool()
+    conn = pairs.make()
+    pool.put_idle(conn, 0)
+    assert is_closed(conn)
+    assert pool.statistics().idle == 0
+
+
+async def test_expired_connection_is_closed_not_reused(
+    pairs: Pairs, autojump_clock: trio.testing.MockClock
+) -> None:
+    pool = UpstreamPool()
+    old, fresh = pairs.make(), pairs.make()
+    pool.put_idle(old, 8)
+    await trio.sleep(50)
+    pool.put_idle(fresh, 8)
+    await trio.sleep(11)  # old: idle 61 s; fresh: 11 s
+    assert pool.take_idle(ORIGIN, "h11", 60) is fresh
+    pool.put_idle(fresh, 8)
+    await trio.sleep(59)
+    # fresh is the most recent again (idle 0 s); old is behind it.
+    assert pool.take_idle(ORIGIN, "h11", 60) is fresh
+    assert pool.take_idle(ORIGIN, "h11", 60) is None
+    assert is_closed(old)
+    assert pool.statistics().reused == 2
+
+
+async def test_reap_closes_only_expired_connections(
+    pairs: Pairs, autojump_clock: trio.testing.MockClock
+) -> None:
+    pool = UpstreamPool()
+    old, other_old = pairs.make(), pairs.make(OTHER)
+    pool.put_idle(old, 8)
+    pool.put_idle(other_old, 8)
+    await trio.sleep(30)
+    young = pairs.make()
+    pool.put_idle(young, 8)
+    await trio.sleep(31)
+    assert pool.reap(60) == 2
+    assert is_closed(old)
+    assert is_closed(other_old)
+    assert not is_closed(young)
+    assert pool.statistics().idle == 1
+    assert pool.reap(60) == 0
+    assert pool.take_idle(ORIGIN, "h11", 60) is young
+
+
+@pytest.mark.parametrize("peer_does", ["close", "send"])
+async def test_connection_the_upstream_closed_is_not_reused(pairs: Pairs, peer_does: str) -> None:
+    """An idle HTTP/1.1 connection has nothing to read: EOF or stray bytes
+    (an unsolicited 408, garbage) mean it must not carry a request."""
+    pool = UpstreamPool()
+    dead, live = pairs.make(), pairs.make()
+    pool.put_idle(live, 8)
+    pool.put_idle(dead, 8)
+    peer = pairs.peer(dead)
+    if peer_does == "close":
+        peer.close()
+    else:
+        await peer.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    assert pool.take_idle(ORIGIN, "h11", 60) is live
+    assert is_closed(dead)
+    assert pool.statistics().reused == 1
+
+
+async def test_close_all(pairs: Pairs) -> None:
+    pool = UpstreamPool()
+    conns = [pairs.make(), pairs.make(OTHER)]
+    for conn in conns:
+        pool.put_idle(conn, 8)
+    pool.close_all()
+    assert all(is_closed(c) for c in conns)
+    assert pool.statistics().idle == 0
+
+
+# -- connecting ------------------------------------------------------------------------
+@pytest.fixture
+async def listener() -> AsyncIterator[trio.SocketListener]:
+    (lst,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with lst:
+        yield lst
+
+
+async def test_acquire_connects_then_reuses(listener: trio.SocketListener) -> None:
+    origin = Origin("http", "127.0.0.1", listener.socket.getsockname()[1])
+    pool = UpstreamPool()
+    conn = await pool.acquire(origin, "h11", connect_timeout=5, idle_timeout=60)
+    accepted = await listener.accept()
+    async with accepted:
+        assert conn.origin == origin
+        assert conn.requests == 0
+        pool.put_idle(conn, 8)
+        again = await pool.acquire(origin, "h11", connect_timeout=5, idle_timeout=60)
+        assert again is conn
+        stats = pool.statistics()
+        assert (stats.opened, stats.reused, stats.idle) == (1, 1, 0)
+        conn.close_nowait()
+
+
+async def test_connect_refused_is_upstream_connect_error() -> None:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(UpstreamConnectError, match=f"127.0.0.1:{port}"):
+        await connect(Origin("http", "127.0.0.1", port), "h11", 5)
+
+
+async def test_connect_timeout_is_upstream_timeout(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def never(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    monkeypatch.setattr(trio, "open_tcp_stream", never)
+    with pytest.raises(UpstreamTimeout, match="timed out after 3s"):
+        await connect(ORIGIN, "h11", 3)
+
+
+# -- through the proxy -------------------------------------------------------------------
+async def get(client: Any, port: int, path: str = "/echo") -> dict[str, Any]:
+    raw = await client.exchange(
+        port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+    )
+    (resp,) = client.parse_responses(raw)
+    return dict(resp)
+
+
+def stats(app: Any) -> tuple[int, int, int]:
+    s = app.state.pool.statistics()
+    return s.opened, s.reused, s.idle
+
+
+async def test_connections_are_reused_across_clients(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    for _ in range(5):
+        assert (await get(client, app.port()))["status"] == 200
+    assert upstream.connections == 1
+    assert stats(app) == (1, 4, 1)
+
+
+async def test_max_idle_per_host_through_the_proxy(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    cfg = basic_config(upstream.port).replace("[upstream]\n", "[upstream]\nmax_idle_per_host = 1\n")
+    app = await start_proxy(cfg)
+
+    async def burst() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(get, client, app.port(), "/sleep/0.1")
+
+    await burst()  # three at once: three upstream connections, one kept
+    assert upstream.connections == 3
+    assert stats(app) == (3, 0, 1)
+    await burst()
+    assert upstream.connections == 5
+    assert stats(app) == (5, 1, 1)
+
+
+async def test_idle_timeout_through_the_proxy(start_proxy: Any, upstream: Any, client: Any) -> None:
+    cfg = basic_config(upstream.port).replace("[upstream]\n", "[upstream]\nidle_timeout_s = 0.2\n")
+    app = await start_proxy(cfg)
+    assert (await get(client, app.port()))["status"] == 200
+    assert (await get(client, app.port()))["status"] == 200  # within 0.2 s: reused
+    await trio.sleep(0.3)
+    assert (await get(client, app.port()))["status"] == 200
+    assert upstream.connections == 2
+    assert stats(app)[:2] == (2, 1)
+
+
+async def test_connection_close_from_upstream_is_not_pooled(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    first = await get(client, app.port(), "/close")
+    assert first["status"] == 200
+    assert first["body"] == b"bye\n"
+    assert stats(app) == (1, 0, 0)
+    second = await get(client, app.port())
+    assert second["status"] == 200
+    assert json.loads(second["body"])["target"] == "/echo"
+    assert upstream.connections == 2
+    assert stats(app) == (2, 0, 1)
+
+
+class RawUpstream:
+    """A bare-socket origin whose connections misbehave on purpose.
+
+    ``answers`` says how many requests each connection answers (with
+    keep-alive, which it does not honour) before it closes; after the last
+    answer it closes at once (``read_next=False``) or only once the next
+    request head arrived, without answering it (``read_next=True``, the
+    keep-alive race every proxy meets).
+    """
+
+    def __init__(self, answers: int, *, read_next: bool) -> None:
+        self.answers = answers
+        self.read_next = read_next
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.port = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[RawUpstream]) -> None:
+        (lst,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = lst.socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started(self)
+            await trio.serve_listeners(self.handle, [lst], handler_nursery=nursery)
+
+    async def read_head(self, stream: trio.SocketStream, buf: bytearray) -> bool:
+        while b"\r\n\r\n" not in buf:
+            data = await stream.receive_some(65536)
+            if not data:
+                return False
+            buf += data
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        buf[:] = rest
+        self.heads.append(head)
+        return True
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            try:
+                for _ in range(self.answers):
+                    if not await self.read_head(stream, buf):
+                        return
+                    # Bodies are read by Content-Length only (tests send small ones).
+                    for line in self.heads[-1].split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            want = int(line.split(b":")[1])
+                            while len(buf) < want:
+                                buf += await stream.receive_some(65536)
+                            del buf[:want]
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if self.read_next:
+                    await self.read_head(stream, buf)
+            except trio.BrokenResourceError:
+                return
+
+
+async def test_pooled_connection_closed_meanwhile_is_replaced(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """The upstream closed an idle pooled connection: the pool sees EOF and
+    opens a fresh one; the client notices nothing."""
+    raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/a"))["status"] == 200
+    await trio.sleep(0.05)  # let the upstream's FIN arrive
+    assert (await get(client, app.port(), "/b"))["status"] == 200
+    assert raw.connections == 2
+    assert len(raw.heads) == 2
+    assert stats(app)[:2] == (2, 0)
+
+
+async def test_reused_connection_dropped_under_a_request_is_retried_once(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """The upstream closes a reused connection just as a request arrives: a
+    request without a body is retried once on a fresh connection."""
+    raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=True).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/a"))["status"] == 200
+    assert (await get(client, app.port(), "/b"))["status"] == 200
+    assert raw.connections == 2
+    assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b", b"/b"]
+
+
+async def test_reused_connection_dropped_under_a_body_is_502(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """With a body the request is not replayed (the body was consumed): 502."""
+    raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=True).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/a"))["status"] == 200
+    data = await client.exchange(
+        app.port(),
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    (resp,) = client.parse_responses(data, [b"POST"])
+    assert resp["status"] == 502
+    assert raw.connections == 1
