@@ -28,9 +28,7 @@ from typing import Any
 
 import trio
 
-from kernel.config import LoadedConfig, load_config
-from kernel.config.model import Settings
-from kernel.generation import Generation, build_generation
+from kernel.generation import Generation, load_generation
 from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
 from sdk import ConfigError, StartupContext
@@ -80,28 +78,16 @@ class App:
     # -- building -------------------------------------------------------------
     def load(self) -> Generation:
         """Read the config and build the next generation (raises ConfigError)."""
-        loaded: LoadedConfig = load_config(self.config_path, environ=self.environ)
-        settings = self._apply_cli(loaded.settings)
-        gen = build_generation(
-            settings,
+        gen = load_generation(
+            self.config_path,
             number=self._generation_number + 1,
-            files=loaded.files,
-            source=str(self.config_path),
-            modules=settings.kernel.modules,
+            environ=self.environ,
+            plugins=self.plugins_override,
+            blocked=self.blocked,
             extra_plugins=self.extra_plugins,
         )
         self._generation_number += 1
         return gen
-
-    def _apply_cli(self, settings: Settings) -> Settings:
-        import attrs
-
-        kernel = settings.kernel
-        if self.plugins_override is not None:
-            kernel = attrs.evolve(kernel, plugins=list(self.plugins_override))
-        if self.blocked:
-            kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *self.blocked])
-        return attrs.evolve(settings, kernel=kernel)
 
     @property
     def generation(self) -> Generation:

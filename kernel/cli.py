@@ -18,7 +18,7 @@ import attrs
 
 from kernel.app import EXIT_CONFIG, EXIT_OK, App
 from kernel.config import load_config
-from kernel.generation import build_generation
+from kernel.generation import load_generation
 from kernel.log import configure_logging
 from kernel.pluginhost import available_plugins
 from sdk import ConfigError
@@ -112,17 +112,7 @@ def _cmd_run(config: str, chain: list[str] | None, blocked: list[str], verbose: 
 
 def _cmd_check(config: str, chain: list[str] | None, blocked: list[str], *, explain: bool) -> int:
     try:
-        loaded = load_config(config)
-        settings = loaded.settings
-        kernel = settings.kernel
-        if chain is not None:
-            kernel = attrs.evolve(kernel, plugins=chain)
-        if blocked:
-            kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *blocked])
-        settings = attrs.evolve(settings, kernel=kernel)
-        gen = build_generation(
-            settings, files=loaded.files, source=config, modules=settings.kernel.modules
-        )
+        gen = load_generation(config, plugins=chain, blocked=blocked)
     except ConfigError as exc:
         print(f"{config}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:

@@ -21,14 +21,21 @@ from typing import cast
 import attrs
 import trio
 
+from kernel.config import load_config
 from kernel.config.model import Settings
 from kernel.dispatch import Chain, collect_impls, compile_chain
-from kernel.pluginhost import PluginHost, PluginInfo, available_plugins
+from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, check_plugin_tables
 from kernel.protocol.forwarding import ForwardingPolicy
 from kernel.protocol.http1 import Limits, resolve_kind
 from sdk import ConfigError, Origin
 
-__all__ = ["Generation", "ListenerRuntime", "RouteRuntime", "build_generation"]
+__all__ = [
+    "Generation",
+    "ListenerRuntime",
+    "RouteRuntime",
+    "build_generation",
+    "load_generation",
+]
 
 log = logging.getLogger("kernel.generation")
 
@@ -243,4 +250,50 @@ def build_generation(
             trusted=srv.trusted_proxies,
         ),
         upstream_http1=resolve_kind(ups.http1),
+    )
+
+
+def load_generation(
+    path: str | Path,
+    *,
+    number: int = 1,
+    environ: Mapping[str, str] | None = None,
+    plugins: list[str] | None = None,
+    blocked: list[str] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+) -> Generation:
+    """Read ``path`` and build a generation: what ``kernel run`` and ``kernel check`` do.
+
+    ``plugins`` replaces the global chain and ``blocked`` adds blocked plugin
+    names (the ``--plugins`` and ``-p no:NAME`` flags). When the kernel's own
+    settings are wrong, the plugin tables are still checked, so one
+    :class:`~sdk.ConfigError` lists every problem.
+    """
+    import attrs
+
+    source = str(path)
+    try:
+        loaded = load_config(path, environ=environ)
+    except ConfigError as exc:
+        if exc.raw is None:
+            raise
+        raw_kernel = exc.raw.get("kernel")
+        modules = raw_kernel.get("modules") if isinstance(raw_kernel, Mapping) else None
+        found, _ = available_plugins(modules if isinstance(modules, Mapping) else None)
+        extra = check_plugin_tables(exc.raw.get("plugins"), found)
+        raise ConfigError([*exc.problems, *extra], source=exc.source) from None
+    settings = loaded.settings
+    kernel = settings.kernel
+    if plugins is not None:
+        kernel = attrs.evolve(kernel, plugins=list(plugins))
+    if blocked:
+        kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *blocked])
+    settings = attrs.evolve(settings, kernel=kernel)
+    return build_generation(
+        settings,
+        number=number,
+        files=loaded.files,
+        source=source,
+        modules=settings.kernel.modules,
+        extra_plugins=extra_plugins,
     )

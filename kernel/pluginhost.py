@@ -37,7 +37,13 @@ import sdk.hookspecs
 from kernel.config.model import Settings
 from sdk._config import structure
 
-__all__ = ["PluginHost", "PluginInfo", "available_plugins", "instance_plugin"]
+__all__ = [
+    "PluginHost",
+    "PluginInfo",
+    "available_plugins",
+    "check_plugin_tables",
+    "instance_plugin",
+]
 
 
 @attrs.frozen
@@ -267,3 +273,29 @@ def _instance_table(table: Any, label: str, config_cls: type) -> dict[str, Any] 
         # A named instance starts from the plugin's base table and overrides it.
         return {**base, **table[label]}
     return base
+
+
+def check_plugin_tables(tables: Any, available: Mapping[str, PluginInfo]) -> list[str]:
+    """Structure every ``[plugins.*]`` table (and named-instance subtable) alone.
+
+    Used when the kernel's own settings failed, so a user still sees the plugin
+    tables' problems in the same pass.
+    """
+    if not isinstance(tables, Mapping):
+        return []
+    problems: list[str] = []
+    for name, table in tables.items():
+        info = available.get(name)
+        if info is None or info.config_class is None or not isinstance(table, Mapping):
+            continue
+        cls = info.config_class
+        fields = {a.name for a in attrs.fields(cls)} if attrs.has(cls) else set()
+        labels = [k for k, v in table.items() if isinstance(v, Mapping) and k not in fields]
+        for label in ["", *labels]:
+            data = _instance_table(dict(table), label, cls) or {}
+            path = f"$.plugins.{name}" + (f".{label}" if label else "")
+            try:
+                structure(data, cls, path=path)
+            except sdk.ConfigError as exc:
+                problems.extend(p for p in exc.problems if p not in problems)
+    return problems

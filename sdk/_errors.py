@@ -19,7 +19,8 @@ May import: stdlib only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -59,9 +60,14 @@ class ConfigError(ProxyError):
 
     status_hint = 500
 
-    def __init__(self, problems: Sequence[str], *, source: str = "") -> None:
+    def __init__(
+        self, problems: Sequence[str], *, source: str = "", raw: Mapping[str, Any] | None = None
+    ) -> None:
         self.problems: list[str] = list(problems)
         self.source = source
+        #: The parsed document, when it could be read: lets later checks (the
+        #: plugin tables) still run, so that every problem is reported at once.
+        self.raw = raw
         head = f"invalid configuration{f' in {source}' if source else ''}"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
 

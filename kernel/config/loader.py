@@ -114,7 +114,7 @@ def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) ->
     report(cross_check(data))
 
     if problems or settings is None:
-        raise ConfigError(problems, source=source)
+        raise ConfigError(problems, source=source, raw=data)
     return LoadedConfig(settings=settings, files=sources.files, source=source)
 
 

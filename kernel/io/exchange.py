@@ -113,7 +113,11 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
         try:
             if head.method == b"CONNECT":
                 raise ProxyError("CONNECT is not supported here", status_hint=501)
-            name = await dispatch.first_result(pre.route_select, "trellis_route_select", flow)
+            name = (
+                await dispatch.first_result(pre.route_select, "trellis_route_select", flow)
+                if pre.route_select
+                else None
+            )
             route_name = name if name is not None else lst.default_route
             route = gen.routes.get(route_name)
             if route is None:
@@ -205,15 +209,22 @@ class _Exchange:
         assert route is not None
         if route.max_body_bytes and (self.content_length or 0) > route.max_body_bytes:
             raise RemoteProtocolError("request body too large", status_hint=413)
-        response = await dispatch.first_result(chain.request_access, "trellis_request_access", flow)
-        if response is None:
+        # Empty hook tuples are skipped here: even an empty coroutine costs ~1 µs.
+        response = None
+        if chain.request_access:
+            response = await dispatch.first_result(
+                chain.request_access, "trellis_request_access", flow
+            )
+        if response is None and chain.request:
             response = await dispatch.first_result(chain.request, "trellis_request", flow)
         if response is not None:
             return await self.respond_locally(response)
         if flow.upstream is None:
-            origin = await dispatch.first_result(
-                chain.upstream_select, "trellis_upstream_select", flow
-            )
+            origin = None
+            if chain.upstream_select:
+                origin = await dispatch.first_result(
+                    chain.upstream_select, "trellis_upstream_select", flow
+                )
             if origin is not None:
                 flow.upstream = origin
             elif route.upstream is not None:
@@ -501,7 +512,8 @@ class _Exchange:
         )
         flow.response = response
         flow.timings.response_head = _now()
-        await dispatch.call_all(self.chain.response, "trellis_response", flow)
+        if self.chain.response:
+            await dispatch.call_all(self.chain.response, "trellis_response", flow)
         transforms = self.chain.response_body
         out_fields = response.headers.fields
         if transforms:

@@ -239,10 +239,6 @@ async def test_config_error_exits_1_listing_every_problem(
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    reason="kernel bug: plugin tables are only checked once [kernel]/[server]/... load cleanly,"
-    " so a file with both kinds of mistakes needs two passes (kernel/cli.py promises one)",
-)
 async def test_settings_and_plugin_problems_are_listed_together(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(
