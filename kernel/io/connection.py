@@ -20,6 +20,7 @@ May import: stdlib, trio, sdk, kernel.protocol, kernel.io, kernel.generation.
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -42,7 +43,7 @@ RECV_SIZE = 65536
 class Http1Connection:
     """The server side of one client connection."""
 
-    __slots__ = ("client", "codec", "listener", "state", "stream")
+    __slots__ = ("_partial", "_scope", "_waiting", "client", "codec", "listener", "state", "stream")
 
     def __init__(
         self,
@@ -74,20 +75,35 @@ class Http1Connection:
 
     async def serve(self) -> None:
         """Serve requests until either side ends the connection."""
+        # One cancel scope for the connection's whole life, whose deadline is
+        # moved instead of opening a new scope per wait: the idle keep-alive
+        # wait and the head deadline are the only waits it bounds (the
+        # exchange has its own deadlines). When it fires, the connection ends.
+        scope = trio.CancelScope()
+        self._scope = scope
+        self._waiting = ""  # "idle" or "head" while the scope's deadline is armed
+        self._partial = False  # bytes of a head arrived during the current wait
         try:
-            first = True
-            while True:
-                head = await self._read_head(first)
-                if head is None:
-                    return
-                first = False
-                keep_going = await run_exchange(self, head)
-                if not keep_going or self.state.draining or not self.codec.keep_alive:
-                    return
-                self.codec.start_next_cycle()
+            with scope:
+                first = True
+                while True:
+                    head = await self._read_head(first)
+                    if head is None:
+                        return
+                    first = False
+                    keep_going = await run_exchange(self, head)
+                    if not keep_going or self.state.draining or not self.codec.keep_alive:
+                        return
+                    self.codec.start_next_cycle()
+            if scope.cancelled_caught and self._waiting == "head" and self._partial:
+                # A stalled head gets 408; a client that sent nothing gets no
+                # answer (as nginx), nor does an idle connection closed by time
+                # or by drain.
+                await self._refuse(408)
         except ClientGone:
             return
         finally:
+            self.state.idle_scopes.discard(scope)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -95,40 +111,36 @@ class Http1Connection:
         """The next request head, or None when the connection should just close."""
         lst = self.listener
         codec = self.codec
-        partial = not first  # a keep-alive request's first byte already arrived below
+        scope = self._scope
         try:
             event = codec.next_event()
             if event is NEED_DATA:
-                if codec.buffered:
-                    # Part of the next head already arrived (pipelined): it
-                    # must complete within the head deadline, not idle.
-                    partial = True
-                elif not first:
-                    # Idle keep-alive wait: silent close on timeout or drain.
+                # Part of a pipelined head may already be buffered: then the
+                # head deadline runs, not the idle one.
+                self._partial = codec.buffered
+                if not self._partial and not first:
                     if self.state.draining:
                         return None
-                    with trio.move_on_after(lst.keepalive_timeout_s) as idle:
-                        self.state.idle_scopes.add(idle)
-                        try:
-                            data = await self.receive()
-                        finally:
-                            self.state.idle_scopes.discard(idle)
-                    if idle.cancelled_caught:
-                        return None
+                    self._waiting = "idle"
+                    scope.deadline = trio.current_time() + lst.keepalive_timeout_s
+                    self.state.idle_scopes.add(scope)
+                    try:
+                        data = await self.receive()
+                    finally:
+                        self.state.idle_scopes.discard(scope)
+                    self._partial = bool(data)
                     codec.receive_data(data)
                     event = codec.next_event()
                 if event is NEED_DATA:  # the head is not complete yet
-                    with trio.move_on_after(lst.request_head_timeout_s) as head_scope:
-                        while event is NEED_DATA:
-                            data = await self.receive()
-                            partial = partial or bool(data)
-                            codec.receive_data(data)
-                            event = codec.next_event()
-                    if head_scope.cancelled_caught:
-                        # A client that sent nothing at all gets no answer (as nginx).
-                        if partial:
-                            await self._refuse(408)
-                        return None
+                    self._waiting = "head"
+                    scope.deadline = trio.current_time() + lst.request_head_timeout_s
+                    while event is NEED_DATA:
+                        data = await self.receive()
+                        self._partial = self._partial or bool(data)
+                        codec.receive_data(data)
+                        event = codec.next_event()
+                self._waiting = ""
+                scope.deadline = math.inf
         except RemoteProtocolError as exc:
             log.info(
                 "refused request from %s:%d: %s (%d)",

@@ -398,6 +398,9 @@ class _Exchange:
                 gen.upstream_http1,
                 connect_timeout=route.connect_timeout_s,
                 idle_timeout=ups.idle_timeout_s,
+                # A body-less request is retried once on a fresh connection if a
+                # pooled one turns out dead, so it can skip the liveness probe.
+                probe=self.has_body,
             )
             self.upstream = up
             reused = up.requests > 0

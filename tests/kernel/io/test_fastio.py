@@ -43,6 +43,7 @@ async def test_write_larger_than_the_socket_buffer_falls_back_and_completes() ->
 async def test_write_to_a_closed_peer_is_a_broken_resource() -> None:
     a, b = await _pair()
     await b.aclose()
+
     async def write_until_broken() -> None:
         for _ in range(100):  # the first writes may still be accepted
             await send_all(a, b"x" * 65536)

@@ -349,16 +349,27 @@ class RawUpstream:
 async def test_pooled_connection_closed_meanwhile_is_replaced(
     start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
 ) -> None:
-    """The upstream closed an idle pooled connection: the pool sees EOF and
-    opens a fresh one; the client notices nothing."""
+    """The upstream closed an idle pooled connection: the client notices nothing.
+
+    A request with a body is not retryable, so the pool probes the idle
+    connection, sees the EOF and opens a fresh one (nothing counted as reused).
+    A body-less request skips the probe and is retried on a fresh connection.
+    """
     raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=False).serve)
     app = await start_proxy(basic_config(raw.port, http1=codec))
     assert (await get(client, app.port(), "/a"))["status"] == 200
     await trio.sleep(0.05)  # let the upstream's FIN arrive
-    assert (await get(client, app.port(), "/b"))["status"] == 200
-    assert raw.connections == 2
-    assert len(raw.heads) == 2
+    post = await client.exchange(
+        app.port(),
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    assert client.parse_responses(post, [b"POST"])[0]["status"] == 200
     assert stats(app)[:2] == (2, 0)
+    await trio.sleep(0.05)
+    assert (await get(client, app.port(), "/c"))["status"] == 200
+    assert raw.connections == 3
+    assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b", b"/c"]
+    assert stats(app)[:2] == (3, 1)
 
 
 async def test_reused_connection_dropped_under_a_request_is_retried_once(
