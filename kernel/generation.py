@@ -177,6 +177,12 @@ def build_generation(
             srv.max_body_bytes,
         )
 
+    # The codec checks the body limit before routing, so it gets the largest
+    # limit any route allows (0 = none); each route's own limit is then
+    # enforced by the exchange.
+    route_limits = [r.max_body_bytes for r in routes.values()]
+    codec_body_limit = 0 if 0 in route_limits else max(route_limits)
+
     listeners: dict[str, ListenerRuntime] = {}
     for i, lc in enumerate(settings.listeners):
         default_route = lc.default_route or next(iter(routes))
@@ -195,7 +201,7 @@ def build_generation(
                 max_request_line=srv.max_request_line,
                 max_header_bytes=srv.max_header_bytes,
                 max_header_count=srv.max_header_count,
-                max_body_bytes=srv.max_body_bytes,
+                max_body_bytes=codec_body_limit,
             ),
             request_head_timeout_s=lc.request_head_timeout_s or srv.request_head_timeout_s,
             keepalive_timeout_s=lc.keepalive_timeout_s or srv.keepalive_timeout_s,

@@ -93,3 +93,22 @@ def test_reference_counting_retires_after_the_last_flow() -> None:
     assert not gen.idle.is_set()
     gen.release()
     assert gen.idle.is_set()
+
+
+def test_codec_body_limit_is_the_largest_any_route_allows() -> None:
+    from kernel.config.model import ServerSection
+
+    tight = Settings(server=ServerSection(max_body_bytes=10), routes=[RouteConfig(name="a")])
+    assert build_generation(tight).listeners["main"].limits.max_body_bytes == 10
+    looser = Settings(
+        server=ServerSection(max_body_bytes=10),
+        routes=[RouteConfig(name="a"), RouteConfig(name="big", max_body_bytes=100)],
+    )
+    gen = build_generation(looser)
+    assert gen.listeners["main"].limits.max_body_bytes == 100
+    assert gen.routes["a"].max_body_bytes == 10
+    unlimited = Settings(
+        server=ServerSection(max_body_bytes=10),
+        routes=[RouteConfig(name="a"), RouteConfig(name="any", max_body_bytes=0)],
+    )
+    assert build_generation(unlimited).listeners["main"].limits.max_body_bytes == 0

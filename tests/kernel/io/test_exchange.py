@@ -356,3 +356,41 @@ async def test_no_upstream_is_502_with_response_hooks(start_proxy: Any, client: 
     )
     assert resp["status"] == 502
     assert resp["headers"]["x-tag"] == "t"
+
+
+async def test_route_body_limit_can_be_looser_or_tighter_than_the_server_one(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    cfg = f"""
+[kernel]
+watch_config = false
+plugins = ["router"]
+[server]
+http1 = "{codec}"
+max_body_bytes = 10
+[[listeners]]
+bind = "127.0.0.1:0"
+[[routes]]
+name = "small"
+upstream = "http://127.0.0.1:{upstream.port}"
+[[routes]]
+name = "big"
+upstream = "http://127.0.0.1:{upstream.port}"
+max_body_bytes = 100
+[plugins.router]
+rules = [{{ path_prefix = "/big", route = "big" }}]
+"""
+    app = await start_proxy(cfg)
+    body = b"x" * 50
+
+    async def post(path: str) -> int:
+        raw = await client.exchange(
+            app.port(),
+            f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\nConnection: close\r\n\r\n".encode()
+            + body,
+        )
+        return int(client.parse_responses(raw, [b"POST"])[0]["status"])
+
+    assert await post("/big/upload") == 200
+    assert await post("/upload") == 413
+    assert [r["target"] for r in upstream.requests] == ["/big/upload"]
