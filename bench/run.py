@@ -460,7 +460,7 @@ def check_proxying(name: str, port: int) -> str:
     if status != 200 or length != len(BODY):
         raise Skip(f"GET / answered {status} with {length} bytes, expected 200 with {len(BODY)}")
     if name == "trellis-chain" and CHAIN_HEADER not in headers:
-        return f"response lacks {CHAIN_HEADER} (headers plugin config? see chain.toml TODO)"
+        return f"response lacks {CHAIN_HEADER} (check the headers table in chain.toml)"
     return ""
 
 
