@@ -26,7 +26,6 @@ import trio
 
 from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
-from kernel.io.fastio import send_all
 from kernel.io.state import ServerState
 from kernel.protocol.errorpage import render_error_response
 from kernel.protocol.events import NEED_DATA, ConnectionClosed, Event, RequestHead, Sentinel
@@ -63,7 +62,7 @@ class Http1Connection:
         if not data:
             return
         try:
-            await send_all(self.stream, data)
+            await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 

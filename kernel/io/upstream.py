@@ -15,7 +15,6 @@ import select
 import attrs
 import trio
 
-from kernel.io.fastio import send_all
 from kernel.protocol.http1 import ClientCodec, make_client_codec
 from sdk import Origin, UpstreamConnectError, UpstreamTimeout
 
@@ -40,7 +39,7 @@ class UpstreamConnection:
 
     async def send(self, data: bytes) -> None:
         if data:
-            await send_all(self.stream, data)
+            await self.stream.send_all(data)
 
     async def receive(self) -> bytes:
         return await self.stream.receive_some(RECV_SIZE)

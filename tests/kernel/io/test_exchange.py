@@ -386,7 +386,8 @@ rules = [{{ path_prefix = "/big", route = "big" }}]
     async def post(path: str) -> int:
         raw = await client.exchange(
             app.port(),
-            f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\nConnection: close\r\n\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n".encode()
+            + b"Connection: close\r\n\r\n"
             + body,
         )
         return int(client.parse_responses(raw, [b"POST"])[0]["status"])
