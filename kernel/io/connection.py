@@ -37,6 +37,9 @@ __all__ = ["RECV_SIZE", "Http1Connection"]
 log = logging.getLogger("kernel.connection")
 
 RECV_SIZE = 65536
+#: How long, and how much, a closing connection keeps reading and dropping.
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
 
 
 class Http1Connection:
@@ -168,4 +171,27 @@ class Http1Connection:
             with trio.move_on_after(1.0):
                 await self.send(render_error_response(status))
         except ClientGone:
+            return
+        if status != 408:  # a client that timed out is not sending anything
+            await self.linger()
+
+    async def linger(self) -> None:
+        """Close gracefully while the client may still be sending (RFC 9112 §9.6).
+
+        Closing a socket with unread input makes the kernel send a reset, which
+        can destroy the response we just wrote before the client reads it. So:
+        half-close our side (the client sees the end of the response), then
+        read and drop what is still coming, for a short while and a bounded
+        amount, before the connection is closed.
+        """
+        try:
+            await self.stream.send_eof()
+            budget = _LINGER_BYTES
+            with trio.move_on_after(_LINGER_SECONDS):
+                while budget > 0:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                    if not data:
+                        return
+                    budget -= len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

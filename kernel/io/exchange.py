@@ -329,6 +329,8 @@ class _Exchange:
         if isinstance(exc, ProtocolError) or not self.request_done:
             # Framing or body state in doubt: answer, then close.
             await self._send_local_closing(response)
+            if not self.request_done and status != 408:
+                await self.conn.linger()
             return False
         await self._send_local(response)
         return True

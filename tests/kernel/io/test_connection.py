@@ -899,3 +899,30 @@ async def test_local_answer_with_bad_chunked_body_is_400(
     data = b"POST /local HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     assert await refused(app, client, data) == 400
     assert_untouched(upstream)
+
+
+async def test_refusal_with_unread_body_lingers_instead_of_resetting(
+    start_proxy: Any, upstream: Any, codec: str
+) -> None:
+    """RFC 9112 §9.6: the 413 must reach a client that is still sending.
+
+    Closing with unread input makes Linux send a reset at once, so without a
+    lingering close this client's reads fail with ECONNRESET.
+    """
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[server]\n", "[server]\nmax_body_bytes = 1000\n"
+    )
+    app = await start_proxy(cfg)
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n\r\n"
+            + b"x" * 200_000
+        )
+        got = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 413 ")
+        await stream.send_all(b"x" * 65536)  # the proxy is still draining, not reset
+    assert upstream.requests == []

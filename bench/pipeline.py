@@ -1,0 +1,132 @@
+"""CPU cost of one exchange through the kernel, without sockets.
+
+Runs the real connection loop, exchange, codecs, forwarding and dispatcher
+over in-memory streams (each call is a trio checkpoint, like a socket call
+that does not block), so the number is the kernel's own per-request Python
+work, free of the network noise of a VM. Usage::
+
+    .venv/bin/python bench/pipeline.py [--codec httptools|h11] [--requests N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from typing import Any
+
+import trio
+
+from kernel.config.model import RouteConfig, ServerSection, Settings, UpstreamSection
+from kernel.generation import build_generation
+from kernel.io.connection import Http1Connection
+from kernel.io.state import ServerState
+from kernel.io.upstream import UpstreamConnection
+from sdk import ClientInfo
+
+REQUEST = (
+    b"GET /index.html HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: wrk/4.2\r\n"
+    b"Accept: */*\r\nAccept-Encoding: gzip\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 22 Nov 2026 04:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n"
+    + b"x"
+    * 1024
+)
+
+
+class FakeSocket:
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+
+class FakeStream:
+    """Feeds ``n`` copies of ``chunk`` (one per receive), then EOF; drops writes."""
+
+    def __init__(self, chunk: bytes, n: int) -> None:
+        self.chunk, self.left = chunk, n
+        self.socket = FakeSocket()
+        self.sent = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.left == 0:
+            return b""
+        self.left -= 1
+        return self.chunk
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent += len(data)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakePool:
+    """Always hands out the same upstream connection."""
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.opened = 1
+        self.reused = 0
+
+    async def acquire(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
+        return self.conn
+
+    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
+        pass
+
+
+def build(codec: str) -> tuple[ServerState, Any]:
+    settings = Settings(
+        server=ServerSection(http1=codec),  # type: ignore[arg-type]
+        upstream=UpstreamSection(http1=codec),  # type: ignore[arg-type]
+        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9000")],
+    )
+    gen = build_generation(settings, available={})
+    return ServerState(gen), gen
+
+
+async def run(codec: str, n: int) -> float:
+    state, gen = build(codec)
+    origin = gen.routes["default"].upstream
+    fake = FakeStream(RESPONSE, 10**9)
+    upstream = UpstreamConnection(fake, origin, gen.upstream_http1)  # type: ignore[arg-type]
+    upstream.requests = 1
+    state.pool = FakePool(upstream)  # type: ignore[assignment]
+    client = ClientInfo(address="127.0.0.1", port=40000, listener="main")
+    stream = FakeStream(REQUEST, n)
+    conn = Http1Connection(stream, state, gen.listeners["main"], client)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    await conn.serve()
+    elapsed = time.perf_counter() - start
+    assert stream.sent > n * 1024, "responses were not sent"
+    return elapsed / n * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--codec", default="httptools")
+    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    trio.run(run, args.codec, 2000)  # warm-up
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        trio.run(run, args.codec, args.requests)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        return
+    best = min(trio.run(run, args.codec, args.requests) for _ in range(5))
+    print(f"{args.codec}: {best:.1f} µs per request (best of 5 x {args.requests})")
+
+
+if __name__ == "__main__":
+    main()
