@@ -916,8 +916,7 @@ async def test_refusal_with_unread_body_lingers_instead_of_resetting(
     stream = await trio.open_tcp_stream("127.0.0.1", app.port())
     async with stream:
         await stream.send_all(
-            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n\r\n"
-            + b"x" * 200_000
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 200_000
         )
         got = b""
         with trio.fail_after(5):
