@@ -68,31 +68,33 @@ class BoundListener:
                     await trio.sleep(0.1)
                     continue
                 raise
-            nursery.start_soon(_serve_connection, stream, state, self.name)
+            conn = _new_connection(stream, state, self.name)
+            if conn is None:
+                stream.socket.close()
+            else:
+                # conn.serve directly, not through a wrapper coroutine: the
+                # idle wait of every connection keeps this stack alive.
+                nursery.start_soon(conn.serve)
 
 
-async def _serve_connection(stream: trio.SocketStream, state: ServerState, name: str) -> None:
-    gen = state.generation
-    listener = gen.listeners.get(name)
+def _new_connection(
+    stream: trio.SocketStream, state: ServerState, name: str
+) -> Http1Connection | None:
+    """The connection object for an accepted stream (no I/O), or None to drop it."""
+    listener = state.generation.listeners.get(name)
     if listener is None:  # removed by a reload between accept and here
-        await stream.aclose()
-        return
+        return None
     try:
         peer = stream.socket.getpeername()
-    except OSError:
-        await stream.aclose()
-        return
+    except OSError:  # already reset by the peer
+        return None
     client = ClientInfo(
         address=str(peer[0]),
         port=int(peer[1]),
         listener=name,
         connection_id=next(state.connection_ids),
     )
-    state.connections += 1
-    try:
-        await Http1Connection(stream, state, listener, client).serve()
-    finally:
-        state.connections -= 1
+    return Http1Connection(stream, state, listener, client)
 
 
 async def bind(name: str, bind_addr: str) -> BoundListener:
