@@ -21,7 +21,7 @@ May import: stdlib, attrs, cattrs, tomlkit, pluggy (trio only in sdk.testing).
 
 from __future__ import annotations
 
-from sdk._config import make_converter, structure, unstructure
+from sdk._config import EnvText, make_converter, structure, unstructure
 from sdk._errors import (
     ConfigError,
     LocalProtocolError,
@@ -48,6 +48,7 @@ __all__ = [
     "PROJECT",
     "ClientInfo",
     "ConfigError",
+    "EnvText",
     "Flow",
     "Headers",
     "LocalProtocolError",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -216,3 +218,39 @@ def test_token_config_requires_a_port() -> None:
         "$.plugins.tokens.port: required",
         "$.plugins.tokens.timeout_s: 'timeout_s' must be > 0: 0.0",
     ]
+
+
+async def test_examples_run_in_the_real_kernel_as_the_readme_says(
+    nursery: trio.Nursery, start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """The examples/README.md configuration, loaded by the kernel over sockets."""
+    service = TokenService()
+    token_port = await service.start(nursery)
+    readme = (Path(__file__).resolve().parents[2] / "examples" / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = (
+        block.replace("http://127.0.0.1:9000", f"http://127.0.0.1:{upstream.port}")
+        .replace("port = 7001", f"port = {token_port}")
+        .replace("[kernel]\n", "[kernel]\nwatch_config = false\n", 1)
+        + '\n[[listeners]]\nbind = "127.0.0.1:0"\n'
+    )
+    app = await start_proxy(cfg)
+
+    async def get(path: str, token: str | None = None) -> dict[str, Any]:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        raw = await client.exchange(
+            app.port(),
+            f"GET {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n".encode(),
+        )
+        return dict(client.parse_responses(raw)[0])
+
+    denied = await get("/admin/users", "good")
+    assert denied["status"] == 403
+    assert "x-request-id" in denied["headers"]
+    assert (await get("/data"))["status"] == 401
+    assert (await get("/data", "bad"))["status"] == 403
+    ok = await get("/echo", "good")
+    assert ok["status"] == 200
+    seen = dict(upstream.requests[-1]["headers"])
+    assert seen["x-request-id"] == ok["headers"]["x-request-id"]
+    assert [r["target"] for r in upstream.requests] == ["/echo"]

@@ -18,6 +18,7 @@ EXPECTED_ALL = [
     "ClientInfo",
     "ConfigError",
     "ENTRY_POINT_GROUP",
+    "EnvText",
     "Flow",
     "HOOK_PREFIX",
     "Headers",
