@@ -154,6 +154,7 @@ class App:
                     if gen.settings.kernel.watch_config:
                         root.start_soon(self._watch_config)
                     root.start_soon(self._reap_pool)
+                    root.start_soon(state.timers.run)
                     log.info(
                         "serving generation %d on %s",
                         gen.number,

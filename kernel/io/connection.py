@@ -20,7 +20,6 @@ May import: stdlib, trio, sdk, kernel.protocol, kernel.io, kernel.generation.
 from __future__ import annotations
 
 import logging
-import math
 
 import trio
 
@@ -77,12 +76,15 @@ class Http1Connection:
 
     async def serve(self) -> None:
         """Serve requests until either side ends the connection."""
-        # One cancel scope for the connection's whole life, whose deadline is
-        # moved instead of opening a new scope per wait: the idle keep-alive
-        # wait and the head deadline are the only waits it bounds (the
-        # exchange has its own deadlines). When it fires, the connection ends.
+        # One cancel scope for the connection's whole life instead of a scope
+        # per wait: the idle keep-alive wait and the head deadline are the
+        # only waits it bounds (the exchange has its own deadlines), through
+        # the coarse timers (kernel/io/timers.py). When it fires, the
+        # connection ends.
+        # Cancelled by the timers (idle, head) or by a drain; never has a deadline.
         scope = trio.CancelScope()
         self._scope = scope
+        timers = self.state.timers
         self._waiting = ""  # "idle" or "head" while the scope's deadline is armed
         self._partial = False  # bytes of a head arrived during the current wait
         self.state.connections += 1
@@ -101,7 +103,7 @@ class Http1Connection:
                         if self.state.draining:
                             return
                         self._waiting = "idle"
-                        scope.deadline = trio.current_time() + self.listener.keepalive_timeout_s
+                        timers.arm(self, self.listener.keepalive_timeout_s, scope.cancel)
                         self.state.idle_scopes.add(scope)
                         try:
                             # Straight to trio: thousands of connections sit
@@ -110,8 +112,8 @@ class Http1Connection:
                             data = await self.stream.receive_some(RECV_SIZE)
                         finally:
                             self.state.idle_scopes.discard(scope)
+                            timers.disarm(self)
                         self._waiting = ""
-                        scope.deadline = math.inf
                         self.codec.receive_data(data)
                         event = None
                     head = await self._read_head(first, event)
@@ -151,14 +153,17 @@ class Http1Connection:
                 # first bytes that ended the idle wait): then it is a stall.
                 self._partial = codec.buffered or not first
                 self._waiting = "head"
-                scope.deadline = trio.current_time() + lst.request_head_timeout_s
-                while event is NEED_DATA:
-                    data = await self.receive()
-                    self._partial = self._partial or bool(data)
-                    codec.receive_data(data)
-                    event = codec.next_event()
+                timers = self.state.timers
+                timers.arm(self, lst.request_head_timeout_s, scope.cancel)
+                try:
+                    while event is NEED_DATA:
+                        data = await self.receive()
+                        self._partial = self._partial or bool(data)
+                        codec.receive_data(data)
+                        event = codec.next_event()
+                finally:
+                    timers.disarm(self)
                 self._waiting = ""
-                scope.deadline = math.inf
         except RemoteProtocolError as exc:
             await self._refuse_malformed(exc)
             return None
@@ -191,8 +196,8 @@ class Http1Connection:
                 await self.send(render_error_response(status))
         except ClientGone:
             return
-        if status != 408:  # a client that timed out is not sending anything
-            await self.linger()
+        # Also after 408: a slow client may still be dribbling bytes.
+        await self.linger()
 
     async def linger(self) -> None:
         """Close gracefully while the client may still be sending (RFC 9112 §9.6).

@@ -329,7 +329,7 @@ class _Exchange:
         if isinstance(exc, ProtocolError) or not self.request_done:
             # Framing or body state in doubt: answer, then close.
             await self._send_local_closing(response)
-            if not self.request_done and status != 408:
+            if not self.request_done:
                 await self.conn.linger()
             return False
         await self._send_local(response)
@@ -484,23 +484,33 @@ class _Exchange:
         route = self.route
         assert route is not None
         codec = up.codec
+        # The deadline is a coarse timer (kernel/io/timers.py): when it fires it
+        # closes the upstream socket, which wakes the receive below.
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            up.close_nowait()
+
+        timers = self.conn.state.timers
+        timers.arm(up, route.response_timeout_s, expire)
         try:
-            # A bare CancelScope: trio.fail_after is a generator context manager.
-            with trio.CancelScope(deadline=trio.current_time() + route.response_timeout_s) as scope:
-                while True:
-                    event = codec.next_event()
-                    if event is NEED_DATA:
-                        codec.receive_data(await up.receive())
-                    elif isinstance(event, ResponseHead):
-                        return event
-                    elif isinstance(event, InformationalResponse):
-                        continue  # 100/103 from upstream: not relayed yet
-                    else:
-                        raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    codec.receive_data(await up.receive())
+                elif isinstance(event, ResponseHead):
+                    return event
+                elif isinstance(event, InformationalResponse):
+                    continue  # 100/103 from upstream: not relayed yet
+                else:
+                    raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
-            raise _UpstreamBroken from exc
-        # Leaving the scope without a head means its deadline passed.
-        assert scope.cancelled_caught
+            if not timed_out:
+                raise _UpstreamBroken from exc
+        finally:
+            timers.disarm(up)
         raise UpstreamTimeout(
             f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
         )

@@ -1,7 +1,7 @@
 """State shared by every connection of the process: the current generation,
 the upstream pool, and what graceful shutdown needs.
 
-May import: stdlib, trio, kernel.generation, kernel.io.upstream.
+May import: stdlib, trio, kernel.generation, kernel.io.upstream, kernel.io.timers.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import itertools
 import trio
 
 from kernel.generation import Generation
+from kernel.io.timers import Timers
 from kernel.io.upstream import UpstreamPool
 
 __all__ = ["ServerState"]
@@ -22,6 +23,8 @@ class ServerState:
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
         self.pool = UpstreamPool()
+        #: Hot-path timeouts (idle, head, upstream response); App runs the sweeper.
+        self.timers = Timers()
         #: True once shutdown began: finish the current exchange, then close.
         self.draining = False
         #: Cancel scopes of connections idle between requests (cancelled on drain).

@@ -1,0 +1,60 @@
+"""Coarse timeouts for the per-request hot path, swept by one task.
+
+A trio cancel scope with a deadline costs several microseconds to enter and
+leave, and moving a deadline almost as much; a proxy arms two or three such
+timeouts per request. Here a timeout is an entry in a dict (``arm`` /
+``disarm``: two dict operations), and one background task checks the entries
+every :data:`TICK` seconds and calls the expired ones' ``fire`` callback
+(cancel a connection's scope, close a stalled upstream socket).
+
+Timeouts fire up to one tick late; they exist to reclaim resources from
+stalled peers, where 50 ms does not matter. Rare, long waits (body reads)
+keep using trio deadlines.
+
+May import: stdlib, trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import trio
+
+__all__ = ["TICK", "Timers"]
+
+#: Seconds between two sweeps.
+TICK = 0.05
+
+
+class Timers:
+    """Armed timeouts by key; :meth:`run` fires the expired ones."""
+
+    __slots__ = ("_armed",)
+
+    def __init__(self) -> None:
+        self._armed: dict[Hashable, tuple[float, Callable[[], None]]] = {}
+
+    def arm(self, key: Hashable, seconds: float, fire: Callable[[], None]) -> None:
+        """Call ``fire()`` once ``seconds`` have passed, unless disarmed first."""
+        self._armed[key] = (trio.current_time() + seconds, fire)
+
+    def disarm(self, key: Hashable) -> None:
+        self._armed.pop(key, None)
+
+    def fire_expired(self) -> int:
+        """Fire and forget every expired entry; returns how many fired."""
+        now = trio.current_time()
+        expired = [key for key, (when, _) in self._armed.items() if when <= now]
+        for key in expired:
+            _, fire = self._armed.pop(key)
+            fire()
+        return len(expired)
+
+    def __len__(self) -> int:
+        return len(self._armed)
+
+    async def run(self) -> None:
+        """Sweep forever (run it in a nursery)."""
+        while True:
+            await trio.sleep(TICK)
+            self.fire_expired()
