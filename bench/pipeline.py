@@ -5,7 +5,8 @@ over in-memory streams (each call is a trio checkpoint, like a socket call
 that does not block), so the number is the kernel's own per-request Python
 work, free of the network noise of a VM. Usage::
 
-    .venv/bin/python bench/pipeline.py [--codec httptools|h11] [--requests N] [--profile]
+    .venv/bin/python bench/pipeline.py [--codec httptools|h11] [--requests N]
+                                       [--plugins N] [--profile]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kernel.generation import build_generation
 from kernel.io.connection import Http1Connection
 from kernel.io.state import ServerState
 from kernel.io.upstream import UpstreamConnection
-from sdk import ClientInfo
+from sdk import ClientInfo, hookimpl
 
 REQUEST = (
     b"GET /index.html HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: wrk/4.2\r\n"
@@ -83,18 +84,32 @@ class FakePool:
         pass
 
 
-def build(codec: str) -> tuple[ServerState, Any]:
+class Noop:
+    """A plugin with two no-op hooks (as bench/noop.py)."""
+
+    @hookimpl
+    def trellis_request(self, flow: object) -> None:
+        return None
+
+    @hookimpl
+    def trellis_response(self, flow: object) -> None:
+        return None
+
+
+def build(codec: str, plugins: int = 0) -> tuple[ServerState, Any]:
+    names = [f"noop{i}" for i in range(plugins)]
     settings = Settings(
         server=ServerSection(http1=codec),  # type: ignore[arg-type]
         upstream=UpstreamSection(http1=codec),  # type: ignore[arg-type]
-        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9000")],
+        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9000", plugins=names)],
     )
-    gen = build_generation(settings, available={})
+    extra = {name: Noop() for name in names}
+    gen = build_generation(settings, available={}, extra_plugins=extra)
     return ServerState(gen), gen
 
 
-async def run(codec: str, n: int) -> float:
-    state, gen = build(codec)
+async def run(codec: str, n: int, plugins: int = 0) -> float:
+    state, gen = build(codec, plugins)
     origin = gen.routes["default"].upstream
     fake = FakeStream(RESPONSE, 10**9)
     upstream = UpstreamConnection(fake, origin, gen.upstream_http1)  # type: ignore[arg-type]
@@ -114,18 +129,26 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--codec", default="httptools")
     p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--plugins", type=int, default=0, help="no-op plugins on the route")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--once", action="store_true", help="one run, no warm-up (for callgrind)")
     args = p.parse_args()
-    trio.run(run, args.codec, 2000)  # warm-up
+    if args.once:
+        trio.run(run, args.codec, args.requests, args.plugins)
+        return
+    trio.run(run, args.codec, 2000, args.plugins)  # warm-up
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        trio.run(run, args.codec, args.requests)
+        trio.run(run, args.codec, args.requests, args.plugins)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
-    best = min(trio.run(run, args.codec, args.requests) for _ in range(5))
-    print(f"{args.codec}: {best:.1f} µs per request (best of 5 x {args.requests})")
+    best = min(trio.run(run, args.codec, args.requests, args.plugins) for _ in range(5))
+    print(
+        f"{args.codec}, {args.plugins} no-op plugins: {best:.1f} µs per request"
+        f" (best of 5 x {args.requests})"
+    )
 
 
 if __name__ == "__main__":
