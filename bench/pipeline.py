@@ -18,13 +18,14 @@ import time
 from typing import Any
 
 import trio
+from noop import Noop, NoopConfig  # bench/noop.py (the script's directory)
 
 from kernel.config.model import RouteConfig, ServerSection, Settings, UpstreamSection
 from kernel.generation import build_generation
 from kernel.io.connection import Http1Connection
 from kernel.io.state import ServerState
 from kernel.io.upstream import UpstreamConnection
-from sdk import ClientInfo, hookimpl
+from sdk import ClientInfo
 
 REQUEST = (
     b"GET /index.html HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: wrk/4.2\r\n"
@@ -84,18 +85,6 @@ class FakePool:
         pass
 
 
-class Noop:
-    """A plugin with two no-op hooks (as bench/noop.py)."""
-
-    @hookimpl
-    def trellis_request(self, flow: object) -> None:
-        return None
-
-    @hookimpl
-    def trellis_response(self, flow: object) -> None:
-        return None
-
-
 def build(codec: str, plugins: int = 0) -> tuple[ServerState, Any]:
     names = [f"noop{i}" for i in range(plugins)]
     settings = Settings(
@@ -103,7 +92,7 @@ def build(codec: str, plugins: int = 0) -> tuple[ServerState, Any]:
         upstream=UpstreamSection(http1=codec),  # type: ignore[arg-type]
         routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9000", plugins=names)],
     )
-    extra = {name: Noop() for name in names}
+    extra = {name: Noop(NoopConfig()) for name in names}
     gen = build_generation(settings, available={}, extra_plugins=extra)
     return ServerState(gen), gen
 

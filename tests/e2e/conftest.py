@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.helpers import client as client_helpers
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = str(Path(sys.executable).with_name("kernel"))
 #: How long a fresh process may take to start answering.
@@ -154,20 +156,8 @@ class ProxyProcess:
 
 
 async def exchange_raw(port: int, data: bytes) -> bytes:
-    """Send ``data`` and read until the server closes (or resets)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(data)
-        out = b""
-        while True:
-            try:
-                chunk = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
+    """Send ``data`` (without half-closing) and read until the server closes."""
+    return await client_helpers.exchange(port, data, half_close=False)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -13,16 +13,19 @@ import h11
 import trio
 
 
-async def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
-    """Send ``data``, half-close, and read until the server closes."""
+async def exchange(
+    port: int, data: bytes, *, timeout: float = 5.0, half_close: bool = True
+) -> bytes:
+    """Send ``data``, half-close (unless told not to), read until the server closes."""
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(data)
-            try:
-                await stream.send_eof()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            if half_close:
+                try:
+                    await stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
             chunks = []
             while True:
                 try:
