@@ -15,12 +15,15 @@ The life of a request, in order (docs/architecture.md draws it):
    body streams through ``trellis_response_body``;
 7. ``trellis_flow_done``, exactly once, whatever happened.
 
+Steps 4-6 are :class:`kernel.io.relay.UpstreamRelay`, which this module's
+exchange class extends with the request phase, local answers and errors.
+
 A failure before the response head was sent becomes an error response
 (``trellis_error`` may supply it); after that the connection is cut, since
 the client can no longer be told.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.upstream, kernel.io.state.
+kernel.generation, kernel.io.relay, kernel.io.state.
 """
 
 from __future__ import annotations
@@ -33,23 +36,10 @@ import trio
 
 from kernel import dispatch
 from kernel.dispatch import Chain
-from kernel.generation import Generation, RouteRuntime
-from kernel.io.upstream import UpstreamConnection
+from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.protocol.errorpage import error_body, reason_phrase
-from kernel.protocol.events import (
-    NEED_DATA,
-    Data,
-    EndOfMessage,
-    Fields,
-    InformationalResponse,
-    RequestHead,
-    ResponseHead,
-)
-from kernel.protocol.forwarding import (
-    downstream_response_fields,
-    strip_hop_by_hop,
-    upstream_request_fields,
-)
+from kernel.protocol.events import RequestHead, ResponseHead
+from kernel.protocol.forwarding import strip_hop_by_hop
 from sdk import (
     Flow,
     Headers,
@@ -60,7 +50,6 @@ from sdk import (
     Request,
     Response,
     UpstreamError,
-    UpstreamTimeout,
 )
 from sdk._flow import Timings, new_flow_id
 
@@ -76,18 +65,6 @@ _NO_BODY_STATUS = frozenset({204, 304})
 #: How much of an unread request body we read and drop to keep a connection
 #: alive after answering locally; more than this and we close instead.
 _DISCARD_LIMIT = 256 * 1024
-
-
-class ClientGone(Exception):
-    """The client closed or reset its connection."""
-
-
-class _Abort(Exception):
-    """End the exchange and close the connection (the response cannot be completed)."""
-
-
-class _UpstreamBroken(Exception):
-    """The upstream connection failed under us (reset, closed, or bad framing)."""
 
 
 async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
@@ -128,7 +105,7 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
             keep = await ex.run()
         except ProxyError as exc:
             keep = await ex.fail(exc)
-    except (ClientGone, _Abort):
+    except (ClientGone, Abort):
         keep = False
     finally:
         flow.timings.done = _now()
@@ -170,37 +147,8 @@ def _make_request(head: RequestHead, conn: Http1Connection) -> Request:
     )
 
 
-def _framing(fields: Fields) -> tuple[int | None, bool]:
-    """(content-length, chunked) of a validated request head."""
-    length: int | None = None
-    chunked = False
-    for n, v in fields:
-        if n == b"content-length":
-            length = int(v)
-        elif n == b"transfer-encoding":
-            chunked = True
-    return length, chunked
-
-
-class _Exchange:
-    """The mutable state of one exchange while it runs."""
-
-    def __init__(self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead):
-        self.conn = conn
-        self.gen = gen
-        self.flow = flow
-        self.head = head
-        self.chain: Chain = next(iter(gen.pre_route.values()))
-        self.route: RouteRuntime | None = None
-        length, chunked = _framing(head.headers)
-        self.content_length = length
-        self.has_body = chunked or bool(length)
-        #: True once the codec delivered the request's EndOfMessage.
-        self.request_done = False
-        #: True once any response byte went to the client.
-        self.head_sent = False
-        self.upstream: UpstreamConnection | None = None
-        self.trailers: Fields = []
+class _Exchange(UpstreamRelay):
+    """One exchange: the request phase, local answers and errors."""
 
     # -- the main line ------------------------------------------------------
     async def run(self) -> bool:
@@ -301,7 +249,7 @@ class _Exchange:
         if not isinstance(exc, PluginError | ProtocolError):
             log.warning("[%s] %s %s: %s", flow.id, flow.request.method, flow.request.path, exc)
         if self.head_sent:
-            raise _Abort
+            raise Abort
         if self.upstream is not None:
             self.upstream.close_nowait()
             self.upstream = None
@@ -356,255 +304,3 @@ class _Exchange:
             data += self.conn.codec.send_data(body)
         data += self.conn.codec.send_end()
         await self.conn.send(data)
-
-    # -- the client's body ----------------------------------------------------
-    async def _next_body_chunk(self) -> bytes | None:
-        """The next request body chunk from the client; None at its end."""
-        conn = self.conn
-        codec = conn.codec
-        flow = self.flow
-        limit = self.route.max_body_bytes if self.route is not None else 0
-        timeout = conn.listener.body_timeout_s
-        while True:
-            event = codec.next_event()
-            if event is NEED_DATA:
-                with trio.move_on_after(timeout) as scope:
-                    data = await conn.receive()
-                if scope.cancelled_caught:
-                    raise RemoteProtocolError("request body timed out", status_hint=408)
-                codec.receive_data(data)
-                continue
-            if isinstance(event, Data):
-                flow.bytes_in += len(event.data)
-                if limit and flow.bytes_in > limit:
-                    raise RemoteProtocolError("request body too large", status_hint=413)
-                return event.data
-            elif isinstance(event, EndOfMessage):
-                self.request_done = True
-                self.trailers = event.trailers
-                return None
-            else:
-                raise RemoteProtocolError(f"unexpected {event!r} in request body")
-
-    # -- proxying -------------------------------------------------------------
-    async def proxy(self) -> bool:
-        flow, gen, route = self.flow, self.gen, self.route
-        assert route is not None
-        assert flow.upstream is not None
-        ups = gen.settings.upstream
-        pool = self.conn.state.pool
-        attempt = 0
-        while True:
-            up = await pool.acquire(
-                flow.upstream,
-                gen.upstream_http1,
-                connect_timeout=route.connect_timeout_s,
-                idle_timeout=ups.idle_timeout_s,
-                # A body-less request is retried once on a fresh connection if a
-                # pooled one turns out dead, so it can skip the liveness probe.
-                probe=self.has_body,
-            )
-            self.upstream = up
-            reused = up.requests > 0
-            up.requests += 1
-            flow.timings.upstream_connected = _now()
-            try:
-                await self._send_request(up)
-                head = await self._receive_response_head(up)
-                break
-            except _UpstreamBroken as exc:
-                up.close_nowait()
-                self.upstream = None
-                # A reused connection the upstream closed meanwhile: retry once
-                # on a fresh one, when nothing of a body had to be sent.
-                if reused and attempt == 0 and not self.has_body:
-                    attempt += 1
-                    continue
-                raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc
-        return await self._relay_response(up, head)
-
-    def _upstream_fields(self) -> Fields:
-        flow = self.flow
-        req = flow.request
-        host = (req.headers.get("host") or req.authority).encode("latin-1")
-        fields = upstream_request_fields(
-            req.headers.fields,
-            self.gen.forwarding,
-            client_address=flow.client.address,
-            scheme=req.scheme,
-            host=host,
-        )
-        if not any(n == b"host" for n, _ in fields):
-            fields.insert(0, (b"host", host))
-        if self.head.expect_continue:
-            # We answer "100 Continue" ourselves once the upstream is connected
-            # (RFC 9110 §10.1.1 lets an intermediary do so), so the upstream is
-            # not asked to.
-            fields = [(n, v) for n, v in fields if n != b"expect"]
-        if self.has_body and (self.chain.request_body or self.content_length is None):
-            fields = [(n, v) for n, v in fields if n != b"content-length"]
-            fields.append((b"transfer-encoding", b"chunked"))
-        return fields
-
-    async def _send_request(self, up: UpstreamConnection) -> None:
-        flow = self.flow
-        req = flow.request
-        codec = up.codec
-        head = RequestHead(
-            method=req.method.encode("ascii"),
-            target=req.path.encode("latin-1"),
-            headers=self._upstream_fields(),
-        )
-        data = codec.send_request_head(head)
-        if not self.has_body:
-            # Consume the request's EndOfMessage so the codec can cycle
-            # (once: a retry on a fresh connection comes here again).
-            if not self.request_done:
-                await self._next_body_chunk()
-            await _up_send(up, data + codec.send_end())
-            return
-        await _up_send(up, data)
-        if self.head.expect_continue:
-            await self.conn.send(self.conn.codec.send_informational(100, []))
-        transforms = self.chain.request_body
-        while (chunk := await self._next_body_chunk()) is not None:
-            if transforms:
-                chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
-                if not chunk:
-                    continue
-            await _up_send(up, codec.send_data(chunk))
-        tail = b""
-        if transforms:
-            last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
-            if last:
-                tail = codec.send_data(last)
-        await _up_send(up, tail + codec.send_end(self.trailers or None))
-
-    async def _receive_response_head(self, up: UpstreamConnection) -> ResponseHead:
-        route = self.route
-        assert route is not None
-        codec = up.codec
-        # The deadline is a coarse timer (kernel/io/timers.py): when it fires it
-        # closes the upstream socket, which wakes the receive below.
-        timed_out = False
-
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            up.close_nowait()
-
-        timers = self.conn.state.timers
-        timers.arm(up, route.response_timeout_s, expire)
-        try:
-            while True:
-                event = codec.next_event()
-                if event is NEED_DATA:
-                    codec.receive_data(await up.receive())
-                elif isinstance(event, ResponseHead):
-                    return event
-                elif isinstance(event, InformationalResponse):
-                    continue  # 100/103 from upstream: not relayed yet
-                else:
-                    raise RemoteProtocolError(f"unexpected {event!r} from upstream")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
-            if not timed_out:
-                raise _UpstreamBroken from exc
-        finally:
-            timers.disarm(up)
-        raise UpstreamTimeout(
-            f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
-        )
-
-    async def _relay_response(self, up: UpstreamConnection, head: ResponseHead) -> bool:
-        flow, conn, route = self.flow, self.conn, self.route
-        assert route is not None
-        fields = downstream_response_fields(head.headers, self.gen.forwarding)
-        response = Response(
-            status_code=head.status_code,
-            headers=Headers.from_wire(fields),
-            reason=head.reason.decode("latin-1"),
-            http_version=head.http_version.decode("ascii"),
-        )
-        flow.response = response
-        flow.timings.response_head = _now()
-        if self.chain.response:
-            await dispatch.call_all(self.chain.response, "trellis_response", flow)
-        transforms = self.chain.response_body
-        out_fields = response.headers.fields
-        if transforms:
-            out_fields = [(n, v) for n, v in out_fields if n != b"content-length"]
-        down = conn.codec
-        # Writes to the client are coalesced: the head and whatever body the
-        # upstream already delivered go out in one send, and we flush before
-        # every wait for more upstream bytes (so at most one upstream read is
-        # ever buffered: backpressure is kept).
-        pending = [
-            down.send_response_head(
-                ResponseHead(
-                    status_code=response.status_code,
-                    headers=out_fields,
-                    reason=(response.reason or reason_phrase(response.status_code)).encode(
-                        "latin-1"
-                    ),
-                    keep_alive=not conn.state.draining,
-                )
-            )
-        ]
-        self.head_sent = True
-        codec = up.codec
-        timeout = route.read_timeout_s
-        try:
-            while True:
-                event = codec.next_event()
-                if event is NEED_DATA:
-                    await conn.send(b"".join(pending))
-                    pending.clear()
-                    with trio.fail_after(timeout):
-                        chunk = await up.receive()
-                    codec.receive_data(chunk)
-                elif isinstance(event, Data):
-                    chunk = event.data
-                    if transforms:
-                        chunk = dispatch.transform(
-                            transforms, "trellis_response_body", flow, chunk, False
-                        )
-                        if not chunk:
-                            continue
-                    flow.bytes_out += len(chunk)
-                    pending.append(down.send_data(chunk))
-                elif isinstance(event, EndOfMessage):
-                    if transforms:
-                        last = dispatch.transform(
-                            transforms, "trellis_response_body", flow, b"", True
-                        )
-                        if last:
-                            flow.bytes_out += len(last)
-                            pending.append(down.send_data(last))
-                    pending.append(down.send_end(event.trailers or None))
-                    await conn.send(b"".join(pending))
-                    break
-                else:
-                    raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
-        except (
-            trio.TooSlowError,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            RemoteProtocolError,
-        ) as exc:
-            flow.error = UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}")
-            log.warning("[%s] %s", flow.id, flow.error)
-            raise _Abort from exc
-        self.upstream = None
-        if codec.keep_alive:
-            codec.start_next_cycle()
-            conn.state.pool.put_idle(up, self.gen.settings.upstream.max_idle_per_host)
-        else:
-            up.close_nowait()
-        return True
-
-
-async def _up_send(up: UpstreamConnection, data: bytes) -> None:
-    try:
-        await up.send(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise _UpstreamBroken from exc
