@@ -51,6 +51,7 @@ __all__ = ["Abort", "ClientGone", "ExchangeBase", "UpstreamRelay"]
 log = logging.getLogger("kernel.exchange")
 
 _now = time.monotonic
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class ClientGone(Exception):
@@ -137,6 +138,11 @@ class UpstreamRelay(ExchangeBase):
         assert flow.upstream is not None
         ups = gen.settings.upstream
         pool = self.conn.state.pool
+        # A pooled connection the upstream closed meanwhile fails the first
+        # request sent on it. An idempotent request without a body (RFC 9110
+        # §9.2.2) is simply retried once on a fresh connection, so it can skip
+        # the liveness probe; anything else must not risk being sent twice.
+        retryable = not self.has_body and flow.request.method in _IDEMPOTENT
         attempt = 0
         while True:
             up = await pool.acquire(
@@ -144,9 +150,7 @@ class UpstreamRelay(ExchangeBase):
                 gen.upstream_http1,
                 connect_timeout=route.connect_timeout_s,
                 idle_timeout=ups.idle_timeout_s,
-                # A body-less request is retried once on a fresh connection if a
-                # pooled one turns out dead, so it can skip the liveness probe.
-                probe=self.has_body,
+                probe=not retryable,
             )
             self.upstream = up
             reused = up.requests > 0
@@ -159,9 +163,7 @@ class UpstreamRelay(ExchangeBase):
             except _UpstreamBroken as exc:
                 up.close_nowait()
                 self.upstream = None
-                # A reused connection the upstream closed meanwhile: retry once
-                # on a fresh one, when nothing of a body had to be sent.
-                if reused and attempt == 0 and not self.has_body:
+                if reused and attempt == 0 and retryable:
                     attempt += 1
                     continue
                 raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc

@@ -399,3 +399,18 @@ async def test_reused_connection_dropped_under_a_body_is_502(
     (resp,) = client.parse_responses(data, [b"POST"])
     assert resp["status"] == 502
     assert raw.connections == 1
+
+
+async def test_a_bodyless_post_is_never_replayed(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """POST is not idempotent (RFC 9110 §9.2.2): even without a body it is sent
+    once; the upstream dropping the connection under it gives 502."""
+    raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=True).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/a"))["status"] == 200
+    data = await client.exchange(
+        app.port(), b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    assert client.parse_responses(data, [b"POST"])[0]["status"] == 502
+    assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b"]
