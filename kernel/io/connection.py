@@ -14,6 +14,9 @@ Timeouts (``[server]``, per listener):
 - ``keepalive_timeout_s``: an idle connection waiting for its next request is
   closed silently when it passes, or at once when shutdown begins.
 
+Both are kept by the coarse timers of :mod:`kernel.io.timers` (up to 50 ms
+late), which cost far less per request than trio deadlines.
+
 May import: stdlib, trio, sdk, kernel.protocol, kernel.io, kernel.generation.
 """
 
@@ -76,16 +79,15 @@ class Http1Connection:
 
     async def serve(self) -> None:
         """Serve requests until either side ends the connection."""
-        # One cancel scope for the connection's whole life instead of a scope
-        # per wait: the idle keep-alive wait and the head deadline are the
-        # only waits it bounds (the exchange has its own deadlines), through
-        # the coarse timers (kernel/io/timers.py). When it fires, the
-        # connection ends.
-        # Cancelled by the timers (idle, head) or by a drain; never has a deadline.
+        # One cancel scope for the connection's whole life instead of one per
+        # wait. It has no deadline: the coarse timers (kernel/io/timers.py)
+        # cancel it when the idle keep-alive wait or the head deadline runs
+        # out, and a drain cancels it while idle. Either way the connection
+        # ends. (The exchange keeps its own deadlines.)
         scope = trio.CancelScope()
         self._scope = scope
         timers = self.state.timers
-        self._waiting = ""  # "idle" or "head" while the scope's deadline is armed
+        self._waiting = ""  # "idle" or "head" while a timer is armed for this wait
         self._partial = False  # bytes of a head arrived during the current wait
         self.state.connections += 1
         try:
