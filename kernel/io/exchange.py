@@ -150,6 +150,8 @@ def _make_request(head: RequestHead, conn: Http1Connection) -> Request:
 class _Exchange(UpstreamRelay):
     """One exchange: the request phase, local answers and errors."""
 
+    __slots__ = ()
+
     # -- the main line ------------------------------------------------------
     async def run(self) -> bool:
         flow, chain = self.flow, self.chain

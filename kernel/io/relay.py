@@ -81,6 +81,11 @@ def _framing(fields: Fields) -> tuple[int | None, bool]:
 class ExchangeBase:
     """The mutable state of one exchange while it runs, and the client's body."""
 
+    __slots__ = (
+        "chain", "conn", "content_length", "flow", "gen", "has_body", "head", "head_sent",
+        "request_done", "route", "trailers", "upstream",
+    )  # fmt: skip
+
     def __init__(self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead):
         self.conn = conn
         self.gen = gen
@@ -130,6 +135,8 @@ class ExchangeBase:
 
 class UpstreamRelay(ExchangeBase):
     """The upstream half of an exchange."""
+
+    __slots__ = ()
 
     # -- proxying -------------------------------------------------------------
     async def proxy(self) -> bool:
