@@ -235,6 +235,8 @@ def trellis_response_body(flow: Flow, chunk: bytes, end: bool) -> bytes | None:
     order, each implementation seeing the previous one's output, then once
     more with ``chunk=b""`` and ``end=True``; the kernel drops
     ``content-length`` and re-frames the response when a route implements it.
+    Error pages (the kernel's, or one from ``trellis_error``) are sent as they
+    are, without this hook.
 
     :param flow: the flow, ``flow.response`` set.
     :param chunk: the bytes (possibly empty).

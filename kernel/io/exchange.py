@@ -195,10 +195,18 @@ class _Exchange(UpstreamRelay):
         await self._send_local(response)
         return True
 
-    async def _send_local(self, response: Response) -> None:
+    async def _send_local(
+        self, response: Response, *, error: bool = False, close: bool = False
+    ) -> None:
+        """Send a complete local response (its whole body is in ``response``).
+
+        ``error`` marks the kernel's or ``trellis_error``'s page: body
+        transforms are skipped, because a plugin failing there cannot fail the
+        flow a second time. ``close`` ends the connection after it.
+        """
         conn, flow = self.conn, self.flow
         body = response.body or b""
-        transforms = self.chain.response_body
+        transforms = () if error else self.chain.response_body
         fields = [
             (n, v)
             for n, v in response.headers.fields
@@ -215,7 +223,8 @@ class _Exchange(UpstreamRelay):
             status_code=response.status_code,
             headers=fields,
             reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
-            keep_alive=not self.conn.state.draining and self.request_done,
+            # The codec adds "connection: close" itself when not keeping alive.
+            keep_alive=not close and not conn.state.draining and self.request_done,
         )
         data = conn.codec.send_response_head(head)
         self.head_sent = True
@@ -278,31 +287,9 @@ class _Exchange(UpstreamRelay):
                 pass
         if isinstance(exc, ProtocolError) or not self.request_done:
             # Framing or body state in doubt: answer, then close.
-            await self._send_local_closing(response)
+            await self._send_local(response, error=True, close=True)
             if not self.request_done:
                 await self.conn.linger()
             return False
-        await self._send_local(response)
+        await self._send_local(response, error=True)
         return True
-
-    async def _send_local_closing(self, response: Response) -> None:
-        body = response.body or b""
-        fields = [
-            (n, v)
-            for n, v in response.headers.fields
-            if n not in (b"content-length", b"connection", b"transfer-encoding")
-        ]
-        fields.append((b"content-length", str(len(body)).encode("ascii")))
-        fields.append((b"connection", b"close"))
-        head = ResponseHead(
-            status_code=response.status_code,
-            headers=fields,
-            reason=reason_phrase(response.status_code).encode("latin-1"),
-            keep_alive=False,
-        )
-        data = self.conn.codec.send_response_head(head)
-        self.head_sent = True
-        if self.flow.request.method != "HEAD":
-            data += self.conn.codec.send_data(body)
-        data += self.conn.codec.send_end()
-        await self.conn.send(data)

@@ -369,3 +369,32 @@ rules = [{{ path_prefix = "/big", route = "big" }}]
     assert await post("/big/upload") == 200
     assert await post("/upload") == 413
     assert [r["target"] for r in upstream.requests] == ["/big/upload"]
+
+
+class BrokenTransform:
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+        raise RuntimeError("transform bug")
+
+
+async def test_a_failing_transform_cannot_break_the_error_page(
+    start_proxy: Any, client: Any, codec: str
+) -> None:
+    """The flow fails (no upstream: 502); the error page skips body transforms,
+    so the broken transform cannot fail the flow twice or kill the connection."""
+    cfg = f"""
+[kernel]
+watch_config = false
+plugins = ["broken"]
+[server]
+http1 = "{codec}"
+[[listeners]]
+bind = "127.0.0.1:0"
+"""
+    app = await start_proxy(cfg, extra_plugins={"broken": BrokenTransform()})
+    raw = await client.exchange(
+        app.port(),
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    assert [r["status"] for r in client.parse_responses(raw)] == [502, 502]
