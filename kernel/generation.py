@@ -275,8 +275,6 @@ def load_generation(
     settings are wrong, the plugin tables are still checked, so one
     :class:`~sdk.ConfigError` lists every problem.
     """
-    import attrs
-
     source = str(path)
     try:
         loaded = load_config(path, environ=environ)

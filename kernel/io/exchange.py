@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from kernel import dispatch
-from kernel.dispatch import Chain
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.protocol.errorpage import error_body, reason_phrase
 from kernel.protocol.events import RequestHead, ResponseHead
@@ -72,19 +71,18 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
     state = conn.state
     gen = state.generation
     lst = gen.listeners.get(conn.listener.name, conn.listener)
-    gen.acquire()
-    state.flow_started()
-    request = _make_request(head, conn)
     flow = Flow(
         id=new_flow_id(),
-        request=request,
+        request=_make_request(head, conn),
         client=conn.client,
         timings=Timings(started_at=time.time(), request_head=_now()),
         generation=gen.number,
     )
     pre = gen.pre_route.get(lst.name) or next(iter(gen.pre_route.values()))
-    chain: Chain = pre
-    ex = _Exchange(conn, gen, flow, head)
+    # ex.chain is the routing chain until a route is chosen, then the route's.
+    ex = _Exchange(conn, gen, flow, head, pre)
+    gen.acquire()
+    state.flow_started()
     keep = False
     try:
         try:
@@ -100,8 +98,8 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
             if route is None:
                 raise ProxyError(f"plugin chose unknown route {route_name!r}", status_hint=500)
             flow.route = route_name
-            chain = gen.chains.get((lst.name, route_name)) or pre
-            ex.chain, ex.route = chain, route
+            ex.chain = gen.chains.get((lst.name, route_name)) or pre
+            ex.route = route
             keep = await ex.run()
         except ProxyError as exc:
             keep = await ex.fail(exc)
@@ -111,10 +109,10 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
         flow.timings.done = _now()
         if ex.upstream is not None:
             ex.upstream.close_nowait()
-        if chain.flow_done:
+        if ex.chain.flow_done:
             # Shielded: the terminal hook runs even when the flow was cancelled.
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await dispatch.call_done(chain.flow_done, flow)
+                await dispatch.call_done(ex.chain.flow_done, flow)
         gen.release()
         state.flow_ended()
     return keep

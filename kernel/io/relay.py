@@ -86,12 +86,14 @@ class ExchangeBase:
         "request_done", "route", "trailers", "upstream",
     )  # fmt: skip
 
-    def __init__(self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead):
+    def __init__(
+        self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead, chain: Chain
+    ) -> None:
         self.conn = conn
         self.gen = gen
         self.flow = flow
         self.head = head
-        self.chain: Chain = next(iter(gen.pre_route.values()))
+        self.chain = chain
         self.route: RouteRuntime | None = None
         length, chunked = _framing(head.headers)
         self.content_length = length
