@@ -6,6 +6,8 @@ One run starts, on loopback only:
 - an nginx **backend** (1 worker, core 0) answering ``GET /`` with a 1 KiB body;
 - an nginx **reverse proxy** (1 worker, core 1, pooled upstream keep-alive) in
   front of it: the reference;
+- the **bare relay** (``bench/bare_relay.py``, core 1): trio + httptools and
+  nothing else, the ceiling for a Python proxy on trio on this machine;
 - one **Trellis** process per variant (core 1), in turn: ``httptools``, ``h11``,
   ``chain`` (router + headers) and ``noop10`` (ten no-op plugins);
 
@@ -56,6 +58,8 @@ TARGET_CHAIN_RATIO = 0.35
 TARGET_H11_RPS = 5000.0
 TARGET_P99_MS = 5.0
 TARGET_IDLE_KIB = 8.0
+#: "The pipeline must stay close to" the bare relay: what we hold ourselves to.
+TARGET_BARE_RATIO = 0.6
 TARGET_NOOP_COST = 0.10
 
 
@@ -106,10 +110,13 @@ VARIANTS = {
 #: The idle-connection measurement runs this variant in a process of its own.
 IDLE_VARIANT = VARIANTS["trellis-httptools"]
 
-LOAD_TARGETS = ["nginx-backend", "nginx-proxy", *VARIANTS]
+#: The bare trio + httptools relay (bench/bare_relay.py): the Python ceiling.
+BARE = "bare-relay"
+LOAD_TARGETS = ["nginx-backend", "nginx-proxy", BARE, *VARIANTS]
 ALL_TARGETS = [*LOAD_TARGETS, "idle-rss"]
 GROUPS = {
     "nginx": ["nginx-backend", "nginx-proxy"],
+    "ceiling": ["nginx-proxy", BARE],
     "trellis": [*VARIANTS, "idle-rss"],
     "all": ALL_TARGETS,
 }
@@ -688,6 +695,14 @@ def checks(report: Report) -> list[str]:
     ok = None if proxy is None or chain is None else chain >= TARGET_CHAIN_RATIO * proxy
     got = f"{chain / proxy:.2f}x" if proxy and chain else "not measured"
     line(ok, f"trellis-chain >= {TARGET_CHAIN_RATIO}x nginx-proxy: {got}")
+    bare = report.rps_of(BARE)
+    for name in ("trellis-httptools", "trellis-chain"):
+        rps = report.rps_of(name)
+        line(
+            None if bare is None or rps is None else rps >= TARGET_BARE_RATIO * bare,
+            f"{name} >= {TARGET_BARE_RATIO}x {BARE}: "
+            + (f"{rps / bare:.2f}x" if bare and rps else "not measured"),
+        )
     h11 = report.rps_of("trellis-h11")
     line(
         None if h11 is None else h11 >= TARGET_H11_RPS,
@@ -876,6 +891,24 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
                 report.load.append(Result("nginx-proxy", skipped=str(exc)))
             finally:
                 sup.stop(proxy)
+
+    if BARE in targets:
+        port = free_port()
+        say(f"starting {BARE} (bench/bare_relay.py) on core {PROXY_CORE}")
+        argv = [
+            "taskset", "-c", PROXY_CORE, sys.executable, str(BENCH / "bare_relay.py"),
+            "--listen", str(port), "--upstream", str(backend_port),
+        ]  # fmt: skip
+        proc = sup.start(BARE, argv, dict(os.environ))
+        try:
+            wait_port(port, proc, BARE)
+            check_proxying(BARE, port)
+            report.load.append(load(BARE, "trio + httptools, nothing else", port, args))
+        except Skip as exc:
+            say(f"  {BARE}: skipped: {exc}")
+            report.load.append(Result(BARE, skipped=str(exc)))
+        finally:
+            sup.stop(proc)
 
     for variant in VARIANTS.values():
         if variant.name not in targets:
