@@ -30,7 +30,17 @@ from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.state import ServerState
 from kernel.protocol.errorpage import render_error_response
-from kernel.protocol.events import NEED_DATA, ConnectionClosed, Event, RequestHead, Sentinel
+from kernel.protocol.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Fields,
+    RequestHead,
+    ResponseHead,
+    Sentinel,
+)
 from kernel.protocol.http1 import ServerCodec, make_server_codec
 from sdk import ClientInfo, RemoteProtocolError
 
@@ -47,7 +57,12 @@ _LINGER_BYTES = 1 << 20
 class Http1Connection:
     """The server side of one client connection."""
 
-    __slots__ = ("_partial", "_scope", "_waiting", "client", "codec", "listener", "state", "stream")
+    __slots__ = (
+        "_out", "_partial", "_raw", "_scope", "_waiting", "client", "codec", "listener", "state",
+        "stream",
+    )  # fmt: skip
+
+    protocol = "1.1"
 
     def __init__(
         self,
@@ -61,6 +76,10 @@ class Http1Connection:
         self.listener = listener
         self.client = client
         self.codec: ServerCodec = make_server_codec(listener.http1, listener.limits)  # type: ignore[arg-type]
+        #: Response bytes queued until the next flush.
+        self._out: list[bytes] = []
+        #: A plain socket (not TLS): the idle wait may watch the socket alone.
+        self._raw = isinstance(stream, trio.SocketStream)
 
     async def send(self, data: bytes) -> None:
         """Write to the client; a vanished client becomes :class:`ClientGone`."""
@@ -77,6 +96,49 @@ class Http1Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
+    # -- the Downstream interface (kernel/io/downstream.py) ---------------------
+    @property
+    def keep_alive(self) -> bool:
+        return self.codec.keep_alive
+
+    async def next_body_event(self, timeout: float) -> Data | EndOfMessage:
+        codec = self.codec
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                with trio.move_on_after(timeout) as scope:
+                    data = await self.receive()
+                if scope.cancelled_caught:
+                    raise RemoteProtocolError("request body timed out", status_hint=408)
+                codec.receive_data(data)
+            elif isinstance(event, Data | EndOfMessage):
+                return event
+            else:
+                raise RemoteProtocolError(f"unexpected {event!r} in request body")
+
+    def begin_response(self, head: ResponseHead) -> None:
+        self._out.append(self.codec.send_response_head(head))
+
+    def write_body(self, data: bytes) -> None:
+        self._out.append(self.codec.send_data(data))
+
+    def end_response(self, trailers: Fields | None = None) -> None:
+        self._out.append(self.codec.send_end(trailers))
+
+    async def flush(self) -> None:
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            await self.send(data)
+
+    async def send_informational(self, status: int, fields: Fields) -> None:
+        await self.send(self.codec.send_informational(status, fields))
+
+    async def abandon_request(self) -> None:
+        await self.linger()
+
+    # -- the connection -----------------------------------------------------
     async def serve(self) -> None:
         """Serve requests until either side ends the connection."""
         # One cancel scope for the connection's whole life instead of one per
@@ -112,12 +174,16 @@ class Http1Connection:
                             # I/O manager: thousands of connections sit in this
                             # wait, and the frames and context managers of a
                             # full receive would cost ~1 KiB more on each.
-                            await trio.lowlevel.wait_readable(self.stream.socket)
+                            if self._raw:
+                                await trio.lowlevel.wait_readable(self.stream.socket)
+                            else:  # TLS may hold decrypted bytes already
+                                self.codec.receive_data(await self.receive())
                         finally:
                             self.state.idle_scopes.discard(scope)
                             timers.disarm(self)
                         self._waiting = ""
-                        self.codec.receive_data(await self.receive())
+                        if self._raw:
+                            self.codec.receive_data(await self.receive())
                         event = None
                     head = await self._read_head(first, event)
                     if head is None:

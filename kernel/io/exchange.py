@@ -53,7 +53,7 @@ from sdk import (
 from sdk._flow import Timings, new_flow_id
 
 if TYPE_CHECKING:
-    from kernel.io.connection import Http1Connection
+    from kernel.io.downstream import Downstream
 
 __all__ = ["ClientGone", "run_exchange"]
 
@@ -66,7 +66,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _DISCARD_LIMIT = 256 * 1024
 
 
-async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
+async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     """Serve one request; returns whether the connection may carry another."""
     state = conn.state
     gen = state.generation
@@ -118,7 +118,7 @@ async def run_exchange(conn: Http1Connection, head: RequestHead) -> bool:
     return keep
 
 
-def _make_request(head: RequestHead, conn: Http1Connection) -> Request:
+def _make_request(head: RequestHead, conn: Downstream) -> Request:
     target = head.target.decode("latin-1")
     fields = strip_hop_by_hop(head.headers, keep_proxy_auth=True)
     headers = Headers.from_wire(fields)
@@ -217,20 +217,21 @@ class _Exchange(UpstreamRelay):
         bodyless = response.status_code in _NO_BODY_STATUS or response.status_code < 200
         if not bodyless:
             fields.append((b"content-length", str(len(body)).encode("ascii")))
-        head = ResponseHead(
-            status_code=response.status_code,
-            headers=fields,
-            reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
-            # The codec adds "connection: close" itself when not keeping alive.
-            keep_alive=not close and not conn.state.draining and self.request_done,
+        conn.begin_response(
+            ResponseHead(
+                status_code=response.status_code,
+                headers=fields,
+                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
+                # The codec adds "connection: close" itself when not keeping alive.
+                keep_alive=not close and not conn.state.draining and self.request_done,
+            )
         )
-        data = conn.codec.send_response_head(head)
         self.head_sent = True
         if body and not bodyless and flow.request.method != "HEAD":
-            data += conn.codec.send_data(body)
+            conn.write_body(body)
             flow.bytes_out += len(body)
-        data += conn.codec.send_end()
-        await conn.send(data)
+        conn.end_response()
+        await conn.flush()
 
     async def _discard_request_body(self) -> None:
         """Read and drop a small unread request body so the connection survives.
@@ -287,7 +288,7 @@ class _Exchange(UpstreamRelay):
             # Framing or body state in doubt: answer, then close.
             await self._send_local(response, error=True, close=True)
             if not self.request_done:
-                await self.conn.linger()
+                await self.conn.abandon_request()
             return False
         await self._send_local(response, error=True)
         return True

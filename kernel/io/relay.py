@@ -44,7 +44,7 @@ from sdk import (
 )
 
 if TYPE_CHECKING:
-    from kernel.io.connection import Http1Connection
+    from kernel.io.downstream import Downstream
 
 __all__ = ["Abort", "ClientGone", "ExchangeBase", "UpstreamRelay"]
 
@@ -87,7 +87,7 @@ class ExchangeBase:
     )  # fmt: skip
 
     def __init__(
-        self, conn: Http1Connection, gen: Generation, flow: Flow, head: RequestHead, chain: Chain
+        self, conn: Downstream, gen: Generation, flow: Flow, head: RequestHead, chain: Chain
     ) -> None:
         self.conn = conn
         self.gen = gen
@@ -108,31 +108,17 @@ class ExchangeBase:
     # -- the client's body ----------------------------------------------------
     async def _next_body_chunk(self) -> bytes | None:
         """The next request body chunk from the client; None at its end."""
-        conn = self.conn
-        codec = conn.codec
         flow = self.flow
         limit = self.route.max_body_bytes if self.route is not None else 0
-        timeout = conn.listener.body_timeout_s
-        while True:
-            event = codec.next_event()
-            if event is NEED_DATA:
-                with trio.move_on_after(timeout) as scope:
-                    data = await conn.receive()
-                if scope.cancelled_caught:
-                    raise RemoteProtocolError("request body timed out", status_hint=408)
-                codec.receive_data(data)
-                continue
-            if isinstance(event, Data):
-                flow.bytes_in += len(event.data)
-                if limit and flow.bytes_in > limit:
-                    raise RemoteProtocolError("request body too large", status_hint=413)
-                return event.data
-            elif isinstance(event, EndOfMessage):
-                self.request_done = True
-                self.trailers = event.trailers
-                return None
-            else:
-                raise RemoteProtocolError(f"unexpected {event!r} in request body")
+        event = await self.conn.next_body_event(self.conn.listener.body_timeout_s)
+        if isinstance(event, EndOfMessage):
+            self.request_done = True
+            self.trailers = event.trailers
+            return None
+        flow.bytes_in += len(event.data)
+        if limit and flow.bytes_in > limit:
+            raise RemoteProtocolError("request body too large", status_hint=413)
+        return event.data
 
 
 class UpstreamRelay(ExchangeBase):
@@ -220,7 +206,7 @@ class UpstreamRelay(ExchangeBase):
             return
         await _up_send(up, data)
         if self.head.expect_continue:
-            await self.conn.send(self.conn.codec.send_informational(100, []))
+            await self.conn.send_informational(100, [])
         transforms = self.chain.request_body
         while (chunk := await self._next_body_chunk()) is not None:
             if transforms:
@@ -288,23 +274,18 @@ class UpstreamRelay(ExchangeBase):
         out_fields = response.headers.fields
         if transforms:
             out_fields = [(n, v) for n, v in out_fields if n != b"content-length"]
-        down = conn.codec
         # Writes to the client are coalesced: the head and whatever body the
-        # upstream already delivered go out in one send, and we flush before
+        # upstream already delivered go out together, and we flush before
         # every wait for more upstream bytes (so at most one upstream read is
         # ever buffered: backpressure is kept).
-        pending = [
-            down.send_response_head(
-                ResponseHead(
-                    status_code=response.status_code,
-                    headers=out_fields,
-                    reason=(response.reason or reason_phrase(response.status_code)).encode(
-                        "latin-1"
-                    ),
-                    keep_alive=not conn.state.draining,
-                )
+        conn.begin_response(
+            ResponseHead(
+                status_code=response.status_code,
+                headers=out_fields,
+                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
+                keep_alive=not conn.state.draining,
             )
-        ]
+        )
         self.head_sent = True
         codec = up.codec
         timeout = route.read_timeout_s
@@ -312,8 +293,7 @@ class UpstreamRelay(ExchangeBase):
             while True:
                 event = codec.next_event()
                 if event is NEED_DATA:
-                    await conn.send(b"".join(pending))
-                    pending.clear()
+                    await conn.flush()
                     with trio.fail_after(timeout):
                         chunk = await up.receive()
                     codec.receive_data(chunk)
@@ -326,7 +306,7 @@ class UpstreamRelay(ExchangeBase):
                         if not chunk:
                             continue
                     flow.bytes_out += len(chunk)
-                    pending.append(down.send_data(chunk))
+                    conn.write_body(chunk)
                 elif isinstance(event, EndOfMessage):
                     if transforms:
                         last = dispatch.transform(
@@ -334,9 +314,9 @@ class UpstreamRelay(ExchangeBase):
                         )
                         if last:
                             flow.bytes_out += len(last)
-                            pending.append(down.send_data(last))
-                    pending.append(down.send_end(event.trailers or None))
-                    await conn.send(b"".join(pending))
+                            conn.write_body(last)
+                    conn.end_response(event.trailers or None)
+                    await conn.flush()
                     break
                 else:
                     raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
