@@ -11,6 +11,11 @@ This module is also the *one* place where a plugin's exception is caught
 logged with the dispatcher's own frames cut off, counted, and turned into a
 :class:`~sdk.PluginError` (``fail_closed``) or ignored (``fail_open``).
 
+The two TLS hooks are compiled the same way but called per connection, with
+no flow: :func:`connection_first_result` (``trellis_tls_passthrough``) and
+:func:`certificate_provider` (``trellis_tls_certificate``, synchronous: it
+runs inside the handshake).
+
 May import: stdlib, trio, pluggy, attrs, sdk, kernel.config.
 """
 
@@ -28,7 +33,7 @@ import pluggy
 import trio
 
 from kernel.config.model import Settings
-from sdk import Flow, PluginError
+from sdk import Flow, PluginError, TlsCertificate
 
 __all__ = [
     "FLOW_HOOKS",
@@ -36,8 +41,10 @@ __all__ = [
     "Impl",
     "call_all",
     "call_done",
+    "certificate_provider",
     "collect_impls",
     "compile_chain",
+    "connection_first_result",
     "first_result",
     "plugin_error_counts",
     "transform",
@@ -45,8 +52,11 @@ __all__ = [
 
 log = logging.getLogger("kernel.dispatch")
 
-#: Flow hooks, in the order a flow meets them.
+#: Flow hooks, in the order a flow meets them (the two TLS hooks, per
+#: connection and without a flow, run on the listener's routing chain).
 FLOW_HOOKS = (
+    "trellis_tls_passthrough",
+    "trellis_tls_certificate",
     "trellis_route_select",
     "trellis_request_access",
     "trellis_request",
@@ -57,8 +67,9 @@ FLOW_HOOKS = (
     "trellis_error",
     "trellis_flow_done",
 )
-#: Hooks called synchronously per body chunk; ``async def`` is refused for them.
-_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body"})
+#: Hooks called synchronously (per body chunk, or inside a TLS handshake);
+#: ``async def`` is refused for them.
+_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"})
 
 #: Failures per plugin instance since the process started (metrics read this).
 plugin_error_counts: collections.Counter[str] = collections.Counter()
@@ -81,6 +92,8 @@ class Chain:
 
     #: Instance names in call order (global, listener, route; duplicates dropped).
     names: tuple[str, ...]
+    tls_passthrough: tuple[Impl, ...] = ()
+    tls_certificate: tuple[Impl, ...] = ()
     route_select: tuple[Impl, ...] = ()
     request_access: tuple[Impl, ...] = ()
     request: tuple[Impl, ...] = ()
@@ -203,7 +216,15 @@ async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:
 
 async def first_result(impls: tuple[Impl, ...], hook: str, flow: Flow, *args: Any) -> Any:
     """Call ``impls`` in order until one returns non-``None``; return that."""
-    call_args = (flow, *args)
+    return await _first(impls, hook, flow, (flow, *args))
+
+
+async def connection_first_result(impls: tuple[Impl, ...], hook: str, *args: Any) -> Any:
+    """:func:`first_result` for a per-connection hook, which has no flow."""
+    return await _first(impls, hook, None, args)
+
+
+async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_args: Any) -> Any:
     for impl in impls:
         try:
             result = await _call(impl, call_args)
@@ -215,6 +236,38 @@ async def first_result(impls: tuple[Impl, ...], hook: str, flow: Flow, *args: An
         if result is not None:
             return result
     return None
+
+
+def certificate_provider(
+    impls: tuple[Impl, ...],
+) -> Callable[[str], tuple[bytes, bytes] | None] | None:
+    """``trellis_tls_certificate`` as a :meth:`kernel.tls.ServerTls.set_certificate_provider`.
+
+    Synchronous, without a deadline (it runs inside the handshake). A failing
+    implementation raises :class:`~sdk.PluginError` (``fail_closed``: the
+    handshake is aborted) or is skipped (``fail_open``). ``None`` when no
+    implementation exists, so a listener without one never calls out.
+    """
+    if not impls:
+        return None
+    hook = "trellis_tls_certificate"
+
+    def provide(server_name: str) -> tuple[bytes, bytes] | None:
+        for impl in impls:
+            try:
+                result = impl.fn(server_name)
+                if result is not None and not isinstance(result, TlsCertificate):
+                    raise TypeError(f"returned {type(result).__name__}, not sdk.TlsCertificate")
+            except Exception as exc:
+                err = _fault(impl, hook, None, exc)
+                if err is not None:
+                    raise err from exc
+                continue
+            if result is not None:
+                return result.cert_chain_pem, result.key_pem
+        return None
+
+    return provide
 
 
 async def call_all(impls: tuple[Impl, ...], hook: str, flow: Flow) -> None:

@@ -7,8 +7,13 @@ problem. Nothing in a generation changes after it is built, except its
 reference count: each flow holds its generation until it ends, and a
 retired generation is shut down (``trellis_shutdown``) after its last flow.
 
+TLS is part of a generation: each TLS listener's :class:`~kernel.tls.ServerTls`
+(certificates read from disk now, so a reload re-reads them; a bad one is a
+config problem and keeps the old generation serving) and, per route, the
+client context for https upstreams, one per distinct TLS setting.
+
 May import: stdlib, attrs, trio, pluggy, sdk, kernel.config, kernel.protocol,
-kernel.pluginhost, kernel.dispatch.
+kernel.pluginhost, kernel.dispatch, kernel.routes, kernel.tls.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import attrs
 import trio
 
 from kernel.config import load_config
-from kernel.config.model import Settings
-from kernel.dispatch import Chain, collect_impls, compile_chain
+from kernel.config.model import H2Section, RouteConfig, Settings
+from kernel.dispatch import Chain, certificate_provider, collect_impls, compile_chain
 from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, check_plugin_tables
 from kernel.protocol.forwarding import ForwardingPolicy
 from kernel.protocol.http1 import Limits, resolve_kind
-from sdk import ConfigError, Origin
+from kernel.routes import ClientContexts, RouteRuntime, route_runtime
+from kernel.tls import ServerTls, build_server_tls
+from sdk import ConfigError
 
 __all__ = [
     "Generation",
@@ -38,19 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kernel.generation")
-
-
-@attrs.frozen
-class RouteRuntime:
-    """A route, resolved: its default origin and per-route limits."""
-
-    name: str
-    upstream: Origin | None
-    base_path: str
-    connect_timeout_s: float
-    response_timeout_s: float
-    read_timeout_s: float
-    max_body_bytes: int
 
 
 @attrs.frozen
@@ -65,6 +59,11 @@ class ListenerRuntime:
     keepalive_timeout_s: float
     body_timeout_s: float
     default_route: str
+    #: ``h2`` by ALPN (TLS) and h2c prior knowledge (cleartext) are accepted.
+    http2: bool = True
+    h2: H2Section = attrs.field(factory=H2Section)
+    #: TLS contexts when the listener terminates TLS; ``None`` for cleartext.
+    tls: ServerTls | None = None
 
 
 @attrs.define(eq=False)
@@ -107,9 +106,14 @@ class Generation:
         for lname, lst in self.listeners.items():
             lines.append(
                 f"listener {lname} on {lst.bind} (http1={lst.http1},"
+                f" http2={'on' if lst.http2 else 'off'},"
                 f" head timeout {lst.request_head_timeout_s:g}s,"
                 f" keep-alive {lst.keepalive_timeout_s:g}s)"
             )
+            if lst.tls is not None:
+                names = ", ".join(lst.tls.names) or "(the default certificate only)"
+                extra = "; passthrough" if lst.tls.passthrough else ""
+                lines.append(f"  tls: {names}; alpn {','.join(lst.tls.alpn)}{extra}")
             pre = self.pre_route[lname]
             lines.append(f"  routing chain: {' -> '.join(pre.names) or '(none)'}")
             for rname, route in self.routes.items():
@@ -148,34 +152,16 @@ def build_generation(
 
     srv, ups = settings.server, settings.upstream
     routes: dict[str, RouteRuntime] = {}
+    client_tls = ClientContexts(problems)
+    client_tls.note(ups.tls, "$.upstream.tls")
     for i, rc in enumerate(settings.routes):
-        origin: Origin | None = None
-        base = ""
-        if rc.upstream:
-            try:
-                origin, base = Origin.parse(rc.upstream)
-            except ValueError as exc:
-                problems.append(f"$.routes[{i}].upstream: {exc}")
-        routes[rc.name] = RouteRuntime(
-            name=rc.name,
-            upstream=origin,
-            base_path=base,
-            connect_timeout_s=rc.connect_timeout_s or ups.connect_timeout_s,
-            response_timeout_s=rc.response_timeout_s or ups.response_timeout_s,
-            read_timeout_s=ups.read_timeout_s,
-            max_body_bytes=srv.max_body_bytes if rc.max_body_bytes is None else rc.max_body_bytes,
-        )
+        routes[rc.name], route_problems = route_runtime(i, rc, ups, srv.max_body_bytes, client_tls)
+        problems.extend(route_problems)
     if not routes:
         # No [[routes]]: one implicit route so that the global chain still runs.
-        routes["default"] = RouteRuntime(
-            "default",
-            None,
-            "",
-            ups.connect_timeout_s,
-            ups.response_timeout_s,
-            ups.read_timeout_s,
-            srv.max_body_bytes,
-        )
+        implicit = RouteConfig(name="default")
+        routes["default"], _ = route_runtime(-1, implicit, ups, srv.max_body_bytes, client_tls)
+    client_tls.check_unused()
 
     # The codec checks the body limit before routing, so it gets the largest
     # limit any route allows (0 = none); each route's own limit is then
@@ -193,6 +179,13 @@ def build_generation(
         except Exception as exc:
             problems.append(f"$.listeners[{i}].http1: {exc}")
             kind = "h11"
+        http2 = srv.http2 if lc.http2 is None else lc.http2
+        server_tls: ServerTls | None = None
+        if lc.tls is not None:
+            server_tls, tls_problems = build_server_tls(
+                lc.tls, f"$.listeners[{i}].tls", http2=http2
+            )
+            problems.extend(tls_problems)
         listeners[lc.name] = ListenerRuntime(
             name=lc.name,
             bind=lc.bind,
@@ -207,6 +200,9 @@ def build_generation(
             keepalive_timeout_s=lc.keepalive_timeout_s or srv.keepalive_timeout_s,
             body_timeout_s=srv.body_timeout_s,
             default_route=default_route,
+            http2=http2,
+            h2=srv.h2,
+            tls=server_tls,
         )
 
     route_names = tuple(routes)
@@ -229,9 +225,17 @@ def build_generation(
     chains: dict[tuple[str, str], Chain] = {}
     global_chain = list(settings.kernel.plugins)
     rc_by_name = {rc.name: rc for rc in settings.routes}
-    for lc in settings.listeners:
+    for i, lc in enumerate(settings.listeners):
         names = global_chain + list(lc.plugins)
-        pre_route[lc.name] = compile_chain(names, impls, settings, problems, "$.kernel")
+        pre_route[lc.name] = pre = compile_chain(names, impls, settings, problems, "$.kernel")
+        if lc.tls is not None and lc.tls.passthrough and not pre.tls_passthrough:
+            problems.append(
+                f"$.listeners[{i}].tls.passthrough: no plugin in the global or listener chain"
+                " implements trellis_tls_passthrough"
+            )
+        server_tls = listeners[lc.name].tls
+        if server_tls is not None:
+            server_tls.set_certificate_provider(certificate_provider(pre.tls_certificate))
         for rname in routes:
             route_cfg = rc_by_name.get(rname)
             full = names + (list(route_cfg.plugins) if route_cfg else [])

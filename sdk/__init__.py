@@ -38,6 +38,7 @@ from sdk._http import Headers, Origin, Request, Response
 from sdk._lifecycle import StartupContext
 from sdk._markers import ENTRY_POINT_GROUP, HOOK_PREFIX, PROJECT, hookimpl
 from sdk._stash import AUTH_USER, Stash, StashKey
+from sdk._tls import TlsCertificate
 from sdk._version import API_VERSION
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Stash",
     "StashKey",
     "Timings",
+    "TlsCertificate",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",

@@ -48,6 +48,15 @@ class ClientInfo:
     tls: bool = False
     #: Sequence number of the connection in this process (for logs).
     connection_id: int = 0
+    #: The negotiated TLS version (``"TLSv1.3"``); ``""`` on cleartext.
+    tls_version: str = ""
+    #: The protocol agreed by ALPN (``"h2"``, ``"http/1.1"``); ``""`` when none was.
+    alpn: str = ""
+    #: The server name the client asked for by SNI, lower-case; ``""`` when none.
+    sni: str = ""
+    #: The verified client certificate's subject as RFC 4514 text
+    #: (``"CN=alice,O=Example"``); ``None`` without a client certificate.
+    client_cert_subject: str | None = None
 
 
 @final

@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     import pluggy
 
     from sdk._errors import ProxyError
-    from sdk._flow import Flow
+    from sdk._flow import ClientInfo, Flow
     from sdk._http import Origin, Response
     from sdk._lifecycle import StartupContext
+    from sdk._tls import TlsCertificate
 
 # ---------------------------------------------------------------------------
 # Lifecycle hooks (plain def)
@@ -97,6 +98,62 @@ def trellis_shutdown() -> None:
 
     Close what ``trellis_startup`` opened. Background tasks started through the
     startup context have already been cancelled.
+    """
+
+
+# ---------------------------------------------------------------------------
+# TLS (per connection)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def trellis_tls_passthrough(
+    server_name: str, client: ClientInfo
+) -> Origin | Awaitable[Origin | None] | None:
+    """Relay this TLS connection, unopened, to another server instead of terminating it.
+
+    Called once per connection on listeners with ``passthrough = true`` in
+    ``[listeners.tls]``, after the ClientHello has been read and before any
+    handshake, with the global and listener chains (there is no request, so
+    no route yet). The connection's bytes, the ClientHello included, are then
+    relayed unchanged both ways: no HTTP, no flow, no other hook sees them.
+
+    :param server_name: the SNI name the client sent, lower-case, ``""`` when
+        it sent none.
+    :param client: the connection; ``client.sni`` is ``server_name`` and the
+        other TLS fields are still empty (no handshake happened).
+    :return: the :class:`~sdk.Origin` (host and port) to relay to, or ``None``
+        to terminate TLS here as usual. First result. A failing plugin closes
+        the connection (policy ``fail_closed``) or counts as ``None``
+        (``fail_open``).
+
+    Builtin user: ``passthrough``.
+    """
+
+
+@hookspec(firstresult=True)
+def trellis_tls_certificate(server_name: str) -> TlsCertificate | None:
+    """Supply the certificate for a TLS server name the configuration does not name.
+
+    Called inside the TLS handshake, with the global and listener chains, for
+    a name that no ``[[listeners.tls.certificates]]`` entry names exactly;
+    configured exact names win, then this hook, then configured
+    ``*.example.com`` wildcards, then the listener's first certificate. The
+    kernel keeps the context built from an answer per name (least recently
+    used out after 1024 names) and does not ask again for that name in this
+    generation; ``None`` is not remembered.
+
+    Synchronous only, and it must be quick: it runs inside the handshake, so
+    no deadline can be enforced and every connection of the listener waits
+    on it. Mint or load certificates in the background (``trellis_startup``)
+    and answer from memory here.
+
+    :param server_name: the SNI name, lower-case, without a trailing dot.
+    :return: a :class:`~sdk.TlsCertificate`, or ``None`` to decline. First
+        result. A failing plugin aborts the handshake (policy
+        ``fail_closed``) or counts as ``None`` (``fail_open``).
+
+    Intended users: TLS interception and ACME plugins.
     """
 
 

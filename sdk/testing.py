@@ -112,8 +112,9 @@ class FakeUpstream:
 
 Upstream = Callable[[Request, bytes], Response]
 
-#: Called once per chunk on the kernel's hot path: ``async def`` is refused.
-_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body"})
+#: Called once per chunk on the kernel's hot path, or inside a TLS handshake:
+#: ``async def`` is refused.
+_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"})
 
 
 def _adapt(fn: Callable[..., Any], spec_args: tuple[str, ...], wanted: tuple[str, ...]) -> Any:

@@ -102,3 +102,20 @@ upstream = "http://127.0.0.1:{upstream_port}"
 def codec(request: pytest.FixtureRequest) -> str:
     """Run a test once per HTTP/1.1 codec."""
     return str(request.param)
+
+
+# ------------------------------------------------------------------ TLS material
+@pytest.fixture(scope="session")
+def tls_ca() -> Any:
+    """One trustme CA for the session (a CA key is slow to make; leaves are quick)."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture
+def cert_factory(tls_ca: Any, tmp_path: Path) -> Any:
+    """Issues certificates from ``tls_ca`` as PEM files under ``tmp_path``."""
+    from tests.helpers.certs import CertFactory
+
+    return CertFactory(tls_ca, tmp_path)

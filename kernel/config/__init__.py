@@ -11,24 +11,34 @@ May import: stdlib, attrs, cattrs, tomlkit, sdk, and its own submodules.
 
 from kernel.config.loader import LoadedConfig, load_config, loads_config
 from kernel.config.model import (
+    CertificateConfig,
+    H2Section,
     KernelSection,
     ListenerConfig,
+    ListenerTls,
     PluginPolicy,
     RouteConfig,
     ServerSection,
     Settings,
+    TransportConfig,
     UpstreamSection,
+    UpstreamTls,
 )
 
 __all__ = [
+    "CertificateConfig",
+    "H2Section",
     "KernelSection",
     "ListenerConfig",
+    "ListenerTls",
     "LoadedConfig",
     "PluginPolicy",
     "RouteConfig",
     "ServerSection",
     "Settings",
+    "TransportConfig",
     "UpstreamSection",
+    "UpstreamTls",
     "load_config",
     "loads_config",
 ]

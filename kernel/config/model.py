@@ -4,9 +4,10 @@ One TOML file (plus its includes) structures into :class:`Settings`. Each
 plugin's ``[plugins.<name>]`` table is *not* described here: plugins declare
 their own attrs class and the plugin host structures those tables. Defaults
 here are the documented defaults; ``config/default.toml`` is kept equal to them
-by a test.
+by a test. The nested TLS, HTTP/2 and transport tables live in
+:mod:`kernel.config.transport` and are re-exported here.
 
-May import: stdlib, attrs.
+May import: stdlib, attrs, kernel.config.transport.
 """
 
 from __future__ import annotations
@@ -17,14 +18,27 @@ from typing import Any, Literal
 
 import attrs
 
+from kernel.config.transport import (
+    CertificateConfig,
+    H2Section,
+    ListenerTls,
+    TransportConfig,
+    UpstreamTls,
+)
+
 __all__ = [
+    "CertificateConfig",
+    "H2Section",
     "KernelSection",
     "ListenerConfig",
+    "ListenerTls",
     "PluginPolicy",
     "RouteConfig",
     "ServerSection",
     "Settings",
+    "TransportConfig",
     "UpstreamSection",
+    "UpstreamTls",
     "parse_bind",
 ]
 
@@ -77,9 +91,17 @@ def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) 
 def _upstream_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
         return
-    m = re.fullmatch(r"(http)://([^/?#\s]+)(/[^?#\s]*)?", value)
+    m = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", value)
     if not m:
-        raise ValueError(f"{value!r} is not an http://host[:port][/path] URL")
+        raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
+
+
+def _one_timeout_place(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    for key in ("connect_timeout_s", "response_timeout_s"):
+        if getattr(inst, key) is not None and getattr(value, key) is not None:
+            raise ValueError(f"{key} is set both here and on the route: keep one")
 
 
 @attrs.frozen(kw_only=True)
@@ -147,6 +169,11 @@ class ServerSection:
     forwarded: bool = True
     #: The pseudonym in the ``Via`` header we add; empty to add none.
     via: str = "trellis"
+    #: Offer ``h2`` by ALPN on TLS listeners and accept h2c prior knowledge on
+    #: cleartext ones.
+    http2: bool = True
+    #: HTTP/2 settings offered to clients.
+    h2: H2Section = attrs.field(factory=H2Section)
 
 
 @attrs.frozen(kw_only=True)
@@ -165,6 +192,12 @@ class UpstreamSection:
     idle_timeout_s: float = attrs.field(default=60.0, validator=_positive)
     #: HTTP/1.1 codec for upstream connections (as ``[server] http1``).
     http1: Http1Codec = "auto"
+    #: Offer ``h2`` by ALPN to https upstreams (HTTP/1.1 when they decline).
+    http2: bool = False
+    #: Always speak HTTP/2 upstream: h2c prior knowledge for http:// upstreams.
+    force_http2: bool = False
+    #: How https upstreams are verified, and the client certificate shown to them.
+    tls: UpstreamTls = attrs.field(factory=UpstreamTls)
 
 
 @attrs.frozen(kw_only=True)
@@ -180,8 +213,12 @@ class ListenerConfig:
     http1: Http1Codec | None = None
     request_head_timeout_s: float | None = None
     keepalive_timeout_s: float | None = None
+    #: Per-listener override of ``[server] http2``.
+    http2: bool | None = None
     #: Route used when no plugin picks one; empty means the first route.
     default_route: str = ""
+    #: Terminate TLS here (absent: cleartext).
+    tls: ListenerTls | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -191,13 +228,16 @@ class RouteConfig:
     name: str = attrs.field(validator=_name)
     #: Instance names of this route's chain, after the global and listener chains.
     plugins: list[str] = attrs.field(factory=list)
-    #: Default upstream (``http://host:port[/base]``); a plugin may pick another.
+    #: Default upstream (``http(s)://host:port[/base]``); a plugin may pick another.
     upstream: str = attrs.field(default="", validator=_upstream_url)
-    #: Per-route overrides of ``[upstream]`` timeouts (unset keys inherit).
+    #: Per-route overrides of ``[upstream]`` timeouts (unset keys inherit); the
+    #: same keys in ``transport`` are the newer spelling, and setting both is refused.
     connect_timeout_s: float | None = None
     response_timeout_s: float | None = None
     #: Per-route body limit override (bytes; 0 = none).
     max_body_bytes: int | None = None
+    #: Per-route overrides of ``[upstream]`` (timeouts, pool, HTTP/2, TLS).
+    transport: TransportConfig | None = attrs.field(default=None, validator=_one_timeout_place)
 
 
 @attrs.frozen(kw_only=True)

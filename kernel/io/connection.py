@@ -28,6 +28,7 @@ import trio
 
 from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
 from kernel.protocol.errorpage import render_error_response
 from kernel.protocol.events import (
@@ -41,6 +42,7 @@ from kernel.protocol.events import (
     ResponseHead,
     Sentinel,
 )
+from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.http1 import ServerCodec, make_server_codec
 from sdk import ClientInfo, RemoteProtocolError
 
@@ -66,7 +68,7 @@ class Http1Connection:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
         state: ServerState,
         listener: ListenerRuntime,
         client: ClientInfo,
@@ -92,9 +94,10 @@ class Http1Connection:
 
     async def receive(self) -> bytes:
         try:
-            return await self.stream.receive_some(RECV_SIZE)
+            data = await self.stream.receive_some(RECV_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
+        return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
 
     # -- the Downstream interface (kernel/io/downstream.py) ---------------------
     @property
@@ -154,6 +157,16 @@ class Http1Connection:
         self.state.connections += 1
         try:
             with scope:
+                if self._raw and self.listener.http2:
+                    # h2c with prior knowledge shares the port (RFC 9113 §3.3):
+                    # told apart from HTTP/1.1 by the first bytes.
+                    initial = await self._sniff_preface()
+                    if initial.startswith(H2_PREFACE):
+                        h2 = H2Connection(self.stream, self.state, self.listener, self.client)
+                        await h2.run(initial)
+                        return
+                    self.codec.next_event()  # NEED_DATA: the codec may take bytes
+                    self.codec.receive_data(initial)
                 first = True
                 while True:
                     try:
@@ -174,7 +187,7 @@ class Http1Connection:
                             # I/O manager: thousands of connections sit in this
                             # wait, and the frames and context managers of a
                             # full receive would cost ~1 KiB more on each.
-                            if self._raw:
+                            if isinstance(self.stream, trio.SocketStream):
                                 await trio.lowlevel.wait_readable(self.stream.socket)
                             else:  # TLS may hold decrypted bytes already
                                 self.codec.receive_data(await self.receive())
@@ -200,11 +213,35 @@ class Http1Connection:
                 await self._refuse(408)
         except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        except Exception:
+            # A kernel bug: it ends this connection, never the process.
+            log.exception("connection from %s:%d failed", self.client.address, self.client.port)
         finally:
             self.state.connections -= 1
             self.state.idle_scopes.discard(scope)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
+
+    async def _sniff_preface(self) -> bytes:
+        """The first bytes, enough to tell the HTTP/2 preface from HTTP/1.1.
+
+        Read under the request-head deadline, like a head.
+        """
+        self._waiting = "head"
+        timers = self.state.timers
+        timers.arm(self, self.listener.request_head_timeout_s, self._scope.cancel)
+        try:
+            data = b""
+            while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+                more = await self.receive()
+                if not more:
+                    break
+                data += more
+                self._partial = True
+        finally:
+            timers.disarm(self)
+        self._waiting = ""
+        return data
 
     async def _read_head(self, first: bool, event: Event | Sentinel | None) -> RequestHead | None:
         """The next request head, or None when the connection should just close.
@@ -278,7 +315,8 @@ class Http1Connection:
         amount, before the connection is closed.
         """
         try:
-            await self.stream.send_eof()
+            if isinstance(self.stream, trio.SocketStream):
+                await self.stream.send_eof()
             budget = _LINGER_BYTES
             with trio.move_on_after(_LINGER_SECONDS):
                 while budget > 0:

@@ -4,7 +4,8 @@ Binding is separate from serving so that the app can bind every listener of
 a new generation first (and report a bind failure with exit code 2) before
 it starts serving or closes anything.
 
-May import: stdlib, trio, sdk, kernel.io, kernel.generation, kernel.config.
+May import: stdlib, attrs, trio, sdk, kernel.io, kernel.generation, kernel.config,
+kernel.tls.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import errno
 import logging
 
+import attrs
 import trio
 
 from kernel.config.model import parse_bind
+from kernel.generation import ListenerRuntime
 from kernel.io.connection import Http1Connection
+from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
+from kernel.tls import peer_subject
 from sdk import ClientInfo
 
 __all__ = ["BindError", "BoundListener", "bind"]
@@ -68,33 +73,71 @@ class BoundListener:
                     await trio.sleep(0.1)
                     continue
                 raise
-            conn = _new_connection(stream, state, self.name)
-            if conn is None:
+            listener = state.generation.listeners.get(self.name)
+            client = _client_info(stream, state, self.name)
+            if listener is None or client is None:
+                # Removed by a reload between accept and here, or already reset.
                 stream.socket.close()
+            elif listener.tls is not None:
+                nursery.start_soon(serve_tls, stream, state, listener, client)
             else:
                 # conn.serve directly, not through a wrapper coroutine: the
                 # idle wait of every connection keeps this stack alive.
-                nursery.start_soon(conn.serve)
+                nursery.start_soon(Http1Connection(stream, state, listener, client).serve)
 
 
-def _new_connection(
-    stream: trio.SocketStream, state: ServerState, name: str
-) -> Http1Connection | None:
-    """The connection object for an accepted stream (no I/O), or None to drop it."""
-    listener = state.generation.listeners.get(name)
-    if listener is None:  # removed by a reload between accept and here
-        return None
+def _client_info(stream: trio.SocketStream, state: ServerState, name: str) -> ClientInfo | None:
     try:
         peer = stream.socket.getpeername()
     except OSError:  # already reset by the peer
         return None
-    client = ClientInfo(
+    return ClientInfo(
         address=str(peer[0]),
         port=int(peer[1]),
         listener=name,
         connection_id=next(state.connection_ids),
     )
-    return Http1Connection(stream, state, listener, client)
+
+
+async def serve_tls(
+    stream: trio.SocketStream, state: ServerState, listener: ListenerRuntime, client: ClientInfo
+) -> None:
+    """Terminate TLS on an accepted connection, then serve HTTP/2 or HTTP/1.1 by ALPN.
+
+    The handshake must complete within the listener's request-head timeout.
+    A failed handshake (no shared version or cipher, an unknown or missing
+    client certificate when one is required, a scanner) is logged at info
+    level and the connection closed.
+    """
+    tls = listener.tls
+    assert tls is not None
+    tls_stream = trio.SSLStream(stream, tls.context, server_side=True, https_compatible=True)
+    try:
+        with trio.move_on_after(listener.request_head_timeout_s) as scope:
+            await tls_stream.do_handshake()
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError("TLS handshake timed out")
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__ or exc
+        log.info("TLS handshake with %s:%d failed: %s", client.address, client.port, cause)
+        stream.socket.close()
+        return
+    # trio forwards the SSLObject's methods, not the object; the SNI name was
+    # recorded against the object itself by the context's sni_callback.
+    ssl_object = tls_stream._ssl_object
+    alpn = tls_stream.selected_alpn_protocol() or ""
+    client = attrs.evolve(
+        client,
+        tls=True,
+        tls_version=tls_stream.version() or "",
+        alpn=alpn,
+        sni=tls.sni_of(ssl_object),
+        client_cert_subject=peer_subject(tls_stream),
+    )
+    if alpn == "h2" and listener.http2:
+        await H2Connection(tls_stream, state, listener, client).serve()
+    else:
+        await Http1Connection(tls_stream, state, listener, client).serve()
 
 
 async def bind(name: str, bind_addr: str) -> BoundListener:

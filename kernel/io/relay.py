@@ -8,7 +8,8 @@ for the response head under the response deadline, and stream the response
 back through ``trellis_response_body``, coalescing writes to the client.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.upstream, kernel.io.state.
+kernel.generation, kernel.routes, kernel.tls, kernel.io.upstream,
+kernel.io.state.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import trio
 
 from kernel import dispatch
 from kernel.dispatch import Chain
-from kernel.generation import Generation, RouteRuntime
-from kernel.io.upstream import UpstreamConnection
+from kernel.generation import Generation
+from kernel.io.upstream import TlsTarget, UpstreamConnection
 from kernel.protocol.errorpage import reason_phrase
 from kernel.protocol.events import (
     NEED_DATA,
@@ -34,9 +35,12 @@ from kernel.protocol.events import (
     ResponseHead,
 )
 from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
+from kernel.routes import RouteRuntime
+from kernel.tls import default_client_context
 from sdk import (
     Flow,
     Headers,
+    Origin,
     RemoteProtocolError,
     Response,
     UpstreamError,
@@ -131,8 +135,8 @@ class UpstreamRelay(ExchangeBase):
         flow, gen, route = self.flow, self.gen, self.route
         assert route is not None
         assert flow.upstream is not None
-        ups = gen.settings.upstream
         pool = self.conn.state.pool
+        tls = _tls_target(route, flow.upstream)
         # A pooled connection the upstream closed meanwhile fails the first
         # request sent on it. An idempotent request without a body (RFC 9110
         # §9.2.2) is simply retried once on a fresh connection, so it can skip
@@ -144,8 +148,9 @@ class UpstreamRelay(ExchangeBase):
                 flow.upstream,
                 gen.upstream_http1,
                 connect_timeout=route.connect_timeout_s,
-                idle_timeout=ups.idle_timeout_s,
+                idle_timeout=route.idle_timeout_s,
                 probe=not retryable,
+                tls=tls,
             )
             self.upstream = up
             reused = up.requests > 0
@@ -332,10 +337,18 @@ class UpstreamRelay(ExchangeBase):
         self.upstream = None
         if codec.keep_alive:
             codec.start_next_cycle()
-            conn.state.pool.put_idle(up, self.gen.settings.upstream.max_idle_per_host)
+            conn.state.pool.put_idle(up, route.max_idle_per_host)
         else:
             up.close_nowait()
         return True
+
+
+def _tls_target(route: RouteRuntime, origin: Origin) -> TlsTarget | None:
+    """How to reach an https origin: the route's client context, else the default one."""
+    if origin.scheme != "https":
+        return None
+    ctx = route.client_tls if route.client_tls is not None else default_client_context()
+    return ctx, route.tls_server_name
 
 
 async def _up_send(up: UpstreamConnection, data: bytes) -> None:

@@ -11,6 +11,7 @@ May import: stdlib, trio, attrs, sdk, kernel.protocol.
 from __future__ import annotations
 
 import select
+import ssl
 
 import attrs
 import trio
@@ -23,15 +24,33 @@ __all__ = ["PoolStatistics", "UpstreamConnection", "UpstreamPool", "connect"]
 RECV_SIZE = 65536
 
 
+#: How an https upstream is reached: the client context and the SNI name.
+TlsTarget = tuple[ssl.SSLContext, str]
+_PoolKey = tuple[Origin, str, "TlsTarget | None"]
+
+
 class UpstreamConnection:
-    """One TCP connection to an upstream plus its HTTP/1.1 client codec."""
+    """One connection to an upstream (TCP, or TLS over it) plus its HTTP/1.1 client codec."""
 
-    __slots__ = ("codec", "idle_since", "kind", "origin", "requests", "stream")
+    __slots__ = ("codec", "idle_since", "key", "kind", "origin", "requests", "socket", "stream")
 
-    def __init__(self, stream: trio.SocketStream, origin: Origin, kind: str) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+        origin: Origin,
+        kind: str,
+        tls: TlsTarget | None = None,
+    ) -> None:
         self.stream = stream
+        #: The TCP socket underneath (for closing without a checkpoint, probing).
+        self.socket = (
+            stream.socket
+            if isinstance(stream, trio.SocketStream)
+            else stream.transport_stream.socket
+        )
         self.origin = origin
         self.kind = kind
+        self.key: _PoolKey = (origin, kind, tls)
         self.codec: ClientCodec = make_client_codec(kind)  # type: ignore[arg-type]
         self.idle_since = 0.0
         #: Requests sent on this connection so far.
@@ -42,32 +61,54 @@ class UpstreamConnection:
             await self.stream.send_all(data)
 
     async def receive(self) -> bytes:
-        return await self.stream.receive_some(RECV_SIZE)
+        data = await self.stream.receive_some(RECV_SIZE)
+        return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
 
     def close_nowait(self) -> None:
         """Close the socket without a checkpoint (safe in cleanup paths)."""
-        self.stream.socket.close()
+        self.socket.close()
 
     def looks_dead(self) -> bool:
         """An idle HTTP/1.1 connection must have nothing to read; if it is
         readable, the peer closed it (or sent garbage): do not reuse it."""
         try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            readable, _, _ = select.select([self.socket.fileno()], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)
 
 
-async def connect(origin: Origin, kind: str, timeout: float) -> UpstreamConnection:
-    """Open a new connection, mapping failures to upstream errors."""
+async def connect(
+    origin: Origin, kind: str, timeout: float, tls: TlsTarget | None = None
+) -> UpstreamConnection:
+    """Open a new connection (TLS when ``tls`` is given), mapping failures to upstream errors.
+
+    The TLS handshake counts against the same ``timeout`` as the TCP connect.
+    A certificate that fails verification is an :class:`UpstreamConnectError`
+    (502) that says why.
+    """
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(origin.host, origin.port)
+            tcp = await trio.open_tcp_stream(origin.host, origin.port)
+            if tls is None:
+                return UpstreamConnection(tcp, origin, kind)
+            ctx, server_name = tls
+            stream = trio.SSLStream(
+                tcp, ctx, server_hostname=server_name or origin.host, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            except BaseException:
+                tcp.socket.close()
+                raise
+            return UpstreamConnection(stream, origin, kind, tls)
     except trio.TooSlowError:
         raise UpstreamTimeout(f"connecting to {origin} timed out after {timeout:g}s") from None
+    except trio.BrokenResourceError as exc:
+        reason = exc.__cause__ or exc
+        raise UpstreamConnectError(f"TLS handshake with {origin} failed: {reason}") from exc
     except OSError as exc:
         raise UpstreamConnectError(f"cannot connect to {origin}: {exc.strerror or exc}") from exc
-    return UpstreamConnection(stream, origin, kind)
 
 
 @attrs.frozen
@@ -83,12 +124,18 @@ class UpstreamPool:
     """Idle keep-alive connections per (origin, codec)."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[Origin, str], list[UpstreamConnection]] = {}
+        self._idle: dict[_PoolKey, list[UpstreamConnection]] = {}
         self.opened = 0
         self.reused = 0
 
     def take_idle(
-        self, origin: Origin, kind: str, idle_timeout: float, *, probe: bool = True
+        self,
+        origin: Origin,
+        kind: str,
+        idle_timeout: float,
+        *,
+        probe: bool = True,
+        tls: TlsTarget | None = None,
     ) -> UpstreamConnection | None:
         """The most recently used live idle connection, or None.
 
@@ -96,7 +143,7 @@ class UpstreamPool:
         connection meanwhile; callers skip it for requests they can safely
         retry on a fresh connection (no body), saving a syscall per request.
         """
-        conns = self._idle.get((origin, kind))
+        conns = self._idle.get((origin, kind, tls))
         if not conns:
             return None
         now = trio.current_time()
@@ -111,7 +158,7 @@ class UpstreamPool:
 
     def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
         """Keep ``conn`` for reuse, or close it when the pool for its origin is full."""
-        conns = self._idle.setdefault((conn.origin, conn.kind), [])
+        conns = self._idle.setdefault(conn.key, [])
         if len(conns) >= max_idle:
             conn.close_nowait()
             return
@@ -126,11 +173,17 @@ class UpstreamPool:
         connect_timeout: float,
         idle_timeout: float,
         probe: bool = True,
+        tls: TlsTarget | None = None,
     ) -> UpstreamConnection:
-        conn = self.take_idle(origin, kind, idle_timeout, probe=probe)
+        """A pooled connection for (origin, codec, TLS target), or a new one.
+
+        Connections made with different TLS settings (another client
+        certificate, CA or SNI name) are never shared.
+        """
+        conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
         if conn is not None:
             return conn
-        conn = await connect(origin, kind, connect_timeout)
+        conn = await connect(origin, kind, connect_timeout, tls)
         self.opened += 1
         return conn
 

@@ -10,11 +10,17 @@ import pytest
 
 from kernel.config import load_config
 from kernel.config.model import (
+    CertificateConfig,
+    H2Section,
     KernelSection,
     ListenerConfig,
+    ListenerTls,
+    RouteConfig,
     ServerSection,
     Settings,
+    TransportConfig,
     UpstreamSection,
+    UpstreamTls,
 )
 from sdk._config import unstructure
 
@@ -53,6 +59,14 @@ def test_default_upstream(default: Settings) -> None:
     assert unstructure(default.upstream) == unstructure(UpstreamSection())
 
 
+def test_default_nested_tables_are_written_out(default: Settings) -> None:
+    text = (CONFIG_DIR / "default.toml").read_text(encoding="utf-8")
+    assert "\n[server.h2]\n" in text
+    assert "\n[upstream.tls]\n" in text
+    assert default.server.h2 == H2Section()
+    assert default.upstream.tls == UpstreamTls()
+
+
 def test_default_listener(default: Settings) -> None:
     assert unstructure(default.listeners[0]) == unstructure(ListenerConfig())
 
@@ -60,10 +74,25 @@ def test_default_listener(default: Settings) -> None:
 def test_default_documents_every_key() -> None:
     """Every key of the documented sections appears: set, commented out, or as a table header."""
     text = (CONFIG_DIR / "default.toml").read_text(encoding="utf-8")
-    for cls in (KernelSection, ServerSection, UpstreamSection, ListenerConfig):
+    sections = (
+        KernelSection,
+        ServerSection,
+        H2Section,
+        UpstreamSection,
+        UpstreamTls,
+        ListenerConfig,
+        ListenerTls,
+        CertificateConfig,
+        RouteConfig,
+        TransportConfig,
+    )
+    for cls in sections:
         for field in attrs.fields(cls):
             key = re.escape(field.name)
-            assert re.search(rf"^(# )?{key} = |^# \[\w+\.{key}\.", text, re.M), field.name
+            # `key = `, `# key = `, or a table header ending in (or under) it:
+            # `[server.h2]`, `# [listeners.tls]`, `# [[listeners.tls.certificates]]`.
+            header = rf"^(# )?\[{{1,2}}(\w+\.)*{key}[.\]]"
+            assert re.search(rf"^(# )?{key} = |{header}", text, re.M), (cls.__name__, field.name)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -42,7 +42,7 @@ log_level = "loud"
 
 [server]
 max_body_bytes = -1
-http2 = true
+http3 = true
 
 [[listeners]]
 bind = "nowhere"
@@ -88,7 +88,7 @@ def test_check_lists_every_problem_with_its_path(
     for expected in (
         "$.kernel.log_level",
         "$.server.max_body_bytes",
-        "$.server.http2: unknown key",
+        "$.server.http3: unknown key",
         "$.listeners[0].bind",
         "$.routes[0].upstream",
     ):

@@ -187,3 +187,109 @@ def test_unmarked_methods_are_not_hooks() -> None:
     chain = dispatch.compile_chain(["u"], _table(u=Unmarked()), _settings())
     assert chain.request == ()
     assert chain.names == ("u",)
+
+
+# ------------------------------------------------------------ the TLS hooks
+CHAIN_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+class Relay:
+    def __init__(self, names: dict[str, sdk.Origin]) -> None:
+        self.names = names
+
+    @sdk.hookimpl
+    async def trellis_tls_passthrough(
+        self, server_name: str, client: sdk.ClientInfo
+    ) -> sdk.Origin | None:
+        await trio.sleep(0)
+        return self.names.get(server_name)
+
+
+class Certs:
+    def __init__(self, names: set[str], fail: bool = False, wrong: bool = False) -> None:
+        self.names, self.fail, self.wrong = names, fail, wrong
+        self.asked: list[str] = []
+
+    @sdk.hookimpl
+    def trellis_tls_certificate(self, server_name: str) -> object:
+        self.asked.append(server_name)
+        if self.fail:
+            raise OSError("disk on fire")
+        if self.wrong:
+            return (CHAIN_PEM, KEY_PEM)
+        if server_name in self.names:
+            return sdk.TlsCertificate(CHAIN_PEM, KEY_PEM)
+        return None
+
+
+async def test_connection_first_result_has_no_flow(caplog: pytest.LogCaptureFixture) -> None:
+    db = sdk.Origin("tls", "10.0.0.1", 5433)
+    table = _table(a=Relay({}), b=Relay({"db.example": db}), boom=Boom())
+    chain = dispatch.compile_chain(["a", "b"], table, _settings())
+    client = sdk.ClientInfo(address="::1", port=1, listener="main")
+    hook = "trellis_tls_passthrough"
+    assert (
+        await dispatch.connection_first_result(chain.tls_passthrough, hook, "db.example", client)
+        == db
+    )
+    assert await dispatch.connection_first_result(chain.tls_passthrough, hook, "x", client) is None
+
+    class Broken:
+        @sdk.hookimpl
+        def trellis_tls_passthrough(self, server_name: str) -> None:  # a subset of the arguments
+            raise ValueError("nope")
+
+    chain = dispatch.compile_chain(["broken"], _table(broken=Broken()), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.connection_first_result(chain.tls_passthrough, hook, "db.example", client)
+    assert info.value.hook == hook
+    assert "plugin 'broken' raised ValueError in trellis_tls_passthrough" in caplog.text
+
+
+def test_certificate_provider_first_result() -> None:
+    a, b = Certs({"a.example"}), Certs({"a.example", "b.example"})
+    chain = dispatch.compile_chain(["a", "b"], _table(a=a, b=b), _settings())
+    provide = dispatch.certificate_provider(chain.tls_certificate)
+    assert provide is not None
+    assert provide("a.example") == (CHAIN_PEM, KEY_PEM)
+    assert provide("b.example") == (CHAIN_PEM, KEY_PEM)
+    assert provide("c.example") is None
+    assert a.asked == ["a.example", "b.example", "c.example"]
+    assert b.asked == ["b.example", "c.example"]
+    assert dispatch.certificate_provider(()) is None
+
+
+def test_certificate_provider_fault_boundary(caplog: pytest.LogCaptureFixture) -> None:
+    table = _table(fail=Certs(set(), fail=True), wrong=Certs(set(), wrong=True), ok=Certs({"x"}))
+    closed = dispatch.certificate_provider(
+        dispatch.compile_chain(["fail", "ok"], table, _settings()).tls_certificate
+    )
+    assert closed is not None
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError, match="disk on fire"):
+        closed("x")
+    wrong = dispatch.certificate_provider(
+        dispatch.compile_chain(["wrong"], table, _settings()).tls_certificate
+    )
+    assert wrong is not None
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError, match=r"not sdk\.Tls"):
+        wrong("x")
+    settings = _settings(policy={"fail": PluginPolicy(on_error="fail_open")})
+    opened = dispatch.certificate_provider(
+        dispatch.compile_chain(["fail", "ok"], table, settings).tls_certificate
+    )
+    assert opened is not None
+    with caplog.at_level(logging.ERROR):
+        assert opened("x") == (CHAIN_PEM, KEY_PEM)
+
+
+def test_async_certificate_hook_is_a_config_problem() -> None:
+    class Slow:
+        @sdk.hookimpl
+        async def trellis_tls_certificate(self, server_name: str) -> None:
+            return None
+
+    problems: list[str] = []
+    chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), _settings(), problems, "$.kernel")
+    assert chain.tls_certificate == ()
+    assert problems == ["$.kernel: plugin 'slow': trellis_tls_certificate must not be async"]

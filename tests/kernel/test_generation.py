@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 import sdk
@@ -112,3 +115,121 @@ def test_codec_body_limit_is_the_largest_any_route_allows() -> None:
         routes=[RouteConfig(name="a"), RouteConfig(name="any", max_body_bytes=0)],
     )
     assert build_generation(unlimited).listeners["main"].limits.max_body_bytes == 0
+
+
+# ------------------------------------------------------------------------ TLS
+def _tls_settings(files: Any, *, passthrough: bool = False, **kernel: Any) -> Settings:
+    from kernel.config.model import CertificateConfig, ListenerTls, ServerSection
+
+    tls = ListenerTls(
+        certificates=[CertificateConfig(cert=str(files.cert), key=str(files.key))],
+        passthrough=passthrough,
+    )
+    return Settings(
+        kernel=KernelSection(**kernel),
+        server=ServerSection(http2=False),
+        listeners=[
+            ListenerConfig(name="plain"),
+            ListenerConfig(name="tls", bind="127.0.0.1:8443", tls=tls, http2=True),
+        ],
+        routes=[
+            RouteConfig(name="web", upstream="http://127.0.0.1:9000"),
+            RouteConfig(name="secure", upstream="https://backend.example"),
+        ],
+    )
+
+
+def test_a_generation_carries_tls_and_http2(cert_factory: Any) -> None:
+    gen = build_generation(_tls_settings(cert_factory.issue("a.example")))
+    plain, tls = gen.listeners["plain"], gen.listeners["tls"]
+    assert plain.tls is None
+    assert plain.http2 is False
+    assert tls.tls is not None
+    assert tls.http2 is True
+    assert tls.tls.alpn == ("h2", "http/1.1")
+    assert tls.h2 == gen.settings.server.h2
+    assert gen.routes["web"].client_tls is None
+    assert gen.routes["secure"].client_tls is not None
+    text = gen.explain()
+    assert "listener tls on 127.0.0.1:8443 (http1=" in text
+    assert "http2=on" in text
+    assert "  tls: a.example; alpn h2,http/1.1" in text
+
+
+def test_certificate_problems_fail_the_generation(cert_factory: Any, tmp_path: Path) -> None:
+    files = cert_factory.issue("a.example")
+    files.key.write_text("not a key\n")
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(_tls_settings(files))
+    assert info.value.problems == [
+        f"$.listeners[1].tls.certificates[0].key: not a PEM private key ({files.key})"
+    ]
+
+
+def test_load_generation_rereads_certificates(cert_factory: Any, tmp_path: Path) -> None:
+    from kernel.generation import load_generation
+
+    files = cert_factory.issue("a.example")
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"""
+        [[listeners]]
+        bind = "127.0.0.1:8443"
+        [listeners.tls]
+        [[listeners.tls.certificates]]
+        cert = "{files.cert}"
+        key = "{files.key}"
+        """
+    )
+    assert load_generation(config, environ={}).listeners["main"].tls is not None
+    other = cert_factory.issue("b.example")
+    files.key.write_bytes(other.key.read_bytes())  # a renewal gone wrong
+    with pytest.raises(sdk.ConfigError) as info:
+        load_generation(config, environ={}, number=2)
+    assert info.value.problems == [
+        f"$.listeners[0].tls.certificates[0].key: key does not match the certificate"
+        f" in {files.cert}"
+    ]
+
+
+def test_passthrough_needs_a_plugin(cert_factory: Any) -> None:
+    files = cert_factory.issue("a.example")
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(_tls_settings(files, passthrough=True))
+    assert info.value.problems == [
+        "$.listeners[1].tls.passthrough: no plugin in the global or listener chain"
+        " implements trellis_tls_passthrough"
+    ]
+
+    class Relay:
+        @sdk.hookimpl
+        def trellis_tls_passthrough(self, server_name: str) -> None:
+            return None
+
+    gen = build_generation(
+        _tls_settings(files, passthrough=True, plugins=["relay"]), extra_plugins={"relay": Relay()}
+    )
+    assert [i.instance for i in gen.pre_route["tls"].tls_passthrough] == ["relay"]
+    assert gen.listeners["tls"].tls is not None
+    assert gen.listeners["tls"].tls.passthrough is True
+
+
+def test_certificate_hook_is_the_listeners_provider(cert_factory: Any, tls_ca: Any) -> None:
+    from tests.helpers.certs import client_context, handshake
+
+    minted = cert_factory.issue("minted.example")
+
+    class Mint:
+        @sdk.hookimpl
+        def trellis_tls_certificate(self, server_name: str) -> sdk.TlsCertificate | None:
+            if server_name != "minted.example":
+                return None
+            return sdk.TlsCertificate(minted.chain_pem, minted.key_pem)
+
+    settings = _tls_settings(cert_factory.issue("a.example"), plugins=["mint"])
+    gen = build_generation(settings, extra_plugins={"mint": Mint()})
+    server = gen.listeners["tls"].tls
+    assert server is not None
+    _, client = handshake(server.context, client_context(tls_ca), "minted.example")
+    assert client.getpeercert() is not None
+    handshake(server.context, client_context(tls_ca), "a.example")

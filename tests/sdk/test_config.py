@@ -151,9 +151,9 @@ def test_unknown_keys_at_every_level() -> None:
         + ", ".join(a.name for a in attrs.fields(UpstreamSection))
         + ")",
         "$.listeners[0].port: unknown key (known: name, bind, plugins, http1,"
-        " request_head_timeout_s, keepalive_timeout_s, default_route)",
+        " request_head_timeout_s, keepalive_timeout_s, http2, default_route, tls)",
         "$.routes[0].upsteam: unknown key (known: name, plugins, upstream,"
-        " connect_timeout_s, response_timeout_s, max_body_bytes)",
+        " connect_timeout_s, response_timeout_s, max_body_bytes, transport)",
         "$.nope: unknown key (known: kernel, server, upstream, listeners, routes, plugins)",
     ]
     assert got[2].startswith("$.server.htt1: unknown key (known: http1, request_head_timeout_s, ")
@@ -171,7 +171,7 @@ def test_every_problem_at_once_with_validator_messages() -> None:
         "$.server.max_body_bytes: must be >= 0, got -1",
         "$.listeners[0].bind: 'nowhere' is not HOST:PORT",
         "$.routes[0].name: required",
-        "$.routes[0].upstream: 'ftp://x' is not an http://host[:port][/path] URL",
+        "$.routes[0].upstream: 'ftp://x' is not an http(s)://host[:port][/path] URL",
     ]
 
 
@@ -279,6 +279,7 @@ def test_unstructure() -> None:
             "connect_timeout_s": None,
             "response_timeout_s": None,
             "max_body_bytes": None,
+            "transport": None,
         }
     ]
     assert structure({k: v for k, v in raw.items() if k != "routes"}, Settings) == Settings()

@@ -35,6 +35,7 @@ EXPECTED_ALL = [
     "Stash",
     "StashKey",
     "Timings",
+    "TlsCertificate",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",

@@ -96,3 +96,20 @@ def test_testing_make_flow_uses_new_ids() -> None:
 def test_public_classes_are_final() -> None:
     for cls in (sdk.Flow, sdk.ClientInfo, sdk.Timings):
         assert getattr(cls, "__final__", False) is True, cls
+
+
+def test_client_info_tls_fields_default_to_cleartext() -> None:
+    info = sdk.ClientInfo(address="::1", port=1, listener="main")
+    assert (info.tls, info.tls_version, info.alpn, info.sni) == (False, "", "", "")
+    assert info.client_cert_subject is None
+    tls = sdk.ClientInfo(
+        address="::1",
+        port=1,
+        listener="edge",
+        tls=True,
+        tls_version="TLSv1.3",
+        alpn="h2",
+        sni="www.example.com",
+        client_cert_subject="CN=alice,O=Example",
+    )
+    assert tls.client_cert_subject == "CN=alice,O=Example"

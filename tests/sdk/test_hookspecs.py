@@ -22,6 +22,8 @@ EXPECTED_HOOKS = [
     "trellis_config_check",
     "trellis_startup",
     "trellis_shutdown",
+    "trellis_tls_passthrough",
+    "trellis_tls_certificate",
     "trellis_route_select",
     "trellis_request_access",
     "trellis_request",
@@ -33,6 +35,8 @@ EXPECTED_HOOKS = [
     "trellis_flow_done",
 ]
 FIRSTRESULT = {
+    "trellis_tls_passthrough",
+    "trellis_tls_certificate",
     "trellis_route_select",
     "trellis_request_access",
     "trellis_request",
@@ -140,6 +144,8 @@ def test_spec_argument_names() -> None:
     assert pm.hook.trellis_error.spec.argnames == ("flow", "error")
     assert pm.hook.trellis_startup.spec.argnames == ("context",)
     assert pm.hook.trellis_shutdown.spec.argnames == ()
+    assert pm.hook.trellis_tls_passthrough.spec.argnames == ("server_name", "client")
+    assert pm.hook.trellis_tls_certificate.spec.argnames == ("server_name",)
 
 
 def test_types_are_imported_for_type_checking_only() -> None:

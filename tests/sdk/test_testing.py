@@ -701,3 +701,32 @@ async def test_proxy_error_in_a_body_transform_ends_the_flow() -> None:
 def test_plugins_are_named_like_instances() -> None:
     h = Harness(Upper(), Trailer(b""), Trailer(b""))
     assert [h.pm.get_name(p) for p in h.plugins] == ["Upper", "Trailer#1", "Trailer#2"]
+
+
+def test_async_certificate_hook_is_refused() -> None:
+    class AsyncCert:
+        @sdk.hookimpl
+        async def trellis_tls_certificate(self, server_name: str) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="trellis_tls_certificate must not be async"):
+        Harness(AsyncCert())
+
+
+async def test_tls_hooks_can_be_called_without_a_flow() -> None:
+    class Both:
+        @sdk.hookimpl
+        def trellis_tls_certificate(self, server_name: str) -> sdk.TlsCertificate | None:
+            return None
+
+        @sdk.hookimpl
+        async def trellis_tls_passthrough(
+            self, server_name: str, client: sdk.ClientInfo
+        ) -> sdk.Origin | None:
+            return sdk.Origin("tls", server_name, 443)
+
+    h = Harness(Both())
+    client = sdk.ClientInfo(address="::1", port=1, listener="edge", tls=True)
+    got = await h.call("trellis_tls_passthrough", "db.example", client, firstresult=True)
+    assert got == sdk.Origin("tls", "db.example", 443)
+    assert await h.call("trellis_tls_certificate", "db.example") == [None]

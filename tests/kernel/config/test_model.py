@@ -70,7 +70,7 @@ def test_defaults() -> None:
         (KernelSection, {"plugin_deadline_s": 0.0}, "must be > 0"),
         (ListenerConfig, {"name": "has space"}, "is not a valid name"),
         (ListenerConfig, {"bind": "nope"}, "is not HOST:PORT"),
-        (RouteConfig, {"name": "ok", "upstream": "https://x"}, "is not an http://"),
+        (RouteConfig, {"name": "ok", "upstream": "ftp://x"}, r"is not an http\(s\)://"),
         (RouteConfig, {"name": ""}, "is not a valid name"),
     ],
 )

@@ -1,0 +1,145 @@
+"""The frame guard: what we check on HTTP/2 frames before h2 parses them.
+
+:class:`.H2Core` walks received bytes frame by frame (the 9-byte headers;
+of payloads only DATA's pad length and GOAWAY) and asks :class:`FrameGuard`
+about each frame; h2 only gets the frames that passed. That buys:
+
+- no unbounded buffering: h2 buffers a whole frame before it compares its
+  length with SETTINGS_MAX_FRAME_SIZE, and accepts 64 CONTINUATION frames of
+  that size (1 MiB) in one header block; we stop at the frame header, and at
+  ``max_continuation_frames`` / twice ``max_header_list_size`` bytes;
+- flood budgets charged per frame, the bytes after a frame that breaks one
+  never parsed: the work per ``receive_data`` is bounded by the budgets.
+
+A breach is an :data:`Error`: the HTTP/2 error code for our GOAWAY, and why.
+
+May import: stdlib, h2, kernel.protocol.h2_common.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from h2.errors import ErrorCodes
+
+from kernel.protocol.h2_common import H2_PREFACE, H2Limits, RateBudget
+
+__all__ = [
+    "DATA",
+    "GOAWAY",
+    "RST_STREAM",
+    "Error",
+    "FrameGuard",
+    "data_size",
+    "frame_header",
+    "parse_goaway",
+]
+
+#: Frame types (RFC 9113 §6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW, CONT = range(10)
+_END_STREAM = _ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+_CALM: Final = int(ErrorCodes.ENHANCE_YOUR_CALM)
+_PROTOCOL: Final = int(ErrorCodes.PROTOCOL_ERROR)
+
+#: (HTTP/2 error code, reason) for the GOAWAY that ends the connection.
+Error = tuple[int, str]
+
+
+def frame_header(buf: bytearray, pos: int) -> tuple[int, int, int, int]:
+    """Length, type, flags and stream id of the frame header at ``buf[pos:pos+9]``."""
+    length = int.from_bytes(buf[pos : pos + 3], "big")
+    sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFF_FFFF
+    return length, buf[pos + 3], buf[pos + 4], sid
+
+
+def data_size(flags: int, payload: bytearray) -> tuple[int, bool]:
+    """Data bytes (padding excluded) and END_STREAM of a DATA frame.
+
+    Bad padding counts as 0 bytes here; h2 then refuses the frame itself.
+    """
+    size = len(payload)
+    if flags & _PADDED and payload:
+        size = max(0, size - 1 - payload[0])
+    return size, bool(flags & _END_STREAM)
+
+
+def parse_goaway(payload: bytearray) -> tuple[int, int, bytes] | None:
+    """Last stream id, error code and debug data of a GOAWAY payload (None: short)."""
+    if len(payload) < 8:
+        return None
+    last = int.from_bytes(payload[:4], "big") & 0x7FFF_FFFF
+    return last, int.from_bytes(payload[4:8], "big"), bytes(payload[8:])
+
+
+class FrameGuard:
+    """Header-block bounds, the preface, and the three flood budgets."""
+
+    __slots__ = (
+        "_block_bytes", "_block_frames", "_block_sid", "_control", "_empty", "_max_cont",
+        "block_cap", "preface_left", "resets",
+    )  # fmt: skip
+
+    def __init__(self, limits: H2Limits, *, server: bool) -> None:
+        #: Preface bytes still expected (a server reads the client's first).
+        self.preface_left = len(H2_PREFACE) if server else 0
+        #: The most encoded bytes one header block may have.
+        self.block_cap = 2 * limits.max_header_list_size
+        self._max_cont = limits.max_continuation_frames
+        self._block_sid = self._block_frames = self._block_bytes = 0
+        window = limits.budget_window_s
+        #: Rapid reset: streams cancelled by the peer or refused by us.
+        self.resets = RateBudget(limits.reset_budget, window)
+        self._control = RateBudget(limits.control_budget, window)
+        self._empty = RateBudget(limits.empty_data_budget, window)
+
+    def skip_preface(self, buf: bytearray) -> int | None:
+        """How many bytes at the start of ``buf`` are preface; None if not one."""
+        have = min(self.preface_left, len(buf))
+        start = len(H2_PREFACE) - self.preface_left
+        if buf[:have] != H2_PREFACE[start : start + have]:
+            return None
+        self.preface_left -= have
+        return have
+
+    def check(self, ftype: int, flags: int, sid: int, length: int, now: float) -> Error | None:
+        """Header-block sequence and size, and the control budget."""
+        if self._block_sid:
+            if ftype != CONT or sid != self._block_sid:
+                return _PROTOCOL, "header block interrupted"
+            self._block_frames += 1
+            self._block_bytes += length
+            if self._block_frames > self._max_cont or self._block_bytes > self.block_cap:
+                return _CALM, "header block too large or in too many CONTINUATION frames"
+            if flags & _END_HEADERS:
+                self._block_sid = 0
+            return None
+        if ftype in (HEADERS, PUSH_PROMISE):
+            if length > self.block_cap:
+                return _CALM, "header block too large"
+            if sid and not flags & _END_HEADERS:
+                self._block_sid, self._block_frames, self._block_bytes = sid, 0, length
+            return None
+        if ftype in (SETTINGS, PING):
+            counted = not flags & _ACK
+        else:
+            counted = ftype in (PRIORITY, GOAWAY) or ftype > CONT
+        if counted and not self._control.take(now):
+            return _CALM, "too many control frames"
+        return None
+
+    def check_rst(self, unfinished: bool, now: float) -> Error | None:
+        """A RST_STREAM: on a stream we had not finished, it is a rapid reset."""
+        if unfinished:
+            if not self.resets.take(now):
+                return _CALM, "too many streams reset by the peer (rapid reset)"
+        elif not self._control.take(now):
+            return _CALM, "too many control frames"
+        return None
+
+    def check_data(self, size: int, end_stream: bool, now: float) -> Error | None:
+        """A DATA frame: empty ones without END_STREAM are budgeted."""
+        if not size and not end_stream and not self._empty.take(now):
+            return _CALM, "too many empty DATA frames"
+        return None

@@ -1,0 +1,134 @@
+"""Each route's effective upstream settings: :class:`RouteRuntime`, from ``[[routes]]``.
+
+A route's values are ``[upstream]``'s with its overrides applied: the
+route's own ``connect_timeout_s``/``response_timeout_s`` (the older
+spelling) or any key of ``[routes.transport]`` (setting a timeout in both
+places is refused by the model). Its TLS table is ``[routes.transport.tls]``
+when present (as a whole, not key by key), else ``[upstream.tls]``.
+
+Client TLS contexts are built here, through :class:`ClientContexts`: one per
+distinct (TLS table, ALPN list), and only for routes whose upstream is
+``https``. A table no https route uses has its files checked all the same,
+so a wrong path is reported whether or not it is in use yet.
+
+May import: stdlib, attrs, sdk, kernel.config, kernel.tls.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import attrs
+
+from kernel.config.model import RouteConfig, TransportConfig, UpstreamSection, UpstreamTls
+from kernel.tls import build_client_tls, check_client_tls
+from sdk import Origin
+
+__all__ = ["ClientContexts", "RouteRuntime", "route_runtime", "upstream_alpn"]
+
+
+@attrs.frozen
+class RouteRuntime:
+    """A route, resolved: its default origin, per-route limits and effective transport.
+
+    The transport values are ``[upstream]`` with the route's overrides
+    (``connect_timeout_s``/``response_timeout_s`` on the route, or anything
+    in ``[routes.transport]``) applied.
+    """
+
+    name: str
+    upstream: Origin | None
+    base_path: str
+    connect_timeout_s: float
+    response_timeout_s: float
+    read_timeout_s: float
+    max_body_bytes: int
+    max_idle_per_host: int = 32
+    idle_timeout_s: float = 60.0
+    #: Offer h2 by ALPN to https upstreams.
+    http2: bool = False
+    #: Always HTTP/2: ALPN ``h2`` only for https, h2c prior knowledge for http.
+    force_http2: bool = False
+    #: The context for this route's https upstream (verification, client
+    #: certificate, ALPN); ``None`` when the route's upstream is not https.
+    client_tls: ssl.SSLContext | None = None
+    #: The name to send by SNI and verify; ``""`` means the origin's host.
+    tls_server_name: str = ""
+
+
+class ClientContexts:
+    """Client TLS contexts for https routes: one per distinct (TLS table, ALPN) pair.
+
+    Tables no https route uses get their files checked only: loading the
+    system's CA store costs tens of milliseconds per context.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self._problems = problems
+        self._built: dict[tuple[UpstreamTls, tuple[str, ...]], ssl.SSLContext | None] = {}
+        self._failed: set[UpstreamTls] = set()
+        self._unused: dict[UpstreamTls, str] = {}  # table -> first path naming it
+
+    def get(self, cfg: UpstreamTls, path: str, alpn: tuple[str, ...]) -> ssl.SSLContext | None:
+        key = (cfg, alpn)
+        if key not in self._built and cfg not in self._failed:
+            ctx, found = build_client_tls(cfg, path, alpn=alpn)
+            if found:
+                self._failed.add(cfg)
+                self._problems.extend(found)
+            self._built[key] = ctx
+        return self._built.get(key)
+
+    def note(self, cfg: UpstreamTls, path: str) -> None:
+        self._unused.setdefault(cfg, path)
+
+    def check_unused(self) -> None:
+        built = {cfg for cfg, _ in self._built} | self._failed
+        for cfg, path in self._unused.items():
+            if cfg not in built:
+                self._problems.extend(check_client_tls(cfg, path))
+
+
+def upstream_alpn(http2: bool, force: bool) -> tuple[str, ...]:
+    """The ALPN list offered to an https upstream."""
+    return ("h2",) if force else ("h2", "http/1.1") if http2 else ("http/1.1",)
+
+
+def route_runtime(
+    i: int, rc: RouteConfig, ups: UpstreamSection, srv_body: int, tls: ClientContexts
+) -> tuple[RouteRuntime, list[str]]:
+    """``[[routes]]`` entry ``i`` with ``[upstream]`` under its overrides."""
+    problems: list[str] = []
+    t = rc.transport or TransportConfig()
+    origin: Origin | None = None
+    base = ""
+    if rc.upstream:
+        try:
+            origin, base = Origin.parse(rc.upstream)
+        except ValueError as exc:
+            problems.append(f"$.routes[{i}].upstream: {exc}")
+    http2 = ups.http2 if t.http2 is None else t.http2
+    force = ups.force_http2 if t.force_http2 is None else t.force_http2
+    tls_cfg, tls_path = (t.tls, f"$.routes[{i}].transport.tls") if t.tls else (ups.tls, "")
+    ctx: ssl.SSLContext | None = None
+    if origin is not None and origin.scheme == "https":
+        ctx = tls.get(tls_cfg, tls_path or "$.upstream.tls", upstream_alpn(http2, force))
+    elif tls_path:
+        tls.note(tls_cfg, tls_path)
+    return RouteRuntime(
+        name=rc.name,
+        upstream=origin,
+        base_path=base,
+        connect_timeout_s=t.connect_timeout_s or rc.connect_timeout_s or ups.connect_timeout_s,
+        response_timeout_s=t.response_timeout_s or rc.response_timeout_s or ups.response_timeout_s,
+        read_timeout_s=t.read_timeout_s or ups.read_timeout_s,
+        max_body_bytes=srv_body if rc.max_body_bytes is None else rc.max_body_bytes,
+        max_idle_per_host=(
+            ups.max_idle_per_host if t.max_idle_per_host is None else t.max_idle_per_host
+        ),
+        idle_timeout_s=t.idle_timeout_s or ups.idle_timeout_s,
+        http2=http2,
+        force_http2=force,
+        client_tls=ctx,
+        tls_server_name=tls_cfg.server_name,
+    ), problems

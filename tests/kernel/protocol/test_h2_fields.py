@@ -1,0 +1,194 @@
+"""HTTP/2 <-> HTTP/1.1 field translation, as pure functions.
+
+The wire-level refusal matrix (each case through a real h2 client) is in
+``test_h2_server.py``; these pin the translation details and the sending side.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.protocol.events import RequestHead
+from kernel.protocol.h2_fields import (
+    check_trailers,
+    content_length,
+    h2_expected_length,
+    header_list_size,
+    request_fields,
+    request_from_h2,
+    response_fields,
+    response_from_h2,
+    sent_length,
+    trailer_fields,
+)
+from sdk._errors import LocalProtocolError, RemoteProtocolError
+
+GET = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"a.example"),
+    (b":path", b"/"),
+]
+BIG = 65536
+
+
+def parse(fields: list[tuple[bytes, bytes]], end_stream: bool = True) -> RequestHead:
+    return request_from_h2(fields, end_stream=end_stream, max_list_size=BIG).head
+
+
+def refused(fields: list[tuple[bytes, bytes]], end_stream: bool = True) -> int:
+    with pytest.raises(RemoteProtocolError) as exc:
+        request_from_h2(fields, end_stream=end_stream, max_list_size=BIG)
+    return exc.value.status_hint
+
+
+def test_request_head_host_first_cookies_joined() -> None:
+    fields = [
+        *GET,
+        (b"cookie", b"a=1"),
+        (b"accept", b"*/*"),
+        (b"host", b"a.example"),
+        (b"cookie", b"b=2"),
+    ]
+    parsed = request_from_h2(fields, end_stream=True, max_list_size=BIG)
+    assert (parsed.scheme, parsed.authority, parsed.content_length) == (
+        b"https",
+        b"a.example",
+        None,
+    )
+    assert parsed.head == RequestHead(
+        b"GET",
+        b"/",
+        [(b"host", b"a.example"), (b"cookie", b"a=1; b=2"), (b"accept", b"*/*")],
+        http_version=b"2",
+        keep_alive=True,
+    )
+
+
+def test_host_alone_stands_for_authority_and_ipv6_is_checked() -> None:
+    head = parse([GET[0], GET[1], GET[3], (b"host", b"[::1]:8080")])
+    assert head.headers == [(b"host", b"[::1]:8080")]
+    assert refused([GET[0], GET[1], GET[3], (b"host", b"[::g]")]) == 400
+
+
+def test_expect_continue_and_content_length() -> None:
+    fields = [*GET, (b"content-length", b"10"), (b"expect", b"100-Continue")]
+    parsed = request_from_h2(fields, end_stream=False, max_list_size=BIG)
+    assert parsed.head.expect_continue
+    assert parsed.content_length == 10
+    # Without a body to wait for, there is nothing to continue.
+    assert not parse([*GET, (b"expect", b"100-continue")]).expect_continue
+    assert parse([*GET, (b"content-length", b"0")]).headers[-1] == (b"content-length", b"0")
+    for bad in (b"-1", b"1,1", b"0x1", b"", b"1" * 19):
+        assert refused([*GET, (b"content-length", bad)], end_stream=False) == 400
+
+
+def test_te_trailers_is_the_only_te() -> None:
+    assert parse([*GET, (b"te", b"trailers")]).headers[-1] == (b"te", b"trailers")
+    assert refused([*GET, (b"te", b"Trailers")]) == 400
+
+
+def test_limit_and_status_hints() -> None:
+    fields = [*GET, (b"x", b"v" * 100)]
+    assert request_from_h2(fields, end_stream=True, max_list_size=header_list_size(fields))
+    with pytest.raises(RemoteProtocolError) as exc:
+        request_from_h2(fields, end_stream=True, max_list_size=header_list_size(fields) - 1)
+    assert exc.value.status_hint == 431
+    assert refused([(b":method", b"CONNECT"), (b":authority", b"a:1")]) == 501
+    assert parse([(b":method", b"get"), *GET[1:]]).method == b"get"
+
+
+def test_header_list_size_is_rfc_9113() -> None:
+    assert header_list_size([(b"ab", b"cde")]) == 37
+    assert header_list_size([]) == 0
+
+
+def test_response_translation() -> None:
+    status, fields, length = response_from_h2(
+        [(b":status", b"404"), (b"content-length", b"3"), (b"x", b"y")], max_list_size=BIG
+    )
+    assert (status, fields, length) == (404, [(b"content-length", b"3"), (b"x", b"y")], 3)
+    assert response_from_h2([(b":status", b"103")], max_list_size=BIG)[0] == 103
+    for bad in (
+        [(b":status", b"600")],
+        [(b":status", b"2000")],
+        [(b":status", b"101")],
+        [(b":status", b"200"), (b"x", b" y")],
+        [(b":status", b"200"), (b"X", b"y")],
+        [(b":status", b"200"), (b"upgrade", b"y")],
+    ):
+        with pytest.raises(RemoteProtocolError) as exc:
+            response_from_h2(bad, max_list_size=BIG)
+        assert exc.value.status_hint == 502
+
+
+def test_received_trailers() -> None:
+    assert check_trailers([(b"x-sum", b"1")], max_list_size=BIG) == [(b"x-sum", b"1")]
+    for bad in ([(b":status", b"200")], [(b"content-length", b"1")], [(b"host", b"a")]):
+        with pytest.raises(RemoteProtocolError):
+            check_trailers(bad, max_list_size=BIG)
+
+
+def test_response_fields_to_send() -> None:
+    fields = [
+        (b"Content-Type", b"text/html "),
+        (b"Connection", b"close"),
+        (b"keep-alive", b"1"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"upgrade", b"x"),
+        (b"proxy-connection", b"x"),
+        (b"te", b"trailers"),
+        (b":path", b"/sneaky"),
+    ]
+    assert response_fields(200, fields) == [(b":status", b"200"), (b"content-type", b"text/html")]
+    for status in (101, 99, 600):
+        with pytest.raises(LocalProtocolError):
+            response_fields(status, [])
+    for bad in ([(b"x", b"a\r\nb: c")], [(b"x", b"a\x00")], [(b"a b", b"1")]):
+        with pytest.raises(LocalProtocolError):
+            response_fields(200, bad)
+
+
+def test_request_fields_to_send() -> None:
+    head = RequestHead(
+        b"POST",
+        b"https://other.example/p?q=1",
+        [(b"Host", b"other.example"), (b"TE", b"gzip"), (b"content-length", b"2")],
+    )
+    assert request_fields(head, b"https", b"a.example") == [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"a.example"),
+        (b":path", b"/p?q=1"),
+        (b"content-length", b"2"),
+    ]
+    star = RequestHead(b"OPTIONS", b"*", [])
+    assert request_fields(star, b"http", b"a")[3] == (b":path", b"*")
+    bare = RequestHead(b"GET", b"http://a.example", [])
+    assert request_fields(bare, b"http", b"a")[3] == (b":path", b"/")
+    query = RequestHead(b"GET", b"http://a.example?x", [])
+    assert request_fields(query, b"http", b"a")[3] == (b":path", b"/?x")
+
+
+def test_trailers_and_lengths_to_send() -> None:
+    assert trailer_fields([(b"X-A", b"1"), (b"content-length", b"3"), (b"host", b"h")]) == [
+        (b"x-a", b"1")
+    ]
+    assert sent_length([(b"content-length", b"12")]) == 12
+    assert sent_length([(b"content-length", b"1"), (b"content-length", b"1")]) == 1
+    assert sent_length([]) is None
+    for bad in (
+        [(b"content-length", b"1"), (b"content-length", b"2")],
+        [(b"content-length", b"x")],
+    ):
+        with pytest.raises(LocalProtocolError):
+            sent_length(bad)
+
+
+def test_lengths_we_and_h2_enforce() -> None:
+    assert content_length(b"42", 1, 400) == 42
+    with pytest.raises(RemoteProtocolError):
+        content_length(b"42", 2, 400)
+    assert h2_expected_length([(b"x", b"1"), (b"content-length", b"7")]) == 7
+    assert h2_expected_length([(b"content-length", b"x")]) is None
+    assert h2_expected_length([]) is None
