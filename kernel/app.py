@@ -146,6 +146,8 @@ class App:
                     return EXIT_CONFIG
                 async with trio.open_nursery() as conns:
                     self._conn_nursery = conns
+                    # HTTP/2 upstream connections outlive flows: their readers run here.
+                    state.pool.nursery = root
                     for b in bound.values():
                         root.start_soon(b.serve, state, conns)
                     if self.handle_signals:

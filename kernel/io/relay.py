@@ -23,6 +23,8 @@ import trio
 from kernel import dispatch
 from kernel.dispatch import Chain
 from kernel.generation import Generation
+from kernel.io.h2relay import proxy_h2
+from kernel.io.h2upstream import H2Upstream, H2UpstreamStream, Refused
 from kernel.io.upstream import TlsTarget, UpstreamConnection
 from kernel.protocol.errorpage import reason_phrase
 from kernel.protocol.events import (
@@ -106,7 +108,7 @@ class ExchangeBase:
         self.request_done = False
         #: True once any response byte went to the client.
         self.head_sent = False
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: UpstreamConnection | H2UpstreamStream | None = None
         self.trailers: Fields = []
 
     # -- the client's body ----------------------------------------------------
@@ -142,16 +144,29 @@ class UpstreamRelay(ExchangeBase):
         # §9.2.2) is simply retried once on a fresh connection, so it can skip
         # the liveness probe; anything else must not risk being sent twice.
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
+        https = flow.upstream.scheme == "https"
+        http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
         attempt = 0
         while True:
-            up = await pool.acquire(
+            up = await pool.acquire_h2_or_h1(
                 flow.upstream,
                 gen.upstream_http1,
+                http2=http2,
                 connect_timeout=route.connect_timeout_s,
                 idle_timeout=route.idle_timeout_s,
                 probe=not retryable,
                 tls=tls,
             )
+            if isinstance(up, H2Upstream):
+                try:
+                    stream, h2head = await proxy_h2(self, up)
+                except Refused:
+                    # Never processed by the upstream (RFC 9113 §8.7): retry once.
+                    if attempt == 0 and not self.has_body:
+                        attempt += 1
+                        continue
+                    raise UpstreamError(f"upstream {flow.upstream} refused the stream") from None
+                return await self._relay_response(stream, h2head)
             self.upstream = up
             reused = up.requests > 0
             up.requests += 1
@@ -261,7 +276,9 @@ class UpstreamRelay(ExchangeBase):
             f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
         )
 
-    async def _relay_response(self, up: UpstreamConnection, head: ResponseHead) -> bool:
+    async def _relay_response(
+        self, up: UpstreamConnection | H2UpstreamStream, head: ResponseHead
+    ) -> bool:
         flow, conn, route = self.flow, self.conn, self.route
         assert route is not None
         fields = downstream_response_fields(head.headers, self.gen.forwarding)
@@ -292,17 +309,12 @@ class UpstreamRelay(ExchangeBase):
             )
         )
         self.head_sent = True
-        codec = up.codec
         timeout = route.read_timeout_s
         try:
             while True:
-                event = codec.next_event()
-                if event is NEED_DATA:
-                    await conn.flush()
-                    with trio.fail_after(timeout):
-                        chunk = await up.receive()
-                    codec.receive_data(chunk)
-                elif isinstance(event, Data):
+                # The client gets what we have before we wait for more.
+                event = await up.next_body_event(timeout, conn.flush)
+                if isinstance(event, Data):
                     chunk = event.data
                     if transforms:
                         chunk = dispatch.transform(
@@ -323,8 +335,6 @@ class UpstreamRelay(ExchangeBase):
                     conn.end_response(event.trailers or None)
                     await conn.flush()
                     break
-                else:
-                    raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
         except (
             trio.TooSlowError,
             trio.BrokenResourceError,
@@ -335,8 +345,10 @@ class UpstreamRelay(ExchangeBase):
             log.warning("[%s] %s", flow.id, flow.error)
             raise Abort from exc
         self.upstream = None
-        if codec.keep_alive:
-            codec.start_next_cycle()
+        if isinstance(up, H2UpstreamStream):
+            up.close_nowait()  # the stream ended: this only forgets it
+        elif up.codec.keep_alive:
+            up.codec.start_next_cycle()
             conn.state.pool.put_idle(up, route.max_idle_per_host)
         else:
             up.close_nowait()

@@ -5,19 +5,23 @@ do I/O"): :meth:`UpstreamPool.take_idle` and :meth:`UpstreamPool.put_idle`
 never await; only :func:`connect` does. The pool is shared by every
 generation, so upstream keep-alive survives a reload.
 
-May import: stdlib, trio, attrs, sdk, kernel.protocol.
+May import: stdlib, trio, attrs, sdk, kernel.protocol, kernel.io.h2upstream.
 """
 
 from __future__ import annotations
 
 import select
 import ssl
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
+from kernel.io.h2upstream import H2Upstream
+from kernel.protocol.events import NEED_DATA, Data, EndOfMessage
+from kernel.protocol.h2_common import H2Limits
 from kernel.protocol.http1 import ClientCodec, make_client_codec
-from sdk import Origin, UpstreamConnectError, UpstreamTimeout
+from sdk import Origin, RemoteProtocolError, UpstreamConnectError, UpstreamTimeout
 
 __all__ = ["PoolStatistics", "UpstreamConnection", "UpstreamPool", "connect"]
 
@@ -63,6 +67,28 @@ class UpstreamConnection:
     async def receive(self) -> bytes:
         data = await self.stream.receive_some(RECV_SIZE)
         return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
+
+    async def next_body_event(
+        self, timeout: float, before_wait: Callable[[], Awaitable[None]]
+    ) -> Data | EndOfMessage:
+        """The next piece of the response body, or its end.
+
+        ``before_wait`` runs before we block on the socket (the relay flushes
+        the client there); a read that takes over ``timeout`` seconds raises
+        :class:`trio.TooSlowError`.
+        """
+        codec = self.codec
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                await before_wait()
+                with trio.fail_after(timeout):
+                    chunk = await self.receive()
+                codec.receive_data(chunk)
+            elif isinstance(event, Data | EndOfMessage):
+                return event
+            else:
+                raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
 
     def close_nowait(self) -> None:
         """Close the socket without a checkpoint (safe in cleanup paths)."""
@@ -125,6 +151,14 @@ class UpstreamPool:
 
     def __init__(self) -> None:
         self._idle: dict[_PoolKey, list[UpstreamConnection]] = {}
+        #: HTTP/2 connections per (origin, "h2", TLS target); shared, not checked out.
+        self._h2: dict[_PoolKey, list[H2Upstream]] = {}
+        #: One HTTP/2 connection attempt at a time per key.
+        self._connecting: dict[_PoolKey, trio.Lock] = {}
+        #: https origins that answered ALPN with http/1.1 (for ``http2 = true``).
+        self._h1_only: set[_PoolKey] = set()
+        #: Where HTTP/2 connections run their reader tasks (the app sets it).
+        self.nursery: trio.Nursery | None = None
         self.opened = 0
         self.reused = 0
 
@@ -187,6 +221,93 @@ class UpstreamPool:
         self.opened += 1
         return conn
 
+    async def acquire_h2_or_h1(
+        self,
+        origin: Origin,
+        kind: str,
+        *,
+        http2: str,
+        connect_timeout: float,
+        idle_timeout: float,
+        probe: bool = True,
+        tls: TlsTarget | None = None,
+    ) -> UpstreamConnection | H2Upstream:
+        """A connection for one request, by the route's HTTP/2 setting.
+
+        ``http2`` is ``"force"`` (always HTTP/2: ALPN ``h2`` over TLS, h2c
+        with prior knowledge otherwise), ``"alpn"`` (https only: HTTP/2 when
+        the upstream picks it by ALPN, else HTTP/1.1) or ``"off"``.
+        """
+        if http2 == "off":
+            return await self.acquire(
+                origin, kind, connect_timeout=connect_timeout, idle_timeout=idle_timeout,
+                probe=probe, tls=tls,
+            )  # fmt: skip
+        key: _PoolKey = (origin, "h2", tls)
+        h2 = self._usable_h2(key)
+        if h2 is not None:
+            return h2
+        if http2 == "alpn":
+            conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
+            if conn is not None or key in self._h1_only:
+                return conn or await self._connect(origin, kind, connect_timeout, tls)
+        # One connection attempt per origin at a time: a burst of flows must
+        # share the first HTTP/2 connection, not each open its own.
+        lock = self._connecting.setdefault(key, trio.Lock())
+        async with lock:
+            h2 = self._usable_h2(key)
+            if h2 is not None:
+                return h2
+            return await self._connect_h2(key, origin, kind, http2, connect_timeout, tls)
+
+    def _usable_h2(self, key: _PoolKey) -> H2Upstream | None:
+        live = [c for c in self._h2.get(key, ()) if not c.closed]
+        self._h2[key] = live
+        for h2 in live:
+            if h2.available:
+                self.reused += 1
+                return h2
+        return None
+
+    async def _connect(
+        self, origin: Origin, kind: str, timeout: float, tls: TlsTarget | None
+    ) -> UpstreamConnection:
+        conn = await connect(origin, kind, timeout, tls)
+        self.opened += 1
+        return conn
+
+    async def _connect_h2(
+        self,
+        key: _PoolKey,
+        origin: Origin,
+        kind: str,
+        http2: str,
+        connect_timeout: float,
+        tls: TlsTarget | None,
+    ) -> UpstreamConnection | H2Upstream:
+        conn = await connect(origin, kind, connect_timeout, tls)
+        self.opened += 1
+        negotiated = (
+            conn.stream.selected_alpn_protocol()
+            if isinstance(conn.stream, trio.SSLStream)
+            else None
+        )
+        if http2 == "alpn" and negotiated != "h2":
+            self._h1_only.add(key)  # later flows connect without the lock
+            return conn
+        if self.nursery is None:
+            conn.close_nowait()
+            raise UpstreamConnectError("HTTP/2 upstreams need the running app")
+        h2 = H2Upstream(conn.stream, origin, key, H2Limits())
+        try:
+            with trio.fail_after(connect_timeout):
+                await h2.start(self.nursery)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            h2.close_nowait()
+            raise UpstreamConnectError(f"HTTP/2 preface to {origin} failed: {exc!r}") from exc
+        self._h2.setdefault(key, []).append(h2)
+        return h2
+
     def reap(self, idle_timeout: float) -> int:
         """Close idle connections older than ``idle_timeout``; returns how many."""
         now = trio.current_time()
@@ -203,6 +324,12 @@ class UpstreamPool:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
+        for key, h2s in list(self._h2.items()):
+            for h2 in h2s:
+                if not h2.streams and now - h2.idle_since > idle_timeout:
+                    h2.close_nowait()
+                    closed += 1
+            self._h2[key] = [h for h in h2s if not h.closed]
         return closed
 
     def close_all(self) -> None:
@@ -210,6 +337,10 @@ class UpstreamPool:
             for conn in conns:
                 conn.close_nowait()
         self._idle.clear()
+        for h2s in self._h2.values():
+            for h2 in h2s:
+                h2.close_nowait()
+        self._h2.clear()
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(
