@@ -35,7 +35,7 @@ BENCH_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: deps-system venv lint test run bench clean distclean
+.PHONY: deps-system venv lint test run bench bench-h2 clean distclean
 
 # Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
 # keeps packaged services (nginx now, redis/postgresql later) from being started:
@@ -86,6 +86,9 @@ run: venv
 
 bench: deps-system venv
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+bench-h2: deps-system venv
+	$(VENV_PY) bench/h2.py $(BENCH_ARGS)
 
 clean:
 	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \
