@@ -178,6 +178,21 @@ class H2Section:
     connection_window: int = attrs.field(default=1048576, validator=_range(65535, _MAX_WINDOW))
     #: Largest frame payload accepted, in bytes (SETTINGS_MAX_FRAME_SIZE).
     max_frame_size: int = attrs.field(default=16384, validator=_range(16384, _MAX_FRAME))
+    #: Flood budgets, each counted over ``budget_window_s`` (a token bucket:
+    #: the budget is the largest burst and, spread over the window, the
+    #: sustained rate). Going over any of them ends the connection with
+    #: GOAWAY ENHANCE_YOUR_CALM. Rapid reset (CVE-2023-44487): streams the
+    #: client cancels before we finished them, plus streams we refuse.
+    reset_budget: int = attrs.field(default=200, validator=_range(1, _MAX_WINDOW))
+    #: SETTINGS and PING needing an ACK, PRIORITY, and other frames that carry
+    #: no request (CVE-2019-9512/9515).
+    control_budget: int = attrs.field(default=1000, validator=_range(1, _MAX_WINDOW))
+    #: DATA frames with no data and no END_STREAM (CVE-2019-9518).
+    empty_data_budget: int = attrs.field(default=100, validator=_range(1, _MAX_WINDOW))
+    #: The window the budgets above are counted over, in seconds.
+    budget_window_s: float = attrs.field(default=10.0, validator=_positive)
+    #: CONTINUATION frames accepted in one header block (CONTINUATION flood).
+    max_continuation_frames: int = attrs.field(default=16, validator=_range(0, 1024))
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -22,6 +23,7 @@ from kernel.config.model import (
     UpstreamSection,
     UpstreamTls,
 )
+from sdk import ConfigError
 from sdk._config import unstructure
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -35,10 +37,34 @@ def test_there_are_configs() -> None:
     assert CONFIG_DIR / "default.toml" in CONFIGS
 
 
+#: Variables a scenario config needs beyond its defaults (certificates have none).
+NEEDS = {"reverse-tls.toml": ("TRELLIS_TLS_CERT", "TRELLIS_TLS_KEY")}
+
+
+@pytest.fixture
+def scenario_env(cert_factory: Any) -> dict[str, str]:
+    """CLEAN_ENV plus what NEEDS names: a real certificate and key."""
+    files = cert_factory.issue("localhost", "127.0.0.1")
+    return {"TRELLIS_TLS_CERT": str(files.cert), "TRELLIS_TLS_KEY": str(files.key)}
+
+
+def env_for(path: Path, scenario_env: dict[str, str]) -> dict[str, str]:
+    return {k: scenario_env[k] for k in NEEDS.get(path.name, ())} | CLEAN_ENV
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_loads(path: Path) -> None:
-    loaded = load_config(path, environ=CLEAN_ENV)
+def test_config_loads(path: Path, scenario_env: dict[str, str]) -> None:
+    loaded = load_config(path, environ=env_for(path, scenario_env))
     assert loaded.files[0] == path.resolve()
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+def test_config_without_its_variables_names_them(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG_DIR / name, environ=CLEAN_ENV)
+    text = str(info.value)
+    for var in NEEDS[name]:
+        assert var in text
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +122,11 @@ def test_default_documents_every_key() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_builds_a_generation(path: Path) -> None:
+def test_config_builds_a_generation(path: Path, scenario_env: dict[str, str]) -> None:
     """What `kernel check` does: plugins exist, tables structure, chains resolve."""
     from kernel.generation import build_generation
 
-    loaded = load_config(path, environ=CLEAN_ENV)
+    loaded = load_config(path, environ=env_for(path, scenario_env))
     gen = build_generation(loaded.settings, modules=loaded.settings.kernel.modules)
     assert gen.routes
     assert gen.listeners

@@ -1,0 +1,257 @@
+"""TLS passthrough by SNI: read the ClientHello, then relay the raw connection or hand it back.
+
+On a listener with ``passthrough = true`` in ``[listeners.tls]``,
+:func:`kernel.io.listeners.serve_tls` calls :func:`intercept` before any
+handshake. It reads the first bytes (at most :data:`PEEK_LIMIT`, within the
+listener's ``request_head_timeout_s``) until
+:func:`kernel.protocol.clienthello.parse_client_hello` has the whole
+ClientHello, and asks ``trellis_tls_passthrough(server_name, client)`` on the
+listener's routing chain (global + listener plugins). Then:
+
+* an :class:`~sdk.Origin`: connect to it (``[upstream] connect_timeout_s``)
+  and relay bytes unchanged both ways, the bytes already read first, until
+  both sides have closed. Each direction is half-closed on its own (EOF from
+  one side becomes ``send_eof`` on the other), moves at most :data:`CHUNK`
+  bytes at a time with back-pressure, and has no timeout: TCP keep-alive is
+  switched on, and on shutdown a tunnel counts as a flow in flight, so the
+  drain waits for it up to ``shutdown_grace_s`` and then cancels it.
+  Unreachable origin: the client connection is closed (warning).
+* ``None``: :func:`intercept` returns a :class:`PrefixedStream` that replays
+  the bytes read, so the caller terminates TLS on it as usual.
+* not a ClientHello (info), a client that sends nothing in time or closes,
+  or a failing plugin (``fail_closed``; the dispatcher logs it): the
+  connection is closed.
+
+May import: stdlib, attrs, trio, sdk, kernel.protocol, kernel.dispatch,
+kernel.generation, kernel.io.state.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import attrs
+import trio
+
+from kernel import dispatch
+from kernel.generation import ListenerRuntime
+from kernel.io.state import ServerState
+from kernel.protocol.clienthello import NEED_MORE, ClientHelloError, parse_client_hello
+from sdk import ClientInfo, Origin, PluginError
+
+__all__ = ["CHUNK", "PEEK_LIMIT", "PrefixedStream", "intercept", "relay"]
+
+log = logging.getLogger("kernel.passthrough")
+
+#: Most bytes read while waiting for the whole ClientHello.
+PEEK_LIMIT = 16 * 1024
+#: Most bytes one direction of a tunnel reads before it has written them.
+CHUNK = 64 * 1024
+
+_HOOK = "trellis_tls_passthrough"
+
+
+class PrefixedStream(trio.abc.HalfCloseableStream):
+    """``stream`` with ``prefix`` put back in front: what was read to peek is read again."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream, prefix: bytes) -> None:
+        self.stream = stream
+        self._prefix = memoryview(bytes(prefix))
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            if n < 1:
+                raise ValueError("max_bytes must be >= 1")
+            out = bytes(self._prefix[:n])
+            self._prefix = self._prefix[n:]
+            await trio.lowlevel.checkpoint()
+            return out
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._prefix = memoryview(b"")
+        await self.stream.aclose()
+
+
+async def intercept(
+    stream: trio.SocketStream, state: ServerState, listener: ListenerRuntime, client: ClientInfo
+) -> PrefixedStream | None:
+    """Relay the connection if a plugin says so; else the stream to terminate TLS on.
+
+    Returns ``None`` when the connection was dealt with here (relayed, or
+    closed); ``stream`` is closed then. Never raises for what a client, an
+    origin or a plugin does.
+    """
+    gen = state.generation
+    pre = gen.pre_route.get(listener.name)
+    handed_back = False
+    state.connections += 1
+    try:
+        data = await _read_hello(stream, listener, client)
+        if data is None:
+            return None
+        prefix, server_name = data
+        if pre is None or not pre.tls_passthrough:
+            handed_back = True  # the listener went away in a reload: terminate as usual
+            return PrefixedStream(stream, prefix)
+        asking = attrs.evolve(client, tls=True, sni=server_name)
+        gen.acquire()  # the generation's plugins stay up while they are asked
+        try:
+            origin = await dispatch.connection_first_result(
+                pre.tls_passthrough, _HOOK, server_name, asking
+            )
+        except PluginError:
+            return None  # fail_closed, logged by the dispatcher: close
+        finally:
+            gen.release()
+        if origin is None:
+            handed_back = True
+            return PrefixedStream(stream, prefix)
+        if not isinstance(origin, Origin):
+            log.error(
+                "%s returned %s, not sdk.Origin: closing %s:%d",
+                _HOOK,
+                type(origin).__name__,
+                client.address,
+                client.port,
+            )
+            return None
+        upstream = await _connect(origin, gen.settings.upstream.connect_timeout_s, client)
+        if upstream is None:
+            return None
+        log.debug(
+            "relaying %s:%d (SNI %r) to %s:%d",
+            client.address,
+            client.port,
+            server_name,
+            origin.host,
+            origin.port,
+        )
+        state.flow_started()  # a drain waits for tunnels up to shutdown_grace_s
+        try:
+            sent, received = await relay(stream, upstream, prefix)
+        finally:
+            state.flow_ended()
+            with trio.CancelScope(shield=True):
+                await upstream.aclose()
+        log.debug(
+            "relay %s:%d to %s:%d done: %d bytes up, %d down",
+            client.address,
+            client.port,
+            origin.host,
+            origin.port,
+            sent,
+            received,
+        )
+        return None
+    except Exception:
+        # A kernel bug: it ends this connection, never the process.
+        log.exception("passthrough for %s:%d failed", client.address, client.port)
+        return None
+    finally:
+        state.connections -= 1
+        if not handed_back:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+async def _read_hello(
+    stream: trio.SocketStream, listener: ListenerRuntime, client: ClientInfo
+) -> tuple[bytes, str] | None:
+    """(bytes read, SNI name or ``""``), or ``None`` (logged) when there is no ClientHello."""
+    buf = bytearray()
+    with trio.move_on_after(listener.request_head_timeout_s):
+        while True:
+            try:
+                chunk = await stream.receive_some(PEEK_LIMIT - len(buf))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not chunk:
+                log.debug("%s:%d closed before its ClientHello", client.address, client.port)
+                return None
+            buf += chunk
+            try:
+                hello = parse_client_hello(bytes(buf))
+            except ClientHelloError as exc:
+                log.info("no TLS ClientHello from %s:%d: %s", client.address, client.port, exc)
+                return None
+            if hello is not NEED_MORE:
+                return bytes(buf), hello.server_name or ""
+            if len(buf) >= PEEK_LIMIT:
+                log.info(
+                    "no TLS ClientHello from %s:%d within %d bytes",
+                    client.address,
+                    client.port,
+                    PEEK_LIMIT,
+                )
+                return None
+    log.debug("%s:%d sent no ClientHello in time", client.address, client.port)
+    return None
+
+
+async def _connect(origin: Origin, timeout: float, client: ClientInfo) -> trio.SocketStream | None:
+    try:
+        with trio.fail_after(timeout):
+            upstream = await trio.open_tcp_stream(origin.host, origin.port)
+    except (OSError, trio.TooSlowError) as exc:
+        reason = "timed out" if isinstance(exc, trio.TooSlowError) else exc.strerror or str(exc)
+        log.warning(
+            "passthrough to %s:%d for %s:%d failed: %s; closing the client connection",
+            origin.host,
+            origin.port,
+            client.address,
+            client.port,
+            reason,
+        )
+        return None
+    return upstream
+
+
+async def relay(
+    client: trio.SocketStream, upstream: trio.SocketStream, prefix: bytes = b""
+) -> tuple[int, int]:
+    """Copy bytes both ways until both directions ended; (bytes to upstream, bytes to client).
+
+    ``prefix`` goes to ``upstream`` first. An EOF is passed on with
+    ``send_eof``; a reset or error on either side ends both directions.
+    Neither stream is closed here.
+    """
+    counts = [0, 0]
+    for s in (client, upstream):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            pass  # already reset: the copy below notices
+
+    async def pump(
+        src: trio.SocketStream, dst: trio.SocketStream, index: int, cancel: trio.CancelScope
+    ) -> None:
+        try:
+            if index == 0 and prefix:
+                await dst.send_all(prefix)
+                counts[0] += len(prefix)
+            while True:
+                data = await src.receive_some(CHUNK)
+                if not data:
+                    break
+                await dst.send_all(data)
+                counts[index] += len(data)
+            await dst.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            cancel.cancel()  # one side is gone: the other direction ends too
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, client, upstream, 0, nursery.cancel_scope)
+        nursery.start_soon(pump, upstream, client, 1, nursery.cancel_scope)
+    return counts[0], counts[1]
