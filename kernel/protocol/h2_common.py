@@ -9,8 +9,11 @@ and responses arrive as the HTTP/1.1 heads of :mod:`.events`
 
 What lives here: :class:`H2Limits` (sizes, windows and flood budgets), the
 events, :class:`RateBudget` (the token bucket behind every flood budget),
-and the h2c prior-knowledge preface helpers. The field rules are in
-:mod:`.h2_fields`, the machinery both sides share in :mod:`.h2_endpoint`.
+and the h2c prior-knowledge preface helpers. Elsewhere: the field rules in
+:mod:`.h2_fields`, the frame checks made before h2 parses anything in
+:mod:`.h2_guard`, what both sides share in :mod:`.h2_core` (receiving) and
+:mod:`.h2_endpoint` (sending), the sides in :mod:`.h2_server` and
+:mod:`.h2_client`.
 
 Flow control is end to end: we never acknowledge received DATA on our own.
 The shell calls ``ack_data(stream_id, flow_length)`` once a :class:`StreamData`
@@ -106,9 +109,10 @@ class H2Limits:
         validator=attrs.validators.and_(attrs.validators.ge(16384), attrs.validators.le(2**24 - 1)),
     )
     #: Rapid reset (CVE-2023-44487): streams the peer cancels (RST_STREAM)
-    #: before we finished them, plus streams we refuse for concurrency. A
-    #: browser cancels at most its in-flight streams at once (<= 100); 200
-    #: allows two such bursts, and cuts an attack after 200 wasted flows.
+    #: before we finished them, plus streams we refuse (over the concurrency
+    #: limit, or after our GOAWAY). A browser cancels at most its in-flight
+    #: streams at once (<= 100); 200 allows two such bursts, 20/s sustained,
+    #: and cuts an attack after 200 wasted flows (server side only).
     reset_budget: int = attrs.field(default=200, validator=_pos)
     #: Frames that make us work or answer but carry no request: SETTINGS and
     #: PING needing an ACK, PRIORITY, GOAWAY, RST_STREAM on finished streams,

@@ -27,6 +27,7 @@ from sdk._errors import LocalProtocolError
 __all__ = ["H2Endpoint"]
 
 _CANCEL = int(ErrorCodes.CANCEL)
+_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 
 
 class H2Endpoint(H2Core):
@@ -91,7 +92,7 @@ class H2Endpoint(H2Core):
         self._goaway_last = last if self._goaway_last is None else min(last, self._goaway_last)
         if not self._client:
             for sid in [s for s in self._streams if s > self._goaway_last]:
-                self.reset(sid, 7)  # REFUSED_STREAM: not processed, safe to retry
+                self.reset(sid, _REFUSED)  # not processed: safe to retry
 
     @property
     def open_streams(self) -> int:

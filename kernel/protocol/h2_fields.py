@@ -17,8 +17,7 @@ would kill every stream of the connection (and most of h2's checks are fewer).
   what we send, lower-cased, connection-specific fields dropped; raise
   :class:`LocalProtocolError` for what must not go on the wire.
 
-May import: stdlib, attrs, kernel.protocol.events, kernel.protocol.http1,
-sdk._errors.
+May import: stdlib, attrs, kernel.protocol.events, sdk._errors.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from typing import Final
 import attrs
 
 from kernel.protocol.events import Fields, RequestHead
-from kernel.protocol.http1 import TOKEN, tokens
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -61,7 +59,7 @@ _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":pa
 _LOWER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
 # field-value (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB; no surrounding whitespace.
 _VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?)?")
-_METHOD = re.compile(TOKEN)
+_METHOD = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 token
 _PATH = re.compile(rb"/[\x21-\x7e]*+")  # what an HTTP/1.1 request line can carry
 _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
@@ -80,6 +78,10 @@ class ParsedRequest:
     scheme: bytes
     authority: bytes
     content_length: int | None
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip(b" \t") for t in value.lower().split(b",")]
 
 
 def _bad(message: str, status: int = 400) -> RemoteProtocolError:
@@ -182,7 +184,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
                 length = value
                 lengths += 1
             elif name == b"expect":
-                expect = expect or b"100-continue" in tokens(value)
+                expect = expect or b"100-continue" in _tokens(value)
             regular.append((name, value))
     method = pseudo.get(b":method", b"")
     if method == b"CONNECT":
@@ -328,7 +330,7 @@ def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields
     ]
     for name, value in _sendable(head.headers, _REQUEST_DROP):
         if name == b"te":
-            if b"trailers" not in tokens(value):
+            if b"trailers" not in _tokens(value):
                 continue
             value = b"trailers"
         out.append((name, value))
