@@ -153,6 +153,11 @@ def test_reverse_proxy_tour(tmp_path: Path) -> None:
         smuggle = next(b for b in _blocks("sh") if "Transfer-Encoding: chunked" in b)
         refused = _run(smuggle.strip(), port)
         assert refused.stdout.startswith("HTTP/1.1 400 Bad Request")
+        h2 = next(b for b in _blocks("sh") if "--http2-prior-knowledge" in b)
+        answered = _run(h2.strip(), port)
+        assert answered.returncode == 0, answered.stderr
+        assert answered.stdout.startswith("HTTP/2 200")
+        assert "via: 1.1 trellis" in answered.stdout.lower()
     finally:
         _stop(proxy)
         _stop(server)
