@@ -116,6 +116,9 @@ class H2UpstreamStream:
             return event
         if isinstance(event, ev.StreamData):
             self.conn.proto.ack_data(self.stream_id, event.flow_length)
+            # The WINDOW_UPDATE must go out now: the upstream may be waiting
+            # for it, and then the reader (which writes after each read) idles.
+            self.conn.kick()
             return Data(event.data)
         if isinstance(event, ev.StreamEnd):
             self.done = True

@@ -58,6 +58,12 @@ log = logging.getLogger("kernel.exchange")
 
 _now = time.monotonic
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: How often a flow without a body is sent again after the upstream refused
+#: its HTTP/2 stream unprocessed (GOAWAY, REFUSED_STREAM). Each GOAWAY moves
+#: the flow to a newer connection, so a burst larger than what the upstream
+#: takes per connection needs more than one retry; the bound stops an
+#: upstream that refuses everything from keeping the flow forever.
+_REFUSED_RETRIES = 5
 
 
 class ClientGone(Exception):
@@ -146,7 +152,7 @@ class UpstreamRelay(ExchangeBase):
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
         https = flow.upstream.scheme == "https"
         http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
-        attempt = 0
+        attempt = refusals = 0
         while True:
             up = await pool.acquire_h2_or_h1(
                 flow.upstream,
@@ -161,9 +167,14 @@ class UpstreamRelay(ExchangeBase):
                 try:
                     stream, h2head = await proxy_h2(self, up)
                 except Refused:
-                    # Never processed by the upstream (RFC 9113 §8.7): retry once.
-                    if attempt == 0 and not self.has_body:
-                        attempt += 1
+                    # Forget the refused stream: a connection closes (after its
+                    # GOAWAY) only once it has no stream left.
+                    if self.upstream is not None:
+                        self.upstream.close_nowait()
+                        self.upstream = None
+                    # Never processed by the upstream (RFC 9113 §8.7): send again.
+                    if refusals < _REFUSED_RETRIES and not self.has_body:
+                        refusals += 1
                         continue
                     raise UpstreamError(f"upstream {flow.upstream} refused the stream") from None
                 return await self._relay_response(stream, h2head)

@@ -258,7 +258,10 @@ class UpstreamPool:
             h2 = self._usable_h2(key)
             if h2 is not None:
                 return h2
-            return await self._connect_h2(key, origin, kind, http2, connect_timeout, tls)
+            if http2 != "alpn" or key not in self._h1_only:
+                return await self._connect_h2(key, origin, kind, http2, connect_timeout, tls)
+        # The attempt we waited for found HTTP/1.1: connect in parallel, not in turn.
+        return await self._connect(origin, kind, connect_timeout, tls)
 
     def _usable_h2(self, key: _PoolKey) -> H2Upstream | None:
         live = [c for c in self._h2.get(key, ()) if not c.closed]

@@ -1,16 +1,23 @@
 """The upstream half of an exchange, over real sockets: failures, deadlines,
-interim responses, and what happens when an upstream dies mid-body."""
+interim responses, and what happens when an upstream dies mid-body; the TLS
+target of an https origin; HTTP/2 streams the upstream refused."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
+import attrs
 import trio
 
-from kernel.io.relay import _framing
+from kernel.io.relay import _REFUSED_RETRIES, _framing, _tls_target
 from kernel.io.timers import TICK
+from kernel.routes import RouteRuntime
+from kernel.tls import default_client_context
+from sdk import Origin
 from tests.conftest import basic_config
+from tests.helpers.h2origin import H2Origin, pattern, proxy_config
 
 
 def test_framing_of_a_validated_head() -> None:
@@ -110,3 +117,70 @@ async def test_upstream_dying_mid_body_cuts_the_client_connection(
     assert raw.startswith(b"HTTP/1.1 200 ")
     assert raw.endswith(b"only-part")
     assert client.parse_responses(raw) == []
+
+
+# -- the TLS target of an https origin --------------------------------------------------------
+def test_tls_target_is_the_routes_context_and_server_name() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    route = RouteRuntime(
+        name="r", upstream=None, base_path="", connect_timeout_s=1, response_timeout_s=1,
+        read_timeout_s=1, max_body_bytes=0, client_tls=ctx, tls_server_name="origin.test",
+    )  # fmt: skip
+    assert _tls_target(route, Origin("http", "a", 80)) is None
+    assert _tls_target(route, Origin("https", "a", 443)) == (ctx, "origin.test")
+    # An https origin a plugin picked on a route without a TLS context of its own.
+    bare = attrs.evolve(route, client_tls=None, tls_server_name="")
+    target = _tls_target(bare, Origin("https", "a", 443))
+    assert target == (default_client_context(), "")
+    assert target is not None
+    assert target[0].verify_mode == ssl.CERT_REQUIRED
+    assert target[0].check_hostname
+
+
+# -- HTTP/2 upstreams: refused streams, bodyless answers ----------------------------------------
+async def h2c(nursery: trio.Nursery, start_proxy: Any) -> tuple[H2Origin, Any]:
+    origin = await nursery.start(H2Origin().serve)
+    cfg = proxy_config(f"http://127.0.0.1:{origin.port}", transport="force_http2 = true")
+    return origin, await start_proxy(cfg)
+
+
+async def test_refused_streams_are_retried_a_bounded_number_of_times(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    origin, app = await h2c(nursery, start_proxy)
+    raw = await client.exchange(
+        app.port(), b"GET /reset?code=7 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert client.parse_responses(raw)[0]["status"] == 502
+    assert origin.streams == 1 + _REFUSED_RETRIES  # REFUSED_STREAM: not processed, resent
+
+
+async def test_a_refused_stream_with_a_body_is_not_resent(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    origin, app = await h2c(nursery, start_proxy)
+    raw = await client.exchange(
+        app.port(),
+        b"POST /reset?code=7 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+        b"Connection: close\r\n\r\nhi",
+    )
+    assert client.parse_responses(raw, [b"POST"])[0]["status"] == 502
+    assert origin.streams == 1  # the body was read from the client: it cannot be sent again
+
+
+async def test_bodyless_h2_answers_are_relayed(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    origin, app = await h2c(nursery, start_proxy)
+    raw = await client.exchange(
+        app.port(),
+        b"GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"HEAD /bytes/10 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /bytes/10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    r204, head, get = client.parse_responses(raw, [b"GET", b"HEAD", b"GET"])
+    assert (r204["status"], r204["body"]) == (204, b"")
+    assert (head["status"], head["body"], head["headers"]["content-length"]) == (200, b"", "10")
+    assert (get["status"], get["body"]) == (200, pattern(10))
+    assert origin.streams == 3
+    assert origin.connections == 1

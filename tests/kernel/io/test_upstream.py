@@ -9,15 +9,20 @@ through the real proxy, counting the connections an upstream accepted.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 
+from kernel.config.transport import UpstreamTls
 from kernel.io.upstream import UpstreamConnection, UpstreamPool, connect
+from kernel.tls import build_client_tls
 from sdk import Origin, UpstreamConnectError, UpstreamTimeout
 from tests.conftest import basic_config
+from tests.helpers.h2origin import proxy_config, server_context
+from tests.helpers.tlsorigin import TlsUpstream
 
 ORIGIN = Origin("http", "127.0.0.1", 9)
 OTHER = Origin("http", "127.0.0.1", 10)
@@ -414,3 +419,254 @@ async def test_a_bodyless_post_is_never_replayed(
     )
     assert client.parse_responses(data, [b"POST"])[0]["status"] == 502
     assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b"]
+
+
+# -- https upstreams (HTTP/1.1) ------------------------------------------------------------
+# The origin is tests/helpers/upstream.py behind TLS (tests/helpers/tlsorigin.py)
+# with a trustme certificate; the proxy is configured through [routes.transport.tls].
+async def tls_origin(
+    nursery: trio.Nursery,
+    tls_ca: Any,
+    *names: str,
+    client_ca: Any = None,
+    alpn: tuple[str, ...] = ("http/1.1",),
+) -> TlsUpstream:
+    leaf = tls_ca.issue_cert(*(names or ("127.0.0.1",)))
+    ctx = server_context(leaf, alpn=list(alpn), client_ca=client_ca)
+    origin = TlsUpstream(ctx)
+    await nursery.start(origin.serve)
+    return origin
+
+
+def https(origin: TlsUpstream, tls: str | None, transport: str = "") -> str:
+    return proxy_config(f"https://127.0.0.1:{origin.port}", tls=tls, transport=transport)
+
+
+async def test_https_upstream_trusted_by_ca_file(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca)
+    app = await start_proxy(https(origin, f'ca_file = "{cert_factory.ca_file}"'))
+    resp = await get(client, app.port(), "/echo?x=1")
+    assert resp["status"] == 200
+    assert json.loads(resp["body"])["target"] == "/echo?x=1"
+    assert [r["target"] for r in origin.requests] == ["/echo?x=1"]
+    assert origin.alpn == ["http/1.1"]
+    assert origin.server_names == [None]  # an IP address is verified, not sent by SNI
+
+
+async def test_https_upstream_unknown_to_the_system_store_is_502_with_the_reason(
+    nursery: trio.Nursery,
+    start_proxy: Any,
+    client: Any,
+    tls_ca: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin = await tls_origin(nursery, tls_ca)
+    app = await start_proxy(https(origin, None))  # [upstream.tls] defaults: system CAs
+    with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+        resp = await get(client, app.port())
+    assert resp["status"] == 502
+    assert b"certificate" not in resp["body"]  # the reason is logged, not shown
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert f"TLS handshake with https://127.0.0.1:{origin.port} failed" in line
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+    assert origin.requests == []
+
+
+async def test_verify_false_accepts_any_certificate(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca, "elsewhere.test")  # wrong name, unknown CA
+    app = await start_proxy(https(origin, "verify = false"))
+    assert (await get(client, app.port()))["status"] == 200
+    assert len(origin.requests) == 1
+
+
+async def test_server_name_is_sent_by_sni_and_verified(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca, "origin.test")
+    ca = f'ca_file = "{cert_factory.ca_file}"'
+    # The certificate names origin.test, not 127.0.0.1: refused without the override.
+    plain = await start_proxy(https(origin, ca))
+    assert (await get(client, plain.port()))["status"] == 502
+    assert origin.requests == []
+    named = await start_proxy(https(origin, ca + '\nserver_name = "origin.test"'))
+    assert (await get(client, named.port()))["status"] == 200
+    assert origin.server_names == [None, "origin.test"]
+    assert len(origin.requests) == 1
+    # And a server_name the certificate does not name is refused too.
+    wrong = await start_proxy(https(origin, ca + '\nserver_name = "other.test"'))
+    assert (await get(client, wrong.port()))["status"] == 502
+    assert len(origin.requests) == 1
+
+
+async def test_pooled_tls_connections_are_reused(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca)
+    app = await start_proxy(https(origin, f'ca_file = "{cert_factory.ca_file}"'))
+    for _ in range(5):
+        assert (await get(client, app.port()))["status"] == 200
+    assert len(origin.requests) == 5
+    assert origin.connections == 1
+    assert stats(app)[:2] == (1, 4)
+
+
+def two_client_cert_routes(origin: TlsUpstream, cert_factory: Any, *certs: Any) -> str:
+    url = f"https://127.0.0.1:{origin.port}"
+    routes = []
+    for name, cert in zip("ab", certs, strict=True):
+        routes.append(
+            f"""
+[[routes]]
+name = "{name}"
+upstream = "{url}"
+[routes.transport.tls]
+ca_file = "{cert_factory.ca_file}"
+cert_file = "{cert.cert}"
+key_file = "{cert.key}"
+"""
+        )
+    return f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 1
+plugins = ["router"]
+[[listeners]]
+bind = "127.0.0.1:0"
+{"".join(routes)}
+[plugins.router]
+rules = [{{ path_prefix = "/b", route = "b" }}]
+"""
+
+
+async def test_routes_with_different_client_certificates_never_share_a_connection(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca, client_ca=tls_ca)
+    a = cert_factory.issue("a.client.test", common_name="client-a")
+    b = cert_factory.issue("b.client.test", common_name="client-b")
+    app = await start_proxy(two_client_cert_routes(origin, cert_factory, a, b))
+    for path in ("/a", "/b", "/a", "/b", "/b"):
+        assert (await get(client, app.port(), path))["status"] == 200
+    # One pooled connection per client certificate, each reused.
+    assert origin.connections == 2
+    assert len(origin.requests) == 5
+    subjects = sorted(s or "" for s in origin.client_certs)
+    assert len(subjects) == 2
+    assert "CN=client-a" in subjects[0]
+    assert "CN=client-b" in subjects[1]
+
+
+# -- mutual TLS --------------------------------------------------------------------------
+async def test_origin_requiring_a_client_certificate_refuses_the_proxy_without_one(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca, client_ca=tls_ca)
+    app = await start_proxy(https(origin, f'ca_file = "{cert_factory.ca_file}"'))
+    assert (await get(client, app.port()))["status"] == 502
+    assert origin.requests == []
+    assert origin.handshake_failures == 1
+
+
+async def test_client_certificate_is_presented_to_the_origin(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca, client_ca=tls_ca)
+    cert = cert_factory.issue("proxy.client.test", common_name="trellis-proxy")
+    tls = f'ca_file = "{cert_factory.ca_file}"\ncert_file = "{cert.cert}"\nkey_file = "{cert.key}"'
+    app = await start_proxy(https(origin, tls))
+    assert (await get(client, app.port()))["status"] == 200
+    assert len(origin.requests) == 1
+    (subject,) = origin.client_certs
+    assert subject is not None
+    assert "CN=trellis-proxy" in subject.split(",")
+
+
+# -- HTTP/2 by ALPN, and the fallback --------------------------------------------------------
+async def test_http2_by_alpn_falls_back_to_http1_when_the_origin_declines(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca)  # offers http/1.1 only
+    app = await start_proxy(
+        https(origin, f'ca_file = "{cert_factory.ca_file}"', transport="http2 = true")
+    )
+    for _ in range(3):
+        resp = await get(client, app.port())
+        assert resp["status"] == 200
+    assert origin.alpn == ["http/1.1"]  # one connection, reused: HTTP/1.1
+    assert all(r["target"] == "/echo" for r in origin.requests)
+    assert len(origin.requests) == 3
+    assert not any(app.state.pool._h2.values())  # no HTTP/2 connection was made
+
+
+async def test_acquire_h2_or_h1_remembers_an_http1_only_origin(
+    nursery: trio.Nursery, tls_ca: Any, cert_factory: Any
+) -> None:
+    origin = await tls_origin(nursery, tls_ca)
+    ctx, problems = build_client_tls(
+        UpstreamTls(ca_file=str(cert_factory.ca_file)), "$", alpn=("h2", "http/1.1")
+    )
+    assert ctx is not None, problems
+    where = Origin("https", "127.0.0.1", origin.port)
+    pool = UpstreamPool()
+    pool.nursery = nursery
+    kw: dict[str, Any] = {"connect_timeout": 2, "idle_timeout": 60, "tls": (ctx, "")}
+    try:
+        first = await pool.acquire_h2_or_h1(where, "h11", http2="alpn", **kw)
+        assert isinstance(first, UpstreamConnection)
+        assert first.key == (where, "h11", (ctx, ""))
+        second = await pool.acquire_h2_or_h1(where, "h11", http2="alpn", **kw)
+        assert isinstance(second, UpstreamConnection)
+        assert second is not first
+        pool.put_idle(first, 8)
+        assert await pool.acquire_h2_or_h1(where, "h11", http2="alpn", **kw) is first
+        # Another TLS target (here: another SNI name) is another pool key.
+        other = {**kw, "tls": (ctx, "127.0.0.1")}
+        pool.put_idle(first, 8)
+        assert pool.take_idle(where, "h11", 60, tls=other["tls"]) is None
+        assert pool.take_idle(where, "h11", 60, tls=kw["tls"]) is first
+        second.close_nowait()
+        first.close_nowait()
+    finally:
+        pool.close_all()
+
+
+async def test_http1_only_origin_is_connected_to_in_parallel_after_the_first_attempt(
+    nursery: trio.Nursery, tls_ca: Any, cert_factory: Any
+) -> None:
+    """A burst of flows waits for the first HTTP/2 attempt; once it found
+    HTTP/1.1, the waiting flows connect at the same time, not one by one."""
+    leaf = tls_ca.issue_cert("127.0.0.1")
+    origin = TlsUpstream(server_context(leaf, alpn=["http/1.1"]), handshake_delay=0.05)
+    await nursery.start(origin.serve)
+    ctx, _ = build_client_tls(
+        UpstreamTls(ca_file=str(cert_factory.ca_file)), "$", alpn=("h2", "http/1.1")
+    )
+    assert ctx is not None
+    where = Origin("https", "127.0.0.1", origin.port)
+    pool = UpstreamPool()
+    pool.nursery = nursery
+    got: list[object] = []
+
+    async def one() -> None:
+        got.append(
+            await pool.acquire_h2_or_h1(
+                where, "h11", http2="alpn", connect_timeout=2, idle_timeout=60, tls=(ctx, "")
+            )
+        )
+
+    try:
+        with trio.fail_after(2):
+            async with trio.open_nursery() as n:
+                for _ in range(5):
+                    n.start_soon(one)
+        assert len(got) == 5
+        assert all(isinstance(c, UpstreamConnection) for c in got)
+        assert origin.max_handshaking >= 2
+    finally:
+        for c in got:
+            assert isinstance(c, UpstreamConnection)
+            c.close_nowait()
