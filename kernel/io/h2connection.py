@@ -23,6 +23,19 @@ reset still counts while its task unwinds), so rapid reset cannot pile up
 work; the protocol layer sends GOAWAY when resets come too fast. A reset
 stream cancels its task, which closes its upstream connection.
 
+The request framing is HTTP/1.1's for the exchange: a request that has a body
+but no ``content-length`` is marked ``transfer-encoding: chunked`` (a body of
+unknown length, as the relay understands it), and trailers are only passed on
+for such bodies, since an HTTP/1.1 message framed by length cannot carry them.
+
+Ending: without streams the connection is idle, and the keep-alive timeout
+or a drain ends it with GOAWAY(NO_ERROR). A drain that finds streams in
+flight sends the GOAWAY at once (no new streams) and keeps reading, since the
+streams still need the client's WINDOW_UPDATEs, until the last one finished;
+so does the client's own GOAWAY(NO_ERROR).
+After our GOAWAY the connection half-closes and briefly reads and drops what
+the client still sends, so that the GOAWAY is not destroyed by a reset.
+
 May import: stdlib, trio, sdk, kernel.protocol, kernel.generation, kernel.io.
 """
 
@@ -33,6 +46,7 @@ import functools
 import logging
 from typing import Any
 
+import attrs
 import trio
 
 from kernel.config.model import H2Section
@@ -41,7 +55,7 @@ from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.state import ServerState
 from kernel.protocol import h2_common as ev
 from kernel.protocol.errorpage import error_body
-from kernel.protocol.events import Data, EndOfMessage, Fields, ResponseHead
+from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead, ResponseHead
 from kernel.protocol.h2_server import H2Server
 from sdk import ClientInfo, RemoteProtocolError
 
@@ -50,6 +64,9 @@ __all__ = ["H2Connection", "H2Stream"]
 log = logging.getLogger("kernel.h2")
 
 RECV_SIZE = 65536
+#: How long, and how much, a connection that sent GOAWAY keeps reading and dropping.
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
 # RFC 9113 §7 error codes we send.
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
@@ -67,6 +84,11 @@ def h2_limits(section: H2Section) -> ev.H2Limits:
         initial_window_size=section.initial_window_size,
         connection_window=section.connection_window,
         max_frame_size=section.max_frame_size,
+        reset_budget=section.reset_budget,
+        control_budget=section.control_budget,
+        empty_data_budget=section.empty_data_budget,
+        budget_window_s=section.budget_window_s,
+        max_continuation_frames=section.max_continuation_frames,
     )
 
 
@@ -76,17 +98,21 @@ class H2Stream:
     protocol = "2"
     keep_alive = True
 
-    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+    def __init__(self, conn: H2Connection, stream_id: int, *, sized: bool = False) -> None:
         self.conn = conn
         self.state = conn.state
         self.listener = conn.listener
         self.client = conn.client
         self.stream_id = stream_id
+        #: The request declared a content-length (its trailers cannot be passed on).
+        self.sized = sized
         self.inbound: collections.deque[Data | EndOfMessage] = collections.deque()
         #: Flow-controlled length of each queued Data, acknowledged when taken.
         self._lengths: collections.deque[int] = collections.deque()
         self.reset = False
         self.scope = trio.CancelScope()
+        #: The stream's task is writing for the connection (see H2Connection.write_out).
+        self.sending = False
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._head: ResponseHead | None = None
@@ -106,7 +132,8 @@ class H2Stream:
         self.reset = True
         self._readable.set()
         self._writable.set()
-        self.scope.cancel()
+        if not self.sending:  # else write_out cancels it once the bytes are out
+            self.scope.cancel()
 
     def on_window(self) -> None:
         self._writable.set()
@@ -125,7 +152,7 @@ class H2Stream:
         length = self._lengths.popleft()
         if length and not self.reset:
             self.conn.proto.ack_data(self.stream_id, length)
-            await self.conn.write_out()
+            await self.conn.write_out(self)
         return event
 
     def begin_response(self, head: ResponseHead) -> None:
@@ -154,10 +181,10 @@ class H2Stream:
             taken = proto.send_data(sid, bytes(self._out))
             if taken:
                 del self._out[:taken]
-                await self.conn.write_out()
+                await self.conn.write_out(self)
                 continue
             self._writable = trio.Event()
-            await self.conn.write_out()
+            await self.conn.write_out(self)
             if proto.send_window(sid) <= 0:
                 await self._writable.wait()
             if self.reset:
@@ -166,17 +193,17 @@ class H2Stream:
             self._end = False
             proto.send_end(sid, self._trailers)
             self.finished = True
-        await self.conn.write_out()
+        await self.conn.write_out(self)
 
     async def send_informational(self, status: int, fields: Fields) -> None:
         self.conn.proto.send_informational(self.stream_id, status, fields)
-        await self.conn.write_out()
+        await self.conn.write_out(self)
 
     async def abandon_request(self) -> None:
         if not self.reset:
             self.conn.proto.reset(self.stream_id, _NO_ERROR)
             self.reset = True
-            await self.conn.write_out()
+            await self.conn.write_out(self)
 
 
 class H2Connection:
@@ -201,18 +228,40 @@ class H2Connection:
         self._closing = False
         self._broken = False
         self._read_scope = trio.CancelScope()
+        #: No stream open: the keep-alive timer runs.
+        self._idle = False
+        #: End once the streams in flight finished: the keep-alive timeout
+        #: passed, or the client said GOAWAY(NO_ERROR).
+        self._ending = False
+        #: We sent a GOAWAY (graceful or not): linger before closing.
+        self._goaway_sent = False
 
-    async def write_out(self) -> None:
-        """Send whatever the protocol has queued (one writer at a time)."""
+    async def write_out(self, sender: H2Stream | None = None) -> None:
+        """Send whatever the protocol has queued (one writer at a time).
+
+        The bytes belong to every stream, so a stream's task writing them
+        (``sender``) is not cancelled by its own stream's reset until they are
+        out: a frame cut in half would break the connection for all streams.
+        """
         async with self._write_lock:
             data = self.proto.data_to_send()
             if not data or self._broken:
                 return
+            if sender is not None:
+                sender.sending = True
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._broken = True
                 raise ClientGone from exc
+            except trio.Cancelled:
+                self._broken = True  # a frame may be cut short: write nothing more
+                raise
+            finally:
+                if sender is not None:
+                    sender.sending = False
+                    if sender.reset:
+                        sender.scope.cancel()
 
     async def serve(self) -> None:
         """Serve the connection until it ends, then close it."""
@@ -229,18 +278,67 @@ class H2Connection:
 
         ``initial`` holds bytes already read (the preface of h2c prior knowledge).
         """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await self._read_loop(initial)
-            except ClientGone:
-                pass
-            except Exception:
-                log.exception("HTTP/2 connection from %s:%d failed", *self._peer())
-                self._broken = True
-            finally:
-                if self._broken or not self.streams:
-                    nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._read_loop(initial)
+                except ClientGone:
+                    pass
+                except Exception:
+                    log.exception("HTTP/2 connection from %s:%d failed", *self._peer())
+                    self._broken = True
+                finally:
+                    if self._broken or not self.streams:
+                        nursery.cancel_scope.cancel()
+            if self._goaway_sent and not self._broken:
+                await self._linger()
+        finally:
+            self.state.timers.disarm(self)
+            if not (self._goaway_sent or self._broken or self.proto.ended):
+                # Cancelled (shutdown past its grace, or a drain that cut us off
+                # before the reader could say it): still say goodbye, briefly.
+                self._goaway_sent = True
+                self.proto.goaway(_NO_ERROR)
+                with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+                    try:
+                        await self.write_out()
+                    except ClientGone:
+                        pass
+
+    async def _linger(self) -> None:
+        """After our GOAWAY: half-close, then read and drop for a moment.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the GOAWAY before the client reads it (a flooding
+        client always has unread input).
+        """
+        try:
+            with trio.move_on_after(_LINGER_SECONDS):
+                # TLS has no half-close (OpenSSL refuses data after our
+                # close_notify): there the client's own close ends the wait.
+                if isinstance(self.stream, trio.SocketStream):
+                    await self.stream.send_eof()
+                budget = _LINGER_BYTES
+                while budget > 0:
+                    data = await self.stream.receive_some(RECV_SIZE)
+                    if not data:
+                        return
+                    budget -= len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # -- idle and drain ---------------------------------------------------------
+    def _become_idle(self) -> None:
+        """The last stream finished (or none was opened yet): the keep-alive clock runs."""
+        if not self._idle:
+            self._idle = True
+            self.state.timers.arm(self, self.listener.keepalive_timeout_s, self._on_idle_timeout)
+
+    def _on_idle_timeout(self) -> None:
+        if self._idle:
+            self._ending = True
+            self._read_scope.cancel()
 
     def _peer(self) -> tuple[str, int]:
         return self.client.address, self.client.port
@@ -249,39 +347,45 @@ class H2Connection:
         proto = self.proto
         proto.initiate()
         await self.write_out()
-        timers = self.state.timers
+        state = self.state
         while True:
             if data:
                 self._handle(proto.receive_data(data, trio.current_time()))
                 await self.write_out()
             if self._closing:
                 return
-            if self.state.draining and not self.streams:
-                proto.goaway(_NO_ERROR)
-                await self.write_out()
-                return
-            idle = not self.streams
+            if state.draining or self._ending:
+                # Graceful end: the streams opened so far may finish, later
+                # ones are refused (the protocol layer resets them).
+                if not self._goaway_sent:
+                    self._goaway_sent = True
+                    proto.goaway(_NO_ERROR)
+                    # Shielded, briefly: a drain cancels every connection soon
+                    # after it woke the idle ones.
+                    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                        await self.write_out()
+                if not self.streams:
+                    return
+            elif not self.streams:
+                self._become_idle()
+            # Every wait for the client is woken by a drain (state.idle_scopes),
+            # by the keep-alive timer, and by the last stream of a draining
+            # connection finishing; then the state is looked at again.
             scope = self._read_scope = trio.CancelScope()
-            with scope:
-                if idle:
-                    # Idle connection: the keep-alive timeout and a drain end it.
-                    timers.arm(self, self.listener.keepalive_timeout_s, scope.cancel)
-                    self.state.idle_scopes.add(scope)
-                try:
-                    data = bytes(await self.stream.receive_some(RECV_SIZE))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""  # a reset is an end like any other
-                finally:
-                    if idle:
-                        self.state.idle_scopes.discard(scope)
-                        timers.disarm(self)
+            state.idle_scopes.add(scope)
+            try:
+                with scope:
+                    try:
+                        data = bytes(await self.stream.receive_some(RECV_SIZE))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""  # a reset is an end like any other
+                    if not data:
+                        self._handle(proto.receive_data(b"", trio.current_time()))
+                        return
+            finally:
+                state.idle_scopes.discard(scope)
             if scope.cancelled_caught:
-                proto.goaway(_NO_ERROR)
-                await self.write_out()
-                return
-            if not data:
-                self._handle(proto.receive_data(b"", trio.current_time()))
-                return
+                data = b""
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:
@@ -296,7 +400,9 @@ class H2Connection:
             elif isinstance(event, ev.StreamEnd):
                 s = self.streams.get(event.stream_id)
                 if s is not None:
-                    s.push(EndOfMessage(list(event.trailers)))
+                    # Trailers only travel with a body of unknown length (chunked).
+                    trailers = [] if s.sized else list(event.trailers)
+                    s.push(EndOfMessage(trailers))
             elif isinstance(event, ev.StreamReset):
                 s = self.streams.get(event.stream_id)
                 if s is not None:
@@ -318,7 +424,14 @@ class H2Connection:
                     event.reason,
                     event.error_code,
                 )
+                if event.remote and event.error_code == _NO_ERROR and not self.proto.ended:
+                    # The client's graceful GOAWAY: it opens no more streams,
+                    # and those in flight still get their responses.
+                    self._ending = True
+                    continue
                 self._closing = True
+                if not event.remote:
+                    self._goaway_sent = True  # ours is in data_to_send()
                 for s in self.streams.values():
                     s.on_reset()
 
@@ -328,17 +441,26 @@ class H2Connection:
             # cannot make us run more than the limit at once.
             self.proto.reset(event.stream_id, _REFUSED_STREAM)
             return
-        s = H2Stream(self, event.stream_id)
+        head = event.head
+        sized = any(n == b"content-length" for n, _ in head.headers)
+        if not event.end_stream and not sized:
+            # A body of unknown length: chunked, in the exchange's HTTP/1.1 terms
+            # (without a framing field the exchange would see no body at all).
+            head = attrs.evolve(head, headers=[*head.headers, (b"transfer-encoding", b"chunked")])
+        s = H2Stream(self, event.stream_id, sized=sized)
         if event.end_stream:
             s.push(EndOfMessage([]))
         self.streams[event.stream_id] = s
         self._tasks += 1
-        self._nursery.start_soon(self._run_stream, s, event)
+        if self._idle:
+            self._idle = False
+            self.state.timers.disarm(self)
+        self._nursery.start_soon(self._run_stream, s, head)
 
-    async def _run_stream(self, s: H2Stream, event: ev.StreamRequest) -> None:
+    async def _run_stream(self, s: H2Stream, head: RequestHead) -> None:
         try:
             with s.scope:
-                await run_exchange(s, event.head)
+                await run_exchange(s, head)
         except ClientGone:
             pass
         except Exception:  # a kernel bug: fail this stream, not the connection
@@ -357,8 +479,10 @@ class H2Connection:
             if not self.streams:
                 if self._closing or self._broken:
                     self._nursery.cancel_scope.cancel()
-                elif self.state.draining:
+                elif self.state.draining or self._ending:
                     self._read_scope.cancel()  # the reader says GOAWAY and ends
+                else:
+                    self._become_idle()
 
     def _refuse(self, stream_id: int, status: int, reason: str) -> None:
         """Answer a request we will not forward (it never gets a flow)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import cast
 
 import attrs
 import trio
@@ -20,6 +21,7 @@ from kernel.config.model import parse_bind
 from kernel.generation import ListenerRuntime
 from kernel.io.connection import Http1Connection
 from kernel.io.h2connection import H2Connection
+from kernel.io.passthrough import intercept
 from kernel.io.state import ServerState
 from kernel.tls import peer_subject
 from sdk import ClientInfo
@@ -111,7 +113,15 @@ async def serve_tls(
     """
     tls = listener.tls
     assert tls is not None
-    tls_stream = trio.SSLStream(stream, tls.context, server_side=True, https_compatible=True)
+    transport = stream
+    if tls.passthrough:
+        # Relayed (or closed) by SNI, or handed back with the ClientHello replayed.
+        prefixed = await intercept(stream, state, listener, client)
+        if prefixed is None:
+            return
+        # The connections never reach under the TLS layer: any stream will do there.
+        transport = cast(trio.SocketStream, prefixed)
+    tls_stream = trio.SSLStream(transport, tls.context, server_side=True, https_compatible=True)
     try:
         with trio.move_on_after(listener.request_head_timeout_s) as scope:
             await tls_stream.do_handshake()
@@ -120,6 +130,23 @@ async def serve_tls(
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__ or exc
         log.info("TLS handshake with %s:%d failed: %s", client.address, client.port, cause)
+        # OpenSSL's alert (protocol version, certificate required, ...) is left
+        # in the outgoing buffer: trio stops at the error. Send it, so the
+        # client learns why instead of seeing the connection just drop; then
+        # half-close and drop what the client still sends for a moment (a TLS
+        # 1.3 client may already have sent its request), since closing with
+        # unread input would reset the connection and destroy the alert.
+        alert = tls_stream._outgoing.read()
+        if alert and not scope.cancelled_caught:
+            with trio.move_on_after(0.5):
+                try:
+                    await stream.send_all(alert)
+                    await stream.send_eof()
+                    budget = 65536
+                    while budget > 0 and (data := await stream.receive_some(16384)):
+                        budget -= len(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         stream.socket.close()
         return
     # trio forwards the SSLObject's methods, not the object; the SNI name was

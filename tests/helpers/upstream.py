@@ -2,16 +2,18 @@
 
 It listens on 127.0.0.1:0 and answers by path:
 
-- ``/echo``: JSON with the method, target, headers and body length/sha256 it got;
+- ``/echo``: JSON with the method, target, headers, body length/sha256 (and trailers) it got;
 - ``/bytes/N``: N bytes (``?chunked=1`` for chunked framing, ``?slow=S`` to wait S s first);
 - ``/stream/N``: N bytes in 64 KiB chunks, generated on the fly (never in memory);
 - ``/status/N``: an empty response with status N;
-- ``/sleep/S``: waits S seconds, then 200;
+- ``/sleep/S``: waits S seconds, then 200 (or stops early when the proxy closes
+  the connection, counted in ``abandoned``);
 - ``/upload``: reads the body in a streaming way and returns its length and sha256;
 - ``/close``: answers with ``Connection: close``;
 - anything else: 200 with a 1 KiB body.
 
-It counts connections and records request heads so tests can assert what the
+It counts connections (opened and closed), the bytes ``/stream`` handed to
+the socket so far, and records request heads so tests can assert what the
 upstream really saw (for example that a refused request never arrived).
 """
 
@@ -30,6 +32,12 @@ class Upstream:
     def __init__(self) -> None:
         self.port = 0
         self.connections = 0
+        #: Connections that ended (closed by either side).
+        self.closed = 0
+        #: ``/sleep`` requests whose connection the proxy closed before the answer.
+        self.abandoned = 0
+        #: Body bytes of ``/stream`` responses written to the socket so far.
+        self.streamed = 0
         self.requests: list[dict[str, Any]] = []
         self.body_1k = b"x" * 1024
 
@@ -52,12 +60,13 @@ class Upstream:
                     return
                 assert isinstance(event, h11.Request)
                 await self._respond(conn, stream, event)
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return  # closing, or the answer was abandoned
                 conn.start_next_cycle()
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             return
         finally:
+            self.closed += 1
             await stream.aclose()
 
     async def _respond(
@@ -80,6 +89,10 @@ class Upstream:
                 digest.update(event.data)
                 length += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
+                if event.headers:
+                    record["trailers"] = [
+                        [n.decode(), v.decode("latin-1")] for n, v in event.headers
+                    ]
                 break
             else:
                 return
@@ -104,11 +117,20 @@ class Upstream:
                 piece = chunk[: min(left, len(chunk))]
                 await stream.send_all(conn.send(h11.Data(data=piece)))
                 left -= len(piece)
+                self.streamed += len(piece)
             await stream.send_all(conn.send(h11.EndOfMessage()))
         elif parts[0] == "status":
             await send(conn, stream, int(parts[1]), [], b"")
         elif parts[0] == "sleep":
-            await trio.sleep(float(parts[1]))
+            # The proxy sends nothing more on this connection until it has
+            # the answer: a read that returns means it went away.
+            with trio.move_on_after(float(parts[1])):
+                try:
+                    await stream.receive_some(1)
+                except trio.BrokenResourceError:
+                    pass
+                self.abandoned += 1
+                return
             await send(conn, stream, 200, [], b"slept\n")
         elif parts[0] == "close":
             await send(conn, stream, 200, [("connection", "close")], b"bye\n")

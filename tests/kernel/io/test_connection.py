@@ -290,9 +290,37 @@ VERSION_505 = {
 async def test_unsupported_version_is_505(
     start_proxy: Any, upstream: Any, client: Any, codec: str, data: bytes
 ) -> None:
-    app = await start_proxy(config(upstream, codec))
+    # The HTTP/2 preface is only a bad HTTP/1.1 request line while HTTP/2 is
+    # off: by default it starts h2c (test_h2_preface_starts_http2_by_default).
+    server = "http2 = false" if data.startswith(b"PRI ") else ""
+    app = await start_proxy(config(upstream, codec, server))
     assert await refused(app, client, data) == 505
     assert_untouched(upstream)
+
+
+async def test_h2_preface_starts_http2_by_default(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    from tests.helpers.h2client import H2Client
+
+    app = await start_proxy(config(upstream, codec))
+    raw, closed = await talk(app.port(), VERSION_505["h2-preface"] + SMUGGLED)
+    assert closed
+    frames = []  # (type, flags) of each frame that came back
+    pos = 0
+    while pos + 9 <= len(raw):
+        frames.append((raw[pos + 3], raw[pos + 4]))
+        pos += 9 + int.from_bytes(raw[pos : pos + 3], "big")
+    assert pos == len(raw), raw
+    # Our SETTINGS first (RFC 9113 §3.4); the HTTP/1.1 request after the
+    # preface is no frame: GOAWAY. Never an HTTP/1.1 answer.
+    assert frames[0] == (0x4, 0x0)
+    assert frames[-1][0] == 0x7
+    assert_untouched(upstream)
+    async with await H2Client.connect(app.port()) as h2:
+        r = await h2.get(b"/echo")
+    assert r.status == 200
+    assert targets(upstream) == ["/echo"]
 
 
 # -- size limits -------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""HTTP/2 clients through a real ``kernel run`` process, cleartext (h2c prior knowledge).
+
+curl and h2load (nghttp2) speak HTTP/2 to the proxy's cleartext listener,
+which also serves HTTP/1.1 on the same port; ``Upgrade: h2c`` is never
+honoured (RFC 9113 §3.1 deprecates it). SIGTERM while a stream is in flight
+lets it finish and says GOAWAY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.e2e.conftest import ProxyProcess, SpawnProxy, free_port, proxy_config
+from tests.helpers import client
+from tests.helpers.h2client import NO_ERROR, H2Client
+
+pytestmark = pytest.mark.slow
+
+CURL = shutil.which("curl")
+H2LOAD = shutil.which("h2load")
+needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
+needs_h2load = pytest.mark.skipif(H2LOAD is None, reason="h2load (nghttp2-client) is not installed")
+
+
+@pytest.fixture
+async def proxy(spawn_proxy: SpawnProxy, upstream: Any) -> ProxyProcess:
+    port = free_port()
+    return await spawn_proxy(proxy_config(upstream.port, port), port=port)
+
+
+async def run(*args: str, timeout: float = 30.0) -> tuple[int, bytes, str]:
+    with trio.fail_after(timeout):
+        done = await trio.run_process(
+            list(args), capture_stdout=True, capture_stderr=True, check=False
+        )
+    return done.returncode, done.stdout, done.stderr.decode(errors="replace")
+
+
+async def curl(*args: str) -> bytes:
+    assert CURL is not None
+    code, out, err = await run(CURL, "-sS", "--noproxy", "*", "--max-time", "20", *args)
+    assert code == 0, err
+    return out
+
+
+def h2load_summary(output: str) -> dict[str, int]:
+    """The counters of h2load's ``requests:`` line, and its 2xx count."""
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        output,
+    )
+    assert m is not None, output
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    out = dict(zip(keys, map(int, m.groups()), strict=True))
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    assert codes is not None, output
+    out["2xx"] = int(codes.group(1))
+    return out
+
+
+@needs_curl
+async def test_curl_prior_knowledge(proxy: ProxyProcess, upstream: Any, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{proxy.port}"
+    h2 = "--http2-prior-knowledge"
+    # GET
+    out = await curl(h2, "-w", "\n%{http_version} %{http_code}", f"{base}/echo?q=1")
+    body, _, tail = out.rpartition(b"\n")
+    assert tail == b"2 200"
+    seen = json.loads(body)
+    assert seen["target"] == "/echo?q=1"
+    assert seen["headers"][0] == ["host", f"127.0.0.1:{proxy.port}"]
+    # POST with a body (several DATA frames, more than one window)
+    payload = os.urandom(300_000)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(payload)
+    out = await curl(h2, "--data-binary", f"@{upload}", f"{base}/upload")
+    got = json.loads(out)
+    assert (got["method"], got["body_length"]) == ("POST", len(payload))
+    assert got["body_sha256"] == hashlib.sha256(payload).hexdigest()
+    # HEAD
+    out = await curl(h2, "-I", f"{base}/bytes/1234")
+    assert out.startswith(b"HTTP/2 200")
+    assert b"content-length: 1234" in out.lower()
+    assert out.endswith(b"\r\n\r\n")  # no body
+    # 10 MB streamed through
+    n = 10 * 1024 * 1024
+    dest = tmp_path / "big.bin"
+    out = await curl(
+        h2, "-o", str(dest), "-w", "%{http_version} %{size_download}", f"{base}/stream/{n}"
+    )
+    assert out == f"2 {n}".encode()
+    assert hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(b"s" * n).digest()
+    assert [r["method"] for r in upstream.requests] == ["GET", "POST", "HEAD", "GET"]
+
+
+@needs_curl
+async def test_http11_on_the_same_port_and_upgrade_is_not_honoured(
+    proxy: ProxyProcess, upstream: Any
+) -> None:
+    base = f"http://127.0.0.1:{proxy.port}"
+    out = await curl("--http1.1", "-w", "\n%{http_version}", f"{base}/echo?plain")
+    assert out.rpartition(b"\n")[2] == b"1.1"
+    # curl --http2 on http:// asks for Upgrade: h2c: answered in HTTP/1.1.
+    out = await curl("--http2", "-i", f"{base}/echo?upgrade")
+    assert out.startswith(b"HTTP/1.1 200")
+    assert b"101" not in out.split(b"\r\n", 1)[0]
+    # The same by hand, with and without the Connection options listed.
+    for fields in (
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+        b"Connection: upgrade\r\nUpgrade: h2c\r\n",
+    ):
+        raw = await client.exchange(
+            proxy.port,
+            b"GET /echo?raw HTTP/1.1\r\nHost: a\r\n" + fields + b"Connection: close\r\n\r\n",
+        )
+        (resp,) = client.parse_responses(raw)
+        assert resp["status"] == 200
+    for r in upstream.requests:
+        names = {n for n, _ in r["headers"]}
+        assert not names & {"upgrade", "http2-settings", "connection"}, r
+    assert [r["target"] for r in upstream.requests] == [
+        "/echo?plain", "/echo?upgrade", "/echo?raw", "/echo?raw",
+    ]  # fmt: skip
+
+
+@needs_h2load
+async def test_h2load_h2c(proxy: ProxyProcess, upstream: Any) -> None:
+    assert H2LOAD is not None
+    code, out, err = await run(
+        H2LOAD, "-n", "2000", "-c", "10", "-m", "10", f"http://127.0.0.1:{proxy.port}/", timeout=60
+    )
+    text = out.decode()
+    assert code == 0, text + err
+    summary = h2load_summary(text)
+    assert summary["succeeded"] == summary["2xx"] == 2000, text
+    assert "Application protocol: h2c" in text
+    assert len(upstream.requests) == 2000
+
+
+async def test_sigterm_lets_an_http2_stream_finish(proxy: ProxyProcess, upstream: Any) -> None:
+    async with await H2Client.connect(proxy.port) as c:
+        idle = await H2Client.connect(proxy.port)
+        sid = await c.request(b"GET", b"/sleep/1")
+        with trio.fail_after(5):
+            while not any(r["target"] == "/sleep/1" for r in upstream.requests):
+                await trio.sleep(0.01)
+        proxy.signal(signal.SIGTERM)
+        await c.until(lambda: c.goaway is not None, timeout=2)
+        assert not c.streams[sid].done  # told first, answered after
+        r = await c.response(sid, timeout=5)
+        assert (r.status, bytes(r.body)) == (200, b"slept\n")
+        await c.read_until_closed(timeout=3)
+        async with idle:
+            await idle.read_until_closed(timeout=3)
+            assert idle.goaway is not None
+            assert idle.goaway.error_code == NO_ERROR
+    assert c.goaway is not None
+    assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, sid)
+    assert await proxy.wait(10) == 0
