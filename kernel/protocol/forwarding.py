@@ -36,7 +36,8 @@ __all__ = [
 # RFC 9110 §7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE,
 # Transfer-Encoding and Upgrade; Trailer is hop-by-hop in practice (RFC 2616
 # §13.5.1 listed it) and Proxy-Authenticate/-Authorization concern only the
-# proxy hop (§11.7).
+# proxy hop (§11.7). HTTP2-Settings belongs to the h2c upgrade of one
+# connection (RFC 7540 §3.2.1), which we never honour nor pass on.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -46,6 +47,7 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        b"http2-settings",
         b"proxy-authorization",
         b"proxy-authenticate",
     }

@@ -102,3 +102,9 @@ def test_strip_never_leaves_a_connection_listed_field(fields: list[tuple[bytes, 
     for name, _ in out:
         assert name not in HOP_BY_HOP
         assert name not in listed or name in (b"host", b"content-length")
+
+
+def test_http2_settings_never_passes_even_unlisted() -> None:
+    # An h2c upgrade attempt whose Connection does not name HTTP2-Settings.
+    fields = [(b"upgrade", b"h2c"), (b"http2-settings", b"AAMAAABkAAQAoAAAAAIAAAAA"), (b"a", b"1")]
+    assert strip_hop_by_hop(fields) == [(b"a", b"1")]
