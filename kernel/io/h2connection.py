@@ -178,9 +178,17 @@ class H2Stream:
                 self.finished = True
                 self._end = False
         while self._out:
-            taken = proto.send_data(sid, bytes(self._out))
+            # The last piece carries END_STREAM itself (no separate empty
+            # frame), and what fits the window goes out in one write below.
+            last = self._end and not self._trailers
+            taken = proto.send_data(sid, bytes(self._out), end_stream=last)
             if taken:
                 del self._out[:taken]
+                if not self._out:
+                    if last:
+                        self._end = False
+                        self.finished = True
+                    break
                 await self.conn.write_out(self)
                 continue
             self._writable = trio.Event()
