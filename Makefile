@@ -88,7 +88,7 @@ bench: deps-system venv
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
 
 bench-h2: deps-system venv
-	$(VENV_PY) bench/h2.py $(BENCH_ARGS)
+	$(VENV_PY) bench/run_h2.py $(BENCH_ARGS)
 
 clean:
 	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \

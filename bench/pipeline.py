@@ -53,6 +53,7 @@ class FakeStream:
     def __init__(self, chunk: bytes, n: int) -> None:
         self.chunk, self.left = chunk, n
         self.socket = FakeSocket()
+        self.transport_stream = self  # what UpstreamConnection takes the socket from
         self.sent = 0
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -79,6 +80,9 @@ class FakePool:
         self.reused = 0
 
     async def acquire(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
+        return self.conn
+
+    async def acquire_h2_or_h1(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
         return self.conn
 
     def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:

@@ -1,0 +1,45 @@
+"""The benchmark scripts still run against the current kernel.
+
+They are not timed here (speed is measured by ``make bench``), only kept
+working: the pipeline drives the real connection loop, so a kernel change
+that breaks it must fail a test, not the next benchmark run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.mark.parametrize("codec", ["httptools", "h11"])
+@pytest.mark.parametrize("plugins", ["0", "3"])
+def test_pipeline_runs(codec: str, plugins: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "pipeline.py"), "--once", "--requests", "200",
+         "--codec", codec, "--plugins", plugins],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
+def test_h2load_report_is_read() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run_h2
+    finally:
+        sys.path.remove(str(BENCH))
+    report = """
+finished in 4.00s, 2537.25 req/s, 2.71MB/s
+requests: 10149 total, 10149 started, 10149 done, 10147 succeeded, 2 failed, 0 errored, 0 timeout
+                     min         max         mean         sd        +/- sd
+time for request:     1.23ms     98.10ms     39.22ms     10.01ms    70.00%
+"""
+    rps, mean, failed = run_h2.parse_h2load(report)
+    assert rps == pytest.approx(2537.25)
+    assert mean == pytest.approx(39.22)
+    assert failed == 2
