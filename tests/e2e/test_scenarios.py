@@ -1,8 +1,10 @@
 """The shipped scenario configs run as their comments say.
 
 ``config/reverse.toml``: ``TRELLIS_LISTEN`` / ``TRELLIS_UPSTREAM`` choose the
-ports, the defaults are valid on their own, and ``kernel explain`` shows the
-route ``default`` with its upstream.
+ports, the defaults are valid on their own, ``kernel explain`` shows the
+route ``default`` with its upstream, and HTTP/2 with prior knowledge shares
+the port. ``config/reverse-tls.toml``: refuses to start without its
+certificate, then serves h2 and HTTP/1.1 by ALPN.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 from typing import Any
 
 import pytest
+import trio
 
 from tests.e2e.conftest import ROOT, SpawnProxy, free_port, run_kernel
 from tests.helpers import client
@@ -64,5 +67,70 @@ async def test_reverse_proxies_to_the_upstream(spawn_proxy: SpawnProxy, upstream
     assert headers["host"] == "site.test"
     assert headers["via"] == "1.1 trellis"
     assert headers["x-forwarded-for"] == "127.0.0.1"
+    proxy.signal(signal.SIGTERM)
+    assert await proxy.wait(timeout=10) == 0
+
+
+REVERSE_TLS = ROOT / "config" / "reverse-tls.toml"
+
+
+async def test_reverse_accepts_h2c_prior_knowledge(spawn_proxy: SpawnProxy, upstream: Any) -> None:
+    port = free_port()
+    env = {
+        "TRELLIS_LISTEN": f"127.0.0.1:{port}",
+        "TRELLIS_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
+    }
+    proxy = await spawn_proxy(config=REVERSE, port=port, env=env)
+    for flag, version in (("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")):
+        result = await trio.run_process(
+            ["curl", "-s", flag, "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+             f"http://127.0.0.1:{port}/echo"],
+            capture_stdout=True, check=False,
+        )  # fmt: skip
+        assert result.stdout.decode() == f"{version} 200"
+    assert len(upstream.requests) == 2
+    proxy.signal(signal.SIGTERM)
+    assert await proxy.wait(timeout=10) == 0
+
+
+async def test_reverse_tls_needs_its_certificate() -> None:
+    code, _, err = await run_kernel("check", "-c", str(REVERSE_TLS))
+    assert code == 1
+    assert "TRELLIS_TLS_CERT" in err
+    assert "TRELLIS_TLS_KEY" in err
+
+
+async def test_reverse_tls_serves_h2_and_http11(
+    spawn_proxy: SpawnProxy, upstream: Any, cert_factory: Any
+) -> None:
+    files = cert_factory.issue("localhost")
+    port = free_port()
+    env = {
+        "TRELLIS_TLS_LISTEN": f"127.0.0.1:{port}",
+        "TRELLIS_TLS_CERT": str(files.cert),
+        "TRELLIS_TLS_KEY": str(files.key),
+        "TRELLIS_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
+    }
+    code, out, err = await run_kernel("check", "-c", str(REVERSE_TLS), env=env)
+    assert code == 0, err
+    # The readiness probe speaks cleartext HTTP: wait for a TLS answer instead.
+    proxy = await spawn_proxy(config=REVERSE_TLS, port=port, env=env, ready=False)
+
+    async def curl(flag: str) -> str:
+        result = await trio.run_process(
+            ["curl", "-s", flag, "--cacert", str(cert_factory.ca_file),
+             "--resolve", f"localhost:{port}:127.0.0.1", "-o", "/dev/null",
+             "-w", "%{http_version} %{http_code}", f"https://localhost:{port}/echo"],
+            capture_stdout=True, check=False,
+        )  # fmt: skip
+        return result.stdout.decode()
+
+    with trio.fail_after(15):
+        while await curl("--http1.1") != "1.1 200":
+            await trio.sleep(0.1)
+    assert await curl("--http2") == "2 200"
+    seen = [dict(r["headers"]) for r in upstream.requests]
+    assert {h["x-forwarded-proto"] for h in seen} == {"https"}
+    assert len(seen) >= 2
     proxy.signal(signal.SIGTERM)
     assert await proxy.wait(timeout=10) == 0
