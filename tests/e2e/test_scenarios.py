@@ -111,7 +111,7 @@ async def test_reverse_tls_serves_h2_and_http11(
         "TRELLIS_TLS_KEY": str(files.key),
         "TRELLIS_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
     }
-    code, out, err = await run_kernel("check", "-c", str(REVERSE_TLS), env=env)
+    code, _, err = await run_kernel("check", "-c", str(REVERSE_TLS), env=env)
     assert code == 0, err
     # The readiness probe speaks cleartext HTTP: wait for a TLS answer instead.
     proxy = await spawn_proxy(config=REVERSE_TLS, port=port, env=env, ready=False)
