@@ -169,3 +169,61 @@ async def test_sigterm_lets_an_http2_stream_finish(proxy: ProxyProcess, upstream
     assert c.goaway is not None
     assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, sid)
     assert await proxy.wait(10) == 0
+
+
+async def test_floods_leave_the_proxy_memory_bounded(proxy: ProxyProcess, upstream: Any) -> None:
+    """Many flooding connections at once: RSS stays bounded, everyone else is served."""
+    import psutil
+    from hyperframe.frame import PingFrame, SettingsFrame
+
+    from tests.helpers.h2client import RawH2, request_fields
+
+    proc = psutil.Process(proxy.proc.pid)
+    await curl("--http2-prior-knowledge", f"http://127.0.0.1:{proxy.port}/")  # warm
+    before = proc.memory_info().rss
+
+    async def rapid_reset() -> None:
+        raw = await RawH2.connect(proxy.port)
+        async with raw:
+            fields = request_fields(b"GET", b"/sleep/1")
+            frames: list[Any] = []
+            for sid in range(1, 4001, 2):
+                frames += [raw.headers(sid, fields), raw.rst(sid)]
+            with trio.move_on_after(5):
+                await raw.send(*frames)
+                await raw.until_closed()
+
+    async def never_reads() -> None:
+        raw = await RawH2.connect(proxy.port)
+        async with raw:
+            frames = [PingFrame(0, opaque_data=b"12345678") for _ in range(20000)]
+            frames += [SettingsFrame(0) for _ in range(5000)]
+            with trio.move_on_after(3):  # blocks once the proxy stops reading us
+                await raw.send(*frames)
+
+    async def continuation() -> None:
+        raw = await RawH2.connect(proxy.port)
+        async with raw:
+            head = raw.headers(1, [], end_headers=False)
+            head.data = raw.block(request_fields(b"GET", b"/"))
+            frames: list[Any] = [head] + [raw.continuation(1, b"x" * 16000) for _ in range(200)]
+            with trio.move_on_after(5):
+                await raw.send(*frames)
+                await raw.until_closed()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(rapid_reset)
+            nursery.start_soon(never_reads)
+            nursery.start_soon(continuation)
+        # While they flood, a normal client is served.
+        await trio.sleep(0.5)
+        body = await curl("--http2-prior-knowledge", f"http://127.0.0.1:{proxy.port}/")
+        assert body == upstream.body_1k
+
+    grown = proc.memory_info().rss - before
+    assert grown < 20 * 1024 * 1024, f"RSS grew by {grown / 2**20:.1f} MiB"
+    # The rapid resets cancelled their flows: no more upstream requests than
+    # 5 connections x the reset budget could have started (200 each).
+    assert len(upstream.requests) <= 2 + 5 * 200
+    assert proc.is_running()
