@@ -6,6 +6,8 @@ One run starts, on loopback only (same layout as ``bench/run.py``):
 - the nginx **backend** (1 worker, core 0), HTTP/1.1, ``GET /`` = 1 KiB;
 - an nginx **reverse proxy** (1 worker, core 1) with an h2c listener (prior
   knowledge) and a TLS listener (ALPN h2 and http/1.1): the reference;
+- the **bare trio + h2 relay** (``bench/bare_h2_relay.py``, core 1), h2c only:
+  the ceiling for HTTP/2 through a Python proxy on trio;
 - **Trellis** (core 1), in turn: ``config/reverse.toml`` (h2c on the
   cleartext port) and ``config/reverse-tls.toml`` (TLS, a throwaway
   certificate made with trustme under ``bench/.work/tls/``);
@@ -23,6 +25,7 @@ Every process it starts is stopped by PID, also on Ctrl-C. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -144,6 +147,19 @@ def run(args: argparse.Namespace, sup: B.Supervisor) -> list[H2Result]:
     finally:
         sup.stop(proc)
 
+    port = B.free_port()
+    B.say(f"starting the bare trio + h2 relay (bench/bare_h2_relay.py) on core {B.PROXY_CORE}")
+    argv = [
+        "taskset", "-c", B.PROXY_CORE, sys.executable, str(B.BENCH / "bare_h2_relay.py"),
+        "--listen", str(port), "--upstream", str(backend),
+    ]  # fmt: skip
+    proc = sup.start("bare-h2-relay", argv, dict(os.environ))
+    try:
+        B.wait_port(port, proc, "bare-h2-relay")
+        results.append(load("bare", "h2c", port, args.duration))
+    finally:
+        sup.stop(proc)
+
     B.say(f"starting Trellis (config/reverse.toml, h2c) on core {B.PROXY_CORE}")
     proc, port = start_trellis(sup, B.REVERSE_TOML, backend, {}, "TRELLIS_LISTEN")
     try:
@@ -205,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if trellis and nginx:
         ok = "PASS" if trellis >= TARGET_H2C_RATIO * nginx else "FAIL"
         B.say(f"\n  [{ok}] trellis h2c >= {TARGET_H2C_RATIO}x nginx: {trellis / nginx:.2f}x")
+    bare = next((r.rps for r in results if r.proxy == "bare" and r.load == "h2c"), None)
+    if trellis and bare:
+        B.say(f"  [info] trellis h2c / bare trio + h2 relay: {trellis / bare:.2f}x")
     return status
 
 
