@@ -217,9 +217,7 @@ class UpstreamPool:
         conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
         if conn is not None:
             return conn
-        conn = await connect(origin, kind, connect_timeout, tls)
-        self.opened += 1
-        return conn
+        return await self._connect(origin, kind, connect_timeout, tls)
 
     async def acquire_h2_or_h1(
         self,

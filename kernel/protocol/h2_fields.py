@@ -17,18 +17,18 @@ would kill every stream of the connection (and most of h2's checks are fewer).
   what we send, lower-cased, connection-specific fields dropped; raise
   :class:`LocalProtocolError` for what must not go on the wire.
 
-May import: stdlib, attrs, kernel.protocol.events, sdk._errors.
+May import: stdlib, attrs, kernel.protocol.events, kernel.protocol.validate, sdk._errors.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Final
 
 import attrs
 
 from kernel.protocol.events import Fields, RequestHead
+from kernel.protocol.validate import host_ok
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -63,10 +63,6 @@ _METHOD = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 token
 _PATH = re.compile(rb"/[\x21-\x7e]*+")  # what an HTTP/1.1 request line can carry
 _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-# RFC 3986 §3.2.2 reg-name or IP-literal, then a port; no userinfo (RFC 9113 §8.3.1).
-_AUTHORITY = re.compile(
-    rb"(\[[0-9A-Fa-f:.]++\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})++)(?::[0-9]{1,5})?"
-)
 _SCHEMES: Final = frozenset((b"http", b"https"))
 
 
@@ -121,19 +117,6 @@ def _check_field(name: bytes, value: bytes, status: int) -> None:
         raise _bad(f"invalid {name.decode('ascii')} value", status)
     if name in CONNECTION_SPECIFIC:
         raise _bad(f"connection-specific field {name.decode('ascii')}", status)
-
-
-def _authority_ok(value: bytes) -> bool:
-    m = _AUTHORITY.fullmatch(value)
-    if m is None:
-        return False
-    host = m.group(1)
-    if host[:1] == b"[":
-        try:
-            ipaddress.IPv6Address(host[1:-1].decode("ascii"))
-        except ValueError:
-            return False
-    return True
 
 
 def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> ParsedRequest:
@@ -210,7 +193,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
         authority = hosts[0]
     elif hosts and hosts[0] != authority:
         raise _bad(":authority and host disagree")
-    if not _authority_ok(authority):
+    if not host_ok(authority):
         raise _bad("invalid :authority")
     size: int | None = None
     if lengths:
@@ -310,7 +293,7 @@ def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields
     """
     if head.method == b"CONNECT" or _METHOD.fullmatch(head.method) is None:
         raise LocalProtocolError("cannot send this method over HTTP/2")
-    if not _authority_ok(authority) or scheme not in _SCHEMES:
+    if not host_ok(authority) or scheme not in _SCHEMES:
         raise LocalProtocolError("invalid :authority or :scheme")
     target = head.target
     if target[:1] != b"/" and not (target == b"*" and head.method == b"OPTIONS"):

@@ -36,6 +36,7 @@ __all__ = [
     "ChunkedDecoder",
     "HeadScanner",
     "check_field_block",
+    "host_ok",
     "parse_request_line",
     "parse_status_line",
     "request_framing",
@@ -222,6 +223,16 @@ def check_field_block(buf: bytes, start: int, end: int) -> None:
 def split_fields(buf: bytes, start: int, end: int) -> Fields:
     """The fields of a block :func:`check_field_block` accepted, OWS removed."""
     return [(n.lower(), v.rstrip(b" \t")) for n, v in _FIELD_LINE.findall(buf, start, end)]
+
+
+def host_ok(value: bytes, *, need_host: bool = True) -> bool:
+    """Whether ``value`` is a valid Host (``host[:port]``, RFC 9110 §7.2).
+
+    HTTP/2's ``:authority`` becomes the Host of the HTTP/1.1 request we send,
+    so it is held to this same rule.
+    """
+    m = _HOST_PORT.fullmatch(value)
+    return m is not None and _host_ok(m, need_host=need_host)
 
 
 def _host_ok(m: re.Match[bytes], *, need_host: bool) -> bool:

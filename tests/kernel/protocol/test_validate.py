@@ -391,3 +391,20 @@ def test_chunked_decoding_matches_h11(
         events.append(event)
         body += bytes(getattr(event, "data", b""))
     assert decode(stream, step, Limits()) == (body, list(events[-1].headers), len(stream))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b"example.com", True),
+        (b"example.com:8080", True),
+        (b"[::1]:443", True),
+        (b"[zz::1]", False),
+        (b"user@example.com", False),
+        (b"exa mple.com", False),
+        (b"example.com:port", False),
+        (b"", False),
+    ],
+)
+def test_host_ok_is_the_rule_for_host_and_authority(value: bytes, ok: bool) -> None:
+    assert v.host_ok(value) is ok
