@@ -3,7 +3,7 @@
 An exchange (:mod:`kernel.io.exchange`) reads one request body and writes one
 response through a :class:`Downstream`. An HTTP/1.1 connection is its own
 downstream (:class:`kernel.io.connection.Http1Connection`, one exchange at a
-time); on HTTP/2 each stream is one (:class:`kernel.io.h2connection.H2Stream`).
+time); on HTTP/2 each stream is one (:class:`kernel.io.h2stream.H2Stream`).
 So plugins, routing, the upstream relay and error handling never look at the
 protocol the request came in on.
 

@@ -41,7 +41,6 @@ May import: stdlib, trio, sdk, kernel.protocol, kernel.generation, kernel.io.
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 from typing import Any
@@ -52,14 +51,15 @@ import trio
 from kernel.config.model import H2Section
 from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.h2stream import H2Stream
 from kernel.io.state import ServerState
 from kernel.protocol import h2_common as ev
 from kernel.protocol.errorpage import error_body
-from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead, ResponseHead
+from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
 from kernel.protocol.h2_server import H2Server
-from sdk import ClientInfo, RemoteProtocolError
+from sdk import ClientInfo
 
-__all__ = ["H2Connection", "H2Stream"]
+__all__ = ["H2Connection", "H2Stream", "h2_limits"]
 
 log = logging.getLogger("kernel.h2")
 
@@ -90,128 +90,6 @@ def h2_limits(section: H2Section) -> ev.H2Limits:
         budget_window_s=section.budget_window_s,
         max_continuation_frames=section.max_continuation_frames,
     )
-
-
-class H2Stream:
-    """One request stream: the :class:`~kernel.io.downstream.Downstream` of its flow."""
-
-    protocol = "2"
-    keep_alive = True
-
-    def __init__(self, conn: H2Connection, stream_id: int, *, sized: bool = False) -> None:
-        self.conn = conn
-        self.state = conn.state
-        self.listener = conn.listener
-        self.client = conn.client
-        self.stream_id = stream_id
-        #: The request declared a content-length (its trailers cannot be passed on).
-        self.sized = sized
-        self.inbound: collections.deque[Data | EndOfMessage] = collections.deque()
-        #: Flow-controlled length of each queued Data, acknowledged when taken.
-        self._lengths: collections.deque[int] = collections.deque()
-        self.reset = False
-        self.scope = trio.CancelScope()
-        #: The stream's task is writing for the connection (see H2Connection.write_out).
-        self.sending = False
-        self._readable = trio.Event()
-        self._writable = trio.Event()
-        self._head: ResponseHead | None = None
-        self._out = bytearray()
-        self._end = False
-        self._trailers: Fields | None = None
-        #: The whole response (END_STREAM) went to the protocol.
-        self.finished = False
-
-    # -- fed by the connection ------------------------------------------------
-    def push(self, event: Data | EndOfMessage, flow_length: int = 0) -> None:
-        self.inbound.append(event)
-        self._lengths.append(flow_length)
-        self._readable.set()
-
-    def on_reset(self) -> None:
-        self.reset = True
-        self._readable.set()
-        self._writable.set()
-        if not self.sending:  # else write_out cancels it once the bytes are out
-            self.scope.cancel()
-
-    def on_window(self) -> None:
-        self._writable.set()
-
-    # -- Downstream -----------------------------------------------------------
-    async def next_body_event(self, timeout: float) -> Data | EndOfMessage:
-        while not self.inbound:
-            if self.reset:
-                raise ClientGone
-            self._readable = trio.Event()
-            with trio.move_on_after(timeout) as scope:
-                await self._readable.wait()
-            if scope.cancelled_caught:
-                raise RemoteProtocolError("request body timed out", status_hint=408)
-        event = self.inbound.popleft()
-        length = self._lengths.popleft()
-        if length and not self.reset:
-            self.conn.proto.ack_data(self.stream_id, length)
-            await self.conn.write_out(self)
-        return event
-
-    def begin_response(self, head: ResponseHead) -> None:
-        self._head = head
-
-    def write_body(self, data: bytes) -> None:
-        self._out += data
-
-    def end_response(self, trailers: Fields | None = None) -> None:
-        self._end = True
-        self._trailers = trailers or None
-
-    async def flush(self) -> None:
-        if self.reset:
-            raise ClientGone
-        proto = self.conn.proto
-        sid = self.stream_id
-        if self._head is not None:
-            head, self._head = self._head, None
-            only_head = self._end and not self._out and not self._trailers
-            proto.send_response(sid, head.status_code, head.headers, end_stream=only_head)
-            if only_head:
-                self.finished = True
-                self._end = False
-        while self._out:
-            # The last piece carries END_STREAM itself (no separate empty
-            # frame), and what fits the window goes out in one write below.
-            last = self._end and not self._trailers
-            taken = proto.send_data(sid, bytes(self._out), end_stream=last)
-            if taken:
-                del self._out[:taken]
-                if not self._out:
-                    if last:
-                        self._end = False
-                        self.finished = True
-                    break
-                await self.conn.write_out(self)
-                continue
-            self._writable = trio.Event()
-            await self.conn.write_out(self)
-            if proto.send_window(sid) <= 0:
-                await self._writable.wait()
-            if self.reset:
-                raise ClientGone
-        if self._end:
-            self._end = False
-            proto.send_end(sid, self._trailers)
-            self.finished = True
-        await self.conn.write_out(self)
-
-    async def send_informational(self, status: int, fields: Fields) -> None:
-        self.conn.proto.send_informational(self.stream_id, status, fields)
-        await self.conn.write_out(self)
-
-    async def abandon_request(self) -> None:
-        if not self.reset:
-            self.conn.proto.reset(self.stream_id, _NO_ERROR)
-            self.reset = True
-            await self.conn.write_out(self)
 
 
 class H2Connection:

@@ -8,7 +8,7 @@ import pytest
 
 from kernel.io.connection import Http1Connection
 from kernel.io.downstream import Downstream
-from kernel.io.h2connection import H2Stream
+from kernel.io.h2stream import H2Stream
 
 MEMBERS = [
     name
