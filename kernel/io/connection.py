@@ -68,7 +68,7 @@ class Http1Connection:
 
     def __init__(
         self,
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+        stream: trio.SocketStream | trio.SSLStream[trio.abc.Stream],
         state: ServerState,
         listener: ListenerRuntime,
         client: ClientInfo,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import cast
 
 import attrs
 import trio
@@ -113,14 +112,13 @@ async def serve_tls(
     """
     tls = listener.tls
     assert tls is not None
-    transport = stream
+    transport: trio.abc.Stream = stream
     if tls.passthrough:
         # Relayed (or closed) by SNI, or handed back with the ClientHello replayed.
         prefixed = await intercept(stream, state, listener, client)
         if prefixed is None:
             return
-        # The connections never reach under the TLS layer: any stream will do there.
-        transport = cast(trio.SocketStream, prefixed)
+        transport = prefixed
     tls_stream = trio.SSLStream(transport, tls.context, server_side=True, https_compatible=True)
     try:
         with trio.move_on_after(listener.request_head_timeout_s) as scope:
