@@ -537,3 +537,41 @@ async def _send_garbage(stream: trio.SocketStream, garbage: bytes) -> None:
                 pass
         assert b"HTTP/" not in got
         assert got == b"" or got[0] == 0x15  # nothing, or an alert record
+
+
+class Mint:
+    """Supplies a certificate for names no configured certificate serves exactly."""
+
+    def __init__(self, files: CertFiles) -> None:
+        self.files = files
+        self.asked: list[str] = []
+
+    @sdk.hookimpl
+    def trellis_tls_certificate(self, server_name: str) -> sdk.TlsCertificate | None:
+        self.asked.append(server_name)
+        if server_name != "minted.test":
+            return None
+        return sdk.TlsCertificate(self.files.chain_pem, self.files.key_pem)
+
+
+async def test_a_plugin_supplies_the_certificate_at_handshake_time(
+    start_proxy: Any, upstream: Any, client: Any, tls_ca: Any, cert_factory: CertFactory
+) -> None:
+    mint = Mint(cert_factory.issue("minted.test"))
+    cfg = tls_config(upstream, [(cert_factory.issue("a.test"), [])]).replace(
+        'plugins = ["echo"]', 'plugins = ["echo", "mint"]'
+    )
+    app = await start_proxy(cfg, extra_plugins={"echo": ClientEcho(), "mint": mint})
+    ctx = client_context(tls_ca)  # verifies the name: the minted certificate must fit
+    for _ in range(2):
+        stream = await tls_connect(app.port(), ctx, server_hostname="minted.test")
+        async with stream:
+            assert san(stream) == ["minted.test"]
+            assert (await tls_get(stream, client))["status"] == 200
+    # Answers are cached per name: the plugin was asked once for it.
+    assert mint.asked.count("minted.test") == 1
+    # A configured exact name wins without asking the plugin.
+    stream = await tls_connect(app.port(), ctx, server_hostname="a.test")
+    async with stream:
+        assert san(stream) == ["a.test"]
+    assert "a.test" not in mint.asked
