@@ -199,12 +199,14 @@ class UpstreamRelay(ExchangeBase):
         flow = self.flow
         req = flow.request
         host = (req.headers.get("host") or req.authority).encode("latin-1")
+        # X-Forwarded-Host / Forwarded "host=" tell the upstream what the
+        # *client* asked for, even when a plugin rewrote the Host we send.
         fields = upstream_request_fields(
             req.headers.fields,
             self.gen.forwarding,
             client_address=flow.client.address,
             scheme=req.scheme,
-            host=host,
+            host=req.authority.encode("latin-1") or host,
         )
         if not any(n == b"host" for n, _ in fields):
             fields.insert(0, (b"host", host))
