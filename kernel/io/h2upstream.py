@@ -207,6 +207,9 @@ class H2Upstream:
                 await self.write_out()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.close_nowait()
+            except Exception:
+                log.exception("HTTP/2 upstream %s failed", self.origin)
+                self.close_nowait()
 
     async def _read_loop(self) -> None:
         try:
@@ -221,6 +224,10 @@ class H2Upstream:
                 await self.write_out()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:
+            # These tasks run in the app's root nursery: a bug here must end
+            # this connection (its flows get 502), never the process.
+            log.exception("HTTP/2 upstream %s failed", self.origin)
         finally:
             self.close_nowait()
 

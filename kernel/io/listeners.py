@@ -103,6 +103,17 @@ def _client_info(stream: trio.SocketStream, state: ServerState, name: str) -> Cl
 async def serve_tls(
     stream: trio.SocketStream, state: ServerState, listener: ListenerRuntime, client: ClientInfo
 ) -> None:
+    """:func:`_serve_tls`, where a kernel bug ends this connection, never the process."""
+    try:
+        await _serve_tls(stream, state, listener, client)
+    except Exception:
+        log.exception("TLS connection from %s:%d failed", client.address, client.port)
+        stream.socket.close()
+
+
+async def _serve_tls(
+    stream: trio.SocketStream, state: ServerState, listener: ListenerRuntime, client: ClientInfo
+) -> None:
     """Terminate TLS on an accepted connection, then serve HTTP/2 or HTTP/1.1 by ALPN.
 
     The handshake must complete within the listener's request-head timeout.

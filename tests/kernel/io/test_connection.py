@@ -953,3 +953,26 @@ async def test_refusal_with_unread_body_lingers_instead_of_resetting(
         assert got.startswith(b"HTTP/1.1 413 ")
         await stream.send_all(b"x" * 65536)  # the proxy is still draining, not reset
     assert upstream.requests == []
+
+
+async def test_a_kernel_bug_ends_that_connection_not_the_proxy(
+    start_proxy: Any, upstream: Any, client: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    from kernel.io import connection
+
+    app = await start_proxy(basic_config(upstream.port))
+    real = connection.run_exchange
+    calls = {"n": 0}
+
+    async def run_exchange(conn: Any, head: Any) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated kernel bug")
+        return await real(conn, head)
+
+    monkeypatch.setattr(connection, "run_exchange", run_exchange)
+    request = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    assert client.parse_responses(await client.exchange(app.port(), request)) == []
+    assert "simulated kernel bug" in caplog.text
+    (resp,) = client.parse_responses(await client.exchange(app.port(), request))
+    assert resp["status"] == 200

@@ -218,3 +218,28 @@ async def test_connections_after_goaway_are_closed_by_the_proxy(
         # Every connection got its GOAWAY; all four are done with.
         await origin.wait_for(lambda: origin.closed_by_client == origin.connections)
     assert origin.connections == 4
+
+
+async def test_a_bug_in_an_upstream_connection_fails_its_flows_not_the_proxy(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    from kernel.protocol.h2_client import H2Client
+
+    origin = H2Origin()
+    app = await h2c_proxy(nursery, start_proxy, origin)
+    real = H2Client.receive_data
+    broken = {"on": True}
+
+    def receive_data(self: H2Client, data: bytes, now: float) -> Any:
+        if broken["on"] and data:
+            raise RuntimeError("simulated bug in the HTTP/2 client")
+        return real(self, data, now)
+
+    monkeypatch.setattr(H2Client, "receive_data", receive_data)
+    with trio.fail_after(5):
+        assert (await get(client, app.port(), "/echo"))["status"] == 502
+    assert "simulated bug in the HTTP/2 client" in caplog.text
+    broken["on"] = False
+    with trio.fail_after(5):
+        assert (await get(client, app.port(), "/echo"))["status"] == 200
+    assert origin.connections == 2  # the broken one was closed, a new one opened

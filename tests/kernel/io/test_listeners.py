@@ -575,3 +575,30 @@ async def test_a_plugin_supplies_the_certificate_at_handshake_time(
     async with stream:
         assert san(stream) == ["a.test"]
     assert "a.test" not in mint.asked
+
+
+async def test_a_bug_while_serving_tls_ends_that_connection_only(
+    start_proxy: Any, upstream: Any, client: Any, tls_ca: Any, site: CertFiles, monkeypatch: Any
+) -> None:
+    from kernel.io import listeners
+
+    app = await start_tls(start_proxy, tls_config(upstream, [(site, [])]))
+    real = listeners.peer_subject
+    calls = {"n": 0}
+
+    def peer_subject(obj: Any) -> str | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated bug after the handshake")
+        return real(obj)
+
+    monkeypatch.setattr(listeners, "peer_subject", peer_subject)
+    ctx = client_context(tls_ca)
+    stream = await tls_connect(app.port(), ctx)
+    async with stream:
+        with pytest.raises(ValueError):  # closed: no response at all
+            await tls_get(stream, client)
+    # The proxy is still there for the next client.
+    stream = await tls_connect(app.port(), ctx)
+    async with stream:
+        assert (await tls_get(stream, client))["status"] == 200
