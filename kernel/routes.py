@@ -54,6 +54,10 @@ class RouteRuntime:
     client_tls: ssl.SSLContext | None = None
     #: The name to send by SNI and verify; ``""`` means the origin's host.
     tls_server_name: str = ""
+    #: WebSocket upgrades pass through (``[[routes]] websocket``).
+    websocket: bool = False
+    #: Idle limit of a WebSocket tunnel (``[upstream] websocket_idle_timeout_s``).
+    websocket_idle_timeout_s: float = 300.0
 
 
 class ClientContexts:
@@ -131,4 +135,6 @@ def route_runtime(
         force_http2=force,
         client_tls=ctx,
         tls_server_name=tls_cfg.server_name,
+        websocket=rc.websocket,
+        websocket_idle_timeout_s=ups.websocket_idle_timeout_s,
     ), problems

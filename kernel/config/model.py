@@ -196,6 +196,9 @@ class UpstreamSection:
     http2: bool = False
     #: Always speak HTTP/2 upstream: h2c prior knowledge for http:// upstreams.
     force_http2: bool = False
+    #: Seconds a WebSocket tunnel may carry no bytes either way before both
+    #: sides are closed (routes with ``websocket = true``).
+    websocket_idle_timeout_s: float = attrs.field(default=300.0, validator=_positive)
     #: How https upstreams are verified, and the client certificate shown to them.
     tls: UpstreamTls = attrs.field(factory=UpstreamTls)
 
@@ -236,6 +239,9 @@ class RouteConfig:
     response_timeout_s: float | None = None
     #: Per-route body limit override (bytes; 0 = none).
     max_body_bytes: int | None = None
+    #: Pass WebSocket upgrades through to the upstream (after the route's
+    #: access and request plugins have run); off: the upgrade is not asked for.
+    websocket: bool = False
     #: Per-route overrides of ``[upstream]`` (timeouts, pool, HTTP/2, TLS).
     transport: TransportConfig | None = attrs.field(default=None, validator=_one_timeout_place)
 

@@ -43,7 +43,7 @@ from kernel.protocol.events import (
     Sentinel,
 )
 from kernel.protocol.h2_common import H2_PREFACE
-from kernel.protocol.http1 import ServerCodec, make_server_codec
+from kernel.protocol.http1 import ServerCodec, make_server_codec, send_fields
 from sdk import ClientInfo, RemoteProtocolError
 
 __all__ = ["RECV_SIZE", "Http1Connection"]
@@ -51,6 +51,12 @@ __all__ = ["RECV_SIZE", "Http1Connection"]
 log = logging.getLogger("kernel.connection")
 
 RECV_SIZE = 65536
+
+
+def _head(start: bytes, fields: Fields) -> bytes:
+    return b"".join([start, *(b"%s: %s\r\n" % f for f in fields), b"\r\n"])
+
+
 #: How long, and how much, a closing connection keeps reading and dropping.
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
@@ -137,6 +143,11 @@ class Http1Connection:
 
     async def send_informational(self, status: int, fields: Fields) -> None:
         await self.send(self.codec.send_informational(status, fields))
+
+    async def switch_protocols(self, fields: Fields) -> tuple[bytes, trio.abc.Stream]:
+        send_fields(fields)  # the same checks as any field we send
+        await self.send(_head(b"HTTP/1.1 101 Switching Protocols\r\n", fields))
+        return self.codec.trailing_data(), self.stream
 
     async def abandon_request(self) -> None:
         await self.linger()

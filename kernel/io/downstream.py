@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import trio
+
 from kernel.generation import ListenerRuntime
 from kernel.io.state import ServerState
 from kernel.protocol.events import Data, EndOfMessage, Fields, ResponseHead
@@ -63,6 +65,13 @@ class Downstream(Protocol):
 
     async def send_informational(self, status: int, fields: Fields) -> None:
         """Send a 1xx response right away (``100 Continue``)."""
+
+    async def switch_protocols(self, fields: Fields) -> tuple[bytes, trio.abc.Stream]:
+        """Send ``101 Switching Protocols`` with ``fields``; the connection is the caller's.
+
+        Returns the bytes the client already sent past the request, and the
+        stream to relay. HTTP/2 streams cannot switch (no extended CONNECT).
+        """
 
     async def abandon_request(self) -> None:
         """The response is complete but the request body is not: stop reading it.

@@ -22,7 +22,7 @@ import trio
 
 from kernel.io.exchange import ClientGone
 from kernel.protocol.events import Data, EndOfMessage, Fields, ResponseHead
-from sdk import RemoteProtocolError
+from sdk import LocalProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from kernel.io.h2connection import H2Connection
@@ -146,6 +146,10 @@ class H2Stream:
     async def send_informational(self, status: int, fields: Fields) -> None:
         self.conn.proto.send_informational(self.stream_id, status, fields)
         await self.conn.write_out(self)
+
+    async def switch_protocols(self, fields: Fields) -> tuple[bytes, trio.abc.Stream]:
+        # Unreachable: HTTP/2 refuses Connection/Upgrade fields before routing.
+        raise LocalProtocolError("an HTTP/2 stream cannot switch protocols")
 
     async def abandon_request(self) -> None:
         if not self.reset:

@@ -23,7 +23,7 @@ listener's routing chain (global + listener plugins). Then:
   connection is closed.
 
 May import: stdlib, attrs, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.state.
+kernel.generation, kernel.io.state, kernel.io.tunnel.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import trio
 from kernel import dispatch
 from kernel.generation import ListenerRuntime
 from kernel.io.state import ServerState
+from kernel.io.tunnel import CHUNK, splice
 from kernel.protocol.clienthello import NEED_MORE, ClientHelloError, parse_client_hello
 from sdk import ClientInfo, Origin, PluginError
 
@@ -46,8 +47,6 @@ log = logging.getLogger("kernel.passthrough")
 
 #: Most bytes read while waiting for the whole ClientHello.
 PEEK_LIMIT = 16 * 1024
-#: Most bytes one direction of a tunnel reads before it has written them.
-CHUNK = 64 * 1024
 
 _HOOK = "trellis_tls_passthrough"
 
@@ -225,33 +224,11 @@ async def relay(
 
     ``prefix`` goes to ``upstream`` first. An EOF is passed on with
     ``send_eof``; a reset or error on either side ends both directions.
-    Neither stream is closed here.
+    Neither stream is closed here. No idle timeout: TCP keep-alive is on.
     """
-    counts = [0, 0]
     for s in (client, upstream):
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
-            pass  # already reset: the copy below notices
-
-    async def pump(
-        src: trio.SocketStream, dst: trio.SocketStream, index: int, cancel: trio.CancelScope
-    ) -> None:
-        try:
-            if index == 0 and prefix:
-                await dst.send_all(prefix)
-                counts[0] += len(prefix)
-            while True:
-                data = await src.receive_some(CHUNK)
-                if not data:
-                    break
-                await dst.send_all(data)
-                counts[index] += len(data)
-            await dst.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            cancel.cancel()  # one side is gone: the other direction ends too
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump, client, upstream, 0, nursery.cancel_scope)
-        nursery.start_soon(pump, upstream, client, 1, nursery.cancel_scope)
-    return counts[0], counts[1]
+            pass  # already reset: the copy notices
+    return await splice(client, upstream, to_b_first=prefix)

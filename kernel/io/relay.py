@@ -25,6 +25,7 @@ from kernel.dispatch import Chain
 from kernel.generation import Generation
 from kernel.io.h2relay import proxy_h2
 from kernel.io.h2upstream import H2Upstream, H2UpstreamStream, Refused
+from kernel.io.tunnel import splice
 from kernel.io.upstream import TlsTarget, UpstreamConnection
 from kernel.protocol.errorpage import reason_phrase
 from kernel.protocol.events import (
@@ -37,6 +38,7 @@ from kernel.protocol.events import (
     ResponseHead,
 )
 from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
+from kernel.protocol.http1 import asks_websocket
 from kernel.routes import RouteRuntime
 from kernel.tls import default_client_context
 from sdk import (
@@ -95,7 +97,7 @@ class ExchangeBase:
 
     __slots__ = (
         "chain", "conn", "content_length", "flow", "gen", "has_body", "head", "head_sent",
-        "request_done", "route", "trailers", "upstream",
+        "request_done", "route", "trailers", "upgrade", "upstream",
     )  # fmt: skip
 
     def __init__(
@@ -116,6 +118,8 @@ class ExchangeBase:
         self.head_sent = False
         self.upstream: UpstreamConnection | H2UpstreamStream | None = None
         self.trailers: Fields = []
+        #: The request asks for WebSocket and the route lets it through.
+        self.upgrade = False
 
     # -- the client's body ----------------------------------------------------
     async def _next_body_chunk(self) -> bytes | None:
@@ -152,6 +156,12 @@ class UpstreamRelay(ExchangeBase):
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
         https = flow.upstream.scheme == "https"
         http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
+        if route.websocket and asks_websocket(self.head.method, self.head.headers):
+            # WebSocket needs an HTTP/1.1 connection of its own, and the
+            # upgrade is never sent twice.
+            self.upgrade = True
+            retryable = False
+            http2 = "off"
         attempt = refusals = 0
         while True:
             up = await pool.acquire_h2_or_h1(
@@ -193,7 +203,43 @@ class UpstreamRelay(ExchangeBase):
                     attempt += 1
                     continue
                 raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc
+        if isinstance(head, InformationalResponse):  # 101: only after an upgrade we sent
+            return await self._tunnel(up, head)
         return await self._relay_response(up, head)
+
+    async def _tunnel(self, up: UpstreamConnection, head: InformationalResponse) -> bool:
+        """After the upstream's ``101``: answer the client, then relay bytes both ways.
+
+        The response hooks see the ``101`` (and may add fields to it); after
+        it the two connections are spliced until either side ends or nothing
+        moves for ``websocket_idle_timeout_s``. Both connections then close.
+        """
+        flow, conn, route = self.flow, self.conn, self.route
+        assert route is not None
+        fields = downstream_response_fields(head.headers, self.gen.forwarding)
+        response = Response(
+            status_code=101,
+            headers=Headers.from_wire(fields),
+            reason=head.reason.decode("latin-1"),
+        )
+        flow.response = response
+        flow.timings.response_head = _now()
+        if self.chain.response:
+            await dispatch.call_all(self.chain.response, "trellis_response", flow)
+        upgrade = next((v for n, v in head.headers if n == b"upgrade"), b"websocket")
+        out = [*response.headers.fields, (b"connection", b"upgrade"), (b"upgrade", upgrade)]
+        client_first, client_stream = await conn.switch_protocols(out)
+        self.head_sent = True
+        to_up, to_client = await splice(
+            client_stream,
+            up.stream,
+            to_b_first=client_first,
+            to_a_first=up.codec.trailing_data(),
+            idle_timeout=route.websocket_idle_timeout_s,
+        )
+        flow.bytes_in += to_up
+        flow.bytes_out += to_client
+        return False  # neither connection speaks HTTP any more; the exchange closes both
 
     def _upstream_fields(self) -> Fields:
         flow = self.flow
@@ -215,6 +261,9 @@ class UpstreamRelay(ExchangeBase):
             # (RFC 9110 §10.1.1 lets an intermediary do so), so the upstream is
             # not asked to.
             fields = [(n, v) for n, v in fields if n != b"expect"]
+        if self.upgrade:
+            upgrade = next(v for n, v in self.head.headers if n == b"upgrade")
+            fields += [(b"connection", b"upgrade"), (b"upgrade", upgrade)]
         if self.has_body and (self.chain.request_body or self.content_length is None):
             fields = [(n, v) for n, v in fields if n != b"content-length"]
             fields.append((b"transfer-encoding", b"chunked"))
@@ -254,7 +303,9 @@ class UpstreamRelay(ExchangeBase):
                 tail = codec.send_data(last)
         await _up_send(up, tail + codec.send_end(self.trailers or None))
 
-    async def _receive_response_head(self, up: UpstreamConnection) -> ResponseHead:
+    async def _receive_response_head(
+        self, up: UpstreamConnection
+    ) -> ResponseHead | InformationalResponse:
         route = self.route
         assert route is not None
         codec = up.codec
@@ -277,6 +328,8 @@ class UpstreamRelay(ExchangeBase):
                 elif isinstance(event, ResponseHead):
                     return event
                 elif isinstance(event, InformationalResponse):
+                    if event.status_code == 101:  # the codec allows it only after an upgrade
+                        return event
                     continue  # 100/103 from upstream: not relayed yet
                 else:
                     raise RemoteProtocolError(f"unexpected {event!r} from upstream")

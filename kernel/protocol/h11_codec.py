@@ -42,6 +42,7 @@ from kernel.protocol.events import (
 from kernel.protocol.http1 import (
     CHUNKED,
     Limits,
+    asks_websocket,
     check_informational,
     plan_response,
     send_fields,
@@ -95,6 +96,9 @@ class _Codec:
         else:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
+
+    def trailing_data(self) -> bytes:
+        return self._buf[self._pos :]
 
     def _feed_head(self, end: int) -> h11.Request | h11.InformationalResponse | h11.Response:
         self._conn.receive_data(self._buf[self._pos : end])
@@ -310,6 +314,7 @@ class H11ClientCodec(_Codec):
         self._req_keep_alive = False
         self._resp_keep_alive = False
         self._early = False
+        self._websocket = False  # the request in flight asks to switch to WebSocket
 
     @property
     def keep_alive(self) -> bool:
@@ -330,6 +335,7 @@ class H11ClientCodec(_Codec):
             raise
         data = self._send(h11.Request(method=head.method, target=head.target, headers=head.headers))
         self._method = head.method
+        self._websocket = asks_websocket(head.method, head.headers)
         self._req_keep_alive = not close
         self._sstate = _SENDING
         return data
@@ -364,7 +370,14 @@ class H11ClientCodec(_Codec):
         raw = v.split_fields(buf, scanner.line_end + 1, end - 2)
         body, keep_alive = v.response_framing(status, version, raw, self._method, self._limits)
         if status == 101:
-            raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            if not self._websocket:
+                raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            # h11 is not told: the connection speaks another protocol now.
+            reason = v.parse_status_line(buf, pos, scanner.line_end)[1]
+            self._pos = end
+            self._rstate = _CLOSED
+            self._resp_keep_alive = False
+            return InformationalResponse(status_code=101, headers=raw, reason=reason)
         response = self._feed_head(end)
         assert not isinstance(response, h11.Request)
         scanner.reset()

@@ -63,6 +63,7 @@ __all__ = [
     "CodecKind",
     "Limits",
     "ServerCodec",
+    "asks_websocket",
     "check_informational",
     "make_client_codec",
     "make_server_codec",
@@ -161,6 +162,10 @@ class ServerCodec(Protocol):
         """The method of the current request (``b""`` before the first head)."""
         ...
 
+    def trailing_data(self) -> bytes:
+        """Received bytes not parsed yet (after a request we switch protocols for)."""
+        ...
+
     @property
     def buffered(self) -> bool:
         """Received bytes are waiting to be parsed.
@@ -177,7 +182,16 @@ class ClientCodec(Protocol):
 
     def send_request_head(self, head: RequestHead) -> bytes:
         """The request head as given; ``content-length`` or
-        ``transfer-encoding: chunked`` (or neither: no body) sets the framing."""
+        ``transfer-encoding: chunked`` (or neither: no body) sets the framing.
+
+        A request that :func:`asks_websocket` may be answered ``101``: then
+        ``next_event`` returns that InformationalResponse, the codec is done
+        with the connection, and :meth:`trailing_data` has what followed it.
+        """
+        ...
+
+    def trailing_data(self) -> bytes:
+        """Received bytes not parsed yet (after a 101: the new protocol's first bytes)."""
         ...
 
     def send_data(self, data: bytes) -> bytes:
@@ -249,6 +263,23 @@ _REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 # ones (bounded; a full set just stops remembering). Halves the cost of a head.
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_VALUES: set[bytes] = set()
+
+
+def asks_websocket(method: bytes, fields: Fields) -> bool:
+    """Whether a request asks to switch to WebSocket (RFC 6455 §4.1).
+
+    A GET whose ``Connection`` names ``upgrade`` and whose ``Upgrade`` names
+    ``websocket`` (case-insensitively). Other upgrades are never honoured.
+    """
+    if method != b"GET":
+        return False
+    connection = upgrade = False
+    for name, value in fields:
+        if name == b"connection":
+            connection = connection or b"upgrade" in tokens(value)
+        elif name == b"upgrade":
+            upgrade = upgrade or any(t.split(b"/")[0] == b"websocket" for t in tokens(value))
+    return connection and upgrade
 
 
 def tokens(value: bytes) -> list[bytes]:

@@ -46,6 +46,7 @@ from kernel.protocol.http1 import (
     NO_BODY,
     UNTIL_CLOSE,
     Limits,
+    asks_websocket,
     check_informational,
     plan_response,
     send_fields,
@@ -113,6 +114,9 @@ class _Codec:
         else:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
+
+    def trailing_data(self) -> bytes:
+        return self._buf[self._pos :]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp calls this once per field line; it strips leading OWS only.
@@ -335,13 +339,14 @@ class HttptoolsServerCodec(_Codec):
 class HttptoolsClientCodec(_Codec):
     """:class:`~kernel.protocol.http1.ClientCodec` on llhttp."""
 
-    __slots__ = ("_early", "_req_keep_alive", "_resp_keep_alive")
+    __slots__ = ("_early", "_req_keep_alive", "_resp_keep_alive", "_websocket")
 
     def __init__(self, limits: Limits) -> None:
         super().__init__(limits)
         self._req_keep_alive = False
         self._resp_keep_alive = False
         self._early = False  # the response came before the request was sent
+        self._websocket = False  # the request in flight asks to switch to WebSocket
 
     @property
     def keep_alive(self) -> bool:
@@ -363,6 +368,7 @@ class HttptoolsClientCodec(_Codec):
         self._method = head.method
         self._mode = 0 if declared is None else declared
         self._req_keep_alive = not close
+        self._websocket = asks_websocket(head.method, head.headers)
         self._sstate = _SENDING
         return _head(b"%s %s HTTP/1.1\r\n" % (head.method, head.target), head.headers)
 
@@ -396,7 +402,12 @@ class HttptoolsClientCodec(_Codec):
         fields = self._parse_fields(_RESPONSE_START, HttpResponseParser, end)
         body, keep_alive = v.response_framing(status, version, fields, self._method, self._limits)
         if status == 101:
-            raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            if not self._websocket:
+                raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            self._pos = end
+            self._rstate = _CLOSED  # the connection speaks another protocol now
+            self._resp_keep_alive = False
+            return InformationalResponse(status_code=101, headers=fields, reason=reason)
         self._pos = end
         scanner.reset()
         if status < 200:

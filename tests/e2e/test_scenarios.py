@@ -134,3 +134,27 @@ async def test_reverse_tls_serves_h2_and_http11(
     assert len(seen) >= 2
     proxy.signal(signal.SIGTERM)
     assert await proxy.wait(timeout=10) == 0
+
+
+async def test_reverse_passes_websocket_through(
+    spawn_proxy: SpawnProxy, nursery: trio.Nursery
+) -> None:
+    from trio_websocket import open_websocket_url
+
+    from tests.e2e.test_websocket import EchoServer
+
+    echo = await nursery.start(EchoServer().serve)
+    port = free_port()
+    env = {
+        "TRELLIS_LISTEN": f"127.0.0.1:{port}",
+        "TRELLIS_UPSTREAM": f"http://127.0.0.1:{echo.port}",
+    }
+    proxy = await spawn_proxy(config=REVERSE, port=port, env=env)
+    with trio.fail_after(10):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            for i in range(100):
+                await ws.send_message(f"m{i}")
+                assert await ws.get_message() == f"m{i}"
+    assert echo.accepted == 1
+    proxy.signal(signal.SIGTERM)
+    assert await proxy.wait(timeout=10) == 0

@@ -27,6 +27,7 @@ def test_the_interface_is_what_exchanges_use() -> None:
         "end_response",
         "flush",
         "send_informational",
+        "switch_protocols",
         "abandon_request",
     }
 

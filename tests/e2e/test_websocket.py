@@ -1,0 +1,217 @@
+"""WebSocket pass-through (kernel/io/relay.py ``_tunnel``, kernel/io/tunnel.py).
+
+Real peers: a trio-websocket echo server behind the proxy and a
+trio-websocket client in front of it, for both HTTP/1.1 codecs. The route
+must allow the upgrade (``websocket = true``); its access plugins run first;
+an upstream that does not switch leaves an ordinary HTTP exchange; a reload
+in the middle of a conversation does not break it; an idle tunnel is closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
+)
+
+import sdk
+
+
+class EchoServer:
+    """A WebSocket echo server that counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+        self.paths: list[str] = []
+
+    async def handler(self, request: WebSocketRequest) -> None:
+        self.paths.append(request.path)
+        ws = await request.accept()
+        self.accepted += 1
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    async def serve(self, *, task_status: trio.TaskStatus[EchoServer]) -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, self.handler, "127.0.0.1", 0, None)
+            self.port = server.port
+            task_status.started(self)
+
+
+@pytest.fixture
+async def echo(nursery: trio.Nursery) -> EchoServer:
+    return await nursery.start(EchoServer().serve)
+
+
+UPGRADE = (
+    b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+async def raw_upgrade(port: int, extra: bytes = b"") -> tuple[trio.SocketStream, bytes]:
+    """Send an upgrade request by hand; the stream and the response head.
+
+    (trio-websocket's client leaves its socket open when a handshake fails or
+    the connection ends abnormally, which the test run would report.)
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(UPGRADE + extra + b"\r\n")
+    head = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in head:
+            data = await stream.receive_some(65536)
+            assert data, head
+            head += data
+    return stream, head
+
+
+def config(port: int, codec: str, *, websocket: bool = True, extra: str = "") -> str:
+    return f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 1
+[server]
+http1 = "{codec}"
+[upstream]
+http1 = "{codec}"
+websocket_idle_timeout_s = 30
+{extra}
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+[[routes]]
+name = "ws"
+upstream = "http://127.0.0.1:{port}"
+websocket = {str(websocket).lower()}
+"""
+
+
+async def test_a_thousand_messages_echo_through_the_proxy(
+    start_proxy: Any, echo: EchoServer, codec: str
+) -> None:
+    app = await start_proxy(config(echo.port, codec))
+    with trio.fail_after(20):
+        async with open_websocket_url(f"ws://127.0.0.1:{app.port()}/chat?x=1") as ws:
+            for i in range(1000):
+                message = f"message {i} " + "x" * (i % 300)
+                await ws.send_message(message)
+                assert await ws.get_message() == message
+            await ws.send_message(b"\x00\xff binary")
+            assert await ws.get_message() == b"\x00\xff binary"
+    assert echo.accepted == 1
+    assert echo.paths == ["/chat?x=1"]
+
+
+async def test_a_reload_in_the_middle_does_not_break_it(
+    start_proxy: Any, echo: EchoServer, tmp_path: Path
+) -> None:
+    app = await start_proxy(config(echo.port, "httptools"))
+    with trio.fail_after(20):
+        async with open_websocket_url(f"ws://127.0.0.1:{app.port()}/") as ws:
+            for i in range(500):
+                await ws.send_message(str(i))
+                assert await ws.get_message() == str(i)
+            # A new generation that no longer allows WebSocket at all.
+            app.config_path.write_text(config(echo.port, "httptools", websocket=False))
+            assert await app.reload("test")
+            assert app.generation.number == 2
+            for i in range(500, 1000):
+                await ws.send_message(str(i))
+                assert await ws.get_message() == str(i)
+        # New upgrades follow the new generation: not switched now.
+        stream, head = await raw_upgrade(app.port())
+        async with stream:
+            assert not head.startswith(b"HTTP/1.1 101")
+    assert echo.accepted == 1
+
+
+async def test_a_route_without_websocket_never_asks_the_upstream(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(config(upstream.port, codec, websocket=False))
+    raw = await client.exchange(
+        app.port(),
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    seen = dict(upstream.requests[-1]["headers"])
+    assert "upgrade" not in seen
+    assert "upgrade" not in seen.get("connection", "")
+
+
+async def test_an_upstream_that_does_not_switch_leaves_plain_http(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """The h11 test upstream ignores Upgrade and answers 200: no tunnel, keep-alive goes on."""
+    app = await start_proxy(config(upstream.port, codec))
+    upgrade = (
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    plain = b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    raw = await client.exchange(app.port(), upgrade + plain)
+    first, second = client.parse_responses(raw)
+    assert first["status"] == 200
+    assert second["status"] == 200
+    # The upstream was asked (the route allows it) and said no.
+    asked = dict(upstream.requests[0]["headers"])
+    assert asked["upgrade"] == "websocket"
+    assert "upgrade" in asked["connection"].lower()
+
+
+class Deny:
+    @sdk.hookimpl
+    def trellis_request_access(self, flow: sdk.Flow) -> sdk.Response | None:
+        if flow.request.headers.get("authorization") != "Bearer ok":
+            return sdk.Response.make(403, b"no")
+        return None
+
+
+async def test_access_plugins_run_before_the_upgrade(
+    start_proxy: Any, echo: EchoServer, codec: str
+) -> None:
+    cfg = config(echo.port, codec).replace(
+        "websocket = true", 'websocket = true\nplugins = ["deny"]'
+    )
+    app = await start_proxy(cfg, extra_plugins={"deny": Deny()})
+    stream, head = await raw_upgrade(app.port())
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 403 ")
+    assert echo.accepted == 0
+    url = f"ws://127.0.0.1:{app.port()}/"
+    with trio.fail_after(10):
+        headers = [(b"authorization", b"Bearer ok")]
+        async with open_websocket_url(url, extra_headers=headers) as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+    assert echo.accepted == 1
+
+
+async def test_an_idle_tunnel_is_closed(start_proxy: Any, echo: EchoServer) -> None:
+    cfg = config(echo.port, "httptools").replace(
+        "websocket_idle_timeout_s = 30", "websocket_idle_timeout_s = 0.3"
+    )
+    app = await start_proxy(cfg)
+    stream, head = await raw_upgrade(app.port())
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101 ")
+        started = trio.current_time()
+        with trio.fail_after(5):
+            assert await stream.receive_some(65536) == b""  # closed by the proxy
+        assert 0.25 <= trio.current_time() - started < 3
+    assert echo.accepted == 1
