@@ -24,6 +24,7 @@ from kernel.protocol.http1 import (
     ClientCodec,
     Limits,
     ServerCodec,
+    asks_websocket,
     make_client_codec,
     make_server_codec,
     reason_phrase,
@@ -754,3 +755,64 @@ def test_with_close() -> None:
         (b"connection", b"upgrade"),
         (b"connection", b"x"),
     ]
+
+
+WS_REQUEST = RequestHead(
+    method=b"GET",
+    target=b"/chat",
+    headers=[
+        (b"host", b"a"),
+        (b"connection", b"Upgrade"),
+        (b"upgrade", b"websocket"),
+        (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        (b"sec-websocket-version", b"13"),
+    ],
+)
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+def test_a_101_is_accepted_only_after_asking_for_websocket(kind: str) -> None:
+    c = client(kind)
+    c.send_request_head(WS_REQUEST)
+    c.send_end()
+    frame = b"\x81\x05hello"  # the first WebSocket frame, in the same read
+    c.receive_data(SWITCH + frame)
+    event = c.next_event()
+    assert isinstance(event, InformationalResponse)
+    assert event.status_code == 101
+    assert (b"upgrade", b"websocket") in event.headers
+    assert c.trailing_data() == frame
+    assert not c.keep_alive
+
+
+def test_an_unasked_101_is_refused(kind: str) -> None:
+    c = client(kind)
+    plain = RequestHead(method=b"GET", target=b"/", headers=[(b"host", b"a")])
+    c.send_request_head(plain)
+    c.send_end()
+    c.receive_data(SWITCH)
+    with pytest.raises(RemoteProtocolError, match="101"):
+        c.next_event()
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "asks"),
+    [
+        (b"GET", [(b"connection", b"keep-alive, Upgrade"), (b"upgrade", b"WebSocket")], True),
+        (b"GET", [(b"connection", b"upgrade"), (b"upgrade", b"h2c")], False),
+        (b"GET", [(b"upgrade", b"websocket")], False),
+        (b"POST", [(b"connection", b"upgrade"), (b"upgrade", b"websocket")], False),
+    ],
+)
+def test_asks_websocket(method: bytes, fields: list[tuple[bytes, bytes]], asks: bool) -> None:
+    assert asks_websocket(method, fields) is asks
+
+
+def test_server_trailing_data_is_what_follows_the_request(kind: str) -> None:
+    s = server(kind, b"GET /chat HTTP/1.1\r\nHost: a\r\n\r\n\x81\x05hello")
+    assert isinstance(s.next_event(), RequestHead)
+    assert isinstance(s.next_event(), EndOfMessage)
+    assert s.trailing_data() == b"\x81\x05hello"
