@@ -122,6 +122,7 @@ class Generation:
                 up = f"{route.upstream}{route.base_path}" if route.upstream else "(none)"
                 lines.append(f"  route {rname}{default}: upstream {up}")
                 lines.append(f"    chain: {' -> '.join(chain.names) or '(none)'}")
+                lines.append(f"    transport: {_transport(route)}")
                 for hook in ("request_access", "request", "response", "flow_done"):
                     impls = getattr(chain, hook)
                     if impls:
@@ -305,3 +306,23 @@ def load_generation(
         modules=settings.kernel.modules,
         extra_plugins=extra_plugins,
     )
+
+
+def _transport(route: RouteRuntime) -> str:
+    """One line of a route's effective upstream settings, for ``kernel explain``."""
+    http2 = "forced" if route.force_http2 else "by ALPN" if route.http2 else "off"
+    parts = [
+        f"connect {route.connect_timeout_s:g}s",
+        f"response {route.response_timeout_s:g}s",
+        f"read {route.read_timeout_s:g}s",
+        f"pool {route.max_idle_per_host} idle for {route.idle_timeout_s:g}s",
+        f"http2 {http2}",
+    ]
+    if route.client_tls is not None:
+        parts.append(f"tls{' as ' + route.tls_server_name if route.tls_server_name else ''}")
+    parts.append(
+        f"websocket (idle {route.websocket_idle_timeout_s:g}s)"
+        if route.websocket
+        else "no websocket"
+    )
+    return ", ".join(parts)

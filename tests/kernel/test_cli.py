@@ -133,6 +133,11 @@ def test_explain_prints_each_routes_chain(
     assert "chain: router -> headers.tag" in out
     assert "route local: upstream (none)" in out
     assert "chain: router -> respond" in out
+    # Each route's effective transport, with the defaults of [upstream].
+    assert (
+        "transport: connect 5s, response 30s, read 60s, pool 32 idle for 60s,"
+        " http2 off, no websocket"
+    ) in out
 
 
 def test_plugins_lists_builtins_with_their_tables(capsys: pytest.CaptureFixture[str]) -> None:
