@@ -20,11 +20,17 @@ import ssl
 
 import attrs
 
-from kernel.config.model import RouteConfig, TransportConfig, UpstreamSection, UpstreamTls
+from kernel.config.model import (
+    RetryConfig,
+    RouteConfig,
+    TransportConfig,
+    UpstreamSection,
+    UpstreamTls,
+)
 from kernel.tls import build_client_tls, check_client_tls
 from sdk import Origin
 
-__all__ = ["ClientContexts", "RouteRuntime", "route_runtime", "upstream_alpn"]
+__all__ = ["ClientContexts", "RetryBudget", "RouteRuntime", "route_runtime", "upstream_alpn"]
 
 
 @attrs.frozen
@@ -58,6 +64,10 @@ class RouteRuntime:
     websocket: bool = False
     #: Idle limit of a WebSocket tunnel (``[upstream] websocket_idle_timeout_s``).
     websocket_idle_timeout_s: float = 300.0
+    #: When a failed request is sent again (``[upstream.retry]`` or the route's).
+    retry: RetryConfig = attrs.field(factory=RetryConfig)
+    #: The route's retry budget (mutable: shared by the route's flows).
+    retry_budget: RetryBudget = attrs.field(factory=lambda: RetryBudget(0.2), eq=False)
 
 
 class ClientContexts:
@@ -93,6 +103,33 @@ class ClientContexts:
                 self._problems.extend(check_client_tls(cfg, path))
 
 
+class RetryBudget:
+    """Retries may add at most ``ratio`` of a route's requests, plus a reserve.
+
+    A token bucket: every request adds ``ratio`` of a token, every retry
+    takes one; it starts with (and never holds more than) ``RESERVE``
+    tokens, so a burst of failures after a quiet spell gets a few retries
+    and a failing upstream is not hit by ``attempts`` times its load.
+    """
+
+    RESERVE = 10.0
+
+    __slots__ = ("ratio", "tokens")
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self.tokens = self.RESERVE
+
+    def request(self) -> None:
+        self.tokens = min(self.RESERVE, self.tokens + self.ratio)
+
+    def take(self) -> bool:
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 def upstream_alpn(http2: bool, force: bool) -> tuple[str, ...]:
     """The ALPN list offered to an https upstream."""
     return ("h2",) if force else ("h2", "http/1.1") if http2 else ("http/1.1",)
@@ -111,6 +148,7 @@ def route_runtime(
             origin, base = Origin.parse(rc.upstream)
         except ValueError as exc:
             problems.append(f"$.routes[{i}].upstream: {exc}")
+    retry = t.retry or ups.retry
     http2 = ups.http2 if t.http2 is None else t.http2
     force = ups.force_http2 if t.force_http2 is None else t.force_http2
     tls_cfg, tls_path = (t.tls, f"$.routes[{i}].transport.tls") if t.tls else (ups.tls, "")
@@ -137,4 +175,6 @@ def route_runtime(
         tls_server_name=tls_cfg.server_name,
         websocket=rc.websocket,
         websocket_idle_timeout_s=ups.websocket_idle_timeout_s,
+        retry=retry,
+        retry_budget=RetryBudget(retry.budget_ratio),
     ), problems

@@ -22,6 +22,7 @@ from kernel.config.transport import (
     CertificateConfig,
     H2Section,
     ListenerTls,
+    RetryConfig,
     TransportConfig,
     UpstreamTls,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ListenerConfig",
     "ListenerTls",
     "PluginPolicy",
+    "RetryConfig",
     "RouteConfig",
     "ServerSection",
     "Settings",
@@ -201,6 +203,8 @@ class UpstreamSection:
     websocket_idle_timeout_s: float = attrs.field(default=300.0, validator=_positive)
     #: How https upstreams are verified, and the client certificate shown to them.
     tls: UpstreamTls = attrs.field(factory=UpstreamTls)
+    #: When a failed request is sent to the upstream again.
+    retry: RetryConfig = attrs.field(factory=RetryConfig)
 
 
 @attrs.frozen(kw_only=True)

@@ -23,6 +23,7 @@ __all__ = [
     "CertificateConfig",
     "H2Section",
     "ListenerTls",
+    "RetryConfig",
     "TransportConfig",
     "UpstreamTls",
     "host_pattern",
@@ -65,7 +66,7 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -
         raise ValueError(f"must be > 0, got {value!r}")
 
 
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value < 0:
         raise ValueError(f"must be >= 0, got {value!r}")
 
@@ -213,6 +214,43 @@ class UpstreamTls:
     min_version: TlsVersion = "1.2"
 
 
+def _statuses(_: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
+    for status in value:
+        if not 500 <= status <= 599:
+            raise ValueError(f"{status} is not a 5xx status")
+
+
+@attrs.frozen(kw_only=True)
+class RetryConfig:
+    """``[upstream.retry]``: when a request is sent to the upstream again.
+
+    Only requests without a body are sent again (a streamed body is gone),
+    never after any of the response went to the client, and never a
+    WebSocket upgrade. Off by default (``attempts = 1``).
+    """
+
+    #: Tries in all, the first included (1 = never retry).
+    attempts: int = attrs.field(default=1, validator=_range(1, 10))
+    #: Methods that may be sent again (RFC 9110 §9.2.2 idempotent ones by default).
+    methods: list[str] = attrs.field(
+        factory=lambda: ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+    )
+    #: Retry when the connection failed (refused, reset, closed) before a response head.
+    on_connect_error: bool = True
+    #: Retry when the connect or the response head timed out.
+    on_timeout: bool = True
+    #: Retry when the upstream answered one of these (the answer is dropped).
+    statuses: list[int] = attrs.field(factory=lambda: [502, 503, 504], validator=_statuses)
+    #: First backoff in seconds; each later one doubles, with full jitter.
+    backoff_s: float = attrs.field(default=0.025, validator=_non_negative)
+    #: Retry budget: retries may add at most this share of the route's requests
+    #: (plus 10 in reserve); beyond it, the failure is returned as is.
+    budget_ratio: float = attrs.field(default=0.2, validator=_non_negative)
+    #: Overall deadline for all tries, in seconds (0: none; each try still has
+    #: its own connect and response timeouts).
+    deadline_s: float = attrs.field(default=0.0, validator=_non_negative)
+
+
 @attrs.frozen(kw_only=True)
 class TransportConfig:
     """``[routes.transport]``: this route's overrides of ``[upstream]`` (unset keys inherit)."""
@@ -234,3 +272,5 @@ class TransportConfig:
     #: Replaces ``[upstream.tls]`` as a whole for this route (keys left out take
     #: their defaults, not ``[upstream.tls]``'s).
     tls: UpstreamTls | None = None
+    #: Replaces ``[upstream.retry]`` as a whole for this route.
+    retry: RetryConfig | None = None

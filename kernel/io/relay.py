@@ -15,6 +15,7 @@ kernel.io.state.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -144,6 +145,61 @@ class UpstreamRelay(ExchangeBase):
 
     # -- proxying -------------------------------------------------------------
     async def proxy(self) -> bool:
+        flow, route = self.flow, self.route
+        assert route is not None
+        assert flow.upstream is not None
+        if route.websocket and asks_websocket(self.head.method, self.head.headers):
+            self.upgrade = True
+        policy, budget = route.retry, route.retry_budget
+        budget.request()
+        started = _now()
+        tries = 1
+        while True:
+            try:
+                up, head = await self._attempt()
+            except UpstreamError as exc:
+                if not self._may_retry(exc, None, tries, started):
+                    raise
+            else:
+                if isinstance(head, InformationalResponse):  # 101: only after our upgrade
+                    assert isinstance(up, UpstreamConnection)  # upgrades never go over h2
+                    return await self._tunnel(up, head)
+                if not self._may_retry(None, head.status_code, tries, started):
+                    return await self._relay_response(up, head)
+                # The answer is dropped, and the connection with it (its body is unread).
+                up.close_nowait()
+                self.upstream = None
+            flow.record(f"kernel: retry {tries} of {policy.attempts - 1}")
+            await trio.sleep(random.uniform(0, policy.backoff_s * 2 ** (tries - 1)))
+            tries += 1
+
+    def _may_retry(
+        self, exc: UpstreamError | None, status: int | None, tries: int, started: float
+    ) -> bool:
+        """Whether ``[upstream.retry]`` sends the request again after this outcome."""
+        route = self.route
+        assert route is not None
+        policy = route.retry
+        if tries >= policy.attempts or self.has_body or self.upgrade:
+            return False
+        if self.flow.request.method not in policy.methods:
+            return False
+        if exc is not None:
+            wanted = (
+                policy.on_timeout if isinstance(exc, UpstreamTimeout) else policy.on_connect_error
+            )
+        else:
+            wanted = status in policy.statuses
+        if not wanted:
+            return False
+        if policy.deadline_s and _now() - started >= policy.deadline_s:
+            return False
+        return route.retry_budget.take()
+
+    async def _attempt(
+        self,
+    ) -> tuple[UpstreamConnection | H2UpstreamStream, ResponseHead | InformationalResponse]:
+        """One try: a connection (or stream), the request, the response head."""
         flow, gen, route = self.flow, self.gen, self.route
         assert route is not None
         assert flow.upstream is not None
@@ -156,10 +212,9 @@ class UpstreamRelay(ExchangeBase):
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
         https = flow.upstream.scheme == "https"
         http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
-        if route.websocket and asks_websocket(self.head.method, self.head.headers):
+        if self.upgrade:
             # WebSocket needs an HTTP/1.1 connection of its own, and the
             # upgrade is never sent twice.
-            self.upgrade = True
             retryable = False
             http2 = "off"
         attempt = refusals = 0
@@ -187,15 +242,14 @@ class UpstreamRelay(ExchangeBase):
                         refusals += 1
                         continue
                     raise UpstreamError(f"upstream {flow.upstream} refused the stream") from None
-                return await self._relay_response(stream, h2head)
+                return stream, h2head
             self.upstream = up
             reused = up.requests > 0
             up.requests += 1
             flow.timings.upstream_connected = _now()
             try:
                 await self._send_request(up)
-                head = await self._receive_response_head(up)
-                break
+                return up, await self._receive_response_head(up)
             except _UpstreamBroken as exc:
                 up.close_nowait()
                 self.upstream = None
@@ -203,9 +257,6 @@ class UpstreamRelay(ExchangeBase):
                     attempt += 1
                     continue
                 raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc
-        if isinstance(head, InformationalResponse):  # 101: only after an upgrade we sent
-            return await self._tunnel(up, head)
-        return await self._relay_response(up, head)
 
     async def _tunnel(self, up: UpstreamConnection, head: InformationalResponse) -> bool:
         """After the upstream's ``101``: answer the client, then relay bytes both ways.

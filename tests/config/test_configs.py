@@ -16,6 +16,7 @@ from kernel.config.model import (
     KernelSection,
     ListenerConfig,
     ListenerTls,
+    RetryConfig,
     RouteConfig,
     ServerSection,
     Settings,
@@ -89,6 +90,8 @@ def test_default_nested_tables_are_written_out(default: Settings) -> None:
     text = (CONFIG_DIR / "default.toml").read_text(encoding="utf-8")
     assert "\n[server.h2]\n" in text
     assert "\n[upstream.tls]\n" in text
+    assert "\n[upstream.retry]\n" in text
+    assert default.upstream.retry == RetryConfig()
     assert default.server.h2 == H2Section()
     assert default.upstream.tls == UpstreamTls()
 
@@ -106,6 +109,7 @@ def test_default_documents_every_key() -> None:
         H2Section,
         UpstreamSection,
         UpstreamTls,
+        RetryConfig,
         ListenerConfig,
         ListenerTls,
         CertificateConfig,

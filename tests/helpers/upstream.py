@@ -10,6 +10,8 @@ It listens on 127.0.0.1:0 and answers by path:
   the connection, counted in ``abandoned``);
 - ``/upload``: reads the body in a streaming way and returns its length and sha256;
 - ``/close``: answers with ``Connection: close``;
+- ``/flaky/N/S?id=X``: the first N requests with id X get status S (999: the
+  connection is dropped), the next ones 200;
 - anything else: 200 with a 1 KiB body.
 
 It counts connections (opened and closed), the bytes ``/stream`` handed to
@@ -39,6 +41,8 @@ class Upstream:
         #: Body bytes of ``/stream`` responses written to the socket so far.
         self.streamed = 0
         self.requests: list[dict[str, Any]] = []
+        #: Requests seen per id by /flaky.
+        self.flaky: dict[str, int] = {}
         self.body_1k = b"x" * 1024
 
     async def serve(
@@ -121,6 +125,17 @@ class Upstream:
             await stream.send_all(conn.send(h11.EndOfMessage()))
         elif parts[0] == "status":
             await send(conn, stream, int(parts[1]), [], b"")
+        elif parts[0] == "flaky":
+            # /flaky/N/STATUS?id=X: the first N requests with this id get
+            # STATUS (999: the connection is dropped instead), later ones 200.
+            key = params.get("id", "")
+            self.flaky[key] = seen = self.flaky.get(key, 0) + 1
+            if seen > int(parts[1]):
+                await send(conn, stream, 200, [], b"ok after %d\n" % (seen - 1))
+            elif parts[2] == "999":
+                return  # the caller closes the connection without an answer
+            else:
+                await send(conn, stream, int(parts[2]), [], b"flaky\n")
         elif parts[0] == "sleep":
             # The proxy sends nothing more on this connection until it has
             # the answer: a read that returns means it went away.

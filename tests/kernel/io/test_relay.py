@@ -184,3 +184,86 @@ async def test_bodyless_h2_answers_are_relayed(
     assert (get["status"], get["body"]) == (200, pattern(10))
     assert origin.streams == 3
     assert origin.connections == 1
+
+
+# -- retries ([upstream.retry]) ---------------------------------------------------
+
+
+async def fetch(client: Any, port: int, method: str, path: str, body: bytes = b"") -> int:
+    head = f"{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+    if body:
+        head += f"Content-Length: {len(body)}\r\n"
+    raw = await client.exchange(port, head.encode() + b"\r\n" + body)
+    (resp,) = client.parse_responses(raw)
+    return int(resp["status"])
+
+
+async def test_no_retry_by_default(start_proxy: Any, upstream: Any, client: Any) -> None:
+    app = await start_proxy(basic_config(upstream.port))
+    assert await fetch(client, app.port(), "GET", "/flaky/1/503?id=a") == 503
+    assert upstream.flaky["a"] == 1
+
+
+async def test_a_status_is_retried_until_it_passes(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(
+        basic_config(upstream.port, http1=codec).replace(
+            "[[routes]]", "[upstream.retry]\nattempts = 3\nbackoff_s = 0.001\n\n[[routes]]", 1
+        )
+    )
+    assert await fetch(client, app.port(), "GET", "/flaky/2/503?id=a") == 200
+    assert upstream.flaky["a"] == 3
+    # Out of tries: the last answer is the client's.
+    assert await fetch(client, app.port(), "GET", "/flaky/5/502?id=b") == 502
+    assert upstream.flaky["b"] == 3
+    # 500 is not in the default statuses: never retried.
+    assert await fetch(client, app.port(), "GET", "/flaky/1/500?id=c") == 500
+    assert upstream.flaky["c"] == 1
+
+
+async def test_a_post_is_never_sent_twice_unless_configured(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    retry = "[upstream.retry]\nattempts = 3\nbackoff_s = 0.001\n\n[[routes]]"
+    app = await start_proxy(basic_config(upstream.port).replace("[[routes]]", retry, 1))
+    assert await fetch(client, app.port(), "POST", "/flaky/1/503?id=p") == 503
+    assert upstream.flaky["p"] == 1
+    # Even a configured POST with a body is not: the body was streamed away.
+    retry = retry.replace("attempts", 'methods = ["POST"]\nattempts')
+    app = await start_proxy(basic_config(upstream.port).replace("[[routes]]", retry, 1))
+    assert await fetch(client, app.port(), "POST", "/flaky/1/503?id=q", b"body") == 503
+    assert upstream.flaky["q"] == 1
+    # Without a body it may be.
+    assert await fetch(client, app.port(), "POST", "/flaky/1/503?id=r") == 200
+    assert upstream.flaky["r"] == 2
+
+
+async def test_a_dropped_connection_and_a_timeout_are_retried(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    retry = "[upstream.retry]\nattempts = 2\nbackoff_s = 0.001\n\n[[routes]]"
+
+    def cfg(retry: str) -> str:
+        base = basic_config(upstream.port).replace("[[routes]]", retry, 1)
+        return base.replace("[upstream]\n", "[upstream]\nresponse_timeout_s = 0.3\n", 1)
+
+    app = await start_proxy(cfg(retry))
+    assert await fetch(client, app.port(), "GET", "/flaky/1/999?id=d") == 200
+    assert upstream.flaky["d"] == 2
+    before = len(upstream.requests)
+    assert await fetch(client, app.port(), "GET", "/sleep/2") == 504
+    assert len(upstream.requests) - before == 2  # the timeout was retried once
+    app = await start_proxy(cfg(retry.replace("backoff_s", "on_connect_error = false\nbackoff_s")))
+    assert await fetch(client, app.port(), "GET", "/flaky/1/999?id=e") == 502
+    assert upstream.flaky["e"] == 1
+
+
+async def test_the_retry_budget_stops_a_retry_storm(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    retry = "[upstream.retry]\nattempts = 2\nbackoff_s = 0\nbudget_ratio = 0\n\n[[routes]]"
+    app = await start_proxy(basic_config(upstream.port).replace("[[routes]]", retry, 1))
+    statuses = [await fetch(client, app.port(), "GET", f"/flaky/1/503?id={i}") for i in range(14)]
+    # The reserve of 10 retries is spent, and with ratio 0 never refilled.
+    assert statuses == [200] * 10 + [503] * 4
