@@ -320,9 +320,11 @@ def _transport(route: RouteRuntime) -> str:
     ]
     if route.client_tls is not None:
         parts.append(f"tls{' as ' + route.tls_server_name if route.tls_server_name else ''}")
-    parts.append(
-        f"websocket (idle {route.websocket_idle_timeout_s:g}s)"
-        if route.websocket
-        else "no websocket"
-    )
+    retry = route.retry
+    if retry.attempts > 1:
+        parts.append(f"retry {retry.attempts - 1}x on {','.join(map(str, retry.statuses))}")
+    else:
+        parts.append("no retry")
+    idle = route.websocket_idle_timeout_s
+    parts.append(f"websocket (idle {idle:g}s)" if route.websocket else "no websocket")
     return ", ".join(parts)
