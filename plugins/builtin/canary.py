@@ -1,0 +1,194 @@
+"""Canary split: :class:`CanaryPlugin` and its table send a share of requests to a canary.
+
+``[plugins.canary]`` (or a named instance ``[plugins.canary.LABEL]``), on a route::
+
+    [plugins.canary]
+    upstream = "http://10.0.0.7:8080"        # the canary; required
+    percent = 5                              # share of the other requests, 0..100
+    by = "client"                            # or "random"
+    header = { name = "x-canary", value = "1" }       # always the canary
+    cookie = { name = "canary", value = "*" }         # always the canary
+    exclude_header = { name = "x-stable", value = "*" }  # never the canary
+
+The decision, in ``trellis_upstream_select``, in this order:
+
+1. ``exclude_header`` matches: the stable side (the route's upstream).
+2. ``header`` or ``cookie`` matches: the canary, whatever ``percent`` is.
+3. Otherwise ``percent`` of the requests go to the canary. ``by = "client"``
+   (the default) puts each client address in one of 10,000 buckets with a
+   stable hash (BLAKE2b, not Python's per-process salted ``hash()``), so one
+   client stays on one side across requests, restarts and processes;
+   ``by = "random"`` draws per request. ``0`` never and ``100`` always sends
+   to the canary.
+
+Matching: ``value = "*"`` means present with any value; otherwise the value
+must be equal (case-sensitive). Header names are case-insensitive and any of
+a repeated header's values may match. Cookies are read from every ``Cookie``
+field (``a=1; b=2``); names are case-sensitive, a value in double quotes is
+compared without them.
+
+Stable side means declining (``None``): the route's ``upstream`` is used as
+usual, with its base path. When the canary is chosen, the kernel does not add
+the route's base path; the canary URL's own base path
+(``http://host/base``) is put in front of the request path instead, as the
+kernel does for a route's. The hook only runs when no earlier plugin set
+``flow.upstream`` (a router rule with its own ``upstream``), and, being first
+result, the canary only decides when no earlier ``trellis_upstream_select``
+did. The client address is the TCP peer: behind another proxy every request
+shares one address, use ``by = "random"`` or a header there.
+
+Every decision is recorded (``"canary: header 'x-canary' matched ->
+http://10.0.0.7:8080"``, ``"canary: 5% client bucket 37.12 -> stable"``).
+
+May import: stdlib, attrs, sdk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from typing import Any, Literal
+
+import attrs
+
+import sdk
+
+__all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "Match", "bucket_of", "cookies"]
+
+#: Client buckets; ``percent`` has a resolution of 100 / BUCKETS = 0.01.
+BUCKETS = 10_000
+ANY = "*"
+
+# RFC 9110 token: header and cookie names.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def bucket_of(address: str) -> int:
+    """The client's bucket in ``[0, BUCKETS)``: the same in every process (no salt)."""
+    digest = hashlib.blake2b(address.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def cookies(headers: sdk.Headers) -> dict[str, str]:
+    """The cookies of every ``Cookie`` field: ``{name: value}``, the first of a name wins.
+
+    Pairs without ``=`` are skipped; a value in double quotes loses them.
+    """
+    found: dict[str, str] = {}
+    for field in headers.get_all("cookie"):
+        for pair in field.split(";"):
+            name, eq, value = pair.partition("=")
+            name, value = name.strip(), value.strip()
+            if not eq or not name:
+                continue
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            found.setdefault(name, value)
+    return found
+
+
+# -------------------------------------------------------------- validators
+def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"must be a header or cookie name (a token), got {value!r}")
+
+
+def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError("must not be empty (use '*' for any value)")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"must not contain CR, LF or NUL, got {value!r}")
+
+
+def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    try:
+        sdk.Origin.parse(value)
+    except ValueError as exc:
+        raise ValueError(f"must be an http(s) URL such as 'http://10.0.0.7:8080': {exc}") from None
+
+
+def _percent(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0.0 <= value <= 100.0:  # also refuses nan
+        raise ValueError(f"must be between 0 and 100, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Match:
+    """A ``{ name = ..., value = ... }`` table: a header or cookie to look for."""
+
+    #: Header name (case-insensitive) or cookie name (case-sensitive).
+    name: str = attrs.field(validator=_name)
+    #: The exact value, or ``"*"``: present with any value.
+    value: str = attrs.field(validator=_value)
+
+
+@attrs.frozen(kw_only=True)
+class CanaryConfig:
+    """The ``[plugins.canary]`` table: the canary origin and who is sent there."""
+
+    #: The canary: ``http(s)://host[:port][/base]``. Required.
+    upstream: str = attrs.field(validator=_upstream)
+    #: Share of the requests not forced by a match that go to the canary, 0..100.
+    percent: float = attrs.field(default=0.0, validator=_percent)
+    #: ``"client"``: a stable hash of the client address (sticky); ``"random"``: per request.
+    by: Literal["random", "client"] = "client"
+    #: A request with this header always goes to the canary.
+    header: Match | None = None
+    #: A request with this cookie always goes to the canary.
+    cookie: Match | None = None
+    #: A request with this header never goes to the canary (wins over the others).
+    exclude_header: Match | None = None
+
+
+def _header_matches(headers: sdk.Headers, match: Match) -> bool:
+    values = headers.get_all(match.name)
+    return bool(values) if match.value == ANY else match.value in values
+
+
+class CanaryPlugin:
+    """Send a percentage of requests, or those with a header or cookie, to a canary upstream."""
+
+    config_class = CanaryConfig
+
+    def __init__(self, config: CanaryConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.origin, self.base_path = sdk.Origin.parse(config.upstream)
+        self._target = f"{self.origin}{self.base_path}"
+        self._threshold = round(config.percent * BUCKETS / 100)
+        self._rng = rng if rng is not None else random.Random()
+
+    def decide(self, flow: sdk.Flow) -> tuple[bool, str]:
+        """Whether ``flow`` goes to the canary, and the reason (without the target)."""
+        c, headers = self.config, flow.request.headers
+        if c.exclude_header is not None and _header_matches(headers, c.exclude_header):
+            return False, f"exclude_header {c.exclude_header.name!r} matched"
+        if c.header is not None and _header_matches(headers, c.header):
+            return True, f"header {c.header.name!r} matched"
+        if c.cookie is not None:
+            jar = cookies(headers)
+            if c.cookie.name in jar and c.cookie.value in (ANY, jar[c.cookie.name]):
+                return True, f"cookie {c.cookie.name!r} matched"
+        if self._threshold <= 0:
+            return False, f"{c.percent:g}%"
+        if self._threshold >= BUCKETS:
+            return True, f"{c.percent:g}%"
+        if c.by == "client":
+            bucket = bucket_of(flow.client.address)
+            label = "client bucket"
+        else:
+            bucket = self._rng.randrange(BUCKETS)
+            label = "random"
+        return bucket < self._threshold, f"{c.percent:g}% {label} {bucket / 100:.2f}"
+
+    @sdk.hookimpl
+    def trellis_upstream_select(self, flow: sdk.Flow) -> sdk.Origin | None:
+        canary, why = self.decide(flow)
+        if not canary:
+            flow.record(f"canary: {why} -> stable")
+            return None
+        flow.record(f"canary: {why} -> {self._target}")
+        request = flow.request
+        if self.base_path and request.path.startswith("/"):
+            request.path = self.base_path + request.path
+        return self.origin
