@@ -34,6 +34,7 @@ from sdk._errors import (
     UpstreamTimeout,
 )
 from sdk._flow import ClientInfo, Flow, Timings
+from sdk._hosts import host_matches, host_of, parse_host_pattern
 from sdk._http import Headers, Origin, Request, Response
 from sdk._lifecycle import StartupContext
 from sdk._markers import ENTRY_POINT_GROUP, HOOK_PREFIX, PROJECT, hookimpl
@@ -69,7 +70,10 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "hookimpl",
+    "host_matches",
+    "host_of",
     "make_converter",
+    "parse_host_pattern",
     "structure",
     "unstructure",
 ]

@@ -34,17 +34,14 @@ Actions for hosts that are not intercepted:
 
 Every flow gets a note in ``flow.decisions`` (``"intercept: ..."``).
 
-The host parsing and the ``*.domain`` semantics are private copies of
-``plugins.builtin.router``'s (``host_of``, ``host_pattern``): plugins do not
-import each other.
+The host parsing and the ``*.domain`` semantics are the SDK's
+(:func:`sdk.host_of`, :func:`sdk.parse_host_pattern`), as for the router.
 
 May import: stdlib, attrs, sdk.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any, final
 
@@ -54,62 +51,20 @@ import sdk
 
 __all__ = ["InterceptConfig", "InterceptPlugin", "host_of", "parse_domain"]
 
-# Dot-separated labels of letters, digits, '-' and '_' (as the router's host).
-_LABELS = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
 _ROUTE_PREFIX = "route:"
 
 
 # ------------------------------------------------------------- normalisers
-def host_of(authority: str) -> str:
-    """The host of ``host[:port]`` or ``[v6]:port``: lower-case, no brackets, no trailing dot.
-
-    Never raises: a malformed authority yields something no domain names.
-    (A copy of the router's ``host_of``.)
-    """
-    if authority.startswith("["):
-        host = authority[1:].partition("]")[0]
-    else:
-        host = authority.partition(":")[0]
-    return host.rstrip(".").lower()
+#: The SDK's host rules, shared with the router and passthrough.
+host_of = sdk.host_of
 
 
 def parse_domain(text: str) -> tuple[str, bool]:
     """``"*.Example.com."`` -> ``("example.com", True)``; ``"[::1]"`` -> ``("::1", False)``.
 
-    A wildcard is only allowed as the whole first label, followed by a name.
-    Raises :class:`ValueError` with a message for people.
+    :func:`sdk.parse_host_pattern`, with messages that say "domain".
     """
-    name = text.strip().lower()
-    wildcard = name.startswith("*.")
-    if wildcard:
-        name = name[2:]
-    name = name.rstrip(".")
-    if not name:
-        raise ValueError(
-            f"invalid domain {text!r}: '*.' needs a domain after it"
-            if wildcard
-            else f"empty domain {text!r}"
-        )
-    if "*" in name:
-        raise ValueError(
-            f"invalid domain {text!r}: a wildcard is only allowed as the whole first label"
-            " ('*.example.com')"
-        )
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    if ":" in name:
-        try:
-            ipaddress.IPv6Address(name)
-        except ValueError:
-            raise ValueError(
-                f"invalid domain {text!r}: give the host without a port (ports are ignored)"
-            ) from None
-        if wildcard:
-            raise ValueError(f"invalid domain {text!r}: a wildcard needs a domain name")
-        return name, False
-    if not _LABELS.fullmatch(name):
-        raise ValueError(f"invalid domain {text!r}: expected 'example.com' or '*.example.com'")
-    return name, wildcard
+    return sdk.parse_host_pattern(text, noun="domain")
 
 
 # -------------------------------------------------------------- validators
@@ -167,19 +122,19 @@ class InterceptConfig:
 # ----------------------------------------------------------------- matching
 @final
 class _DomainSet:
-    """Exact names and ``*.domain`` suffixes, compiled once per generation."""
+    """Exact names and ``*.domain`` wildcards, compiled once per generation."""
 
     __slots__ = ("exact", "suffixes")
 
     def __init__(self, patterns: Sequence[str]) -> None:
         #: exact name -> the pattern as configured (for the decision note)
         self.exact: dict[str, str] = {}
-        #: (".domain", pattern), longest first so the note names the most specific one
+        #: (domain, pattern), longest first so the note names the most specific one
         suffixes: list[tuple[str, str]] = []
         for text in patterns:
             name, wildcard = parse_domain(text)
             if wildcard:
-                suffixes.append(("." + name, text))
+                suffixes.append((name, text))
             else:
                 self.exact[name] = text
         self.suffixes = tuple(sorted(suffixes, key=lambda s: -len(s[0])))
@@ -191,9 +146,8 @@ class _DomainSet:
         found = self.exact.get(host)
         if found is not None:
             return found
-        for suffix, text in self.suffixes:
-            # Dot boundary, and at least one label before it.
-            if host.endswith(suffix) and len(host) > len(suffix):
+        for domain, text in self.suffixes:
+            if sdk.host_matches(host, domain, True):
                 return text
         return None
 

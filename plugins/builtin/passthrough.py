@@ -20,7 +20,6 @@ May import: stdlib, attrs, sdk.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import attrs
@@ -29,18 +28,10 @@ import sdk
 
 __all__ = ["PassthroughConfig", "PassthroughPlugin", "parse_name", "parse_upstream"]
 
-_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
-
 
 def parse_name(text: str) -> tuple[str, bool]:
     """``"*.Internal.Example"`` -> ``("internal.example", True)``; raises ValueError for people."""
-    name = text.strip().lower().rstrip(".")
-    wildcard = name.startswith("*.")
-    if wildcard:
-        name = name[2:]
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"invalid name {text!r}: expected 'db.example.com' or '*.example.com'")
-    return name, wildcard
+    return sdk.parse_host_pattern(text, noun="name")
 
 
 def parse_upstream(url: str) -> sdk.Origin:
@@ -87,10 +78,10 @@ class PassthroughPlugin:
         for pattern, upstream in self.config.names.items():
             name, wildcard = parse_name(pattern)
             if wildcard:
-                wildcards.append(("." + name, parse_upstream(upstream)))
+                wildcards.append((name, parse_upstream(upstream)))
             else:
                 self._exact[name] = parse_upstream(upstream)
-        # Longest suffix first: the most specific wildcard wins.
+        # Longest domain first: the most specific wildcard wins.
         self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
 
     def select(self, server_name: str) -> sdk.Origin | None:
@@ -101,8 +92,8 @@ class PassthroughPlugin:
         origin = self._exact.get(name)
         if origin is not None:
             return origin
-        for suffix, target in self._wildcards:
-            if name.endswith(suffix) and len(name) > len(suffix):
+        for domain, target in self._wildcards:
+            if sdk.host_matches(name, domain, True):
                 return target
         return None
 

@@ -40,7 +40,10 @@ EXPECTED_ALL = [
     "UpstreamError",
     "UpstreamTimeout",
     "hookimpl",
+    "host_matches",
+    "host_of",
     "make_converter",
+    "parse_host_pattern",
     "structure",
     "unstructure",
 ]
@@ -75,7 +78,14 @@ def test_reexported_classes_and_functions_say_sdk() -> None:
     # Every CamelCase name is a class; every lower_case name but the marker a function.
     camel = {n for n in EXPECTED_ALL if n[0].isupper() and not n.isupper()}
     assert {c.__name__ for c in classes} == camel
-    assert {f.__name__ for f in functions} == {"make_converter", "structure", "unstructure"}
+    assert {f.__name__ for f in functions} == {
+        "host_matches",
+        "host_of",
+        "make_converter",
+        "parse_host_pattern",
+        "structure",
+        "unstructure",
+    }
     for obj in classes + functions:
         assert obj.__module__ == "sdk", f"{obj.__qualname__}.__module__ is {obj.__module__!r}"
     assert repr(sdk.Flow) == "<class 'sdk.Flow'>"

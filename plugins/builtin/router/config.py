@@ -11,7 +11,6 @@ May import: stdlib, attrs, sdk.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -29,43 +28,14 @@ __all__ = [
 
 # A DNS-ish name: dot-separated labels of letters, digits, '-' and '_' (lenient
 # on '_' because internal names use it). Already lower-cased when matched.
-_HOSTNAME = re.compile(r"^(?:[a-z0-9_-]+\.)*[a-z0-9_-]+$")
 # RFC 9110 §5.6.2 token: what methods and header names are made of.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 # ------------------------------------------------------------- normalisers
 def host_pattern(text: str) -> tuple[str, bool]:
-    """``"*.Example.com"`` -> ``("example.com", True)``; ``"[::1]"`` -> ``("::1", False)``.
-
-    The result is lower-case, without brackets or a trailing dot. A wildcard
-    is only allowed as the whole first label. Raises :class:`ValueError` with
-    a message for people.
-    """
-    host = text.strip().lower().rstrip(".")
-    wildcard = host.startswith("*.")
-    if wildcard:
-        host = host[2:]
-    if "*" in host:
-        raise ValueError(
-            f"invalid host {text!r}: a wildcard is only allowed as the first label"
-            " ('*.example.com')"
-        )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(
-                f"invalid host {text!r}: give the host without a port (ports are ignored)"
-            ) from None
-        if wildcard:
-            raise ValueError(f"invalid host {text!r}: a wildcard needs a domain name")
-        return host, False
-    if not _HOSTNAME.match(host):
-        raise ValueError(f"invalid host {text!r}: expected a name such as 'api.example.com'")
-    return host, wildcard
+    """``"*.Example.COM."`` -> ``("example.com", True)``: :func:`sdk.parse_host_pattern`."""
+    return sdk.parse_host_pattern(text)
 
 
 def normalize_prefix(prefix: str) -> str:

@@ -40,16 +40,8 @@ __all__ = ["Rule", "RuleTable", "compile_rule", "compile_rules", "host_of", "pre
 Fields = list[tuple[bytes, bytes]]
 
 
-def host_of(authority: str) -> str:
-    """The host of ``host[:port]`` or ``[v6]:port``: lower-case, no brackets, no trailing dot.
-
-    Never raises: a malformed authority yields something no rule names.
-    """
-    if authority.startswith("["):
-        host = authority[1:].partition("]")[0]
-    else:
-        host = authority.partition(":")[0]
-    return host.rstrip(".").lower()
+#: The SDK's, shared with the other plugins that name hosts.
+host_of = sdk.host_of
 
 
 def prefix_matches(path: str, prefix: str) -> bool:
@@ -72,8 +64,8 @@ class Rule:
     methods: frozenset[str] = frozenset()
     #: Exact host, or the domain of a wildcard; ``""`` for any.
     host: str = ""
-    #: ``".example.com"`` for ``*.example.com``; ``""`` when :attr:`host` is exact.
-    host_suffix: str = ""
+    #: :attr:`host` is ``*.host`` (names below it, on a dot boundary).
+    wildcard: bool = False
     #: Normalised path prefix (``""`` is ``/``), or ``None`` for any.
     prefix: str | None = None
     regex: re.Pattern[str] | None = None
@@ -88,11 +80,7 @@ class Rule:
         """All criteria hold for a request with this (upper-case) method, host, bare path."""
         if self.methods and method not in self.methods:
             return False
-        if self.host_suffix:
-            # Dot boundary, and at least one label before it.
-            if not host.endswith(self.host_suffix) or len(host) == len(self.host_suffix):
-                return False
-        elif self.host and host != self.host:
+        if self.host and not sdk.host_matches(host, self.host, self.wildcard):
             return False
         if self.prefix is not None and not prefix_matches(path, self.prefix):
             return False
@@ -155,7 +143,7 @@ def compile_rule(index: int, cfg: RuleConfig) -> Rule:
         decision=f"router: rule {index} -> {cfg.route}",
         methods=frozenset(m.upper() for m in cfg.methods),
         host=host,
-        host_suffix="." + host if wildcard else "",
+        wildcard=wildcard,
         prefix=prefix,
         regex=re.compile(cfg.path_regex) if cfg.path_regex else None,
         headers=headers,

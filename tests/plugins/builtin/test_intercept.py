@@ -182,7 +182,7 @@ def problems(**table: Any) -> list[str]:
         ("*.*.x", "wildcard is only allowed as the whole first label"),
         ("example.com:8080", "give the host without a port"),
         ("*.[::1]", "invalid domain"),
-        ("a..b", "expected 'example.com' or '\\*.example.com'"),
+        ("a..b", "expected a name such as 'example.com' or '\\*.example.com'"),
         ("http://a.com", "without a port|expected"),
         ("a b", "expected"),
     ],

@@ -227,7 +227,7 @@ def test_compile_rule_prepares_everything() -> None:
     assert rule.index == 3
     assert rule.decision == "router: rule 3 -> api"
     assert rule.methods == frozenset({"GET"})
-    assert (rule.host, rule.host_suffix) == ("example.com", ".example.com")
+    assert (rule.host, rule.wildcard) == ("example.com", True)
     assert rule.prefix == "/api"
     assert rule.headers == ((b"x-a", b"1"), (b"x-b", None))
     assert rule.upstream == sdk.Origin("http", "backend", 8080)
