@@ -30,6 +30,7 @@ from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
+from kernel.io.tunnel import linger
 from kernel.protocol.errorpage import render_error_response
 from kernel.protocol.events import (
     NEED_DATA,
@@ -55,11 +56,6 @@ RECV_SIZE = 65536
 
 def _head(start: bytes, fields: Fields) -> bytes:
     return b"".join([start, *(b"%s: %s\r\n" % f for f in fields), b"\r\n"])
-
-
-#: How long, and how much, a closing connection keeps reading and dropping.
-_LINGER_SECONDS = 2.0
-_LINGER_BYTES = 1 << 20
 
 
 class Http1Connection:
@@ -150,7 +146,7 @@ class Http1Connection:
         return self.codec.trailing_data(), self.stream
 
     async def abandon_request(self) -> None:
-        await self.linger()
+        await linger(self.stream)
 
     # -- the connection -----------------------------------------------------
     async def serve(self) -> None:
@@ -314,26 +310,4 @@ class Http1Connection:
         except ClientGone:
             return
         # Also after 408: a slow client may still be dribbling bytes.
-        await self.linger()
-
-    async def linger(self) -> None:
-        """Close gracefully while the client may still be sending (RFC 9112 §9.6).
-
-        Closing a socket with unread input makes the kernel send a reset, which
-        can destroy the response we just wrote before the client reads it. So:
-        half-close our side (the client sees the end of the response), then
-        read and drop what is still coming, for a short while and a bounded
-        amount, before the connection is closed.
-        """
-        try:
-            if isinstance(self.stream, trio.SocketStream):
-                await self.stream.send_eof()
-            budget = _LINGER_BYTES
-            with trio.move_on_after(_LINGER_SECONDS):
-                while budget > 0:
-                    data = await self.stream.receive_some(RECV_SIZE)
-                    if not data:
-                        return
-                    budget -= len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await linger(self.stream)

@@ -53,6 +53,7 @@ from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2stream import H2Stream
 from kernel.io.state import ServerState
+from kernel.io.tunnel import linger
 from kernel.protocol import h2_common as ev
 from kernel.protocol.errorpage import error_body
 from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
@@ -64,9 +65,6 @@ __all__ = ["H2Connection", "H2Stream", "h2_limits"]
 log = logging.getLogger("kernel.h2")
 
 RECV_SIZE = 65536
-#: How long, and how much, a connection that sent GOAWAY keeps reading and dropping.
-_LINGER_SECONDS = 2.0
-_LINGER_BYTES = 1 << 20
 # RFC 9113 §7 error codes we send.
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
@@ -178,7 +176,7 @@ class H2Connection:
                     if self._broken or not self.streams:
                         nursery.cancel_scope.cancel()
             if self._goaway_sent and not self._broken:
-                await self._linger()
+                await linger(self.stream)
         finally:
             self.state.timers.disarm(self)
             if not (self._goaway_sent or self._broken or self.proto.ended):
@@ -191,28 +189,6 @@ class H2Connection:
                         await self.write_out()
                     except ClientGone:
                         pass
-
-    async def _linger(self) -> None:
-        """After our GOAWAY: half-close, then read and drop for a moment.
-
-        Closing a socket with unread input makes the kernel send a reset,
-        which can destroy the GOAWAY before the client reads it (a flooding
-        client always has unread input).
-        """
-        try:
-            with trio.move_on_after(_LINGER_SECONDS):
-                # TLS has no half-close (OpenSSL refuses data after our
-                # close_notify): there the client's own close ends the wait.
-                if isinstance(self.stream, trio.SocketStream):
-                    await self.stream.send_eof()
-                budget = _LINGER_BYTES
-                while budget > 0:
-                    data = await self.stream.receive_some(RECV_SIZE)
-                    if not data:
-                        return
-                    budget -= len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     # -- idle and drain ---------------------------------------------------------
     def _become_idle(self) -> None:

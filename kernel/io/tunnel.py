@@ -1,4 +1,9 @@
-"""Byte tunnels: copy two streams into each other until both ends are done.
+"""Byte streams beyond HTTP: tunnels between two, and a lingering close of one.
+
+:func:`linger` is how every connection that refused or ended a peer
+closes (RFC 9112 §9.6), HTTP/1.1 and HTTP/2 alike.
+
+:func:`splice` copies two streams into each other until both ends are done.
 
 Used by TLS passthrough (:mod:`kernel.io.passthrough`, raw TCP) and by
 WebSocket pass-through (:mod:`kernel.io.relay`, after ``101``). Each
@@ -17,10 +22,37 @@ from __future__ import annotations
 
 import trio
 
-__all__ = ["CHUNK", "splice"]
+__all__ = ["CHUNK", "linger", "splice"]
 
 #: Most bytes one direction reads before it has written them.
 CHUNK = 64 * 1024
+#: How long, and how much, a closing connection keeps reading and dropping.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Close gracefully while the peer may still be sending (RFC 9112 §9.6).
+
+    Closing a socket with unread input makes the kernel send a reset, which
+    can destroy what we just wrote (an error response, a GOAWAY) before the
+    peer reads it. So: half-close our side where the stream can (TLS cannot:
+    OpenSSL refuses data after our close_notify, and there the peer's own
+    close ends the wait), then read and drop what still comes, for a short
+    while and a bounded amount. The caller closes the stream afterwards.
+    """
+    try:
+        with trio.move_on_after(LINGER_SECONDS):
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            budget = LINGER_BYTES
+            while budget > 0:
+                data = await stream.receive_some(CHUNK)
+                if not data:
+                    return
+                budget -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
 
 
 async def splice(

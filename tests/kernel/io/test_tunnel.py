@@ -93,3 +93,19 @@ async def test_idle_timeout(traffic: bool) -> None:
     # only 0.3 s after the last one.
     assert elapsed >= (0.65 if traffic else 0.25)
     assert elapsed < 2
+
+
+async def test_linger_half_closes_then_drains_what_the_peer_still_sends() -> None:
+    from kernel.io.tunnel import linger
+
+    ours, peer = pair()
+
+    async def peer_side() -> None:
+        await peer.send_all(b"x" * 100_000)  # still sending when we close
+        assert await peer.receive_some(10) == b""  # our half-close arrived
+        await peer.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer_side)
+            await linger(ours)  # returns once the peer closed
