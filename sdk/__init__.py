@@ -21,6 +21,7 @@ May import: stdlib, attrs, cattrs, tomlkit, pluggy (trio only in sdk.testing).
 
 from __future__ import annotations
 
+from sdk._balance import Balancer, Group, Target
 from sdk._config import EnvText, make_converter, structure, unstructure
 from sdk._errors import (
     ConfigError,
@@ -32,6 +33,7 @@ from sdk._errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from sdk._flow import ClientInfo, Flow, Timings
 from sdk._hosts import host_matches, host_of, parse_host_pattern
@@ -45,6 +47,7 @@ from sdk._version import API_VERSION
 __all__ = [
     "API_VERSION",
     "AUTH_USER",
+    "Balancer",
     "ENTRY_POINT_GROUP",
     "HOOK_PREFIX",
     "PROJECT",
@@ -52,6 +55,7 @@ __all__ = [
     "ConfigError",
     "EnvText",
     "Flow",
+    "Group",
     "Headers",
     "LocalProtocolError",
     "Origin",
@@ -64,11 +68,13 @@ __all__ = [
     "StartupContext",
     "Stash",
     "StashKey",
+    "Target",
     "Timings",
     "TlsCertificate",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",
+    "UpstreamUnavailable",
     "hookimpl",
     "host_matches",
     "host_of",

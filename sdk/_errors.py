@@ -12,6 +12,7 @@ into a response does not need a lookup table::
     │   └── RemoteProtocolError    the peer sent something invalid
     └── UpstreamError          status_hint 502
         ├── UpstreamConnectError   could not connect (502)
+        ├── UpstreamUnavailable    no usable target in the group (503)
         └── UpstreamTimeout        connect or response deadline passed (504)
 
 May import: stdlib only.
@@ -32,6 +33,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",
+    "UpstreamUnavailable",
 ]
 
 
@@ -113,6 +115,19 @@ class UpstreamError(ProxyError):
 
 class UpstreamConnectError(UpstreamError):
     """The upstream could not be reached (refused, unreachable, TLS failure)."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No target of the route's group may be used now (all unhealthy or ejected).
+
+    The kernel answers ``503`` with ``Retry-After: retry_after_s``.
+    """
+
+    status_hint = 503
+
+    def __init__(self, message: str = "", *, retry_after_s: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamTimeout(UpstreamError):

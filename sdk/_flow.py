@@ -7,7 +7,7 @@ same object to every hook of that exchange, so plugins compose by mutating it
 threading return values. Plugins never build flows; ``sdk.testing`` does it
 for tests.
 
-May import: stdlib, attrs, sdk._http, sdk._stash, sdk._errors.
+May import: stdlib, attrs, sdk._http, sdk._stash, sdk._errors, sdk._balance.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import final
 
 import attrs
 
+from sdk._balance import Target
 from sdk._errors import ProxyError
 from sdk._http import Origin, Request, Response
 from sdk._stash import Stash
@@ -105,6 +106,8 @@ class Flow:
     route: str = ""
     #: Where the request is sent; ``None`` until routing picks one.
     upstream: Origin | None = None
+    #: The group target the request went to (routes with ``group``), else ``None``.
+    target: Target | None = None
     response: Response | None = None
     #: Set when the flow failed; exactly one of a sent response or an error
     #: describes the outcome seen by ``trellis_flow_done``.

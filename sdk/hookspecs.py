@@ -37,6 +37,7 @@ from sdk._markers import hookspec
 if TYPE_CHECKING:
     import pluggy
 
+    from sdk._balance import Balancer, Group, Target
     from sdk._errors import ProxyError
     from sdk._flow import ClientInfo, Flow
     from sdk._http import Origin, Response
@@ -98,6 +99,49 @@ def trellis_shutdown() -> None:
 
     Close what ``trellis_startup`` opened. Background tasks started through the
     startup context have already been cancelled.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Upstream groups (plain def; called by the kernel, not on a chain)
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trellis_balancer(group: Group) -> Balancer | None:
+    """Make the load balancer of an upstream group whose ``strategy`` names this instance.
+
+    Called while a configuration is built, on the one plugin instance that
+    ``[[groups]] strategy`` names (not on a chain), once per group that is
+    new or changed; an unchanged group keeps its balancer, and so its state,
+    across a reload. Plain ``def``: it must only build an object.
+
+    :param group: the group's name and its targets (their live state is
+        kept by the kernel and may be read at every pick).
+    :return: an object with ``pick(flow, candidates)`` (see
+        :class:`~sdk.Balancer`). ``None`` is a configuration error for the
+        group. A plugin may refuse a group it cannot serve by raising
+        :class:`~sdk.ConfigError`.
+
+    Builtin users: ``roundrobin``, ``weighted``, ``random``, ``leastconn``,
+    ``p2c``, ``hash``.
+    """
+
+
+@hookspec
+def trellis_target_health(target: Target, available: bool, reason: str) -> None:
+    """A target of an upstream group became available or unavailable.
+
+    Called on every plugin instance of the live generation when an active
+    health check crosses its threshold, when passive checks eject a target
+    or let it back, or when a drained target comes back. Plain ``def``, on
+    the event loop: keep it quick. The kernel logs every change itself.
+
+    :param target: the target (``target.group`` names its group).
+    :param available: its new state.
+    :param reason: why, such as ``"health check: 3 failures (connect refused)"``.
+
+    Intended users: metrics, health endpoint, alerting plugins.
     """
 
 

@@ -22,6 +22,8 @@ EXPECTED_HOOKS = [
     "trellis_config_check",
     "trellis_startup",
     "trellis_shutdown",
+    "trellis_balancer",
+    "trellis_target_health",
     "trellis_tls_passthrough",
     "trellis_tls_certificate",
     "trellis_route_select",
