@@ -29,9 +29,13 @@ from typing import Any
 import trio
 
 from kernel.generation import Generation, load_generation
+from kernel.groups import GroupRuntime
+from kernel.io.healthcheck import run_health_checks
 from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
-from sdk import ConfigError, StartupContext
+from kernel.io.upstream import TlsTarget
+from kernel.tls import default_client_context
+from sdk import ConfigError, StartupContext, Target
 
 __all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
 
@@ -74,6 +78,7 @@ class App:
         self._generation_number = 0
         self._conn_nursery: trio.Nursery | None = None
         self._gen_nursery: trio.Nursery | None = None
+        self._root: trio.Nursery | None = None
 
     # -- building -------------------------------------------------------------
     def load(self) -> Generation:
@@ -85,6 +90,7 @@ class App:
             plugins=self.plugins_override,
             blocked=self.blocked,
             extra_plugins=self.extra_plugins,
+            previous_groups=self.state.generation.groups if self.state is not None else None,
         )
         self._generation_number += 1
         return gen
@@ -148,6 +154,8 @@ class App:
                     self._conn_nursery = conns
                     # HTTP/2 upstream connections outlive flows: their readers run here.
                     state.pool.nursery = root
+                    self._root = root
+                    self._sync_groups(gen, None)
                     for b in bound.values():
                         root.start_soon(b.serve, state, conns)
                     if self.handle_signals:
@@ -215,6 +223,44 @@ class App:
         while True:
             await trio.sleep(1.0)
             self.state.pool.reap(self.state.generation.settings.upstream.idle_timeout_s)
+
+    # -- upstream groups --------------------------------------------------------
+    def _sync_groups(self, new: Generation, old: Generation | None) -> None:
+        """Health checks run per group object: start the new ones', stop the dropped ones'."""
+        assert self._root is not None
+        kept = {id(g) for g in new.groups.values()}
+        if old is not None:
+            for group in old.groups.values():
+                if id(group) not in kept:
+                    group.on_change = None
+                    if group.checker is not None:
+                        group.checker.cancel()
+        for group in new.groups.values():
+            group.on_change = self._target_health_changed
+            if group.config.health is not None and group.checker is None:
+                group.checker = scope = trio.CancelScope()
+                self._root.start_soon(self._check_group, group, scope)
+
+    async def _check_group(self, group: GroupRuntime, scope: trio.CancelScope) -> None:
+        with scope:
+            await run_health_checks(group, self._probe_tls, self.generation.upstream_http1)
+
+    def _probe_tls(self, target: Target) -> TlsTarget | None:
+        """How a health probe reaches ``target`` under the live generation."""
+        if target.origin.scheme != "https":
+            return None
+        probes = self.generation.probes.get(target.group, ())
+        route = probes[target.index] if target.index < len(probes) else None
+        ctx = route.client_tls if route is not None else None
+        return (ctx or default_client_context(), route.tls_server_name if route else "")
+
+    def _target_health_changed(self, target: Target, available: bool, reason: str) -> None:
+        try:
+            self.generation.host.pm.hook.trellis_target_health(
+                target=target, available=available, reason=reason
+            )
+        except Exception:
+            log.exception("a plugin failed in trellis_target_health")
 
     # -- generations ------------------------------------------------------------
     async def _run_generation(
@@ -290,6 +336,7 @@ class App:
             )
             return False
         state.generation = new
+        self._sync_groups(new, old)
         old.retire()
         assert self._conn_nursery is not None
         removed = [name for name in self.listeners if name not in keep]

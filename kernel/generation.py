@@ -29,10 +29,11 @@ import trio
 from kernel.config import load_config
 from kernel.config.model import H2Section, RouteConfig, Settings
 from kernel.dispatch import Chain, certificate_provider, collect_impls, compile_chain
+from kernel.groups import GroupRuntime, build_groups
 from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, check_plugin_tables
 from kernel.protocol.forwarding import ForwardingPolicy
 from kernel.protocol.http1 import Limits, resolve_kind
-from kernel.routes import ClientContexts, RouteRuntime, route_runtime
+from kernel.routes import ClientContexts, RouteRuntime, route_runtime, target_runtime
 from kernel.tls import ServerTls, build_server_tls
 from sdk import ConfigError
 
@@ -82,6 +83,12 @@ class Generation:
     chains: dict[tuple[str, str], Chain]
     forwarding: ForwardingPolicy
     upstream_http1: str
+    #: Upstream groups by name (objects shared with the previous generation
+    #: when unchanged).
+    groups: dict[str, GroupRuntime] = attrs.field(factory=dict)
+    #: Per group, each target's transport for health probes (``[upstream]``
+    #: under the target's overrides; no route's).
+    probes: dict[str, tuple[RouteRuntime, ...]] = attrs.field(factory=dict)
     #: Flows currently using this generation.
     active: int = 0
     retired: bool = False
@@ -120,9 +127,15 @@ class Generation:
                 chain = self.chains[(lname, rname)]
                 default = " (default)" if rname == lst.default_route else ""
                 up = f"{route.upstream}{route.base_path}" if route.upstream else "(none)"
-                lines.append(f"  route {rname}{default}: upstream {up}")
+                group = self.groups.get(route.group)
+                if group is not None:
+                    lines.append(f"  route {rname}{default}: group {group.name}")
+                else:
+                    lines.append(f"  route {rname}{default}: upstream {up}")
                 lines.append(f"    chain: {' -> '.join(chain.names) or '(none)'}")
                 lines.append(f"    transport: {_transport(route)}")
+                if group is not None:
+                    lines.extend(f"    {line}" for line in group.describe())
                 for hook in ("request_access", "request", "response", "flow_done"):
                     impls = getattr(chain, hook)
                     if impls:
@@ -140,8 +153,13 @@ def build_generation(
     available: Mapping[str, PluginInfo] | None = None,
     modules: Mapping[str, str] | None = None,
     extra_plugins: Mapping[str, object] | None = None,
+    previous_groups: Mapping[str, GroupRuntime] | None = None,
 ) -> Generation:
-    """Validate ``settings`` against the installed plugins and compile it."""
+    """Validate ``settings`` against the installed plugins and compile it.
+
+    ``previous_groups`` are the live generation's groups: an unchanged group
+    is kept as it is (balancer state and target health survive a reload).
+    """
     problems: list[str] = []
     if available is None:
         available, load_problems = available_plugins(modules, blocked=settings.kernel.blocked)
@@ -162,6 +180,27 @@ def build_generation(
         # No [[routes]]: one implicit route so that the global chain still runs.
         implicit = RouteConfig(name="default")
         routes["default"], _ = route_runtime(-1, implicit, ups, srv.max_body_bytes, client_tls)
+    groups = build_groups(settings, host, previous_groups or {}, problems)
+    _attach_groups(settings, routes, groups, client_tls, problems)
+    probe_rc = RouteConfig(name="health-check")
+    probe_route, _ = route_runtime(-1, probe_rc, ups, 0, client_tls)
+    group_index = {gc.name: gi for gi, gc in enumerate(settings.groups)}
+    probes = {
+        name: tuple(
+            target_runtime(
+                -1,
+                probe_route,
+                probe_rc,
+                ups,
+                group.configs[t.index],
+                t.origin,
+                f"$.groups[{group_index[name]}].targets[{t.index}]",
+                client_tls,
+            )
+            for t in group.targets
+        )
+        for name, group in groups.items()
+    }
     client_tls.check_unused()
 
     # The codec checks the body limit before routing, so it gets the largest
@@ -261,7 +300,48 @@ def build_generation(
             trusted=srv.trusted_proxies,
         ),
         upstream_http1=resolve_kind(ups.http1),
+        groups=groups,
+        probes=probes,
     )
+
+
+def _attach_groups(
+    settings: Settings,
+    routes: dict[str, RouteRuntime],
+    groups: Mapping[str, GroupRuntime],
+    tls: ClientContexts,
+    problems: list[str],
+) -> None:
+    """Check each route's ``group`` and give every route its per-target transports.
+
+    Every route gets them for every group, since a plugin may send a flow
+    to another group than its route's (``flow.group``).
+    """
+    names = {gc.name for gc in settings.groups}
+    index = {gc.name: gi for gi, gc in enumerate(settings.groups)}
+    for i, rc in enumerate(settings.routes):
+        if rc.group and rc.group not in names:
+            problems.append(
+                f"$.routes[{i}].group: no group named {rc.group!r}"
+                f" (groups: {', '.join(sorted(names)) or 'none'})"
+            )
+        route = routes[rc.name]
+        per_target: dict[str, tuple[RouteRuntime, ...]] = {}
+        for name, group in groups.items():
+            per_target[name] = tuple(
+                target_runtime(
+                    i,
+                    route,
+                    rc,
+                    settings.upstream,
+                    group.configs[t.index],
+                    t.origin,
+                    f"$.groups[{index[name]}].targets[{t.index}]",
+                    tls,
+                )
+                for t in group.targets
+            )
+        routes[rc.name] = attrs.evolve(route, per_target=per_target)
 
 
 def load_generation(
@@ -272,6 +352,7 @@ def load_generation(
     plugins: list[str] | None = None,
     blocked: list[str] | None = None,
     extra_plugins: Mapping[str, object] | None = None,
+    previous_groups: Mapping[str, GroupRuntime] | None = None,
 ) -> Generation:
     """Read ``path`` and build a generation: what ``kernel run`` and ``kernel check`` do.
 
@@ -305,6 +386,7 @@ def load_generation(
         source=source,
         modules=settings.kernel.modules,
         extra_plugins=extra_plugins,
+        previous_groups=previous_groups,
     )
 
 

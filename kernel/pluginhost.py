@@ -206,6 +206,9 @@ def _referenced_instances(settings: Settings) -> dict[str, str]:
     for ri, route in enumerate(settings.routes):
         for i, name in enumerate(route.plugins):
             out.setdefault(name, f"$.routes[{ri}].plugins[{i}]")
+    # A group's strategy is an instance too, though on no chain.
+    for gi, group in enumerate(settings.groups):
+        out.setdefault(group.strategy, f"$.groups[{gi}].strategy")
     return out
 
 

@@ -17,12 +17,15 @@ May import: stdlib, attrs, sdk, kernel.config, kernel.tls.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from kernel.config.model import (
     RetryConfig,
     RouteConfig,
+    TargetConfig,
     TransportConfig,
     UpstreamSection,
     UpstreamTls,
@@ -30,7 +33,14 @@ from kernel.config.model import (
 from kernel.tls import build_client_tls, check_client_tls
 from sdk import Origin
 
-__all__ = ["ClientContexts", "RetryBudget", "RouteRuntime", "route_runtime", "upstream_alpn"]
+__all__ = [
+    "ClientContexts",
+    "RetryBudget",
+    "RouteRuntime",
+    "route_runtime",
+    "target_runtime",
+    "upstream_alpn",
+]
 
 
 @attrs.frozen
@@ -68,6 +78,13 @@ class RouteRuntime:
     retry: RetryConfig = attrs.field(factory=RetryConfig)
     #: The route's retry budget (mutable: shared by the route's flows).
     retry_budget: RetryBudget = attrs.field(factory=lambda: RetryBudget(0.2), eq=False)
+    #: The ``[[groups]]`` entry this route sends to (``""``: none).
+    group: str = ""
+    #: Per group name, this route as it sends to each target of that group
+    #: (index = target index): the targets' transport overrides applied.
+    per_target: Mapping[str, tuple[RouteRuntime, ...]] = attrs.field(
+        factory=dict, eq=False, repr=False
+    )
 
 
 class ClientContexts:
@@ -140,18 +157,88 @@ def route_runtime(
 ) -> tuple[RouteRuntime, list[str]]:
     """``[[routes]]`` entry ``i`` with ``[upstream]`` under its overrides."""
     problems: list[str] = []
-    t = rc.transport or TransportConfig()
     origin: Origin | None = None
     base = ""
+    if rc.upstream and rc.group:
+        problems.append(f"$.routes[{i}]: set either upstream or group, not both")
     if rc.upstream:
         try:
             origin, base = Origin.parse(rc.upstream)
         except ValueError as exc:
             problems.append(f"$.routes[{i}].upstream: {exc}")
+    t = rc.transport or TransportConfig()
+    tls_path = f"$.routes[{i}].transport.tls" if t.tls else ""
+    route = _resolve(rc, ups, t, None, origin, tls, tls_path)
     retry = t.retry or ups.retry
-    http2 = ups.http2 if t.http2 is None else t.http2
-    force = ups.force_http2 if t.force_http2 is None else t.force_http2
-    tls_cfg, tls_path = (t.tls, f"$.routes[{i}].transport.tls") if t.tls else (ups.tls, "")
+    return attrs.evolve(
+        route,
+        upstream=origin,
+        base_path=base,
+        max_body_bytes=srv_body if rc.max_body_bytes is None else rc.max_body_bytes,
+        group=rc.group,
+        retry=retry,
+        retry_budget=RetryBudget(retry.budget_ratio),
+    ), problems
+
+
+def target_runtime(
+    i: int,
+    route: RouteRuntime,
+    rc: RouteConfig,
+    ups: UpstreamSection,
+    target: TargetConfig,
+    origin: Origin,
+    path: str,
+    tls: ClientContexts,
+) -> RouteRuntime:
+    """Route ``i`` as it sends to one group target: the target's transport overrides applied.
+
+    The order is ``[upstream]``, then the route's, then the target's; the
+    retry policy and its budget stay the route's.
+    """
+    tls_path = f"{path}.transport.tls" if target.transport and target.transport.tls else ""
+    if not tls_path and rc.transport and rc.transport.tls:
+        tls_path = f"$.routes[{i}].transport.tls"
+    resolved = _resolve(
+        rc, ups, rc.transport or TransportConfig(), target.transport, origin, tls, tls_path
+    )
+    return attrs.evolve(
+        route,
+        connect_timeout_s=resolved.connect_timeout_s,
+        response_timeout_s=resolved.response_timeout_s,
+        read_timeout_s=resolved.read_timeout_s,
+        max_idle_per_host=resolved.max_idle_per_host,
+        idle_timeout_s=resolved.idle_timeout_s,
+        http2=resolved.http2,
+        force_http2=resolved.force_http2,
+        client_tls=resolved.client_tls,
+        tls_server_name=resolved.tls_server_name,
+    )
+
+
+def _resolve(
+    rc: RouteConfig,
+    ups: UpstreamSection,
+    t: TransportConfig,
+    top: TransportConfig | None,
+    origin: Origin | None,
+    tls: ClientContexts,
+    tls_path: str,
+) -> RouteRuntime:
+    """The effective transport: ``top`` (a target's) over ``t`` (the route's) over ``ups``."""
+    top = top or TransportConfig()
+
+    def pick(key: str) -> Any:
+        for layer in (top, t):
+            value = getattr(layer, key)
+            if value is not None:
+                return value
+        legacy = getattr(rc, key, None)
+        return legacy if legacy is not None else getattr(ups, key)
+
+    http2 = bool(pick("http2"))
+    force = bool(pick("force_http2"))
+    tls_cfg = top.tls or t.tls or ups.tls
     ctx: ssl.SSLContext | None = None
     if origin is not None and origin.scheme == "https":
         ctx = tls.get(tls_cfg, tls_path or "$.upstream.tls", upstream_alpn(http2, force))
@@ -160,21 +247,17 @@ def route_runtime(
     return RouteRuntime(
         name=rc.name,
         upstream=origin,
-        base_path=base,
-        connect_timeout_s=t.connect_timeout_s or rc.connect_timeout_s or ups.connect_timeout_s,
-        response_timeout_s=t.response_timeout_s or rc.response_timeout_s or ups.response_timeout_s,
-        read_timeout_s=t.read_timeout_s or ups.read_timeout_s,
-        max_body_bytes=srv_body if rc.max_body_bytes is None else rc.max_body_bytes,
-        max_idle_per_host=(
-            ups.max_idle_per_host if t.max_idle_per_host is None else t.max_idle_per_host
-        ),
-        idle_timeout_s=t.idle_timeout_s or ups.idle_timeout_s,
+        base_path="",
+        connect_timeout_s=pick("connect_timeout_s"),
+        response_timeout_s=pick("response_timeout_s"),
+        read_timeout_s=pick("read_timeout_s"),
+        max_body_bytes=0,
+        max_idle_per_host=pick("max_idle_per_host"),
+        idle_timeout_s=pick("idle_timeout_s"),
         http2=http2,
         force_http2=force,
         client_tls=ctx,
         tls_server_name=tls_cfg.server_name,
         websocket=rc.websocket,
         websocket_idle_timeout_s=ups.websocket_idle_timeout_s,
-        retry=retry,
-        retry_budget=RetryBudget(retry.budget_ratio),
-    ), problems
+    )

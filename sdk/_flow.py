@@ -95,7 +95,8 @@ class Flow:
     - :attr:`request` until the request goes upstream (``trellis_request`` and before);
     - :attr:`response`: set it in a request-phase hook to answer locally; its
       headers and status may be changed in ``trellis_response``;
-    - :attr:`upstream` and :attr:`route` in the routing hooks;
+    - :attr:`upstream`, :attr:`group` and :attr:`route` in the routing and
+      request hooks;
     - :attr:`stash` and :attr:`decisions` at any time.
     """
 
@@ -106,7 +107,11 @@ class Flow:
     route: str = ""
     #: Where the request is sent; ``None`` until routing picks one.
     upstream: Origin | None = None
-    #: The group target the request went to (routes with ``group``), else ``None``.
+    #: The upstream group to send to when no plugin set :attr:`upstream`:
+    #: the route's ``group`` to begin with; a routing or request hook may name
+    #: another ``[[groups]]`` entry (a canary split between groups does).
+    group: str = ""
+    #: The group target the request went to, once the kernel picked one.
     target: Target | None = None
     response: Response | None = None
     #: Set when the flow failed; exactly one of a sent response or an error

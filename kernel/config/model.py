@@ -13,11 +13,19 @@ May import: stdlib, attrs, kernel.config.transport.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any, Literal
 
 import attrs
 
+from kernel.config.groups import (
+    GroupConfig,
+    HealthCheckConfig,
+    PassiveHealthConfig,
+    StickyConfig,
+    TargetConfig,
+    upstream_url,
+    valid_name,
+)
 from kernel.config.transport import (
     CertificateConfig,
     H2Section,
@@ -29,15 +37,20 @@ from kernel.config.transport import (
 
 __all__ = [
     "CertificateConfig",
+    "GroupConfig",
     "H2Section",
+    "HealthCheckConfig",
     "KernelSection",
     "ListenerConfig",
     "ListenerTls",
+    "PassiveHealthConfig",
     "PluginPolicy",
     "RetryConfig",
     "RouteConfig",
     "ServerSection",
     "Settings",
+    "StickyConfig",
+    "TargetConfig",
     "TransportConfig",
     "UpstreamSection",
     "UpstreamTls",
@@ -48,8 +61,6 @@ Http1Codec = Literal["auto", "h11", "httptools"]
 OnError = Literal["fail_closed", "fail_open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
@@ -59,11 +70,6 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"must be >= 0, got {value!r}")
-
-
-def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '-', '.')")
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -88,14 +94,6 @@ def _bind(instance: object, attribute: attrs.Attribute[Any], value: str) -> None
 def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     for item in value:
         ipaddress.ip_network(item, strict=False)
-
-
-def _upstream_url(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not value:
-        return
-    m = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", value)
-    if not m:
-        raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
 
 
 def _one_timeout_place(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -211,7 +209,7 @@ class UpstreamSection:
 class ListenerConfig:
     """``[[listeners]]``: one bound socket and how it speaks."""
 
-    name: str = attrs.field(default="main", validator=_name)
+    name: str = attrs.field(default="main", validator=valid_name)
     #: ``host:port`` (``[::1]:8080`` for IPv6).
     bind: str = attrs.field(default="127.0.0.1:8080", validator=_bind)
     #: Instance names run after the global chain and before the route's chain.
@@ -232,11 +230,13 @@ class ListenerConfig:
 class RouteConfig:
     """``[[routes]]``: a named plugin chain plus where requests go by default."""
 
-    name: str = attrs.field(validator=_name)
+    name: str = attrs.field(validator=valid_name)
     #: Instance names of this route's chain, after the global and listener chains.
     plugins: list[str] = attrs.field(factory=list)
     #: Default upstream (``http(s)://host:port[/base]``); a plugin may pick another.
-    upstream: str = attrs.field(default="", validator=_upstream_url)
+    upstream: str = attrs.field(default="", validator=upstream_url)
+    #: Or: the ``[[groups]]`` entry whose targets serve this route (not both).
+    group: str = ""
     #: Per-route overrides of ``[upstream]`` timeouts (unset keys inherit); the
     #: same keys in ``transport`` are the newer spelling, and setting both is refused.
     connect_timeout_s: float | None = None
@@ -259,5 +259,6 @@ class Settings:
     upstream: UpstreamSection = attrs.field(factory=UpstreamSection)
     listeners: list[ListenerConfig] = attrs.field(factory=lambda: [ListenerConfig()])
     routes: list[RouteConfig] = attrs.field(factory=list)
+    groups: list[GroupConfig] = attrs.field(factory=list)
     #: Raw ``[plugins.*]`` tables, structured later by the plugin host.
     plugins: dict[str, Any] = attrs.field(factory=dict)

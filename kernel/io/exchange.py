@@ -8,7 +8,8 @@ The life of a request, in order (docs/architecture.md draws it):
 3. ``trellis_request_access``, then ``trellis_request`` on the route's full
    chain; either may answer locally;
 4. ``trellis_upstream_select`` (unless a plugin set ``flow.upstream``), else
-   the route's ``upstream``;
+   a target of ``flow.group`` (the route's ``group`` unless a plugin named
+   another), else the route's ``upstream``;
 5. the request head goes upstream with Via and forwarding fields, then the
    body streams through ``trellis_request_body``;
 6. the response head comes back; ``trellis_response`` may change it; the
@@ -23,7 +24,7 @@ A failure before the response head was sent becomes an error response
 the client can no longer be told.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.relay, kernel.io.state.
+kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from kernel import dispatch
+from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.protocol.errorpage import error_body, reason_phrase
 from kernel.protocol.events import RequestHead, ResponseHead
@@ -49,6 +51,7 @@ from sdk import (
     Request,
     Response,
     UpstreamError,
+    UpstreamUnavailable,
 )
 from sdk._flow import Timings, new_flow_id
 
@@ -98,6 +101,8 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
             if route is None:
                 raise ProxyError(f"plugin chose unknown route {route_name!r}", status_hint=500)
             flow.route = route_name
+            if not flow.group:
+                flow.group = route.group
             ex.chain = gen.chains.get((lst.name, route_name)) or pre
             ex.route = route
             keep = await ex.run()
@@ -109,6 +114,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         flow.timings.done = _now()
         if ex.upstream is not None:
             ex.upstream.close_nowait()
+        balance.release(flow)
         if ex.chain.flow_done:
             # Shielded: the terminal hook runs even when the flow was cancelled.
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -175,6 +181,8 @@ class _Exchange(UpstreamRelay):
                 )
             if origin is not None:
                 flow.upstream = origin
+            elif flow.group:
+                balance.choose(self)
             elif route.upstream is not None:
                 flow.upstream = route.upstream
                 if route.base_path:
@@ -270,6 +278,8 @@ class _Exchange(UpstreamRelay):
             response = None  # already logged; fall back to the kernel's page
         if response is None:
             response = Response.make(status, error_body(status, flow.id))
+            if isinstance(exc, UpstreamUnavailable) and exc.retry_after_s:
+                response.headers["retry-after"] = str(exc.retry_after_s)
         flow.response = response
         flow.timings.response_head = _now()
         # Response hooks see error pages too (security headers, tags), but a

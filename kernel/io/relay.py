@@ -1,15 +1,16 @@
-"""Relaying an exchange to its upstream, and the state every exchange keeps.
+"""Relaying an exchange to its upstream.
 
-:class:`ExchangeBase` holds one exchange's state and reads the client's
-body; :class:`UpstreamRelay` adds the upstream half of the life of a request
-(see :mod:`kernel.io.exchange`): pick a pooled connection, send the head with
+:class:`UpstreamRelay` adds the upstream half of the life of a request to
+:class:`~kernel.io.exchangebase.ExchangeBase` (see
+:mod:`kernel.io.exchange`): pick a pooled connection (on a group target,
+with failover and retries to other targets, :mod:`kernel.io.balance`), send the head with
 the forwarding fields, stream the body through ``trellis_request_body``, wait
 for the response head under the response deadline, and stream the response
 back through ``trellis_response_body``, coalescing writes to the client.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.routes, kernel.tls, kernel.io.upstream,
-kernel.io.state.
+kernel.io.state, kernel.io.balance, kernel.io.exchangebase.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from kernel import dispatch
-from kernel.dispatch import Chain
-from kernel.generation import Generation
+from kernel.io import balance
+from kernel.io.exchangebase import Abort, ClientGone, ExchangeBase
 from kernel.io.h2relay import proxy_h2
 from kernel.io.h2upstream import H2Upstream, H2UpstreamStream, Refused
 from kernel.io.tunnel import splice
@@ -53,7 +54,7 @@ from sdk import (
 )
 
 if TYPE_CHECKING:
-    from kernel.io.downstream import Downstream
+    pass
 
 __all__ = ["Abort", "ClientGone", "ExchangeBase", "UpstreamRelay"]
 
@@ -69,73 +70,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _REFUSED_RETRIES = 5
 
 
-class ClientGone(Exception):
-    """The client closed or reset its connection."""
-
-
-class Abort(Exception):
-    """End the exchange and close the connection (the response cannot be completed)."""
-
-
 class _UpstreamBroken(Exception):
     """The upstream connection failed under us (reset, closed, or bad framing)."""
-
-
-def _framing(fields: Fields) -> tuple[int | None, bool]:
-    """(content-length, chunked) of a validated request head."""
-    length: int | None = None
-    chunked = False
-    for n, v in fields:
-        if n == b"content-length":
-            length = int(v)
-        elif n == b"transfer-encoding":
-            chunked = True
-    return length, chunked
-
-
-class ExchangeBase:
-    """The mutable state of one exchange while it runs, and the client's body."""
-
-    __slots__ = (
-        "chain", "conn", "content_length", "flow", "gen", "has_body", "head", "head_sent",
-        "request_done", "route", "trailers", "upgrade", "upstream",
-    )  # fmt: skip
-
-    def __init__(
-        self, conn: Downstream, gen: Generation, flow: Flow, head: RequestHead, chain: Chain
-    ) -> None:
-        self.conn = conn
-        self.gen = gen
-        self.flow = flow
-        self.head = head
-        self.chain = chain
-        self.route: RouteRuntime | None = None
-        length, chunked = _framing(head.headers)
-        self.content_length = length
-        self.has_body = chunked or bool(length)
-        #: True once the codec delivered the request's EndOfMessage.
-        self.request_done = False
-        #: True once any response byte went to the client.
-        self.head_sent = False
-        self.upstream: UpstreamConnection | H2UpstreamStream | None = None
-        self.trailers: Fields = []
-        #: The request asks for WebSocket and the route lets it through.
-        self.upgrade = False
-
-    # -- the client's body ----------------------------------------------------
-    async def _next_body_chunk(self) -> bytes | None:
-        """The next request body chunk from the client; None at its end."""
-        flow = self.flow
-        limit = self.route.max_body_bytes if self.route is not None else 0
-        event = await self.conn.next_body_event(self.conn.listener.body_timeout_s)
-        if isinstance(event, EndOfMessage):
-            self.request_done = True
-            self.trailers = event.trailers
-            return None
-        flow.bytes_in += len(event.data)
-        if limit and flow.bytes_in > limit:
-            raise RemoteProtocolError("request body too large", status_hint=413)
-        return event.data
 
 
 class UpstreamRelay(ExchangeBase):
@@ -155,12 +91,21 @@ class UpstreamRelay(ExchangeBase):
         started = _now()
         tries = 1
         while True:
+            self.connected = False
+            sent = _now()
             try:
                 up, head = await self._attempt()
             except UpstreamError as exc:
+                balance.outcome(self, None, None, str(exc))
+                if not self.connected and balance.may_fail_over(self):
+                    # Nothing reached that target: another one may have it, any method.
+                    balance.choose(self)
+                    flow.record(f"kernel: failover to {flow.group}/{_target_name(flow)}")
+                    continue
                 if not self._may_retry(exc, None, tries, started):
                     raise
             else:
+                balance.outcome(self, head.status_code, _now() - sent)
                 if isinstance(head, InformationalResponse):  # 101: only after our upgrade
                     assert isinstance(up, UpstreamConnection)  # upgrades never go over h2
                     return await self._tunnel(up, head)
@@ -171,6 +116,8 @@ class UpstreamRelay(ExchangeBase):
                 self.upstream = None
             flow.record(f"kernel: retry {tries} of {policy.attempts - 1}")
             await trio.sleep(random.uniform(0, policy.backoff_s * 2 ** (tries - 1)))
+            if flow.target is not None:
+                balance.choose(self)  # a different target when there is one
             tries += 1
 
     def _may_retry(
@@ -228,6 +175,7 @@ class UpstreamRelay(ExchangeBase):
                 probe=not retryable,
                 tls=tls,
             )
+            self.connected = True
             if isinstance(up, H2Upstream):
                 try:
                     stream, h2head = await proxy_h2(self, up)
@@ -273,6 +221,7 @@ class UpstreamRelay(ExchangeBase):
             headers=Headers.from_wire(fields),
             reason=head.reason.decode("latin-1"),
         )
+        balance.sticky_cookie(self, response)
         flow.response = response
         flow.timings.response_head = _now()
         if self.chain.response:
@@ -405,6 +354,7 @@ class UpstreamRelay(ExchangeBase):
             reason=head.reason.decode("latin-1"),
             http_version=head.http_version.decode("ascii"),
         )
+        balance.sticky_cookie(self, response)
         flow.response = response
         flow.timings.response_head = _now()
         if self.chain.response:
@@ -470,6 +420,10 @@ class UpstreamRelay(ExchangeBase):
         else:
             up.close_nowait()
         return True
+
+
+def _target_name(flow: Flow) -> str:
+    return flow.target.name if flow.target is not None else "?"
 
 
 def _tls_target(route: RouteRuntime, origin: Origin) -> TlsTarget | None:

@@ -11,7 +11,8 @@ from typing import Any
 import attrs
 import trio
 
-from kernel.io.relay import _REFUSED_RETRIES, _framing, _tls_target
+from kernel.io.exchangebase import _framing
+from kernel.io.relay import _REFUSED_RETRIES, _tls_target
 from kernel.io.timers import TICK
 from kernel.routes import RouteRuntime
 from kernel.tls import default_client_context
