@@ -302,11 +302,13 @@ def build_groups(
 ) -> dict[str, GroupRuntime]:
     """``[[groups]]`` as runtime objects, keeping unchanged ones from ``previous``."""
     groups: dict[str, GroupRuntime] = {}
+    seen: set[str] = set()
     for i, gc in enumerate(settings.groups):
         path = f"$.groups[{i}]"
-        if gc.name in groups:
+        if gc.name in seen:
             problems.append(f"{path}.name: a group named {gc.name!r} is defined twice")
             continue
+        seen.add(gc.name)
         entries = _target_entries(gc, path, problems)
         if not entries:
             problems.append(f"{path}.targets: a group needs at least one target (targets or urls)")
