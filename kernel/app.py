@@ -35,7 +35,7 @@ from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
 from kernel.io.upstream import TlsTarget
 from kernel.tls import default_client_context
-from sdk import ConfigError, StartupContext, Target
+from sdk import ConfigError, Group, StartupContext, Target
 
 __all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
 
@@ -273,8 +273,11 @@ class App:
                 tasks.start_soon(_guarded, gen.number, fn, args)
 
             try:
+                groups = {
+                    name: Group(name, group.targets) for name, group in gen.groups.items()
+                }
                 gen.host.pm.hook.trellis_startup(
-                    context=StartupContext(gen.number, start_soon_impl=start_soon)
+                    context=StartupContext(gen.number, start_soon_impl=start_soon, groups=groups)
                 )
             except Exception as exc:
                 tasks.cancel_scope.cancel()

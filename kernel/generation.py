@@ -246,12 +246,13 @@ def build_generation(
         )
 
     route_names = tuple(routes)
+    known = {"routes": route_names, "groups": tuple(gc.name for gc in settings.groups)}
     for impl in host.pm.hook.trellis_config_check.get_hookimpls():
         inst = impl.plugin_name
-        check = cast(Callable[[tuple[str, ...]], list[str] | None], impl.function)
+        check = cast(Callable[..., list[str] | None], impl.function)
         table = "$.plugins." + inst
         try:
-            found: list[str] = list(check(route_names) or [])
+            found: list[str] = list(check(**{a: known[a] for a in impl.argnames}) or [])
         except Exception as exc:
             found = [f"check failed: {exc!r}"]
         problems.extend(f"{table}.{p}" if not p.startswith("$") else p for p in found)

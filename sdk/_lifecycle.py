@@ -1,14 +1,16 @@
 """What lifecycle hooks receive: :class:`StartupContext`.
 
-May import: stdlib, attrs.
+May import: stdlib, attrs, sdk._balance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
 import attrs
+
+from sdk._balance import Group
 
 __all__ = ["StartupContext"]
 
@@ -28,6 +30,9 @@ class StartupContext:
     _start_soon: Callable[[Callable[..., Awaitable[Any]], tuple[Any, ...]], None] = attrs.field(
         alias="start_soon_impl", repr=False
     )
+    #: The upstream groups of this generation by name, with their targets'
+    #: live state (read-only for plugins: metrics, health pages, mirroring).
+    groups: Mapping[str, Group] = attrs.field(factory=dict, repr=False)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``await fn(*args)`` in the background for the generation's lifetime."""

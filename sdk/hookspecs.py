@@ -62,7 +62,7 @@ def trellis_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
 
 @hookspec
-def trellis_config_check(routes: tuple[str, ...]) -> list[str] | None:
+def trellis_config_check(routes: tuple[str, ...], groups: tuple[str, ...]) -> list[str] | None:
     """Check this instance's configuration against the rest of the config.
 
     Called on every plugin instance while a configuration is validated
@@ -71,11 +71,13 @@ def trellis_config_check(routes: tuple[str, ...]) -> list[str] | None:
     process exits with code 1, on reload the old generation keeps serving.
 
     :param routes: the names of the configured routes.
+    :param groups: the names of the configured upstream groups (``[[groups]]``).
     :return: problems, each ``"<key path inside the table>: <message>"`` such as
         ``"rules[2].route: no route named 'api'"``; the kernel prefixes the
         table's path (``$.plugins.router.``). ``None`` or ``[]`` when fine.
 
-    Builtin user: ``router`` (rules must name existing routes).
+    Builtin users: ``router`` (rules must name existing routes), ``canary``
+    and ``mirror`` (their ``group`` must exist).
     """
 
 

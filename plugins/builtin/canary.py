@@ -3,7 +3,8 @@
 ``[plugins.canary]`` (or a named instance ``[plugins.canary.LABEL]``), on a route::
 
     [plugins.canary]
-    upstream = "http://10.0.0.7:8080"        # the canary; required
+    upstream = "http://10.0.0.7:8080"        # the canary: a URL, or
+    # group = "app-canary"                   # a [[groups]] entry (one of the two)
     percent = 5                              # share of the other requests, 0..100
     by = "client"                            # or "random"
     header = { name = "x-canary", value = "1" }       # always the canary
@@ -27,8 +28,11 @@ a repeated header's values may match. Cookies are read from every ``Cookie``
 field (``a=1; b=2``); names are case-sensitive, a value in double quotes is
 compared without them.
 
-Stable side means declining (``None``): the route's ``upstream`` is used as
-usual, with its base path. When the canary is chosen, the kernel does not add
+Stable side means declining (``None``): the route's ``upstream`` (or
+``group``) is used as usual, with its base path. With ``group``, choosing the
+canary sets ``flow.group`` and declines, so the kernel sends to one of that
+group's targets, balanced and health-checked like any group: a split between
+two groups. With ``upstream``, the kernel does not add
 the route's base path; the canary URL's own base path
 (``http://host/base``) is put in front of the request path instead, as the
 kernel does for a route's. The hook only runs when no earlier plugin set
@@ -102,6 +106,8 @@ def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        return
     try:
         sdk.Origin.parse(value)
     except ValueError as exc:
@@ -127,8 +133,11 @@ class Match:
 class CanaryConfig:
     """The ``[plugins.canary]`` table: the canary origin and who is sent there."""
 
-    #: The canary: ``http(s)://host[:port][/base]``. Required.
-    upstream: str = attrs.field(validator=_upstream)
+    #: The canary: ``http(s)://host[:port][/base]``; or set ``group``.
+    upstream: str = attrs.field(default="", validator=_upstream)
+    #: The canary as an upstream group (``[[groups]]`` name), balanced and
+    #: health-checked by the kernel; or set ``upstream``.
+    group: str = ""
     #: Share of the requests not forced by a match that go to the canary, 0..100.
     percent: float = attrs.field(default=0.0, validator=_percent)
     #: ``"client"``: a stable hash of the client address (sticky); ``"random"``: per request.
@@ -139,6 +148,10 @@ class CanaryConfig:
     cookie: Match | None = None
     #: A request with this header never goes to the canary (wins over the others).
     exclude_header: Match | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.upstream) == bool(self.group):
+            raise ValueError("set exactly one of upstream (a URL) and group (a [[groups]] name)")
 
 
 def _header_matches(headers: sdk.Headers, match: Match) -> bool:
@@ -153,8 +166,13 @@ class CanaryPlugin:
 
     def __init__(self, config: CanaryConfig, rng: random.Random | None = None) -> None:
         self.config = config
-        self.origin, self.base_path = sdk.Origin.parse(config.upstream)
-        self._target = f"{self.origin}{self.base_path}"
+        self.origin: sdk.Origin | None = None
+        self.base_path = ""
+        if config.upstream:
+            self.origin, self.base_path = sdk.Origin.parse(config.upstream)
+            self._target = f"{self.origin}{self.base_path}"
+        else:
+            self._target = f"group {config.group}"
         self._threshold = round(config.percent * BUCKETS / 100)
         self._rng = rng if rng is not None else random.Random()
 
@@ -182,12 +200,22 @@ class CanaryPlugin:
         return bucket < self._threshold, f"{c.percent:g}% {label} {bucket / 100:.2f}"
 
     @sdk.hookimpl
+    def trellis_config_check(self, groups: tuple[str, ...]) -> list[str] | None:
+        group = self.config.group
+        if group and group not in groups:
+            return [f"group: no group named {group!r} (groups: {', '.join(groups) or 'none'})"]
+        return None
+
+    @sdk.hookimpl
     def trellis_upstream_select(self, flow: sdk.Flow) -> sdk.Origin | None:
         canary, why = self.decide(flow)
         if not canary:
             flow.record(f"canary: {why} -> stable")
             return None
         flow.record(f"canary: {why} -> {self._target}")
+        if self.origin is None:
+            flow.group = self.config.group  # the kernel picks one of its targets
+            return None
         request = flow.request
         if self.base_path and request.path.startswith("/"):
             request.path = self.base_path + request.path

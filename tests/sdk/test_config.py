@@ -152,9 +152,10 @@ def test_unknown_keys_at_every_level() -> None:
         + ")",
         "$.listeners[0].port: unknown key (known: name, bind, plugins, http1,"
         " request_head_timeout_s, keepalive_timeout_s, http2, default_route, tls)",
-        "$.routes[0].upsteam: unknown key (known: name, plugins, upstream,"
+        "$.routes[0].upsteam: unknown key (known: name, plugins, upstream, group,"
         " connect_timeout_s, response_timeout_s, max_body_bytes, websocket, transport)",
-        "$.nope: unknown key (known: kernel, server, upstream, listeners, routes, plugins)",
+        "$.nope: unknown key (known: kernel, server, upstream, listeners, routes, groups,"
+        " plugins)",
     ]
     assert got[2].startswith("$.server.htt1: unknown key (known: http1, request_head_timeout_s, ")
 
@@ -276,6 +277,7 @@ def test_unstructure() -> None:
             "name": "a",
             "plugins": [],
             "upstream": "",
+            "group": "",
             "connect_timeout_s": None,
             "response_timeout_s": None,
             "max_body_bytes": None,

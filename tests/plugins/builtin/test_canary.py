@@ -199,7 +199,8 @@ def test_defaults_and_int_percent() -> None:
 @pytest.mark.parametrize(
     ("table", "where", "message"),
     [
-        ({}, "upstream", "required"),
+        ({}, "", "set exactly one of upstream \\(a URL\\) and group"),
+        ({"upstream": CANARY, "group": "g"}, "", "set exactly one of upstream"),
         ({"upstream": "ftp://x"}, "upstream", "must be an http\\(s\\) URL"),
         ({"upstream": "http://"}, "upstream", "must be an http\\(s\\) URL"),
         ({"upstream": "http://x/?a=1"}, "upstream", "query or fragment"),
@@ -282,3 +283,73 @@ header = {{ name = "x-canary", value = "1" }}
     assert await get("/also-stable", "X-Canary: 2\r\n") == 200
     assert [r["target"] for r in canary.requests] == ["/to-canary"]
     assert [r["target"] for r in upstream.requests] == ["/to-stable", "/also-stable"]
+
+
+async def test_a_group_canary_sets_flow_group() -> None:
+    h = Harness(
+        CanaryPlugin,
+        config={"group": "next", "percent": 0, "header": {"name": "x-c", "value": "1"}},
+    )
+    flow = await goes(h, [("x-c", "1")])
+    assert flow.group == "next"
+    assert flow.decisions[-1] == "canary: header 'x-c' matched -> group next"
+    stable = await goes(h)
+    assert stable.group == ""
+
+
+async def test_a_group_canary_must_name_a_group() -> None:
+    h = Harness(CanaryPlugin, config={"group": "next"})
+    assert await h.call("trellis_config_check", ("default",), ("next", "app")) == [None]
+    assert await h.call("trellis_config_check", ("default",), ("app",)) == [
+        ["group: no group named 'next' (groups: app)"]
+    ]
+
+
+async def test_real_kernel_split_between_two_groups(
+    start_proxy: Any, client: Any, nursery: trio.Nursery
+) -> None:
+    stable = [await nursery.start(Upstream().serve) for _ in range(2)]
+    canary = [await nursery.start(Upstream().serve) for _ in range(2)]
+
+    def urls(ups: list[Upstream]) -> str:
+        return " ".join(f"http://127.0.0.1:{u.port}" for u in ups)
+
+    app = await start_proxy(
+        f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 2
+
+[[listeners]]
+bind = "127.0.0.1:0"
+
+[[routes]]
+name = "default"
+group = "stable"
+plugins = ["canary"]
+
+[[groups]]
+name = "stable"
+urls = "{urls(stable)}"
+
+[[groups]]
+name = "next"
+urls = "{urls(canary)}"
+
+[plugins.canary]
+group = "next"
+percent = 25
+by = "random"
+"""
+    )
+    for _ in range(400):
+        raw = await client.exchange(
+            app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert client.parse_responses(raw)[0]["status"] == 200
+    to_canary = sum(len(u.requests) for u in canary)
+    # 25% of 400 = 100; binomial sd ~8.7: within 4 sd.
+    assert 65 <= to_canary <= 135, to_canary
+    # Each group balances its own share round-robin.
+    assert abs(len(canary[0].requests) - len(canary[1].requests)) <= 1
+    assert abs(len(stable[0].requests) - len(stable[1].requests)) <= 1
