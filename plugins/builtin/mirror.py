@@ -3,7 +3,8 @@
 ``[plugins.mirror]`` (or a named instance ``[plugins.mirror.LABEL]``), on a route::
 
     [plugins.mirror]
-    upstream = "http://10.0.0.9:8080"   # the shadow; required; http only for now
+    upstream = "http://10.0.0.9:8080"   # the shadow (http only for now), or
+    # group = "shadow"                  # a [[groups]] entry (one of the two)
     percent = 100                       # share of the requests copied, 0..100
     max_in_flight = 8                   # shadow requests sent at the same time
     queue = 64                          # copies waiting for a sender; when full, dropped
@@ -43,6 +44,12 @@ Counters on the instance: ``queued``, ``sent`` (the shadow answered),
 ``mirror: queued``, ``mirror: dropped (queue full)``, ``mirror: dropped
 (body over N bytes)``, ``mirror: dropped (body incomplete)``, ``mirror: not
 sampled (P%)``. The choice is drawn once per request (random, not sticky).
+
+With ``group``, each copy goes to the next *available* target of that
+group (round-robin over the targets the kernel's health checks and passive
+ejection leave in rotation, read from ``context.groups``), with that
+target's base path; ``https`` targets are skipped, and a copy finding no
+target is counted in ``failed``.
 
 ``https://`` shadows are refused by the configuration for now (no TLS client here).
 
@@ -90,6 +97,8 @@ _NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, 
 
 # -------------------------------------------------------------- validators
 def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        return
     try:
         origin, _base = sdk.Origin.parse(value)
     except ValueError as exc:
@@ -120,8 +129,10 @@ def _timeout(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
 class MirrorConfig:
     """The ``[plugins.mirror]`` table: the shadow origin and how much is copied to it."""
 
-    #: The shadow: ``http://host[:port][/base]``. Required.
-    upstream: str = attrs.field(validator=_upstream)
+    #: The shadow: ``http://host[:port][/base]``; or set ``group``.
+    upstream: str = attrs.field(default="", validator=_upstream)
+    #: The shadow as an upstream group (``[[groups]]`` name); or set ``upstream``.
+    group: str = ""
     #: Share of the requests copied, 0..100 (drawn per request).
     percent: float = attrs.field(default=100.0, validator=_percent)
     #: Shadow requests in flight at the same time (worker tasks).
@@ -132,6 +143,10 @@ class MirrorConfig:
     max_body_bytes: int = attrs.field(default=65536, validator=_at_least(0))
     #: Seconds for one shadow request, from connect to the response's last byte.
     timeout_s: float = attrs.field(default=5.0, validator=_timeout)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.upstream) == bool(self.group):
+            raise ValueError("set exactly one of upstream (a URL) and group (a [[groups]] name)")
 
 
 @attrs.frozen
@@ -171,7 +186,13 @@ class MirrorPlugin:
 
     def __init__(self, config: MirrorConfig, rng: random.Random | None = None) -> None:
         self.config = config
-        self.origin, self.base_path = sdk.Origin.parse(config.upstream)
+        self.origin: sdk.Origin | None = None
+        self.base_path = ""
+        if config.upstream:
+            self.origin, self.base_path = sdk.Origin.parse(config.upstream)
+        #: The shadow group's targets (from ``trellis_startup``) and a round-robin counter.
+        self._targets: tuple[sdk.Target, ...] = ()
+        self._next = 0
         self._rng = rng if rng is not None else random.Random()
         self._send: trio.MemorySendChannel[ShadowRequest] | None = None
         self.queued = 0
@@ -181,7 +202,17 @@ class MirrorPlugin:
 
     # ------------------------------------------------------------ lifecycle
     @sdk.hookimpl
+    def trellis_config_check(self, groups: tuple[str, ...]) -> list[str] | None:
+        group = self.config.group
+        if group and group not in groups:
+            return [f"group: no group named {group!r} (groups: {', '.join(groups) or 'none'})"]
+        return None
+
+    @sdk.hookimpl
     def trellis_startup(self, context: sdk.StartupContext) -> None:
+        group = context.groups.get(self.config.group)
+        if group is not None:
+            self._targets = tuple(t for t in group.targets if t.origin.scheme == "http")
         send, receive = trio.open_memory_channel[ShadowRequest](self.config.queue)
         self._send = send
         for _ in range(self.config.max_in_flight):
@@ -255,13 +286,26 @@ class MirrorPlugin:
         named = {token.strip().lower() for value in fields for token in value.split(",")}
         skip = _HOP_BY_HOP | named
         headers = [(n, v) for n, v in request.headers.items() if n.lower() not in skip]
-        if not any(n.lower() == "host" for n, _ in headers):
-            headers.insert(0, ("host", request.authority or self.origin.authority))
+        if not any(n.lower() == "host" for n, _ in headers) and request.authority:
+            headers.insert(0, ("host", request.authority))
         if body or request.method.upper() in ("POST", "PUT", "PATCH"):
             headers.append(("content-length", str(len(body))))
         headers += [("x-mirrored-by", "trellis"), ("connection", "close")]
         path = request.path if request.path.startswith("/") else "/" + request.path
+        # A group target's base path is put in front when the copy is sent.
         return ShadowRequest(request.method, self.base_path + path, tuple(headers), body)
+
+    def _shadow(self) -> tuple[sdk.Origin, str] | None:
+        """Where the next copy goes: the origin, or the group's next available target."""
+        if self.origin is not None:
+            return self.origin, ""  # its base path is in the copy already
+        targets = self._targets
+        for _ in range(len(targets)):
+            target = targets[self._next % len(targets)]
+            self._next += 1
+            if target.available:
+                return target.origin, target.base_path
+        return None
 
     # ------------------------------------------------------------- workers
     async def _worker(self, receive: trio.MemoryReceiveChannel[ShadowRequest]) -> None:
@@ -270,30 +314,39 @@ class MirrorPlugin:
 
     async def _deliver(self, copy: ShadowRequest) -> None:
         """Send one copy and discard the answer; never raises (but cancellation)."""
+        shadow = self._shadow()
+        if shadow is None:
+            self.failed += 1
+            log.info("mirror: no available target in group %r", self.config.group)
+            return
+        origin, base = shadow
         try:
             with trio.fail_after(self.config.timeout_s):
-                status = await self._exchange(copy)
+                status = await self._exchange(copy, origin, base + copy.target)
         except trio.TooSlowError:
             self.failed += 1
-            log.info("mirror: %s %s to %s timed out", copy.method, copy.target, self.origin)
+            log.info("mirror: %s %s to %s timed out", copy.method, copy.target, origin)
         except _NETWORK_ERRORS as e:
             self.failed += 1
-            log.info("mirror: %s %s to %s failed: %s", copy.method, copy.target, self.origin, e)
+            log.info("mirror: %s %s to %s failed: %s", copy.method, copy.target, origin, e)
         except Exception:  # a bug here must not kill the worker
             self.failed += 1
-            log.warning("mirror: unexpected error sending to %s", self.origin, exc_info=True)
+            log.warning("mirror: unexpected error sending to %s", origin, exc_info=True)
         else:
             self.sent += 1
-            log.debug("mirror: %s %s -> %s %d", copy.method, copy.target, self.origin, status)
+            log.debug("mirror: %s %s -> %s %d", copy.method, copy.target, origin, status)
 
-    async def _exchange(self, copy: ShadowRequest) -> int:
-        stream = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+    async def _exchange(self, copy: ShadowRequest, origin: sdk.Origin, target: str) -> int:
+        headers = list(copy.headers)
+        if not any(n.lower() == "host" for n, _ in headers):
+            headers.insert(0, ("host", origin.authority))
+        stream = await trio.open_tcp_stream(origin.host, origin.port)
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             head = h11.Request(
                 method=copy.method.encode("ascii"),
-                target=copy.target.encode("latin-1"),
-                headers=[(n.encode("ascii"), v.encode("latin-1")) for n, v in copy.headers],
+                target=target.encode("latin-1"),
+                headers=[(n.encode("ascii"), v.encode("latin-1")) for n, v in headers],
             )
             data = conn.send(head)
             if copy.body:

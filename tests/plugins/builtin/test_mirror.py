@@ -7,6 +7,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ class NoWorkers:
     """A startup context that starts nothing: copies stay in the queue."""
 
     generation = 1
+    groups: dict[str, sdk.Group] = {}
 
     def __init__(self) -> None:
         self.receive: trio.MemoryReceiveChannel[ShadowRequest] | None = None
@@ -149,7 +151,7 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("table", "where", "message"),
     [
-        ({}, "upstream", "required"),
+        ({}, "", "set exactly one of upstream \\(a URL\\) and group"),
         ({"upstream": "ftp://x"}, "upstream", "must be an http URL"),
         ({"upstream": "https://x"}, "upstream", "https shadows are not supported"),
         ({"upstream": "http://x:0"}, "upstream", "out of range"),
@@ -276,3 +278,49 @@ async def test_real_kernel_refused_shadow_never_fails_the_request(
     await wait_for(lambda: mirror.failed == 3)
     assert (mirror.sent, mirror.dropped) == (0, 0)
     assert len(upstream.requests) == 3
+
+
+async def test_real_kernel_copies_spread_over_a_shadow_group(
+    start_proxy: Any, upstream: Any, client: Any, nursery: trio.Nursery
+) -> None:
+    """Copies go round-robin to the group's available targets, with their base paths;
+    a target the kernel took out of rotation gets none."""
+    shadows = [await nursery.start(Upstream().serve) for _ in range(2)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    text = (
+        config(upstream.port, 0).replace('upstream = "http://127.0.0.1:0"', 'group = "shadow"')
+        + f"""
+[[groups]]
+name = "shadow"
+urls = "http://127.0.0.1:{shadows[0].port}/s0 http://127.0.0.1:{shadows[1].port}/s1 http://127.0.0.1:{dead}"
+[groups.health]
+path = "/status/200"
+interval_s = 0.05
+unhealthy_threshold = 1
+"""
+    )
+    app = await start_proxy(text)
+    group = app.generation.groups["shadow"]
+    await wait_for(lambda: len(group.candidates) == 2)
+    for i in range(10):
+        await send(client, app.port(), "GET", f"/g/{i}")
+    mirror = app.generation.host.instances["mirror"]
+    await wait_for(lambda: mirror.sent == 10)
+    copies = [r for r in shadows[0].requests + shadows[1].requests if "/g/" in r["target"]]
+    assert len(copies) == 10
+    assert {r["target"][:3] for r in copies} == {"/s0", "/s1"}
+    assert abs(sum("/s0" in r["target"] for r in copies) - 5) <= 1
+    assert mirror.failed == 0
+
+
+async def test_a_mirror_group_must_exist(start_proxy: Any, upstream: Any) -> None:
+    from kernel.config import loads_config
+    from kernel.generation import build_generation
+
+    text = config(upstream.port, 0).replace('upstream = "http://127.0.0.1:0"', 'group = "nope"')
+    settings = loads_config(text, base_dir=Path("."), environ={}).settings
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(settings, modules=settings.kernel.modules)
+    assert "$.plugins.mirror.group: no group named 'nope'" in str(info.value)
