@@ -44,13 +44,14 @@ keys, nearly all to the new target: Maglev's fill lets a few of the moved
 keys (0.1 to 2% of them in our measurements) change hands between the old
 targets too.
 
-When a key's target is not a candidate, the key is looked up again in a
-table built over the candidates only, so the keys of the targets that are
-candidates never move. That table is filled inside the pick that first
-needs it, on the event loop (some 20 to 40 ms for 65,537 entries), and
-kept: up to :data:`MAGLEV_CACHE` tables by set of candidates, the least
-recently used dropped first. A retry leaves out the tried target, so it
-uses such a table too.
+When a key's target is not a candidate (down, or already tried by a retry),
+the key probes further along its own sequence of table slots (a second
+hash of the key gives the stride) until a slot belongs to a candidate, at
+most :data:`MAGLEV_PROBES` times, then falls back to a plain hash over the
+candidates. The keys of the targets that are candidates never move, the
+orphaned keys spread over the others in proportion to their table shares,
+and no table is ever filled after the balancer was built (a fill takes
+20 to 40 ms for 65,537 entries: it must not happen inside a pick).
 
 May import: stdlib, attrs, sdk, ._common.
 """
@@ -70,7 +71,7 @@ import sdk
 from ._common import find, stable_hash
 
 __all__ = [
-    "MAGLEV_CACHE",
+    "MAGLEV_PROBES",
     "MAX_TABLE_SIZE",
     "MAX_VNODES",
     "HashConfig",
@@ -84,7 +85,7 @@ __all__ = [
 ]
 
 #: Tables over candidate subsets a maglev balancer keeps.
-MAGLEV_CACHE = 4
+MAGLEV_PROBES = 64
 #: Largest ``table_size``: filling the table takes time on the event loop.
 MAX_TABLE_SIZE = 1_000_003
 #: Largest ``vnodes``.
@@ -265,40 +266,36 @@ def maglev_table(targets: Sequence[sdk.Target], size: int) -> array[int]:
 class MaglevBalancer:
     """A Maglev table over the group, and a few over subsets of it."""
 
-    __slots__ = ("_key", "_primary", "_size", "_subsets", "_targets")
+    __slots__ = ("_key", "_primary", "_size", "_targets")
 
     def __init__(self, group: sdk.Group, key: KeyReader, size: int) -> None:
         weighted = [t for t in group.targets if t.weight > 0]  # drained ones are never candidates
         self._primary = maglev_table(weighted, size) if weighted else None
-        self._subsets: dict[frozenset[int], array[int]] = {}
         self._targets = group.targets
         self._size = size
         self._key = key
 
     def pick(self, flow: sdk.Flow, candidates: Sequence[sdk.Target]) -> sdk.Target:
         key = self._key(flow)
-        slot = stable_hash(flow.client.address if key is None else key) % self._size
-        if self._primary is not None:
-            index = self._primary[slot]
+        text = flow.client.address if key is None else key
+        slot = stable_hash(text) % self._size
+        table = self._primary
+        if table is not None:
+            index = table[slot]
             if len(candidates) == len(self._targets):  # all of them
                 return self._targets[index]
             target = find(candidates, index)
             if target is not None:
                 return target
-        # The key's own target is not a candidate: only such keys use a table
-        # over the candidates, so the others stay where they are.
-        return self._targets[self._subset_table(candidates)[slot]]
-
-    def _subset_table(self, candidates: Sequence[sdk.Target]) -> array[int]:
-        subsets = self._subsets
-        members = frozenset(t.index for t in candidates)
-        table = subsets.pop(members, None)
-        if table is None:
-            table = maglev_table(candidates, self._size)
-            if len(subsets) >= MAGLEV_CACHE:
-                del subsets[next(iter(subsets))]  # the least recently used
-        subsets[members] = table  # (re)inserted last: the most recently used
-        return table
+            # Orphaned: walk the key's own slot sequence to a candidate.
+            size = self._size
+            stride = 1 + stable_hash(text, b"stride") % (size - 1) if size > 1 else 1
+            for _ in range(MAGLEV_PROBES):
+                slot = (slot + stride) % size
+                target = find(candidates, table[slot])
+                if target is not None:
+                    return target
+        return candidates[stable_hash(text, b"fallback") % len(candidates)]
 
 
 class HashPlugin:

@@ -10,7 +10,6 @@ import pytest
 
 import sdk
 from plugins.builtin.balancers.hash import (
-    MAGLEV_CACHE,
     HashConfig,
     HashPlugin,
     MaglevBalancer,
@@ -148,19 +147,31 @@ def test_an_unavailable_target_moves_only_its_own_keys(algorithm: Algorithm) -> 
     assert names(hb, group.targets) == before  # back: everything returns
 
 
-def test_maglev_keeps_a_few_subset_tables() -> None:
+def test_maglev_orphans_probe_without_building_tables() -> None:
+    """With one of 8 targets down, its keys spread over the other 7 (each gets
+    some), the same way every time, and the balancer builds no table."""
     group = make_group(*[1] * 8)
     hb = balancer(group, "maglev")
     assert isinstance(hb, MaglevBalancer)
-    subsets = [tuple(t for t in group.targets if t.index != down) for down in range(8)]
-    flows = FLOWS[:400]  # enough to hit every target's entries
-    first = [[hb.pick(f, s) for f in flows] for s in subsets]
-    assert len(hb._subsets) == MAGLEV_CACHE
-    again = [[hb.pick(f, s) for f in flows] for s in reversed(subsets)]  # rebuilt when evicted
-    assert again == first[::-1]
-    cached = hb._subsets[frozenset(t.index for t in subsets[0])]
-    assert [hb.pick(f, subsets[0]) for f in flows] == first[0]
-    assert hb._subsets[frozenset(t.index for t in subsets[0])] is cached  # reused, not rebuilt
+    flows = FLOWS[:2000]
+    before = [hb.pick(f, group.targets).name for f in flows]
+    rest = tuple(t for t in group.targets if t.index != 3)
+    orphan_names = {group.targets[3].name}
+    during = [hb.pick(f, rest).name for f in flows]
+    again = [hb.pick(f, rest).name for f in flows]
+    assert during == again
+    moved = Counter(y for x, y in zip(before, during, strict=True) if x != y)
+    assert sum(moved.values()) == sum(name in orphan_names for name in before)
+    assert set(moved) == {t.name for t in rest}
+    assert not hasattr(hb, "_subsets")
+
+
+def test_maglev_falls_back_when_probing_finds_nothing() -> None:
+    """A single candidate with a tiny share still gets the orphaned keys."""
+    group = make_group(1000, 1)
+    hb = balancer(group, "maglev")
+    small = (group.targets[1],)
+    assert {hb.pick(f, small).name for f in FLOWS[:200]} == {group.targets[1].name}
 
 
 def test_a_drained_target_has_no_share() -> None:
