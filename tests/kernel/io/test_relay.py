@@ -11,7 +11,6 @@ from typing import Any
 import attrs
 import trio
 
-from kernel.io.exchangebase import _framing
 from kernel.io.relay import _REFUSED_RETRIES, _tls_target
 from kernel.io.timers import TICK
 from kernel.routes import RouteRuntime
@@ -19,12 +18,6 @@ from kernel.tls import default_client_context
 from sdk import Origin
 from tests.conftest import basic_config
 from tests.helpers.h2origin import H2Origin, pattern, proxy_config
-
-
-def test_framing_of_a_validated_head() -> None:
-    assert _framing([(b"host", b"a")]) == (None, False)
-    assert _framing([(b"content-length", b"12")]) == (12, False)
-    assert _framing([(b"transfer-encoding", b"chunked")]) == (None, True)
 
 
 async def test_unreachable_upstream_is_502(start_proxy: Any, client: Any) -> None:

@@ -1,0 +1,765 @@
+"""Upstream groups end to end: real upstream processes, a real ``kernel run`` in front.
+
+Every upstream is a process of its own (``tests/helpers/upstream_proc.py``)
+on a loopback port, so a test can SIGKILL it and start it again on the same
+port; each response names its server (``x-upstream``), and each server
+counts what it was sent (``GET /_upstream/stats``, health probes apart). The
+proxy runs ``config/lb.toml`` (with ``TRELLIS_LISTEN``, ``TRELLIS_UPSTREAMS``
+and ``TRELLIS_LB``) or a config the test writes. Load comes from
+:func:`run_load`: N concurrent keep-alive connections in this trio loop,
+speaking raw HTTP/1.1 (cheaper than any client library, so the proxy, not
+the client, is what the two cores spend their time on).
+
+No assertion is about speed: tolerances are on shares of requests, counts,
+and generous time bounds for health checks (the CI machine has 2 cores).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.conftest import (
+    ROOT,
+    ProxyProcess,
+    SpawnProxy,
+    free_port,
+    run_kernel,
+    start_process,
+)
+
+pytestmark = pytest.mark.slow
+
+LB_TOML = ROOT / "config" / "lb.toml"
+HOST = "127.0.0.1"
+#: Concurrent keep-alive connections of the load generator.
+CONCURRENCY = 20
+#: Requests per distribution test (the issue's number).
+REQUESTS = 10_000
+#: Upper bound for one load run; far above what it takes (a few seconds).
+LOAD_TIMEOUT = 60.0
+#: config/lb.toml's health checks: every 1 s, down after 3 failures, up after 2.
+LB_INTERVAL = 1.0
+LB_UNHEALTHY = 3
+LB_HEALTHY = 2
+#: Added to every health-check time bound: probes, logging and scheduling on a
+#: busy 2-core machine.
+SLACK = 2.5
+
+
+# ---------------------------------------------------------------------------
+# A raw keep-alive HTTP/1.1 client
+# ---------------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """The connection failed or closed before a whole response arrived."""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+    @property
+    def upstream(self) -> str:
+        return self.header("x-upstream") or ""
+
+
+class HttpConn:
+    """One keep-alive client connection to ``port``, reopened when it closes."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stream: trio.SocketStream | None = None
+        self.buf = bytearray()
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            self.buf.clear()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def request(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        timeout: float = 20.0,
+    ) -> Response:
+        lines = [f"{method} {path} HTTP/1.1", "Host: lb.test"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if body or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        try:
+            with trio.fail_after(timeout):
+                if self.stream is None:
+                    self.stream = await trio.open_tcp_stream(HOST, self.port)
+                await self.stream.send_all(data)
+                response = await self._read(method)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, ClientError) as exc:
+            await self.aclose()
+            raise ClientError(f"{method} {path}: {exc!r}") from exc
+        if (response.header("connection") or "").lower() == "close":
+            await self.aclose()
+        return response
+
+    async def _fill(self) -> None:
+        assert self.stream is not None
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise ClientError("connection closed by the proxy")
+        self.buf += chunk
+
+    async def _read(self, method: str) -> Response:
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            await self._fill()
+        head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        del self.buf[: end + 4]
+        status = int(head[0].split(" ", 2)[1])
+        headers = []
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        response = Response(status, headers, b"")
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            return response
+        length = response.header("content-length")
+        if length is not None:
+            n = int(length)
+            while len(self.buf) < n:
+                await self._fill()
+            response.body = bytes(self.buf[:n])
+            del self.buf[:n]
+        elif "chunked" in (response.header("transfer-encoding") or ""):
+            response.body = await self._read_chunked()
+        else:  # until the connection closes
+            try:
+                while True:
+                    await self._fill()
+            except ClientError:
+                pass
+            response.body = bytes(self.buf)
+            await self.aclose()
+        return response
+
+    async def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            while (end := self.buf.find(b"\r\n")) < 0:
+                await self._fill()
+            size = int(bytes(self.buf[:end]).split(b";")[0], 16)
+            del self.buf[: end + 2]
+            if size == 0:
+                while (end := self.buf.find(b"\r\n")) != 0:  # trailers, then the blank line
+                    if end < 0:
+                        await self._fill()
+                    else:
+                        del self.buf[: end + 2]
+                del self.buf[:2]
+                return bytes(body)
+            while len(self.buf) < size + 2:
+                await self._fill()
+            body += self.buf[:size]
+            del self.buf[: size + 2]
+
+
+async def once(
+    port: int,
+    method: str = "GET",
+    path: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """One request on a connection of its own."""
+    conn = HttpConn(port)
+    try:
+        return await conn.request(method, path, [*headers, ("Connection", "close")], body)
+    finally:
+        await conn.aclose()
+
+
+@dataclass
+class Reply:
+    index: int
+    status: int
+    upstream: str
+    at: float
+
+
+@dataclass
+class Load:
+    replies: list[Reply] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def by_upstream(self) -> Counter[str]:
+        return Counter(r.upstream for r in self.replies)
+
+    def bad(self) -> list[Reply]:
+        return [r for r in self.replies if r.status != 200]
+
+
+HeadersFor = Callable[[int], Sequence[tuple[str, str]]]
+
+
+async def run_load(
+    port: int,
+    n: int | None = None,
+    *,
+    stop: trio.Event | None = None,
+    concurrency: int = CONCURRENCY,
+    path: str = "/",
+    headers_for: HeadersFor | None = None,
+    load: Load | None = None,
+) -> Load:
+    """GET ``path`` ``n`` times (or until ``stop``) over ``concurrency`` keep-alive connections.
+
+    Request ``i`` carries ``headers_for(i)``. Every answer is recorded with
+    its status, its ``x-upstream`` and when it came; a request that got no
+    answer is an error (and its connection is opened again).
+    """
+    assert n is not None or stop is not None
+    out = load if load is not None else Load()
+    counter = itertools.count()
+
+    async def worker() -> None:
+        conn = HttpConn(port)
+        try:
+            while stop is None or not stop.is_set():
+                i = next(counter)
+                if n is not None and i >= n:
+                    return
+                headers = headers_for(i) if headers_for is not None else ()
+                try:
+                    r = await conn.request("GET", path, headers)
+                except ClientError as exc:
+                    out.errors.append(f"request {i}: {exc}")
+                    continue
+                out.replies.append(Reply(i, r.status, r.upstream, time.monotonic()))
+        finally:
+            await conn.aclose()
+
+    with trio.fail_after(LOAD_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Upstream processes
+# ---------------------------------------------------------------------------
+
+
+class UpstreamProc:
+    """One ``tests.helpers.upstream_proc`` child process."""
+
+    def __init__(self, name: str, port: int, proc: trio.Process, log: Path) -> None:
+        self.name = name
+        self.port = port
+        self.proc = proc
+        self.log = log
+        #: ``time.monotonic()`` when the process was started.
+        self.started_at = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    async def stats(self) -> dict[str, object]:
+        r = await once(self.port, "GET", "/_upstream/stats")
+        assert r.status == 200, r
+        stats: dict[str, object] = json.loads(r.body)
+        return stats
+
+    async def requests(self, method: str | None = None) -> int:
+        """Requests it was sent (health probes apart), all or of one method."""
+        stats = await self.stats()
+        if method is None:
+            return int(stats["requests"])  # type: ignore[call-overload]
+        methods = stats["methods"]
+        assert isinstance(methods, dict)
+        return int(methods.get(method, 0))
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        with trio.fail_after(timeout):
+            while True:
+                if self.proc.returncode is not None:
+                    raise AssertionError(
+                        f"upstream {self.name} exited with {self.proc.returncode}:\n"
+                        + self.log.read_text(errors="replace")
+                    )
+                try:
+                    await self.stats()
+                    return
+                except ClientError:
+                    await trio.sleep(0.05)
+
+    async def kill(self) -> None:
+        """SIGKILL (if still running) and reap, by PID."""
+        with trio.CancelScope(shield=True):
+            if self.proc.returncode is None:
+                self.proc.kill()
+            with trio.move_on_after(10):
+                await self.proc.wait()
+
+
+StartUpstream = Callable[..., Awaitable[UpstreamProc]]
+
+
+@pytest.fixture
+async def start_upstream(tmp_path: Path) -> AsyncIterator[StartUpstream]:
+    """Start upstream processes; every one is killed and reaped by PID at teardown."""
+    started: list[UpstreamProc] = []
+
+    async def start(
+        name: str,
+        *,
+        port: int | None = None,
+        delay: float = 0.0,
+        status: int | None = None,
+        health_status: int | None = None,
+        ready: bool = True,
+    ) -> UpstreamProc:
+        port = port or free_port()
+        args = [sys.executable, "-m", "tests.helpers.upstream_proc", "--port", str(port)]
+        args += ["--name", name]
+        if delay:
+            args += ["--delay", str(delay)]
+        if status is not None:
+            args += ["--status", str(status)]
+        if health_status is not None:
+            args += ["--health-status", str(health_status)]
+        log = tmp_path / f"upstream-{name}-{len(started)}.log"
+        proc = await start_process(args, stderr_path=log)
+        up = UpstreamProc(name, port, proc, log)
+        started.append(up)
+        if ready:
+            await up.wait_ready()
+        return up
+
+    try:
+        yield start
+    finally:
+        for up in started:
+            await up.kill()
+
+
+async def start_all(start: StartUpstream, *names: str, **kwargs: object) -> list[UpstreamProc]:
+    """Start several upstreams at once, then wait for all of them."""
+    ups = [await start(name, ready=False, **kwargs) for name in names]
+    for up in ups:
+        await up.wait_ready()
+    return ups
+
+
+def urls(*ups: UpstreamProc) -> str:
+    return ",".join(up.url for up in ups)
+
+
+# ---------------------------------------------------------------------------
+# The proxy
+# ---------------------------------------------------------------------------
+
+
+async def start_lb(
+    spawn_proxy: SpawnProxy, ups: Sequence[UpstreamProc], strategy: str = "roundrobin"
+) -> ProxyProcess:
+    """``kernel run -c config/lb.toml`` in front of ``ups``, as its header comment says."""
+    port = free_port()
+    env = {
+        "TRELLIS_LISTEN": f"{HOST}:{port}",
+        "TRELLIS_UPSTREAMS": urls(*ups),
+        "TRELLIS_LB": strategy,
+        "TRELLIS_KERNEL_WATCH_CONFIG": "false",
+    }
+    return await spawn_proxy(config=LB_TOML, port=port, env=env)
+
+
+def group_config(
+    port: int,
+    group: str,
+    *,
+    strategy: str = "roundrobin",
+    retry: str = "",
+    plugins: str = "",
+) -> str:
+    """A proxy on ``port`` whose one route sends to the group ``app``.
+
+    ``group`` is the rest of the ``[[groups]]`` table (targets, health...),
+    ``retry`` the body of ``[routes.transport.retry]`` (none: no retries).
+    """
+    retry_table = f"[routes.transport.retry]\n{retry}" if retry else ""
+    return f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 1
+
+[upstream]
+connect_timeout_s = 2.0
+response_timeout_s = 5.0
+
+[[listeners]]
+name = "main"
+bind = "{HOST}:{port}"
+
+[[routes]]
+name = "default"
+group = "app"
+{retry_table}
+
+[[groups]]
+name = "app"
+strategy = "{strategy}"
+{group}
+
+{plugins}
+"""
+
+
+async def wait_stderr(
+    proxy: ProxyProcess, pattern: str, *, after: int = 0, timeout: float = 10.0
+) -> float:
+    """Wait until the proxy's stderr (from offset ``after``) matches; when it did."""
+    regex = re.compile(pattern)
+    with trio.fail_after(timeout):
+        while not regex.search(proxy.stderr()[after:]):
+            await trio.sleep(0.02)
+    return time.monotonic()
+
+
+def shares(counts: Counter[str], total: int) -> dict[str, float]:
+    return {name: n / total for name, n in sorted(counts.items())}
+
+
+async def upstream_counts(ups: Sequence[UpstreamProc]) -> dict[str, int]:
+    return {up.name: await up.requests() for up in ups}
+
+
+# ---------------------------------------------------------------------------
+# (a) distribution, strategy by strategy
+# ---------------------------------------------------------------------------
+
+
+async def test_roundrobin_spreads_evenly(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """config/lb.toml, roundrobin, 3 upstreams, 10,000 GETs over 20 connections.
+
+    Tolerance: each target's share within 1 percentage point of 1/3 (the
+    strategy is exact; only the order of concurrent picks varies). The
+    upstreams' own counts (health probes apart) equal what the client saw.
+    """
+    ups = await start_all(start_upstream, "a", "b", "c")
+    proxy = await start_lb(spawn_proxy, ups, "roundrobin")
+    load = await run_load(proxy.port, REQUESTS)
+    assert load.errors == []
+    assert load.bad() == []
+    seen = load.by_upstream()
+    for name, share in shares(seen, REQUESTS).items():
+        assert abs(share - 1 / 3) <= 0.01, (name, seen)
+    assert await upstream_counts(ups) == dict(seen)
+
+
+async def test_weighted_follows_the_weights(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """``weighted`` with ``[[groups.targets]]`` weights 3 and 1, 10,000 GETs.
+
+    Tolerance: 75% / 25% within 2 percentage points (smooth weighted
+    round-robin is exact over every 4 picks).
+    """
+    heavy, light = await start_all(start_upstream, "heavy", "light")
+    port = free_port()
+    group = f"""
+[[groups.targets]]
+url = "{heavy.url}"
+weight = 3
+[[groups.targets]]
+url = "{light.url}"
+weight = 1
+"""
+    proxy = await spawn_proxy(group_config(port, group, strategy="weighted"), port=port)
+    load = await run_load(proxy.port, REQUESTS)
+    assert load.errors == []
+    assert load.bad() == []
+    got = shares(load.by_upstream(), REQUESTS)
+    assert abs(got["heavy"] - 0.75) <= 0.02, got
+    assert abs(got["light"] - 0.25) <= 0.02, got
+    assert await upstream_counts([heavy, light]) == dict(load.by_upstream())
+
+
+async def test_random_spreads_within_5_percent(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """config/lb.toml, random, 3 upstreams, 10,000 GETs.
+
+    Tolerance: each share within 5 percentage points of 1/3 (one standard
+    deviation of a share is 0.47 points here: this never fails by chance).
+    """
+    ups = await start_all(start_upstream, "a", "b", "c")
+    proxy = await start_lb(spawn_proxy, ups, "random")
+    load = await run_load(proxy.port, REQUESTS)
+    assert load.errors == []
+    assert load.bad() == []
+    for name, share in shares(load.by_upstream(), REQUESTS).items():
+        assert abs(share - 1 / 3) <= 0.05, (name, load.by_upstream())
+
+
+@pytest.mark.parametrize("strategy", ["leastconn", "p2c"])
+async def test_load_aware_strategies_prefer_the_fast_target(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream, strategy: str
+) -> None:
+    """config/lb.toml with one fast and one slow upstream (every answer 50 ms late).
+
+    10,000 GETs over 20 connections. Round-robin would give each 50%; a
+    load-aware strategy sends to the slow one only while it has fewer
+    requests in flight (leastconn) or a lower latency x load (p2c).
+    Tolerance: the fast upstream gets at least 75% of the requests (in
+    practice well over 90%).
+    """
+    fast = await start_upstream("fast", ready=False)
+    slow = await start_upstream("slow", delay=0.05, ready=False)
+    for up in (fast, slow):
+        await up.wait_ready()
+    proxy = await start_lb(spawn_proxy, [fast, slow], strategy)
+    load = await run_load(proxy.port, REQUESTS)
+    assert load.errors == []
+    assert load.bad() == []
+    got = shares(load.by_upstream(), REQUESTS)
+    assert got.get("fast", 0) >= 0.75, got
+    assert await upstream_counts([fast, slow]) == dict(load.by_upstream())
+
+
+HASH_USERS = 1000
+
+
+async def test_hash_by_header_is_stable_and_a_new_target_moves_few_users(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream, tmp_path: Path
+) -> None:
+    """``hash`` with ``key = "header:x-user"``: 1,000 users, 10 GETs each (10,000).
+
+    Every user's 10 answers come from one target, and both targets get
+    users (each at least 25% of them). Then a third target is added by
+    rewriting the config file and sending SIGHUP; one GET per user after the
+    reload. Tolerance: at most 40% of the users move (consistent hashing
+    moves about 1/3), and every user that moves goes to the new target.
+    """
+    a, b, c = await start_all(start_upstream, "a", "b", "c")
+    port = free_port()
+    plugins = '[plugins.hash]\nkey = "header:x-user"\n'
+    config = tmp_path / "hash.toml"
+    config.write_text(
+        group_config(port, f'urls = "{urls(a, b)}"', strategy="hash", plugins=plugins)
+    )
+    proxy = await spawn_proxy(config=config, port=port)
+
+    def user(i: int) -> Sequence[tuple[str, str]]:
+        return [("x-user", f"user-{i % HASH_USERS}")]
+
+    load = await run_load(proxy.port, HASH_USERS * 10, headers_for=user)
+    assert load.errors == []
+    assert load.bad() == []
+    targets: dict[int, set[str]] = {}
+    for r in load.replies:
+        targets.setdefault(r.index % HASH_USERS, set()).add(r.upstream)
+    assert all(len(t) == 1 for t in targets.values()), "a user was sent to two targets"
+    before = {u: next(iter(t)) for u, t in targets.items()}
+    assert len(before) == HASH_USERS
+    per_target = Counter(before.values())
+    assert min(per_target["a"], per_target["b"]) >= 0.25 * HASH_USERS, per_target
+
+    config.write_text(
+        group_config(port, f'urls = "{urls(a, b, c)}"', strategy="hash", plugins=plugins)
+    )
+    proxy.signal(signal.SIGHUP)
+    with trio.fail_after(10):  # the reload is live once some key lands on c
+        for i in itertools.count():
+            r = await once(port, headers=[("x-user", f"probe-{i}")])
+            assert r.status == 200
+            if r.upstream == "c":
+                break
+            await trio.sleep(0.02)
+
+    after_load = await run_load(proxy.port, HASH_USERS, headers_for=user)
+    assert after_load.errors == []
+    assert after_load.bad() == []
+    after = {r.index: r.upstream for r in after_load.replies}
+    moved = {u for u in before if after[u] != before[u]}
+    assert len(moved) <= 0.40 * HASH_USERS, (len(moved), Counter(after.values()))
+    assert moved, "the new target got no users"
+    assert {after[u] for u in moved} == {"c"}, "users moved between the old targets"
+
+
+# ---------------------------------------------------------------------------
+# (b) a target dies under load, and comes back
+# ---------------------------------------------------------------------------
+
+
+async def _kill_under_load(
+    proxy: ProxyProcess, victim: UpstreamProc, survivor: UpstreamProc
+) -> tuple[Load, float, float]:
+    """Steady GETs; SIGKILL ``victim`` after 1 s; stop once it is out of rotation.
+
+    Returns the load, when the victim was killed, and when the proxy logged
+    it unavailable.
+    """
+    load = Load()
+    stop = trio.Event()
+    mark = len(proxy.stderr())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_load(proxy.port, stop=stop, concurrency=10, load=load))
+        await trio.sleep(1.0)
+        assert {r.upstream for r in load.replies} == {victim.name, survivor.name}
+        killed_at = time.monotonic()
+        await victim.kill()
+        try:
+            down_at = await wait_stderr(
+                proxy,
+                rf"target {HOST}:{victim.port} \(.*\) is unavailable",
+                after=mark,
+                timeout=LB_INTERVAL * LB_UNHEALTHY + SLACK + 5,
+            )
+            await trio.sleep(1.0)  # and some more load with the target gone
+        finally:
+            stop.set()
+    return load, killed_at, down_at
+
+
+async def test_killed_target_costs_no_get_errors_and_leaves_rotation(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """config/lb.toml, 2 upstreams, 10 connections of steady GETs; SIGKILL one.
+
+    Tolerances: zero errors and zero non-200 answers for the client across
+    the kill (connection failures fail over, broken requests are retried on
+    the other target). The proxy logs the target unavailable (passive
+    ejection or health checks) within interval x unhealthy_threshold (3 s)
+    + 2.5 s of the kill; answers after that all come from the survivor. A
+    dead process cannot count what it is sent, so the "stops sending" time
+    is taken from the proxy's log line.
+    """
+    victim, survivor = await start_all(start_upstream, "victim", "survivor")
+    proxy = await start_lb(spawn_proxy, [victim, survivor])
+    load, killed_at, down_at = await _kill_under_load(proxy, victim, survivor)
+    assert load.errors == []
+    assert load.bad() == []
+    assert down_at - killed_at <= LB_INTERVAL * LB_UNHEALTHY + SLACK
+    assert {r.upstream for r in load.replies if r.at > down_at} == {"survivor"}
+    assert len(load.replies) > 100
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="kernel bug: a passive ejection outlives active health checks. With lb.toml's"
+    " passive defaults the killed target is ejected for cooldown_s=30 s by its first 5"
+    " failed requests; after a restart the health checks mark it healthy again after 2"
+    " probes, but GroupRuntime.set_health does not clear ejected_until, so it stays out"
+    " of rotation until the 30 s cooldown ends (Envoy un-ejects on a passing active check)",
+)
+async def test_restarted_target_returns_within_healthy_threshold(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """config/lb.toml: kill one of 2 upstreams under load, then start it again on its port.
+
+    Measured from the restarted upstream's side: no proxied request before
+    its second health probe (it is out of rotation until healthy_threshold
+    probes passed), and the first one within healthy_threshold x interval
+    (2 s) + 2.5 s of its start (+ the time to start the process).
+    """
+    victim, survivor = await start_all(start_upstream, "victim", "survivor")
+    proxy = await start_lb(spawn_proxy, [victim, survivor])
+    load, _, _ = await _kill_under_load(proxy, victim, survivor)
+    assert load.errors == []
+    await _assert_returns(proxy, victim, start_upstream)
+
+
+async def test_restarted_target_returns_within_healthy_threshold_without_passive(
+    spawn_proxy: SpawnProxy, start_upstream: StartUpstream
+) -> None:
+    """The same with health checks only (``[groups.passive] failures = 0``): it passes.
+
+    Health checks as in config/lb.toml (1 s, down after 3, up after 2),
+    retries as in lb.toml. Tolerances as above: no proxied request before
+    the second probe of the restarted upstream, the first one within
+    2 s + 2.5 s of its start.
+    """
+    victim, survivor = await start_all(start_upstream, "victim", "survivor")
+    port = free_port()
+    group = f"""
+urls = "{urls(victim, survivor)}"
+[groups.health]
+path = "/health"
+interval_s = {LB_INTERVAL}
+timeout_s = 1.0
+unhealthy_threshold = {LB_UNHEALTHY}
+healthy_threshold = {LB_HEALTHY}
+[groups.passive]
+failures = 0
+"""
+    retry = "attempts = 3\nbackoff_s = 0.01\n"
+    proxy = await spawn_proxy(group_config(port, group, retry=retry), port=port)
+    load, killed_at, down_at = await _kill_under_load(proxy, victim, survivor)
+    assert load.errors == []
+    assert load.bad() == []
+    # Health checks alone: down after 3 failed probes, 1 s apart.
+    assert down_at - killed_at <= LB_INTERVAL * LB_UNHEALTHY + SLACK
+    await _assert_returns(proxy, victim, start_upstream)
+
+
+async def _assert_returns(proxy: ProxyProcess, victim: UpstreamProc, start: StartUpstream) -> None:
+    """Restart ``victim`` on its port under steady load; check when it gets traffic again."""
+    load = Load()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_load(proxy.port, stop=stop, concurrency=4, load=load))
+        try:
+            again = await start("victim", port=victim.port, ready=False)
+            started = again.started_at
+            await again.wait_ready()
+            with trio.fail_after(LB_INTERVAL * LB_HEALTHY + SLACK + 5):
+                while not await again.requests():
+                    await trio.sleep(0.05)
+        finally:
+            stop.set()
+    assert load.errors == []
+    assert load.bad() == []
+    stats = await again.stats()
+    first = stats["first_at"]
+    probes = stats["health_times"]
+    assert isinstance(first, float)
+    assert isinstance(probes, list)
+    assert len([t for t in probes if t < first]) >= LB_HEALTHY, (probes, first)
+    assert first - started <= LB_INTERVAL * LB_HEALTHY + SLACK + 1.0, first - started
+
+
+# ---------------------------------------------------------------------------
+# (c) retries never duplicate a POST
+# ---------------------------------------------------------------------------
+
+NO_PASSIVE = "[groups.passive]\nfailures = 0\n"
