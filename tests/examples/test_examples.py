@@ -20,13 +20,14 @@ import sdk
 import sdk.hookspecs
 from examples.plugins.add_header import RequestIdPlugin
 from examples.plugins.awaits_io import TokenCheckConfig, TokenCheckPlugin, bearer_token
+from examples.plugins.standby import StandbyPlugin
 from examples.plugins.with_config import DenyConfig, DenyPlugin
 from sdk.testing import FakeUpstream, Harness
 
 
 def test_every_example_imports_and_has_a_documented_plugin() -> None:
     names = [m.name for m in pkgutil.iter_modules(examples.plugins.__path__)]
-    assert sorted(names) == ["add_header", "awaits_io", "with_config"]
+    assert sorted(names) == ["add_header", "awaits_io", "standby", "with_config"]
     for name in names:
         module = importlib.import_module(f"examples.plugins.{name}")
         assert module.__doc__
@@ -45,6 +46,7 @@ def test_hookimpls_match_the_specs() -> None:
     pm.register(RequestIdPlugin())
     pm.register(DenyPlugin(DenyConfig()))
     pm.register(TokenCheckPlugin(TokenCheckConfig(port=1)))
+    pm.register(StandbyPlugin())
 
 
 # -- add_header ------------------------------------------------------------------------
@@ -254,3 +256,55 @@ async def test_examples_run_in_the_real_kernel_as_the_readme_says(
     seen = dict(upstream.requests[-1]["headers"])
     assert seen["x-request-id"] == ok["headers"]["x-request-id"]
     assert [r["target"] for r in upstream.requests] == ["/echo"]
+
+
+# -- standby -----------------------------------------------------------------------------
+def test_standby_picks_the_first_candidate() -> None:
+    origin = sdk.Origin("http", "h", 80)
+    targets = tuple(
+        sdk.Target(group="g", name=n, origin=origin, index=i) for i, n in enumerate("ab")
+    )
+    balancer = StandbyPlugin().trellis_balancer(sdk.Group("g", targets))
+    flow = Harness.make_flow()
+    assert balancer.pick(flow, targets) is targets[0]
+    assert balancer.pick(flow, targets[1:]) is targets[1]  # the primary is down or tried
+
+
+async def test_standby_takes_over_in_the_real_kernel(
+    start_proxy: Any, client: Any, nursery: trio.Nursery
+) -> None:
+    from tests.helpers.upstream import Upstream
+
+    primary = await nursery.start(Upstream().serve)
+    standby = await nursery.start(Upstream().serve)
+    text = f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 1
+[kernel.modules]
+standby = "examples.plugins.standby:StandbyPlugin"
+[[listeners]]
+bind = "127.0.0.1:0"
+[[routes]]
+name = "r"
+group = "g"
+[[groups]]
+name = "g"
+strategy = "standby"
+urls = "http://127.0.0.1:{primary.port} http://127.0.0.1:{standby.port}"
+"""
+    app = await start_proxy(text)
+
+    async def get() -> int:
+        raw = await client.exchange(app.port(), b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        status: int = client.parse_responses(raw)[0]["status"]
+        return status
+
+    for _ in range(5):
+        assert await get() == 200
+    assert (len(primary.requests), len(standby.requests)) == (5, 0)
+    group = app.generation.groups["g"]
+    group.set_health(group.targets[0], False, "test: primary down")
+    for _ in range(3):
+        assert await get() == 200
+    assert (len(primary.requests), len(standby.requests)) == (5, 3)
