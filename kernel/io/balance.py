@@ -11,8 +11,8 @@ group (``flow.group``):
 - :func:`outcome` feeds each try's result to the group (latency EWMA,
   passive health);
 - :func:`may_fail_over` says whether a try that never reached the target
-  (the connection failed) may go to another one: that is safe for any
-  method, since nothing was sent;
+  (the connection failed) may go to another one, not tried yet: that is
+  safe for any method, since nothing was sent;
 - :func:`release` ends the in-flight count when the flow ends;
 - :func:`sticky_cookie` adds the group's ``Set-Cookie`` to the response.
 
@@ -83,7 +83,11 @@ def may_fail_over(ex: ExchangeBase) -> bool:
     if target is None:
         return False
     group = ex.gen.groups.get(target.group)
-    return group is not None and len(ex.tried) < len(group.targets)
+    if group is None:
+        return False
+    tried = ex.tried
+    pool = group.targets if group.config.when_none_available == "panic" else group.candidates
+    return any(t not in tried and t.weight > 0 for t in pool)
 
 
 def release(flow: Flow) -> None:

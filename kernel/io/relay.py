@@ -96,16 +96,18 @@ class UpstreamRelay(ExchangeBase):
             try:
                 up, head = await self._attempt()
             except UpstreamError as exc:
-                balance.outcome(self, None, None, str(exc))
-                if not self.connected and balance.may_fail_over(self):
-                    # Nothing reached that target: another one may have it, any method.
-                    balance.choose(self)
-                    flow.record(f"kernel: failover to {flow.group}/{_target_name(flow)}")
-                    continue
+                if flow.target is not None:
+                    balance.outcome(self, None, None, str(exc))
+                    if not self.connected and balance.may_fail_over(self):
+                        # Nothing reached that target: another may take it, any method.
+                        balance.choose(self)
+                        flow.record(f"kernel: failover to {flow.group}/{_target_name(flow)}")
+                        continue
                 if not self._may_retry(exc, None, tries, started):
                     raise
             else:
-                balance.outcome(self, head.status_code, _now() - sent)
+                if flow.target is not None:
+                    balance.outcome(self, head.status_code, _now() - sent)
                 if isinstance(head, InformationalResponse):  # 101: only after our upgrade
                     assert isinstance(up, UpstreamConnection)  # upgrades never go over h2
                     return await self._tunnel(up, head)
