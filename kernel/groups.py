@@ -225,10 +225,17 @@ class GroupRuntime:
         )
 
     def set_health(self, target: Target, healthy: bool, reason: str) -> None:
-        """The active health checks' verdict on ``target`` changed."""
+        """The active health checks' verdict on ``target`` changed.
+
+        A target the checks find healthy again is also let back from a
+        passive ejection: the checks saw it answer (as Envoy does).
+        """
         if target.healthy == healthy:
             return
         target.healthy = healthy
+        if healthy:
+            target.ejected_until = 0.0
+            target.failures = 0
         self._refresh(_now(), reason)
 
     def _refresh(self, now: float, reason: str) -> None:

@@ -168,6 +168,9 @@ class UpstreamRelay(ExchangeBase):
             http2 = "off"
         attempt = refusals = 0
         while True:
+            # A failure to get a connection (even after a dead pooled one)
+            # means the request reached nobody: the caller may fail over.
+            self.connected = False
             up = await pool.acquire_h2_or_h1(
                 flow.upstream,
                 gen.upstream_http1,

@@ -252,3 +252,14 @@ def test_describe_for_explain(tmp_path: Path) -> None:
     )
     assert lines[2].startswith("passive: eject after 5 failures in a row")
     assert lines[-1] == "none available: 503, Retry-After 5"
+
+
+def test_a_passing_health_check_ends_a_passive_ejection(tmp_path: Path, clock: list[float]) -> None:
+    group, _ = build(tmp_path, "[groups.passive]\nfailures = 1\ncooldown_s = 30")
+    a = group.targets[0]
+    group.set_health(a, False, "health check: down")
+    group.observe(a, False, None, "connection refused")
+    assert a.ejected_until == 1030.0
+    group.set_health(a, True, "health check: 2 passed in a row")
+    assert a.available
+    assert (a.ejected_until, a.failures) == (0.0, 0)

@@ -249,3 +249,25 @@ async def test_a_reload_keeps_an_unchanged_group_and_its_state(
     path.write_text(text.replace('strategy = "roundrobin"', 'strategy = "random"'))
     assert await app.reload("test")
     assert app.generation.groups["app"] is not group
+
+
+async def test_a_dead_pooled_connection_then_a_refused_connect_fails_over(
+    start_proxy: Any, nursery: trio.Nursery
+) -> None:
+    """The target dies with idle pooled connections: the GET that finds one
+    dead, then gets its fresh connection refused, goes to another target
+    (nothing reached the dead one), without any retry configured."""
+    b = await nursery.start(Upstream().serve)
+    a = Upstream()
+    async with trio.open_nursery() as inner:
+        await inner.start(a.serve)
+        app = await start_proxy(config([url(a.port), url(b.port)]))
+        for _ in range(4):
+            assert (await fetch(app.port(), headers="Connection: keep-alive\r\n"))["status"] == 200
+        assert len(a.requests) == 2
+        assert app.state.pool.statistics().idle >= 1
+        inner.cancel_scope.cancel()
+    await trio.sleep(0.05)  # the proxy's idle connections to a see EOF
+    for _ in range(4):
+        assert (await fetch(app.port()))["status"] == 200
+    assert len(b.requests) == 6
