@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from kernel import dispatch
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
 from kernel.io.healthcheck import run_health_checks
@@ -35,7 +36,7 @@ from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
 from kernel.io.upstream import TlsTarget
 from kernel.tls import default_client_context
-from sdk import ConfigError, Group, StartupContext, Target
+from sdk import ConfigError, Group, ServerInfo, StartupContext, Target
 
 __all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
 
@@ -63,6 +64,8 @@ class App:
         extra_plugins: Mapping[str, object] | None = None,
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
+        worker: int = 0,
+        workers: int = 1,
     ) -> None:
         self.config_path = Path(config_path)
         self.plugins_override = plugins
@@ -79,6 +82,9 @@ class App:
         self._conn_nursery: trio.Nursery | None = None
         self._gen_nursery: trio.Nursery | None = None
         self._root: trio.Nursery | None = None
+        #: This process's worker number and the number of workers (kernel.workers).
+        self.worker = worker
+        self.workers = workers
 
     # -- building -------------------------------------------------------------
     def load(self) -> Generation:
@@ -243,7 +249,32 @@ class App:
 
     async def _check_group(self, group: GroupRuntime, scope: trio.CancelScope) -> None:
         with scope:
-            await run_health_checks(group, self._probe_tls, self.generation.upstream_http1)
+            await run_health_checks(
+                group, self._probe_tls, self.generation.upstream_http1, self._probed
+            )
+
+    def _probed(self, target: Target, healthy: bool, seconds: float, detail: str) -> None:
+        try:
+            self.generation.host.pm.hook.trellis_health_probe(
+                target=target, healthy=healthy, duration_s=seconds, detail=detail
+            )
+        except Exception:
+            log.exception("a plugin failed in trellis_health_probe")
+
+    def server_info(self) -> ServerInfo:
+        """The live numbers plugins read (``StartupContext.server``)."""
+        return ServerInfo(
+            active_connections=lambda: self.state.connections if self.state else 0,
+            active_flows=lambda: self.state.active_flows if self.state else 0,
+            listeners=lambda: {
+                name: f"{b.listener.socket.getsockname()[0]}:{b.port}"
+                for name, b in self.listeners.items()
+            },
+            plugin_errors=lambda: dict(dispatch.plugin_error_counts),
+            draining=lambda: bool(self.state and self.state.draining),
+            worker=self.worker,
+            workers=self.workers,
+        )
 
     def _probe_tls(self, target: Target) -> TlsTarget | None:
         """How a health probe reaches ``target`` under the live generation."""
@@ -273,11 +304,14 @@ class App:
                 tasks.start_soon(_guarded, gen.number, fn, args)
 
             try:
-                groups = {
-                    name: Group(name, group.targets) for name, group in gen.groups.items()
-                }
+                groups = {name: Group(name, group.targets) for name, group in gen.groups.items()}
                 gen.host.pm.hook.trellis_startup(
-                    context=StartupContext(gen.number, start_soon_impl=start_soon, groups=groups)
+                    context=StartupContext(
+                        gen.number,
+                        start_soon_impl=start_soon,
+                        groups=groups,
+                        server=self.server_info(),
+                    )
                 )
             except Exception as exc:
                 tasks.cancel_scope.cancel()

@@ -45,6 +45,7 @@ __all__ = [
     "collect_impls",
     "compile_chain",
     "connection_first_result",
+    "error_reporter",
     "first_result",
     "plugin_error_counts",
     "transform",
@@ -74,6 +75,9 @@ _SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trelli
 #: Failures per plugin instance since the process started (metrics read this).
 plugin_error_counts: collections.Counter[str] = collections.Counter()
 
+#: ``report(instance, hook, error, fail_open)``: tells a generation's plugins.
+Reporter = Callable[[str, str, PluginError, bool], None]
+
 
 @attrs.frozen(slots=True)
 class Impl:
@@ -84,6 +88,8 @@ class Impl:
     is_async: bool
     deadline: float
     fail_open: bool
+    #: Where a caught failure is reported (``trellis_plugin_error``).
+    report: Reporter | None = None
 
 
 @attrs.frozen(slots=True)
@@ -151,6 +157,7 @@ def compile_chain(
     settings: Settings,
     problems: list[str] | None = None,
     where: str = "",
+    report: Reporter | None = None,
 ) -> Chain:
     """Resolve instance names to callables once, in order, without duplicates.
 
@@ -177,7 +184,9 @@ def compile_chain(
                 if problems is not None:
                     problems.append(f"{where}: plugin {name!r}: {hook} must not be async")
                 continue
-            per_hook[hook].append(Impl(name, fn, is_async, deadline, on_error == "fail_open"))
+            per_hook[hook].append(
+                Impl(name, fn, is_async, deadline, on_error == "fail_open", report)
+            )
     return Chain(
         names=tuple(ordered),
         **{hook.removeprefix("trellis_"): tuple(impls) for hook, impls in per_hook.items()},
@@ -196,11 +205,23 @@ def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> Plug
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
         trimmed = "".join(traceback.format_exception(type(exc), exc, tb))
         log.error("%s%s\n%s", f"[{flow.id}] " if flow else "", message, trimmed.rstrip())
-    if impl.fail_open:
-        return None
     err = PluginError(impl.instance, hook, message)
     err.__cause__ = exc
-    return err
+    if impl.report is not None:
+        impl.report(impl.instance, hook, err, impl.fail_open)
+    return None if impl.fail_open else err
+
+
+def error_reporter(pm: pluggy.PluginManager) -> Reporter:
+    """Report caught plugin failures to every instance of ``pm`` (``trellis_plugin_error``)."""
+
+    def report(plugin: str, hook: str, error: PluginError, fail_open: bool) -> None:
+        try:
+            pm.hook.trellis_plugin_error(plugin=plugin, hook=hook, error=error, fail_open=fail_open)
+        except Exception:
+            log.exception("a plugin failed in trellis_plugin_error")
+
+    return report
 
 
 async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:

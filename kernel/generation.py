@@ -28,7 +28,13 @@ import trio
 
 from kernel.config import load_config
 from kernel.config.model import H2Section, RouteConfig, Settings
-from kernel.dispatch import Chain, certificate_provider, collect_impls, compile_chain
+from kernel.dispatch import (
+    Chain,
+    certificate_provider,
+    collect_impls,
+    compile_chain,
+    error_reporter,
+)
 from kernel.groups import GroupRuntime, build_groups
 from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, check_plugin_tables
 from kernel.protocol.forwarding import ForwardingPolicy
@@ -262,13 +268,16 @@ def build_generation(
             problems.append(f"$.kernel.policy.{name}: no plugin instance {name!r} in any chain")
 
     impls = collect_impls(host.pm)
+    report = error_reporter(host.pm)
     pre_route: dict[str, Chain] = {}
     chains: dict[tuple[str, str], Chain] = {}
     global_chain = list(settings.kernel.plugins)
     rc_by_name = {rc.name: rc for rc in settings.routes}
     for i, lc in enumerate(settings.listeners):
         names = global_chain + list(lc.plugins)
-        pre_route[lc.name] = pre = compile_chain(names, impls, settings, problems, "$.kernel")
+        pre_route[lc.name] = pre = compile_chain(
+            names, impls, settings, problems, "$.kernel", report
+        )
         if lc.tls is not None and lc.tls.passthrough and not pre.tls_passthrough:
             problems.append(
                 f"$.listeners[{i}].tls.passthrough: no plugin in the global or listener chain"
@@ -281,7 +290,7 @@ def build_generation(
             route_cfg = rc_by_name.get(rname)
             full = names + (list(route_cfg.plugins) if route_cfg else [])
             chains[(lc.name, rname)] = compile_chain(
-                full, impls, settings, problems, f"route {rname}"
+                full, impls, settings, problems, f"route {rname}", report
             )
     if problems:
         raise ConfigError(problems, source=source)

@@ -38,19 +38,21 @@ from sdk._errors import (
 from sdk._flow import ClientInfo, Flow, Timings
 from sdk._hosts import host_matches, host_of, parse_host_pattern
 from sdk._http import Headers, Origin, Request, Response
-from sdk._lifecycle import StartupContext
+from sdk._lifecycle import ServerInfo, StartupContext
 from sdk._markers import ENTRY_POINT_GROUP, HOOK_PREFIX, PROJECT, hookimpl
 from sdk._stash import AUTH_USER, Stash, StashKey
 from sdk._tls import TlsCertificate
+from sdk._trace import TRACE, TraceContext
 from sdk._version import API_VERSION
 
 __all__ = [
     "API_VERSION",
     "AUTH_USER",
-    "Balancer",
     "ENTRY_POINT_GROUP",
     "HOOK_PREFIX",
     "PROJECT",
+    "TRACE",
+    "Balancer",
     "ClientInfo",
     "ConfigError",
     "EnvText",
@@ -65,12 +67,14 @@ __all__ = [
     "RemoteProtocolError",
     "Request",
     "Response",
+    "ServerInfo",
     "StartupContext",
     "Stash",
     "StashKey",
     "Target",
     "Timings",
     "TlsCertificate",
+    "TraceContext",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",

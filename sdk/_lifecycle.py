@@ -12,7 +12,39 @@ import attrs
 
 from sdk._balance import Group
 
-__all__ = ["StartupContext"]
+__all__ = ["ServerInfo", "StartupContext"]
+
+
+def _none() -> int:
+    return 0
+
+
+def _empty() -> Mapping[str, Any]:
+    return {}
+
+
+@final
+@attrs.frozen(slots=True)
+class ServerInfo:
+    """Live, read-only numbers about the running process, for metrics and health plugins.
+
+    Each attribute is a function, read when called (a scrape, a readiness
+    probe): the values change all the time, the object does not.
+    """
+
+    #: Client connections open now (HTTP/1.1 and HTTP/2, TLS or not).
+    active_connections: Callable[[], int] = _none
+    #: Flows (requests) in progress now.
+    active_flows: Callable[[], int] = _none
+    #: Bound listeners: name -> ``host:port`` actually bound.
+    listeners: Callable[[], Mapping[str, str]] = _empty
+    #: Plugin failures caught by the fault boundary since start, by instance.
+    plugin_errors: Callable[[], Mapping[str, int]] = _empty
+    #: Whether the process is draining (SIGTERM): not ready for new work.
+    draining: Callable[[], bool] = bool
+    #: Worker number (0 without ``[server] workers``) and the number of workers.
+    worker: int = 0
+    workers: int = 1
 
 
 @final
@@ -33,6 +65,8 @@ class StartupContext:
     #: The upstream groups of this generation by name, with their targets'
     #: live state (read-only for plugins: metrics, health pages, mirroring).
     groups: Mapping[str, Group] = attrs.field(factory=dict, repr=False)
+    #: Live numbers about the process (connections, flows, listeners).
+    server: ServerInfo = attrs.field(factory=ServerInfo, repr=False)
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``await fn(*args)`` in the background for the generation's lifetime."""

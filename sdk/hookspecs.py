@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from sdk._balance import Balancer, Group, Target
-    from sdk._errors import ProxyError
+    from sdk._errors import PluginError, ProxyError
     from sdk._flow import ClientInfo, Flow
     from sdk._http import Origin, Response
     from sdk._lifecycle import StartupContext
@@ -144,6 +144,46 @@ def trellis_target_health(target: Target, available: bool, reason: str) -> None:
     :param reason: why, such as ``"health check: 3 failures (connect refused)"``.
 
     Intended users: metrics, health endpoint, alerting plugins.
+    """
+
+
+@hookspec
+def trellis_health_probe(target: Target, healthy: bool, duration_s: float, detail: str) -> None:
+    """One active health probe of a group target finished.
+
+    Called on every plugin instance of the live generation after each probe
+    (``[groups.health]``), whatever its result; ``trellis_target_health``
+    reports only the changes. Plain ``def``, on the event loop: keep it quick.
+
+    :param target: the probed target.
+    :param healthy: this probe's verdict (before thresholds).
+    :param duration_s: seconds the probe took, connect included.
+    :param detail: what was seen, such as ``"status 200"`` or the error.
+
+    Intended users: metrics (a health-check duration histogram).
+    """
+
+
+# ---------------------------------------------------------------------------
+# The fault boundary
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trellis_plugin_error(plugin: str, hook: str, error: PluginError, fail_open: bool) -> None:
+    """A plugin failed inside a flow hook and the fault boundary caught it.
+
+    Called on every plugin instance of the live generation, after the error
+    was logged, whether the flow then failed (``fail_closed``) or went on
+    (``fail_open``). Plain ``def``; an implementation that raises here is
+    logged and ignored (never reported again through this hook).
+
+    :param plugin: the failing instance's name.
+    :param hook: the hook it failed in.
+    :param error: the error (its ``__cause__`` is the original exception).
+    :param fail_open: whether the flow went on as if the plugin returned ``None``.
+
+    Intended users: metrics, alerting.
     """
 
 

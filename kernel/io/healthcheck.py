@@ -38,24 +38,36 @@ FALLBACK_PATHS = ("/health", "/healthz", "/ping", "/")
 
 #: ``tls_for(target)``: how to reach an https target now (``None``: cleartext).
 TlsLookup = Callable[[Target], "TlsTarget | None"]
+#: ``on_probe(target, healthy, seconds, detail)`` after every probe.
+ProbeListener = Callable[[Target, bool, float, str], None]
 
 
-async def run_health_checks(group: GroupRuntime, tls_for: TlsLookup, kind: str) -> None:
+async def run_health_checks(
+    group: GroupRuntime, tls_for: TlsLookup, kind: str, on_probe: ProbeListener | None = None
+) -> None:
     """Probe every target of ``group`` forever (until cancelled)."""
     cfg = group.config.health
     if cfg is None:
         return
     async with trio.open_nursery() as nursery:
         for target in group.targets:
-            nursery.start_soon(_watch, group, target, cfg, tls_for, kind)
+            nursery.start_soon(_watch, group, target, cfg, tls_for, kind, on_probe)
 
 
 async def _watch(
-    group: GroupRuntime, target: Target, cfg: HealthCheckConfig, tls_for: TlsLookup, kind: str
+    group: GroupRuntime,
+    target: Target,
+    cfg: HealthCheckConfig,
+    tls_for: TlsLookup,
+    kind: str,
+    on_probe: ProbeListener | None,
 ) -> None:
     good = bad = 0
     while True:
+        started = trio.current_time()
         ok, why = await check_target(target, cfg, tls_for(target), kind)
+        if on_probe is not None:
+            on_probe(target, ok, trio.current_time() - started, why)
         if ok:
             good, bad = good + 1, 0
             if not target.healthy and good >= cfg.healthy_threshold:

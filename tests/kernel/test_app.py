@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+import sdk
 from tests.conftest import basic_config
 
 
@@ -139,3 +140,69 @@ async def test_startup_hook_tasks_live_with_their_generation(start_proxy: Any, c
     assert await app.reload("test") is True
     await trio.sleep(0.05)
     assert events == ["start 1", "start 2", "cancelled 1", "shutdown"]
+
+
+class Observer:
+    """Sees the startup context, caught plugin failures and health probes."""
+
+    def __init__(self) -> None:
+        self.context: sdk.StartupContext | None = None
+        self.errors: list[tuple[str, str, bool]] = []
+        self.probes: list[tuple[str, bool, str]] = []
+
+    @sdk.hookimpl
+    def trellis_startup(self, context: sdk.StartupContext) -> None:
+        self.context = context
+
+    @sdk.hookimpl
+    def trellis_plugin_error(
+        self, plugin: str, hook: str, error: sdk.PluginError, fail_open: bool
+    ) -> None:
+        self.errors.append((plugin, hook, fail_open))
+
+    @sdk.hookimpl
+    def trellis_health_probe(
+        self, target: sdk.Target, healthy: bool, duration_s: float, detail: str
+    ) -> None:
+        assert duration_s >= 0
+        self.probes.append((target.name, healthy, detail))
+
+
+class Broken:
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_plugins_see_server_info_errors_and_probes(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    observer = Observer()
+    text = (
+        basic_config(upstream.port)
+        .replace("[[routes]]", '[kernel.policy.broken]\non_error = "fail_open"\n\n[[routes]]', 1)
+        .replace('upstream = "http', 'plugins = ["observer", "broken"]\nupstream = "http')
+    )
+    text += f"""
+[[groups]]
+name = "g"
+urls = "http://127.0.0.1:{upstream.port}"
+[groups.health]
+path = "/status/204"
+interval_s = 0.05
+"""
+    app = await start_proxy(text, extra_plugins={"observer": observer, "broken": Broken()})
+    ctx = observer.context
+    assert ctx is not None
+    server = ctx.server
+    assert server.listeners() == {"main": f"127.0.0.1:{app.port()}"}
+    assert (server.worker, server.workers, server.draining()) == (0, 1, False)
+    assert set(ctx.groups) == {"g"}
+    raw = await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert client.parse_responses(raw)[0]["status"] == 200  # fail_open: the flow went on
+    assert observer.errors == [("broken", "trellis_request", True)]
+    assert server.plugin_errors()["broken"] >= 1
+    with trio.fail_after(5):
+        while not observer.probes:
+            await trio.sleep(0.02)
+    assert observer.probes[0] == (f"127.0.0.1:{upstream.port}", True, "status 204")

@@ -24,6 +24,8 @@ EXPECTED_HOOKS = [
     "trellis_shutdown",
     "trellis_balancer",
     "trellis_target_health",
+    "trellis_health_probe",
+    "trellis_plugin_error",
     "trellis_tls_passthrough",
     "trellis_tls_certificate",
     "trellis_route_select",
