@@ -252,7 +252,11 @@ def build_generation(
         )
 
     route_names = tuple(routes)
-    known = {"routes": route_names, "groups": tuple(gc.name for gc in settings.groups)}
+    known = {
+        "routes": route_names,
+        "groups": tuple(gc.name for gc in settings.groups),
+        "listeners": tuple(lc.name for lc in settings.listeners),
+    }
     for impl in host.pm.hook.trellis_config_check.get_hookimpls():
         inst = impl.plugin_name
         check = cast(Callable[..., list[str] | None], impl.function)

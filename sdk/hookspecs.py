@@ -62,7 +62,9 @@ def trellis_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
 
 @hookspec
-def trellis_config_check(routes: tuple[str, ...], groups: tuple[str, ...]) -> list[str] | None:
+def trellis_config_check(
+    routes: tuple[str, ...], groups: tuple[str, ...], listeners: tuple[str, ...]
+) -> list[str] | None:
     """Check this instance's configuration against the rest of the config.
 
     Called on every plugin instance while a configuration is validated
@@ -72,12 +74,14 @@ def trellis_config_check(routes: tuple[str, ...], groups: tuple[str, ...]) -> li
 
     :param routes: the names of the configured routes.
     :param groups: the names of the configured upstream groups (``[[groups]]``).
+    :param listeners: the names of the configured listeners.
     :return: problems, each ``"<key path inside the table>: <message>"`` such as
         ``"rules[2].route: no route named 'api'"``; the kernel prefixes the
         table's path (``$.plugins.router.``). ``None`` or ``[]`` when fine.
 
     Builtin users: ``router`` (rules must name existing routes), ``canary``
-    and ``mirror`` (their ``group`` must exist).
+    and ``mirror`` (their ``group`` must exist), ``metrics`` and ``health``
+    (their ``listener`` must exist).
     """
 
 

@@ -41,7 +41,7 @@ def test_every_hook_is_documented_with_its_parameters() -> None:
         for name, fn in vars(sdk.hookspecs).items()
         if inspect.isfunction(fn) and name.startswith(sdk.HOOK_PREFIX)
     ]
-    assert len(hooks) == 17
+    assert len(hooks) == 19
     for name, fn in hooks:
         assert f"\n### {name}\n" in text, name
         assert f"[`{name}`](#{name})" in text, name
