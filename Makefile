@@ -25,7 +25,7 @@ PIP_EXTRAS := test,dev
 # nginx is fine); otherwise dpkg must report it installed. Later issues add
 # here, e.g. redis-server:redis-server postgresql nghttp2-client:h2load
 # tshark:tshark chromium:chromium.
-SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl
+SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl postgresql
 
 # sudo only when we are not root and sudo exists (CI runs as root).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
