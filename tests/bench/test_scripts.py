@@ -43,3 +43,29 @@ time for request:     1.23ms     98.10ms     39.22ms     10.01ms    70.00%
     assert rps == pytest.approx(2537.25)
     assert mean == pytest.approx(39.22)
     assert failed == 2
+
+
+def test_lb_report_compares_with_reverse() -> None:
+    """bench/run_lb.py: its flags, and the table's ratio to the single-upstream row."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+        import run_lb
+    finally:
+        sys.path.remove(str(BENCH))
+    assert run_lb.parse_args([]).lb == ["roundrobin"]
+    assert run_lb.parse_args(["--lb", "all"]).lb == list(run_lb.STRATEGIES)
+    assert run_lb.parse_args(["--lb", "p2c, hash"]).lb == ["p2c", "hash"]
+    with pytest.raises(SystemExit):
+        run_lb.parse_args(["--lb", "fastest"])
+    results = [
+        run.Result("reverse", rps=10_000.0, p50_ms=1.0, p99_ms=3.0),
+        run.Result("lb-roundrobin", rps=8_000.0, p50_ms=1.2, p99_ms=3.5, non_2xx=1),
+        run.Result("lb-p2c", skipped="kernel check failed\nmore"),
+    ]
+    lines = run_lb.table(results)
+    row = next(line for line in lines if line.startswith("lb-roundrobin"))
+    assert "8,000" in row
+    assert "0.80x" in row
+    assert "skipped: kernel check failed" in lines[-1]
+    assert run_lb.connections_to(1) >= 0
