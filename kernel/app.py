@@ -121,7 +121,7 @@ class App:
         bound: dict[str, BoundListener] = {}
         try:
             for lst in gen.listeners.values():
-                bound[lst.name] = await bind(lst.name, lst.bind)
+                bound[lst.name] = await bind(lst.name, lst.bind, reuse_port=self.workers > 1)
         except BindError as exc:
             for b in bound.values():
                 await b.listener.aclose()
@@ -355,7 +355,7 @@ class App:
         try:
             for name, lst in new.listeners.items():
                 if name not in keep:
-                    added[name] = await bind(name, lst.bind)
+                    added[name] = await bind(name, lst.bind, reuse_port=self.workers > 1)
         except BindError as exc:
             for b in added.values():
                 await b.listener.aclose()

@@ -21,6 +21,7 @@ from kernel.config import load_config
 from kernel.generation import load_generation
 from kernel.log import configure_logging
 from kernel.pluginhost import available_plugins
+from kernel.supervisor import WORKER_ENV, Supervisor, worker_argv, worker_identity
 from sdk import ConfigError
 
 __all__ = ["main"]
@@ -82,31 +83,58 @@ def _chain(value: str | None) -> list[str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(raw)
     if args.command == "plugins":
         return _cmd_plugins()
     blocked = _blocked(args.block)
     chain = _chain(args.plugins)
     if args.command == "run":
-        return _cmd_run(args.config, chain, blocked, args.verbose)
+        return _cmd_run(args.config, chain, blocked, args.verbose, raw)
     return _cmd_check(args.config, chain, blocked, explain=args.command == "explain")
 
 
-def _cmd_run(config: str, chain: list[str] | None, blocked: list[str], verbose: int) -> int:
+def _cmd_run(
+    config: str, chain: list[str] | None, blocked: list[str], verbose: int, raw: list[str]
+) -> int:
     import trio
 
     spec = os.environ.get("TRELLIS_LOG")
-    level = "info"
+    level, log_format, workers, grace = "info", "console", 1, 10.0
+    binds: list[str] = []
     try:
-        level = load_config(config).settings.kernel.log_level
+        settings = load_config(config).settings
     except ConfigError:
         pass  # App.run reports it properly below
+    else:
+        level, log_format = settings.kernel.log_level, settings.kernel.log_format
+        workers, grace = settings.server.workers, settings.kernel.shutdown_grace_s
+        binds = [lc.bind for lc in settings.listeners]
+    worker, _ = worker_identity()
+    in_worker = WORKER_ENV in os.environ
     try:
-        configure_logging(level, verbosity=verbose, spec=spec)
+        configure_logging(
+            level,
+            verbosity=verbose,
+            spec=spec,
+            fmt=os.environ.get("TRELLIS_LOG_FORMAT") or log_format,
+            worker=worker if in_worker else None,
+        )
     except ValueError as exc:
         print(f"kernel: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    app = App(config, plugins=chain, blocked=blocked)
+    if workers > 1 and not in_worker:
+        zero = [b for b in binds if b.endswith(":0")]
+        if zero:
+            print(
+                f"kernel: [server] workers = {workers} needs fixed ports;"
+                f" these bind port 0: {', '.join(zero)}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        return trio.run(Supervisor(worker_argv(raw), workers, grace).run)
+    worker, count = worker_identity() if in_worker else (0, 1)
+    app = App(config, plugins=chain, blocked=blocked, worker=worker, workers=count)
     return trio.run(app.run)
 
 

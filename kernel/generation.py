@@ -36,7 +36,14 @@ from kernel.dispatch import (
     error_reporter,
 )
 from kernel.groups import GroupRuntime, build_groups
-from kernel.pluginhost import PluginHost, PluginInfo, available_plugins, check_plugin_tables
+from kernel.pluginhost import (
+    LoadProblem,
+    PluginHost,
+    PluginInfo,
+    available_plugins,
+    check_plugin_tables,
+    referenced_plugins,
+)
 from kernel.protocol.forwarding import ForwardingPolicy
 from kernel.protocol.http1 import Limits, resolve_kind
 from kernel.routes import ClientContexts, RouteRuntime, route_runtime, target_runtime
@@ -169,7 +176,12 @@ def build_generation(
     problems: list[str] = []
     if available is None:
         available, load_problems = available_plugins(modules, blocked=settings.kernel.blocked)
-        problems.extend(load_problems)
+        used = referenced_plugins(settings)
+        for problem in load_problems:
+            if not isinstance(problem, LoadProblem) or problem.configured or problem.plugin in used:
+                problems.append(problem)
+            else:
+                log.warning("%s (this configuration does not use it)", problem)
     blocked = set(settings.kernel.blocked)
     available = {k: v for k, v in available.items() if k not in blocked}
     host, host_problems = PluginHost.build(settings, available=available, extra=extra_plugins)

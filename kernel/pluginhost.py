@@ -38,11 +38,13 @@ from kernel.config.model import Settings
 from sdk._config import structure
 
 __all__ = [
+    "LoadProblem",
     "PluginHost",
     "PluginInfo",
     "available_plugins",
     "check_plugin_tables",
     "instance_plugin",
+    "referenced_plugins",
 ]
 
 
@@ -73,6 +75,24 @@ def _load_ref(ref: str) -> Any:
     return obj
 
 
+class LoadProblem(str):
+    """A plugin that could not be imported: the message, and which plugin.
+
+    ``configured`` is true for ``[kernel.modules]`` entries (the config asked
+    for them by path); an installed entry point that fails to import is
+    only a problem for configurations that use it.
+    """
+
+    plugin: str
+    configured: bool
+
+    def __new__(cls, message: str, plugin: str, configured: bool) -> LoadProblem:
+        self = super().__new__(cls, message)
+        self.plugin = plugin
+        self.configured = configured
+        return self
+
+
 def available_plugins(
     modules: Mapping[str, str] | None = None, *, blocked: Iterable[str] = ()
 ) -> tuple[dict[str, PluginInfo], list[str]]:
@@ -91,7 +111,11 @@ def available_plugins(
         try:
             obj = ep.load()
         except Exception as exc:  # a broken third-party plugin must not stop the others
-            problems.append(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}")
+            problems.append(
+                LoadProblem(
+                    f"plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}", ep.name, False
+                )
+            )
             continue
         dist = ep.dist.name if ep.dist is not None else "?"
         found[ep.name] = PluginInfo(
@@ -107,7 +131,9 @@ def available_plugins(
         try:
             obj = _load_ref(ref)
         except Exception as exc:
-            problems.append(f"$.kernel.modules.{name}: cannot import {ref!r}: {exc!r}")
+            problems.append(
+                LoadProblem(f"$.kernel.modules.{name}: cannot import {ref!r}: {exc!r}", name, True)
+            )
             continue
         found[name] = PluginInfo(
             name, obj, f"module {ref}", _summary(obj), getattr(obj, "config_class", None)
@@ -193,6 +219,11 @@ class PluginHost:
             problems.append(f"{path}: {exc}")
             return
         self.instances[inst] = obj
+
+
+def referenced_plugins(settings: Settings) -> set[str]:
+    """Plugin names the configuration uses: in a chain, as a strategy, or with a table."""
+    return {instance_plugin(i) for i in _referenced_instances(settings)} | set(settings.plugins)
 
 
 def _referenced_instances(settings: Settings) -> dict[str, str]:

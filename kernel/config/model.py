@@ -60,6 +60,7 @@ __all__ = [
 Http1Codec = Literal["auto", "h11", "httptools"]
 OnError = Literal["fail_closed", "fail_open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["console", "json"]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -118,6 +119,9 @@ class KernelSection:
     modules: dict[str, str] = attrs.field(factory=dict)
     #: Log level for the root logger (``-v`` and ``TRELLIS_LOG`` win).
     log_level: LogLevel = "info"
+    #: ``console`` (one readable line per record) or ``json`` (one JSON object
+    #: per line, for log shippers); ``TRELLIS_LOG_FORMAT`` wins.
+    log_format: LogFormat = "console"
     #: Seconds in-flight flows get to finish on SIGTERM/SIGINT before being cancelled.
     shutdown_grace_s: float = attrs.field(default=10.0, validator=_non_negative)
     #: Reload when the config file (or an include) changes on disk.
@@ -174,6 +178,9 @@ class ServerSection:
     http2: bool = True
     #: HTTP/2 settings offered to clients.
     h2: H2Section = attrs.field(factory=H2Section)
+    #: Worker processes sharing the listeners (SO_REUSEPORT) under a small
+    #: supervisor that restarts a crashed one; 1 runs everything in-process.
+    workers: int = attrs.field(default=1, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -24,7 +24,8 @@ A failure before the response head was sent becomes an error response
 the client can no longer be told.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state.
+kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state,
+kernel.log.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import trio
 from kernel import dispatch
 from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
+from kernel.log import FLOW_ID
 from kernel.protocol.errorpage import error_body, reason_phrase
 from kernel.protocol.events import RequestHead, ResponseHead
 from kernel.protocol.forwarding import strip_hop_by_hop
@@ -87,6 +89,8 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     gen.acquire()
     state.flow_started()
     keep = False
+    # Every log record about this flow (kernel or plugin) carries its id.
+    token = FLOW_ID.set(flow.id)
     try:
         try:
             if head.method == b"CONNECT":
@@ -121,6 +125,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
                 await dispatch.call_done(ex.chain.flow_done, flow)
         gen.release()
         state.flow_ended()
+        FLOW_ID.reset(token)
     return keep
 
 

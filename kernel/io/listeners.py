@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 
 import attrs
 import trio
@@ -176,16 +177,38 @@ async def _serve_tls(
         await Http1Connection(tls_stream, state, listener, client).serve()
 
 
-async def bind(name: str, bind_addr: str) -> BoundListener:
-    """Bind one listener; failures become :class:`BindError`."""
+async def bind(name: str, bind_addr: str, *, reuse_port: bool = False) -> BoundListener:
+    """Bind one listener; failures become :class:`BindError`.
+
+    ``reuse_port`` sets ``SO_REUSEPORT`` so that several worker processes
+    (``[server] workers``) bind the same address and the kernel spreads new
+    connections over them.
+    """
     host, port = parse_bind(bind_addr)
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+        if reuse_port:
+            listener = await _bind_reuse_port(host, port)
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+            listener = listeners[0]
+            for extra in listeners[1:]:
+                await extra.aclose()
     except OSError as exc:
         raise BindError(
             f"cannot bind listener {name!r} to {bind_addr}: {exc.strerror or exc}"
         ) from exc
-    listener = listeners[0]
-    for extra in listeners[1:]:
-        await extra.aclose()
     return BoundListener(name, bind_addr, listener)
+
+
+async def _bind_reuse_port(host: str, port: int) -> trio.SocketListener:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)

@@ -233,3 +233,27 @@ def test_certificate_hook_is_the_listeners_provider(cert_factory: Any, tls_ca: A
     _, client = handshake(server.context, client_context(tls_ca), "minted.example")
     assert client.getpeercert() is not None
     handshake(server.context, client_context(tls_ca), "a.example")
+
+
+def test_a_broken_plugin_only_fails_configurations_that_use_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import kernel.generation as generation
+    from kernel.pluginhost import LoadProblem, available_plugins
+
+    def with_broken(*args: Any, **kwargs: Any) -> Any:
+        found, problems = available_plugins(*args, **kwargs)
+        broken = LoadProblem("plugin 'shiny' (x:Y) failed to import: boom", "shiny", False)
+        return found, [*problems, broken]
+
+    monkeypatch.setattr(generation, "available_plugins", with_broken)
+    unused = Settings(routes=[RouteConfig(name="r")])
+    with caplog.at_level("WARNING", logger="kernel.generation"):
+        build_generation(unused)
+    assert "plugin 'shiny' (x:Y) failed to import: boom (this configuration does not use it)" in (
+        caplog.text
+    )
+    used = Settings(routes=[RouteConfig(name="r", plugins=["shiny"])])
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(used)
+    assert "plugin 'shiny' (x:Y) failed to import: boom" in info.value.problems

@@ -398,3 +398,31 @@ bind = "127.0.0.1:0"
         b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
     assert [r["status"] for r in client.parse_responses(raw)] == [502, 502]
+
+
+async def test_the_flow_id_is_in_the_log_context_during_hooks(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    from kernel.log import FLOW_ID
+
+    seen: list[tuple[str, str]] = []
+
+    class Peek:
+        @sdk.hookimpl
+        def trellis_request(self, flow: sdk.Flow) -> None:
+            seen.append((flow.id, FLOW_ID.get()))
+
+        @sdk.hookimpl
+        async def trellis_flow_done(self, flow: sdk.Flow) -> None:
+            seen.append((flow.id, FLOW_ID.get()))
+
+    text = basic_config(upstream.port).replace(
+        'upstream = "http', 'plugins = ["peek"]\nupstream = "http'
+    )
+    app = await start_proxy(text, extra_plugins={"peek": Peek()})
+    for _ in range(2):
+        await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(seen) == 4
+    assert all(flow_id == logged for flow_id, logged in seen)
+    assert seen[0][0] != seen[2][0]
+    assert FLOW_ID.get() == ""

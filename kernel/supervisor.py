@@ -1,0 +1,206 @@
+"""The worker supervisor: ``[server] workers = N`` runs N ``kernel run`` processes.
+
+The supervisor binds nothing and serves nothing itself. It starts N worker
+processes (the same ``kernel run`` command line, with ``TRELLIS_WORKER`` set
+to the worker's number and ``TRELLIS_WORKERS`` to N); each worker binds
+every listener with ``SO_REUSEPORT``, so the kernel spreads new
+connections over them. It forwards SIGHUP (reload) and SIGTERM/SIGINT
+(graceful drain) to every worker, restarts a worker that dies with a
+backoff (1 s doubling to 30 s, reset after a minute of life), and exits
+when they have all stopped. A worker gets SIGTERM (and drains) if the
+supervisor itself dies.
+
+Exit codes: a worker that fails while starting with the config, bind or
+storage code (1, 2, 3) stops the whole set with that code, since every
+other worker would fail alike. Otherwise 0 after a drain.
+
+Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
+the supervisor creates a fresh directory for prometheus-client's
+multiprocess mode, hands it to the workers, tells the library when a worker
+died (its live gauges go away) and removes the directory at exit.
+
+May import: stdlib, trio, kernel.config (prometheus_client lazily).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+__all__ = ["WORKERS_ENV", "WORKER_ENV", "Supervisor", "worker_argv", "worker_identity"]
+
+log = logging.getLogger("kernel.supervisor")
+
+WORKER_ENV = "TRELLIS_WORKER"
+WORKERS_ENV = "TRELLIS_WORKERS"
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: A worker that ends with one of these while starting stops the whole set.
+_FATAL = {1, 2, 3}
+#: Seconds a worker must live to count as started (and to reset its backoff).
+_STARTED_AFTER = 3.0
+_STABLE_AFTER = 60.0
+
+
+def worker_identity(environ: os._Environ[str] | dict[str, str] | None = None) -> tuple[int, int]:
+    """(worker number, number of workers) of this process; (0, 1) outside a supervisor."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get(WORKER_ENV, "0")), max(1, int(env.get(WORKERS_ENV, "1")))
+    except ValueError:
+        return 0, 1
+
+
+class Supervisor:
+    """Start, watch and stop the worker processes of one ``kernel run``."""
+
+    def __init__(self, argv: Sequence[str], workers: int, grace_s: float) -> None:
+        #: The worker command line (``python -m kernel run ...``).
+        self.argv = list(argv)
+        self.workers = workers
+        self.grace_s = grace_s
+        self.processes: dict[int, trio.Process] = {}
+        self.restarts = 0
+        self._stopping = False
+        self._exit_code = 0
+        self._own_dir: Path | None = None
+
+    def _environment(self, index: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env[WORKER_ENV] = str(index)
+        env[WORKERS_ENV] = str(self.workers)
+        return env
+
+    async def run(self) -> int:
+        if not os.environ.get(_MULTIPROC_ENV):
+            self._own_dir = Path(tempfile.mkdtemp(prefix="trellis-metrics-"))
+            os.environ[_MULTIPROC_ENV] = str(self._own_dir)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals, nursery.cancel_scope)
+                async with trio.open_nursery() as workers:
+                    for index in range(self.workers):
+                        workers.start_soon(self._keep, index)
+                nursery.cancel_scope.cancel()  # every worker is gone: stop listening
+        finally:
+            for proc in self.processes.values():
+                if proc.returncode is None:
+                    proc.kill()
+            if self._own_dir is not None:
+                shutil.rmtree(self._own_dir, ignore_errors=True)
+                os.environ.pop(_MULTIPROC_ENV, None)
+        log.info("all workers stopped (exit %d)", self._exit_code)
+        return self._exit_code
+
+    async def _keep(self, index: int) -> None:
+        """Run worker ``index`` until the set stops; restart it when it dies."""
+        backoff = 1.0
+        while not self._stopping:
+            started = time.monotonic()
+            proc = await trio.lowlevel.open_process(
+                self.argv, env=self._environment(index), stdin=None, preexec_fn=_die_with_parent
+            )
+            self.processes[index] = proc
+            log.info("worker %d started (pid %d)", index, proc.pid)
+            code = await proc.wait()
+            _mark_dead(proc.pid)
+            lived = time.monotonic() - started
+            if self.stopping():
+                return
+            if code in _FATAL and lived < _STARTED_AFTER:
+                log.error("worker %d failed to start (exit %d): stopping", index, code)
+                self._exit_code = code
+                self._stop_all()
+                return
+            if lived > _STABLE_AFTER:
+                backoff = 1.0
+            self.restarts += 1
+            log.warning(
+                "worker %d (pid %d) died with %s after %.1fs; restarting in %gs",
+                index,
+                proc.pid,
+                _describe(code),
+                lived,
+                backoff,
+            )
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def stopping(self) -> bool:
+        """Whether the set is shutting down (no more restarts)."""
+        return self._stopping
+
+    def _stop_all(self, signum: int = signal.SIGTERM) -> None:
+        self._stopping = True
+        for proc in self.processes.values():
+            if proc.returncode is None:
+                proc.send_signal(signum)
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    for proc in self.processes.values():
+                        if proc.returncode is None:
+                            proc.send_signal(signal.SIGHUP)
+                    continue
+                if self._stopping:
+                    log.warning("second signal: killing the workers")
+                    self._stop_all(signal.SIGKILL)
+                    continue
+                log.info("%s: draining the workers", signal.Signals(signum).name)
+                self._stop_all(signal.SIGTERM)
+                # Workers drain within their grace; none may outstay it. (The
+                # whole task is cancelled as soon as every worker is gone.)
+                await trio.sleep(self.grace_s + 5.0)
+                log.warning("workers outstayed their grace: killing them")
+                self._stop_all(signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the new worker, before exec: get SIGTERM when the supervisor dies (Linux).
+
+    So a supervisor killed outright (SIGKILL, OOM) never leaves workers
+    serving without anyone to restart or stop them.
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _mark_dead(pid: int) -> None:
+    """Let prometheus-client drop a dead worker's live gauges."""
+    if not os.environ.get(_MULTIPROC_ENV):
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:  # pragma: no cover - a runtime dependency
+        return
+    try:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    except OSError:
+        pass
+
+
+def worker_argv(argv: Sequence[str]) -> list[str]:
+    """The command line that starts one worker: this same ``kernel`` invocation."""
+    return [sys.executable, "-m", "kernel", *argv]

@@ -1,0 +1,140 @@
+"""``[server] workers = N``: a supervisor and N real worker processes sharing the port.
+
+The supervisor (kernel/supervisor.py) is started as a real ``kernel run``;
+its workers are its children. Tests find them through /proc, and the
+fixture's teardown kills the supervisor by PID, which takes the workers
+with it (they get SIGTERM when their parent dies).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.e2e.conftest import SpawnProxy, free_port, run_kernel
+from tests.helpers import client
+
+
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is ``pid``."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def config(port: int, workers: int = 2, bind: str = "") -> str:
+    return f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 2
+
+[server]
+workers = {workers}
+
+[[listeners]]
+bind = "{bind or f"127.0.0.1:{port}"}"
+
+[[routes]]
+name = "r"
+plugins = ["respond"]
+
+[plugins.respond]
+body = "hello from a worker"
+"""
+
+
+async def get(port: int) -> int:
+    raw = await client.exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    status: int = client.parse_responses(raw)[0]["status"]
+    return status
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_workers_share_the_port_restart_reload_and_drain(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
+    port = free_port()
+    sup = await spawn_proxy(config(port), port=port, env={"TRELLIS_LOG": "info"})
+    await wait_for(lambda: len(children(sup.pid)) == 2)
+    workers = children(sup.pid)
+    for _ in range(20):
+        assert await get(port) == 200
+    # Both workers bound the port and serve (SO_REUSEPORT spreads connections).
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    assert "[w0]" in sup.stderr()
+    assert "[w1]" in sup.stderr()
+    # A worker that dies is replaced; the service goes on meanwhile.
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(10):
+        assert await get(port) == 200
+    await wait_for(lambda: len(children(sup.pid)) == 2 and victim not in children(sup.pid))
+    assert "died with signal SIGKILL" in sup.stderr()
+    # SIGHUP reaches every worker.
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 3)
+    sup.signal(signal.SIGHUP)
+    await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP)") == 2)
+    # SIGTERM drains them all and the supervisor exits 0.
+    current = children(sup.pid)
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(20) == 0
+    await wait_for(lambda: not any(alive(pid) for pid in current))
+
+
+async def test_a_killed_supervisor_takes_its_workers_along(spawn_proxy: SpawnProxy) -> None:
+    port = free_port()
+    sup = await spawn_proxy(config(port), port=port)
+    await wait_for(lambda: len(children(sup.pid)) == 2)
+    workers = children(sup.pid)
+    await sup.kill()  # SIGKILL: no chance to stop them itself
+    await wait_for(lambda: not any(alive(pid) for pid in workers))
+
+
+async def test_a_bind_failure_stops_the_set_with_exit_2(tmp_path: Path) -> None:
+    port = free_port()
+    blocker = trio.socket.socket()
+    await blocker.bind(("127.0.0.1", port))
+    blocker.listen(1)
+    try:
+        path = tmp_path / "w.toml"
+        path.write_text(config(port))
+        code, _, err = await run_kernel("run", "-c", str(path), timeout=30)
+    finally:
+        blocker.close()
+    assert code == 2, err
+    assert "failed to start (exit 2)" in err
+
+
+async def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(config(0, bind="127.0.0.1:0"))
+    code, _, err = await run_kernel("run", "-c", str(path))
+    assert code == 1
+    assert "workers = 2 needs fixed ports" in err
