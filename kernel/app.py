@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -170,6 +171,8 @@ class App:
                     if gen.settings.kernel.watch_config:
                         root.start_soon(self._watch_config)
                     root.start_soon(self._reap_pool)
+                    if self.workers > 1:
+                        root.start_soon(self._watch_supervisor, os.getppid())
                     root.start_soon(state.timers.run)
                     log.info(
                         "serving generation %d on %s",
@@ -223,6 +226,15 @@ class App:
                 else:
                     log.info("%s received: shutting down", signal.Signals(signum).name)
                     self._stop.set()
+
+    async def _watch_supervisor(self, parent: int) -> None:
+        """A worker drains when its supervisor is gone (it was re-parented)."""
+        while True:  # polling: no event tells a process its parent died
+            await trio.sleep(1.0)
+            if os.getppid() != parent:
+                break
+        log.warning("the supervisor (pid %d) is gone: shutting down", parent)
+        self._stop.set()
 
     async def _reap_pool(self) -> None:
         assert self.state is not None

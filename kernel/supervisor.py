@@ -7,8 +7,8 @@ every listener with ``SO_REUSEPORT``, so the kernel spreads new
 connections over them. It forwards SIGHUP (reload) and SIGTERM/SIGINT
 (graceful drain) to every worker, restarts a worker that dies with a
 backoff (1 s doubling to 30 s, reset after a minute of life), and exits
-when they have all stopped. A worker gets SIGTERM (and drains) if the
-supervisor itself dies.
+when they have all stopped. A worker whose supervisor dies (SIGKILL,
+OOM) notices within a second and drains (``App`` watches its parent).
 
 Exit codes: a worker that fails while starting with the config, bind or
 storage code (1, 2, 3) stops the whole set with that code, since every
@@ -106,7 +106,7 @@ class Supervisor:
         while not self._stopping:
             started = time.monotonic()
             proc = await trio.lowlevel.open_process(
-                self.argv, env=self._environment(index), stdin=None, preexec_fn=_die_with_parent
+                self.argv, env=self._environment(index), stdin=None
             )
             self.processes[index] = proc
             log.info("worker %d started (pid %d)", index, proc.pid)
@@ -163,19 +163,6 @@ class Supervisor:
                 await trio.sleep(self.grace_s + 5.0)
                 log.warning("workers outstayed their grace: killing them")
                 self._stop_all(signal.SIGKILL)
-
-
-def _die_with_parent() -> None:
-    """In the new worker, before exec: get SIGTERM when the supervisor dies (Linux).
-
-    So a supervisor killed outright (SIGKILL, OOM) never leaves workers
-    serving without anyone to restart or stop them.
-    """
-    if sys.platform == "linux":
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _describe(code: int) -> str:
