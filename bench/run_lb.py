@@ -95,7 +95,10 @@ def measure(
             if backends:
                 counts = [connections_to(p) for p in backends]
                 result.note = "connections to the backends: " + ", ".join(map(str, counts))
-                if any(c == 0 for c in counts):
+                if variant.name == "lb-hash":
+                    # wrk's connections all come from 127.0.0.1: one key, one backend.
+                    result.note += " (hash of the client address: one backend)"
+                elif any(c == 0 for c in counts):
                     result.note += " (a backend got none!)"
             return result
         finally:

@@ -64,7 +64,7 @@ class _Tagged:
         self.receive_data = conn.receive_data
 
     def send(self, event: Any) -> bytes | None:
-        data = self._conn.send(event)
+        data: bytes | None = self._conn.send(event)
         if data is not None and type(event) is h11.Response:
             eol = data.index(b"\r\n") + 2  # after the status line
             data = data[:eol] + self._field + data[eol:]
