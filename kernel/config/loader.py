@@ -150,6 +150,8 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[ConfigPath, str]]:
                 norm = _bind_key(value) if field == "bind" else value
             except ValueError:
                 continue  # not HOST:PORT; the field's validator says so
+            if field == "bind" and isinstance(norm, tuple) and norm[1] == 0:
+                continue  # port 0: each listener gets a port of its own
             if norm in seen:
                 first = format_path((key, seen[norm]))
                 problems.append(((key, i, field), f"duplicate {what} {value!r} (first at {first})"))

@@ -282,3 +282,10 @@ def write(directory: Path, name: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_several_listeners_may_bind_port_zero(tmp_path: Path) -> None:
+    one = '[[listeners]]\nname = "{}"\nbind = "127.0.0.1:0"\n'
+    text = one.format("a") + one.format("b")
+    settings = loads_config(text, base_dir=tmp_path, environ={}).settings
+    assert [lc.bind for lc in settings.listeners] == ["127.0.0.1:0", "127.0.0.1:0"]
