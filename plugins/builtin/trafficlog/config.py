@@ -131,6 +131,9 @@ class TrafficLogConfig:
     query: bool = True
     #: Log the decisions plugins recorded on the flow (``flow.decisions``).
     include_decisions: bool = True
+    #: Listeners whose flows are not logged (a metrics or health listener:
+    #: scrapes and probes would drown the traffic).
+    exclude_listeners: list[str] = attrs.field(factory=list)
 
 
 def sink_keys(config: TrafficLogConfig) -> list[SinkKey]:

@@ -87,6 +87,7 @@ class TrafficLogPlugin:
         #: Pipelines acquired and not yet given back; ``_feeds`` lists them (read per flow).
         self._holds: list[_Hold] = []
         self._feeds: tuple[Pipeline, ...] = ()
+        self._excluded = frozenset(self.config.exclude_listeners)
         self._metrics: SinkMetrics | None = None
         self._stopping: Callable[[], bool] = bool
 
@@ -103,8 +104,15 @@ class TrafficLogPlugin:
 
     # ------------------------------------------------------------ lifecycle
     @sdk.hookimpl
-    def trellis_config_check(self) -> list[str] | None:
-        return check_environment(self.config)
+    def trellis_config_check(self, listeners: tuple[str, ...]) -> list[str] | None:
+        problems = check_environment(self.config)
+        for i, name in enumerate(self.config.exclude_listeners):
+            if name not in listeners:
+                problems.append(
+                    f"exclude_listeners[{i}]: no listener named {name!r}"
+                    f" (listeners: {', '.join(listeners)})"
+                )
+        return problems or None
 
     @sdk.hookimpl
     def trellis_startup(self, context: sdk.StartupContext) -> None:
@@ -210,7 +218,7 @@ class TrafficLogPlugin:
     @sdk.hookimpl
     def trellis_flow_done(self, flow: sdk.Flow) -> None:
         feeds = self._feeds
-        if not feeds:
+        if not feeds or flow.client.listener in self._excluded:
             return
         record = build_record(flow, self._options)
         for pipeline in feeds:

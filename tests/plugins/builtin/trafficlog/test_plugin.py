@@ -55,6 +55,20 @@ async def test_plugin_writes_one_line_per_flow(tmp_path: Path) -> None:
     assert p.dropped == {"file": 0}
 
 
+async def test_excluded_listeners_are_not_logged(tmp_path: Path) -> None:
+    p = make_plugin(tmp_path, exclude_listeners=["metrics"])
+    h = Harness(p)
+    async with generation(p):
+        await h.run(Harness.make_flow("GET", "http://site.test/scrape", listener="metrics"))
+        kept = await h.run(Harness.make_flow("GET", "http://site.test/real"))
+        await wait_for(lambda: p.written == {"file": 1})
+    assert [r["id"] for r in read_lines(tmp_path / "logs")] == [kept.id]
+    assert p.trellis_config_check(("main",)) == [
+        "exclude_listeners[0]: no listener named 'metrics' (listeners: main)"
+    ]
+    assert p.trellis_config_check(("main", "metrics")) is None
+
+
 async def test_shutdown_flushes_the_queue(tmp_path: Path) -> None:
     p = make_plugin(tmp_path, flush_interval_s=60, batch=1000)
     h = Harness(p)
