@@ -84,25 +84,47 @@ class Variant:
     pythonpath: tuple[Path, ...] = ()
 
 
-HTTPTOOLS = {"TRELLIS_SERVER_HTTP1": "httptools", "TRELLIS_UPSTREAM_HTTP1": "httptools"}
-H11 = {"TRELLIS_SERVER_HTTP1": "h11", "TRELLIS_UPSTREAM_HTTP1": "h11"}
+#: The kernel alone: config/reverse.toml's global chain (metrics, health,
+#: traffic log) emptied, so these rows stay comparable across issues.
+BARE_CHAIN = {"TRELLIS_KERNEL_PLUGINS": "[]"}
+HTTPTOOLS = {
+    "TRELLIS_SERVER_HTTP1": "httptools",
+    "TRELLIS_UPSTREAM_HTTP1": "httptools",
+    **BARE_CHAIN,
+}
+H11 = {"TRELLIS_SERVER_HTTP1": "h11", "TRELLIS_UPSTREAM_HTTP1": "h11", **BARE_CHAIN}
+#: The config's own chain: config/reverse.toml as shipped (metrics, health,
+#: file traffic log), or a bench config that sets its chain itself.
+OBSERVED = {"TRELLIS_SERVER_HTTP1": "httptools", "TRELLIS_UPSTREAM_HTTP1": "httptools"}
+OWN_CHAIN = OBSERVED
 
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("trellis-httptools", "config/reverse.toml, httptools", REVERSE_TOML, HTTPTOOLS),
-        Variant("trellis-h11", "config/reverse.toml, h11", REVERSE_TOML, H11),
+        Variant(
+            "trellis-httptools",
+            "config/reverse.toml, no plugins, httptools",
+            REVERSE_TOML,
+            HTTPTOOLS,
+        ),
+        Variant(
+            "trellis-observed",
+            "config/reverse.toml as shipped: metrics + health + file traffic log, httptools",
+            REVERSE_TOML,
+            OBSERVED,
+        ),
+        Variant("trellis-h11", "config/reverse.toml, no plugins, h11", REVERSE_TOML, H11),
         Variant(
             "trellis-chain",
             "router + headers, httptools",
             BENCH / "configs" / "chain.toml",
-            HTTPTOOLS,
+            OWN_CHAIN,
         ),
         Variant(
             "trellis-noop10",
             "10 no-op plugins, httptools",
             BENCH / "configs" / "noop10.toml",
-            HTTPTOOLS,
+            OWN_CHAIN,
             (BENCH,),
         ),
     )
@@ -382,6 +404,10 @@ def trellis_env(variant: Variant, port: int, backend_port: int, **extra: str) ->
         TRELLIS_UPSTREAM=f"http://{HOST}:{backend_port}",
         TRELLIS_KERNEL_WATCH_CONFIG="false",
         TRELLIS_LOG="warning",
+        # config/reverse.toml's metrics and health listeners, and its traffic log.
+        TRELLIS_METRICS_LISTEN=f"{HOST}:{free_port()}",
+        TRELLIS_HEALTH_LISTEN=f"{HOST}:{free_port()}",
+        TRELLIS_LOG_DIR=str(WORK / "logs" / variant.name),
     )
     env.update(variant.env)
     env.update(extra)

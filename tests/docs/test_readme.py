@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import session_log_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 KERNEL = str(Path(sys.executable).with_name("kernel"))
@@ -67,6 +69,10 @@ def _wait_port(port: int) -> None:
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
     env.update(extra, TRELLIS_LOG="warning", TRELLIS_KERNEL_WATCH_CONFIG="false")
+    # config/reverse.toml's metrics and health listeners, and its traffic log.
+    env.setdefault("TRELLIS_METRICS_LISTEN", f"127.0.0.1:{_free_port()}")
+    env.setdefault("TRELLIS_HEALTH_LISTEN", f"127.0.0.1:{_free_port()}")
+    env.setdefault("TRELLIS_LOG_DIR", str(session_log_dir()))
     return env
 
 

@@ -16,11 +16,14 @@ connections and requests it saw.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -161,11 +164,31 @@ async def exchange_raw(port: int, data: bytes) -> bytes:
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment minus any ``TRELLIS_*`` of the caller's, plus ``extra``."""
+    """Our environment minus any ``TRELLIS_*`` of the caller's, plus ``extra``.
+
+    The scenario configs' metrics and health listeners get free ports and
+    their traffic logs a directory of the test session's, so that children
+    never collide on 9090/8081 nor write into the repository's ``logs/``.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
     env["TRELLIS_LOG"] = "warning"
+    env["TRELLIS_METRICS_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env["TRELLIS_HEALTH_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env["TRELLIS_LOG_DIR"] = str(session_log_dir())
     env.update(extra or {})
     return env
+
+
+_LOG_DIR: list[Path] = []
+
+
+def session_log_dir() -> Path:
+    """A directory for the traffic logs of this test session's child proxies."""
+    if not _LOG_DIR:
+        path = Path(tempfile.mkdtemp(prefix="trellis-test-logs-"))
+        atexit.register(shutil.rmtree, path, True)
+        _LOG_DIR.append(path)
+    return _LOG_DIR[0]
 
 
 async def start_process(

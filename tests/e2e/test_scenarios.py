@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,8 @@ REVERSE = ROOT / "config" / "reverse.toml"
 async def test_reverse_checks_with_and_without_env() -> None:
     code, out, err = await run_kernel("check", "-c", str(REVERSE))
     assert code == 0, err
-    assert "ok (1 listener(s), 1 route(s)" in out
+    assert "ok (3 listener(s), 1 route(s)" in out
+    assert "plugin instances: metrics, health, trafficlog" in out
     env = {"TRELLIS_LISTEN": "127.0.0.1:18999", "TRELLIS_UPSTREAM": "http://127.0.0.1:19000"}
     code, out, err = await run_kernel("check", "-c", str(REVERSE), env=env)
     assert code == 0, err
@@ -158,3 +160,57 @@ async def test_reverse_passes_websocket_through(
     assert echo.accepted == 1
     proxy.signal(signal.SIGTERM)
     assert await proxy.wait(timeout=10) == 0
+
+
+async def test_reverse_serves_metrics_health_and_a_traffic_log(
+    spawn_proxy: SpawnProxy, upstream: Any, tmp_path: Path
+) -> None:
+    """config/reverse.toml as shipped: /metrics, /health, /ready, and traffic-YYYY-MM-DD.log."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, metrics, health = free_port(), free_port(), free_port()
+    env = {
+        "TRELLIS_LISTEN": f"127.0.0.1:{port}",
+        "TRELLIS_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
+        "TRELLIS_METRICS_LISTEN": f"127.0.0.1:{metrics}",
+        "TRELLIS_HEALTH_LISTEN": f"127.0.0.1:{health}",
+        "TRELLIS_LOG_DIR": str(tmp_path / "logs"),
+    }
+    await spawn_proxy(config=REVERSE, port=port, env=env)
+    for i in range(5):
+        raw = await client.exchange(
+            port, f"GET /r/{i} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert client.parse_responses(raw)[0]["status"] == 200
+
+    async def get(p: int, path: str) -> dict[str, Any]:
+        raw = await client.exchange(
+            p, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        resp: dict[str, Any] = client.parse_responses(raw)[0]
+        return resp
+
+    scrape = await get(metrics, "/metrics")
+    assert scrape["status"] == 200
+    families = {f.name: f for f in text_string_to_metric_families(scrape["body"].decode())}
+    requests = families["trellis_requests"]
+    counted = {
+        (s.labels["route"], s.labels["method"], s.labels["status_class"]): s.value
+        for s in requests.samples
+        if s.name == "trellis_requests_total"
+    }
+    assert counted == {("default", "GET", "2xx"): 5.0}
+    ready = await get(health, "/ready")
+    assert ready["status"] == 200
+    assert json.loads(ready["body"])["ready"] is True
+    assert (await get(health, "/health"))["status"] == 200
+    with trio.fail_after(10):
+        while True:
+            files = list((tmp_path / "logs").glob("traffic-*.log"))
+            lines = files[0].read_text().splitlines() if files else []
+            if len(lines) >= 5:
+                break
+            await trio.sleep(0.1)
+    records = [json.loads(line) for line in lines]
+    assert [r["path"] for r in records] == [f"/r/{i}" for i in range(5)]
+    assert {r["route"] for r in records} == {"default"}  # scrapes and probes are not logged
