@@ -15,9 +15,11 @@ One run starts, on loopback only (same layout as ``bench/run.py``):
 
 and loads each with ``wrk`` pinned to core 0 (``bench/run.py``'s warm-up,
 ``--repeat`` and median). It prints req/s, p50, p99 and the ratio of each
-``lb-*`` row to ``reverse``: what choosing a target (and the bookkeeping of
-the group) costs per request. After each ``lb-*`` load it counts the
-proxy's connections to each backend, to show both got traffic.
+``lb-*`` row to ``reverse``, and the Trellis process's CPU time per request
+with its ratio: what choosing a target (and the bookkeeping of the group)
+costs per request. CPU per request is the steadier number of the two on a
+machine where something else runs too. After each ``lb-*`` load it counts
+the proxy's connections to each backend, to show both got traffic.
 
 Every process it starts is stopped by PID, also on Ctrl-C. See bench/README.md.
 """
@@ -25,12 +27,14 @@ Every process it starts is stopped by PID, also on Ctrl-C. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import run as B  # bench/run.py: processes, ports, nginx, Trellis, wrk
@@ -39,6 +43,11 @@ LB_TOML = B.ROOT / "config" / "lb.toml"
 STRATEGIES = ("roundrobin", "weighted", "random", "leastconn", "p2c", "hash")
 #: The reference row: the single-upstream scenario.
 REFERENCE = "reverse"
+#: Every variant keeps up to this many idle connections per backend. With the
+#: default (32) and more wrk connections than that, the single upstream of
+#: reverse.toml would open and close connections all the time while lb.toml's
+#: two backends (25 each) would not: the comparison would measure the pool.
+POOL_ENV = {"TRELLIS_UPSTREAM_MAX_IDLE_PER_HOST": "1024"}
 
 
 def start_backend(sup: B.Supervisor, name: str, port: int) -> subprocess.Popen[bytes]:
@@ -78,6 +87,58 @@ def connections_to(port: int) -> int:
     return count
 
 
+@dataclass
+class LbResult(B.Result):
+    #: CPU time of the Trellis process (and any children) per request, in µs,
+    #: for the reported run: far less noisy than req/s on a shared machine.
+    cpu_us: float | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants so far (/proc/PID/stat)."""
+    total = 0.0
+    for p in B.pids_of(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def load(name: str, about: str, port: int, pid: int, args: argparse.Namespace) -> LbResult:
+    """bench/run.py's ``load`` (warm-up, ``--repeat`` runs, the median), plus CPU per request."""
+    result = LbResult(name, about)
+    B.check_proxying(name, port)
+    warm = max(1, min(2, args.duration // 5))
+    times = f"{args.repeat} x " if args.repeat > 1 else ""
+    B.say(f"  {name}: warm-up {warm}s, then {times}{args.duration}s at {args.connections} conns")
+    B.run_wrk(port, warm, args.connections)
+    runs = []
+    for _ in range(args.repeat):
+        before = cpu_seconds(pid)
+        stats = B.run_wrk(port, args.duration, args.connections)
+        used = cpu_seconds(pid) - before
+        stats["cpu_us"] = used / stats["requests"] * 1e6 if stats.get("requests") else None
+        runs.append(stats)
+    runs.sort(key=lambda r: float(r["rps"]))
+    stats = runs[(len(runs) - 1) // 2]
+    result.rps = stats["rps"]
+    result.runs_rps = [r["rps"] for r in runs]
+    result.p50_ms = stats.get("p50_ms")
+    result.p99_ms = stats.get("p99_ms")
+    result.requests = stats.get("requests")
+    result.cpu_us = stats["cpu_us"]
+    result.socket_errors = sum(r["socket_errors"] for r in runs)
+    result.non_2xx = sum(r["non_2xx"] for r in runs)
+    cpu = f"{result.cpu_us:.0f}us CPU/request" if result.cpu_us else "CPU not measured"
+    B.say(
+        f"  {name}: {result.rps:,.0f} req/s ({', '.join(f'{r:,.0f}' for r in result.runs_rps)}),"
+        f" p50 {B.fmt_ms(result.p50_ms)}, p99 {B.fmt_ms(result.p99_ms)}, {cpu},"
+        f" errors {result.socket_errors + result.non_2xx}"
+    )
+    return result
+
+
 def measure(
     sup: B.Supervisor,
     variant: B.Variant,
@@ -85,13 +146,13 @@ def measure(
     args: argparse.Namespace,
     env: dict[str, str],
     backends: tuple[int, ...] = (),
-) -> B.Result:
+) -> LbResult:
     """Start ``variant``, load it with wrk, stop it; a skipped Result says why not."""
     B.say(f"starting {variant.name} ({variant.about}) on core {B.PROXY_CORE}")
     try:
-        proc, port = B.start_trellis(sup, variant, backend, **env)
+        proc, port = B.start_trellis(sup, variant, backend, **POOL_ENV, **env)
         try:
-            result = B.load(variant.name, variant.about, port, args)
+            result = load(variant.name, variant.about, port, proc.pid, args)
             if backends:
                 counts = [connections_to(p) for p in backends]
                 result.note = "connections to the backends: " + ", ".join(map(str, counts))
@@ -105,10 +166,10 @@ def measure(
             sup.stop(proc)
     except B.Skip as exc:
         B.say(f"  {variant.name}: skipped: {exc}")
-        return B.Result(variant.name, variant.about, skipped=str(exc))
+        return LbResult(variant.name, variant.about, skipped=str(exc))
 
 
-def run(args: argparse.Namespace, sup: B.Supervisor) -> list[B.Result]:
+def run(args: argparse.Namespace, sup: B.Supervisor) -> list[LbResult]:
     for tool in ("taskset", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run `make deps-system`")
@@ -119,7 +180,7 @@ def run(args: argparse.Namespace, sup: B.Supervisor) -> list[B.Result]:
     for port in (first, second):
         B.check_proxying("nginx-backend", port)
 
-    results = []
+    results: list[LbResult] = []
     reverse = B.Variant(REFERENCE, "config/reverse.toml, 1 upstream", B.REVERSE_TOML, B.HTTPTOOLS)
     results.append(measure(sup, reverse, first, args, {}))
     upstreams = f"http://{B.HOST}:{first},http://{B.HOST}:{second}"
@@ -132,34 +193,29 @@ def run(args: argparse.Namespace, sup: B.Supervisor) -> list[B.Result]:
     return results
 
 
-def table(results: list[B.Result]) -> list[str]:
-    """One row per target: req/s, p50, p99, ratio to the reference row, errors, notes."""
-    base = next((r.rps for r in results if r.target == REFERENCE and r.skipped is None), None)
-    rows = [("target", "req/s", "p50", "p99", f"vs {REFERENCE}", "errors", "notes")]
+def table(results: list[LbResult]) -> list[str]:
+    """One row per target: req/s, p50, p99, CPU/request, ratios to the reference row, notes."""
+    ref = next((r for r in results if r.target == REFERENCE and r.skipped is None), None)
+    head = ("req/s", "p50", "p99", f"vs {REFERENCE}", "CPU/req", f"CPU vs {REFERENCE}", "errors")
+    rows: list[tuple[str, ...]] = [("target", *head, "notes")]
     for r in results:
         if r.skipped is not None or r.rps is None:
             reason = (r.skipped or "no result").splitlines()[0]
-            rows.append((r.target, "-", "-", "-", "-", "-", f"skipped: {reason}"))
+            rows.append((r.target, *["-"] * len(head), f"skipped: {reason}"))
             continue
-        ratio = f"{r.rps / base:.2f}x" if base else "-"
+        ratio = f"{r.rps / ref.rps:.2f}x" if ref and ref.rps else "-"
+        cpu = f"{r.cpu_us:.0f}us" if r.cpu_us else "-"
+        cpu_ratio = f"{r.cpu_us / ref.cpu_us:.2f}x" if ref and ref.cpu_us and r.cpu_us else "-"
         errors = str(r.socket_errors + r.non_2xx)
-        rows.append(
-            (
-                r.target,
-                f"{r.rps:,.0f}",
-                B.fmt_ms(r.p50_ms),
-                B.fmt_ms(r.p99_ms),
-                ratio,
-                errors,
-                r.note,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        rps, p50, p99 = f"{r.rps:,.0f}", B.fmt_ms(r.p50_ms), B.fmt_ms(r.p99_ms)
+        rows.append((r.target, rps, p50, p99, ratio, cpu, cpu_ratio, errors, r.note))
+    n = len(head) + 1
+    widths = [max(len(row[i]) for row in rows) for i in range(n)]
     out = []
     for i, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(row[1:6], widths[1:], strict=True)]
-        out.append("  ".join([*cells, row[6]]).rstrip())
+        cells += [c.rjust(w) for c, w in zip(row[1:n], widths[1:], strict=True)]
+        out.append("  ".join([*cells, row[n]]).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
@@ -201,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     sup = B.Supervisor()
     old = {s: signal.signal(s, B._on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    results: list[B.Result] = []
+    results: list[LbResult] = []
     status = 0
     try:
         results = run(args, sup)

@@ -7,6 +7,7 @@ that breaks it must fail a test, not the next benchmark run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,13 +60,17 @@ def test_lb_report_compares_with_reverse() -> None:
     with pytest.raises(SystemExit):
         run_lb.parse_args(["--lb", "fastest"])
     results = [
-        run.Result("reverse", rps=10_000.0, p50_ms=1.0, p99_ms=3.0),
-        run.Result("lb-roundrobin", rps=8_000.0, p50_ms=1.2, p99_ms=3.5, non_2xx=1),
-        run.Result("lb-p2c", skipped="kernel check failed\nmore"),
+        run_lb.LbResult("reverse", rps=10_000.0, p50_ms=1.0, p99_ms=3.0, cpu_us=100.0),
+        run_lb.LbResult("lb-roundrobin", rps=8_000.0, p50_ms=1.2, p99_ms=3.5, cpu_us=125.0),
+        run_lb.LbResult("lb-p2c", skipped="kernel check failed\nmore"),
     ]
+    assert isinstance(results[0], run.Result)  # bench/run.py's, with the CPU added
     lines = run_lb.table(results)
     row = next(line for line in lines if line.startswith("lb-roundrobin"))
     assert "8,000" in row
-    assert "0.80x" in row
+    assert "0.80x" in row  # req/s
+    assert "125us" in row
+    assert "1.25x" in row  # CPU per request
     assert "skipped: kernel check failed" in lines[-1]
     assert run_lb.connections_to(1) >= 0
+    assert run_lb.cpu_seconds(os.getpid()) > 0
