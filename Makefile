@@ -6,6 +6,8 @@
 #   make test          deps-system + venv + lint + pytest
 #   make run           kernel run -c config/default.toml
 #   make bench         bench/run.py (BENCH_ARGS="--duration 5 --only nginx" to narrow it)
+#   make bench-h2      bench/run_h2.py: h2load against Trellis and nginx (h2c, TLS)
+#   make bench-lb      bench/run_lb.py: config/lb.toml over two backends vs config/reverse.toml
 #   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
 
 SHELL := /bin/bash
@@ -35,7 +37,7 @@ BENCH_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: deps-system venv lint test run bench bench-h2 clean distclean
+.PHONY: deps-system venv lint test run bench bench-h2 bench-lb clean distclean
 
 # Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
 # keeps packaged services (nginx now, redis/postgresql later) from being started:
@@ -89,6 +91,9 @@ bench: deps-system venv
 
 bench-h2: deps-system venv
 	$(VENV_PY) bench/run_h2.py $(BENCH_ARGS)
+
+bench-lb: deps-system venv
+	$(VENV_PY) bench/run_lb.py $(BENCH_ARGS)
 
 clean:
 	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \

@@ -138,9 +138,15 @@ class GroupRuntime:
     def pick(self, flow: Flow, tried: tuple[Target, ...] = ()) -> Target | None:
         """The target for this try of ``flow``; ``None`` when none may be used.
 
-        A target this flow already tried is avoided while another one is
-        available. With ``when_none_available = "panic"`` every target with
-        a weight is a candidate when none is available.
+        The strategy picks first tries only. A retry or a failover (``tried``
+        not empty) goes to the least busy target this flow has not tried
+        (fewest requests in flight per unit of weight; on a tie, the next one
+        in group order after the last one tried), without asking the strategy:
+        a retry must neither move a round-robin cursor (with two targets, one
+        failing, every first try would land on the failing one) nor follow a
+        hash to the target that just failed. When every available target was
+        tried, the least busy of them. With ``when_none_available = "panic"``
+        every target with a weight is a candidate when none is available.
         """
         now = _now()
         if now >= self._wake_at:
@@ -157,7 +163,9 @@ class GroupRuntime:
             candidates = tuple(t for t in weighted if t not in tried) or weighted
             if not candidates:
                 return None
-        if self.config.sticky is not None and not tried:
+        if tried:
+            return _least_busy(candidates, self.targets, tried[-1].index)
+        if self.config.sticky is not None:
             chosen = self._sticky_target(flow)
             if chosen is not None and chosen in candidates:
                 return chosen
@@ -224,6 +232,18 @@ class GroupRuntime:
             f" ejected for {passive.cooldown_s:g}s",
         )
 
+    def probe_passed(self, target: Target) -> None:
+        """An active probe of ``target`` passed: a passive ejection ends (as Envoy does).
+
+        The checks just saw the target answer, so there is no reason to wait
+        out the cooldown: a target restarted quickly (before the checks ever
+        marked it down) is back in rotation at its first good probe.
+        """
+        if target.ejected_until > _now():
+            target.ejected_until = 0.0
+            target.failures = 0
+            self._refresh(_now(), "health check passed: passive ejection lifted")
+
     def set_health(self, target: Target, healthy: bool, reason: str) -> None:
         """The active health checks' verdict on ``target`` changed.
 
@@ -274,6 +294,19 @@ class GroupRuntime:
                 self.on_change(target, target.available, reason)
             except Exception:
                 log.exception("reporting a health change of %s/%s failed", self.name, target.name)
+
+
+def _least_busy(candidates: tuple[Target, ...], targets: tuple[Target, ...], after: int) -> Target:
+    """The candidate with the fewest requests in flight per weight; ties go in group order
+    starting after position ``after``."""
+    n = len(targets)
+    return min(
+        candidates,
+        key=lambda t: (
+            t.active / t.weight if t.weight > 0 else t.active,
+            (t.index - after - 1) % n,
+        ),
+    )
 
 
 def _usable(t: Target, now: float) -> bool:

@@ -70,6 +70,7 @@ async def _watch(
             on_probe(target, ok, trio.current_time() - started, why)
         if ok:
             good, bad = good + 1, 0
+            group.probe_passed(target)
             if not target.healthy and good >= cfg.healthy_threshold:
                 group.set_health(target, True, f"health check: {good} passed in a row")
         else:

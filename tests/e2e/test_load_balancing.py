@@ -746,15 +746,6 @@ async def test_killed_target_leaves_and_rejoins_rotation_without_get_errors(
     assert first - again.started_at <= within + 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel: a passing active health check lets a target back from a passive"
-    " ejection only when the checks had marked it down first (GroupRuntime.set_health"
-    " clears ejected_until on an unhealthy -> healthy change only). A target that is"
-    " restarted before unhealthy_threshold probes failed stays ejected for the whole"
-    " [groups.passive] cooldown_s (30 s in config/lb.toml) while every probe passes;"
-    " Envoy's successful_active_health_check_uneject_host un-ejects on any passing check",
-)
 async def test_quickly_restarted_target_rejoins_within_healthy_threshold(
     spawn_proxy: SpawnProxy, start_upstream: StartUpstream
 ) -> None:

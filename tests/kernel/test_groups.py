@@ -80,11 +80,23 @@ def test_pick_avoids_tried_targets_while_others_are_left(tmp_path: Path) -> None
     a, b, c = group.targets
     flow = make_flow()
     assert group.pick(flow) is a
-    assert group.pick(flow, (a,)) is b
+    assert group.pick(flow, (a,)) is b  # a tie on load: the next one after a
     assert group.pick(flow, (a, b)) is c
     # Everything tried: the available ones again (a retry still has somewhere to go).
     assert group.pick(flow, (a, b, c)) is a
-    assert plugin.made[0].offered[:3] == [names((a, b, c)), names((b, c)), ["127.0.0.1:3"]]
+    # Only first tries ask the strategy.
+    assert plugin.made[0].offered == [names((a, b, c))]
+
+
+def test_a_retry_goes_to_the_least_busy_untried_target(tmp_path: Path) -> None:
+    group, plugin = build(tmp_path)
+    a, b, c = group.targets
+    b.active = 5
+    c.active = 1
+    assert group.pick(make_flow(), (a,)) is c
+    c.weight = 0.1  # 1 / 0.1 = 10 per unit of weight: b is less busy now
+    assert group.pick(make_flow(), (a,)) is b
+    assert plugin.made[0].offered == []
 
 
 def test_unhealthy_targets_are_not_offered_and_changes_are_reported(tmp_path: Path) -> None:
@@ -191,7 +203,7 @@ def test_sticky_cookie_pins_and_is_set_once(tmp_path: Path) -> None:
     assert group.sticky_cookie(pinned, a, secure=False) is not None
     # A retry (tried targets) does not follow the cookie.
     group.set_health(b, True, "up")
-    assert group.pick(pinned, (b,)) is a
+    assert group.pick(pinned, (b,)) is not b
 
 
 def test_cookie_values() -> None:
@@ -263,3 +275,16 @@ def test_a_passing_health_check_ends_a_passive_ejection(tmp_path: Path, clock: l
     group.set_health(a, True, "health check: 2 passed in a row")
     assert a.available
     assert (a.ejected_until, a.failures) == (0.0, 0)
+
+
+def test_a_passing_probe_lifts_a_passive_ejection(tmp_path: Path, clock: list[float]) -> None:
+    group, _ = build(tmp_path, "[groups.passive]\nfailures = 1\ncooldown_s = 30")
+    seen: list[tuple[bool, str]] = []
+    group.on_change = lambda t, up, why: seen.append((up, why))
+    a = group.targets[0]
+    group.observe(a, False, None, "connection refused")
+    assert not a.available
+    group.probe_passed(group.targets[1])  # not ejected: nothing happens
+    group.probe_passed(a)
+    assert a.available
+    assert seen[-1] == (True, "health check passed: passive ejection lifted")
