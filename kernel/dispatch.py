@@ -25,7 +25,7 @@ import collections
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -41,6 +41,7 @@ __all__ = [
     "Impl",
     "call_all",
     "call_done",
+    "call_done_sync",
     "certificate_provider",
     "collect_impls",
     "compile_chain",
@@ -317,10 +318,42 @@ def transform(impls: tuple[Impl, ...], hook: str, flow: Flow, chunk: bytes, end:
     return chunk
 
 
-async def call_done(impls: tuple[Impl, ...], flow: Flow) -> None:
-    """The terminal hook: every implementation runs; failures are only logged."""
-    for impl in impls:
+def call_done_sync(impls: tuple[Impl, ...], flow: Flow) -> tuple[int, Awaitable[Any] | None]:
+    """The terminal hook's synchronous part, without any cancel scope.
+
+    Plain ``def`` implementations are called in order, right here (most
+    terminal hooks - metrics, traffic logs - are, and a shielded deadline
+    scope per flow costs more than they do). Stops at the first ``async def``
+    one, or after a ``def`` that returned an awaitable; returns where
+    :func:`call_done` should go on from and that awaitable (or ``None``).
+    """
+    for i, impl in enumerate(impls):
+        if impl.is_async:
+            return i, None
         try:
-            await _call(impl, (flow,))
+            result = impl.fn(flow)
+        except Exception as exc:
+            _fault(attrs.evolve(impl, fail_open=True), "trellis_flow_done", flow, exc)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return i, result
+    return len(impls), None
+
+
+async def call_done(
+    impls: tuple[Impl, ...], flow: Flow, pending: Awaitable[Any] | None = None
+) -> None:
+    """The terminal hook: every implementation runs; failures are only logged.
+
+    ``pending`` is the awaitable the first of ``impls`` already returned
+    (see :func:`call_done_sync`): it is awaited instead of calling it again.
+    """
+    for i, impl in enumerate(impls):
+        try:
+            if i == 0 and pending is not None:
+                with trio.fail_after(impl.deadline):
+                    await pending
+            else:
+                await _call(impl, (flow,))
         except Exception as exc:
             _fault(attrs.evolve(impl, fail_open=True), "trellis_flow_done", flow, exc)

@@ -119,10 +119,13 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         if ex.upstream is not None:
             ex.upstream.close_nowait()
         balance.release(flow)
-        if ex.chain.flow_done:
-            # Shielded: the terminal hook runs even when the flow was cancelled.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await dispatch.call_done(ex.chain.flow_done, flow)
+        done = ex.chain.flow_done
+        if done:
+            start, pending = dispatch.call_done_sync(done, flow)
+            if start < len(done):
+                # Shielded: the terminal hook runs even when the flow was cancelled.
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await dispatch.call_done(done[start:], flow, pending)
         gen.release()
         state.flow_ended()
         FLOW_ID.reset(token)

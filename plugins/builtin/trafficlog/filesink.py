@@ -126,7 +126,12 @@ class FileSink:
                 self._file = None
 
     # ---------------------------------------------------------------- write
-    def write(self, records: Iterable[Record]) -> None:
+    @staticmethod
+    def encode(record: Record) -> bytes:
+        """The JSON line of ``record``: made when it is queued, on the event loop."""
+        return json_line(record)
+
+    def write(self, records: Iterable[Record | bytes]) -> None:
         """Append the records; raises :class:`OSError` (the file is then reopened next time)."""
         today = self._today()
         if today != self._day:
@@ -134,7 +139,7 @@ class FileSink:
         try:
             pending: list[bytes] = []
             for record in records:
-                line = json_line(record)
+                line = record if isinstance(record, bytes) else json_line(record)
                 if self._file is None:
                     self._open_current()
                 limit = self.max_bytes
