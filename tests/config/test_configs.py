@@ -12,14 +12,19 @@ import pytest
 from kernel.config import load_config
 from kernel.config.model import (
     CertificateConfig,
+    GroupConfig,
     H2Section,
+    HealthCheckConfig,
     KernelSection,
     ListenerConfig,
     ListenerTls,
+    PassiveHealthConfig,
     RetryConfig,
     RouteConfig,
     ServerSection,
     Settings,
+    StickyConfig,
+    TargetConfig,
     TransportConfig,
     UpstreamSection,
     UpstreamTls,
@@ -115,6 +120,11 @@ def test_default_documents_every_key() -> None:
         CertificateConfig,
         RouteConfig,
         TransportConfig,
+        GroupConfig,
+        TargetConfig,
+        HealthCheckConfig,
+        PassiveHealthConfig,
+        StickyConfig,
     )
     for cls in sections:
         for field in attrs.fields(cls):

@@ -37,14 +37,17 @@ def kernel(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def test_checks_with_its_defaults() -> None:
     done = kernel("check", "-c", str(LB))
     assert done.returncode == 0, done.stderr
-    assert "ok (1 listener(s), 1 route(s), plugin instances: roundrobin)" in done.stdout
+    assert (
+        "ok (3 listener(s), 1 route(s), plugin instances: metrics, health, trafficlog,"
+        " roundrobin)" in done.stdout
+    )
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_checks_with_each_strategy(strategy: str) -> None:
     done = kernel("check", "-c", str(LB), env={"TRELLIS_LB": strategy})
     assert done.returncode == 0, done.stderr
-    assert f"plugin instances: {strategy})" in done.stdout
+    assert f"plugin instances: metrics, health, trafficlog, {strategy})" in done.stdout
 
 
 def test_an_unknown_strategy_is_refused_with_its_path() -> None:
@@ -87,7 +90,11 @@ def test_explain_follows_the_environment() -> None:
 def test_settings_are_the_scenarios() -> None:
     """What the issue asks of the file, read back from the loaded settings."""
     settings = load_config(LB, environ={}).settings
-    assert [lst.bind for lst in settings.listeners] == ["127.0.0.1:8080"]
+    assert [(lst.name, lst.bind) for lst in settings.listeners] == [
+        ("main", "127.0.0.1:8080"),
+        ("metrics", "127.0.0.1:9090"),
+        ("health", "127.0.0.1:8081"),
+    ]
     (route,) = settings.routes
     assert route.group == "app"
     assert not route.upstream
@@ -107,6 +114,10 @@ def test_settings_are_the_scenarios() -> None:
     assert group.sticky is None
     # Passive ejection with its defaults.
     assert group.passive == PassiveHealthConfig()
-    # No metrics or health endpoints yet (a later issue adds them).
-    assert settings.kernel.plugins == []
-    assert settings.plugins == {}
+    # Metrics, health and the file traffic log, as in config/reverse.toml.
+    assert settings.kernel.plugins == ["metrics", "health", "trafficlog"]
+    assert settings.plugins["trafficlog"] == {
+        "type": "file",
+        "directory": "logs",
+        "exclude_listeners": ["metrics", "health"],
+    }
