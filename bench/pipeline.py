@@ -19,8 +19,8 @@ the app starts it, so the writer thread's work is counted too.
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
+import os
 import pstats
 import time
 from typing import Any
@@ -120,9 +120,7 @@ def build(
             ListenerConfig(name="metrics", bind="127.0.0.1:0"),
             ListenerConfig(name="health", bind="127.0.0.1:0"),
         ]
-        tables = {
-            "trafficlog": {"directory": observe, "exclude_listeners": ["metrics", "health"]}
-        }
+        tables = {"trafficlog": {"directory": observe, "exclude_listeners": ["metrics", "health"]}}
         for name in ("metrics", "health", "trafficlog"):
             extra[name] = _builtin(name, tables.get(name))
     groups = []
@@ -236,7 +234,10 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
-    best = min(trio.run(run, args.codec, args.requests, args.plugins, args.group, observe) for _ in range(5))
+    best = min(
+        trio.run(run, args.codec, args.requests, args.plugins, args.group, observe)
+        for _ in range(5)
+    )
     where = f"group of 2 ({args.group})" if args.group else "one upstream"
     if observe:
         where += ", metrics + health + traffic log"
