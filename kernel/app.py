@@ -36,6 +36,7 @@ from kernel.io.healthcheck import run_health_checks
 from kernel.io.listeners import BindError, BoundListener, bind
 from kernel.io.state import ServerState
 from kernel.io.upstream import TlsTarget
+from kernel.supervisor import supervisor_pid
 from kernel.tls import default_client_context
 from sdk import ConfigError, Group, ServerInfo, StartupContext, Target
 
@@ -172,7 +173,7 @@ class App:
                         root.start_soon(self._watch_config)
                     root.start_soon(self._reap_pool)
                     if self.workers > 1:
-                        root.start_soon(self._watch_supervisor, os.getppid())
+                        root.start_soon(self._watch_supervisor, supervisor_pid())
                     root.start_soon(state.timers.run)
                     log.info(
                         "serving generation %d on %s",
@@ -229,10 +230,11 @@ class App:
 
     async def _watch_supervisor(self, parent: int) -> None:
         """A worker drains when its supervisor is gone (it was re-parented)."""
-        while True:  # polling: no event tells a process its parent died
+        # Polling: no event tells a process its parent died.
+        gone = os.getppid() != parent
+        while not gone:
             await trio.sleep(1.0)
-            if os.getppid() != parent:
-                break
+            gone = os.getppid() != parent
         log.warning("the supervisor (pid %d) is gone: shutting down", parent)
         self._stop.set()
 

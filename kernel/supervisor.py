@@ -36,12 +36,23 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["WORKERS_ENV", "WORKER_ENV", "Supervisor", "worker_argv", "worker_identity"]
+__all__ = [
+    "SUPERVISOR_ENV",
+    "WORKERS_ENV",
+    "WORKER_ENV",
+    "Supervisor",
+    "supervisor_pid",
+    "worker_argv",
+    "worker_identity",
+]
 
 log = logging.getLogger("kernel.supervisor")
 
 WORKER_ENV = "TRELLIS_WORKER"
 WORKERS_ENV = "TRELLIS_WORKERS"
+#: The supervisor's pid, so a worker notices it is gone even if that happened
+#: before the worker got to look (its parent is then already pid 1).
+SUPERVISOR_ENV = "TRELLIS_SUPERVISOR_PID"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: A worker that ends with one of these while starting stops the whole set.
 _FATAL = {1, 2, 3}
@@ -57,6 +68,14 @@ def worker_identity(environ: os._Environ[str] | dict[str, str] | None = None) ->
         return int(env.get(WORKER_ENV, "0")), max(1, int(env.get(WORKERS_ENV, "1")))
     except ValueError:
         return 0, 1
+
+
+def supervisor_pid() -> int:
+    """The pid of this worker's supervisor (its parent's, outside the variable)."""
+    try:
+        return int(os.environ[SUPERVISOR_ENV])
+    except (KeyError, ValueError):
+        return os.getppid()
 
 
 class Supervisor:
@@ -77,6 +96,7 @@ class Supervisor:
         env = dict(os.environ)
         env[WORKER_ENV] = str(index)
         env[WORKERS_ENV] = str(self.workers)
+        env[SUPERVISOR_ENV] = str(os.getpid())
         return env
 
     async def run(self) -> int:

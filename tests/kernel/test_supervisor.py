@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 from kernel.supervisor import WORKER_ENV, WORKERS_ENV, _describe, worker_argv, worker_identity
 
@@ -30,3 +31,14 @@ def test_describe_exit() -> None:
     assert _describe(3) == "exit code 3"
     assert _describe(-signal.SIGKILL) == "signal SIGKILL"
     assert _describe(-200) == "signal 200"
+
+
+def test_supervisor_pid_comes_from_the_environment(monkeypatch: Any) -> None:
+    import os
+
+    from kernel.supervisor import SUPERVISOR_ENV, supervisor_pid
+
+    monkeypatch.setenv(SUPERVISOR_ENV, "4242")
+    assert supervisor_pid() == 4242
+    monkeypatch.delenv(SUPERVISOR_ENV)
+    assert supervisor_pid() == os.getppid()
