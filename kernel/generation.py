@@ -430,7 +430,17 @@ def _transport(route: RouteRuntime) -> str:
         parts.append(f"tls{' as ' + route.tls_server_name if route.tls_server_name else ''}")
     retry = route.retry
     if retry.attempts > 1:
-        parts.append(f"retry {retry.attempts - 1}x on {','.join(map(str, retry.statuses))}")
+        detail = [
+            f"methods {','.join(retry.methods)}",
+            f"backoff {retry.backoff_s * 1000:g}ms",
+            f"budget {retry.budget_ratio:.0%}",
+        ]
+        if retry.deadline_s:
+            detail.append(f"deadline {retry.deadline_s:g}s")
+        parts.append(
+            f"retry {retry.attempts - 1}x on {','.join(map(str, retry.statuses))}"
+            f" ({'; '.join(detail)})"
+        )
     else:
         parts.append("no retry")
     idle = route.websocket_idle_timeout_s
