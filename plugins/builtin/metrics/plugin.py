@@ -1,6 +1,6 @@
 """The metrics plugin's hooks: count finished flows, serve ``/metrics`` on its listener.
 
-May import: stdlib, trio, pluggy, sdk, .config, .store, .hookspecs.
+May import: stdlib, trio, pluggy, sdk, .batch, .config, .store, .hookspecs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import trio
 import sdk
 
 from . import hookspecs
+from .batch import Batch
 from .config import MetricsConfig
 from .store import Metrics, Store, store
 
@@ -135,6 +136,8 @@ class MetricsPlugin:
         #: multiprocess files (``kernel check`` builds instances too).
         self.series: Series | None = None
         self._children: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        #: Per-flow numbers not yet handed to prometheus-client (see .batch).
+        self._batch = Batch()
         self._upstream_children: dict[tuple[str, str, str], Any] = {}
 
     # -- lifecycle ----------------------------------------------------------
@@ -163,6 +166,8 @@ class MetricsPlugin:
     @sdk.hookimpl
     def trellis_startup(self, context: sdk.StartupContext) -> None:
         self._server = context.server
+        self._batch = Batch(immediate=self.store.multiprocess)
+        self.store.batches.append(self._batch)
         self.series = series = Series(self.metrics)
         series.config_generation.set(context.generation)
         self._set_targets(context.groups)
@@ -201,13 +206,21 @@ class MetricsPlugin:
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, _HOOK_NAME)
 
+    @sdk.hookimpl
+    def trellis_shutdown(self) -> None:
+        # The generation's last flows are counted, then the store forgets the batch.
+        self._batch.flush()
+        if self._batch in self.store.batches:
+            self.store.batches.remove(self._batch)
+
     async def _sample_forever(self) -> None:
         while True:
             await trio.sleep(self.config.sample_interval_s)
             self.sample()
 
     def sample(self) -> None:
-        """Read the live gauges (connections, requests) from the server now."""
+        """Hand the batched flow numbers over and read the live gauges now."""
+        self._batch.flush()
         if self.series is None or self._server is None:
             return
         self.series.active_connections.set(self._server.active_connections())
@@ -252,28 +265,34 @@ class MetricsPlugin:
         route = flow.route
         key = (route, method_label(flow.request.method), status_class(flow))
         children = self._children.get(key)
+        batch = self._batch
         if children is None:
             children = self._children[key] = (
                 series.requests.labels(*key),
-                series.request_duration.labels(route),
+                batch.histogram(series.request_duration.labels(route)),
                 series.bytes.labels(route, "in"),
                 series.bytes.labels(route, "out"),
             )
         requests, duration, bytes_in, bytes_out = children
-        requests.inc()
+        counters = batch.counters
+        counters[requests] = counters.get(requests, 0) + 1
+        counters[bytes_in] = counters.get(bytes_in, 0) + flow.bytes_in
+        counters[bytes_out] = counters.get(bytes_out, 0) + flow.bytes_out
         timings = flow.timings
         if timings.done is not None:
             duration.observe(max(0.0, timings.done - timings.request_head))
-        bytes_in.inc(flow.bytes_in)
-        bytes_out.inc(flow.bytes_out)
         connected, head = timings.upstream_connected, timings.response_head
         if connected is not None and head is not None and flow.error is None:
             target = flow.target
             where = (route, target.group, target.name) if target else (route, "", "")
-            child = self._upstream_children.get(where)
-            if child is None:
-                child = self._upstream_children[where] = series.upstream_duration.labels(*where)
-            child.observe(max(0.0, head - connected))
+            upstream = self._upstream_children.get(where)
+            if upstream is None:
+                upstream = self._upstream_children[where] = batch.histogram(
+                    series.upstream_duration.labels(*where)
+                )
+            upstream.observe(max(0.0, head - connected))
+        if batch.immediate:
+            batch.flush()
 
     @sdk.hookimpl
     def trellis_target_health(self, target: sdk.Target, available: bool) -> None:

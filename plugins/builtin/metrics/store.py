@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
@@ -87,6 +87,8 @@ class Store:
         self._objects: dict[str, tuple[tuple[Any, ...], Any]] = {}
         #: Label sets of ``target_healthy`` set in this process (to drop gone targets).
         self.targets: set[tuple[str, str]] = set()
+        #: Batches of per-flow numbers (``.batch``) flushed before every render.
+        self.batches: list[Flushable] = []
 
     def get(
         self,
@@ -125,12 +127,18 @@ class Store:
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for a scrape, in the format ``accept`` asks for, and its type."""
+        for batch in self.batches:
+            batch.flush()
         encoder, content_type = choose_encoder(accept)
         if self.registry is not None:
             return encoder(self.registry), content_type
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return encoder(registry), content_type
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
 
 
 _store: Store | None = None
