@@ -78,7 +78,7 @@ async def get_retrying(port: int) -> int:
         return await get(port)
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.05)
@@ -88,7 +88,9 @@ async def test_workers_share_the_port_restart_reload_and_drain(
     spawn_proxy: SpawnProxy, tmp_path: Path
 ) -> None:
     port = free_port()
-    sup = await spawn_proxy(config(port), port=port, env={"TRELLIS_LOG": "info"})
+    # Generous start-up time: N workers start at once on a small, busy machine.
+    sup = await spawn_proxy(config(port), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    await sup.wait_ready(60)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
     for _ in range(20):
@@ -119,7 +121,8 @@ async def test_workers_share_the_port_restart_reload_and_drain(
 
 async def test_a_killed_supervisor_takes_its_workers_along(spawn_proxy: SpawnProxy) -> None:
     port = free_port()
-    sup = await spawn_proxy(config(port), port=port)
+    sup = await spawn_proxy(config(port), port=port, ready=False)
+    await sup.wait_ready(60)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
     await sup.kill()  # SIGKILL: no chance to stop them itself
