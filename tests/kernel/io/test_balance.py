@@ -271,3 +271,31 @@ async def test_a_dead_pooled_connection_then_a_refused_connect_fails_over(
     for _ in range(4):
         assert (await fetch(app.port()))["status"] == 200
     assert len(b.requests) == 6
+
+
+async def test_http2_both_sides_on_a_group(start_proxy: Any, nursery: trio.Nursery) -> None:
+    """h2c clients on a group route whose targets are HTTP/2-only origins
+    (``force_http2`` as a per-target transport): every stream is balanced,
+    and a dead target fails over like on HTTP/1.1."""
+    from tests.helpers.h2client import H2Client
+    from tests.helpers.h2origin import H2Origin
+
+    a = await nursery.start(H2Origin().serve)
+    b = await nursery.start(H2Origin().serve)
+
+    def target(port: int) -> str:
+        return (
+            f'[[groups.targets]]\nurl = "http://127.0.0.1:{port}"\n'
+            "[groups.targets.transport]\nforce_http2 = true\n"
+        )
+
+    text = config([]).replace('urls = ""', target(a.port) + target(b.port) + target(dead_port()))
+    app = await start_proxy(text)
+    async with await H2Client.connect(app.port()) as h2:
+        results = [await h2.get(f"/x/{i}".encode()) for i in range(12)]
+    assert [r.status for r in results] == [200] * 12
+    # Round-robin over three targets, the dead one's turns failing over: a and b share all.
+    assert len(a.requests) + len(b.requests) == 12
+    assert abs(len(a.requests) - len(b.requests)) <= 4
+    assert a.connections == 1  # one multiplexed connection per target
+    assert b.connections == 1
