@@ -215,3 +215,34 @@ async def test_an_idle_tunnel_is_closed(start_proxy: Any, echo: EchoServer) -> N
             assert await stream.receive_some(65536) == b""  # closed by the proxy
         assert 0.25 <= trio.current_time() - started < 3
     assert echo.accepted == 1
+
+
+async def test_websockets_through_a_group_are_balanced_and_counted(
+    start_proxy: Any, nursery: trio.Nursery
+) -> None:
+    """A WebSocket route that sends to a group: each upgrade goes to a target,
+    which counts it in flight for as long as the tunnel lives."""
+    servers = [await nursery.start(EchoServer().serve) for _ in range(2)]
+    urls = " ".join(f"http://127.0.0.1:{s.port}" for s in servers)
+    text = (
+        config(servers[0].port, "httptools").replace(
+            f'upstream = "http://127.0.0.1:{servers[0].port}"', 'group = "chat"'
+        )
+        + f'\n[[groups]]\nname = "chat"\nstrategy = "leastconn"\nurls = "{urls}"\n'
+    )
+    app = await start_proxy(text)
+    group = app.generation.groups["chat"]
+    with trio.fail_after(20):
+        async with open_websocket_url(f"ws://127.0.0.1:{app.port()}/one") as first:
+            await first.send_message("a")
+            assert await first.get_message() == "a"
+            assert sorted(t.active for t in group.targets) == [0, 1]
+            # leastconn: the second tunnel goes to the other, idle target.
+            async with open_websocket_url(f"ws://127.0.0.1:{app.port()}/two") as second:
+                await second.send_message("b")
+                assert await second.get_message() == "b"
+                assert [t.active for t in group.targets] == [1, 1]
+    assert sorted(s.accepted for s in servers) == [1, 1]
+    with trio.fail_after(5):
+        while any(t.active for t in group.targets):
+            await trio.sleep(0.02)
