@@ -72,9 +72,10 @@ def outcome(ex: ExchangeBase, status: int | None, latency: float | None, why: st
         return
     if status is None:
         group.observe(target, False, None, why)
+    elif status in group.config.passive.statuses:
+        group.observe(target, False, latency, f"status {status}")
     else:
-        ok = status not in group.config.passive.statuses
-        group.observe(target, ok, latency, f"status {status}")
+        group.observe(target, True, latency, "")
 
 
 def may_fail_over(ex: ExchangeBase) -> bool:
