@@ -32,7 +32,7 @@ from kernel.config.model import Settings
 from kernel.pluginhost import PluginHost, instance_plugin
 from sdk import Balancer, ConfigError, Flow, Group, Origin, PluginError, Target
 
-__all__ = ["EWMA_ALPHA", "GroupRuntime", "build_groups", "cookie_values"]
+__all__ = ["EWMA_ALPHA", "GroupRuntime", "build_groups"]
 
 log = logging.getLogger("kernel.groups")
 
@@ -180,11 +180,8 @@ class GroupRuntime:
     def _sticky_target(self, flow: Flow) -> Target | None:
         sticky = self.config.sticky
         assert sticky is not None
-        for value in cookie_values(flow.request.headers.get_all("cookie"), sticky.cookie):
-            target = self.sticky_values.get(value)
-            if target is not None:
-                return target
-        return None
+        value = flow.request.headers.cookies().get(sticky.cookie)
+        return None if value is None else self.sticky_values.get(value)
 
     def sticky_cookie(self, flow: Flow, target: Target, secure: bool) -> str | None:
         """The ``Set-Cookie`` value that pins the client to ``target``, when it is not yet."""
@@ -192,7 +189,7 @@ class GroupRuntime:
         if sticky is None:
             return None
         value = _sticky_value(self.name, target, self.urls[target.index])
-        if value in cookie_values(flow.request.headers.get_all("cookie"), sticky.cookie):
+        if flow.request.headers.cookies().get(sticky.cookie) == value:
             return None
         parts = [f"{sticky.cookie}={value}", f"Path={sticky.path}"]
         if sticky.max_age_s:
@@ -316,17 +313,6 @@ def _usable(t: Target, now: float) -> bool:
 def _sticky_value(group: str, target: Target, url: str) -> str:
     text = f"{group}\0{target.name}\0{url}".encode()
     return hashlib.blake2b(text, digest_size=8).hexdigest()
-
-
-def cookie_values(fields: list[str], name: str) -> list[str]:
-    """The values of cookie ``name`` in ``Cookie`` fields (``a=1; b=2``), in order."""
-    out: list[str] = []
-    for field in fields:
-        for part in field.split(";"):
-            key, eq, value = part.strip().partition("=")
-            if eq and key == name:
-                out.append(value.strip().strip('"'))
-    return out
 
 
 # ---------------------------------------------------------------------------

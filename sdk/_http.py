@@ -105,6 +105,25 @@ class Headers:
         key = _key(name)
         return [v.decode("latin-1") for n, v in self.fields if n == key]
 
+    def cookies(self) -> dict[str, str]:
+        """The cookies of every ``Cookie`` field: ``{name: value}``, the first of a name wins.
+
+        Names are case-sensitive; pairs without ``=`` are skipped, and a value
+        in double quotes loses them (RFC 6265 §4.2.1). Used by the kernel's
+        sticky sessions and by plugins that route on a cookie.
+        """
+        found: dict[str, str] = {}
+        for value in self.get_all(b"cookie"):
+            for pair in value.split(";"):
+                name, eq, item = pair.partition("=")
+                name, item = name.strip(), item.strip()
+                if not eq or not name:
+                    continue
+                if len(item) >= 2 and item[0] == item[-1] == '"':
+                    item = item[1:-1]
+                found.setdefault(name, item)
+        return found
+
     def get_list(self, name: _AnyStr) -> list[str]:
         """Every comma-separated element of every ``name`` field (RFC 9110 §5.6.1)."""
         return [p.strip() for v in self.get_all(name) for p in v.split(",") if p.strip()]

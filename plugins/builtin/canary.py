@@ -58,7 +58,7 @@ import attrs
 
 import sdk
 
-__all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "Match", "bucket_of", "cookies"]
+__all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "Match", "bucket_of"]
 
 #: Client buckets; ``percent`` has a resolution of 100 / BUCKETS = 0.01.
 BUCKETS = 10_000
@@ -72,24 +72,6 @@ def bucket_of(address: str) -> int:
     """The client's bucket in ``[0, BUCKETS)``: the same in every process (no salt)."""
     digest = hashlib.blake2b(address.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS
-
-
-def cookies(headers: sdk.Headers) -> dict[str, str]:
-    """The cookies of every ``Cookie`` field: ``{name: value}``, the first of a name wins.
-
-    Pairs without ``=`` are skipped; a value in double quotes loses them.
-    """
-    found: dict[str, str] = {}
-    for field in headers.get_all("cookie"):
-        for pair in field.split(";"):
-            name, eq, value = pair.partition("=")
-            name, value = name.strip(), value.strip()
-            if not eq or not name:
-                continue
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            found.setdefault(name, value)
-    return found
 
 
 # -------------------------------------------------------------- validators
@@ -184,7 +166,7 @@ class CanaryPlugin:
         if c.header is not None and _header_matches(headers, c.header):
             return True, f"header {c.header.name!r} matched"
         if c.cookie is not None:
-            jar = cookies(headers)
+            jar = headers.cookies()
             if c.cookie.name in jar and c.cookie.value in (ANY, jar[c.cookie.name]):
                 return True, f"cookie {c.cookie.name!r} matched"
         if self._threshold <= 0:

@@ -17,7 +17,7 @@ import kernel.groups as groups_mod
 import sdk
 from kernel.config import loads_config
 from kernel.generation import build_generation
-from kernel.groups import GroupRuntime, cookie_values
+from kernel.groups import GroupRuntime
 from sdk.testing import make_flow
 
 
@@ -204,12 +204,6 @@ def test_sticky_cookie_pins_and_is_set_once(tmp_path: Path) -> None:
     # A retry (tried targets) does not follow the cookie.
     group.set_health(b, True, "up")
     assert group.pick(pinned, (b,)) is not b
-
-
-def test_cookie_values() -> None:
-    fields = ['a=1; srv="x"', "srv=y;b=2", "srv"]
-    assert cookie_values(fields, "srv") == ["x", "y"]
-    assert cookie_values([], "srv") == []
 
 
 def test_a_failing_balancer_is_a_plugin_error(tmp_path: Path) -> None:

@@ -432,3 +432,26 @@ def test_response_make_checks_headers() -> None:
 
 def test_relayed_response_has_no_body() -> None:
     assert Response(status_code=204).body is None
+
+
+# Headers: cookies (the one parser: kernel sticky sessions, canary, the hash strategy)
+def test_cookies_of_every_cookie_field() -> None:
+    headers = Headers(
+        [("cookie", ' a=1 ;b="two words"; ;=x; novalue; a=again'), ("cookie", "c=3=3")]
+    )
+    assert headers.cookies() == {"a": "1", "b": "two words", "c": "3=3"}
+    assert Headers().cookies() == {}
+
+
+def test_cookie_edge_cases() -> None:
+    def cookie(fields: list[str], name: str) -> str | None:
+        return Headers([("cookie", f) for f in fields]).cookies().get(name)
+
+    assert cookie([], "a") is None
+    assert cookie(["a"], "a") is None  # no '='
+    assert cookie([" a = 1 ;b=2"], "a") == "1"
+    assert cookie(["x=1", "a=; a=2"], "a") == ""
+    assert cookie(['a=""'], "a") == ""
+    # the first of a name wins, across fields; names are case-sensitive
+    assert cookie(['a=1; srv="x"', "srv=y;b=2", "srv"], "srv") == "x"
+    assert cookie(["SRV=1"], "srv") is None

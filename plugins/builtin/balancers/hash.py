@@ -79,7 +79,6 @@ __all__ = [
     "KeyReader",
     "MaglevBalancer",
     "RingBalancer",
-    "cookie_value",
     "key_reader",
     "maglev_table",
 ]
@@ -99,19 +98,6 @@ KeyReader = Callable[[sdk.Flow], str | None]
 
 
 # ------------------------------------------------------------------ keys
-def cookie_value(fields: Sequence[str], name: str) -> str | None:
-    """The value of cookie ``name`` in ``Cookie`` fields (``a=1; b=2``); first wins."""
-    for field in fields:
-        for pair in field.split(";"):
-            n, eq, value = pair.partition("=")
-            if eq and n.strip() == name:
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                return value
-    return None
-
-
 def key_reader(spec: str) -> KeyReader:
     """The function reading key ``spec`` (already validated) from a flow."""
     kind, _, name = spec.partition(":")
@@ -126,7 +112,7 @@ def key_reader(spec: str) -> KeyReader:
 
         return header
     if kind == "cookie":
-        return lambda flow: cookie_value(flow.request.headers.get_all("cookie"), name)
+        return lambda flow: flow.request.headers.cookies().get(name)
     if kind == "path":
         return lambda flow: flow.request.path_only
     return lambda flow: flow.client.address

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import sdk
-from plugins.builtin.canary import BUCKETS, CanaryConfig, CanaryPlugin, bucket_of, cookies
+from plugins.builtin.canary import BUCKETS, CanaryConfig, CanaryPlugin, bucket_of
 from sdk.testing import Harness, make_flow
 from tests.helpers.upstream import Upstream
 
@@ -134,14 +134,6 @@ async def test_cookie_forces_the_canary_among_several() -> None:
     any_value = harness(cookie={"name": "canary", "value": "*"})
     assert (await goes(any_value, [("cookie", "a=1; canary=; b")])).upstream == CANARY_ORIGIN
     assert (await goes(any_value, [("cookie", "a=1; canary")])).upstream == STABLE
-
-
-def test_cookie_parsing() -> None:
-    headers = sdk.Headers(
-        [("cookie", ' a=1 ;b="two words"; ;=x; novalue; a=again'), ("cookie", "c=3=3")]
-    )
-    assert cookies(headers) == {"a": "1", "b": "two words", "c": "3=3"}
-    assert cookies(sdk.Headers()) == {}
 
 
 async def test_exclude_header_wins() -> None:
