@@ -825,6 +825,16 @@ def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+def check_load_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The bounds of the load options every bench script shares (exits on a bad one)."""
+    if not 1 <= args.duration <= 600:
+        p.error("--duration must be 1..600")
+    if not 1 <= args.connections <= 10000:
+        p.error("--connections must be 1..10000")
+    if not 1 <= args.repeat <= 20:
+        p.error("--repeat must be 1..20")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Benchmark Trellis against nginx on loopback (see bench/README.md).",
@@ -859,12 +869,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"the Trellis executable (default: {rel(KERNEL)})",
     )
     args = p.parse_args(argv)
-    if not 1 <= args.duration <= 600:
-        p.error("--duration must be 1..600")
-    if not 1 <= args.connections <= 10000:
-        p.error("--connections must be 1..10000")
-    if not 1 <= args.repeat <= 20:
-        p.error("--repeat must be 1..20")
+    check_load_args(p, args)
     if not 1 <= args.idle_connections <= 50000:
         p.error("--idle-connections must be 1..50000")
     args.targets = resolve_only(args.only)

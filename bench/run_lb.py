@@ -235,12 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"strategies to run config/lb.toml with: {', '.join(STRATEGIES)} or all",
     )
     args = p.parse_args(argv)
-    if not 1 <= args.duration <= 600:
-        p.error("--duration must be 1..600")
-    if not 1 <= args.connections <= 10000:
-        p.error("--connections must be 1..10000")
-    if not 1 <= args.repeat <= 20:
-        p.error("--repeat must be 1..20")
+    B.check_load_args(p, args)
     names = [s.strip() for s in args.lb.split(",") if s.strip()]
     if names == ["all"]:
         names = list(STRATEGIES)
