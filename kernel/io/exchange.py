@@ -118,7 +118,8 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         flow.timings.done = _now()
         if ex.upstream is not None:
             ex.upstream.close_nowait()
-        balance.release(flow)
+        if flow.target is not None:
+            balance.release(flow)
         done = ex.chain.flow_done
         if done:
             start, pending = dispatch.call_done_sync(done, flow)
