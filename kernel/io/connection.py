@@ -27,6 +27,7 @@ import logging
 import trio
 
 from kernel.generation import ListenerRuntime
+from kernel.io import sockio
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
@@ -90,12 +91,17 @@ class Http1Connection:
         if not data:
             return
         try:
-            await self.stream.send_all(data)
+            if self._raw:
+                await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
+            else:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
     async def receive(self) -> bytes:
         try:
+            if self._raw:
+                return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
             data = await self.stream.receive_some(RECV_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
@@ -158,7 +164,6 @@ class Http1Connection:
         # ends. (The exchange keeps its own deadlines.)
         scope = trio.CancelScope()
         self._scope = scope
-        timers = self.state.timers
         self._waiting = ""  # "idle" or "head" while a timer is armed for this wait
         self._partial = False  # bytes of a head arrived during the current wait
         self.state.connections += 1
@@ -181,29 +186,25 @@ class Http1Connection:
                     except RemoteProtocolError as exc:
                         await self._refuse_malformed(exc)
                         return
-                    if event is NEED_DATA and not first and not self.codec.buffered:
+                    if not first and (event is not NEED_DATA or self.codec.buffered):
+                        # Pipelined: the next head is here already. Yield once
+                        # per request, as the socket calls may not have.
+                        await trio.lowlevel.checkpoint()
+                    elif event is NEED_DATA and not first:
                         # Idle keep-alive wait, inline in this loop on purpose:
                         # silent close on timeout or when shutdown begins.
                         if self.state.draining:
                             return
-                        self._waiting = "idle"
-                        timers.arm(self, self.listener.keepalive_timeout_s, scope.cancel)
-                        self.state.idle_scopes.add(scope)
-                        try:
-                            # Only wait for readability here, straight on the
-                            # I/O manager: thousands of connections sit in this
-                            # wait, and the frames and context managers of a
-                            # full receive would cost ~1 KiB more on each.
-                            if isinstance(self.stream, trio.SocketStream):
-                                await trio.lowlevel.wait_readable(self.stream.socket)
-                            else:  # TLS may hold decrypted bytes already
-                                self.codec.receive_data(await self.receive())
-                        finally:
-                            self.state.idle_scopes.discard(scope)
-                            timers.disarm(self)
-                        self._waiting = ""
-                        if self._raw:
-                            self.codec.receive_data(await self.receive())
+                        # Under load the next request is usually here already:
+                        # then take it without a trip through epoll.
+                        early = sockio.read_ready(self.stream, RECV_SIZE) if self._raw else None  # type: ignore[arg-type]
+                        if early is not None:
+                            if not early:
+                                return
+                            self.codec.receive_data(early)
+                            await trio.lowlevel.checkpoint()
+                        else:
+                            await self._idle_wait(scope)
                         event = None
                     head = await self._read_head(first, event)
                     if head is None:
@@ -228,6 +229,26 @@ class Http1Connection:
             self.state.idle_scopes.discard(scope)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
+
+    async def _idle_wait(self, scope: trio.CancelScope) -> None:
+        """Wait for the next request's first bytes, under the keep-alive timer."""
+        self._waiting = "idle"
+        self.state.timers.arm(self, self.listener.keepalive_timeout_s, scope.cancel)
+        self.state.idle_scopes.add(scope)
+        try:
+            # Only wait for readability here, straight on the I/O manager:
+            # thousands of connections sit in this wait, and the frames and
+            # context managers of a full receive would cost ~1 KiB more on each.
+            if self._raw:
+                await trio.lowlevel.wait_readable(self.stream.socket)
+            else:  # TLS may hold decrypted bytes already
+                self.codec.receive_data(await self.receive())
+        finally:
+            self.state.idle_scopes.discard(scope)
+            self.state.timers.disarm(self)
+        self._waiting = ""
+        if self._raw:
+            self.codec.receive_data(await self.receive())
 
     async def _sniff_preface(self) -> bytes:
         """The first bytes, enough to tell the HTTP/2 preface from HTTP/1.1.

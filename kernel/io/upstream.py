@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from kernel.io import sockio
 from kernel.io.h2upstream import H2Upstream
 from kernel.protocol.events import NEED_DATA, Data, EndOfMessage
 from kernel.protocol.h2_common import H2Limits
@@ -36,7 +37,9 @@ _PoolKey = tuple[Origin, str, "TlsTarget | None"]
 class UpstreamConnection:
     """One connection to an upstream (TCP, or TLS over it) plus its HTTP/1.1 client codec."""
 
-    __slots__ = ("codec", "idle_since", "key", "kind", "origin", "requests", "socket", "stream")
+    __slots__ = (
+        "codec", "idle_since", "key", "kind", "origin", "raw", "requests", "socket", "stream",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -52,6 +55,8 @@ class UpstreamConnection:
             if isinstance(stream, trio.SocketStream)
             else stream.transport_stream.socket
         )
+        #: Plain TCP: reads and writes may skip trio's wrappers (kernel/io/sockio.py).
+        self.raw = isinstance(stream, trio.SocketStream)
         self.origin = origin
         self.kind = kind
         self.key: _PoolKey = (origin, kind, tls)
@@ -62,9 +67,14 @@ class UpstreamConnection:
 
     async def send(self, data: bytes) -> None:
         if data:
-            await self.stream.send_all(data)
+            if self.raw:
+                await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
+            else:
+                await self.stream.send_all(data)
 
     async def receive(self) -> bytes:
+        if self.raw:
+            return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
         data = await self.stream.receive_some(RECV_SIZE)
         return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
 

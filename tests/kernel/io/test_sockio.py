@@ -1,0 +1,141 @@
+"""Socket calls that skip trio's wrappers when they need not wait (kernel/io/sockio.py).
+
+Real TCP connections on 127.0.0.1: the fast path, the hand-over to trio when
+the kernel would block (a full send buffer, nothing to read yet), the end of
+the stream, and the errors trio's own streams raise.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from kernel.io import sockio
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
+    """Two ends of one TCP connection on loopback."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with listener:
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listener.accept()
+    async with client, server:
+        yield client, server
+
+
+async def test_send_and_receive_without_waiting(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    await sockio.send_all(a, b"hello")
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(5):
+        assert await sockio.receive_some(b, 100) == b"hello"
+
+
+async def test_receive_waits_in_trio_until_bytes_come(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await sockio.receive_some(b, 100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # nothing to read: the reader waits, it does not spin
+        await a.send_all(b"late")
+    assert got == [b"late"]
+
+
+async def test_send_larger_than_the_socket_buffer_completes(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 40_000  # ~10 MB: the kernel takes it in parts
+    received = bytearray()
+
+    async def reader() -> None:
+        while len(received) < len(data):
+            chunk = await b.receive_some(65536)
+            assert chunk
+            received.extend(chunk)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await sockio.send_all(a, data)
+    assert received == data
+
+
+async def test_end_of_stream_is_empty_bytes(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    await a.send_eof()
+    with trio.fail_after(5):
+        assert await sockio.receive_some(b, 100) == b""
+    assert sockio.read_ready(b) == b""
+
+
+async def test_read_ready_never_waits(pair: tuple[trio.SocketStream, trio.SocketStream]) -> None:
+    a, b = pair
+    assert sockio.read_ready(b) is None
+    await a.send_all(b"GET / HTTP/1.1\r\n\r\n")
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(b.socket)
+    assert sockio.read_ready(b) == b"GET / HTTP/1.1\r\n\r\n"
+    assert sockio.read_ready(b) is None
+
+
+async def test_closed_socket_raises_closed_resource(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, _ = pair
+    a.socket.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await sockio.send_all(a, b"x")
+    with pytest.raises(trio.ClosedResourceError):
+        await sockio.receive_some(a, 10)
+    assert sockio.read_ready(a) == b""
+
+
+async def test_reset_by_peer_raises_broken_resource(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    # SO_LINGER 0: closing sends RST instead of FIN.
+    b.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    b.socket.close()
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(a.socket)
+    with pytest.raises(trio.BrokenResourceError):
+        await sockio.receive_some(a, 10)
+
+
+async def test_fast_path_does_not_yield(pair: tuple[trio.SocketStream, trio.SocketStream]) -> None:
+    """The caller owns the checkpoint: a ready read and a write run straight through."""
+    a, b = pair
+    await a.send_all(b"ready")
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(b.socket)
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        assert await sockio.receive_some(b, 100) == b"ready"
+        await sockio.send_all(b, b"back")
+        assert ran == []  # no yield happened, so the other task has not run yet
+    assert ran == ["other"]
