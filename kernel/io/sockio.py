@@ -5,9 +5,10 @@ write it upstream, read the response, write it back). Through
 :class:`trio.SocketStream` each costs a cancellation check, a conflict
 detector, a context manager around the non-blocking call and a yield to the
 scheduler, several microseconds of Python each, though the call itself
-rarely has to wait under load. These functions first make the call directly
-on the file descriptor; only when the kernel says it would block do they hand
-over to the stream, which waits in epoll with all of trio's guarantees.
+rarely has to wait under load. These functions make the call directly on the
+file descriptor; only when the kernel says it would block do they wait, with
+:func:`trio.lowlevel.wait_readable` / :func:`~trio.lowlevel.wait_writable`
+(a checkpoint: cancellable), and then try again.
 
 The fast path does not yield to the scheduler. Whoever loops over these calls
 must checkpoint once per round itself (:class:`kernel.io.connection.Http1Connection`
@@ -42,26 +43,34 @@ def _error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
 
 async def send_all(stream: trio.SocketStream, data: bytes) -> None:
     """Write all of ``data``, as :meth:`trio.SocketStream.send_all` does."""
-    try:
-        sent = _write(stream.socket.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as exc:
-        raise _error(exc) from exc
-    if sent < len(data):
-        # The socket buffer is full: the rest waits in trio's own send_all.
-        await stream.send_all(memoryview(data)[sent:])
+    sock = stream.socket
+    view: bytes | memoryview = data
+    while True:
+        try:
+            sent = _write(sock.fileno(), view)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise _error(exc) from exc
+        if sent == len(view):
+            return
+        # The socket buffer is full: wait in epoll (a checkpoint), then go on.
+        view = memoryview(view)[sent:]
+        await trio.lowlevel.wait_writable(sock)
 
 
 async def receive_some(stream: trio.SocketStream, max_bytes: int) -> bytes:
     """Up to ``max_bytes`` bytes (``b""`` at the end), as :meth:`trio.SocketStream.receive_some`."""
-    try:
-        return _read(stream.socket.fileno(), max_bytes)
-    except BlockingIOError:
-        pass
-    except OSError as exc:
-        raise _error(exc) from exc
-    return await stream.receive_some(max_bytes)
+    sock = stream.socket
+    while True:
+        try:
+            return _read(sock.fileno(), max_bytes)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise _error(exc) from exc
+        # Nothing yet: wait in epoll (a checkpoint), then read again.
+        await trio.lowlevel.wait_readable(sock)
 
 
 def read_ready(stream: trio.SocketStream, max_bytes: int = 65536) -> bytes | None:

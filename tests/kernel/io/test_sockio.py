@@ -39,7 +39,7 @@ async def test_send_and_receive_without_waiting(
         assert await sockio.receive_some(b, 100) == b"hello"
 
 
-async def test_receive_waits_in_trio_until_bytes_come(
+async def test_receive_waits_in_epoll_until_bytes_come(
     pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
     a, b = pair
