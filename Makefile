@@ -8,6 +8,8 @@
 #   make bench         bench/run.py (BENCH_ARGS="--duration 5 --only nginx" to narrow it)
 #   make bench-h2      bench/run_h2.py: h2load against Trellis and nginx (h2c, TLS)
 #   make bench-lb      bench/run_lb.py: config/lb.toml over two backends vs config/reverse.toml
+#   make bench-instructions  bench/server_instructions.py: instructions per request of the
+#                      running server under callgrind (deterministic; ~3 minutes)
 #   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
 
 SHELL := /bin/bash
@@ -27,7 +29,7 @@ PIP_EXTRAS := test,dev
 # nginx is fine); otherwise dpkg must report it installed. Later issues add
 # here, e.g. redis-server:redis-server postgresql nghttp2-client:h2load
 # tshark:tshark chromium:chromium.
-SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl postgresql
+SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl valgrind:valgrind postgresql
 
 # sudo only when we are not root and sudo exists (CI runs as root).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
@@ -37,7 +39,7 @@ BENCH_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: deps-system venv lint test run bench bench-h2 bench-lb clean distclean
+.PHONY: deps-system venv lint test run bench bench-h2 bench-lb bench-instructions clean distclean
 
 # Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
 # keeps packaged services (nginx now, redis/postgresql later) from being started:
@@ -94,6 +96,9 @@ bench-h2: deps-system venv
 
 bench-lb: deps-system venv
 	$(VENV_PY) bench/run_lb.py $(BENCH_ARGS)
+
+bench-instructions: deps-system venv
+	$(VENV_PY) bench/server_instructions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \

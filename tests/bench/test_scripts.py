@@ -7,9 +7,11 @@ that breaks it must fail a test, not the next benchmark run.
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,46 @@ def test_lb_report_compares_with_reverse() -> None:
     assert "skipped: kernel check failed" in lines[-1]
     assert run_lb.connections_to(1) >= 0
     assert run_lb.cpu_seconds(os.getpid()) > 0
+
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1 origin: 200 with a small body, or 503 on /fail."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        status = 503 if self.path == "/fail" else 200
+        body = b"x" * 100
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.served += 1  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_server_instructions_client_sends_exactly_n() -> None:
+    """bench/server_instructions.py's client: N requests over C connections, all answered."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import server_instructions
+    finally:
+        sys.path.remove(str(BENCH))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    server.served = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        server_instructions.drive(port, 57, 5, timeout=30)
+        assert server.served == 57  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match="unexpected response"):
+            server_instructions.drive(
+                port, 3, 1, timeout=30, request=b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
