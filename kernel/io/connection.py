@@ -118,6 +118,10 @@ class Http1Connection:
             event = codec.next_event()
             if event is NEED_DATA:
                 with trio.move_on_after(timeout) as scope:
+                    # A yield per chunk: a socket read that need not wait does
+                    # not yield (kernel/io/sockio.py), and a long body must not
+                    # keep every other connection waiting.
+                    await trio.lowlevel.checkpoint()
                     data = await self.receive()
                 if scope.cancelled_caught:
                     raise RemoteProtocolError("request body timed out", status_hint=408)

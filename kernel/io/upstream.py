@@ -93,6 +93,10 @@ class UpstreamConnection:
             if event is NEED_DATA:
                 await before_wait()
                 with trio.fail_after(timeout):
+                    # A yield per chunk: a read (or the flush before it) that
+                    # need not wait does not yield (kernel/io/sockio.py), and a
+                    # long body must not keep every other connection waiting.
+                    await trio.lowlevel.checkpoint()
                     chunk = await self.receive()
                 codec.receive_data(chunk)
             elif isinstance(event, Data | EndOfMessage):

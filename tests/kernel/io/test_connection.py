@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from tests.conftest import basic_config
+from tests.helpers.yields import Yields
 
 #: Pipelined behind every refused request: it must never reach the upstream.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -976,3 +977,46 @@ async def test_a_kernel_bug_ends_that_connection_not_the_proxy(
     assert "simulated kernel bug" in caplog.text
     (resp,) = client.parse_responses(await client.exchange(app.port(), request))
     assert resp["status"] == 200
+
+
+# -- yielding ------------------------------------------------------------------------
+
+
+async def test_request_body_read_yields_per_chunk_even_when_bytes_are_waiting() -> None:
+    """Socket reads that find bytes do not yield (kernel/io/sockio.py), so the body
+    loop does, once per chunk: a long upload must not starve other connections."""
+    from kernel.config.model import ListenerConfig, RouteConfig, Settings
+    from kernel.generation import build_generation
+    from kernel.io.connection import Http1Connection
+    from kernel.io.state import ServerState
+    from kernel.protocol.events import Data, RequestHead
+    from sdk import ClientInfo
+
+    settings = Settings(
+        listeners=[ListenerConfig()],
+        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9")],
+    )
+    gen = build_generation(settings, available={})
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = Http1Connection(
+            trio.SocketStream(ours),
+            ServerState(gen),
+            gen.listeners["main"],
+            ClientInfo(address="127.0.0.1", port=1, listener="main"),
+        )
+        await theirs.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+        await trio.lowlevel.wait_readable(ours)
+        conn.codec.receive_data(await conn.receive())
+        assert isinstance(conn.codec.next_event(), RequestHead)
+        await theirs.send(b"y" * 2000)  # waiting in the socket before the body is read
+        await trio.lowlevel.wait_readable(ours)
+        yields = Yields(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(yields)
+        try:
+            event = await conn.next_body_event(5)
+        finally:
+            trio.lowlevel.remove_instrument(yields)
+        assert isinstance(event, Data)
+        assert event.data == b"y" * 2000
+        assert yields.count == 1  # one yield for the chunk, though the read did not wait

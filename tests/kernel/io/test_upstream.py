@@ -18,11 +18,13 @@ import trio
 
 from kernel.config.transport import UpstreamTls
 from kernel.io.upstream import UpstreamConnection, UpstreamPool, connect
+from kernel.protocol.events import Data, RequestHead, ResponseHead
 from kernel.tls import build_client_tls
 from sdk import Origin, UpstreamConnectError, UpstreamTimeout
 from tests.conftest import basic_config
 from tests.helpers.h2origin import proxy_config, server_context
 from tests.helpers.tlsorigin import TlsUpstream
+from tests.helpers.yields import Yields
 
 ORIGIN = Origin("http", "127.0.0.1", 9)
 OTHER = Origin("http", "127.0.0.1", 10)
@@ -63,6 +65,37 @@ async def pairs() -> AsyncIterator[Pairs]:
 
 def is_closed(conn: UpstreamConnection) -> bool:
     return conn.stream.socket.fileno() == -1
+
+
+# -- reading a body ------------------------------------------------------------------
+async def test_body_read_yields_per_chunk_even_when_bytes_are_waiting(pairs: Pairs) -> None:
+    """Socket reads that find bytes do not yield (kernel/io/sockio.py), so the body
+    loop does, once per chunk: a long download must not starve other tasks."""
+    conn = pairs.make()
+    head = RequestHead(method=b"GET", target=b"/", headers=[(b"host", b"x")])
+    conn.codec.send_request_head(head)
+    conn.codec.send_end()
+    peer = pairs.peer(conn)
+    body = b"x" * 3000
+    await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 3000\r\n\r\n")
+    await trio.lowlevel.wait_readable(conn.socket)
+    conn.codec.receive_data(await conn.receive())
+    assert isinstance(conn.codec.next_event(), ResponseHead)
+    await peer.send(body)  # waiting in the socket before the body is read
+    await trio.lowlevel.wait_readable(conn.socket)
+
+    async def nothing() -> None:
+        pass
+
+    yields = Yields(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(yields)
+    try:
+        event = await conn.next_body_event(5, nothing)
+    finally:
+        trio.lowlevel.remove_instrument(yields)
+    assert isinstance(event, Data)
+    assert event.data == body
+    assert yields.count == 1  # one yield for the chunk, though the read did not wait
 
 
 # -- bookkeeping -------------------------------------------------------------------
