@@ -195,8 +195,8 @@ class Http1Connection:
                         # per request, as the socket calls may not have.
                         await trio.lowlevel.checkpoint()
                     elif event is NEED_DATA and not first:
-                        # Idle keep-alive wait, inline in this loop on purpose:
-                        # silent close on timeout or when shutdown begins.
+                        # Between requests: a silent close on the keep-alive
+                        # timeout or when shutdown begins.
                         if self.state.draining:
                             return
                         # Under load the next request is usually here already:

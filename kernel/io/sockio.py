@@ -11,9 +11,10 @@ file descriptor; only when the kernel says it would block do they wait, with
 (a checkpoint: cancellable), and then try again.
 
 The fast path does not yield to the scheduler. Whoever loops over these calls
-must checkpoint once per round itself (:class:`kernel.io.connection.Http1Connection`
-does, once per request), or a client whose bytes are always ready would
-starve every other task.
+must checkpoint once per round itself, or a client whose bytes are always
+ready would starve every other task: :class:`kernel.io.connection.Http1Connection`
+yields once per request, and both body loops (the client's request body, the
+upstream's response body) once per chunk.
 
 The file descriptor is looked up on every call, never kept: a closed trio
 socket answers -1, and a number kept from before could by then belong to
