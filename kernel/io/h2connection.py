@@ -127,7 +127,14 @@ class H2Connection:
         (``sender``) is not cancelled by its own stream's reset until they are
         out: a frame cut in half would break the connection for all streams.
         """
-        async with self._write_lock:
+        lock = self._write_lock
+        try:
+            # Uncontended (the usual case): no yield just to take the lock;
+            # the send below yields when there is something to send.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             data = self.proto.data_to_send()
             if not data or self._broken:
                 return
@@ -146,6 +153,8 @@ class H2Connection:
                     sender.sending = False
                     if sender.reset:
                         sender.scope.cancel()
+        finally:
+            lock.release()
 
     async def serve(self) -> None:
         """Serve the connection until it ends, then close it."""

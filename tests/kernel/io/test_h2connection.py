@@ -718,3 +718,37 @@ async def test_drain_closes_idle_connections_with_goaway(start_proxy: Any, upstr
         for c, last in ((used, 1), (fresh, 0)):
             assert c.goaway is not None, (last, c.events)
             assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, last)
+
+
+async def test_write_out_with_nothing_queued_does_not_yield() -> None:
+    """An uncontended writer takes the lock without a yield: a stream ending with
+    its bytes already out costs no trip through the scheduler."""
+    from kernel.config.model import ListenerConfig, RouteConfig, Settings
+    from kernel.generation import build_generation
+    from kernel.io.h2connection import H2Connection
+    from kernel.io.state import ServerState
+    from sdk import ClientInfo
+    from tests.helpers.yields import Yields
+
+    settings = Settings(
+        listeners=[ListenerConfig()],
+        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9")],
+    )
+    gen = build_generation(settings, available={})
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = H2Connection(
+            trio.SocketStream(ours),
+            ServerState(gen),
+            gen.listeners["main"],
+            ClientInfo(address="127.0.0.1", port=1, listener="main"),
+        )
+        conn.proto.data_to_send()  # whatever the preface queued: not under test
+        yields = Yields(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(yields)
+        try:
+            await conn.write_out()
+        finally:
+            trio.lowlevel.remove_instrument(yields)
+        assert yields.count == 0
+        assert not conn._write_lock.locked()
