@@ -9,7 +9,7 @@
 #   make bench-h2      bench/run_h2.py: h2load against Trellis and nginx (h2c, TLS)
 #   make bench-lb      bench/run_lb.py: config/lb.toml over two backends vs config/reverse.toml
 #   make bench-instructions  bench/server_instructions.py: instructions per request of the
-#                      running server under callgrind (deterministic; ~3 minutes)
+#                      running server under callgrind, HTTP/1.1 and h2c (~8 minutes)
 #   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
 
 SHELL := /bin/bash

@@ -19,7 +19,10 @@ the server reads: the count is that of a saturated server, the case the
 throughput targets are about.
 
 Targets: ``bare-relay`` (bench/bare_relay.py, the Python ceiling),
-``trellis-httptools`` and ``trellis-chain`` (as in bench/run.py).
+``trellis-httptools`` and ``trellis-chain`` (as in bench/run.py); and for
+HTTP/2 with prior knowledge, driven by ``h2load -n N -c 10 -m 10``,
+``bare-h2-relay`` (bench/bare_h2_relay.py) and ``trellis-h2c``
+(config/reverse.toml without its plugin chain, as bench/run_h2.py runs it).
 
     .venv/bin/python bench/server_instructions.py [--requests 1000,5000]
         [--connections 50] [--only bare-relay,trellis-httptools]
@@ -36,6 +39,7 @@ import re
 import selectors
 import shutil
 import socket
+import subprocess
 import time
 
 from run import (  # bench/run.py, the script's directory
@@ -56,7 +60,12 @@ from run import (  # bench/run.py, the script's directory
     wait_port,
 )
 
-TARGETS = [BARE, "trellis-httptools", "trellis-chain"]
+BARE_H2 = "bare-h2-relay"
+H2C = "trellis-h2c"
+TARGETS = [BARE, "trellis-httptools", "trellis-chain", BARE_H2, H2C]
+#: Who each target is compared with.
+BASELINE = {BARE: BARE, "trellis-httptools": BARE, "trellis-chain": BARE, BARE_H2: BARE_H2}
+BASELINE[H2C] = BARE_H2
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
@@ -107,12 +116,22 @@ def drive(
         sel.close()
 
 
+def drive_h2(port: int, total: int) -> None:
+    """``h2load -n total -c 10 -m 10`` over h2c; every request must succeed."""
+    argv = ["h2load", "-n", str(total), "-c", "10", "-m", "10", f"http://{HOST}:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False).stdout
+    match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    if match is None or int(match.group(1)) != total:
+        raise RuntimeError(f"h2load did not complete {total} requests:\n{out[-400:]}")
+
+
 def _argv_env(target: str, port: int, backend: int) -> tuple[list[str], dict[str, str]]:
     python = str(ROOT / ".venv" / "bin" / "python")
-    if target == BARE:
-        argv = [python, str(BENCH / "bare_relay.py"), "--listen", str(port)]
+    if target in (BARE, BARE_H2):
+        script = "bare_relay.py" if target == BARE else "bare_h2_relay.py"
+        argv = [python, str(BENCH / script), "--listen", str(port)]
         return [*argv, "--upstream", str(backend)], dict(os.environ)
-    variant = VARIANTS[target]
+    variant = VARIANTS["trellis-httptools" if target == H2C else target]
     env = trellis_env(variant, port, backend)
     return [python, "-m", "kernel", "run", "-c", str(variant.config)], env
 
@@ -128,7 +147,10 @@ def count(sup: Supervisor, target: str, backend: int, requests: int, connections
     proc = sup.start(f"{target}-callgrind", ["taskset", "-c", PROXY_CORE, *valgrind, *argv], env)
     try:
         wait_port(port, proc, target, timeout=180)
-        drive(port, requests, connections)
+        if target in (BARE_H2, H2C):
+            drive_h2(port, requests)
+        else:
+            drive(port, requests, connections)
     finally:
         sup.stop(proc, grace=120)  # SIGTERM: the kernel drains, callgrind writes its file
     text = out.read_text(errors="replace") if out.exists() else ""
@@ -152,7 +174,8 @@ def main() -> int:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown targets {unknown}; known: {TARGETS}")
-    for tool in ("valgrind", "taskset"):
+    tools = ["valgrind", "taskset"] + (["h2load"] if {BARE_H2, H2C} & set(targets) else [])
+    for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run `make deps-system`")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -172,10 +195,10 @@ def main() -> int:
             results[target] = (high - low) // (n2 - n1)
     finally:
         sup.stop_all()
-    print(f"\ninstructions per request ({n2} - {n1} requests, {args.connections} connections):")
-    bare = results.get(BARE)
+    print(f"\ninstructions per request ({n2} - {n1} requests):")
     for target, per in results.items():
-        ratio = f"{per / bare:.2f}x {BARE}" if bare else ""
+        base = results.get(BASELINE[target])
+        ratio = f"{per / base:.2f}x {BASELINE[target]}" if base else ""
         print(f"  {target:<18} {per:>9,}  {ratio}")
     return 0 if results else 1
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import trio
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -119,3 +120,21 @@ def test_server_instructions_client_sends_exactly_n() -> None:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+async def test_server_instructions_h2_client_sends_exactly_n() -> None:
+    """bench/server_instructions.py's h2c load (h2load -n) against a real HTTP/2 origin."""
+    from tests.helpers.h2origin import H2Origin
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import server_instructions
+    finally:
+        sys.path.remove(str(BENCH))
+    async with trio.open_nursery() as nursery:
+        origin = await nursery.start(H2Origin().serve)
+        await trio.to_thread.run_sync(server_instructions.drive_h2, origin.port, 57)
+        assert origin.streams == 57
+        nursery.cancel_scope.cancel()
+    with pytest.raises(RuntimeError, match="did not complete"):
+        await trio.to_thread.run_sync(server_instructions.drive_h2, origin.port, 3)
