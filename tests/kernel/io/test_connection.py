@@ -23,7 +23,10 @@ from typing import Any
 import pytest
 import trio
 
+from kernel.io.connection import Http1Connection
+from kernel.protocol.events import Data, RequestHead
 from tests.conftest import basic_config
+from tests.helpers.downstream import connection_on
 from tests.helpers.yields import Yields
 
 #: Pipelined behind every refused request: it must never reach the upstream.
@@ -985,26 +988,9 @@ async def test_a_kernel_bug_ends_that_connection_not_the_proxy(
 async def test_request_body_read_yields_per_chunk_even_when_bytes_are_waiting() -> None:
     """Socket reads that find bytes do not yield (kernel/io/sockio.py), so the body
     loop does, once per chunk: a long upload must not starve other connections."""
-    from kernel.config.model import ListenerConfig, RouteConfig, Settings
-    from kernel.generation import build_generation
-    from kernel.io.connection import Http1Connection
-    from kernel.io.state import ServerState
-    from kernel.protocol.events import Data, RequestHead
-    from sdk import ClientInfo
-
-    settings = Settings(
-        listeners=[ListenerConfig()],
-        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9")],
-    )
-    gen = build_generation(settings, available={})
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
-        conn = Http1Connection(
-            trio.SocketStream(ours),
-            ServerState(gen),
-            gen.listeners["main"],
-            ClientInfo(address="127.0.0.1", port=1, listener="main"),
-        )
+        conn = connection_on(Http1Connection, ours)
         await theirs.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
         await trio.lowlevel.wait_readable(ours)
         conn.codec.receive_data(await conn.receive())

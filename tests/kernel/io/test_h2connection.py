@@ -19,7 +19,9 @@ import pytest
 import trio
 from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
+from kernel.io.h2connection import H2Connection
 from tests.conftest import basic_config
+from tests.helpers.downstream import connection_on
 from tests.helpers.h2client import (
     CANCEL,
     ENHANCE_YOUR_CALM,
@@ -30,6 +32,7 @@ from tests.helpers.h2client import (
     RawH2,
     request_fields,
 )
+from tests.helpers.yields import Yields
 
 
 def config(upstream: Any, *, h2: str = "", server: str = "", extra: str = "") -> str:
@@ -723,26 +726,9 @@ async def test_drain_closes_idle_connections_with_goaway(start_proxy: Any, upstr
 async def test_write_out_with_nothing_queued_does_not_yield() -> None:
     """An uncontended writer takes the lock without a yield: a stream ending with
     its bytes already out costs no trip through the scheduler."""
-    from kernel.config.model import ListenerConfig, RouteConfig, Settings
-    from kernel.generation import build_generation
-    from kernel.io.h2connection import H2Connection
-    from kernel.io.state import ServerState
-    from sdk import ClientInfo
-    from tests.helpers.yields import Yields
-
-    settings = Settings(
-        listeners=[ListenerConfig()],
-        routes=[RouteConfig(name="default", upstream="http://127.0.0.1:9")],
-    )
-    gen = build_generation(settings, available={})
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
-        conn = H2Connection(
-            trio.SocketStream(ours),
-            ServerState(gen),
-            gen.listeners["main"],
-            ClientInfo(address="127.0.0.1", port=1, listener="main"),
-        )
+        conn = connection_on(H2Connection, ours)
         conn.proto.data_to_send()  # whatever the preface queued: not under test
         yields = Yields(trio.lowlevel.current_task())
         trio.lowlevel.add_instrument(yields)
