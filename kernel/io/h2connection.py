@@ -51,6 +51,7 @@ import trio
 from kernel.config.model import H2Section
 from kernel.generation import ListenerRuntime
 from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.h2flow import take_lock
 from kernel.io.h2stream import H2Stream
 from kernel.io.state import ServerState
 from kernel.io.tunnel import linger
@@ -128,12 +129,7 @@ class H2Connection:
         out: a frame cut in half would break the connection for all streams.
         """
         lock = self._write_lock
-        try:
-            # Uncontended (the usual case): no yield just to take the lock;
-            # the send below yields when there is something to send.
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        await take_lock(lock)
         try:
             data = self.proto.data_to_send()
             if not data or self._broken:

@@ -3,7 +3,8 @@
 The downstream stream (:mod:`kernel.io.h2connection`) and the upstream one
 (:mod:`kernel.io.h2upstream`) hand body bytes to their sans-IO protocol only
 as far as the peer's windows (and the protocol's outbound buffer) allow, and
-wait for a ``WindowOpen`` for the rest. That loop lives here once.
+wait for a ``WindowOpen`` for the rest. That loop lives here once, and so
+does taking a connection's write lock (:func:`take_lock`).
 
 May import: stdlib, trio, kernel.protocol.
 """
@@ -16,7 +17,20 @@ import trio
 
 from kernel.protocol.h2_endpoint import H2Endpoint
 
-__all__ = ["WindowWaiter", "send_flow_controlled"]
+__all__ = ["WindowWaiter", "send_flow_controlled", "take_lock"]
+
+
+async def take_lock(lock: trio.Lock) -> None:
+    """Acquire a connection's write lock, without a yield when it is free.
+
+    The usual case: then the send that follows yields if there is anything
+    to send, and a writer with nothing left costs no trip through the
+    scheduler. Release with ``lock.release()``.
+    """
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
 
 
 class WindowWaiter:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from kernel.io.h2flow import WindowWaiter, send_flow_controlled
+from kernel.io.h2flow import WindowWaiter, send_flow_controlled, take_lock
 from kernel.protocol import h2_common as ev
 from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
 from kernel.protocol.h2_client import H2Client
@@ -194,10 +194,14 @@ class H2Upstream:
         self._kick.set()
 
     async def write_out(self) -> None:
-        async with self._write_lock:
+        lock = self._write_lock
+        await take_lock(lock)
+        try:
             data = self.proto.data_to_send()
             if data and not self.closed:
                 await self.stream.send_all(data)
+        finally:
+            lock.release()
 
     async def _writer(self) -> None:
         while not self.closed:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import trio
+
+T = TypeVar("T")
 
 
 class Yields(trio.abc.Instrument):
-    """Counts the times ``task`` was put back in the run queue (its yields).
-
-    Use with :func:`trio.lowlevel.add_instrument` / ``remove_instrument``
-    around the call under test.
-    """
+    """Counts the times ``task`` was put back in the run queue (its yields)."""
 
     def __init__(self, task: trio.lowlevel.Task) -> None:
         self.task = task
@@ -19,3 +20,14 @@ class Yields(trio.abc.Instrument):
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
         if task is self.task:
             self.count += 1
+
+
+async def counting_yields(fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    """``await fn()`` in the current task: its result and how often the task yielded."""
+    yields = Yields(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(yields)
+    try:
+        result = await fn()
+    finally:
+        trio.lowlevel.remove_instrument(yields)
+    return result, yields.count

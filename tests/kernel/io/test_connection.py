@@ -27,7 +27,7 @@ from kernel.io.connection import Http1Connection
 from kernel.protocol.events import Data, RequestHead
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
-from tests.helpers.yields import Yields
+from tests.helpers.yields import counting_yields
 
 #: Pipelined behind every refused request: it must never reach the upstream.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -997,12 +997,7 @@ async def test_request_body_read_yields_per_chunk_even_when_bytes_are_waiting() 
         assert isinstance(conn.codec.next_event(), RequestHead)
         await theirs.send(b"y" * 2000)  # waiting in the socket before the body is read
         await trio.lowlevel.wait_readable(ours)
-        yields = Yields(trio.lowlevel.current_task())
-        trio.lowlevel.add_instrument(yields)
-        try:
-            event = await conn.next_body_event(5)
-        finally:
-            trio.lowlevel.remove_instrument(yields)
+        event, count = await counting_yields(lambda: conn.next_body_event(5))
         assert isinstance(event, Data)
         assert event.data == b"y" * 2000
-        assert yields.count == 1  # one yield for the chunk, though the read did not wait
+        assert count == 1  # one yield for the chunk, though the read did not wait

@@ -32,7 +32,7 @@ from tests.helpers.h2client import (
     RawH2,
     request_fields,
 )
-from tests.helpers.yields import Yields
+from tests.helpers.yields import counting_yields
 
 
 def config(upstream: Any, *, h2: str = "", server: str = "", extra: str = "") -> str:
@@ -730,11 +730,6 @@ async def test_write_out_with_nothing_queued_does_not_yield() -> None:
     with ours, theirs:
         conn = connection_on(H2Connection, ours)
         conn.proto.data_to_send()  # whatever the preface queued: not under test
-        yields = Yields(trio.lowlevel.current_task())
-        trio.lowlevel.add_instrument(yields)
-        try:
-            await conn.write_out()
-        finally:
-            trio.lowlevel.remove_instrument(yields)
-        assert yields.count == 0
+        _, count = await counting_yields(conn.write_out)
+        assert count == 0
         assert not conn._write_lock.locked()

@@ -15,8 +15,10 @@ import trio
 from kernel.io.h2upstream import H2Upstream
 from kernel.io.upstream import UpstreamPool
 from kernel.protocol.events import RequestHead
+from kernel.protocol.h2_common import H2Limits
 from sdk import Origin
 from tests.helpers.h2origin import H2Origin, proxy_config
+from tests.helpers.yields import counting_yields
 
 
 async def h2c_proxy(nursery: trio.Nursery, start_proxy: Any, origin: H2Origin) -> Any:
@@ -243,3 +245,16 @@ async def test_a_bug_in_an_upstream_connection_fails_its_flows_not_the_proxy(
     with trio.fail_after(5):
         assert (await get(client, app.port(), "/echo"))["status"] == 200
     assert origin.connections == 2  # the broken one was closed, a new one opened
+
+
+async def test_write_out_with_nothing_queued_does_not_yield() -> None:
+    """As on the client side: an uncontended writer takes the lock without a yield."""
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = H2Upstream(
+            trio.SocketStream(ours), Origin("http", "127.0.0.1", 9), "key", H2Limits()
+        )
+        conn.proto.data_to_send()  # the preface: not under test
+        _, count = await counting_yields(conn.write_out)
+        assert count == 0
+        assert not conn._write_lock.locked()

@@ -24,7 +24,7 @@ from sdk import Origin, UpstreamConnectError, UpstreamTimeout
 from tests.conftest import basic_config
 from tests.helpers.h2origin import proxy_config, server_context
 from tests.helpers.tlsorigin import TlsUpstream
-from tests.helpers.yields import Yields
+from tests.helpers.yields import counting_yields
 
 ORIGIN = Origin("http", "127.0.0.1", 9)
 OTHER = Origin("http", "127.0.0.1", 10)
@@ -87,15 +87,10 @@ async def test_body_read_yields_per_chunk_even_when_bytes_are_waiting(pairs: Pai
     async def nothing() -> None:
         pass
 
-    yields = Yields(trio.lowlevel.current_task())
-    trio.lowlevel.add_instrument(yields)
-    try:
-        event = await conn.next_body_event(5, nothing)
-    finally:
-        trio.lowlevel.remove_instrument(yields)
+    event, count = await counting_yields(lambda: conn.next_body_event(5, nothing))
     assert isinstance(event, Data)
     assert event.data == body
-    assert yields.count == 1  # one yield for the chunk, though the read did not wait
+    assert count == 1  # one yield for the chunk, though the read did not wait
 
 
 # -- bookkeeping -------------------------------------------------------------------
