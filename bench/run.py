@@ -547,6 +547,21 @@ def run_wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
         raise Skip(f"{exc}:\n{proc.stdout}")
 
 
+def take_median(result: Result, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fill ``result`` from the wrk run with the median req/s (errors summed over all
+    runs); returns that run's stats."""
+    runs.sort(key=lambda r: float(r["rps"]))
+    stats = runs[(len(runs) - 1) // 2]
+    result.rps = stats["rps"]
+    result.runs_rps = [r["rps"] for r in runs]
+    result.p50_ms = stats.get("p50_ms")
+    result.p99_ms = stats.get("p99_ms")
+    result.requests = stats.get("requests")
+    result.socket_errors = sum(r["socket_errors"] for r in runs)
+    result.non_2xx = sum(r["non_2xx"] for r in runs)
+    return stats
+
+
 def load(name: str, about: str, port: int, args: argparse.Namespace) -> Result:
     """Warm up, then ``--repeat`` wrk runs; keep the run with the median req/s."""
     result = Result(name, about)
@@ -558,15 +573,7 @@ def load(name: str, about: str, port: int, args: argparse.Namespace) -> Result:
     )
     run_wrk(port, warm, args.connections)
     runs = [run_wrk(port, args.duration, args.connections) for _ in range(args.repeat)]
-    runs.sort(key=lambda r: float(r["rps"]))
-    stats = runs[(len(runs) - 1) // 2]
-    result.rps = stats["rps"]
-    result.runs_rps = [r["rps"] for r in runs]
-    result.p50_ms = stats.get("p50_ms")
-    result.p99_ms = stats.get("p99_ms")
-    result.requests = stats.get("requests")
-    result.socket_errors = sum(r["socket_errors"] for r in runs)
-    result.non_2xx = sum(r["non_2xx"] for r in runs)
+    take_median(result, runs)
     spread = (
         f" (median of {', '.join(f'{r:,.0f}' for r in result.runs_rps)})" if len(runs) > 1 else ""
     )

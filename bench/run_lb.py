@@ -120,16 +120,8 @@ def load(name: str, about: str, port: int, pid: int, args: argparse.Namespace) -
         used = cpu_seconds(pid) - before
         stats["cpu_us"] = used / stats["requests"] * 1e6 if stats.get("requests") else None
         runs.append(stats)
-    runs.sort(key=lambda r: float(r["rps"]))
-    stats = runs[(len(runs) - 1) // 2]
-    result.rps = stats["rps"]
-    result.runs_rps = [r["rps"] for r in runs]
-    result.p50_ms = stats.get("p50_ms")
-    result.p99_ms = stats.get("p99_ms")
-    result.requests = stats.get("requests")
+    stats = B.take_median(result, runs)
     result.cpu_us = stats["cpu_us"]
-    result.socket_errors = sum(r["socket_errors"] for r in runs)
-    result.non_2xx = sum(r["non_2xx"] for r in runs)
     cpu = f"{result.cpu_us:.0f}us CPU/request" if result.cpu_us else "CPU not measured"
     B.say(
         f"  {name}: {result.rps:,.0f} req/s ({', '.join(f'{r:,.0f}' for r in result.runs_rps)}),"

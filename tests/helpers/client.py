@@ -14,11 +14,16 @@ import trio
 
 
 async def exchange(
-    port: int, data: bytes, *, timeout: float = 5.0, half_close: bool = True
+    port: int,
+    data: bytes,
+    *,
+    timeout: float = 5.0,
+    half_close: bool = True,
+    host: str = "127.0.0.1",
 ) -> bytes:
     """Send ``data``, half-close (unless told not to), read until the server closes."""
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream(host, port)
         async with stream:
             await stream.send_all(data)
             if half_close:

@@ -187,21 +187,14 @@ class PostgresServer:
 
     def _ready(self) -> bool:
         done = subprocess.run(
-            [
-                str(self.bindir / "pg_isready"),
-                "-q",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                "-t",
-                "1",
-            ],
+            [*self._client("pg_isready"), "-q", "-t", "1"],
             check=False,
         )
         return done.returncode == 0
+
+    def _client(self, tool: str) -> list[str]:
+        """The argv of a PostgreSQL client program pointed at this server."""
+        return [str(self.bindir / tool), "-h", self.host, "-p", str(self.port), "-U", self.user]
 
     # -------------------------------------------------------------- use
     def url(self, database: str = "postgres") -> str:
@@ -211,16 +204,7 @@ class PostgresServer:
         """Create an empty database; returns its URL."""
         name = name or f"test_{os.getpid()}_{next(self._names)}"
         done = subprocess.run(
-            [
-                str(self.bindir / "createdb"),
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                name,
-            ],
+            [*self._client("createdb"), name],
             capture_output=True,
             check=False,
         )

@@ -14,6 +14,7 @@ import trio
 import sdk
 from plugins.builtin.health import HealthConfig, HealthPlugin
 from sdk.testing import Harness, make_flow
+from tests.helpers.statusorigin import Origin
 from tests.helpers.upstream import Upstream
 
 PATH = "$.plugins.health"
@@ -258,34 +259,26 @@ async def test_unknown_listener_fails_the_configuration(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- real kernel
-class Switch:
-    """A health endpoint whose status the test sets: every request gets ``status``."""
+#: The kernel, a main and a health listener, and a route to group "app";
+#: each test appends its groups.
+KERNEL_WITH_HEALTH = """
+[kernel]
+watch_config = false
+shutdown_grace_s = 2
+plugins = ["health"]
 
-    def __init__(self) -> None:
-        self.status = 200
-        self.port = 0
-        self.probes = 0
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
 
-    async def serve(
-        self, *, task_status: trio.TaskStatus[Switch] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self)
-        await trio.serve_listeners(self._handle, listeners)
+[[listeners]]
+name = "health"
+bind = "127.0.0.2:0"
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    return
-                data += chunk
-            self.probes += 1
-            await stream.send_all(
-                b"HTTP/1.1 %d X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % self.status
-            )
+[[routes]]
+name = "r"
+group = "app"
+"""
 
 
 async def http(port: int, path: str, host: str = "127.0.0.2") -> tuple[int, Any]:
@@ -315,26 +308,10 @@ async def wait_ready(port: int, want: int) -> Any:
 async def test_ready_flips_when_the_only_target_goes_down_and_back(
     start_proxy: Any, nursery: trio.Nursery
 ) -> None:
-    switch = await nursery.start(Switch().serve)
+    switch = await nursery.start(Origin({}).serve)
     app = await start_proxy(
-        f"""
-[kernel]
-watch_config = false
-shutdown_grace_s = 2
-plugins = ["health"]
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "health"
-bind = "127.0.0.2:0"
-
-[[routes]]
-name = "r"
-group = "app"
-
+        KERNEL_WITH_HEALTH
+        + f"""
 [[groups]]
 name = "app"
 [[groups.targets]]
@@ -354,7 +331,7 @@ unhealthy_threshold = 2
     assert body["groups"]["app"]["targets"][0]["name"] == "only"
     assert body["groups"]["app"]["targets"][0]["url"] == f"http://127.0.0.1:{switch.port}"
 
-    switch.status = 500
+    switch.default = 500
     body = await wait_ready(port, 503)
     assert body["ready"] is False
     assert body["checks"]["groups"] == {"ok": False, "detail": "no available target in: app"}
@@ -363,32 +340,16 @@ unhealthy_threshold = 2
     status, live = await http(port, "/health")
     assert (status, live) == (200, {"status": "ok", "generation": 1, "worker": 0})
 
-    switch.status = 200
+    switch.default = 200
     body = await wait_ready(port, 200)
     assert body["groups"]["app"]["available"] == 1
-    assert switch.probes >= 4
+    assert len(switch.paths) >= 4
 
 
 async def test_ready_with_a_dead_target_and_the_404(start_proxy: Any, upstream: Upstream) -> None:
     app = await start_proxy(
-        f"""
-[kernel]
-watch_config = false
-shutdown_grace_s = 2
-plugins = ["health"]
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "health"
-bind = "127.0.0.2:0"
-
-[[routes]]
-name = "r"
-group = "app"
-
+        KERNEL_WITH_HEALTH
+        + f"""
 [[groups]]
 name = "app"
 [[groups.targets]]

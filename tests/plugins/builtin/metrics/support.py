@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import sdk
@@ -55,24 +54,6 @@ def label_values(samples: Samples, prefix: str = "") -> set[str]:
     }
 
 
-async def exchange(host: str, port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data`` to ``host:port`` and read until the server closes."""
-    with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(host, port)
-        async with stream:
-            await stream.send_all(data)
-            chunks = []
-            while True:
-                try:
-                    chunk = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    return b"".join(chunks)
-
-
 Address = int | tuple[str, int]
 
 
@@ -90,7 +71,8 @@ async def request(
     if body:
         lines.append(f"Content-Length: {len(body)}")
     lines.extend(f"{n}: {v}" for n, v in headers)
-    raw = await exchange(host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    raw = await client.exchange(port, data, host=host, half_close=False)
     (resp,) = client.parse_responses(raw, [method.encode()])
     return resp
 
