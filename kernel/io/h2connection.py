@@ -7,7 +7,8 @@ stream that runs :func:`kernel.io.exchange.run_exchange` with an
 an HTTP/1.1 connection does with itself. Plugins cannot tell the difference.
 
 Bytes go out through one writer at a time (``_write_lock``); whoever holds it
-sends everything the protocol has queued. The reader also waits for its own
+sends everything the protocol has queued, after a yield that lets the other
+streams queue theirs (:func:`kernel.io.h2flow.start_write`). The reader also waits for its own
 writes (SETTINGS and PING acknowledgements, WINDOW_UPDATEs), so a client that
 floods control frames without reading stops being read: its memory here
 stays bounded.
@@ -50,8 +51,9 @@ import trio
 
 from kernel.config.model import H2Section
 from kernel.generation import ListenerRuntime
+from kernel.io import sockio
 from kernel.io.exchange import ClientGone, run_exchange
-from kernel.io.h2flow import take_lock
+from kernel.io.h2flow import start_write
 from kernel.io.h2stream import H2Stream
 from kernel.io.state import ServerState
 from kernel.io.tunnel import linger
@@ -109,6 +111,8 @@ class H2Connection:
         self.proto = H2Server(self.limits)
         self.streams: dict[int, H2Stream] = {}
         self._write_lock = trio.Lock()
+        #: A plain socket (h2c): reads and writes go through kernel.io.sockio.
+        self._raw = isinstance(stream, trio.SocketStream)
         self._tasks = 0
         self._closing = False
         self._broken = False
@@ -129,7 +133,8 @@ class H2Connection:
         out: a frame cut in half would break the connection for all streams.
         """
         lock = self._write_lock
-        await take_lock(lock)
+        if not await start_write(self.proto, lock):
+            return
         try:
             data = self.proto.data_to_send()
             if not data or self._broken:
@@ -137,7 +142,13 @@ class H2Connection:
             if sender is not None:
                 sender.sending = True
             try:
-                await self.stream.send_all(data)
+                if self._raw:
+                    # No yield while the socket takes the bytes: the lock is
+                    # then never held across a yield, and other streams'
+                    # writers do not queue up behind it.
+                    await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
+                else:
+                    await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._broken = True
                 raise ClientGone from exc
@@ -243,7 +254,7 @@ class H2Connection:
             try:
                 with scope:
                     try:
-                        data = bytes(await self.stream.receive_some(RECV_SIZE))
+                        data = await self._receive()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         data = b""  # a reset is an end like any other
                     if not data:
@@ -253,6 +264,16 @@ class H2Connection:
                 state.idle_scopes.discard(scope)
             if scope.cancelled_caught:
                 data = b""
+
+    async def _receive(self) -> bytes:
+        if self._raw:
+            # One yield per read: sockio's does not yield when bytes are
+            # there, and a client that never stops sending must not keep
+            # the other tasks waiting. (Before the read, so a cancellation
+            # cannot lose bytes already taken from the socket.)
+            await trio.lowlevel.checkpoint()
+            return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
+        return bytes(await self.stream.receive_some(RECV_SIZE))
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:

@@ -4,7 +4,7 @@ The downstream stream (:mod:`kernel.io.h2connection`) and the upstream one
 (:mod:`kernel.io.h2upstream`) hand body bytes to their sans-IO protocol only
 as far as the peer's windows (and the protocol's outbound buffer) allow, and
 wait for a ``WindowOpen`` for the rest. That loop lives here once, and so
-does taking a connection's write lock (:func:`take_lock`).
+does the start of a connection's write (:func:`start_write`).
 
 May import: stdlib, trio, kernel.protocol.
 """
@@ -17,7 +17,7 @@ import trio
 
 from kernel.protocol.h2_endpoint import H2Endpoint
 
-__all__ = ["WindowWaiter", "send_flow_controlled", "take_lock"]
+__all__ = ["WindowWaiter", "send_flow_controlled", "start_write", "take_lock"]
 
 
 async def take_lock(lock: trio.Lock) -> None:
@@ -31,6 +31,27 @@ async def take_lock(lock: trio.Lock) -> None:
         lock.acquire_nowait()
     except trio.WouldBlock:
         await lock.acquire()
+
+
+async def start_write(proto: H2Endpoint, lock: trio.Lock) -> bool:
+    """Get ready to write what ``proto`` has queued; False: nothing to write.
+
+    First a yield, so that every task that can run now queues its frames
+    too: ten streams whose responses arrived together then cost one write
+    (one system call), not ten. Whoever comes back from the yield first
+    takes everything; the others find nothing left and return at once. The
+    yield comes before the bytes are taken, so a cancellation there loses
+    nothing: they stay queued for the next writer.
+
+    True: the caller holds ``lock`` and must release it (``lock.release()``).
+    """
+    if not proto.has_output():
+        return False
+    await trio.lowlevel.checkpoint()
+    if not proto.has_output():
+        return False
+    await take_lock(lock)
+    return True
 
 
 class WindowWaiter:

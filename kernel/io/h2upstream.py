@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from kernel.io.h2flow import WindowWaiter, send_flow_controlled, take_lock
+from kernel.io.h2flow import WindowWaiter, send_flow_controlled, start_write
 from kernel.protocol import h2_common as ev
 from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
 from kernel.protocol.h2_client import H2Client
@@ -195,7 +195,8 @@ class H2Upstream:
 
     async def write_out(self) -> None:
         lock = self._write_lock
-        await take_lock(lock)
+        if not await start_write(self.proto, lock):
+            return
         try:
             data = self.proto.data_to_send()
             if data and not self.closed:

@@ -73,6 +73,11 @@ class H2Endpoint(H2Core):
         self._out.clear()
         return out
 
+    def has_output(self) -> bool:
+        """Whether bytes are queued for the socket."""
+        self._drain()
+        return bool(self._out)
+
     def goaway(self, error_code: int = 0, last_stream_id: int | None = None) -> None:
         """Send GOAWAY. 0 is graceful: the peer's streams up to ``last_stream_id``
         (default: all opened so far) may finish, later ones are refused (a

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
+from kernel.io import sockio
 from kernel.io.h2connection import H2Connection
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
@@ -733,3 +735,71 @@ async def test_write_out_with_nothing_queued_does_not_yield() -> None:
         _, count = await counting_yields(conn.write_out)
         assert count == 0
         assert not conn._write_lock.locked()
+
+
+def _frame_types(data: bytes) -> list[int]:
+    """The type of each frame in ``data``, in order."""
+    types, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        types.append(data[pos + 3])
+        pos += 9 + length
+    assert pos == len(data)
+    return types
+
+
+async def test_writers_at_the_same_time_share_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams that queue frames in the same scheduler round cost one system
+    call: the first writer back from its yield takes everyone's bytes."""
+    writes: list[bytes] = []
+    real_send_all = sockio.send_all
+
+    async def recording(stream: trio.SocketStream, data: bytes) -> None:
+        writes.append(data)
+        await real_send_all(stream, data)
+
+    monkeypatch.setattr(sockio, "send_all", recording)
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = connection_on(H2Connection, ours)
+        conn.proto.initiate()
+        conn.proto.data_to_send()  # the preface: not under test
+        go = trio.Event()
+
+        async def writer(opaque: bytes) -> None:
+            await go.wait()  # both wake in the same round, in either order
+            conn.proto._conn.ping(opaque)  # any frame of this writer's own
+            await conn.write_out()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, b"first...")
+            nursery.start_soon(writer, b"second..")
+            await trio.testing.wait_all_tasks_blocked()
+            go.set()
+    assert len(writes) == 1
+    assert _frame_types(writes[0]) == [0x6, 0x6]  # both PINGs
+
+
+async def test_a_writer_cancelled_at_its_yield_leaves_the_bytes_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[bytes] = []
+
+    async def recording(stream: trio.SocketStream, data: bytes) -> None:
+        writes.append(data)
+
+    monkeypatch.setattr(sockio, "send_all", recording)
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = connection_on(H2Connection, ours)
+        conn.proto.initiate()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await conn.write_out()
+        assert scope.cancelled_caught
+        assert writes == []
+        assert conn.proto.has_output()
+        await conn.write_out()
+    assert len(writes) == 1
+    assert _frame_types(writes[0])[0] == 0x4
+    assert not conn.proto.has_output()

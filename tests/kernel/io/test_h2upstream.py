@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import trio
+import trio.testing
 
 from kernel.io.h2upstream import H2Upstream
 from kernel.io.upstream import UpstreamPool
@@ -258,3 +259,36 @@ async def test_write_out_with_nothing_queued_does_not_yield() -> None:
         _, count = await counting_yields(conn.write_out)
         assert count == 0
         assert not conn._write_lock.locked()
+
+
+async def test_writers_at_the_same_time_share_one_write() -> None:
+    """As on the client side: flows that queue frames in the same scheduler
+    round go out in one write."""
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = H2Upstream(
+            trio.SocketStream(ours), Origin("http", "127.0.0.1", 9), "key", H2Limits()
+        )
+        conn.proto.initiate()
+        conn.proto.data_to_send()  # the preface: not under test
+        writes: list[bytes] = []
+
+        class Recording:
+            async def send_all(self, data: bytes) -> None:
+                writes.append(data)
+
+        conn.stream = Recording()  # type: ignore[assignment]
+        go = trio.Event()
+
+        async def writer(opaque: bytes) -> None:
+            await go.wait()  # both wake in the same round, in either order
+            conn.proto._conn.ping(opaque)  # any frame of this writer's own
+            await conn.write_out()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, b"first...")
+            nursery.start_soon(writer, b"second..")
+            await trio.testing.wait_all_tasks_blocked()
+            go.set()
+        assert len(writes) == 1
+        assert len(writes[0]) == 2 * (9 + 8)  # both PINGs
