@@ -106,11 +106,15 @@ class H2Core:
         self.limits = lim = H2Limits() if limits is None else limits
         # We validate received fields ourselves (h2_fields), per stream: h2's
         # validation turns every malformed request into a connection error.
+        # What we send, h2_fields has checked and normalised already (and
+        # marks credentials never-indexed): h2 would only repeat it.
         config = H2Configuration(
             client_side=self._client,
             header_encoding=None,
             validate_inbound_headers=False,
             normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._conn = H2Connection(config)
         # Over the advertised size a request gets 431 (h2_fields); twice that

@@ -17,7 +17,15 @@ would kill every stream of the connection (and most of h2's checks are fewer).
   what we send, lower-cased, connection-specific fields dropped; raise
   :class:`LocalProtocolError` for what must not go on the wire.
 
-May import: stdlib, attrs, kernel.protocol.events, kernel.protocol.validate, sdk._errors.
+What we send is checked and normalised here alone: h2's own outbound
+normalisation and validation are off (:mod:`.h2_core`), since they repeat
+these checks through a chain of generators on every head. That includes
+the one thing h2's normalisation did besides: credentials (``authorization``,
+``proxy-authorization``, cookies under 20 bytes) go out as HPACK
+never-indexed fields (RFC 7541 §7.1.3), so no compression context holds them.
+
+May import: stdlib, attrs, hpack, kernel.protocol.events, kernel.protocol.validate,
+sdk._errors.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import re
 from typing import Final
 
 import attrs
+from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
 from kernel.protocol.validate import host_ok
@@ -270,8 +279,16 @@ def _sendable(fields: Fields, drop: frozenset[bytes]) -> Fields:
         value = value.strip(b" \t")
         if _VALUE.fullmatch(value) is None:
             raise LocalProtocolError(f"cannot send this {name.decode('ascii')} value")
-        out.append((name, value))
+        if name in _CREDENTIALS or (name == b"cookie" and len(value) < 20):
+            # Never indexed (as h2's normalisation, nghttp2 and Firefox do): a
+            # short secret in a shared table could be guessed by compression.
+            out.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            out.append((name, value))
     return out
+
+
+_CREDENTIALS: Final = frozenset((b"authorization", b"proxy-authorization"))
 
 
 _RESPONSE_DROP: Final = CONNECTION_SPECIFIC | {b"te"}
@@ -311,12 +328,12 @@ def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields
         (b":authority", authority),
         (b":path", target),
     ]
-    for name, value in _sendable(head.headers, _REQUEST_DROP):
-        if name == b"te":
-            if b"trailers" not in _tokens(value):
+    for field in _sendable(head.headers, _REQUEST_DROP):
+        if field[0] == b"te":
+            if b"trailers" not in _tokens(field[1]):
                 continue
-            value = b"trailers"
-        out.append((name, value))
+            field = (b"te", b"trailers")
+        out.append(field)  # as _sendable made it: perhaps never-indexed
     return out
 
 

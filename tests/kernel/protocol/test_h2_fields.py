@@ -7,6 +7,7 @@ The wire-level refusal matrix (each case through a real h2 client) is in
 from __future__ import annotations
 
 import pytest
+from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_fields import (
@@ -147,6 +148,25 @@ def test_response_fields_to_send() -> None:
     for bad in ([(b"x", b"a\r\nb: c")], [(b"x", b"a\x00")], [(b"a b", b"1")]):
         with pytest.raises(LocalProtocolError):
             response_fields(200, bad)
+
+
+def test_credentials_are_sent_never_indexed() -> None:
+    """Authorization and short cookies stay out of HPACK's tables (RFC 7541 §7.1.3)."""
+    fields = [
+        (b"Authorization", b"Basic dTpw"),
+        (b"proxy-authorization", b"Basic dTpw"),
+        (b"cookie", b"sid=1"),
+        (b"cookie", b"long=" + b"x" * 20),
+        (b"x-other", b"1"),
+    ]
+    sent = response_fields(200, fields)[1:]
+    assert sent == [(n.lower(), v) for n, v in fields]
+    assert [isinstance(f, NeverIndexedHeaderTuple) for f in sent] == [
+        True, True, True, False, False,
+    ]  # fmt: skip
+    head = RequestHead(b"GET", b"/", [(b"host", b"a"), (b"authorization", b"Bearer t")])
+    assert isinstance(request_fields(head, b"https", b"a")[-1], NeverIndexedHeaderTuple)
+    assert isinstance(trailer_fields([(b"authorization", b"t")])[0], NeverIndexedHeaderTuple)
 
 
 def test_request_fields_to_send() -> None:

@@ -10,6 +10,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived
 from h2.settings import SettingCodes
+from hpack import Decoder, NeverIndexedHeaderTuple
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -121,6 +122,19 @@ def test_get_round_trip() -> None:
     assert got[1].data == b"hello"
     assert got[2].stream_id == 1
     assert p.server.open_streams == 0
+
+
+def test_credentials_go_on_the_wire_never_indexed() -> None:
+    """h2's outbound normalisation is off; the never-indexed marking of
+    credentials (h2_fields) still reaches the HPACK encoder."""
+    p = Pair()
+    p.request(1, GET)
+    p.server.data_to_send()
+    p.server.send_response(1, 200, [(b"set-cookie", b"a=1"), (b"authorization", b"x")])
+    (headers,) = [f for f in frames(p.server.data_to_send()) if isinstance(f, HeadersFrame)]
+    decoded = Decoder().decode(headers.data, raw=True)
+    assert decoded == [(b":status", b"200"), (b"set-cookie", b"a=1"), (b"authorization", b"x")]
+    assert [isinstance(f, NeverIndexedHeaderTuple) for f in decoded] == [False, False, True]
 
 
 def test_post_with_body_and_trailers_both_ways() -> None:
