@@ -199,14 +199,19 @@ class Http1Connection:
                         # timeout or when shutdown begins.
                         if self.state.draining:
                             return
-                        # Under load the next request is usually here already:
-                        # then take it without a trip through epoll.
-                        early = sockio.read_ready(self.stream, RECV_SIZE) if self._raw else None  # type: ignore[arg-type]
+                        early = None
+                        if self._raw:
+                            # Yield first, then look: while the other
+                            # connections take their turns the client has
+                            # time to send its next request, and under load
+                            # it is then here, taken without a trip through
+                            # epoll. (Looking at once finds it almost never.)
+                            await trio.lowlevel.checkpoint()
+                            early = sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
                         if early is not None:
                             if not early:
                                 return
                             self.codec.receive_data(early)
-                            await trio.lowlevel.checkpoint()
                         else:
                             await self._idle_wait(scope)
                         event = None

@@ -329,6 +329,10 @@ class UpstreamRelay(ExchangeBase):
             while True:
                 event = codec.next_event()
                 if event is NEED_DATA:
+                    # Yield before reading: the upstream needs a moment to
+                    # answer, and after the other tasks' turns its answer is
+                    # usually there, read without a trip through epoll.
+                    await trio.lowlevel.checkpoint()
                     codec.receive_data(await up.receive())
                 elif isinstance(event, ResponseHead):
                     return event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,6 +21,16 @@ class Yields(trio.abc.Instrument):
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
         if task is self.task:
             self.count += 1
+
+
+class YieldsByTask(trio.abc.Instrument):
+    """Counts every task's yields, for when the task under test is not known yet."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[trio.lowlevel.Task] = collections.Counter()
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.counts[task] += 1
 
 
 async def counting_yields(fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:

@@ -17,17 +17,20 @@ follows it.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+from kernel.io import sockio
 from kernel.io.connection import Http1Connection
 from kernel.protocol.events import Data, RequestHead
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
-from tests.helpers.yields import counting_yields
+from tests.helpers.yields import Yields, counting_yields
 
 #: Pipelined behind every refused request: it must never reach the upstream.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -1001,3 +1004,46 @@ async def test_request_body_read_yields_per_chunk_even_when_bytes_are_waiting() 
         assert isinstance(event, Data)
         assert event.data == b"y" * 2000
         assert count == 1  # one yield for the chunk, though the read did not wait
+
+
+async def test_the_next_request_is_looked_for_after_a_yield(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between a response and the look for the next request, the connection
+    yields: meanwhile the client (under load) has sent it, and it is read
+    without a wait in epoll. Looking at once finds nothing almost every time."""
+    seen: list[tuple[str, int]] = []
+    counter: list[Yields] = []
+    real_send_all, real_read_ready = sockio.send_all, sockio.read_ready
+
+    async def send_all(stream: trio.SocketStream, data: bytes) -> None:
+        seen.append(("response sent", counter[0].count))
+        await real_send_all(stream, data)
+
+    def read_ready(stream: trio.SocketStream, max_bytes: int = 65536) -> bytes | None:
+        seen.append(("looked", counter[0].count))
+        return real_read_ready(stream, max_bytes)
+
+    monkeypatch.setattr(sockio, "send_all", send_all)
+    monkeypatch.setattr(sockio, "read_ready", read_ready)
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        conn = connection_on(Http1Connection, ours)  # its upstream refuses: a 502
+
+        async def serve() -> None:
+            counter.append(Yields(trio.lowlevel.current_task()))
+            trio.lowlevel.add_instrument(counter[0])
+            try:
+                await conn.serve()
+            finally:
+                trio.lowlevel.remove_instrument(counter[0])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            await theirs.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await theirs.recv(65536)).startswith(b"HTTP/1.1 502 ")
+            await trio.testing.wait_all_tasks_blocked()
+            theirs.shutdown(socket.SHUT_WR)
+    (sent, at_send), (looked, at_look) = seen[:2]
+    assert (sent, looked) == ("response sent", "looked")
+    assert at_look > at_send

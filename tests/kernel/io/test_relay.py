@@ -9,15 +9,18 @@ import time
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from kernel.io.relay import _REFUSED_RETRIES, _tls_target
 from kernel.io.timers import TICK
+from kernel.io.upstream import UpstreamConnection
 from kernel.routes import RouteRuntime
 from kernel.tls import default_client_context
 from sdk import Origin
 from tests.conftest import basic_config
 from tests.helpers.h2origin import H2Origin, pattern, proxy_config
+from tests.helpers.yields import YieldsByTask
 
 
 async def test_unreachable_upstream_is_502(start_proxy: Any, client: Any) -> None:
@@ -261,3 +264,39 @@ async def test_the_retry_budget_stops_a_retry_storm(
     statuses = [await fetch(client, app.port(), "GET", f"/flaky/1/503?id={i}") for i in range(14)]
     # The reserve of 10 retries is spent, and with ratio 0 never refilled.
     assert statuses == [200] * 10 + [503] * 4
+
+
+async def test_the_upstream_answer_is_read_after_a_yield(
+    start_proxy: Any, upstream: Any, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between sending the request upstream and reading the answer, the
+    exchange yields: the upstream needs a moment, and after the other tasks'
+    turns the answer is usually there, read without a wait in epoll."""
+    app = await start_proxy(basic_config(upstream.port))
+    yields = YieldsByTask()
+    seen: list[tuple[str, int]] = []
+    real_send, real_receive = UpstreamConnection.send, UpstreamConnection.receive
+
+    async def send(self: UpstreamConnection, data: bytes) -> None:
+        seen.append(("sent", yields.counts[trio.lowlevel.current_task()]))
+        await real_send(self, data)
+
+    async def receive(self: UpstreamConnection) -> bytes:
+        seen.append(("read", yields.counts[trio.lowlevel.current_task()]))
+        return await real_receive(self)
+
+    monkeypatch.setattr(UpstreamConnection, "send", send)
+    monkeypatch.setattr(UpstreamConnection, "receive", receive)
+    trio.lowlevel.add_instrument(yields)
+    try:
+        (resp,) = client.parse_responses(
+            await client.exchange(
+                app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+        )
+    finally:
+        trio.lowlevel.remove_instrument(yields)
+    assert resp["status"] == 200
+    (sent, at_send), (read, at_read) = seen[:2]
+    assert (sent, read) == ("sent", "read")
+    assert at_read > at_send
