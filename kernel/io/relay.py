@@ -315,8 +315,9 @@ class UpstreamRelay(ExchangeBase):
         assert route is not None
         codec = up.codec
         # The deadline is a coarse timer (kernel/io/timers.py): when it fires it
-        # closes the upstream socket, which wakes the receive below.
-        timed_out = False
+        # closes the upstream socket, which wakes the receive below. It is
+        # armed at the first wait: most answers need none (below).
+        timed_out = armed = False
 
         def expire() -> None:
             nonlocal timed_out
@@ -324,7 +325,6 @@ class UpstreamRelay(ExchangeBase):
             up.close_nowait()
 
         timers = self.conn.state.timers
-        timers.arm(up, route.response_timeout_s, expire)
         try:
             while True:
                 event = codec.next_event()
@@ -333,7 +333,13 @@ class UpstreamRelay(ExchangeBase):
                     # answer, and after the other tasks' turns its answer is
                     # usually there, read without a trip through epoll.
                     await trio.lowlevel.checkpoint()
-                    codec.receive_data(await up.receive())
+                    data = up.read_ready()
+                    if data is None:
+                        if not armed:
+                            armed = True
+                            timers.arm(up, route.response_timeout_s, expire)
+                        data = await up.receive()
+                    codec.receive_data(data)
                 elif isinstance(event, ResponseHead):
                     return event
                 elif isinstance(event, InformationalResponse):
@@ -346,7 +352,8 @@ class UpstreamRelay(ExchangeBase):
             if not timed_out:
                 raise _UpstreamBroken from exc
         finally:
-            timers.disarm(up)
+            if armed:
+                timers.disarm(up)
         raise UpstreamTimeout(
             f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
         )

@@ -78,6 +78,11 @@ class UpstreamConnection:
         data = await self.stream.receive_some(RECV_SIZE)
         return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
 
+    def read_ready(self) -> bytes | None:
+        """What the socket holds already (``b""`` at its end); None when nothing
+        yet, or over TLS (then :meth:`receive`). Never waits, never yields."""
+        return sockio.read_ready(self.stream, RECV_SIZE) if self.raw else None  # type: ignore[arg-type]
+
     async def next_body_event(
         self, timeout: float, before_wait: Callable[[], Awaitable[None]]
     ) -> Data | EndOfMessage:

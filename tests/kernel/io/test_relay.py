@@ -276,6 +276,7 @@ async def test_the_upstream_answer_is_read_after_a_yield(
     yields = YieldsByTask()
     seen: list[tuple[str, int]] = []
     real_send, real_receive = UpstreamConnection.send, UpstreamConnection.receive
+    real_read_ready = UpstreamConnection.read_ready
 
     async def send(self: UpstreamConnection, data: bytes) -> None:
         seen.append(("sent", yields.counts[trio.lowlevel.current_task()]))
@@ -285,7 +286,12 @@ async def test_the_upstream_answer_is_read_after_a_yield(
         seen.append(("read", yields.counts[trio.lowlevel.current_task()]))
         return await real_receive(self)
 
+    def read_ready(self: UpstreamConnection) -> bytes | None:
+        seen.append(("read", yields.counts[trio.lowlevel.current_task()]))
+        return real_read_ready(self)
+
     monkeypatch.setattr(UpstreamConnection, "send", send)
+    monkeypatch.setattr(UpstreamConnection, "read_ready", read_ready)
     monkeypatch.setattr(UpstreamConnection, "receive", receive)
     trio.lowlevel.add_instrument(yields)
     try:
