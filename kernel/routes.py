@@ -59,7 +59,7 @@ class RouteRuntime:
     response_timeout_s: float
     read_timeout_s: float
     max_body_bytes: int
-    max_idle_per_host: int = 32
+    max_idle_per_host: int = 128
     idle_timeout_s: float = 60.0
     #: Offer h2 by ALPN to https upstreams.
     http2: bool = False

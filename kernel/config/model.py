@@ -194,7 +194,7 @@ class UpstreamSection:
     #: Seconds between two reads of a response body before giving up.
     read_timeout_s: float = attrs.field(default=60.0, validator=_positive)
     #: Idle connections kept per origin.
-    max_idle_per_host: int = attrs.field(default=32, validator=_non_negative)
+    max_idle_per_host: int = attrs.field(default=128, validator=_non_negative)
     #: Seconds an idle pooled connection may wait for reuse.
     idle_timeout_s: float = attrs.field(default=60.0, validator=_positive)
     #: HTTP/1.1 codec for upstream connections (as ``[server] http1``).

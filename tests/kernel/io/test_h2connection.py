@@ -105,6 +105,24 @@ async def test_concurrent_streams_reach_the_upstream_as_clean_http1(
     assert upstream.connections <= 7
 
 
+async def test_a_full_multiplexed_client_keeps_its_upstream_connections(
+    start_proxy: Any, upstream: Any
+) -> None:
+    """The default pool has room for every stream one HTTP/2 client may have
+    in flight (max_concurrent_streams, 100): a second burst like the first
+    reuses the first one's upstream connections instead of reopening most."""
+    app = await start_proxy(config(upstream))
+    async with await H2Client.connect(app.port()) as c:
+        for burst in range(2):
+            sids = [await c.request(b"GET", b"/sleep/0.3") for _ in range(100)]
+            for sid in sids:
+                assert (await c.response(sid)).status == 200
+            if burst == 0:
+                opened = upstream.connections
+                assert opened == 100  # all in flight at once
+    assert upstream.connections == opened
+
+
 async def test_host_comes_from_authority_or_the_host_field(start_proxy: Any, upstream: Any) -> None:
     app = await start_proxy(config(upstream))
     async with await H2Client.connect(app.port()) as c:
