@@ -209,7 +209,7 @@ class Headers:
         return before - len(self.fields)
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class Origin:
     """Where a request goes: scheme, host and port (RFC 6454 origin)."""
 

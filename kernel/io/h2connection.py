@@ -359,11 +359,12 @@ class H2Connection:
             if not s.finished and not s.reset:
                 # The response could not be completed: cut the stream off.
                 self.proto.reset(s.stream_id, _INTERNAL_ERROR)
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.write_out()
-                except ClientGone:
-                    pass
+            if self.proto.has_output():  # usually the stream's own flush sent it all
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.write_out()
+                    except ClientGone:
+                        pass
             if not self.streams:
                 if self._closing or self._broken:
                     self._nursery.cancel_scope.cancel()
