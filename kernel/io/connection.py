@@ -199,14 +199,15 @@ class Http1Connection:
                         # timeout or when shutdown begins.
                         if self.state.draining:
                             return
+                        # Yield first, then look: while the other connections
+                        # take their turns the client has time to send its
+                        # next request, and under load it is then here, taken
+                        # without a trip through epoll. (Looking at once finds
+                        # it almost never.) Over TLS the idle wait's read
+                        # finds it there the same way.
+                        await trio.lowlevel.checkpoint()
                         early = None
                         if self._raw:
-                            # Yield first, then look: while the other
-                            # connections take their turns the client has
-                            # time to send its next request, and under load
-                            # it is then here, taken without a trip through
-                            # epoll. (Looking at once finds it almost never.)
-                            await trio.lowlevel.checkpoint()
                             early = sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
                         if early is not None:
                             if not early:
