@@ -1,4 +1,5 @@
-"""Counting a task's yields to the trio scheduler, for tests of who checkpoints where."""
+"""Counting a task's yields to the trio scheduler, and starting tasks in the same
+scheduler round: for tests of who checkpoints where."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
+import trio.testing
 
 T = TypeVar("T")
 
@@ -42,3 +44,19 @@ async def counting_yields(fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
     finally:
         trio.lowlevel.remove_instrument(yields)
     return result, yields.count
+
+
+async def in_one_round(*fns: Callable[[], Awaitable[object]]) -> None:
+    """Run each of ``fns`` in a task of its own, all woken in the same
+    scheduler round (in an order trio picks), and wait for them all."""
+    go = trio.Event()
+
+    async def run(fn: Callable[[], Awaitable[object]]) -> None:
+        await go.wait()
+        await fn()
+
+    async with trio.open_nursery() as nursery:
+        for fn in fns:
+            nursery.start_soon(run, fn)
+        await trio.testing.wait_all_tasks_blocked()
+        go.set()

@@ -34,7 +34,7 @@ from tests.helpers.h2client import (
     RawH2,
     request_fields,
 )
-from tests.helpers.yields import counting_yields
+from tests.helpers.yields import counting_yields, in_one_round
 
 
 def config(upstream: Any, *, h2: str = "", server: str = "", extra: str = "") -> str:
@@ -782,18 +782,12 @@ async def test_writers_at_the_same_time_share_one_write(monkeypatch: pytest.Monk
         conn = connection_on(H2Connection, ours)
         conn.proto.initiate()
         conn.proto.data_to_send()  # the preface: not under test
-        go = trio.Event()
 
         async def writer(opaque: bytes) -> None:
-            await go.wait()  # both wake in the same round, in either order
             conn.proto._conn.ping(opaque)  # any frame of this writer's own
             await conn.write_out()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer, b"first...")
-            nursery.start_soon(writer, b"second..")
-            await trio.testing.wait_all_tasks_blocked()
-            go.set()
+        await in_one_round(lambda: writer(b"first..."), lambda: writer(b"second.."))
     assert len(writes) == 1
     assert _frame_types(writes[0]) == [0x6, 0x6]  # both PINGs
 

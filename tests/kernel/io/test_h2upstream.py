@@ -19,7 +19,7 @@ from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_common import H2Limits
 from sdk import Origin
 from tests.helpers.h2origin import H2Origin, proxy_config
-from tests.helpers.yields import counting_yields
+from tests.helpers.yields import counting_yields, in_one_round
 
 
 async def h2c_proxy(nursery: trio.Nursery, start_proxy: Any, origin: H2Origin) -> Any:
@@ -278,17 +278,11 @@ async def test_writers_at_the_same_time_share_one_write() -> None:
                 writes.append(data)
 
         conn.stream = Recording()  # type: ignore[assignment]
-        go = trio.Event()
 
         async def writer(opaque: bytes) -> None:
-            await go.wait()  # both wake in the same round, in either order
             conn.proto._conn.ping(opaque)  # any frame of this writer's own
             await conn.write_out()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer, b"first...")
-            nursery.start_soon(writer, b"second..")
-            await trio.testing.wait_all_tasks_blocked()
-            go.set()
+        await in_one_round(lambda: writer(b"first..."), lambda: writer(b"second.."))
         assert len(writes) == 1
         assert len(writes[0]) == 2 * (9 + 8)  # both PINGs
