@@ -10,6 +10,7 @@
 #   make bench-lb      bench/run_lb.py: config/lb.toml over two backends vs config/reverse.toml
 #   make bench-instructions  bench/server_instructions.py: instructions per request of the
 #                      running server under callgrind, HTTP/1.1 and h2c (~8 minutes)
+#   make bench-ab BENCH_ARGS="HEAD~1 HEAD"  bench/ab.py: two builds in alternating runs
 #   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
 
 SHELL := /bin/bash
@@ -39,7 +40,7 @@ BENCH_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: deps-system venv lint test run bench bench-h2 bench-lb bench-instructions clean distclean
+.PHONY: deps-system venv lint test run bench bench-h2 bench-lb bench-instructions bench-ab clean distclean
 
 # Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
 # keeps packaged services (nginx now, redis/postgresql later) from being started:
@@ -99,6 +100,9 @@ bench-lb: deps-system venv
 
 bench-instructions: deps-system venv
 	$(VENV_PY) bench/server_instructions.py $(BENCH_ARGS)
+
+bench-ab: deps-system venv
+	$(VENV_PY) bench/ab.py $(BENCH_ARGS)
 
 clean:
 	rm -rf bench/.work .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache \

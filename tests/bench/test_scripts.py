@@ -138,3 +138,25 @@ async def test_server_instructions_h2_client_sends_exactly_n() -> None:
         nursery.cancel_scope.cancel()
     with pytest.raises(RuntimeError, match="did not complete"):
         await trio.to_thread.run_sync(server_instructions.drive_h2, origin.port, 3)
+
+
+def test_ab_loads_two_builds_in_alternation() -> None:
+    """bench/ab.py, here with this tree as both builds (no worktree), one short round."""
+    root = str(BENCH.parent)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ab.py"), "--rounds", "1", "--duration", "1", root, root],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "round 1: A " in out.stdout
+    assert " B " in out.stdout.split("round 1:")[1]
+    assert "B/A = " in out.stdout
+
+
+def test_ab_refuses_what_is_neither_a_tree_nor_a_revision() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ab.py"), "no-such-revision-xyz", str(BENCH.parent)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "neither a Trellis tree nor a git revision" in out.stderr
