@@ -91,13 +91,7 @@ def start(sup: B.Supervisor, build: Build, backend: int) -> tuple[subprocess.Pop
     env = B.trellis_env(variant, port, backend)
     argv = ["taskset", "-c", B.PROXY_CORE, sys.executable, "-m", "kernel", "run", "-c", str(config)]
     # From the tree's own directory: "-m" puts it first on sys.path.
-    proc = sup.start(variant.name, argv, env, cwd=build.tree)
-    try:
-        B.wait_port(port, proc, variant.name)
-    except B.Skip:
-        sup.stop(proc)
-        raise
-    return proc, port
+    return B.launch(sup, variant.name, argv, env, port, cwd=build.tree), port
 
 
 def measure(load: str, port: int, seconds: int) -> tuple[float, int]:

@@ -464,13 +464,25 @@ def start_trellis(
     env = trellis_env(variant, port, backend_port, **extra_env)
     check_trellis(variant, env)
     argv = ["taskset", "-c", PROXY_CORE, str(KERNEL), "run", "-c", str(variant.config)]
-    proc = sup.start(variant.name, argv, env)
+    return launch(sup, variant.name, argv, env, port), port
+
+
+def launch(
+    sup: Supervisor,
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None,
+    port: int,
+    cwd: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` and wait until it listens on ``port``; stopped again if it never does."""
+    proc = sup.start(name, argv, env, cwd)
     try:
-        wait_port(port, proc, variant.name)
+        wait_port(port, proc, name)
     except Skip:
         sup.stop(proc)
         raise
-    return proc, port
+    return proc
 
 
 # --------------------------------------------------------------------------- load

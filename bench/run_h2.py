@@ -118,13 +118,7 @@ def start_trellis(
     full = B.trellis_env(variant, B.free_port(), backend, **env, **{port_var: f"{B.HOST}:{port}"})
     B.check_trellis(variant, full)
     argv = ["taskset", "-c", B.PROXY_CORE, str(B.KERNEL), "run", "-c", str(config)]
-    proc = sup.start(variant.name, argv, full)
-    try:
-        B.wait_port(port, proc, variant.name)
-    except B.Skip:
-        sup.stop(proc)
-        raise
-    return proc, port
+    return B.launch(sup, variant.name, argv, full, port), port
 
 
 def run(args: argparse.Namespace, sup: B.Supervisor) -> list[H2Result]:

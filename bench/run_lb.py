@@ -63,13 +63,7 @@ def start_backend(sup: B.Supervisor, name: str, port: int) -> subprocess.Popen[b
     B.render(B.BENCH / "nginx-backend.conf.in", conf, values)
     argv = ["taskset", "-c", B.LOAD_CORE, nginx, "-p", f"{prefix}/"]
     argv += ["-e", str(prefix / "logs/error.log"), "-c", str(conf), "-g", "daemon off;"]
-    proc = sup.start(name, argv)
-    try:
-        B.wait_port(port, proc, name)
-    except B.Skip:
-        sup.stop(proc)
-        raise
-    return proc
+    return B.launch(sup, name, argv, None, port)
 
 
 def connections_to(port: int) -> int:
