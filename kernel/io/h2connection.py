@@ -8,10 +8,10 @@ an HTTP/1.1 connection does with itself. Plugins cannot tell the difference.
 
 Bytes go out through one writer at a time (``_write_lock``); whoever holds it
 sends everything the protocol has queued, after a yield that lets the other
-streams queue theirs (:func:`kernel.io.h2flow.start_write`). The reader also waits for its own
-writes (SETTINGS and PING acknowledgements, WINDOW_UPDATEs), so a client that
-floods control frames without reading stops being read: its memory here
-stays bounded.
+streams queue theirs (:func:`kernel.io.h2flow.start_write`). The reader
+also waits for its own writes (SETTINGS and PING acknowledgements,
+WINDOW_UPDATEs), so a client that floods control frames without reading
+stops being read: its memory here stays bounded.
 
 Backpressure: a stream's request DATA is acknowledged (WINDOW_UPDATE) only
 once the exchange took it, so a client can have at most one window in flight

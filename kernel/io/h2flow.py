@@ -17,20 +17,7 @@ import trio
 
 from kernel.protocol.h2_endpoint import H2Endpoint
 
-__all__ = ["WindowWaiter", "send_flow_controlled", "start_write", "take_lock"]
-
-
-async def take_lock(lock: trio.Lock) -> None:
-    """Acquire a connection's write lock, without a yield when it is free.
-
-    The usual case: then the send that follows yields if there is anything
-    to send, and a writer with nothing left costs no trip through the
-    scheduler. Release with ``lock.release()``.
-    """
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
+__all__ = ["WindowWaiter", "send_flow_controlled", "start_write"]
 
 
 async def start_write(proto: H2Endpoint, lock: trio.Lock) -> bool:
@@ -50,7 +37,10 @@ async def start_write(proto: H2Endpoint, lock: trio.Lock) -> bool:
     await trio.lowlevel.checkpoint()
     if not proto.has_output():
         return False
-    await take_lock(lock)
+    try:
+        lock.acquire_nowait()  # usually free: no second yield
+    except trio.WouldBlock:
+        await lock.acquire()
     return True
 
 

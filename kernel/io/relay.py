@@ -318,12 +318,6 @@ class UpstreamRelay(ExchangeBase):
         # closes the upstream socket, which wakes the receive below. It is
         # armed at the first wait: most answers need none (below).
         timed_out = armed = False
-
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            up.close_nowait()
-
         timers = self.conn.state.timers
         try:
             while True:
@@ -336,6 +330,12 @@ class UpstreamRelay(ExchangeBase):
                     data = up.read_ready()
                     if data is None:
                         if not armed:
+
+                            def expire() -> None:
+                                nonlocal timed_out
+                                timed_out = True
+                                up.close_nowait()
+
                             armed = True
                             timers.arm(up, route.response_timeout_s, expire)
                         data = await up.receive()

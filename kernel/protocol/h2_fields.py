@@ -64,6 +64,8 @@ CONNECTION_SPECIFIC: Final = frozenset(
 _NOT_IN_TRAILERS: Final = CONNECTION_SPECIFIC | {
     b"te", b"trailer", b"content-length", b"host", b"content-type", b"content-encoding",
 }  # fmt: skip
+#: Sent HPACK never-indexed, with cookies under 20 bytes (see _sendable).
+_CREDENTIALS: Final = frozenset((b"authorization", b"proxy-authorization"))
 _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
 _LOWER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
 # field-value (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB; no surrounding whitespace.
@@ -286,9 +288,6 @@ def _sendable(fields: Fields, drop: frozenset[bytes]) -> Fields:
         else:
             out.append((name, value))
     return out
-
-
-_CREDENTIALS: Final = frozenset((b"authorization", b"proxy-authorization"))
 
 
 _RESPONSE_DROP: Final = CONNECTION_SPECIFIC | {b"te"}
