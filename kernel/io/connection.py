@@ -31,6 +31,7 @@ from kernel.io import sockio
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
+from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
 from kernel.protocol.errorpage import render_error_response
 from kernel.protocol.events import (
@@ -71,7 +72,7 @@ class Http1Connection:
 
     def __init__(
         self,
-        stream: trio.SocketStream | trio.SSLStream[trio.abc.Stream],
+        stream: trio.SocketStream | TLSStream,
         state: ServerState,
         listener: ListenerRuntime,
         client: ClientInfo,
@@ -94,7 +95,7 @@ class Http1Connection:
             if self._raw:
                 await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
             else:
-                await self.stream.send_all(data)
+                await self.stream.send(data)  # type: ignore[union-attr]
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
@@ -102,10 +103,9 @@ class Http1Connection:
         try:
             if self._raw:
                 return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-            data = await self.stream.receive_some(RECV_SIZE)
+            return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
-        return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
 
     # -- the Downstream interface (kernel/io/downstream.py) ---------------------
     @property
@@ -203,12 +203,12 @@ class Http1Connection:
                         # take their turns the client has time to send its
                         # next request, and under load it is then here, taken
                         # without a trip through epoll. (Looking at once finds
-                        # it almost never.) Over TLS the idle wait's read
-                        # finds it there the same way.
+                        # it almost never.) The same over TLS.
                         await trio.lowlevel.checkpoint()
-                        early = None
                         if self._raw:
                             early = sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
+                        else:
+                            early = self.stream.read_ready(RECV_SIZE)  # type: ignore[union-attr]
                         if early is not None:
                             if not early:
                                 return
@@ -250,8 +250,11 @@ class Http1Connection:
             # thousands of connections sit in this wait, and the frames and
             # context managers of a full receive would cost ~1 KiB more on each.
             if self._raw:
-                await trio.lowlevel.wait_readable(self.stream.socket)
-            else:  # TLS may hold decrypted bytes already
+                await trio.lowlevel.wait_readable(self.stream.socket)  # type: ignore[union-attr]
+            else:
+                # read_ready() found no whole record: wait on the socket, then
+                # read under this timer still (a record may come in parts).
+                await trio.lowlevel.wait_readable(self.stream.transport_stream.socket)  # type: ignore[union-attr]
                 self.codec.receive_data(await self.receive())
         finally:
             self.state.idle_scopes.discard(scope)

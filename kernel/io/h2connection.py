@@ -56,6 +56,7 @@ from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2flow import start_write
 from kernel.io.h2stream import H2Stream
 from kernel.io.state import ServerState
+from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
 from kernel.protocol import h2_common as ev
 from kernel.protocol.errorpage import error_body
@@ -98,7 +99,7 @@ class H2Connection:
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        stream: trio.SocketStream | TLSStream,
         state: ServerState,
         listener: ListenerRuntime,
         client: ClientInfo,
@@ -142,13 +143,13 @@ class H2Connection:
             if sender is not None:
                 sender.sending = True
             try:
+                # No yield while the socket takes the bytes: the lock is
+                # then never held across a yield, and other streams'
+                # writers do not queue up behind it.
                 if self._raw:
-                    # No yield while the socket takes the bytes: the lock is
-                    # then never held across a yield, and other streams'
-                    # writers do not queue up behind it.
                     await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
                 else:
-                    await self.stream.send_all(data)
+                    await self.stream.send(data)  # type: ignore[union-attr]
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._broken = True
                 raise ClientGone from exc
@@ -266,14 +267,14 @@ class H2Connection:
                 data = b""
 
     async def _receive(self) -> bytes:
+        # One yield per read: neither sockio's nor TLSStream's read yields
+        # when bytes are there, and a client that never stops sending must
+        # not keep the other tasks waiting. (Before the read, so a
+        # cancellation cannot lose bytes already taken from the socket.)
+        await trio.lowlevel.checkpoint()
         if self._raw:
-            # One yield per read: sockio's does not yield when bytes are
-            # there, and a client that never stops sending must not keep
-            # the other tasks waiting. (Before the read, so a cancellation
-            # cannot lose bytes already taken from the socket.)
-            await trio.lowlevel.checkpoint()
             return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-        return bytes(await self.stream.receive_some(RECV_SIZE))
+        return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:

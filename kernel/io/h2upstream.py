@@ -17,7 +17,7 @@ Backpressure: response DATA is acknowledged only when the relay took it;
 request bodies are sent within the upstream's windows
 (:func:`kernel.io.h2flow.send_flow_controlled`).
 
-May import: stdlib, trio, sdk, kernel.protocol, kernel.io.h2flow.
+May import: stdlib, trio, sdk, kernel.protocol, kernel.io.h2flow, kernel.io.tlsstream.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from kernel.io.h2flow import WindowWaiter, send_flow_controlled, start_write
+from kernel.io.tlsstream import TLSStream
 from kernel.protocol import h2_common as ev
 from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
 from kernel.protocol.h2_client import H2Client
@@ -142,7 +143,7 @@ class H2Upstream:
 
     def __init__(
         self,
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+        stream: trio.SocketStream | TLSStream,
         origin: Origin,
         key: object,
         limits: ev.H2Limits,

@@ -23,6 +23,7 @@ from kernel.io.connection import Http1Connection
 from kernel.io.h2connection import H2Connection
 from kernel.io.passthrough import intercept
 from kernel.io.state import ServerState
+from kernel.io.tlsstream import TLSStream
 from kernel.tls import peer_subject
 from sdk import ClientInfo
 
@@ -124,14 +125,14 @@ async def _serve_tls(
     """
     tls = listener.tls
     assert tls is not None
-    transport: trio.abc.Stream = stream
+    hello = b""
     if tls.passthrough:
-        # Relayed (or closed) by SNI, or handed back with the ClientHello replayed.
-        prefixed = await intercept(stream, state, listener, client)
-        if prefixed is None:
+        # Relayed (or closed) by SNI, or handed back with the ClientHello to replay.
+        read = await intercept(stream, state, listener, client)
+        if read is None:
             return
-        transport = prefixed
-    tls_stream = trio.SSLStream(transport, tls.context, server_side=True, https_compatible=True)
+        hello = read
+    tls_stream = TLSStream(stream, tls.context, server_side=True, initial=hello)
     try:
         with trio.move_on_after(listener.request_head_timeout_s) as scope:
             await tls_stream.do_handshake()
@@ -141,12 +142,12 @@ async def _serve_tls(
         cause = exc.__cause__ or exc
         log.info("TLS handshake with %s:%d failed: %s", client.address, client.port, cause)
         # OpenSSL's alert (protocol version, certificate required, ...) is left
-        # in the outgoing buffer: trio stops at the error. Send it, so the
+        # in the outgoing buffer: the handshake stops at the error. Send it, so the
         # client learns why instead of seeing the connection just drop; then
         # half-close and drop what the client still sends for a moment (a TLS
         # 1.3 client may already have sent its request), since closing with
         # unread input would reset the connection and destroy the alert.
-        alert = tls_stream._outgoing.read()
+        alert = tls_stream.pending_output()
         if alert and not scope.cancelled_caught:
             with trio.move_on_after(0.5):
                 try:
@@ -159,9 +160,8 @@ async def _serve_tls(
                     pass
         stream.socket.close()
         return
-    # trio forwards the SSLObject's methods, not the object; the SNI name was
-    # recorded against the object itself by the context's sni_callback.
-    ssl_object = tls_stream._ssl_object
+    # The SNI name was recorded against the SSLObject by the context's sni_callback.
+    ssl_object = tls_stream.ssl_object
     alpn = tls_stream.selected_alpn_protocol() or ""
     client = attrs.evolve(
         client,

@@ -16,8 +16,9 @@ listener's routing chain (global + listener plugins). Then:
   switched on, and on shutdown a tunnel counts as a flow in flight, so the
   drain waits for it up to ``shutdown_grace_s`` and then cancels it.
   Unreachable origin: the client connection is closed (warning).
-* ``None``: :func:`intercept` returns a :class:`PrefixedStream` that replays
-  the bytes read, so the caller terminates TLS on it as usual.
+* ``None``: :func:`intercept` returns the bytes it read, and the caller
+  terminates TLS as usual with them replayed first
+  (:class:`kernel.io.tlsstream.TLSStream`'s ``initial``).
 * not a ClientHello (info), a client that sends nothing in time or closes,
   or a failing plugin (``fail_closed``; the dispatcher logs it): the
   connection is closed.
@@ -41,7 +42,7 @@ from kernel.io.tunnel import CHUNK, splice
 from kernel.protocol.clienthello import NEED_MORE, ClientHelloError, parse_client_hello
 from sdk import ClientInfo, Origin, PluginError
 
-__all__ = ["CHUNK", "PEEK_LIMIT", "PrefixedStream", "intercept", "relay"]
+__all__ = ["CHUNK", "PEEK_LIMIT", "intercept", "relay"]
 
 log = logging.getLogger("kernel.passthrough")
 
@@ -51,46 +52,15 @@ PEEK_LIMIT = 16 * 1024
 _HOOK = "trellis_tls_passthrough"
 
 
-class PrefixedStream(trio.abc.HalfCloseableStream):
-    """``stream`` with ``prefix`` put back in front: what was read to peek is read again."""
-
-    def __init__(self, stream: trio.abc.HalfCloseableStream, prefix: bytes) -> None:
-        self.stream = stream
-        self._prefix = memoryview(bytes(prefix))
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            if n < 1:
-                raise ValueError("max_bytes must be >= 1")
-            out = bytes(self._prefix[:n])
-            self._prefix = self._prefix[n:]
-            await trio.lowlevel.checkpoint()
-            return out
-        return await self.stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
-
-    async def aclose(self) -> None:
-        self._prefix = memoryview(b"")
-        await self.stream.aclose()
-
-
 async def intercept(
     stream: trio.SocketStream, state: ServerState, listener: ListenerRuntime, client: ClientInfo
-) -> PrefixedStream | None:
-    """Relay the connection if a plugin says so; else the stream to terminate TLS on.
+) -> bytes | None:
+    """Relay the connection if a plugin says so; else the ClientHello bytes read.
 
     Returns ``None`` when the connection was dealt with here (relayed, or
-    closed); ``stream`` is closed then. Never raises for what a client, an
-    origin or a plugin does.
+    closed); ``stream`` is closed then. Otherwise the caller terminates TLS
+    on ``stream``, the returned bytes first. Never raises for what a client,
+    an origin or a plugin does.
     """
     gen = state.generation
     pre = gen.pre_route.get(listener.name)
@@ -103,7 +73,7 @@ async def intercept(
         prefix, server_name = data
         if pre is None or not pre.tls_passthrough:
             handed_back = True  # the listener went away in a reload: terminate as usual
-            return PrefixedStream(stream, prefix)
+            return prefix
         asking = attrs.evolve(client, tls=True, sni=server_name)
         gen.acquire()  # the generation's plugins stay up while they are asked
         try:
@@ -116,7 +86,7 @@ async def intercept(
             gen.release()
         if origin is None:
             handed_back = True
-            return PrefixedStream(stream, prefix)
+            return prefix
         if not isinstance(origin, Origin):
             log.error(
                 "%s returned %s, not sdk.Origin: closing %s:%d",

@@ -5,7 +5,8 @@ do I/O"): :meth:`UpstreamPool.take_idle` and :meth:`UpstreamPool.put_idle`
 never await; only :func:`connect` does. The pool is shared by every
 generation, so upstream keep-alive survives a reload.
 
-May import: stdlib, trio, attrs, sdk, kernel.protocol, kernel.io.h2upstream.
+May import: stdlib, trio, attrs, sdk, kernel.protocol, kernel.io.h2upstream,
+kernel.io.sockio, kernel.io.tlsstream.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trio
 
 from kernel.io import sockio
 from kernel.io.h2upstream import H2Upstream
+from kernel.io.tlsstream import TLSStream
 from kernel.protocol.events import NEED_DATA, Data, EndOfMessage
 from kernel.protocol.h2_common import H2Limits
 from kernel.protocol.http1 import ClientCodec, make_client_codec
@@ -43,7 +45,7 @@ class UpstreamConnection:
 
     def __init__(
         self,
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+        stream: trio.SocketStream | TLSStream,
         origin: Origin,
         kind: str,
         tls: TlsTarget | None = None,
@@ -55,7 +57,8 @@ class UpstreamConnection:
             if isinstance(stream, trio.SocketStream)
             else stream.transport_stream.socket
         )
-        #: Plain TCP: reads and writes may skip trio's wrappers (kernel/io/sockio.py).
+        #: Plain TCP: reads and writes go through kernel/io/sockio.py (else
+        #: TLSStream's own, which likewise yield only to wait).
         self.raw = isinstance(stream, trio.SocketStream)
         self.origin = origin
         self.kind = kind
@@ -70,18 +73,19 @@ class UpstreamConnection:
             if self.raw:
                 await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
             else:
-                await self.stream.send_all(data)
+                await self.stream.send(data)  # type: ignore[union-attr]
 
     async def receive(self) -> bytes:
         if self.raw:
             return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-        data = await self.stream.receive_some(RECV_SIZE)
-        return data if type(data) is bytes else bytes(data)  # TLS gives bytearray
+        return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
 
     def read_ready(self) -> bytes | None:
-        """What the socket holds already (``b""`` at its end); None when nothing
-        yet, or over TLS (then :meth:`receive`). Never waits, never yields."""
-        return sockio.read_ready(self.stream, RECV_SIZE) if self.raw else None  # type: ignore[arg-type]
+        """What the connection holds already (``b""`` at its end); None when
+        nothing yet (then :meth:`receive`). Never waits, never yields."""
+        if self.raw:
+            return sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
+        return self.stream.read_ready(RECV_SIZE)  # type: ignore[union-attr]
 
     async def next_body_event(
         self, timeout: float, before_wait: Callable[[], Awaitable[None]]
@@ -138,9 +142,7 @@ async def connect(
             if tls is None:
                 return UpstreamConnection(tcp, origin, kind)
             ctx, server_name = tls
-            stream = trio.SSLStream(
-                tcp, ctx, server_hostname=server_name or origin.host, https_compatible=True
-            )
+            stream = TLSStream(tcp, ctx, server_hostname=server_name or origin.host)
             try:
                 await stream.do_handshake()
             except BaseException:
@@ -308,9 +310,7 @@ class UpstreamPool:
         conn = await connect(origin, kind, connect_timeout, tls)
         self.opened += 1
         negotiated = (
-            conn.stream.selected_alpn_protocol()
-            if isinstance(conn.stream, trio.SSLStream)
-            else None
+            conn.stream.selected_alpn_protocol() if isinstance(conn.stream, TLSStream) else None
         )
         if http2 == "alpn" and negotiated != "h2":
             self._h1_only.add(key)  # later flows connect without the lock

@@ -26,7 +26,7 @@ import trio.testing
 import trustme
 
 import sdk
-from kernel.io.passthrough import PrefixedStream, relay
+from kernel.io.passthrough import relay
 from tests.helpers.certs import client_context, client_hello
 
 BACKEND_NAME = "db.example.test"
@@ -531,22 +531,6 @@ async def test_openssl_s_client_sees_the_backend(
 
 
 # ------------------------------------------------------------------ units
-async def test_prefixed_stream_replays_its_prefix_then_delegates() -> None:
-    left, right = trio.testing.memory_stream_pair()
-    stream = PrefixedStream(left, b"hello")
-    await right.send_all(b" world")
-    assert await stream.receive_some(3) == b"hel"
-    assert await stream.receive_some() == b"lo"
-    assert await stream.receive_some() == b" world"
-    await stream.send_all(b"ping")
-    assert await right.receive_some() == b"ping"
-    await stream.send_eof()
-    assert await right.receive_some() == b""
-    with pytest.raises(ValueError):
-        await PrefixedStream(left, b"x").receive_some(0)
-    await stream.aclose()
-
-
 async def test_relay_ends_both_directions_when_one_side_resets(nursery: trio.Nursery) -> None:
     accepted: list[trio.SocketStream] = []
 
