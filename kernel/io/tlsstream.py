@@ -150,7 +150,10 @@ class TLSStream(trio.abc.Stream):
                 return b""  # close_notify, or a close without it (HTTPS-compatible)
             except ssl.SSLError as exc:
                 raise self._fail(exc) from exc
-            if self._out.pending:  # the read made something to answer (a key update)
+            if self._out.pending and not self._writing:
+                # The read made something to answer (a key update). With a
+                # writer at work, its flush sends it: a reader must never
+                # wait behind a writer (the peer may be waiting for us to read).
                 await self._flush()
             await self._fill()
 
