@@ -143,7 +143,7 @@ class TLSStream(trio.abc.Stream):
         while True:
             self._check()
             try:
-                return self._ssl.read(max_bytes)
+                return self._read(max_bytes)
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -193,7 +193,7 @@ class TLSStream(trio.abc.Stream):
 
     def _read_now(self, max_bytes: int) -> bytes | None:
         try:
-            return self._ssl.read(max_bytes)
+            return self._read(max_bytes)
         except ssl.SSLWantReadError:
             return None  # (a key update to answer goes out with our next send)
         except ssl.SSLError:
@@ -232,6 +232,30 @@ class TLSStream(trio.abc.Stream):
         await self.transport_stream.aclose()
 
     # ---------------------------------------------------------------- inside
+    def _read(self, max_bytes: int) -> bytes:
+        """Plaintext of every whole record buffered, up to ``max_bytes``.
+
+        OpenSSL returns one record per read; a peer that wrote several
+        messages at once (an HTTP/2 client's frames, pipelined requests)
+        gets them all in one go, as from a plain socket. Raises as
+        :meth:`ssl.SSLObject.read` when there is nothing at all.
+        """
+        data = self._ssl.read(max_bytes)
+        if not data or not self._in.pending:
+            return data
+        parts = [data]
+        size = len(data)
+        while size < max_bytes and self._in.pending:
+            try:
+                more = self._ssl.read(max_bytes - size)
+            except ssl.SSLError:
+                break  # a partial record (or an error, raised by the next read)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
+
     def _check(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this TLS stream was closed")

@@ -172,6 +172,24 @@ async def test_replayed_bytes_are_read_before_the_socket(
             assert await client.receive_some() == b"echo"
 
 
+async def test_one_read_gives_every_whole_record_there(
+    ours_serving: tuple[trio.SSLStream[trio.SocketStream], TLSStream],
+) -> None:
+    """OpenSSL returns one record per read; ours returns all of them, up to
+    max_bytes, as a plain socket would (an HTTP/2 client's frames at once)."""
+    client, server = ours_serving
+    for message in (b"one ", b"two ", b"three"):
+        await client.send_all(message)  # a record each
+    await trio.sleep(0.05)
+    with trio.fail_after(10):
+        assert await server.receive() == b"one two three"
+        await client.send_all(b"abc")
+        await client.send_all(b"def")
+        await trio.sleep(0.05)
+        assert await server.receive(4) == b"abcd"  # never more than asked
+        assert server.read_ready() == b"ef"
+
+
 # ------------------------------------------------------------------ the end
 async def test_close_notify_is_sent_and_read_as_the_end(
     tcp: tuple[trio.SocketStream, trio.SocketStream],
