@@ -15,18 +15,14 @@ import pytest
 import trio
 
 from kernel.io import sockio
+from tests.helpers.sockets import tcp_pair
 
 
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
     """Two ends of one TCP connection on loopback."""
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    async with listener:
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listener.accept()
-    async with client, server:
-        yield client, server
+    async with tcp_pair() as ends:
+        yield ends
 
 
 async def test_send_and_receive_without_waiting(

@@ -21,6 +21,7 @@ import trio
 import trio.testing
 
 from kernel.io.tlsstream import TLSStream
+from tests.helpers.sockets import tcp_pair
 from tests.helpers.yields import counting_yields
 
 NAME = "tls.test"
@@ -39,13 +40,8 @@ def contexts(tls_ca: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 @pytest.fixture
 async def tcp() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
     """Two ends of one TCP connection on loopback (client, server)."""
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    async with listener:
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listener.accept()
-    async with client, server:
-        yield client, server
+    async with tcp_pair() as ends:
+        yield ends
 
 
 async def handshake_both(a: Any, b: Any) -> None:
@@ -325,33 +321,37 @@ async def test_a_write_cut_short_breaks_the_stream(
 
 
 # ------------------------------------------------------------------ yields
-async def test_fast_calls_do_not_yield_when_the_socket_need_not_wait(
+@pytest.mark.parametrize(
+    ("receive", "send", "yields"),
+    [("receive", "send", 0), ("receive_some", "send_all", 1)],
+    ids=["kernel calls: only to wait", "trio.abc.Stream calls: checkpoints"],
+)
+async def test_yields_when_the_socket_need_not_wait(
     ours_serving: tuple[trio.SSLStream[trio.SocketStream], TLSStream],
+    receive: str,
+    send: str,
+    yields: int,
 ) -> None:
     client, server = ours_serving
     await client.send_all(b"request")
     await trio.sleep(0.05)  # the record is in the server's socket now
-    got, yields = await counting_yields(server.receive)
-    assert (got, yields) == (b"request", 0)
-    _, yields = await counting_yields(lambda: server.send(b"response"))
-    assert yields == 0
+    got, count = await counting_yields(getattr(server, receive))
+    assert (got, count) == (b"request", yields)
+    _, count = await counting_yields(lambda: getattr(server, send)(b"response"))
+    assert count == yields
     assert await client.receive_some() == b"response"
 
 
-async def test_stream_contract_calls_are_checkpoints(
+async def test_stream_contract_calls_check_for_cancellation(
     ours_serving: tuple[trio.SSLStream[trio.SocketStream], TLSStream],
 ) -> None:
-    client, server = ours_serving
-    await client.send_all(b"request")
-    await trio.sleep(0.05)
-    got, yields = await counting_yields(server.receive_some)
-    assert (got, yields) == (b"request", 1)
-    _, yields = await counting_yields(lambda: server.send_all(b"response"))
-    assert yields == 1
+    _client, server = ours_serving
     with trio.CancelScope() as scope:
         scope.cancel()
         with pytest.raises(trio.Cancelled):
             await server.receive_some()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"x")
 
 
 async def test_a_receive_with_nothing_there_waits_and_wakes(
