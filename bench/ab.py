@@ -18,7 +18,10 @@ Each runs as ``python -m kernel`` from its own tree (its kernel, sdk and
 plugins; this venv's libraries) on its ``config/reverse.toml`` without the
 plugin chain, httptools on both sides, pinned like ``bench/run.py``: the
 proxy to core 1, the backend and the load to core 0. Loads: ``h1`` is wrk,
-50 connections; ``h2c`` is h2load ``-c 10 -m 10`` with prior knowledge.
+50 connections; ``h2c`` is h2load ``-c 10 -m 10`` with prior knowledge;
+``tls-h1`` and ``tls-h2`` are ``bench/run_h2.py``'s TLS loads (h2load
+``--h1 -c 50`` and ``-c 10 -m 10``) against the tree's
+``config/reverse-tls.toml``, with a throwaway certificate.
 
 It measures *when* the server waits as it really happens, which the
 instruction counts of ``bench/server_instructions.py`` cannot (see
@@ -83,12 +86,23 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-def start(sup: B.Supervisor, build: Build, backend: int) -> tuple[subprocess.Popen[bytes], int]:
-    """Trellis from ``build``'s tree; returns it and its port."""
-    config = build.tree / "config" / "reverse.toml"
+def start(
+    sup: B.Supervisor, build: Build, backend: int, tls: tuple[Path, Path] | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Trellis from ``build``'s tree (on TLS with ``tls``: certificate, key); it and its port."""
+    name = "reverse-tls.toml" if tls else "reverse.toml"
+    config = build.tree / "config" / name
     variant = B.Variant(f"ab-{build.label}", build.spec, config, B.HTTPTOOLS)
     port = B.free_port()
-    env = B.trellis_env(variant, port, backend)
+    if tls is None:
+        env = B.trellis_env(variant, port, backend)
+    else:
+        cert, key = tls
+        env = B.trellis_env(
+            variant, B.free_port(), backend,
+            TRELLIS_TLS_LISTEN=f"{B.HOST}:{port}", TRELLIS_TLS_CERT=str(cert),
+            TRELLIS_TLS_KEY=str(key),
+        )  # fmt: skip
     argv = ["taskset", "-c", B.PROXY_CORE, sys.executable, "-m", "kernel", "run", "-c", str(config)]
     # From the tree's own directory: "-m" puts it first on sys.path.
     return B.launch(sup, variant.name, argv, env, port, cwd=build.tree), port
@@ -99,14 +113,21 @@ def measure(load: str, port: int, seconds: int) -> tuple[float, int]:
     if load == "h1":
         stats = B.run_wrk(port, seconds, 50)
         return float(stats["rps"]), int(stats["requests"])
-    rps, _, failed = run_h2.h2load(f"http://{B.HOST}:{port}/", ["-c", "10", "-m", "10"], seconds)
+    scheme, extra = run_h2.LOADS[load]
+    rps, _, failed = run_h2.h2load(f"{scheme}://{B.HOST}:{port}/", extra, seconds)
     if failed:
         raise B.Skip(f"h2load: {failed} requests failed")
     return rps, round(rps * seconds)
 
 
-def one_run(sup: B.Supervisor, build: Build, backend: int, args: argparse.Namespace) -> str:
-    proc, port = start(sup, build, backend)
+def one_run(
+    sup: B.Supervisor,
+    build: Build,
+    backend: int,
+    args: argparse.Namespace,
+    tls: tuple[Path, Path] | None,
+) -> str:
+    proc, port = start(sup, build, backend, tls)
     try:
         measure(args.load, port, 1)  # warm-up
         before = cpu_ticks(proc.pid)
@@ -140,7 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("a", help="build A: a tree or a git revision (the reference)")
     p.add_argument("b", help="build B: a tree or a git revision")
-    p.add_argument("--load", choices=("h1", "h2c"), default="h1")
+    p.add_argument("--load", choices=("h1", *run_h2.LOADS), default="h1")
     p.add_argument("--rounds", type=int, default=5, help="runs of each build (default 5)")
     p.add_argument("--duration", type=int, default=5, help="seconds per run (default 5)")
     args = p.parse_args(argv)
@@ -159,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             made.append(tree)
         builds.append(Build(label, spec, tree))
     sup = B.Supervisor()
+    tls = run_h2.make_certificate(B.WORK / "tls") if args.load.startswith("tls") else None
     try:
         backend = B.free_port()
         B.say(f"nginx-backend on {B.HOST}:{backend} (core {B.LOAD_CORE}); load {args.load}")
         B.start_nginx(sup, "nginx-backend", B.LOAD_CORE, backend)
         for i in range(1, args.rounds + 1):
-            B.say(f"round {i}: " + "  ".join(one_run(sup, b, backend, args) for b in builds))
+            runs = (one_run(sup, b, backend, args, tls) for b in builds)
+            B.say(f"round {i}: " + "  ".join(runs))
         for line in summary(*builds):
             B.say(line)
     except B.Skip as exc:

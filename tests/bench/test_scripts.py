@@ -140,14 +140,18 @@ async def test_server_instructions_h2_client_sends_exactly_n() -> None:
         await trio.to_thread.run_sync(server_instructions.drive_h2, origin.port, 3)
 
 
-def test_ab_loads_two_builds_in_alternation() -> None:
+@pytest.mark.parametrize("load", ["h1", "tls-h1"])
+def test_ab_loads_two_builds_in_alternation(load: str) -> None:
     """bench/ab.py, here with this tree as both builds (no worktree), one short round."""
     root = str(BENCH.parent)
     out = subprocess.run(
-        [sys.executable, str(BENCH / "ab.py"), "--rounds", "1", "--duration", "1", root, root],
+        [sys.executable, str(BENCH / "ab.py"), "--load", load, "--rounds", "1", "--duration",
+         "1", root, root],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"load {load}" in out.stdout
+    assert " 0 req/s" not in out.stdout  # each build answered
     assert "round 1: A " in out.stdout
     assert " B " in out.stdout.split("round 1:")[1]
     assert "B/A = " in out.stdout
