@@ -20,7 +20,8 @@ The sending half is :class:`.H2Endpoint`; the sides are :mod:`.h2_server`
 and :mod:`.h2_client`.
 
 May import: stdlib, h2, hyperframe, kernel.protocol.events,
-kernel.protocol.h2_common, .h2_fields, .h2_guard, .hpack_encoder, sdk._errors.
+kernel.protocol.h2_common, .h2_fields, .h2_guard, .hpack_encoder, .hpack_decoder,
+sdk._errors.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from kernel.protocol.h2_guard import (
     frame_header,
     parse_goaway,
 )
+from kernel.protocol.hpack_decoder import Decoder
 from kernel.protocol.hpack_encoder import Encoder
 from sdk._errors import RemoteProtocolError
 
@@ -119,8 +121,10 @@ class H2Core:
         )
         self._conn = H2Connection(config)
         # hpack's encoder scans its table linearly and logs every field; ours
-        # makes the same choices by dict lookups (hpack_encoder).
+        # makes the same choices by dict lookups (hpack_encoder). Its decoder
+        # too logs every field; ours reads a block in one pass (hpack_decoder).
         self._conn.encoder = Encoder()  # type: ignore[assignment]
+        self._conn.decoder = Decoder()  # type: ignore[assignment]
         # Over the advertised size a request gets 431 (h2_fields); twice that
         # and HPACK decoding stops (a connection error: the table is lost).
         self._conn.decoder.max_header_list_size = 2 * lim.max_header_list_size
