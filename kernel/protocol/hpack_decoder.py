@@ -122,10 +122,7 @@ class Decoder:
         if raw:
             return headers
         try:
-            return [
-                _new(type(h), (h[0].decode("utf-8"), h[1].decode("utf-8")))
-                for h in headers
-            ]
+            return [_new(type(h), (h[0].decode("utf-8"), h[1].decode("utf-8"))) for h in headers]
         except UnicodeDecodeError as err:
             raise HPACKDecodingError("Unable to decode headers as UTF-8") from err
 

@@ -64,9 +64,7 @@ def test_never_indexed_fields_stay_marked_and_out_of_the_table() -> None:
 
 def test_text_when_not_raw() -> None:
     enc = hpack.Encoder()
-    assert Decoder().decode(enc.encode(REQUEST)) == [
-        (n.decode(), v.decode()) for n, v in REQUEST
-    ]
+    assert Decoder().decode(enc.encode(REQUEST)) == [(n.decode(), v.decode()) for n, v in REQUEST]
     bad = hpack.Encoder().encode([(b"x-bin", b"\xff\xfe")], huffman=False)
     with pytest.raises(HPACKDecodingError):
         Decoder().decode(bad)
