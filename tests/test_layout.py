@@ -13,6 +13,7 @@ when an entry gets its test (remove the entry) or its module disappears.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +126,16 @@ def test_exception_lists_are_not_stale() -> None:
         assert module not in KNOWN_GAPS
     for test in TESTS_WITHOUT_MODULE:
         assert (ROOT / test).is_file(), f"TESTS_WITHOUT_MODULE names a missing test {test}"
+
+
+def test_no_async_autouse_fixtures() -> None:
+    """pytest-trio runs an ``async`` fixture only for tests that name it: an
+    autouse one is silently skipped (test_tunnel's socket cleanup was, and
+    leaked 16 sockets per run). Cleanup that must always run is a plain fixture."""
+    pattern = re.compile(r"@pytest\.fixture\([^)]*autouse=True[^)]*\)\s*\nasync def (\w+)")
+    found = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for name in pattern.findall(path.read_text())
+    ]
+    assert found == []

@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import pytest
 import trio
 
 from kernel.io.tunnel import CHUNK, splice
 
-_open: list[trio.SocketStream] = []
+_open: list[socket.socket] = []
 
 
 def pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    a, b = (trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in socket.socketpair())
-    _open.extend((a, b))
+    ends = socket.socketpair()
+    _open.extend(ends)
+    a, b = (trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in ends)
     return a, b
 
 
 @pytest.fixture(autouse=True)
-async def close_pairs() -> AsyncIterator[None]:
-    """splice closes nothing: the sockets are the test's to close."""
+def close_pairs() -> Iterator[None]:
+    """splice closes nothing: the sockets are the test's to close.
+
+    A plain fixture: pytest-trio does not run an async one nobody asks for by
+    name (this one was silently skipped, leaking every pair). The trio run is
+    over by teardown, so the standard sockets are closed directly.
+    """
     yield
     while _open:
-        _open.pop().socket.close()
+        _open.pop().close()
 
 
 async def read_all(stream: trio.SocketStream) -> bytes:
