@@ -90,6 +90,8 @@ class TLSStream(trio.abc.Stream):
         if initial:
             self._in.write(initial)
         self._handshaken = False
+        #: The peer's close_notify was read: every read gives b"" from now on.
+        self._ended = False
         self._closed = False
         self._broken: trio.BrokenResourceError | None = None
         self._writing = False
@@ -142,14 +144,19 @@ class TLSStream(trio.abc.Stream):
             await self.do_handshake()
         while True:
             self._check()
-            try:
-                return self._read(max_bytes)
-            except ssl.SSLWantReadError:
-                pass
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""  # close_notify, or a close without it (HTTPS-compatible)
-            except ssl.SSLError as exc:
-                raise self._fail(exc) from exc
+            if self._buffered():
+                try:
+                    data = self._read(max_bytes)
+                    if not data:
+                        self._ended = True
+                    return data
+                except ssl.SSLWantReadError:
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    self._ended = True
+                    return b""  # close_notify, or a close without it (HTTPS-compatible)
+                except ssl.SSLError as exc:
+                    raise self._fail(exc) from exc
             if self._out.pending and not self._writing:
                 # The read made something to answer (a key update). With a
                 # writer at work, its flush sends it: a reader must never
@@ -192,12 +199,17 @@ class TLSStream(trio.abc.Stream):
         return self._read_now(max_bytes)
 
     def _read_now(self, max_bytes: int) -> bytes | None:
+        if not self._buffered():
+            return None
         try:
-            return self._read(max_bytes)
+            data = self._read(max_bytes)
         except ssl.SSLWantReadError:
             return None  # (a key update to answer goes out with our next send)
         except ssl.SSLError:
-            return b""
+            data = b""
+        if not data:
+            self._ended = True
+        return data
 
     # ----------------------------------------------------- trio.abc.Stream
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -232,6 +244,15 @@ class TLSStream(trio.abc.Stream):
         await self.transport_stream.aclose()
 
     # ---------------------------------------------------------------- inside
+    def _buffered(self) -> bool:
+        """Whether a read may find something: ciphertext, plaintext or the end.
+
+        Without, OpenSSL would only say so with an ``SSLWantReadError``,
+        which costs more than these three checks (the common case between
+        requests).
+        """
+        return bool(self._in.pending or self._in.eof or self._ended or self._ssl.pending())
+
     def _read(self, max_bytes: int) -> bytes:
         """Plaintext of every whole record buffered, up to ``max_bytes``.
 
