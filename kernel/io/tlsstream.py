@@ -90,7 +90,8 @@ class TLSStream(trio.abc.Stream):
         if initial:
             self._in.write(initial)
         self._handshaken = False
-        #: The peer's close_notify was read: every read gives b"" from now on.
+        #: The end was read (close_notify, a close without it, or an error
+        #: read_ready() counts as one): every read gives b"" from now on.
         self._ended = False
         self._closed = False
         self._broken: trio.BrokenResourceError | None = None
