@@ -145,19 +145,9 @@ class TLSStream(trio.abc.Stream):
             await self.do_handshake()
         while True:
             self._check()
-            if self._buffered():
-                try:
-                    data = self._read(max_bytes)
-                    if not data:
-                        self._ended = True
-                    return data
-                except ssl.SSLWantReadError:
-                    pass
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    self._ended = True
-                    return b""  # close_notify, or a close without it (HTTPS-compatible)
-                except ssl.SSLError as exc:
-                    raise self._fail(exc) from exc
+            data = self._read_now(max_bytes)
+            if data is not None:
+                return data
             if self._out.pending and not self._writing:
                 # The read made something to answer (a key update). With a
                 # writer at work, its flush sends it: a reader must never
@@ -187,27 +177,34 @@ class TLSStream(trio.abc.Stream):
             return b""
         if not self._handshaken:
             return None
-        data = self._read_now(max_bytes)
-        if data is not None:
-            return data
-        ciphertext = sockio.read_ready(self.transport_stream, RECV_SIZE)
-        if ciphertext is None:
-            return None
-        if ciphertext:
-            self._in.write(ciphertext)
-        else:
-            self._in.write_eof()
-        return self._read_now(max_bytes)
+        try:
+            data = self._read_now(max_bytes)
+            if data is not None:
+                return data
+            ciphertext = sockio.read_ready(self.transport_stream, RECV_SIZE)
+            if ciphertext is None:
+                return None
+            if ciphertext:
+                self._in.write(ciphertext)
+            else:
+                self._in.write_eof()
+            return self._read_now(max_bytes)
+        except trio.BrokenResourceError:
+            return b""
 
     def _read_now(self, max_bytes: int) -> bytes | None:
+        """Plaintext buffered already (``b""`` at the end); None when a read must
+        wait for more ciphertext. A TLS error breaks the stream (raised)."""
         if not self._buffered():
             return None
         try:
             data = self._read(max_bytes)
         except ssl.SSLWantReadError:
             return None  # (a key update to answer goes out with our next send)
-        except ssl.SSLError:
-            data = b""
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            data = b""  # close_notify, or a close without it (HTTPS-compatible)
+        except ssl.SSLError as exc:
+            raise self._fail(exc) from exc
         if not data:
             self._ended = True
         return data

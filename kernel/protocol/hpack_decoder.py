@@ -170,7 +170,7 @@ def _integer(data: bytes, pos: int, mask: int) -> tuple[int, int]:
     if value < mask:
         return value, pos
     shift = 0
-    for count in range(1, _MAX_CONTINUATION + 1):
+    for _ in range(_MAX_CONTINUATION):
         if pos >= len(data):
             raise HPACKDecodingError("Unable to decode HPACK integer representation")
         byte = data[pos]
@@ -179,8 +179,6 @@ def _integer(data: bytes, pos: int, mask: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, pos
         shift += 7
-        if count == _MAX_CONTINUATION:
-            break
     raise HPACKDecodingError("Variable integer representation is too long")
 
 
