@@ -13,25 +13,24 @@ After the upstream's GOAWAY (:class:`.ConnectionEnding` with ``remote``),
 ``is_usable`` is false; streams it did not process were reset with
 REFUSED_STREAM and are safe to send again on another connection.
 
-May import: stdlib, h2, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
 
-import h2.events as ev
 from h2.errors import ErrorCodes
 
 from kernel.protocol.events import Fields, RequestHead, ResponseHead
 from kernel.protocol.h2_common import StreamInformational, StreamReset, StreamResponse
-from kernel.protocol.h2_core import Stream, to_fields
+from kernel.protocol.h2_core import Stream
 from kernel.protocol.h2_endpoint import H2Endpoint
 from kernel.protocol.h2_fields import (
-    h2_expected_length,
     request_fields,
     response_from_h2,
     sent_length,
 )
+from kernel.protocol.h2_machine import Head
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["H2Client"]
@@ -62,7 +61,7 @@ class H2Client(H2Endpoint):
         """Streams we may open now: the peer's limit (and ours) minus open ones."""
         if not self.is_usable:
             return 0
-        peer = self._conn.remote_settings.max_concurrent_streams
+        peer = self._conn.remote_max_concurrent_streams
         return max(0, min(peer, self.limits.max_concurrent_streams) - len(self._streams))
 
     def send_request(
@@ -81,22 +80,20 @@ class H2Client(H2Endpoint):
         expected = sent_length(headers)
         if end_stream and expected:
             raise LocalProtocolError("content-length without a body")
-        stream_id = self._conn.get_next_available_stream_id()
-        self._call(self._conn.send_headers, stream_id, headers, end_stream=end_stream)
+        stream_id = self._conn.next_stream_id()
+        self._conn.send_headers(stream_id, headers, end_stream=end_stream)
         st = Stream(head.method, head_sent=True, got_head=False)
         st.send_expected = expected
         st.send_done = end_stream
         self._streams[stream_id] = st
-        self._drain()
         return stream_id
 
     # -- receiving -------------------------------------------------------------------
-    def _dispatch_side(self, event: ev.Event) -> None:
-        if isinstance(event, ev.ResponseReceived):
-            fields = to_fields(event.headers)
-            self._on_response(event.stream_id, fields, event.stream_ended is not None)
-        elif isinstance(event, ev.InformationalResponseReceived):
-            self._on_informational(event.stream_id, to_fields(event.headers))
+    def _on_head(self, event: Head) -> None:
+        if event.informational:
+            self._on_informational(event.stream_id, event.fields)
+        else:
+            self._on_response(event.stream_id, event.fields, event.end_stream)
 
     def _parse(self, stream_id: int, fields: Fields) -> tuple[int, Fields, int | None] | None:
         try:
@@ -125,7 +122,6 @@ class H2Client(H2Endpoint):
             return
         bodyless = st.method == b"HEAD" or status in (204, 304)
         st.expected = 0 if bodyless else length
-        st.h2_expected = 0 if st.method == b"HEAD" else h2_expected_length(fields)
         if end_stream and st.expected:
             self._reset_stream(stream_id, _PROTOCOL, "content-length without a body")
             return

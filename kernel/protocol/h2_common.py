@@ -1,6 +1,6 @@
 """HTTP/2 vocabulary shared by :mod:`.h2_server` and :mod:`.h2_client`.
 
-The two sides are sans-IO wrappers around h2's ``H2Connection``: the I/O shell
+The two sides are sans-IO (frames and streams: :mod:`.h2_machine`): the I/O shell
 feeds them socket bytes through ``receive_data(data, now)``, gets a list of the
 events below, and writes ``data_to_send()`` to the socket. Each stream is one
 flow through the same pipeline as an HTTP/1.1 exchange, which is why requests

@@ -7,18 +7,15 @@ Sending is bounded by HTTP/2 flow control *and* by ``max_outbound_buffer``:
 a peer that opens huge windows but does not read cannot make us buffer.
 The heads are side-specific (:mod:`.h2_server`, :mod:`.h2_client`).
 
-May import: stdlib, h2, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
 
+from kernel.protocol import h2_machine as m
 from kernel.protocol.events import Fields
 from kernel.protocol.h2_core import H2Core, Stream
 from kernel.protocol.h2_fields import trailer_fields
@@ -36,46 +33,30 @@ class H2Endpoint(H2Core):
     # -- lifecycle -------------------------------------------------------------------
     def initiate(self) -> None:
         """Queue our preface (client), SETTINGS and the connection WINDOW_UPDATE."""
-        lim, conn = self.limits, self._conn
-        initial = {
-            SettingCodes.MAX_CONCURRENT_STREAMS: lim.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: lim.max_header_list_size,
-            SettingCodes.ENABLE_PUSH: 0,
+        lim = self.limits
+        settings = {
+            m.ENABLE_PUSH: 0,
+            m.MAX_CONCURRENT_STREAMS: lim.max_concurrent_streams,
+            m.MAX_HEADER_LIST_SIZE: lim.max_header_list_size,
         }
-        conn.local_settings = Settings(client=self._client, initial_values=initial)
-        conn.initiate_connection()
-        if not self._client:
-            # h2 makes a stream over its limit a connection error (TooManyStreamsError);
-            # RFC 9113 §5.1.2 allows a stream error, which we give (REFUSED_STREAM,
-            # retryable). So h2 gets no limit; the peer was told ours above.
-            initial[SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
-            conn.local_settings = Settings(client=False, initial_values=initial)
-        # These apply once the peer acknowledges them, so they go separately.
-        changes: dict[SettingCodes | int, int] = {
-            code: value
-            for code, value, default in (
-                (SettingCodes.HEADER_TABLE_SIZE, lim.header_table_size, 4096),
-                (SettingCodes.INITIAL_WINDOW_SIZE, lim.initial_window_size, 65535),
-                (SettingCodes.MAX_FRAME_SIZE, lim.max_frame_size, 16384),
-            )
-            if value != default
-        }
-        if changes:
-            conn.update_settings(changes)
-        if lim.connection_window > 65535:
-            conn.increment_flow_control_window(lim.connection_window - 65535)
-        self._drain()
+        for code, value, default in (
+            (m.HEADER_TABLE_SIZE, lim.header_table_size, 4096),
+            (m.INITIAL_WINDOW_SIZE, lim.initial_window_size, 65535),
+            (m.MAX_FRAME_SIZE, lim.max_frame_size, 16384),
+        ):
+            if value != default:
+                settings[code] = value
+        self._conn.initiate(settings)
+        self._conn.open_connection_window(lim.connection_window - 65535)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the socket (and forget it)."""
-        self._drain()
         out = bytes(self._out)
         self._out.clear()
         return out
 
     def has_output(self) -> bool:
         """Whether bytes are queued for the socket."""
-        self._drain()
         return bool(self._out)
 
     def goaway(self, error_code: int = 0, last_stream_id: int | None = None) -> None:
@@ -107,7 +88,6 @@ class H2Endpoint(H2Core):
     @property
     def outbound_pressure(self) -> bool:
         """More than ``max_outbound_buffer`` bytes wait: write before reading more."""
-        self._drain()
         return len(self._out) > self.limits.max_outbound_buffer
 
     @property
@@ -122,11 +102,7 @@ class H2Endpoint(H2Core):
         st = self._streams.get(stream_id)
         if st is None or self._ended or st.send_done or not st.head_sent:
             return 0
-        self._drain()
-        try:
-            window = self._conn.local_flow_control_window(stream_id)
-        except ProtocolError:
-            return 0
+        window = self._conn.send_window(stream_id)
         n = max(0, min(window, self.limits.max_outbound_buffer - len(self._out)))
         st.blocked = not n
         return n
@@ -150,19 +126,20 @@ class H2Endpoint(H2Core):
         ):
             raise LocalProtocolError("body length differs from content-length")
         n = min(len(data), self.send_window(stream_id)) if data else 0
-        step = self._conn.max_outbound_frame_size
-        for off in range(0, n, step):
-            stop = min(off + step, n)
-            last = end_stream and n == len(data) and stop == n
-            self._call(self._conn.send_data, stream_id, data[off:stop], end_stream=last)
-        if not data and end_stream:
-            self._call(self._conn.end_stream, stream_id)
+        conn = self._conn
+        step = conn.max_outbound_frame_size
+        if n == len(data) and n <= step:  # the usual case: one frame
+            if n or end_stream:
+                conn.send_data(stream_id, data, end_stream)
+        else:
+            for off in range(0, n, step):
+                stop = min(off + step, n)
+                conn.send_data(stream_id, data[off:stop], end_stream and stop == len(data))
         st.sent += n
         if n < len(data):
             st.blocked = True
         elif end_stream:
             self._sent_end(stream_id, st)
-        self._drain()
         return n
 
     def send_end(self, stream_id: int, trailers: Fields | None = None) -> None:
@@ -174,22 +151,17 @@ class H2Endpoint(H2Core):
             raise LocalProtocolError("body shorter than content-length")
         fields = trailer_fields(trailers) if trailers else []
         if fields:
-            self._call(self._conn.send_headers, stream_id, fields, end_stream=True)
+            self._conn.send_headers(stream_id, fields, end_stream=True)
         else:
-            self._call(self._conn.end_stream, stream_id)
+            self._conn.send_data(stream_id, b"", end_stream=True)
         self._sent_end(stream_id, st)
-        self._drain()
 
     def reset(self, stream_id: int, error_code: int = _CANCEL) -> None:
         """RST_STREAM (default CANCEL); no event follows. Unknown streams: no-op."""
         if self._ended or stream_id not in self._streams:
             return
-        try:
-            self._conn.reset_stream(stream_id, error_code)
-        except ProtocolError:
-            pass
+        self._conn.reset_stream(stream_id, error_code)
         self._forget(stream_id)
-        self._drain()
 
     def ack_data(self, stream_id: int, n: int) -> None:
         """``n`` bytes of this stream's StreamData were consumed: give the window back.
@@ -202,8 +174,7 @@ class H2Endpoint(H2Core):
         n = min(n, st.unacked)
         if n > 0:
             st.unacked -= n
-            self._ack(stream_id, n)
-            self._drain()
+            self._conn.acknowledge(stream_id, n)
 
     # -- helpers for the sides ---------------------------------------------------------
     def _live(self, stream_id: int) -> Stream | None:
@@ -216,12 +187,6 @@ class H2Endpoint(H2Core):
             if not st.head_sent:
                 raise LocalProtocolError("the head must go first")
         return st
-
-    def _call(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
-        try:
-            fn(*args, **kwargs)
-        except ProtocolError as e:
-            raise LocalProtocolError(f"h2 refused to send: {e}") from e
 
     def _sent_end(self, stream_id: int, st: Stream) -> None:
         st.send_done = True

@@ -3,9 +3,9 @@
 Every stream becomes an HTTP/1.1-shaped flow, and may well be forwarded over
 HTTP/1.1, so what HTTP/2 would carry harmlessly (a CR in a value, a
 ``transfer-encoding``, a ``:path`` with a space) could split or smuggle a
-request on the next hop. We validate here ourselves, per stream, instead of
-letting h2 do it: h2's own checks raise a connection error, so one bad request
-would kill every stream of the connection (and most of h2's checks are fewer).
+request on the next hop. We validate here, per stream: a bad request is a
+stream error (RFC 9113 §8.1.1), never one that kills every stream of the
+connection (which is what h2's own checks made of it).
 
 - :func:`request_from_h2`: a decoded request header list to a
   :class:`RequestHead`, or :class:`RemoteProtocolError` with the status to
@@ -17,10 +17,9 @@ would kill every stream of the connection (and most of h2's checks are fewer).
   what we send, lower-cased, connection-specific fields dropped; raise
   :class:`LocalProtocolError` for what must not go on the wire.
 
-What we send is checked and normalised here alone: h2's own outbound
-normalisation and validation are off (:mod:`.h2_core`), since they repeat
-these checks through a chain of generators on every head. That includes
-the one thing h2's normalisation did besides: credentials (``authorization``,
+What we send is checked and normalised here alone (the frame machine,
+:mod:`.h2_machine`, only encodes it). That includes what h2's outbound
+normalisation did besides: credentials (``authorization``,
 ``proxy-authorization``, cookies under 20 bytes) go out as HPACK
 never-indexed fields (RFC 7541 §7.1.3), so no compression context holds them.
 
@@ -45,7 +44,6 @@ __all__ = [
     "ParsedRequest",
     "check_trailers",
     "content_length",
-    "h2_expected_length",
     "header_list_size",
     "request_fields",
     "request_from_h2",
@@ -105,18 +103,6 @@ def content_length(value: bytes, count: int, status: int) -> int:
     if count > 1 or _DIGITS.fullmatch(value) is None:
         raise _bad("invalid or repeated content-length", status)
     return int(value)
-
-
-def h2_expected_length(fields: Fields) -> int | None:
-    """The body length h2 itself will enforce (its first ``content-length``).
-
-    h2 raises a *connection* error when DATA disagrees with it; the endpoint
-    checks DATA against this before h2 sees it, to reset only the stream.
-    """
-    for name, value in fields:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def _check_field(name: bytes, value: bytes, status: int) -> None:

@@ -16,29 +16,30 @@ most ``max_concurrent_streams``), cancelled on :class:`.StreamReset`, and the
 idle / header timeouts (a client that trickles a header block or never reads
 is not our business here: we have no clock of our own).
 
-May import: stdlib, h2, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
 
-import h2.events as ev
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError
 
 from kernel.protocol.events import Fields
 from kernel.protocol.h2_common import StreamRefused, StreamRequest
-from kernel.protocol.h2_core import Stream, to_fields
+from kernel.protocol.h2_core import Stream
 from kernel.protocol.h2_endpoint import H2Endpoint
 from kernel.protocol.h2_fields import (
-    h2_expected_length,
     request_from_h2,
     response_fields,
     sent_length,
 )
+from kernel.protocol.h2_machine import Head
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["H2Server"]
+
+_NO_ERROR = int(ErrorCodes.NO_ERROR)
+_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 
 
 class H2Server(H2Endpoint):
@@ -63,8 +64,7 @@ class H2Server(H2Endpoint):
             raise LocalProtocolError("an informational status is 1xx")
         st = self._head_stream(stream_id)
         if st is not None:
-            self._call(self._conn.send_headers, stream_id, response_fields(status, fields))
-            self._drain()
+            self._conn.send_headers(stream_id, response_fields(status, fields))
 
     def send_response(
         self, stream_id: int, status: int, fields: Fields, end_stream: bool = False
@@ -86,11 +86,10 @@ class H2Server(H2Endpoint):
         st.send_expected = None if st.no_body else sent_length(headers)
         if end_stream and st.send_expected:
             raise LocalProtocolError("content-length without a body")
-        self._call(self._conn.send_headers, stream_id, headers, end_stream=end_stream)
+        self._conn.send_headers(stream_id, headers, end_stream=end_stream)
         st.head_sent = True
         if end_stream:
             self._sent_end(stream_id, st)
-        self._drain()
 
     def _head_stream(self, stream_id: int) -> Stream | None:
         if self._ended:
@@ -103,28 +102,22 @@ class H2Server(H2Endpoint):
     def _sent_end(self, stream_id: int, st: Stream) -> None:
         st.send_done = True
         if not st.recv_done:
-            try:
-                self._conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
-            except ProtocolError:
-                pass
+            self._conn.reset_stream(stream_id, _NO_ERROR)
         self._forget(stream_id)
 
     # -- receiving -------------------------------------------------------------------
-    def _dispatch_side(self, event: ev.Event) -> None:
-        if isinstance(event, ev.RequestReceived):
-            fields = to_fields(event.headers)
-            self._on_request(event.stream_id, fields, event.stream_ended is not None)
+    def _on_head(self, event: Head) -> None:
+        self._on_request(event.stream_id, event.fields, event.end_stream)
 
     def _on_request(self, stream_id: int, fields: Fields, end_stream: bool) -> None:
         lim = self.limits
         late = self._goaway_last is not None and stream_id > self._goaway_last
         if late or len(self._streams) >= lim.max_concurrent_streams:
-            self._conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._conn.reset_stream(stream_id, _REFUSED)
             if not self._guard.resets.take(self._now):
                 self._fatal(int(ErrorCodes.ENHANCE_YOUR_CALM), "too many refused streams")
             return
         st = Stream(head_sent=False, got_head=True)
-        st.h2_expected = h2_expected_length(fields)
         st.recv_done = end_stream
         self._streams[stream_id] = st
         try:

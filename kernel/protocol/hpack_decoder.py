@@ -1,6 +1,6 @@
 """The HPACK decoder (RFC 7541) of both HTTP/2 sides: hpack's results, in one pass.
 
-h2 decodes every header block it receives through ``H2Connection.decoder``.
+The frame machine (:mod:`.h2_machine`) decodes every header block it receives with this.
 hpack's ``Decoder`` slices a memoryview for each field, goes through a method
 per representation and a table method per lookup, and makes a logging call
 per field (and one per block) that costs even with logging off. A proxy

@@ -1,6 +1,6 @@
 """The HPACK encoder (RFC 7541) of both HTTP/2 sides: hpack's choices, found by dict.
 
-h2 writes every header block through ``H2Connection.encoder``. hpack's
+The frame machine (:mod:`.h2_machine`) encodes every header block it sends with this. hpack's
 ``Encoder`` looks each field up in its dynamic table with a linear scan and
 logs every step; for a proxy answering many small requests that is most of
 the cost of sending a response head. :class:`Encoder` makes the same

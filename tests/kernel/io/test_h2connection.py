@@ -22,6 +22,7 @@ from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
 from kernel.io import sockio
 from kernel.io.h2connection import H2Connection
+from kernel.protocol.h2_machine import PING, frame
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
 from tests.helpers.h2client import (
@@ -784,7 +785,7 @@ async def test_writers_at_the_same_time_share_one_write(monkeypatch: pytest.Monk
         conn.proto.data_to_send()  # the preface: not under test
 
         async def writer(opaque: bytes) -> None:
-            conn.proto._conn.ping(opaque)  # any frame of this writer's own
+            conn.proto._conn.out += frame(PING, 0, 0, opaque)  # any frame of this writer's own
             await conn.write_out()
 
         await in_one_round(lambda: writer(b"first..."), lambda: writer(b"second.."))

@@ -17,6 +17,7 @@ from kernel.io.h2upstream import H2Upstream
 from kernel.io.upstream import UpstreamPool
 from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_common import H2Limits
+from kernel.protocol.h2_machine import PING, frame
 from sdk import Origin
 from tests.helpers.h2origin import H2Origin, proxy_config
 from tests.helpers.yields import counting_yields, in_one_round
@@ -280,7 +281,7 @@ async def test_writers_at_the_same_time_share_one_write() -> None:
         conn.stream = Recording()  # type: ignore[assignment]
 
         async def writer(opaque: bytes) -> None:
-            conn.proto._conn.ping(opaque)  # any frame of this writer's own
+            conn.proto._conn.out += frame(PING, 0, 0, opaque)  # any frame of this writer's own
             await conn.write_out()
 
         await in_one_round(lambda: writer(b"first..."), lambda: writer(b"second.."))

@@ -13,7 +13,6 @@ from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_fields import (
     check_trailers,
     content_length,
-    h2_expected_length,
     header_list_size,
     request_fields,
     request_from_h2,
@@ -205,10 +204,7 @@ def test_trailers_and_lengths_to_send() -> None:
             sent_length(bad)
 
 
-def test_lengths_we_and_h2_enforce() -> None:
+def test_content_length_is_one_number() -> None:
     assert content_length(b"42", 1, 400) == 42
     with pytest.raises(RemoteProtocolError):
         content_length(b"42", 2, 400)
-    assert h2_expected_length([(b"x", b"1"), (b"content-length", b"7")]) == 7
-    assert h2_expected_length([(b"content-length", b"x")]) is None
-    assert h2_expected_length([]) is None

@@ -335,16 +335,13 @@ def test_refused_request_body_is_discarded_and_acknowledged() -> None:
     assert p.server.open_streams == 0
 
 
-def test_unparseable_content_length_is_a_connection_error_in_h2() -> None:
-    # h2 parses content-length before we see the head: not a number is its
-    # connection error. It never reaches the shell as a request either way.
+def test_unparseable_content_length_refuses_only_its_stream() -> None:
+    # A malformed request is a stream error (RFC 9113 §8.1.1): the shell
+    # answers 400 and the connection goes on.
     p = Pair()
     events = p.request(1, _with((b"content-length", b"abc")), end=False)
-    assert events == [ConnectionEnding(1, events[-1].reason, 1)]  # type: ignore[union-attr]
-    goaway = frames(p.server.data_to_send())[-1]
-    assert isinstance(goaway, GoAwayFrame)
-    assert goaway.error_code == 1
-    assert p.request(3, GET) == []
+    assert events == [StreamRefused(1, 400, "invalid or repeated content-length")]
+    assert [type(e) for e in p.request(3, GET)] == [StreamRequest]
 
 
 @pytest.mark.parametrize(
@@ -482,12 +479,12 @@ def test_continuation_flood_is_cut_at_the_frame_cap() -> None:
     flood += [ContinuationFrame(1, data=b"") for _ in range(10000)]
     events = p.raw(*flood)
     assert events == [ConnectionEnding(CALM, events[0].reason, 0)]  # type: ignore[union-attr]
-    # h2 saw the HEADERS and at most the allowed CONTINUATIONs, nothing more.
-    assert len(p.server._conn.incoming_buffer._headers_buffer) <= 17
+    # The machine holds the HEADERS' two bytes: the empty CONTINUATIONs added nothing.
+    assert len(p.server._conn._block) <= 2
     assert not p.server._inbuf
 
 
-def test_continuation_bytes_are_capped_before_h2_buffers_them() -> None:
+def test_continuation_bytes_are_capped_before_they_are_buffered() -> None:
     p = Pair()
     junk = b"\x00" * 16384
     flood: list[Frame] = [HeadersFrame(1, data=junk)]
@@ -495,8 +492,7 @@ def test_continuation_bytes_are_capped_before_h2_buffers_them() -> None:
     events = p.raw(*flood)
     assert isinstance(events[-1], ConnectionEnding)
     assert events[-1].error_code == CALM
-    buffered = sum(len(f.data) for f in p.server._conn.incoming_buffer._headers_buffer)
-    assert buffered <= 2 * 65536
+    assert len(p.server._conn._block) <= 2 * 65536
 
 
 def test_oversized_frame_header_ends_the_connection_without_buffering() -> None:

@@ -1,0 +1,637 @@
+"""HTTP/2 framing, stream states and flow control (RFC 9113), sans-IO.
+
+:class:`Machine` is the part of an HTTP/2 connection that both sides share
+and that knows nothing of requests: it takes whole frames (the frame walk
+and its guard are :class:`.H2Core`'s), keeps each stream's state and both
+directions' flow-control windows, decodes and encodes header blocks with our
+HPACK contexts, answers SETTINGS and PING, and writes frames into
+:attr:`Machine.out`. What it learns comes back as the small events below;
+what it refuses is a :class:`H2Error` (the caller sends GOAWAY with
+its code) or a stream error it settles itself (RST_STREAM, and a
+:class:`Reset` event). What the caller asks of it that HTTP/2 forbids is a
+:class:`~sdk._errors.LocalProtocolError`.
+
+It replaces h2's ``H2Connection``, which did the same through a state
+machine of enum transitions, a frame object per frame and an event object
+per change: the largest single cost of an HTTP/2 request here.
+
+Not here: the connection preface, frame lengths against SETTINGS_MAX_FRAME_SIZE,
+header-block sequencing and size, flood budgets (:mod:`.h2_guard`); GOAWAY,
+``content-length`` and field rules (:mod:`.h2_core`, :mod:`.h2_fields`).
+Priority signals are read and ignored (RFC 9113 §5.3.2 deprecates the
+scheme); server push is off (SETTINGS_ENABLE_PUSH 0) and a PUSH_PROMISE is a
+connection error.
+
+May import: stdlib, hpack, kernel.protocol.hpack_encoder,
+kernel.protocol.hpack_decoder, sdk._errors.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+
+from kernel.protocol.hpack_decoder import Decoder
+from kernel.protocol.hpack_encoder import Encoder
+from sdk._errors import LocalProtocolError
+
+__all__ = [
+    "Data",
+    "Ended",
+    "H2Error",
+    "Head",
+    "Machine",
+    "Reset",
+    "SettingsChanged",
+    "Trailers",
+    "Window",
+]
+
+# Frame types (RFC 9113 §6) and flags.
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW, CONT = range(10)
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+# Error codes (RFC 9113 §7).
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+STREAM_CLOSED, FRAME_SIZE_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x5, 0x6, 0x9, 0xB
+
+# Settings (RFC 9113 §6.5.2).
+HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
+INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
+
+MAX_WINDOW: Final = 2**31 - 1
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: Streams remembered after they close (how they closed decides what a late
+#: frame for them means); older ones count as closed by END_STREAM.
+CLOSED_MEMORY: Final = 1024
+
+_HEADER = struct.Struct(">HBBBL")  # length (high 16 bits, low 8), type, flags, stream id
+_U32 = struct.Struct(">L")
+_SETTING = struct.Struct(">HL")
+
+# How a stream closed: a late frame for it is ignored (we reset it), a
+# stream error (the peer reset it) or a connection error (it ended).
+_RESET_SENT, _RESET_RECEIVED, _ENDED = 1, 2, 3
+
+
+def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """One frame's bytes."""
+    n = len(payload)
+    return _HEADER.pack(n >> 8, n & 0xFF, ftype, flags, stream_id) + payload
+
+
+class H2Error(Exception):
+    """The peer broke the connection's rules: GOAWAY with ``code``, then close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+# -- events --------------------------------------------------------------------------
+class Head:
+    """A stream's first header block (a request, or a response; ``informational``
+    for a 1xx response, which a final one follows)."""
+
+    __slots__ = ("end_stream", "fields", "informational", "stream_id")
+
+    def __init__(
+        self,
+        stream_id: int,
+        fields: list[tuple[bytes, bytes]],
+        end_stream: bool,
+        informational: bool,
+    ) -> None:
+        self.stream_id = stream_id
+        self.fields = fields
+        self.end_stream = end_stream
+        self.informational = informational
+
+
+class Trailers:
+    """A header block after the body; the stream's receiving side ends with it."""
+
+    __slots__ = ("fields", "stream_id")
+
+    def __init__(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+        self.stream_id = stream_id
+        self.fields = fields
+
+
+class Data:
+    """Body bytes; ``flow`` (padding included) is what acknowledging them gives back."""
+
+    __slots__ = ("data", "flow", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, flow: int) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.flow = flow
+
+
+class Ended:
+    """The peer's side of the stream ended (END_STREAM)."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class Reset:
+    """The stream is over: reset by the peer (``remote``) or by us for a stream error."""
+
+    __slots__ = ("code", "remote", "stream_id")
+
+    def __init__(self, stream_id: int, code: int, remote: bool) -> None:
+        self.stream_id = stream_id
+        self.code = code
+        self.remote = remote
+
+
+class Window:
+    """The peer opened a send window: a stream's, or the connection's (0)."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class SettingsChanged:
+    """The peer's SETTINGS were applied; ``windows``: every stream's send window moved."""
+
+    __slots__ = ("windows",)
+
+    def __init__(self, windows: bool) -> None:
+        self.windows = windows
+
+
+Event = Head | Trailers | Data | Ended | Reset | Window | SettingsChanged
+
+
+# -- flow control --------------------------------------------------------------------
+class _Inbound:
+    """A receive window and when to give it back (h2's WindowManager rule: once
+    half of it was consumed, or when it is empty and 1 KiB waits)."""
+
+    __slots__ = ("max", "processed", "window")
+
+    def __init__(self, size: int) -> None:
+        self.window = self.max = size
+        self.processed = 0
+
+    def opened(self, n: int) -> None:
+        self.window += n
+        self.max = max(self.max, self.window)
+
+    def process(self, n: int) -> int:
+        """``n`` bytes were consumed; the WINDOW_UPDATE increment due now (0: none)."""
+        self.processed += n
+        done = self.processed
+        if done >= self.max // 2 or (not self.window and done > min(1024, self.max // 4)):
+            inc = min(done, self.max - self.window)
+            self.processed = 0
+            self.window += inc
+            return inc
+        return 0
+
+
+class _Stream:
+    __slots__ = ("got_final", "inbound", "out_window", "recv_closed", "send_closed", "sent_head")
+
+    def __init__(self, out_window: int, in_window: int) -> None:
+        self.out_window = out_window
+        self.inbound = _Inbound(in_window)
+        self.recv_closed = False  # the peer's END_STREAM came
+        self.send_closed = False  # ours went
+        self.sent_head = False
+        self.got_final = False  # a non-1xx head came (the client's responses)
+
+
+class Machine:
+    """One HTTP/2 connection's frames and streams; ``client`` picks the side."""
+
+    def __init__(self, client: bool) -> None:
+        self.client = client
+        self.encoder = Encoder()
+        self.decoder = Decoder()
+        #: Bytes for the socket; the owner takes them (and clears it).
+        self.out = bytearray()
+        self.streams: dict[int, _Stream] = {}
+        self._closed: dict[int, int] = {}
+        self.highest_inbound_stream_id = 0
+        self.highest_outbound_stream_id = 0
+        # The peer's settings, as they stand.
+        self.remote_max_concurrent_streams = 2**31 - 1
+        self.remote_initial_window = 65535
+        self.max_outbound_frame_size = 16384
+        # Ours, once acknowledged; the SETTINGS awaiting their ACK.
+        self.local_initial_window = 65535
+        self.max_inbound_frame_size = 16384
+        self._pending: list[dict[int, int]] = []
+        self.out_window = 65535
+        self.inbound = _Inbound(65535)
+        # A header block in CONTINUATION frames: stream id, END_STREAM, bytes.
+        self._block_sid = 0
+        self._block_end = False
+        self._block = bytearray()
+
+    # -- set-up ------------------------------------------------------------------------
+    def initiate(self, settings: dict[int, int]) -> None:
+        """Queue the client preface (client) and our first SETTINGS."""
+        if self.client:
+            self.out += PREFACE
+        self.send_settings(settings)
+
+    def send_settings(self, settings: dict[int, int]) -> None:
+        """Queue a SETTINGS frame; the values bind us once the peer acknowledges it."""
+        payload = b"".join(_SETTING.pack(code, value) for code, value in settings.items())
+        self.out += frame(SETTINGS, 0, 0, payload)
+        self._pending.append(dict(settings))
+
+    def open_connection_window(self, n: int) -> None:
+        """Let the peer send ``n`` more bytes on the connection (WINDOW_UPDATE 0)."""
+        if n > 0:
+            self.inbound.opened(n)
+            self.out += frame(WINDOW, 0, 0, _U32.pack(n))
+
+    # -- receiving ---------------------------------------------------------------------
+    def receive(
+        self, ftype: int, flags: int, sid: int, payload: bytes | bytearray, events: list[Event]
+    ) -> None:
+        """One whole frame from the peer; what it means is appended to ``events``.
+
+        Raises :class:`H2Error` when the connection must end.
+        """
+        if ftype == DATA:
+            self._on_data(flags, sid, payload, events)
+        elif ftype == HEADERS:
+            if not sid:
+                raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
+            fragment = self._strip(flags, payload, priority=True, sid=sid)
+            if flags & END_HEADERS:
+                self._on_block(sid, bytes(fragment), bool(flags & END_STREAM), events)
+            else:
+                self._block_sid, self._block_end = sid, bool(flags & END_STREAM)
+                self._block = bytearray(fragment)
+        elif ftype == CONT:
+            if not self._block_sid or sid != self._block_sid:
+                raise H2Error(PROTOCOL_ERROR, "CONTINUATION without a header block")
+            self._block += payload
+            if flags & END_HEADERS:
+                sid, self._block_sid = self._block_sid, 0
+                self._on_block(sid, bytes(self._block), self._block_end, events)
+                self._block = bytearray()
+        elif ftype == WINDOW:
+            self._on_window(sid, payload, events)
+        elif ftype == RST_STREAM:
+            self._on_rst(sid, payload, events)
+        elif ftype == SETTINGS:
+            self._on_settings(flags, sid, payload, events)
+        elif ftype == PING:
+            if len(payload) != 8:
+                raise H2Error(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+            if sid:
+                raise H2Error(PROTOCOL_ERROR, "PING on a stream")
+            if not flags & ACK:
+                self.out += frame(PING, ACK, 0, bytes(payload))
+        elif ftype == PRIORITY:
+            if not sid:
+                raise H2Error(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                raise H2Error(FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
+            if _U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
+                self._stream_error(sid, PROTOCOL_ERROR, events)
+        elif ftype == PUSH_PROMISE:
+            raise H2Error(PROTOCOL_ERROR, "PUSH_PROMISE, and push is off")
+        elif ftype == GOAWAY:
+            raise H2Error(INTERNAL_ERROR, "GOAWAY is the caller's to handle")
+        # Unknown types are ignored (RFC 9113 §5.5); the guard budgets them.
+
+    def _strip(
+        self, flags: int, payload: bytes | bytearray, *, priority: bool, sid: int
+    ) -> bytes | bytearray:
+        """The frame's data: padding (and a HEADERS frame's priority) removed."""
+        start, end = 0, len(payload)
+        if flags & PADDED:
+            if not end or payload[0] >= end:
+                raise H2Error(PROTOCOL_ERROR, "padding as long as the frame")
+            start, end = 1, end - payload[0]
+        if priority and flags & PRIORITY_FLAG:
+            if end - start < 5:
+                raise H2Error(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            if _U32.unpack_from(payload, start)[0] & MAX_WINDOW == sid:
+                raise H2Error(PROTOCOL_ERROR, "stream depends on itself")
+            start += 5
+        return payload[start:end] if start or end != len(payload) else payload
+
+    def _idle(self, sid: int) -> bool:
+        """Never opened (by either side)."""
+        if (sid & 1) != self.client:  # the peer's ids: odd from a client, even from a server
+            return sid > self.highest_inbound_stream_id
+        return sid > self.highest_outbound_stream_id
+
+    def _late(self, sid: int) -> None:
+        """A frame for a stream that is not open, to be ignored unless this raises.
+
+        RFC 9113 §5.1: a frame on an idle stream, or on one that ended, is a
+        connection error; on one the peer reset, a stream error (RST_STREAM
+        STREAM_CLOSED); on one we reset, the peer may not know yet.
+        """
+        if self._idle(sid):
+            raise H2Error(PROTOCOL_ERROR, f"frame on idle stream {sid}")
+        how = self._closed.get(sid, _ENDED)
+        if how == _RESET_RECEIVED:
+            self.out += frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED))
+        elif how == _ENDED:
+            raise H2Error(STREAM_CLOSED, f"frame on closed stream {sid}")
+
+    def _on_block(self, sid: int, block: bytes, end_stream: bool, events: list[Event]) -> None:
+        # The block is decoded whatever becomes of the stream: HPACK's table
+        # must see every block.
+        try:
+            fields = [(h[0], h[1]) for h in self.decoder.decode(block, raw=True)]
+        except OversizedHeaderListError as e:
+            raise H2Error(ENHANCE_YOUR_CALM, f"header list too large: {e}") from e
+        except HPACKError as e:
+            raise H2Error(COMPRESSION_ERROR, f"HPACK: {e}") from e
+        st = self.streams.get(sid)
+        if st is None:
+            if not self.client and sid & 1 and sid > self.highest_inbound_stream_id:
+                self.highest_inbound_stream_id = sid
+                st = _Stream(self.remote_initial_window, self.local_initial_window)
+                self.streams[sid] = st
+            else:
+                if self.client and not sid & 1:
+                    raise H2Error(PROTOCOL_ERROR, "HEADERS on a stream we did not open")
+                self._late(sid)
+                return
+        if st.recv_closed:
+            self._stream_error(sid, STREAM_CLOSED, events)
+            return
+        if self.client:
+            status = next((v for n, v in fields if n == b":status"), b"")
+            informational = status[:1] == b"1"
+            if st.got_final:
+                self._trailers(sid, st, fields, end_stream, events)
+                return
+            if informational and end_stream:
+                self._stream_error(sid, PROTOCOL_ERROR, events)
+                return
+            st.got_final = not informational
+            events.append(Head(sid, fields, end_stream, informational))
+        elif st.got_final:
+            self._trailers(sid, st, fields, end_stream, events)
+            return
+        else:
+            st.got_final = True
+            events.append(Head(sid, fields, end_stream, False))
+        if end_stream:
+            self._recv_end(sid, st)
+
+    def _trailers(
+        self,
+        sid: int,
+        st: _Stream,
+        fields: list[tuple[bytes, bytes]],
+        end_stream: bool,
+        events: list[Event],
+    ) -> None:
+        if not end_stream:
+            self._stream_error(sid, PROTOCOL_ERROR, events)
+            return
+        events.append(Trailers(sid, fields))
+        events.append(Ended(sid))
+        self._recv_end(sid, st)
+
+    def _on_data(
+        self, flags: int, sid: int, payload: bytes | bytearray, events: list[Event]
+    ) -> None:
+        if not sid:
+            raise H2Error(PROTOCOL_ERROR, "DATA on stream 0")
+        flow = len(payload)
+        conn = self.inbound
+        conn.window -= flow
+        if conn.window < 0:
+            raise H2Error(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        data = self._strip(flags, payload, priority=False, sid=sid)
+        st = self.streams.get(sid)
+        if st is None or st.recv_closed or not st.got_final:
+            if st is not None:  # half-closed (remote), or no head yet
+                code = STREAM_CLOSED if st.recv_closed else PROTOCOL_ERROR
+                self._stream_error(sid, code, events)
+            else:
+                self._late(sid)
+            self._give_back(flow)  # nobody will acknowledge these bytes
+            return
+        st.inbound.window -= flow
+        if st.inbound.window < 0:
+            raise H2Error(FLOW_CONTROL_ERROR, f"DATA beyond stream {sid}'s window")
+        events.append(Data(sid, bytes(data), flow))
+        if flags & END_STREAM:
+            events.append(Ended(sid))
+            self._recv_end(sid, st)
+
+    def _on_window(self, sid: int, payload: bytes | bytearray, events: list[Event]) -> None:
+        if len(payload) != 4:
+            raise H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
+        inc = _U32.unpack_from(payload)[0] & MAX_WINDOW
+        if not sid:
+            if not inc:
+                raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self.out_window += inc
+            if self.out_window > MAX_WINDOW:
+                raise H2Error(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            events.append(Window(0))
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            if self._idle(sid):
+                raise H2Error(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+            return  # a window for a stream that is over: nothing to open
+        if not inc:
+            self._stream_error(sid, PROTOCOL_ERROR, events)
+            return
+        st.out_window += inc
+        if st.out_window > MAX_WINDOW:
+            self._stream_error(sid, FLOW_CONTROL_ERROR, events)
+            return
+        events.append(Window(sid))
+
+    def _on_rst(self, sid: int, payload: bytes | bytearray, events: list[Event]) -> None:
+        if len(payload) != 4:
+            raise H2Error(FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
+        if not sid:
+            raise H2Error(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if sid not in self.streams:
+            if self._idle(sid):
+                raise H2Error(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            return
+        self._close(sid, _RESET_RECEIVED)
+        events.append(Reset(sid, _U32.unpack_from(payload)[0], True))
+
+    def _on_settings(
+        self, flags: int, sid: int, payload: bytes | bytearray, events: list[Event]
+    ) -> None:
+        if sid:
+            raise H2Error(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise H2Error(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            if self._pending:
+                self._apply_local(self._pending.pop(0))
+            return
+        if len(payload) % 6:
+            raise H2Error(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        windows = False
+        for off in range(0, len(payload), 6):
+            code, value = _SETTING.unpack_from(payload, off)
+            if code == HEADER_TABLE_SIZE:
+                self.encoder.header_table_size = value
+            elif code == ENABLE_PUSH:
+                if value > 1 or (value and self.client):
+                    raise H2Error(PROTOCOL_ERROR, "bad SETTINGS_ENABLE_PUSH")
+            elif code == MAX_CONCURRENT_STREAMS:
+                self.remote_max_concurrent_streams = value
+            elif code == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise H2Error(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE > 2^31-1")
+                delta = value - self.remote_initial_window
+                self.remote_initial_window = value
+                for st in self.streams.values():
+                    st.out_window += delta
+                    if st.out_window > MAX_WINDOW:
+                        raise H2Error(FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
+                windows = windows or delta > 0
+            elif code == MAX_FRAME_SIZE:
+                if not 16384 <= value <= 16777215:
+                    raise H2Error(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
+                self.max_outbound_frame_size = value
+        self.out += frame(SETTINGS, ACK, 0)
+        events.append(SettingsChanged(windows))
+
+    def _apply_local(self, settings: dict[int, int]) -> None:
+        for code, value in settings.items():
+            if code == HEADER_TABLE_SIZE:
+                self.decoder.max_allowed_table_size = value
+            elif code == INITIAL_WINDOW_SIZE:
+                delta = value - self.local_initial_window
+                self.local_initial_window = value
+                for st in self.streams.values():
+                    st.inbound.opened(delta)
+            elif code == MAX_FRAME_SIZE:
+                self.max_inbound_frame_size = value
+
+    # -- stream ends -------------------------------------------------------------------
+    def _recv_end(self, sid: int, st: _Stream) -> None:
+        st.recv_closed = True
+        if st.send_closed:
+            self._close(sid, _ENDED)
+
+    def _close(self, sid: int, how: int) -> None:
+        del self.streams[sid]
+        closed = self._closed
+        closed[sid] = how
+        if len(closed) > CLOSED_MEMORY:
+            del closed[next(iter(closed))]
+
+    def _stream_error(self, sid: int, code: int, events: list[Event]) -> None:
+        self.out += frame(RST_STREAM, 0, sid, _U32.pack(code))
+        if sid in self.streams:
+            self._close(sid, _RESET_SENT)
+            events.append(Reset(sid, code, False))
+
+    def _give_back(self, n: int) -> None:
+        inc = self.inbound.process(n) if n else 0
+        if inc:
+            self.out += frame(WINDOW, 0, 0, _U32.pack(inc))
+
+    # -- sending -----------------------------------------------------------------------
+    def next_stream_id(self) -> int:
+        """The id the next stream we open gets (client: odd)."""
+        if self.highest_outbound_stream_id:
+            return self.highest_outbound_stream_id + 2
+        return 1 if self.client else 2
+
+    def send_headers(
+        self,
+        sid: int,
+        fields: Iterable[tuple[bytes, bytes] | tuple[bytes, bytes, bool]],
+        end_stream: bool = False,
+    ) -> None:
+        """A header block: a new stream's head (client), a response head, a
+        1xx, or trailers (``end_stream`` then)."""
+        st = self.streams.get(sid)
+        if st is None:
+            if not self.client or not sid & 1 or sid <= self.highest_outbound_stream_id:
+                raise LocalProtocolError(f"stream {sid} is not open")
+            self.highest_outbound_stream_id = sid
+            st = self.streams[sid] = _Stream(self.remote_initial_window, self.local_initial_window)
+        elif st.send_closed:
+            raise LocalProtocolError(f"stream {sid} is closed for sending")
+        block = self.encoder.encode(fields)
+        size = self.max_outbound_frame_size
+        flags = END_STREAM if end_stream else 0
+        out = self.out
+        if len(block) <= size:
+            out += frame(HEADERS, flags | END_HEADERS, sid, block)
+        else:
+            out += frame(HEADERS, flags, sid, block[:size])
+            for off in range(size, len(block), size):
+                last = off + size >= len(block)
+                out += frame(CONT, END_HEADERS if last else 0, sid, block[off : off + size])
+        st.sent_head = True
+        if end_stream:
+            self._send_end(sid, st)
+
+    def send_data(self, sid: int, data: bytes, end_stream: bool = False) -> None:
+        """One DATA frame; it must fit the windows and SETTINGS_MAX_FRAME_SIZE."""
+        st = self.streams.get(sid)
+        if st is None or st.send_closed or not st.sent_head:
+            raise LocalProtocolError(f"stream {sid} is not open for DATA")
+        n = len(data)
+        if n > self.max_outbound_frame_size:
+            raise LocalProtocolError("DATA larger than the peer's SETTINGS_MAX_FRAME_SIZE")
+        if n > self.out_window or n > st.out_window:
+            raise LocalProtocolError("DATA beyond the flow-control window")
+        self.out_window -= n
+        st.out_window -= n
+        self.out += _HEADER.pack(n >> 8, n & 0xFF, DATA, END_STREAM if end_stream else 0, sid)
+        self.out += data
+        if end_stream:
+            self._send_end(sid, st)
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        """RST_STREAM on an open stream; a stream that is over is left alone."""
+        if sid in self.streams:
+            self.out += frame(RST_STREAM, 0, sid, _U32.pack(code))
+            self._close(sid, _RESET_SENT)
+
+    def send_window(self, sid: int) -> int:
+        """Bytes of DATA the windows allow on this stream now (0 if it cannot send)."""
+        st = self.streams.get(sid)
+        if st is None or st.send_closed:
+            return 0
+        return max(0, min(self.out_window, st.out_window))
+
+    def acknowledge(self, sid: int, n: int) -> None:
+        """``n`` flow-controlled bytes of ``sid`` were consumed: WINDOW_UPDATEs as due."""
+        self._give_back(n)
+        st = self.streams.get(sid)
+        if st is not None and not st.recv_closed:
+            inc = st.inbound.process(n)
+            if inc:
+                self.out += frame(WINDOW, 0, sid, _U32.pack(inc))
+
+    def _send_end(self, sid: int, st: _Stream) -> None:
+        st.send_closed = True
+        if st.recv_closed:
+            self._close(sid, _ENDED)
