@@ -167,6 +167,9 @@ class ListenerTls:
 class H2Section:
     """``[server.h2]``: HTTP/2 settings offered to clients (RFC 9113 §6.5.2)."""
 
+    #: The HTTP/2 engine: "trellis" (our frame machine, fast) or "h2" (the
+    #: python-hyper library, the reference).
+    engine: Literal["trellis", "h2"] = "trellis"
     #: Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     max_concurrent_streams: int = attrs.field(default=100, validator=_range(1, _MAX_WINDOW))
     #: Largest decoded header list accepted, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE).

@@ -109,7 +109,7 @@ class H2Connection:
         self.listener = listener
         self.client = client
         self.limits = h2_limits(listener.h2)
-        self.proto = H2Server(self.limits)
+        self.proto = H2Server(self.limits, engine=listener.h2.engine)
         self.streams: dict[int, H2Stream] = {}
         self._write_lock = trio.Lock()
         #: A plain socket (h2c): reads and writes go through kernel.io.sockio.

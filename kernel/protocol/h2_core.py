@@ -20,7 +20,8 @@ The sending half is :class:`.H2Endpoint`; the sides are :mod:`.h2_server`
 and :mod:`.h2_client`.
 
 May import: stdlib, h2.errors, kernel.protocol.events,
-kernel.protocol.h2_common, .h2_fields, .h2_guard, .h2_machine, sdk._errors.
+kernel.protocol.h2_common, .h2_fields, .h2_guard, .h2_machine, .h2_reference,
+sdk._errors.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ from kernel.protocol.h2_machine import (
     frame,
 )
 from kernel.protocol.h2_machine import Event as MachineEvent
+from kernel.protocol.h2_reference import H2Engine
 from sdk._errors import RemoteProtocolError
 
-__all__ = ["H2Core", "Stream"]
+__all__ = ["ENGINES", "H2Core", "Stream"]
+
+#: The HTTP/2 engines by their config name (``[server.h2] engine``).
+ENGINES: dict[str, type[Machine] | type[H2Engine]] = {"trellis": Machine, "h2": H2Engine}
 
 _PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)
 _CANCEL = int(ErrorCodes.CANCEL)
@@ -102,11 +107,15 @@ class H2Core:
 
     _client: ClassVar[bool] = False
 
-    def __init__(self, limits: H2Limits | None = None) -> None:
+    #: The frame engine when the constructor names none: "trellis" (ours,
+    #: :class:`.Machine`) or "h2" (the library, :class:`.H2Engine`).
+    engine: ClassVar[str] = "trellis"
+
+    def __init__(self, limits: H2Limits | None = None, *, engine: str | None = None) -> None:
         self.limits = lim = H2Limits() if limits is None else limits
         # Fields are validated per stream (h2_fields), never by the machine:
         # a malformed request is that stream's error, not the connection's.
-        self._conn = Machine(self._client)
+        self._conn = ENGINES[engine or self.engine](self._client)
         # Over the advertised size a request gets 431 (h2_fields); twice that
         # and HPACK decoding stops (a connection error: the table is lost).
         self._conn.decoder.max_header_list_size = 2 * lim.max_header_list_size

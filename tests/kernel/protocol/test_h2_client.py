@@ -29,6 +29,8 @@ from kernel.protocol.h2_common import (
 from kernel.protocol.h2_server import H2Server
 from sdk._errors import LocalProtocolError
 
+pytestmark = pytest.mark.usefixtures("h2_engine")
+
 GET = RequestHead(b"GET", b"/x?y", [(b"host", b"a.example"), (b"accept", b"*/*")])
 POST = RequestHead(b"POST", b"/up", [(b"host", b"a.example")])
 OK = [(b":status", b"200")]

@@ -27,6 +27,8 @@ from kernel.protocol.h2_common import (
 )
 from kernel.protocol.h2_server import H2Server
 
+pytestmark = pytest.mark.usefixtures("h2_engine")
+
 GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
 
 
