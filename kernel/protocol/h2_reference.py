@@ -158,8 +158,9 @@ class H2Engine:
             elif isinstance(event, ev.WindowUpdated):
                 events.append(Window(sid))
             elif isinstance(event, ev.RemoteSettingsChanged):
-                windows = SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings
-                events.append(SettingsChanged(windows))
+                change = event.changed_settings.get(SettingCodes.INITIAL_WINDOW_SIZE)
+                grew = change is not None and change.new_value > (change.original_value or 0)
+                events.append(SettingsChanged(grew))
         self._drain()
 
     # -- sending -----------------------------------------------------------------------
