@@ -10,7 +10,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived
 from h2.settings import SettingCodes
-from hpack import Decoder, NeverIndexedHeaderTuple
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -23,9 +23,12 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_common import (
+    H2_PREFACE,
     ConnectionEnding,
     H2Event,
     H2Limits,
@@ -599,3 +602,53 @@ def test_sending_rules() -> None:
     assert p.server.send_data(99, b"x") == 0
     p.server.send_response(99, 200, [])
     p.server.reset(99)
+
+
+# -- hostile bytes: whatever arrives, events or the connection's end, never an exception --
+def _frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+    )
+
+
+_GET_BLOCK = Encoder().encode(GET)
+_payloads = st.one_of(
+    st.binary(max_size=40),
+    st.just(_GET_BLOCK),
+    st.integers(0, 2**32 - 1).map(lambda n: n.to_bytes(4, "big")),
+    st.binary(min_size=8, max_size=8),
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 2**32 - 1)), max_size=3).map(
+        lambda kv: b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in kv)
+    ),
+)
+_frames = st.lists(
+    st.builds(
+        _frame,
+        st.integers(0, 10),
+        st.sampled_from([0, 1, 4, 5, 8, 0x20, 0x25, 0xFF]),
+        st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),
+        _payloads,
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=_frames, cut=st.integers(1, 64))
+def test_hostile_frames_end_in_events_never_in_an_exception(frames: list[bytes], cut: int) -> None:
+    server = H2Server()
+    server.initiate()
+    data = H2_PREFACE + _frame(4, 0, 0, b"") + b"".join(frames)
+    ended = False
+    for pos in range(0, len(data), cut):
+        events = server.receive_data(data[pos : pos + cut], 0.0)
+        assert not ended or events == []
+        for event in events:
+            if isinstance(event, StreamRequest):
+                server.send_response(event.stream_id, 204, [], end_stream=True)
+            # Ours (not the peer's GOAWAY): the connection is over, nothing follows.
+            ended = ended or (isinstance(event, ConnectionEnding) and not event.remote)
+        server.data_to_send()
+    assert server.ended or not ended
