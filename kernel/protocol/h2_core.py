@@ -42,9 +42,6 @@ from kernel.protocol.h2_common import (
 )
 from kernel.protocol.h2_fields import check_trailers
 from kernel.protocol.h2_guard import (
-    DATA,
-    GOAWAY,
-    RST_STREAM,
     Error,
     FrameGuard,
     data_size,
@@ -52,6 +49,9 @@ from kernel.protocol.h2_guard import (
     parse_goaway,
 )
 from kernel.protocol.h2_machine import (
+    DATA,
+    GOAWAY,
+    RST_STREAM,
     Data,
     Ended,
     H2Error,

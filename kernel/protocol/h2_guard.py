@@ -13,21 +13,32 @@ about each frame; h2 only gets the frames that passed. That buys:
 
 A breach is an :data:`Error`: the HTTP/2 error code for our GOAWAY, and why.
 
-May import: stdlib, h2, kernel.protocol.h2_common.
+May import: stdlib, kernel.protocol.h2_common, kernel.protocol.h2_machine (the
+frame vocabulary).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from h2.errors import ErrorCodes
-
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits, RateBudget
+from kernel.protocol.h2_machine import (
+    ACK,
+    CONT,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    SETTINGS,
+)
 
 __all__ = [
-    "DATA",
-    "GOAWAY",
-    "RST_STREAM",
     "Error",
     "FrameGuard",
     "data_size",
@@ -35,13 +46,8 @@ __all__ = [
     "parse_goaway",
 ]
 
-#: Frame types (RFC 9113 §6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW, CONT = range(10)
-_END_STREAM = _ACK = 0x1
-_END_HEADERS = 0x4
-_PADDED = 0x8
-_CALM: Final = int(ErrorCodes.ENHANCE_YOUR_CALM)
-_PROTOCOL: Final = int(ErrorCodes.PROTOCOL_ERROR)
+_CALM: Final = ENHANCE_YOUR_CALM
+_PROTOCOL: Final = PROTOCOL_ERROR
 
 #: (HTTP/2 error code, reason) for the GOAWAY that ends the connection.
 Error = tuple[int, str]
@@ -60,9 +66,9 @@ def data_size(flags: int, payload: bytearray) -> tuple[int, bool]:
     Bad padding counts as 0 bytes here; h2 then refuses the frame itself.
     """
     size = len(payload)
-    if flags & _PADDED and payload:
+    if flags & PADDED and payload:
         size = max(0, size - 1 - payload[0])
-    return size, bool(flags & _END_STREAM)
+    return size, bool(flags & END_STREAM)
 
 
 def parse_goaway(payload: bytearray) -> tuple[int, int, bytes] | None:
@@ -112,17 +118,17 @@ class FrameGuard:
             self._block_bytes += length
             if self._block_frames > self._max_cont or self._block_bytes > self.block_cap:
                 return _CALM, "header block too large or in too many CONTINUATION frames"
-            if flags & _END_HEADERS:
+            if flags & END_HEADERS:
                 self._block_sid = 0
             return None
         if ftype in (HEADERS, PUSH_PROMISE):
             if length > self.block_cap:
                 return _CALM, "header block too large"
-            if sid and not flags & _END_HEADERS:
+            if sid and not flags & END_HEADERS:
                 self._block_sid, self._block_frames, self._block_bytes = sid, 0, length
             return None
         if ftype in (SETTINGS, PING):
-            counted = not flags & _ACK
+            counted = not flags & ACK
         else:
             counted = ftype in (PRIORITY, GOAWAY) or ftype > CONT
         if counted and not self._control.take(now):

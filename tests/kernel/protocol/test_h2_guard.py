@@ -6,18 +6,12 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits
 from kernel.protocol.h2_guard import (
-    CONT,
-    DATA,
-    HEADERS,
-    PING,
-    PRIORITY,
-    SETTINGS,
-    WINDOW,
     FrameGuard,
     data_size,
     frame_header,
     parse_goaway,
 )
+from kernel.protocol.h2_machine import CONT, DATA, HEADERS, PING, PRIORITY, SETTINGS, WINDOW
 
 CALM, PROTOCOL = 0xB, 0x1
 END_HEADERS, ACK = 0x4, 0x1
