@@ -25,6 +25,7 @@ import pstats
 import time
 from typing import Any
 
+import hpack
 import trio
 from noop import Noop, NoopConfig  # bench/noop.py (the script's directory)
 
@@ -39,9 +40,13 @@ from kernel.config.model import (
 )
 from kernel.generation import build_generation
 from kernel.io.connection import Http1Connection
+from kernel.io.h2connection import H2Connection
 from kernel.io.state import ServerState
 from kernel.io.upstream import UpstreamConnection
 from sdk import ClientInfo, StartupContext
+
+#: --h2: the client speaks h2c (FakeH2Client) instead of HTTP/1.1.
+H2 = False
 
 REQUEST = (
     b"GET /index.html HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: wrk/4.2\r\n"
@@ -99,6 +104,73 @@ class FakeStream:
         pass
 
 
+class FakeH2Client(FakeStream):
+    """An h2c client keeping ``streams`` GETs in flight, as ``h2load -m`` does.
+
+    The next batch of HEADERS (and a connection WINDOW_UPDATE for the
+    responses' bodies) is read only once every stream of the last batch
+    ended in what the server wrote; EOF after ``n`` requests.
+    """
+
+    def __init__(self, n: int, streams: int = 10) -> None:
+        super().__init__(b"", 0)
+        encoder = hpack.Encoder()
+        fields = [
+            (b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"www.example.test"),
+            (b":path", b"/index.html"), (b"user-agent", b"h2load"), (b"accept", b"*/*"),
+        ]  # fmt: skip
+        refill = _h2_frame(0x8, 0, 0, (streams * 2048).to_bytes(4, "big"))
+        self.batches: list[bytes] = []
+        sid = 1
+        for _ in range(0, n, streams):
+            batch = bytearray()
+            for _ in range(streams):
+                batch += _h2_frame(0x1, 0x5, sid, encoder.encode(fields))  # END_STREAM|END_HEADERS
+                sid += 2
+            self.batches.append(bytes(batch + refill))
+        self.batches.reverse()
+        self.first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(0x4, 0, 0, b"")
+        self.streams = streams
+        self.outstanding = 0
+        self.answered = trio.Event()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        if self.outstanding:
+            await self.answered.wait()
+        if not self.batches:
+            return b""
+        self.outstanding = self.streams
+        self.answered = trio.Event()
+        return self.batches.pop()
+
+    receive = receive_some
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent += len(data)
+        pos = 0
+        while pos + 9 <= len(data):
+            length = int.from_bytes(data[pos : pos + 3], "big")
+            ftype, flags = data[pos + 3], data[pos + 4]
+            if ftype in (0x0, 0x1) and flags & 0x1:  # DATA or HEADERS with END_STREAM
+                self.outstanding -= 1
+                if not self.outstanding:
+                    self.answered.set()
+            pos += 9 + length
+
+    send = send_all
+
+
+def _h2_frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+    )
+
+
 class FakePool:
     """Always hands out the same upstream connection."""
 
@@ -115,6 +187,28 @@ class FakePool:
 
     def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
         pass
+
+
+class FakeManyPool(FakePool):
+    """A connection per concurrent flow (HTTP/2 streams run at once), reused."""
+
+    def __init__(self, origin: Any, codec: str) -> None:
+        self.origin, self.codec = origin, codec
+        self.idle: list[UpstreamConnection] = []
+        self.opened = self.reused = 0
+
+    async def acquire_h2_or_h1(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
+        if self.idle:
+            return self.idle.pop()
+        self.opened += 1
+        conn = UpstreamConnection(FakeStream(RESPONSE, 10**9), self.origin, self.codec)  # type: ignore[arg-type]
+        conn.requests = 1
+        return conn
+
+    acquire = acquire_h2_or_h1
+
+    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
+        self.idle.append(conn)
 
 
 def build(
@@ -206,6 +300,16 @@ async def _ticker() -> None:
 
 async def _serve(state: ServerState, gen: Any, codec: str, n: int) -> float:
     origin = gen.routes["default"].upstream or gen.groups["app"].targets[0].origin
+    if H2:
+        state.pool = FakeManyPool(origin, gen.upstream_http1)  # type: ignore[assignment]
+        client = ClientInfo(address="127.0.0.1", port=40000, listener="main")
+        h2client = FakeH2Client(n)
+        h2 = H2Connection(h2client, state, gen.listeners["main"], client)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        await h2.serve()
+        elapsed = time.perf_counter() - start
+        assert h2client.sent > n * 1024, "responses were not sent"
+        return elapsed / n * 1e6
     fake = FakeStream(RESPONSE, 10**9)
     upstream = UpstreamConnection(fake, origin, gen.upstream_http1)  # type: ignore[arg-type]
     upstream.requests = 1
@@ -228,8 +332,11 @@ def main() -> None:
     p.add_argument("--group", default="", help="a strategy: the route sends to 2 targets")
     p.add_argument("--observe", action="store_true", help="metrics, health, traffic log")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--h2", action="store_true", help="an h2c client, 10 streams in flight")
     p.add_argument("--once", action="store_true", help="one run, no warm-up (for callgrind)")
     args = p.parse_args()
+    global H2
+    H2 = args.h2
     observe = ""
     if args.observe:
         import tempfile
@@ -251,6 +358,8 @@ def main() -> None:
         for _ in range(5)
     )
     where = f"group of 2 ({args.group})" if args.group else "one upstream"
+    if H2:
+        where += ", h2c client (10 streams in flight)"
     if observe:
         where += ", metrics + health + traffic log"
     print(

@@ -31,6 +31,17 @@ def test_pipeline_runs(codec: str, plugins: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.parametrize("codec", ["httptools", "h11"])
+def test_pipeline_runs_an_h2c_client(codec: str) -> None:
+    # 200 requests in batches of 10 streams; the script asserts the responses went out.
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "pipeline.py"), "--once", "--h2", "--requests", "200",
+         "--codec", codec],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
 def test_h2load_report_is_read() -> None:
     sys.path.insert(0, str(BENCH))
     try:
