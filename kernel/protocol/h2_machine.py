@@ -309,6 +309,8 @@ class Machine:
             if len(payload) != 5:
                 raise H2Error(FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
             if _U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
+                if sid not in self.streams:  # no RST_STREAM on a stream that is not open
+                    raise H2Error(PROTOCOL_ERROR, "stream depends on itself")
                 self._stream_error(sid, PROTOCOL_ERROR, events)
         elif ftype == PUSH_PROMISE:
             raise H2Error(PROTOCOL_ERROR, "PUSH_PROMISE, and push is off")

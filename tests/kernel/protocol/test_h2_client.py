@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import hpack
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -11,6 +12,8 @@ from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived, TrailersReceived
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, Frame, PingFrame, RstStreamFrame, WindowUpdateFrame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kernel.protocol.events import RequestHead, ResponseHead
 from kernel.protocol.h2_client import H2Client
@@ -389,3 +392,51 @@ def test_graceful_goaway_between_our_ends() -> None:
     assert [type(e) for e in b.down()] == [StreamResponse, StreamResponse]
     assert b.server.open_streams == 0
     assert b.client.open_streams == 0
+
+
+# -- a hostile upstream: events or the connection's end, never an exception ------------
+def _frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+    )
+
+
+_RESPONSE_BLOCK = hpack.Encoder().encode([(b":status", b"200"), (b"content-length", b"3")])
+_payloads = st.one_of(
+    st.binary(max_size=40),
+    st.just(_RESPONSE_BLOCK),
+    st.integers(0, 2**32 - 1).map(lambda n: n.to_bytes(4, "big")),
+    st.binary(min_size=8, max_size=8),
+)
+_frames = st.lists(
+    st.builds(
+        _frame,
+        st.integers(0, 10),
+        st.sampled_from([0, 1, 4, 5, 8, 0x20, 0xFF]),
+        st.sampled_from([0, 1, 2, 3, 5]),
+        _payloads,
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=_frames, cut=st.integers(1, 64))
+def test_a_hostile_upstream_ends_in_events_never_in_an_exception(
+    frames: list[bytes], cut: int
+) -> None:
+    client = H2Client()
+    client.initiate()
+    client.send_request(GET, b"https", b"a.example", end_stream=True)
+    client.send_request(POST, b"https", b"a.example", end_stream=False)
+    client.data_to_send()
+    data = _frame(4, 0, 0, b"") + b"".join(frames)
+    ended = False
+    for pos in range(0, len(data), cut):
+        events = client.receive_data(data[pos : pos + cut], 0.0)
+        assert not ended or events == []
+        ended = ended or any(isinstance(e, ConnectionEnding) and not e.remote for e in events)
+        client.data_to_send()
+    assert client.ended or not ended

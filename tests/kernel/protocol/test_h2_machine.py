@@ -20,6 +20,7 @@ from hyperframe.frame import (
     Frame,
     HeadersFrame,
     PingFrame,
+    PriorityFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -407,6 +408,16 @@ def test_data_after_end_stream_resets_the_stream() -> None:
     events = raw(server, DataFrame(1, data=b"x"))
     assert [(type(e), e.code, e.remote) for e in events] == [(Reset, m.STREAM_CLOSED, False)]  # type: ignore[union-attr]
     assert rst_codes(take(server)) == [(1, m.STREAM_CLOSED)]
+
+
+def test_a_priority_on_itself_resets_an_open_stream_and_ends_the_connection_else() -> None:
+    server, peer = server_and_h2_client()
+    peer.send_headers(1, POST)
+    feed(server, peer.data_to_send())
+    events = raw(server, PriorityFrame(1, depends_on=1))
+    assert [type(e) for e in events] == [Reset]
+    assert rst_codes(take(server)) == [(1, m.PROTOCOL_ERROR)]
+    assert refused(server, PriorityFrame(9, depends_on=9)).code == m.PROTOCOL_ERROR
 
 
 def test_a_zero_stream_window_update_resets_the_stream() -> None:
