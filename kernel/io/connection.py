@@ -30,6 +30,7 @@ from kernel.generation import ListenerRuntime
 from kernel.io import sockio
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2connection import H2Connection
+from kernel.io.sockio import FastIO
 from kernel.io.state import ServerState
 from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
@@ -53,7 +54,7 @@ __all__ = ["RECV_SIZE", "Http1Connection"]
 
 log = logging.getLogger("kernel.connection")
 
-RECV_SIZE = 65536
+RECV_SIZE = sockio.RECV_SIZE
 
 
 def _head(start: bytes, fields: Fields) -> bytes:
@@ -64,8 +65,8 @@ class Http1Connection:
     """The server side of one client connection."""
 
     __slots__ = (
-        "_out", "_partial", "_raw", "_scope", "_waiting", "client", "codec", "listener", "state",
-        "stream",
+        "_out", "_partial", "_raw", "_scope", "_waiting", "client", "codec", "io", "listener",
+        "state", "stream",
     )  # fmt: skip
 
     protocol = "1.1"
@@ -86,24 +87,21 @@ class Http1Connection:
         self._out: list[bytes] = []
         #: A plain socket (not TLS): the idle wait may watch the socket alone.
         self._raw = isinstance(stream, trio.SocketStream)
+        #: Reads and writes: the socket's own calls, or the TLS stream's.
+        self.io: FastIO = sockio.fast_io(stream)
 
     async def send(self, data: bytes) -> None:
         """Write to the client; a vanished client becomes :class:`ClientGone`."""
         if not data:
             return
         try:
-            if self._raw:
-                await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
-            else:
-                await self.stream.send(data)  # type: ignore[union-attr]
+            await self.io.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
     async def receive(self) -> bytes:
         try:
-            if self._raw:
-                return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-            return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
+            return await self.io.receive(RECV_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
@@ -205,10 +203,7 @@ class Http1Connection:
                         # without a trip through epoll. (Looking at once finds
                         # it almost never.) The same over TLS.
                         await trio.lowlevel.checkpoint()
-                        if self._raw:
-                            early = sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-                        else:
-                            early = self.stream.read_ready(RECV_SIZE)  # type: ignore[union-attr]
+                        early = self.io.read_ready(RECV_SIZE)
                         if early is not None:
                             if not early:
                                 return

@@ -55,6 +55,7 @@ from kernel.io import sockio
 from kernel.io.exchange import ClientGone, run_exchange
 from kernel.io.h2flow import start_write
 from kernel.io.h2stream import H2Stream
+from kernel.io.sockio import FastIO
 from kernel.io.state import ServerState
 from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
@@ -68,7 +69,7 @@ __all__ = ["H2Connection", "H2Stream", "h2_limits"]
 
 log = logging.getLogger("kernel.h2")
 
-RECV_SIZE = 65536
+RECV_SIZE = sockio.RECV_SIZE
 # RFC 9113 §7 error codes we send.
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
@@ -112,8 +113,8 @@ class H2Connection:
         self.proto = H2Server(self.limits, engine=listener.h2.engine)
         self.streams: dict[int, H2Stream] = {}
         self._write_lock = trio.Lock()
-        #: A plain socket (h2c): reads and writes go through kernel.io.sockio.
-        self._raw = isinstance(stream, trio.SocketStream)
+        #: Reads and writes: the socket's own calls (h2c), or the TLS stream's.
+        self.io: FastIO = sockio.fast_io(stream)
         self._tasks = 0
         self._closing = False
         self._broken = False
@@ -146,10 +147,7 @@ class H2Connection:
                 # No yield while the socket takes the bytes: the lock is
                 # then never held across a yield, and other streams'
                 # writers do not queue up behind it.
-                if self._raw:
-                    await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
-                else:
-                    await self.stream.send(data)  # type: ignore[union-attr]
+                await self.io.send(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._broken = True
                 raise ClientGone from exc
@@ -272,9 +270,7 @@ class H2Connection:
         # not keep the other tasks waiting. (Before the read, so a
         # cancellation cannot lose bytes already taken from the socket.)
         await trio.lowlevel.checkpoint()
-        if self._raw:
-            return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-        return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
+        return await self.io.receive(RECV_SIZE)
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:

@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from kernel.io import sockio
 from kernel.io.h2flow import WindowWaiter, send_flow_controlled, start_write
 from kernel.io.tlsstream import TLSStream
 from kernel.protocol import h2_common as ev
@@ -40,7 +41,7 @@ __all__ = ["H2Upstream", "H2UpstreamStream", "Refused"]
 
 log = logging.getLogger("kernel.h2upstream")
 
-RECV_SIZE = 65536
+RECV_SIZE = sockio.RECV_SIZE
 _CANCEL = 0x8
 _REFUSED_STREAM = 0x7
 

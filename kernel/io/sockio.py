@@ -5,10 +5,14 @@ write it upstream, read the response, write it back). Through
 :class:`trio.SocketStream` each costs a cancellation check, a conflict
 detector, a context manager around the non-blocking call and a yield to the
 scheduler, several microseconds of Python each, though the call itself
-rarely has to wait under load. These functions make the call directly on the
+rarely has to wait under load. These calls are made directly on the
 file descriptor; only when the kernel says it would block do they wait, with
 :func:`trio.lowlevel.wait_readable` / :func:`~trio.lowlevel.wait_writable`
 (a checkpoint: cancellable), and then try again.
+
+:class:`SocketIO` holds them under the names :class:`~kernel.io.tlsstream.TLSStream`
+gives its own (:class:`FastIO`), so a connection calls the same three
+methods over TCP and over TLS.
 
 The fast path does not yield to the scheduler. Whoever loops over these calls
 must checkpoint once per round itself, or a client whose bytes are always
@@ -27,10 +31,14 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Protocol
 
 import trio
 
-__all__ = ["read_ready", "receive_some", "send_all"]
+__all__ = ["RECV_SIZE", "FastIO", "SocketIO", "fast_io"]
+
+#: The most one read takes (a socket's, or a TLS stream's plaintext).
+RECV_SIZE = 65536
 
 _read = os.read
 _write = os.write
@@ -42,47 +50,73 @@ def _error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
     return trio.BrokenResourceError(f"socket error: {exc}")
 
 
-async def send_all(stream: trio.SocketStream, data: bytes) -> None:
-    """Write all of ``data``, as :meth:`trio.SocketStream.send_all` does."""
-    sock = stream.socket
-    view: bytes | memoryview = data
-    while True:
-        try:
-            sent = _write(sock.fileno(), view)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise _error(exc) from exc
-        if sent == len(view):
-            return
-        # The socket buffer is full: wait in epoll (a checkpoint), then go on.
-        view = memoryview(view)[sent:]
-        await trio.lowlevel.wait_writable(sock)
+class FastIO(Protocol):
+    """What the kernel's connections call on their stream, plain or TLS.
 
-
-async def receive_some(stream: trio.SocketStream, max_bytes: int) -> bytes:
-    """Up to ``max_bytes`` bytes (``b""`` at the end), as :meth:`trio.SocketStream.receive_some`."""
-    sock = stream.socket
-    while True:
-        try:
-            return _read(sock.fileno(), max_bytes)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise _error(exc) from exc
-        # Nothing yet: wait in epoll (a checkpoint), then read again.
-        await trio.lowlevel.wait_readable(sock)
-
-
-def read_ready(stream: trio.SocketStream, max_bytes: int = 65536) -> bytes | None:
-    """What the socket holds already (``b""`` at its end), or None when nothing yet.
-
-    Never waits and never yields. An error counts as the end: the caller
-    closes the connection either way.
+    :class:`SocketIO` on a plain socket, :class:`kernel.io.tlsstream.TLSStream`
+    over TLS: neither yields unless it must wait for the socket.
     """
-    try:
-        return _read(stream.socket.fileno(), max_bytes)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
+
+    async def receive(self, max_bytes: int = RECV_SIZE) -> bytes: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    def read_ready(self, max_bytes: int = RECV_SIZE) -> bytes | None: ...
+
+
+class SocketIO:
+    """A plain TCP socket's calls, by :class:`FastIO`'s names."""
+
+    __slots__ = ("socket",)
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.socket = stream.socket
+
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data``, as :meth:`trio.SocketStream.send_all` does."""
+        sock = self.socket
+        view: bytes | memoryview = data
+        while True:
+            try:
+                sent = _write(sock.fileno(), view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise _error(exc) from exc
+            if sent == len(view):
+                return
+            # The socket buffer is full: wait in epoll (a checkpoint), then go on.
+            view = memoryview(view)[sent:]
+            await trio.lowlevel.wait_writable(sock)
+
+    async def receive(self, max_bytes: int = RECV_SIZE) -> bytes:
+        """Up to ``max_bytes`` bytes (``b""`` at the end), as trio's ``receive_some``."""
+        sock = self.socket
+        while True:
+            try:
+                return _read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _error(exc) from exc
+            # Nothing yet: wait in epoll (a checkpoint), then read again.
+            await trio.lowlevel.wait_readable(sock)
+
+    def read_ready(self, max_bytes: int = RECV_SIZE) -> bytes | None:
+        """What the socket holds already (``b""`` at its end), or None when nothing yet.
+
+        Never waits and never yields. An error counts as the end: the caller
+        closes the connection either way.
+        """
+        try:
+            return _read(self.socket.fileno(), max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+
+def fast_io(stream: trio.SocketStream | FastIO) -> FastIO:
+    """The calls to make on ``stream``: a :class:`SocketIO` for a plain socket,
+    else the stream's own (a TLS stream has them)."""
+    return SocketIO(stream) if isinstance(stream, trio.SocketStream) else stream

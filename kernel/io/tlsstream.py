@@ -56,7 +56,7 @@ from kernel.io import sockio
 __all__ = ["TLSStream"]
 
 #: Ciphertext read from the socket at a time (four full TLS records).
-RECV_SIZE = 65536
+RECV_SIZE = sockio.RECV_SIZE
 
 
 def _broken(exc: BaseException) -> trio.BrokenResourceError:
@@ -82,6 +82,7 @@ class TLSStream(trio.abc.Stream):
         initial: bytes = b"",
     ) -> None:
         self.transport_stream = transport_stream
+        self._io = sockio.SocketIO(transport_stream)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(
@@ -171,7 +172,7 @@ class TLSStream(trio.abc.Stream):
         """Plaintext there already (``b""`` at the end), or None when there is none yet.
 
         Reads the socket once if it must, never waits and never yields. An
-        error counts as the end, as in :func:`kernel.io.sockio.read_ready`.
+        error counts as the end, as in :meth:`kernel.io.sockio.SocketIO.read_ready`.
         """
         if self._closed or self._broken is not None:
             return b""
@@ -181,7 +182,7 @@ class TLSStream(trio.abc.Stream):
             data = self._read_now(max_bytes)
             if data is not None:
                 return data
-            ciphertext = sockio.read_ready(self.transport_stream, RECV_SIZE)
+            ciphertext = self._io.read_ready()
             if ciphertext is None:
                 return None
             if ciphertext:
@@ -290,7 +291,7 @@ class TLSStream(trio.abc.Stream):
     async def _fill(self) -> None:
         """Wait for ciphertext and hand it to OpenSSL (the end of the socket as EOF)."""
         try:
-            data = await sockio.receive_some(self.transport_stream, RECV_SIZE)
+            data = await self._io.receive()
         except trio.BrokenResourceError as exc:
             raise self._fail(exc) from exc
         if data:
@@ -309,7 +310,7 @@ class TLSStream(trio.abc.Stream):
         self._writing = True
         try:
             while out.pending:
-                await sockio.send_all(self.transport_stream, out.read())
+                await self._io.send(out.read())
         except BaseException as exc:
             # Part of a record may have gone: nothing can follow it.
             self._fail(exc)

@@ -20,6 +20,7 @@ import trio
 
 from kernel.io import sockio
 from kernel.io.h2upstream import H2Upstream
+from kernel.io.sockio import FastIO
 from kernel.io.tlsstream import TLSStream
 from kernel.protocol.events import NEED_DATA, Data, EndOfMessage
 from kernel.protocol.h2_common import H2Limits
@@ -28,7 +29,7 @@ from sdk import Origin, RemoteProtocolError, UpstreamConnectError, UpstreamTimeo
 
 __all__ = ["PoolStatistics", "UpstreamConnection", "UpstreamPool", "connect"]
 
-RECV_SIZE = 65536
+RECV_SIZE = sockio.RECV_SIZE
 
 
 #: How an https upstream is reached: the client context and the SNI name.
@@ -40,7 +41,7 @@ class UpstreamConnection:
     """One connection to an upstream (TCP, or TLS over it) plus its HTTP/1.1 client codec."""
 
     __slots__ = (
-        "codec", "idle_since", "key", "kind", "origin", "raw", "requests", "socket", "stream",
+        "codec", "idle_since", "io", "key", "kind", "origin", "requests", "socket", "stream",
     )  # fmt: skip
 
     def __init__(
@@ -57,9 +58,9 @@ class UpstreamConnection:
             if isinstance(stream, trio.SocketStream)
             else stream.transport_stream.socket
         )
-        #: Plain TCP: reads and writes go through kernel/io/sockio.py (else
-        #: TLSStream's own, which likewise yield only to wait).
-        self.raw = isinstance(stream, trio.SocketStream)
+        #: Reads and writes: kernel/io/sockio.py's on plain TCP, else
+        #: TLSStream's own, which likewise yield only to wait.
+        self.io: FastIO = sockio.fast_io(stream)
         self.origin = origin
         self.kind = kind
         self.key: _PoolKey = (origin, kind, tls)
@@ -70,22 +71,15 @@ class UpstreamConnection:
 
     async def send(self, data: bytes) -> None:
         if data:
-            if self.raw:
-                await sockio.send_all(self.stream, data)  # type: ignore[arg-type]
-            else:
-                await self.stream.send(data)  # type: ignore[union-attr]
+            await self.io.send(data)
 
     async def receive(self) -> bytes:
-        if self.raw:
-            return await sockio.receive_some(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-        return await self.stream.receive(RECV_SIZE)  # type: ignore[union-attr]
+        return await self.io.receive(RECV_SIZE)
 
     def read_ready(self) -> bytes | None:
         """What the connection holds already (``b""`` at its end); None when
         nothing yet (then :meth:`receive`). Never waits, never yields."""
-        if self.raw:
-            return sockio.read_ready(self.stream, RECV_SIZE)  # type: ignore[arg-type]
-        return self.stream.read_ready(RECV_SIZE)  # type: ignore[union-attr]
+        return self.io.read_ready(RECV_SIZE)
 
     async def next_body_event(
         self, timeout: float, before_wait: Callable[[], Awaitable[None]]

@@ -1014,18 +1014,18 @@ async def test_the_next_request_is_looked_for_after_a_yield(
     without a wait in epoll. Looking at once finds nothing almost every time."""
     seen: list[tuple[str, int]] = []
     counter: list[Yields] = []
-    real_send_all, real_read_ready = sockio.send_all, sockio.read_ready
+    real_send, real_read_ready = sockio.SocketIO.send, sockio.SocketIO.read_ready
 
-    async def send_all(stream: trio.SocketStream, data: bytes) -> None:
+    async def send(io: sockio.SocketIO, data: bytes) -> None:
         seen.append(("response sent", counter[0].count))
-        await real_send_all(stream, data)
+        await real_send(io, data)
 
-    def read_ready(stream: trio.SocketStream, max_bytes: int = 65536) -> bytes | None:
+    def read_ready(io: sockio.SocketIO, max_bytes: int = 65536) -> bytes | None:
         seen.append(("looked", counter[0].count))
-        return real_read_ready(stream, max_bytes)
+        return real_read_ready(io, max_bytes)
 
-    monkeypatch.setattr(sockio, "send_all", send_all)
-    monkeypatch.setattr(sockio, "read_ready", read_ready)
+    monkeypatch.setattr(sockio.SocketIO, "send", send)
+    monkeypatch.setattr(sockio.SocketIO, "read_ready", read_ready)
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         conn = connection_on(Http1Connection, ours)  # its upstream refuses: a 502

@@ -771,13 +771,13 @@ async def test_writers_at_the_same_time_share_one_write(monkeypatch: pytest.Monk
     """Streams that queue frames in the same scheduler round cost one system
     call: the first writer back from its yield takes everyone's bytes."""
     writes: list[bytes] = []
-    real_send_all = sockio.send_all
+    real_send = sockio.SocketIO.send
 
-    async def recording(stream: trio.SocketStream, data: bytes) -> None:
+    async def recording(io: sockio.SocketIO, data: bytes) -> None:
         writes.append(data)
-        await real_send_all(stream, data)
+        await real_send(io, data)
 
-    monkeypatch.setattr(sockio, "send_all", recording)
+    monkeypatch.setattr(sockio.SocketIO, "send", recording)
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         conn = connection_on(H2Connection, ours)
@@ -798,10 +798,10 @@ async def test_a_writer_cancelled_at_its_yield_leaves_the_bytes_queued(
 ) -> None:
     writes: list[bytes] = []
 
-    async def recording(stream: trio.SocketStream, data: bytes) -> None:
+    async def recording(io: sockio.SocketIO, data: bytes) -> None:
         writes.append(data)
 
-    monkeypatch.setattr(sockio, "send_all", recording)
+    monkeypatch.setattr(sockio.SocketIO, "send", recording)
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         conn = connection_on(H2Connection, ours)

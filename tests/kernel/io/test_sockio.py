@@ -29,10 +29,10 @@ async def test_send_and_receive_without_waiting(
     pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
     a, b = pair
-    await sockio.send_all(a, b"hello")
+    await sockio.SocketIO(a).send(b"hello")
     await trio.testing.wait_all_tasks_blocked()
     with trio.fail_after(5):
-        assert await sockio.receive_some(b, 100) == b"hello"
+        assert await sockio.SocketIO(b).receive(100) == b"hello"
 
 
 async def test_receive_waits_in_epoll_until_bytes_come(
@@ -42,7 +42,7 @@ async def test_receive_waits_in_epoll_until_bytes_come(
     got: list[bytes] = []
 
     async def reader() -> None:
-        got.append(await sockio.receive_some(b, 100))
+        got.append(await sockio.SocketIO(b).receive(100))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
@@ -69,7 +69,7 @@ async def test_send_larger_than_the_socket_buffer_completes(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
-            await sockio.send_all(a, data)
+            await sockio.SocketIO(a).send(data)
     assert received == data
 
 
@@ -79,18 +79,18 @@ async def test_end_of_stream_is_empty_bytes(
     a, b = pair
     await a.send_eof()
     with trio.fail_after(5):
-        assert await sockio.receive_some(b, 100) == b""
-    assert sockio.read_ready(b) == b""
+        assert await sockio.SocketIO(b).receive(100) == b""
+    assert sockio.SocketIO(b).read_ready() == b""
 
 
 async def test_read_ready_never_waits(pair: tuple[trio.SocketStream, trio.SocketStream]) -> None:
     a, b = pair
-    assert sockio.read_ready(b) is None
+    assert sockio.SocketIO(b).read_ready() is None
     await a.send_all(b"GET / HTTP/1.1\r\n\r\n")
     with trio.fail_after(5):
         await trio.lowlevel.wait_readable(b.socket)
-    assert sockio.read_ready(b) == b"GET / HTTP/1.1\r\n\r\n"
-    assert sockio.read_ready(b) is None
+    assert sockio.SocketIO(b).read_ready() == b"GET / HTTP/1.1\r\n\r\n"
+    assert sockio.SocketIO(b).read_ready() is None
 
 
 async def test_closed_socket_raises_closed_resource(
@@ -99,10 +99,10 @@ async def test_closed_socket_raises_closed_resource(
     a, _ = pair
     a.socket.close()
     with pytest.raises(trio.ClosedResourceError):
-        await sockio.send_all(a, b"x")
+        await sockio.SocketIO(a).send(b"x")
     with pytest.raises(trio.ClosedResourceError):
-        await sockio.receive_some(a, 10)
-    assert sockio.read_ready(a) == b""
+        await sockio.SocketIO(a).receive(10)
+    assert sockio.SocketIO(a).read_ready() == b""
 
 
 async def test_reset_by_peer_raises_broken_resource(
@@ -115,7 +115,27 @@ async def test_reset_by_peer_raises_broken_resource(
     with trio.fail_after(5):
         await trio.lowlevel.wait_readable(a.socket)
     with pytest.raises(trio.BrokenResourceError):
-        await sockio.receive_some(a, 10)
+        await sockio.SocketIO(a).receive(10)
+
+
+async def test_fast_io_picks_the_socket_calls_or_the_stream_s_own(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, _ = pair
+    assert isinstance(sockio.fast_io(a), sockio.SocketIO)
+
+    class Own:
+        async def receive(self, max_bytes: int = sockio.RECV_SIZE) -> bytes:
+            return b""
+
+        async def send(self, data: bytes) -> None:
+            pass
+
+        def read_ready(self, max_bytes: int = sockio.RECV_SIZE) -> bytes | None:
+            return None
+
+    own = Own()
+    assert sockio.fast_io(own) is own
 
 
 async def test_fast_path_does_not_yield(pair: tuple[trio.SocketStream, trio.SocketStream]) -> None:
@@ -131,7 +151,7 @@ async def test_fast_path_does_not_yield(pair: tuple[trio.SocketStream, trio.Sock
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(other)
-        assert await sockio.receive_some(b, 100) == b"ready"
-        await sockio.send_all(b, b"back")
+        assert await sockio.SocketIO(b).receive(100) == b"ready"
+        await sockio.SocketIO(b).send(b"back")
         assert ran == []  # no yield happened, so the other task has not run yet
     assert ran == ["other"]
