@@ -19,9 +19,12 @@ per stream; a response is handed to the protocol only as far as the client's
 window allows (:meth:`H2Stream.flush` waits for ``WindowOpen``).
 
 Work is bounded: at most ``max_concurrent_streams`` exchange tasks run per
-connection, counted until each task has *finished* (a stream the client
-reset still counts while its task unwinds), so rapid reset cannot pile up
-work; the protocol layer sends GOAWAY when resets come too fast. A reset
+connection whose response is not complete, counted until each task has
+ended (a stream the client reset still counts while its task unwinds), so
+rapid reset cannot pile up work; the protocol layer sends GOAWAY when resets
+come too fast. A task whose whole response went out no longer counts: the
+client may open its next stream at once (RFC 9113 §5.1.2 counts open
+streams), and such a task only runs its flow-done hooks and ends. A reset
 stream cancels its task, which closes its upstream connection.
 
 The request framing is HTTP/1.1's for the exchange: a request that has a body
@@ -116,6 +119,8 @@ class H2Connection:
         #: Reads and writes: the socket's own calls (h2c), or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
         self._tasks = 0
+        #: Tasks still running whose stream's response is complete (H2Stream._finish).
+        self.finished_tasks = 0
         self._closing = False
         self._broken = False
         self._read_scope = trio.CancelScope()
@@ -321,9 +326,12 @@ class H2Connection:
                     s.on_reset()
 
     def _start(self, event: ev.StreamRequest) -> None:
-        if self.state.draining or self._tasks >= self.limits.max_concurrent_streams:
-            # Tasks still unwinding count too: a client resetting streams
-            # cannot make us run more than the limit at once.
+        if (
+            self.state.draining
+            or self._tasks - self.finished_tasks >= self.limits.max_concurrent_streams
+        ):
+            # Tasks of reset streams still unwinding count too: a client
+            # resetting streams cannot make us run more than the limit at once.
             self.proto.reset(event.stream_id, _REFUSED_STREAM)
             return
         head = event.head
@@ -352,6 +360,8 @@ class H2Connection:
             log.exception("HTTP/2 stream %d from %s:%d failed", s.stream_id, *self._peer())
         finally:
             self._tasks -= 1
+            if s.finished:
+                self.finished_tasks -= 1
             self.streams.pop(s.stream_id, None)
             if not s.finished and not s.reset:
                 # The response could not be completed: cut the stream off.

@@ -115,7 +115,7 @@ class H2Stream:
             only_head = self._end and not self._out and not self._trailers
             proto.send_response(sid, head.status_code, head.headers, end_stream=only_head)
             if only_head:
-                self.finished = True
+                self._finish()
                 self._end = False
         while self._out:
             # The last piece carries END_STREAM itself (no separate empty
@@ -127,7 +127,7 @@ class H2Stream:
                 if not self._out:
                     if last:
                         self._end = False
-                        self.finished = True
+                        self._finish()
                     break
                 await self.conn.write_out(self)
                 continue
@@ -140,8 +140,15 @@ class H2Stream:
         if self._end:
             self._end = False
             proto.send_end(sid, self._trailers)
-            self.finished = True
+            self._finish()
         await self.conn.write_out(self)
+
+    def _finish(self) -> None:
+        """The whole response went to the protocol: the stream no longer
+        counts against max_concurrent_streams, though its task may still
+        be unwinding (flow-done hooks, the last write)."""
+        self.finished = True
+        self.conn.finished_tasks += 1
 
     async def send_informational(self, status: int, fields: Fields) -> None:
         self.conn.proto.send_informational(self.stream_id, status, fields)

@@ -149,6 +149,23 @@ async def test_h2load_h2c(proxy: ProxyProcess, upstream: Any) -> None:
     assert len(upstream.requests) == 2000
 
 
+@needs_h2load
+async def test_a_client_using_every_allowed_stream_is_never_refused(
+    proxy: ProxyProcess, upstream: Any
+) -> None:
+    # h2load -m 100 keeps max_concurrent_streams (100) open: the moment a
+    # response ends it opens the next stream, while that response's task may
+    # still be unwinding here. That task must not count (it once did:
+    # REFUSED_STREAM for 2-6% of the requests).
+    assert H2LOAD is not None
+    code, out, err = await run(
+        H2LOAD, "-n", "3000", "-c", "2", "-m", "100", f"http://127.0.0.1:{proxy.port}/", timeout=60
+    )
+    summary = h2load_summary(out.decode())
+    assert code == 0, err
+    assert summary["succeeded"] == summary["2xx"] == 3000, out.decode()
+
+
 async def test_sigterm_lets_an_http2_stream_finish(proxy: ProxyProcess, upstream: Any) -> None:
     async with await H2Client.connect(proxy.port) as c:
         idle = await H2Client.connect(proxy.port)
