@@ -300,23 +300,21 @@ async def _ticker() -> None:
 
 async def _serve(state: ServerState, gen: Any, codec: str, n: int) -> float:
     origin = gen.routes["default"].upstream or gen.groups["app"].targets[0].origin
+    client = ClientInfo(address="127.0.0.1", port=40000, listener="main")
+    listener = gen.listeners["main"]
+    stream: FakeStream
+    conn: Http1Connection | H2Connection
     if H2:
         state.pool = FakeManyPool(origin, gen.upstream_http1)  # type: ignore[assignment]
-        client = ClientInfo(address="127.0.0.1", port=40000, listener="main")
-        h2client = FakeH2Client(n)
-        h2 = H2Connection(h2client, state, gen.listeners["main"], client)  # type: ignore[arg-type]
-        start = time.perf_counter()
-        await h2.serve()
-        elapsed = time.perf_counter() - start
-        assert h2client.sent > n * 1024, "responses were not sent"
-        return elapsed / n * 1e6
-    fake = FakeStream(RESPONSE, 10**9)
-    upstream = UpstreamConnection(fake, origin, gen.upstream_http1)  # type: ignore[arg-type]
-    upstream.requests = 1
-    state.pool = FakePool(upstream)  # type: ignore[assignment]
-    client = ClientInfo(address="127.0.0.1", port=40000, listener="main")
-    stream = FakeStream(REQUEST, n)
-    conn = Http1Connection(stream, state, gen.listeners["main"], client)  # type: ignore[arg-type]
+        stream = FakeH2Client(n)
+        conn = H2Connection(stream, state, listener, client)  # type: ignore[arg-type]
+    else:
+        fake = FakeStream(RESPONSE, 10**9)
+        upstream = UpstreamConnection(fake, origin, gen.upstream_http1)  # type: ignore[arg-type]
+        upstream.requests = 1
+        state.pool = FakePool(upstream)  # type: ignore[assignment]
+        stream = FakeStream(REQUEST, n)
+        conn = Http1Connection(stream, state, listener, client)  # type: ignore[arg-type]
     start = time.perf_counter()
     await conn.serve()
     elapsed = time.perf_counter() - start
