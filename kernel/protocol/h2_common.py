@@ -10,7 +10,7 @@ and responses arrive as the HTTP/1.1 heads of :mod:`.events`
 What lives here: :class:`H2Limits` (sizes, windows and flood budgets), the
 events, :class:`RateBudget` (the token bucket behind every flood budget),
 and the h2c prior-knowledge preface helpers. Elsewhere: the field rules in
-:mod:`.h2_fields`, the frame checks made before h2 parses anything in
+:mod:`.h2_fields`, the frame checks made before the engine parses anything in
 :mod:`.h2_guard`, what both sides share in :mod:`.h2_core` (receiving) and
 :mod:`.h2_endpoint` (sending), the sides in :mod:`.h2_server` and
 :mod:`.h2_client`.

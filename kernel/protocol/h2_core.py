@@ -77,7 +77,7 @@ _CANCEL = int(ErrorCodes.CANCEL)
 
 
 class Stream:
-    """Our view of one stream; h2 keeps the protocol state."""
+    """Our view of one stream; the engine keeps the protocol state."""
 
     __slots__ = (
         "blocked", "expected", "got_head", "head_sent", "method", "no_body",

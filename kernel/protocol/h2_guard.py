@@ -1,13 +1,14 @@
-"""The frame guard: what we check on HTTP/2 frames before h2 parses them.
+"""The frame guard: what we check on HTTP/2 frames before the engine sees them.
 
 :class:`.H2Core` walks received bytes frame by frame (the 9-byte headers;
 of payloads only DATA's pad length and GOAWAY) and asks :class:`FrameGuard`
-about each frame; h2 only gets the frames that passed. That buys:
+about each frame; the engine (:mod:`.h2_machine`, or h2 through
+:mod:`.h2_reference`) only gets the frames that passed. That buys:
 
-- no unbounded buffering: h2 buffers a whole frame before it compares its
-  length with SETTINGS_MAX_FRAME_SIZE, and accepts 64 CONTINUATION frames of
-  that size (1 MiB) in one header block; we stop at the frame header, and at
-  ``max_continuation_frames`` / twice ``max_header_list_size`` bytes;
+- no unbounded buffering: a frame is refused at its header when it is longer
+  than SETTINGS_MAX_FRAME_SIZE, and a header block at ``max_continuation_frames``
+  / twice ``max_header_list_size`` bytes (h2 alone would buffer the whole
+  frame first, and accept 64 CONTINUATION frames of 16 KiB: 1 MiB);
 - flood budgets charged per frame, the bytes after a frame that breaks one
   never parsed: the work per ``receive_data`` is bounded by the budgets.
 
@@ -63,7 +64,7 @@ def frame_header(buf: bytearray, pos: int) -> tuple[int, int, int, int]:
 def data_size(flags: int, payload: bytearray) -> tuple[int, bool]:
     """Data bytes (padding excluded) and END_STREAM of a DATA frame.
 
-    Bad padding counts as 0 bytes here; h2 then refuses the frame itself.
+    Bad padding counts as 0 bytes here; the engine then refuses the frame itself.
     """
     size = len(payload)
     if flags & PADDED and payload:
