@@ -360,7 +360,7 @@ class Machine:
         # The block is decoded whatever becomes of the stream: HPACK's table
         # must see every block.
         try:
-            fields = [(h[0], h[1]) for h in self.decoder.decode(block, raw=True)]
+            fields = self.decoder.fields(block)
         except OversizedHeaderListError as e:
             raise H2Error(ENHANCE_YOUR_CALM, f"header list too large: {e}") from e
         except HPACKError as e:

@@ -32,7 +32,7 @@ May import: stdlib, hpack.
 from __future__ import annotations
 
 import collections
-from typing import Final
+from typing import Any, Final
 
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 from hpack.exceptions import (
@@ -82,9 +82,26 @@ class Decoder:
 
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
         """The fields of one complete header block, in order."""
+        headers: list[HeaderTuple] = self._decode(data, HeaderTuple, NeverIndexedHeaderTuple)
+        if raw:
+            return headers
+        try:
+            return [_new(type(h), (h[0].decode("utf-8"), h[1].decode("utf-8"))) for h in headers]
+        except UnicodeDecodeError as err:
+            raise HPACKDecodingError("Unable to decode headers as UTF-8") from err
+
+    def fields(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The fields of one block as plain ``(name, value)`` bytes (the frame
+        machine's need): ``decode(data, raw=True)`` without hpack's types."""
+        plain: list[tuple[bytes, bytes]] = self._decode(data, tuple, tuple)
+        return plain
+
+    # -- inside ----------------------------------------------------------------------
+    def _decode(self, data: bytes, indexed: type, never: type) -> list[Any]:
         if type(data) is not bytes:
             data = bytes(data)
-        headers: list[HeaderTuple] = []
+        plain = indexed is tuple
+        headers: list[Any] = []
         end = len(data)
         pos = 0
         inflated = 0
@@ -93,11 +110,13 @@ class Decoder:
             first = data[pos]
             if first & 0x80:  # §6.1: indexed field
                 index, pos = _integer(data, pos, 0x7F)
-                name, value = self._lookup(index)
-                header = _new(HeaderTuple, (name, value))
+                header = self._lookup(index)
+                name, value = header
+                if not plain:
+                    header = _new(indexed, header)
             elif first & 0x40:  # §6.2.1: literal with incremental indexing
                 name, value, pos = self._literal(data, pos, 0x3F)
-                header = _new(HeaderTuple, (name, value))
+                header = _new(indexed, (name, value))
                 self._add(name, value)
             elif first & 0x20:  # §6.3: dynamic table size update
                 if headers:
@@ -109,8 +128,7 @@ class Decoder:
                 continue
             else:  # §6.2.2 without indexing, §6.2.3 never indexed
                 name, value, pos = self._literal(data, pos, 0x0F)
-                kind = NeverIndexedHeaderTuple if first & 0x10 else HeaderTuple
-                header = _new(kind, (name, value))
+                header = _new(never if first & 0x10 else indexed, (name, value))
             headers.append(header)
             inflated += len(name) + len(value) + _ENTRY_OVERHEAD
             if inflated > limit:
@@ -119,14 +137,8 @@ class Decoder:
                 )
         if self._maxsize > self.max_allowed_table_size:
             raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
-        if raw:
-            return headers
-        try:
-            return [_new(type(h), (h[0].decode("utf-8"), h[1].decode("utf-8"))) for h in headers]
-        except UnicodeDecodeError as err:
-            raise HPACKDecodingError("Unable to decode headers as UTF-8") from err
+        return headers
 
-    # -- inside ----------------------------------------------------------------------
     def _lookup(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= _STATIC_COUNT:
             return _STATIC[index - 1]

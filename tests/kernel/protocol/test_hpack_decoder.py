@@ -129,6 +129,7 @@ step = st.one_of(
 @given(st.lists(step, min_size=1, max_size=25))
 def test_any_sequence_decodes_as_hpack_does(steps: list[tuple[Any, ...]]) -> None:
     enc, ours, theirs = hpack.Encoder(), Decoder(), hpack.Decoder()
+    plain = Decoder()  # the same blocks through fields(): plain tuples, same table
     for kind, *args in steps:
         if kind == "resize":
             enc.header_table_size = args[0]
@@ -141,7 +142,11 @@ def test_any_sequence_decodes_as_hpack_does(steps: list[tuple[Any, ...]]) -> Non
         block = enc.encode(headers, huffman=huffman)
         expected = outcome(theirs, block)
         assert outcome(ours, block) == expected
+        got = plain.fields(block)
+        assert {type(f) for f in got} <= {tuple}
+        assert got == [pair for _, pair in expected]
     assert list(ours._entries) == list(theirs.header_table.dynamic_entries)
+    assert list(plain._entries) == list(ours._entries)
     assert ours.header_table_size == theirs.header_table_size
 
 
