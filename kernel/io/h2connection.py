@@ -335,7 +335,8 @@ class H2Connection:
             self.proto.reset(event.stream_id, _REFUSED_STREAM)
             return
         head = event.head
-        sized = any(n == b"content-length" for n, _ in head.headers)
+        # (A request without a body has no trailers to worry about.)
+        sized = not event.end_stream and any(n == b"content-length" for n, _ in head.headers)
         if not event.end_stream and not sized:
             # A body of unknown length: chunked, in the exchange's HTTP/1.1 terms
             # (without a framing field the exchange would see no body at all).
