@@ -11,7 +11,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived, TrailersReceived
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame, Frame, PingFrame, RstStreamFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, PingFrame, RstStreamFrame, WindowUpdateFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,23 +31,14 @@ from kernel.protocol.h2_common import (
 )
 from kernel.protocol.h2_server import H2Server
 from sdk._errors import LocalProtocolError
+from tests.helpers.h2frames import parse_frames as frames
+from tests.helpers.h2frames import wire
 
 pytestmark = pytest.mark.usefixtures("h2_engine")
 
 GET = RequestHead(b"GET", b"/x?y", [(b"host", b"a.example"), (b"accept", b"*/*")])
 POST = RequestHead(b"POST", b"/up", [(b"host", b"a.example")])
 OK = [(b":status", b"200")]
-
-
-def frames(data: bytes) -> list[Frame]:
-    out: list[Frame] = []
-    pos = 0
-    while pos < len(data):
-        frame, length = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        frame.parse_body(memoryview(data[pos + 9 : pos + 9 + length]))
-        out.append(frame)
-        pos += 9 + length
-    return out
 
 
 class Upstream:
@@ -395,12 +386,6 @@ def test_graceful_goaway_between_our_ends() -> None:
 
 
 # -- a hostile upstream: events or the connection's end, never an exception ------------
-def _frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
-    )
-
-
 _RESPONSE_BLOCK = hpack.Encoder().encode([(b":status", b"200"), (b"content-length", b"3")])
 _payloads = st.one_of(
     st.binary(max_size=40),
@@ -410,7 +395,7 @@ _payloads = st.one_of(
 )
 _frames = st.lists(
     st.builds(
-        _frame,
+        wire,
         st.integers(0, 10),
         st.sampled_from([0, 1, 4, 5, 8, 0x20, 0xFF]),
         st.sampled_from([0, 1, 2, 3, 5]),
@@ -432,7 +417,7 @@ def test_a_hostile_upstream_ends_in_events_never_in_an_exception(
     client.send_request(GET, b"https", b"a.example", end_stream=True)
     client.send_request(POST, b"https", b"a.example", end_stream=False)
     client.data_to_send()
-    data = _frame(4, 0, 0, b"") + b"".join(frames)
+    data = wire(4, 0, 0, b"") + b"".join(frames)
     ended = False
     for pos in range(0, len(data), cut):
         events = client.receive_data(data[pos : pos + cut], 0.0)

@@ -8,7 +8,6 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
     DataFrame,
-    Frame,
     GoAwayFrame,
     HeadersFrame,
     RstStreamFrame,
@@ -19,21 +18,11 @@ from hyperframe.frame import (
 from kernel.protocol.h2_client import H2Client
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits, StreamData, StreamRequest
 from kernel.protocol.h2_server import H2Server
+from tests.helpers.h2frames import parse_frames as frames
 
 pytestmark = pytest.mark.usefixtures("h2_engine")
 
 GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
-
-
-def frames(data: bytes) -> list[Frame]:
-    out: list[Frame] = []
-    pos = 0
-    while pos < len(data):
-        frame, length = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        frame.parse_body(memoryview(data[pos + 9 : pos + 9 + length]))
-        out.append(frame)
-        pos += 9 + length
-    return out
 
 
 def ready(limits: H2Limits | None = None) -> tuple[H2Server, H2Connection]:

@@ -40,21 +40,11 @@ from kernel.protocol.h2_machine import (
     Window,
 )
 from sdk._errors import LocalProtocolError
+from tests.helpers.h2frames import parse_frames, wire
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
 POST = [(b":method", b"POST"), *GET[1:]]
 OK = [(b":status", b"200"), (b"content-type", b"text/plain")]
-
-
-def parse(data: bytes | bytearray) -> list[Frame]:
-    """The frames in ``data`` (hyperframe's parser: not ours)."""
-    frames, pos = [], 0
-    while pos < len(data):
-        f, length = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        f.parse_body(memoryview(data[pos + 9 : pos + 9 + length]))
-        frames.append(f)
-        pos += 9 + length
-    return frames
 
 
 def feed(machine: Machine, data: bytes | bytearray) -> list[Event]:
@@ -159,7 +149,11 @@ def test_a_large_header_block_goes_out_in_continuation_frames() -> None:
     big = [(b":status", b"200"), *[(b"x-%d" % i, b"v" * 1000) for i in range(40)]]
     server.send_headers(1, big, end_stream=True)
     out = take(server)
-    assert [type(f) for f in parse(out)] == [HeadersFrame, ContinuationFrame, ContinuationFrame]
+    assert [type(f) for f in parse_frames(out)] == [
+        HeadersFrame,
+        ContinuationFrame,
+        ContinuationFrame,
+    ]
     got = peer.receive_data(out)
     assert got[0].headers == big  # type: ignore[attr-defined]
 
@@ -232,7 +226,7 @@ def test_windows_come_back_once_half_was_consumed() -> None:
     server.acknowledge(1, 16384)
     assert take(server) == b""  # a quarter of each window: not yet
     server.acknowledge(1, 16384)
-    updates = [(f.stream_id, f.window_increment) for f in parse(take(server))]
+    updates = [(f.stream_id, f.window_increment) for f in parse_frames(take(server))]
     assert updates == [(0, 32768), (1, 32768)]
     got = peer.receive_data(bytes(m.frame(m.PING, 0, 0, b"\0" * 8)))
     assert got  # h2 still talks to us
@@ -249,7 +243,7 @@ def test_a_settings_window_change_moves_open_streams() -> None:
     assert events[0].windows  # type: ignore[union-attr]
     assert server.send_window(1) == 65535  # the connection window is the smaller now
     assert server.streams[1].out_window == 100_000
-    assert [type(f) for f in parse(take(server))] == [HeadersFrame, SettingsFrame]  # + ACK
+    assert [type(f) for f in parse_frames(take(server))] == [HeadersFrame, SettingsFrame]  # + ACK
 
 
 def test_our_settings_bind_us_only_once_acknowledged() -> None:
@@ -266,21 +260,14 @@ def test_data_for_a_stream_we_reset_is_ignored_but_its_window_returned() -> None
     peer.send_headers(1, POST)
     feed(server, peer.data_to_send())
     server.reset_stream(1, 0x8)
-    assert [type(f) for f in parse(take(server))] == [RstStreamFrame]
+    assert [type(f) for f in parse_frames(take(server))] == [RstStreamFrame]
     frames = [DataFrame(1, data=b"x" * 16384) for _ in range(2)]
     assert raw(server, *frames) == []
-    updates = [(f.stream_id, f.window_increment) for f in parse(take(server))]
+    updates = [(f.stream_id, f.window_increment) for f in parse_frames(take(server))]
     assert updates == [(0, 32768)]  # the connection window, given back
 
 
 # -- connection errors ----------------------------------------------------------------
-def wire(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    """A frame built by hand, for what hyperframe refuses to build."""
-    return (
-        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
-    )
-
-
 _EH, _ES = 0x4, 0x1
 _U31 = (2**31 - 1).to_bytes(4, "big")
 
@@ -398,7 +385,9 @@ def test_the_client_refuses_headers_on_an_even_stream() -> None:
 
 # -- stream errors: RST_STREAM, the connection goes on ----------------------------------
 def rst_codes(data: bytes) -> list[tuple[int, int]]:
-    return [(f.stream_id, f.error_code) for f in parse(data) if isinstance(f, RstStreamFrame)]
+    return [
+        (f.stream_id, f.error_code) for f in parse_frames(data) if isinstance(f, RstStreamFrame)
+    ]
 
 
 def test_data_after_end_stream_resets_the_stream() -> None:
@@ -486,7 +475,7 @@ def test_what_we_may_not_send_is_refused() -> None:
 def test_ping_is_answered_and_its_ack_is_not() -> None:
     server, _ = server_and_h2_client()
     assert raw(server, PingFrame(0, opaque_data=b"abcdefgh")) == []
-    (ack,) = parse(take(server))
+    (ack,) = parse_frames(take(server))
     assert isinstance(ack, PingFrame)
     assert ("ACK" in ack.flags, ack.opaque_data) == (True, b"abcdefgh")
     raw(server, PingFrame(0, opaque_data=b"abcdefgh", flags=["ACK"]))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from hyperframe.frame import DataFrame, Frame, SettingsFrame
+from hyperframe.frame import DataFrame, SettingsFrame
 
 from kernel.protocol import h2_machine as m
 from kernel.protocol.h2_machine import Data, Ended, Event, H2Error, Head, Machine, Trailers
 from kernel.protocol.h2_reference import H2Engine
 from sdk._errors import LocalProtocolError
+from tests.helpers.h2frames import parse_frames
 
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
 POST = [(b":method", b"POST"), *GET[1:]]
@@ -83,14 +84,7 @@ def test_what_h2_enforces_at_once_and_what_waits_for_the_ack() -> None:
     engine = H2Engine(client=True)
     engine.initiate({m.ENABLE_PUSH: 0, m.INITIAL_WINDOW_SIZE: 1 << 20, m.MAX_FRAME_SIZE: 32768})
     assert engine.max_inbound_frame_size == 16384
-    frames = []
-    data = bytes(engine.out)[len(m.PREFACE) :]
-    pos = 0
-    while pos < len(data):
-        f, n = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        f.parse_body(memoryview(data[pos + 9 : pos + 9 + n]))
-        frames.append(f)
-        pos += 9 + n
+    frames = parse_frames(bytes(engine.out)[len(m.PREFACE) :])
     assert [type(f) for f in frames] == [SettingsFrame, SettingsFrame]
     walk(engine, SettingsFrame(0, flags=["ACK"]).serialize())
     walk(engine, SettingsFrame(0, flags=["ACK"]).serialize())

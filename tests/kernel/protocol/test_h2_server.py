@@ -42,6 +42,8 @@ from kernel.protocol.h2_common import (
 from kernel.protocol.h2_machine import Machine
 from kernel.protocol.h2_server import H2Server
 from sdk._errors import LocalProtocolError
+from tests.helpers.h2frames import parse_frames as frames
+from tests.helpers.h2frames import wire
 
 pytestmark = pytest.mark.usefixtures("h2_engine")
 
@@ -61,17 +63,6 @@ GET = [
     (b":path", b"/"),
 ]
 CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
-
-
-def frames(data: bytes) -> list[Frame]:
-    out: list[Frame] = []
-    pos = 0
-    while pos < len(data):
-        frame, length = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        frame.parse_body(memoryview(data[pos + 9 : pos + 9 + length]))
-        out.append(frame)
-        pos += 9 + length
-    return out
 
 
 class Pair:
@@ -605,12 +596,6 @@ def test_sending_rules() -> None:
 
 
 # -- hostile bytes: whatever arrives, events or the connection's end, never an exception --
-def _frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
-    )
-
-
 _GET_BLOCK = Encoder().encode(GET)
 _payloads = st.one_of(
     st.binary(max_size=40),
@@ -623,7 +608,7 @@ _payloads = st.one_of(
 )
 _frames = st.lists(
     st.builds(
-        _frame,
+        wire,
         st.integers(0, 10),
         st.sampled_from([0, 1, 4, 5, 8, 0x20, 0x25, 0xFF]),
         st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),
@@ -640,7 +625,7 @@ _frames = st.lists(
 def test_hostile_frames_end_in_events_never_in_an_exception(frames: list[bytes], cut: int) -> None:
     server = H2Server()
     server.initiate()
-    data = H2_PREFACE + _frame(4, 0, 0, b"") + b"".join(frames)
+    data = H2_PREFACE + wire(4, 0, 0, b"") + b"".join(frames)
     ended = False
     for pos in range(0, len(data), cut):
         events = server.receive_data(data[pos : pos + cut], 0.0)
