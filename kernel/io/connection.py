@@ -50,11 +50,9 @@ from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.http1 import ServerCodec, make_server_codec, send_fields
 from sdk import ClientInfo, RemoteProtocolError
 
-__all__ = ["RECV_SIZE", "Http1Connection"]
+__all__ = ["Http1Connection"]
 
 log = logging.getLogger("kernel.connection")
-
-RECV_SIZE = sockio.RECV_SIZE
 
 
 def _head(start: bytes, fields: Fields) -> bytes:
@@ -65,8 +63,8 @@ class Http1Connection:
     """The server side of one client connection."""
 
     __slots__ = (
-        "_out", "_partial", "_raw", "_scope", "_waiting", "client", "codec", "io", "listener",
-        "state", "stream",
+        "_out", "_partial", "_scope", "_waiting", "client", "codec", "io", "listener", "state",
+        "stream",
     )  # fmt: skip
 
     protocol = "1.1"
@@ -85,8 +83,6 @@ class Http1Connection:
         self.codec: ServerCodec = make_server_codec(listener.http1, listener.limits)  # type: ignore[arg-type]
         #: Response bytes queued until the next flush.
         self._out: list[bytes] = []
-        #: A plain socket (not TLS): the idle wait may watch the socket alone.
-        self._raw = isinstance(stream, trio.SocketStream)
         #: Reads and writes: the socket's own calls, or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
 
@@ -101,7 +97,7 @@ class Http1Connection:
 
     async def receive(self) -> bytes:
         try:
-            return await self.io.receive(RECV_SIZE)
+            return await self.io.receive()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
@@ -171,7 +167,7 @@ class Http1Connection:
         self.state.connections += 1
         try:
             with scope:
-                if self._raw and self.listener.http2:
+                if isinstance(self.stream, trio.SocketStream) and self.listener.http2:
                     # h2c with prior knowledge shares the port (RFC 9113 §3.3):
                     # told apart from HTTP/1.1 by the first bytes.
                     initial = await self._sniff_preface()
@@ -203,7 +199,7 @@ class Http1Connection:
                         # without a trip through epoll. (Looking at once finds
                         # it almost never.) The same over TLS.
                         await trio.lowlevel.checkpoint()
-                        early = self.io.read_ready(RECV_SIZE)
+                        early = self.io.read_ready()
                         if early is not None:
                             if not early:
                                 return
@@ -244,19 +240,14 @@ class Http1Connection:
             # Only wait for readability here, straight on the I/O manager:
             # thousands of connections sit in this wait, and the frames and
             # context managers of a full receive would cost ~1 KiB more on each.
-            if self._raw:
-                await trio.lowlevel.wait_readable(self.stream.socket)  # type: ignore[union-attr]
-            else:
-                # read_ready() found no whole record: wait on the socket, then
-                # read under this timer still (a record may come in parts).
-                await trio.lowlevel.wait_readable(self.stream.transport_stream.socket)  # type: ignore[union-attr]
-                self.codec.receive_data(await self.receive())
+            await trio.lowlevel.wait_readable(self.io.socket)
+            # Then read, under this timer still: over TLS a record may come in
+            # parts (on a plain socket the bytes are there: no wait).
+            self.codec.receive_data(await self.receive())
         finally:
             self.state.idle_scopes.discard(scope)
             self.state.timers.disarm(self)
         self._waiting = ""
-        if self._raw:
-            self.codec.receive_data(await self.receive())
 
     async def _sniff_preface(self) -> bytes:
         """The first bytes, enough to tell the HTTP/2 preface from HTTP/1.1.

@@ -72,7 +72,6 @@ __all__ = ["H2Connection", "H2Stream", "h2_limits"]
 
 log = logging.getLogger("kernel.h2")
 
-RECV_SIZE = sockio.RECV_SIZE
 # RFC 9113 §7 error codes we send.
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
@@ -275,7 +274,7 @@ class H2Connection:
         # not keep the other tasks waiting. (Before the read, so a
         # cancellation cannot lose bytes already taken from the socket.)
         await trio.lowlevel.checkpoint()
-        return await self.io.receive(RECV_SIZE)
+        return await self.io.receive()
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:

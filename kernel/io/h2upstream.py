@@ -17,7 +17,8 @@ Backpressure: response DATA is acknowledged only when the relay took it;
 request bodies are sent within the upstream's windows
 (:func:`kernel.io.h2flow.send_flow_controlled`).
 
-May import: stdlib, trio, sdk, kernel.protocol, kernel.io.h2flow, kernel.io.tlsstream.
+May import: stdlib, trio, sdk, kernel.protocol, kernel.io.h2flow, kernel.io.sockio,
+kernel.io.tlsstream.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import trio
 
 from kernel.io import sockio
 from kernel.io.h2flow import WindowWaiter, send_flow_controlled, start_write
+from kernel.io.sockio import FastIO
 from kernel.io.tlsstream import TLSStream
 from kernel.protocol import h2_common as ev
 from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
@@ -41,7 +43,6 @@ __all__ = ["H2Upstream", "H2UpstreamStream", "Refused"]
 
 log = logging.getLogger("kernel.h2upstream")
 
-RECV_SIZE = sockio.RECV_SIZE
 _CANCEL = 0x8
 _REFUSED_STREAM = 0x7
 
@@ -150,6 +151,8 @@ class H2Upstream:
         limits: ev.H2Limits,
     ) -> None:
         self.stream = stream
+        #: Reads and writes: the socket's own calls (h2c), or the TLS stream's.
+        self.io: FastIO = sockio.fast_io(stream)
         self.origin = origin
         self.key = key
         self.proto = H2Client(limits)
@@ -202,7 +205,7 @@ class H2Upstream:
         try:
             data = self.proto.data_to_send()
             if data and not self.closed:
-                await self.stream.send_all(data)
+                await self.io.send(data)
         finally:
             lock.release()
 
@@ -221,8 +224,11 @@ class H2Upstream:
     async def _read_loop(self) -> None:
         try:
             while not self.closed:
+                # One yield per read: the read itself does not yield when
+                # bytes are there (see kernel/io/sockio.py).
+                await trio.lowlevel.checkpoint()
                 try:
-                    data = bytes(await self.stream.receive_some(RECV_SIZE))
+                    data = await self.io.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 self._handle(self.proto.receive_data(data, trio.current_time()))

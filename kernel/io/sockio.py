@@ -57,6 +57,11 @@ class FastIO(Protocol):
     over TLS: neither yields unless it must wait for the socket.
     """
 
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The TCP socket underneath (to wait on, or to close without a checkpoint)."""
+        ...
+
     async def receive(self, max_bytes: int = RECV_SIZE) -> bytes: ...
 
     async def send(self, data: bytes) -> None: ...

@@ -99,6 +99,11 @@ class TLSStream(trio.abc.Stream):
         self._writing = False
         self._written = trio.lowlevel.ParkingLot()
 
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The TCP socket underneath (to wait on, or to close without a checkpoint)."""
+        return self.transport_stream.socket
+
     # ------------------------------------------------------------ about TLS
     @property
     def ssl_object(self) -> ssl.SSLObject:

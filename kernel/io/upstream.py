@@ -29,9 +29,6 @@ from sdk import Origin, RemoteProtocolError, UpstreamConnectError, UpstreamTimeo
 
 __all__ = ["PoolStatistics", "UpstreamConnection", "UpstreamPool", "connect"]
 
-RECV_SIZE = sockio.RECV_SIZE
-
-
 #: How an https upstream is reached: the client context and the SNI name.
 TlsTarget = tuple[ssl.SSLContext, str]
 _PoolKey = tuple[Origin, str, "TlsTarget | None"]
@@ -52,15 +49,11 @@ class UpstreamConnection:
         tls: TlsTarget | None = None,
     ) -> None:
         self.stream = stream
-        #: The TCP socket underneath (for closing without a checkpoint, probing).
-        self.socket = (
-            stream.socket
-            if isinstance(stream, trio.SocketStream)
-            else stream.transport_stream.socket
-        )
         #: Reads and writes: kernel/io/sockio.py's on plain TCP, else
         #: TLSStream's own, which likewise yield only to wait.
         self.io: FastIO = sockio.fast_io(stream)
+        #: The TCP socket underneath (for closing without a checkpoint, probing).
+        self.socket = self.io.socket
         self.origin = origin
         self.kind = kind
         self.key: _PoolKey = (origin, kind, tls)
@@ -74,12 +67,12 @@ class UpstreamConnection:
             await self.io.send(data)
 
     async def receive(self) -> bytes:
-        return await self.io.receive(RECV_SIZE)
+        return await self.io.receive()
 
     def read_ready(self) -> bytes | None:
         """What the connection holds already (``b""`` at its end); None when
         nothing yet (then :meth:`receive`). Never waits, never yields."""
-        return self.io.read_ready(RECV_SIZE)
+        return self.io.read_ready()
 
     async def next_body_event(
         self, timeout: float, before_wait: Callable[[], Awaitable[None]]

@@ -275,10 +275,10 @@ async def test_writers_at_the_same_time_share_one_write() -> None:
         writes: list[bytes] = []
 
         class Recording:
-            async def send_all(self, data: bytes) -> None:
+            async def send(self, data: bytes) -> None:
                 writes.append(data)
 
-        conn.stream = Recording()  # type: ignore[assignment]
+        conn.io = Recording()  # type: ignore[assignment]
 
         async def writer(opaque: bytes) -> None:
             conn.proto._conn.out += frame(PING, 0, 0, opaque)  # any frame of this writer's own
