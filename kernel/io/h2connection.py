@@ -117,9 +117,9 @@ class H2Connection:
         self._write_lock = trio.Lock()
         #: Reads and writes: the socket's own calls (h2c), or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
-        self._tasks = 0
-        #: Tasks still running whose stream's response is complete (H2Stream._finish).
-        self.finished_tasks = 0
+        #: Exchange tasks whose response is not complete: what max_concurrent_streams
+        #: bounds (H2Stream._finish takes a task off; a reset one counts till it ends).
+        self.unfinished = 0
         self._closing = False
         self._broken = False
         self._read_scope = trio.CancelScope()
@@ -325,10 +325,7 @@ class H2Connection:
                     s.on_reset()
 
     def _start(self, event: ev.StreamRequest) -> None:
-        if (
-            self.state.draining
-            or self._tasks - self.finished_tasks >= self.limits.max_concurrent_streams
-        ):
+        if self.state.draining or self.unfinished >= self.limits.max_concurrent_streams:
             # Tasks of reset streams still unwinding count too: a client
             # resetting streams cannot make us run more than the limit at once.
             self.proto.reset(event.stream_id, _REFUSED_STREAM)
@@ -344,7 +341,7 @@ class H2Connection:
         if event.end_stream:
             s.push(EndOfMessage([]))
         self.streams[event.stream_id] = s
-        self._tasks += 1
+        self.unfinished += 1
         if self._idle:
             self._idle = False
             self.state.timers.disarm(self)
@@ -359,9 +356,8 @@ class H2Connection:
         except Exception:  # a kernel bug: fail this stream, not the connection
             log.exception("HTTP/2 stream %d from %s:%d failed", s.stream_id, *self._peer())
         finally:
-            self._tasks -= 1
-            if s.finished:
-                self.finished_tasks -= 1
+            if not s.finished:
+                self.unfinished -= 1
             self.streams.pop(s.stream_id, None)
             if not s.finished and not s.reset:
                 # The response could not be completed: cut the stream off.

@@ -148,7 +148,7 @@ class H2Stream:
         counts against max_concurrent_streams, though its task may still
         be unwinding (flow-done hooks, the last write)."""
         self.finished = True
-        self.conn.finished_tasks += 1
+        self.conn.unfinished -= 1
 
     async def send_informational(self, status: int, fields: Fields) -> None:
         self.conn.proto.send_informational(self.stream_id, status, fields)

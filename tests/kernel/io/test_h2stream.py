@@ -33,7 +33,7 @@ class StubConnection:
         self.listener: Any = None
         self.client: Any = None
         self.written = bytearray()
-        self.finished_tasks = 0
+        self.unfinished = 1  # the stream's own task
 
     async def write_out(self, sender: object = None) -> None:
         self.written += self.proto.data_to_send()
@@ -126,7 +126,7 @@ async def test_a_head_only_response_ends_with_its_headers() -> None:
     assert response.stream_ended is not None
     assert not [e for e in events if isinstance(e, h2.events.DataReceived)]
     assert stream.finished
-    assert stream.conn.finished_tasks == 1  # no longer counted against the stream limit
+    assert stream.conn.unfinished == 0  # no longer counted against the stream limit
 
 
 async def test_a_reset_stream_ends_reads_and_writes() -> None:
