@@ -13,13 +13,11 @@ After the upstream's GOAWAY (:class:`.ConnectionEnding` with ``remote``),
 ``is_usable`` is false; streams it did not process were reset with
 REFUSED_STREAM and are safe to send again on another connection.
 
-May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
-
-from h2.errors import ErrorCodes
 
 from kernel.protocol.events import Fields, RequestHead, ResponseHead
 from kernel.protocol.h2_common import StreamInformational, StreamReset, StreamResponse
@@ -30,13 +28,11 @@ from kernel.protocol.h2_fields import (
     response_from_h2,
     sent_length,
 )
-from kernel.protocol.h2_machine import Head
+from kernel.protocol.h2_frames import PROTOCOL_ERROR, REFUSED_STREAM, Head
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["H2Client"]
 
-_PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)
-_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 _LAST_ID = 2**31 - 1
 
 
@@ -99,7 +95,7 @@ class H2Client(H2Endpoint):
         try:
             return response_from_h2(fields, max_list_size=self.limits.max_header_list_size)
         except RemoteProtocolError as e:
-            self._reset_stream(stream_id, _PROTOCOL, e.message)
+            self._reset_stream(stream_id, PROTOCOL_ERROR, e.message)
             return None
 
     def _on_informational(self, stream_id: int, fields: Fields) -> None:
@@ -118,12 +114,12 @@ class H2Client(H2Endpoint):
             return
         status, regular, length = parsed
         if status < 200:
-            self._reset_stream(stream_id, _PROTOCOL, "malformed informational response")
+            self._reset_stream(stream_id, PROTOCOL_ERROR, "malformed informational response")
             return
         bodyless = st.method == b"HEAD" or status in (204, 304)
         st.expected = 0 if bodyless else length
         if end_stream and st.expected:
-            self._reset_stream(stream_id, _PROTOCOL, "content-length without a body")
+            self._reset_stream(stream_id, PROTOCOL_ERROR, "content-length without a body")
             return
         st.got_head = True
         head = ResponseHead(status, regular, http_version=b"2")
@@ -141,5 +137,5 @@ class H2Client(H2Endpoint):
 
     def _reset_stream_quietly(self, stream_id: int) -> None:
         reason = "not processed by the peer (GOAWAY)"
-        self._events.append(StreamReset(stream_id, _REFUSED, remote=True, reason=reason))
+        self._events.append(StreamReset(stream_id, REFUSED_STREAM, remote=True, reason=reason))
         self._forget(stream_id)

@@ -19,16 +19,13 @@ state) or a malformed GOAWAY.
 The sending half is :class:`.H2Endpoint`; the sides are :mod:`.h2_server`
 and :mod:`.h2_client`.
 
-May import: stdlib, h2.errors, kernel.protocol.events,
-kernel.protocol.h2_common, .h2_fields, .h2_guard, .h2_machine, .h2_reference,
-sdk._errors.
+May import: stdlib, kernel.protocol.events, kernel.protocol.h2_common, .h2_fields,
+.h2_frames, .h2_guard, .h2_machine, .h2_reference, sdk._errors.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
-
-from h2.errors import ErrorCodes
 
 from kernel.protocol.events import Fields
 from kernel.protocol.h2_common import (
@@ -41,6 +38,25 @@ from kernel.protocol.h2_common import (
     WindowOpen,
 )
 from kernel.protocol.h2_fields import check_trailers
+from kernel.protocol.h2_frames import (
+    CANCEL,
+    DATA,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    PROTOCOL_ERROR,
+    RST_STREAM,
+    Data,
+    Ended,
+    H2Error,
+    Head,
+    Reset,
+    SettingsChanged,
+    Trailers,
+    Window,
+    error_name,
+    frame,
+)
+from kernel.protocol.h2_frames import Event as MachineEvent
 from kernel.protocol.h2_guard import (
     Error,
     FrameGuard,
@@ -48,22 +64,7 @@ from kernel.protocol.h2_guard import (
     frame_header,
     parse_goaway,
 )
-from kernel.protocol.h2_machine import (
-    DATA,
-    GOAWAY,
-    RST_STREAM,
-    Data,
-    Ended,
-    H2Error,
-    Head,
-    Machine,
-    Reset,
-    SettingsChanged,
-    Trailers,
-    Window,
-    frame,
-)
-from kernel.protocol.h2_machine import Event as MachineEvent
+from kernel.protocol.h2_machine import Machine
 from kernel.protocol.h2_reference import H2Engine
 from sdk._errors import RemoteProtocolError
 
@@ -71,9 +72,6 @@ __all__ = ["ENGINES", "H2Core", "Stream"]
 
 #: The HTTP/2 engines by their config name (``[server.h2] engine``).
 ENGINES: dict[str, type[Machine] | type[H2Engine]] = {"trellis": Machine, "h2": H2Engine}
-
-_PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)
-_CANCEL = int(ErrorCodes.CANCEL)
 
 
 class Stream:
@@ -142,7 +140,7 @@ class H2Core:
             self._inbuf += data
             self._scan()
         else:
-            self._end(0, "peer closed the connection", remote=True, stream_code=_CANCEL)
+            self._end(0, "peer closed the connection", remote=True, stream_code=CANCEL)
         self._emit_windows()
         return events
 
@@ -183,7 +181,7 @@ class H2Core:
         if guard.preface_left:
             skipped = guard.skip_preface(buf)
             if skipped is None:
-                self._fatal(_PROTOCOL, "not an HTTP/2 connection preface")
+                self._fatal(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 return
             pos = skipped
         err: Error | None = None
@@ -191,7 +189,7 @@ class H2Core:
         while len(buf) - pos >= 9:
             length, ftype, flags, sid = frame_header(buf, pos)
             if length > conn.max_inbound_frame_size:
-                err = int(ErrorCodes.FRAME_SIZE_ERROR), "frame larger than SETTINGS_MAX_FRAME_SIZE"
+                err = FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"
                 break
             end = pos + 9 + length
             if end > len(buf):
@@ -227,7 +225,7 @@ class H2Core:
         if ftype == GOAWAY:
             goaway = parse_goaway(payload)
             if sid or goaway is None:
-                return _PROTOCOL, "malformed GOAWAY"
+                return PROTOCOL_ERROR, "malformed GOAWAY"
             self._on_goaway(*goaway)
             return None
         st = self._streams.get(sid)
@@ -239,9 +237,9 @@ class H2Core:
         if err is None and st is not None:
             total = st.received + size
             if not st.got_head:
-                self._reset_stream(sid, _PROTOCOL, "DATA before the response head")
+                self._reset_stream(sid, PROTOCOL_ERROR, "DATA before the response head")
             elif (n := st.expected) is not None and (total > n or (end_stream and total != n)):
-                self._reset_stream(sid, _PROTOCOL, "body length differs from content-length")
+                self._reset_stream(sid, PROTOCOL_ERROR, "body length differs from content-length")
         return err
 
     # -- the machine's events --------------------------------------------------------
@@ -274,11 +272,9 @@ class H2Core:
 
     def _on_goaway(self, last: int, code: int, debug: bytes) -> None:
         self._goaway_received = True
-        try:
-            name = ErrorCodes(code).name
-        except ValueError:
-            name = hex(code)
-        reason = f"peer sent GOAWAY {name} {debug[:200].decode('ascii', 'replace')}".strip()
+        reason = (
+            f"peer sent GOAWAY {error_name(code)} {debug[:200].decode('ascii', 'replace')}".strip()
+        )
         self._events.append(ConnectionEnding(code, reason, last, remote=True))
 
     def _on_data(self, stream_id: int, data: bytes, flow: int) -> None:
@@ -298,7 +294,7 @@ class H2Core:
         try:
             st.trailers = check_trailers(fields, max_list_size=self.limits.max_header_list_size)
         except RemoteProtocolError as e:
-            self._reset_stream(stream_id, _PROTOCOL, e.message)
+            self._reset_stream(stream_id, PROTOCOL_ERROR, e.message)
 
     def _on_stream_ended(self, stream_id: int) -> None:
         st = self._streams.get(stream_id)
@@ -307,7 +303,7 @@ class H2Core:
         st.recv_done = True
         if not st.refused:
             if st.expected is not None and st.received != st.expected:
-                self._reset_stream(stream_id, _PROTOCOL, "body shorter than content-length")
+                self._reset_stream(stream_id, PROTOCOL_ERROR, "body shorter than content-length")
                 return
             self._events.append(StreamEnd(stream_id, st.trailers))
         if st.send_done:

@@ -7,24 +7,19 @@ Sending is bounded by HTTP/2 flow control *and* by ``max_outbound_buffer``:
 a peer that opens huge windows but does not read cannot make us buffer.
 The heads are side-specific (:mod:`.h2_server`, :mod:`.h2_client`).
 
-May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
 
-from h2.errors import ErrorCodes
-
-from kernel.protocol import h2_machine as m
+from kernel.protocol import h2_frames as m
 from kernel.protocol.events import Fields
 from kernel.protocol.h2_core import H2Core, Stream
 from kernel.protocol.h2_fields import trailer_fields
 from sdk._errors import LocalProtocolError
 
 __all__ = ["H2Endpoint"]
-
-_CANCEL = int(ErrorCodes.CANCEL)
-_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 
 
 class H2Endpoint(H2Core):
@@ -78,7 +73,7 @@ class H2Endpoint(H2Core):
         self._goaway_last = last if self._goaway_last is None else min(last, self._goaway_last)
         if not self._client:
             for sid in [s for s in self._streams if s > self._goaway_last]:
-                self.reset(sid, _REFUSED)  # not processed: safe to retry
+                self.reset(sid, m.REFUSED_STREAM)  # not processed: safe to retry
 
     @property
     def open_streams(self) -> int:
@@ -156,7 +151,7 @@ class H2Endpoint(H2Core):
             self._conn.send_data(stream_id, b"", end_stream=True)
         self._sent_end(stream_id, st)
 
-    def reset(self, stream_id: int, error_code: int = _CANCEL) -> None:
+    def reset(self, stream_id: int, error_code: int = m.CANCEL) -> None:
         """RST_STREAM (default CANCEL); no event follows. Unknown streams: no-op."""
         if self._ended or stream_id not in self._streams:
             return

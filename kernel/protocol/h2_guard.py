@@ -14,16 +14,13 @@ about each frame; the engine (:mod:`.h2_machine`, or h2 through
 
 A breach is an :data:`Error`: the HTTP/2 error code for our GOAWAY, and why.
 
-May import: stdlib, kernel.protocol.h2_common, kernel.protocol.h2_machine (the
-frame vocabulary).
+May import: stdlib, kernel.protocol.h2_common, kernel.protocol.h2_frames.
 """
 
 from __future__ import annotations
 
-from typing import Final
-
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits, RateBudget
-from kernel.protocol.h2_machine import (
+from kernel.protocol.h2_frames import (
     ACK,
     CONT,
     END_HEADERS,
@@ -46,9 +43,6 @@ __all__ = [
     "frame_header",
     "parse_goaway",
 ]
-
-_CALM: Final = ENHANCE_YOUR_CALM
-_PROTOCOL: Final = PROTOCOL_ERROR
 
 #: (HTTP/2 error code, reason) for the GOAWAY that ends the connection.
 Error = tuple[int, str]
@@ -114,17 +108,20 @@ class FrameGuard:
         """Header-block sequence and size, and the control budget."""
         if self._block_sid:
             if ftype != CONT or sid != self._block_sid:
-                return _PROTOCOL, "header block interrupted"
+                return PROTOCOL_ERROR, "header block interrupted"
             self._block_frames += 1
             self._block_bytes += length
             if self._block_frames > self._max_cont or self._block_bytes > self.block_cap:
-                return _CALM, "header block too large or in too many CONTINUATION frames"
+                return (
+                    ENHANCE_YOUR_CALM,
+                    "header block too large or in too many CONTINUATION frames",
+                )
             if flags & END_HEADERS:
                 self._block_sid = 0
             return None
         if ftype in (HEADERS, PUSH_PROMISE):
             if length > self.block_cap:
-                return _CALM, "header block too large"
+                return ENHANCE_YOUR_CALM, "header block too large"
             if sid and not flags & END_HEADERS:
                 self._block_sid, self._block_frames, self._block_bytes = sid, 0, length
             return None
@@ -133,20 +130,20 @@ class FrameGuard:
         else:
             counted = ftype in (PRIORITY, GOAWAY) or ftype > CONT
         if counted and not self._control.take(now):
-            return _CALM, "too many control frames"
+            return ENHANCE_YOUR_CALM, "too many control frames"
         return None
 
     def check_rst(self, unfinished: bool, now: float) -> Error | None:
         """A RST_STREAM: on a stream we had not finished, it is a rapid reset."""
         if unfinished:
             if not self.resets.take(now):
-                return _CALM, "too many streams reset by the peer (rapid reset)"
+                return ENHANCE_YOUR_CALM, "too many streams reset by the peer (rapid reset)"
         elif not self._control.take(now):
-            return _CALM, "too many control frames"
+            return ENHANCE_YOUR_CALM, "too many control frames"
         return None
 
     def check_data(self, size: int, end_stream: bool, now: float) -> Error | None:
         """A DATA frame: empty ones without END_STREAM are budgeted."""
         if not size and not end_stream and not self._empty.take(now):
-            return _CALM, "too many empty DATA frames"
+            return ENHANCE_YOUR_CALM, "too many empty DATA frames"
         return None

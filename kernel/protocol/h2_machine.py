@@ -5,10 +5,10 @@ and that knows nothing of requests: it takes whole frames (the frame walk
 and its guard are :class:`.H2Core`'s), keeps each stream's state and both
 directions' flow-control windows, decodes and encodes header blocks with our
 HPACK contexts, answers SETTINGS and PING, and writes frames into
-:attr:`Machine.out`. What it learns comes back as the small events below;
-what it refuses is a :class:`H2Error` (the caller sends GOAWAY with
+:attr:`Machine.out`. What it learns comes back as the events of :mod:`.h2_frames`;
+what it refuses is an :class:`.H2Error` (the caller sends GOAWAY with
 its code) or a stream error it settles itself (RST_STREAM, and a
-:class:`Reset` event). What the caller asks of it that HTTP/2 forbids is a
+:class:`.Reset` event). What the caller asks of it that HTTP/2 forbids is a
 :class:`~sdk._errors.LocalProtocolError`.
 
 It replaces h2's ``H2Connection``, which did the same through a state
@@ -22,8 +22,8 @@ Priority signals are read and ignored (RFC 9113 §5.3.2 deprecates the
 scheme); server push is off (SETTINGS_ENABLE_PUSH 0) and a PUSH_PROMISE is a
 connection error.
 
-May import: stdlib, hpack, kernel.protocol.hpack_encoder,
-kernel.protocol.hpack_decoder, sdk._errors.
+May import: stdlib, hpack, kernel.protocol.h2_common, .h2_frames, .hpack_encoder,
+.hpack_decoder, sdk._errors.
 """
 
 from __future__ import annotations
@@ -34,39 +34,53 @@ from typing import Final
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
+from kernel.protocol.h2_common import H2_PREFACE
+from kernel.protocol.h2_frames import (
+    ACK,
+    COMPRESSION_ERROR,
+    CONT,
+    DATA,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    INTERNAL_ERROR,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_CLOSED,
+    WINDOW,
+    Data,
+    Ended,
+    Event,
+    H2Error,
+    Head,
+    Reset,
+    SettingsChanged,
+    Trailers,
+    Window,
+    frame,
+)
 from kernel.protocol.hpack_decoder import Decoder
 from kernel.protocol.hpack_encoder import Encoder
 from sdk._errors import LocalProtocolError
 
-__all__ = [
-    "Data",
-    "Ended",
-    "H2Error",
-    "Head",
-    "Machine",
-    "Reset",
-    "SettingsChanged",
-    "Trailers",
-    "Window",
-]
+__all__ = ["CLOSED_MEMORY", "Machine"]
 
-# Frame types (RFC 9113 §6) and flags.
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW, CONT = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-# Error codes (RFC 9113 §7).
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-STREAM_CLOSED, FRAME_SIZE_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x5, 0x6, 0x9, 0xB
-
-# Settings (RFC 9113 §6.5.2).
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
-
-MAX_WINDOW: Final = 2**31 - 1
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Streams remembered after they close (how they closed decides what a late
 #: frame for them means); older ones count as closed by END_STREAM.
 CLOSED_MEMORY: Final = 1024
@@ -78,103 +92,6 @@ _SETTING = struct.Struct(">HL")
 # How a stream closed: a late frame for it is ignored (we reset it), a
 # stream error (the peer reset it) or a connection error (it ended).
 _RESET_SENT, _RESET_RECEIVED, _ENDED = 1, 2, 3
-
-
-def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    """One frame's bytes."""
-    n = len(payload)
-    return _HEADER.pack(n >> 8, n & 0xFF, ftype, flags, stream_id) + payload
-
-
-class H2Error(Exception):
-    """The peer broke the connection's rules: GOAWAY with ``code``, then close."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-# -- events --------------------------------------------------------------------------
-class Head:
-    """A stream's first header block (a request, or a response; ``informational``
-    for a 1xx response, which a final one follows)."""
-
-    __slots__ = ("end_stream", "fields", "informational", "stream_id")
-
-    def __init__(
-        self,
-        stream_id: int,
-        fields: list[tuple[bytes, bytes]],
-        end_stream: bool,
-        informational: bool,
-    ) -> None:
-        self.stream_id = stream_id
-        self.fields = fields
-        self.end_stream = end_stream
-        self.informational = informational
-
-
-class Trailers:
-    """A header block after the body; the stream's receiving side ends with it."""
-
-    __slots__ = ("fields", "stream_id")
-
-    def __init__(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
-        self.stream_id = stream_id
-        self.fields = fields
-
-
-class Data:
-    """Body bytes; ``flow`` (padding included) is what acknowledging them gives back."""
-
-    __slots__ = ("data", "flow", "stream_id")
-
-    def __init__(self, stream_id: int, data: bytes, flow: int) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.flow = flow
-
-
-class Ended:
-    """The peer's side of the stream ended (END_STREAM)."""
-
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class Reset:
-    """The stream is over: reset by the peer (``remote``) or by us for a stream error."""
-
-    __slots__ = ("code", "remote", "stream_id")
-
-    def __init__(self, stream_id: int, code: int, remote: bool) -> None:
-        self.stream_id = stream_id
-        self.code = code
-        self.remote = remote
-
-
-class Window:
-    """The peer opened a send window: a stream's, or the connection's (0)."""
-
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class SettingsChanged:
-    """The peer's SETTINGS were applied; ``windows``: every stream's send window moved."""
-
-    __slots__ = ("windows",)
-
-    def __init__(self, windows: bool) -> None:
-        self.windows = windows
-
-
-Event = Head | Trailers | Data | Ended | Reset | Window | SettingsChanged
 
 
 # -- flow control --------------------------------------------------------------------
@@ -248,7 +165,7 @@ class Machine:
     def initiate(self, settings: dict[int, int]) -> None:
         """Queue the client preface (client) and our first SETTINGS."""
         if self.client:
-            self.out += PREFACE
+            self.out += H2_PREFACE
         self.send_settings(settings)
 
     def send_settings(self, settings: dict[int, int]) -> None:
@@ -424,7 +341,7 @@ class Machine:
         conn.window -= flow
         if conn.window < 0:
             raise H2Error(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
-        data = self._strip(flags, payload, priority=False, sid=sid)
+        data = self._strip(flags, payload, priority=False, sid=sid) if flags & PADDED else payload
         st = self.streams.get(sid)
         if st is None or st.recv_closed or not st.got_final:
             if st is not None:  # half-closed (remote), or no head yet

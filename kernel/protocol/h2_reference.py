@@ -11,7 +11,7 @@ connection errors (a frame on a stream it closed, DATA beyond a stream
 window) and keeps no memory of why a stream closed. Its own GOAWAY is
 dropped: :class:`.H2Core` sends ours for the :class:`.H2Error` raised here.
 
-May import: stdlib, h2, kernel.protocol.h2_machine, .hpack_encoder,
+May import: stdlib, h2, kernel.protocol.h2_common, .h2_frames, .hpack_encoder,
 .hpack_decoder, sdk._errors.
 """
 
@@ -25,11 +25,11 @@ from h2.connection import H2Connection
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
-from kernel.protocol.h2_machine import (
+from kernel.protocol.h2_common import H2_PREFACE
+from kernel.protocol.h2_frames import (
     ENABLE_PUSH,
     MAX_CONCURRENT_STREAMS,
     MAX_HEADER_LIST_SIZE,
-    PREFACE,
     Data,
     Ended,
     Event,
@@ -128,7 +128,7 @@ class H2Engine:
     ) -> None:
         data = frame(ftype, flags, sid, bytes(payload))
         if self._preface:
-            data, self._preface = PREFACE + data, False
+            data, self._preface = H2_PREFACE + data, False
         self._drain()
         try:
             h2_events = self._h2.receive_data(data)

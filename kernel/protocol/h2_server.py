@@ -16,13 +16,11 @@ most ``max_concurrent_streams``), cancelled on :class:`.StreamReset`, and the
 idle / header timeouts (a client that trickles a header block or never reads
 is not our business here: we have no clock of our own).
 
-May import: stdlib, h2.errors, kernel.protocol.events, kernel.protocol.h2_*,
+May import: stdlib, kernel.protocol.events, kernel.protocol.h2_*,
 sdk._errors.
 """
 
 from __future__ import annotations
-
-from h2.errors import ErrorCodes
 
 from kernel.protocol.events import Fields
 from kernel.protocol.h2_common import StreamRefused, StreamRequest
@@ -33,13 +31,10 @@ from kernel.protocol.h2_fields import (
     response_fields,
     sent_length,
 )
-from kernel.protocol.h2_machine import Head
+from kernel.protocol.h2_frames import ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM, Head
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["H2Server"]
-
-_NO_ERROR = int(ErrorCodes.NO_ERROR)
-_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 
 
 class H2Server(H2Endpoint):
@@ -102,7 +97,7 @@ class H2Server(H2Endpoint):
     def _sent_end(self, stream_id: int, st: Stream) -> None:
         st.send_done = True
         if not st.recv_done:
-            self._conn.reset_stream(stream_id, _NO_ERROR)
+            self._conn.reset_stream(stream_id, NO_ERROR)
         self._forget(stream_id)
 
     # -- receiving -------------------------------------------------------------------
@@ -113,9 +108,9 @@ class H2Server(H2Endpoint):
         lim = self.limits
         late = self._goaway_last is not None and stream_id > self._goaway_last
         if late or len(self._streams) >= lim.max_concurrent_streams:
-            self._conn.reset_stream(stream_id, _REFUSED)
+            self._conn.reset_stream(stream_id, REFUSED_STREAM)
             if not self._guard.resets.take(self._now):
-                self._fatal(int(ErrorCodes.ENHANCE_YOUR_CALM), "too many refused streams")
+                self._fatal(ENHANCE_YOUR_CALM, "too many refused streams")
             return
         st = Stream(head_sent=False, got_head=True)
         st.recv_done = end_stream

@@ -22,7 +22,7 @@ from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
 from kernel.io import sockio
 from kernel.io.h2connection import H2Connection
-from kernel.protocol.h2_machine import PING, frame
+from kernel.protocol.h2_frames import PING, frame
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
 from tests.helpers.h2client import (

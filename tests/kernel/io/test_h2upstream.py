@@ -17,7 +17,7 @@ from kernel.io.h2upstream import H2Upstream
 from kernel.io.upstream import UpstreamPool
 from kernel.protocol.events import RequestHead
 from kernel.protocol.h2_common import H2Limits
-from kernel.protocol.h2_machine import PING, frame
+from kernel.protocol.h2_frames import PING, frame
 from sdk import Origin
 from tests.helpers.h2origin import H2Origin, proxy_config
 from tests.helpers.yields import counting_yields, in_one_round

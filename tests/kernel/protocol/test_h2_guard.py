@@ -5,13 +5,13 @@ from __future__ import annotations
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits
+from kernel.protocol.h2_frames import CONT, DATA, HEADERS, PING, PRIORITY, SETTINGS, WINDOW
 from kernel.protocol.h2_guard import (
     FrameGuard,
     data_size,
     frame_header,
     parse_goaway,
 )
-from kernel.protocol.h2_machine import CONT, DATA, HEADERS, PING, PRIORITY, SETTINGS, WINDOW
 
 CALM, PROTOCOL = 0xB, 0x1
 END_HEADERS, ACK = 0x4, 0x1

@@ -26,19 +26,20 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from kernel.protocol import h2_machine as m
-from kernel.protocol.h2_machine import (
+from kernel.protocol import h2_frames as m
+from kernel.protocol.h2_common import H2_PREFACE
+from kernel.protocol.h2_frames import (
     Data,
     Ended,
     Event,
     H2Error,
     Head,
-    Machine,
     Reset,
     SettingsChanged,
     Trailers,
     Window,
 )
+from kernel.protocol.h2_machine import CLOSED_MEMORY, Machine
 from sdk._errors import LocalProtocolError
 from tests.helpers.h2frames import parse_frames, wire
 
@@ -51,8 +52,8 @@ def feed(machine: Machine, data: bytes | bytearray) -> list[Event]:
     """Walk ``data`` frame by frame into ``machine`` (what H2Core does)."""
     events: list[Event] = []
     pos = 0
-    if data.startswith(m.PREFACE):
-        pos = len(m.PREFACE)
+    if data.startswith(H2_PREFACE):
+        pos = len(H2_PREFACE)
     while pos < len(data):
         length = int.from_bytes(data[pos : pos + 3], "big")
         ftype, flags = data[pos + 3], data[pos + 4]
@@ -490,12 +491,12 @@ def test_unknown_frame_types_are_ignored() -> None:
 
 def test_closed_streams_are_remembered_within_a_bound() -> None:
     server, peer = server_and_h2_client()
-    for sid in range(1, 2 * (m.CLOSED_MEMORY + 10), 2):
+    for sid in range(1, 2 * (CLOSED_MEMORY + 10), 2):
         peer.send_headers(sid, GET, end_stream=True)
         feed(server, peer.data_to_send())
         server.reset_stream(sid, 0x8)
         peer.receive_data(take(server))
-    assert len(server._closed) == m.CLOSED_MEMORY
+    assert len(server._closed) == CLOSED_MEMORY
     assert server.streams == {}
 
 

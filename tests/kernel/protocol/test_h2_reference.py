@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from hyperframe.frame import DataFrame, SettingsFrame
 
-from kernel.protocol import h2_machine as m
-from kernel.protocol.h2_machine import Data, Ended, Event, H2Error, Head, Machine, Trailers
+from kernel.protocol import h2_frames as m
+from kernel.protocol.h2_common import H2_PREFACE
+from kernel.protocol.h2_frames import Data, Ended, Event, H2Error, Head, Trailers
+from kernel.protocol.h2_machine import Machine
 from kernel.protocol.h2_reference import H2Engine
 from sdk._errors import LocalProtocolError
 from tests.helpers.h2frames import parse_frames
@@ -20,7 +23,7 @@ POST = [(b":method", b"POST"), *GET[1:]]
 def walk(engine: Machine | H2Engine, data: bytes) -> list[Event]:
     """Feed ``data`` frame by frame, as H2Core does (preface skipped)."""
     events: list[Event] = []
-    pos = len(m.PREFACE) if data.startswith(m.PREFACE) else 0
+    pos = len(H2_PREFACE) if data.startswith(H2_PREFACE) else 0
     while pos < len(data):
         length = int.from_bytes(data[pos : pos + 3], "big")
         sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFF_FFFF
@@ -31,7 +34,7 @@ def walk(engine: Machine | H2Engine, data: bytes) -> list[Event]:
 
 
 def summary(events: list[Event]) -> list[tuple[object, ...]]:
-    return [(type(e).__name__, *(getattr(e, k) for k in type(e).__slots__)) for e in events]
+    return [(type(e).__name__, *attrs.astuple(e)) for e in events]
 
 
 def conversation() -> bytes:
@@ -84,7 +87,7 @@ def test_what_h2_enforces_at_once_and_what_waits_for_the_ack() -> None:
     engine = H2Engine(client=True)
     engine.initiate({m.ENABLE_PUSH: 0, m.INITIAL_WINDOW_SIZE: 1 << 20, m.MAX_FRAME_SIZE: 32768})
     assert engine.max_inbound_frame_size == 16384
-    frames = parse_frames(bytes(engine.out)[len(m.PREFACE) :])
+    frames = parse_frames(bytes(engine.out)[len(H2_PREFACE) :])
     assert [type(f) for f in frames] == [SettingsFrame, SettingsFrame]
     walk(engine, SettingsFrame(0, flags=["ACK"]).serialize())
     walk(engine, SettingsFrame(0, flags=["ACK"]).serialize())
