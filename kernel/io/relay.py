@@ -416,7 +416,6 @@ class UpstreamRelay(ExchangeBase):
                             flow.bytes_out += len(last)
                             conn.write_body(last)
                     conn.end_response(event.trailers or None)
-                    await conn.flush()
                     break
         except (
             trio.TooSlowError,
@@ -427,6 +426,9 @@ class UpstreamRelay(ExchangeBase):
             flow.error = UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}")
             log.warning("[%s] %s", flow.id, flow.error)
             raise Abort from exc
+        # The upstream's answer is all here: its connection goes back to the
+        # pool before the client is written to, so a slow client does not hold
+        # it, and a multiplexed client's next requests find it idle.
         self.upstream = None
         if isinstance(up, H2UpstreamStream):
             up.close_nowait()  # the stream ended: this only forgets it
@@ -435,6 +437,7 @@ class UpstreamRelay(ExchangeBase):
             conn.state.pool.put_idle(up, route.max_idle_per_host)
         else:
             up.close_nowait()
+        await conn.flush()
         return True
 
 
