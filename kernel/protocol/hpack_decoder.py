@@ -93,8 +93,7 @@ class Decoder:
     def fields(self, data: bytes) -> list[tuple[bytes, bytes]]:
         """The fields of one block as plain ``(name, value)`` bytes (the frame
         machine's need): ``decode(data, raw=True)`` without hpack's types."""
-        plain: list[tuple[bytes, bytes]] = self._decode(data, tuple, tuple)
-        return plain
+        return self._decode(data, tuple, tuple)
 
     # -- inside ----------------------------------------------------------------------
     def _decode(self, data: bytes, indexed: type, never: type) -> list[Any]:
