@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import session_log_dir
+from tests.helpers.sockets import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -49,12 +50,6 @@ def _blocks(lang: str) -> list[str]:
     return [text for fence_lang, text in _fences() if fence_lang == lang]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -70,8 +65,8 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
     env.update(extra, TRELLIS_LOG="warning", TRELLIS_KERNEL_WATCH_CONFIG="false")
     # config/reverse.toml's metrics and health listeners, and its traffic log.
-    env.setdefault("TRELLIS_METRICS_LISTEN", f"127.0.0.1:{_free_port()}")
-    env.setdefault("TRELLIS_HEALTH_LISTEN", f"127.0.0.1:{_free_port()}")
+    env.setdefault("TRELLIS_METRICS_LISTEN", f"127.0.0.1:{free_port()}")
+    env.setdefault("TRELLIS_HEALTH_LISTEN", f"127.0.0.1:{free_port()}")
     env.setdefault("TRELLIS_LOG_DIR", str(session_log_dir()))
     return env
 
@@ -100,7 +95,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def default_proxy() -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = _start(
         [KERNEL, "run", "-c", "config/default.toml"], _env(TRELLIS_LISTEN=f"127.0.0.1:{port}")
     )
@@ -139,7 +134,7 @@ def test_explain_and_plugins_commands_run(default_proxy: int) -> None:
 def test_reverse_proxy_tour(tmp_path: Path) -> None:
     block = next(b for b in _blocks("sh") if "http.server" in b)
     server_line, kernel_line, curl_line = (line.rstrip(" &") for line in block.strip().splitlines())
-    up_port, port = _free_port(), _free_port()
+    up_port, port = free_port(), free_port()
     server_args = shlex.split(server_line.replace("9000", str(up_port)))
     server_args[0] = sys.executable
     server = _start(server_args, _env())

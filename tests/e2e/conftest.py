@@ -7,7 +7,8 @@ proxy answers HTTP. Every process it starts is killed by PID and reaped when
 the test ends, whatever happened.
 
 Ports: ``127.0.0.1:0`` cannot be seen from outside the child, so
-:func:`free_port` binds a socket to port 0, closes it and hands out the number.
+:func:`tests.helpers.sockets.free_port` binds a socket to port 0, closes it
+and hands out the number (never the same one twice in a test process).
 
 The upstream (``tests/helpers/upstream.py``) runs in the test's own trio loop
 (the ``upstream`` fixture of ``tests/conftest.py``), so tests can count the
@@ -20,7 +21,6 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,18 +32,12 @@ import pytest
 import trio
 
 from tests.helpers import client as client_helpers
+from tests.helpers.sockets import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = str(Path(sys.executable).with_name("kernel"))
 #: How long a fresh process may take to start answering.
 START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proxy_config(

@@ -32,7 +32,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.sockets import free_port
 
 __all__ = ["PostgresServer", "find_bindir", "postgres_server", "postgres_url"]
 
@@ -62,12 +63,6 @@ def find_bindir() -> Path | None:
         and os.access(os.path.join(d, "postgres"), os.X_OK)
     ]
     return Path(max(candidates, key=version)) if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -135,7 +130,7 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stderr.decode()}")
         last_error = ""
         for _attempt in range(3):  # a free port may be taken by the time postgres binds
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._launch(env)
                 return

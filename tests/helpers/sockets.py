@@ -1,11 +1,31 @@
-"""Both ends of a real TCP connection on loopback, for tests of socket-level code."""
+"""Loopback ports and both ends of a real TCP connection, for tests of socket-level code."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import trio
+
+#: Every port :func:`free_port` handed out in this process.
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago, never the same twice in a process.
+
+    Binding port 0 and closing again can give the same number on consecutive
+    calls (the kernel just freed it), and a test asking for three ports for
+    three listeners then gets a config with a duplicate bind.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @contextlib.asynccontextmanager
