@@ -46,13 +46,16 @@ __all__ = [
 ]
 
 _TOKEN = TOKEN
-_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*+"'
+_QUOTED = rb'"(?>(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*)"'
 # A whole block of field lines, CRLFs included (RFC 9112 §5; values are
 # VCHAR, obs-text, SP and HTAB: RFC 9110 §5.5). This one regex refuses
 # obs-fold (a line starting with SP/HTAB is not a token), bare CR, bare LF,
 # NUL and the other CTLs, whitespace before the colon and empty names.
-# Possessive quantifiers keep every pattern here linear on hostile input.
-_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*+\r\n)*+")
+# Possessive quantifiers and atomic groups keep every pattern here linear on
+# hostile input. A repeated group is written atomic, (?>(?:...)*), never
+# possessive, (?:...)*+: CPython before 3.11.5 matched the possessive form
+# wrongly when the group can backtrack (gh-106052), and Debian 12 ships 3.11.2.
+_FIELD_BLOCK = re.compile(rb"(?>(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*+\r\n)*)")
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+([^\r\n]*+)\r\n")
 # RFC 9112 §3: method SP request-target SP HTTP-version. The target is any
 # VCHAR run (as h11); its form is checked separately.
@@ -62,19 +65,19 @@ _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x
 # RFC 3986 §3.2.2 reg-name (IPv4 is a subset) or an IP-literal, then a port.
 # The port must be 1-5 digits: an empty port is legal but only ever a mistake.
 _HOST_PORT = re.compile(
-    rb"(\[[0-9A-Fa-f:.]++\]|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*+)(:[0-9]{1,5})?"
+    rb"(\[[0-9A-Fa-f:.]++\]|(?>(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*))(:[0-9]{1,5})?"
 )
 _ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*+)(?:[/?].*)?", re.DOTALL)
 # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, at most 16 hex digits (2**64).
 # BWS before ";" is refused: h11 cannot parse it and no sender needs it.
 _EXT_VALUE = rb"(?:[ \t]*+=[ \t]*+(?:" + _TOKEN + rb"|" + _QUOTED + rb"))"
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[ \t]*+" + _TOKEN + _EXT_VALUE + rb"?)*+\r\n")
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?>(?:;[ \t]*+" + _TOKEN + _EXT_VALUE + rb"?)*)\r\n")
 # RFC 9112 §6.1 transfer-coding = token *( OWS ";" OWS transfer-parameter ).
-_CODING = re.compile(_TOKEN + rb"(?:[ \t]*+;[ \t]*+" + _TOKEN + _EXT_VALUE + rb")*+")
+_CODING = re.compile(_TOKEN + rb"(?>(?:[ \t]*+;[ \t]*+" + _TOKEN + _EXT_VALUE + rb")*)")
 _DIGITS = re.compile(rb"[0-9]{1,18}")  # more than 18 digits cannot be a real length
 _V10: Final = b"1.0"
 _V11: Final = b"1.1"
-_CRLF_RUN: Final = re.compile(rb"(?:\r\n)*+")
+_CRLF_RUN: Final = re.compile(rb"(?>(?:\r\n)*)")
 _FRAMING_NAMES: Final = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
 )
