@@ -19,7 +19,14 @@ SHELL := /bin/bash
 # The targets share .venv and apt's lock: never run them in parallel.
 .NOTPARALLEL:
 
-PYTHON ?= python3
+# The interpreter .venv is made from. The distribution's /usr/bin/python3 is
+# preferred when it can make a venv: Debian builds CPython with PGO and LTO,
+# and a pyenv build first on PATH usually has neither (pyenv configures
+# without --enable-optimizations unless asked), which costs the proxy 10-18%
+# of its speed (docs/benchmarks.md, "The interpreter"). `make PYTHON=...`
+# picks another; a .venv made from a different interpreter is made again.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
+  >/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.stamp
@@ -30,7 +37,7 @@ PIP_EXTRAS := test,dev
 # nginx is fine); otherwise dpkg must report it installed. Later issues add
 # here, e.g. redis-server:redis-server postgresql nghttp2-client:h2load
 # tshark:tshark chromium:chromium.
-SYSTEM_PACKAGES := curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl valgrind:valgrind postgresql
+SYSTEM_PACKAGES := python3-venv curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl valgrind:valgrind postgresql
 
 # sudo only when we are not root and sudo exists (CI runs as root).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
@@ -64,7 +71,15 @@ deps-system:
 	    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $$missing </dev/null; \
 	fi
 
-venv: $(VENV_STAMP)
+# .venv is made again when it was made from another interpreter than $(PYTHON).
+venv:
+	@want="$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')"; \
+	have="$$(sed -n 's/^executable = //p' $(VENV)/pyvenv.cfg 2>/dev/null || true)"; \
+	if [ -n "$$have" ] && [ "$$(readlink -f "$$have")" != "$$want" ]; then \
+	  echo "venv: $(VENV) was made from $$have; making it again from $$want"; \
+	  rm -rf $(VENV); \
+	fi
+	@$(MAKE) --no-print-directory $(VENV_STAMP)
 
 # Re-run only when pyproject.toml changes (or the venv is gone).
 $(VENV_STAMP): pyproject.toml
