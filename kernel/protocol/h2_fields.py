@@ -23,8 +23,13 @@ normalisation did besides: credentials (``authorization``,
 ``proxy-authorization``, cookies under 20 bytes) go out as HPACK
 never-indexed fields (RFC 7541 §7.1.3), so no compression context holds them.
 
-May import: stdlib, attrs, hpack, kernel.protocol.events, kernel.protocol.validate,
-sdk._errors.
+Field names and values are held to the same rules as in HTTP/1.1
+(:data:`kernel.protocol.http1.LOWER_NAME`, :data:`~kernel.protocol.http1.VALUE`),
+and share its memory of the ones already found good: a client repeating its
+``user-agent`` on every stream pays a set lookup for it, not two regexes.
+
+May import: stdlib, attrs, hpack, kernel.protocol.events, kernel.protocol.http1,
+kernel.protocol.validate, sdk._errors.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import attrs
 from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
+from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember
 from kernel.protocol.validate import host_ok
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
@@ -65,9 +71,6 @@ _NOT_IN_TRAILERS: Final = CONNECTION_SPECIFIC | {
 #: Sent HPACK never-indexed, with cookies under 20 bytes (see _sendable).
 _CREDENTIALS: Final = frozenset((b"authorization", b"proxy-authorization"))
 _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
-_LOWER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
-# field-value (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB; no surrounding whitespace.
-_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?)?")
 _METHOD = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 token
 _PATH = re.compile(rb"/[\x21-\x7e]*+")  # what an HTTP/1.1 request line can carry
 _STATUS = re.compile(rb"[1-5][0-9][0-9]")
@@ -106,12 +109,21 @@ def content_length(value: bytes, count: int, status: int) -> int:
 
 
 def _check_field(name: bytes, value: bytes, status: int) -> None:
-    if _LOWER_NAME.fullmatch(name) is None:
-        if name.lower() != name and _LOWER_NAME.fullmatch(name.lower()) is not None:
-            raise _bad("upper-case character in a field name", status)
-        raise _bad("invalid character in a field name", status)
-    if _VALUE.fullmatch(value) is None:
-        raise _bad(f"invalid {name.decode('ascii')} value", status)
+    """Raise unless a received field is well-formed and not connection-specific.
+
+    Callers skip the call when ``name in GOOD_NAMES and value in GOOD_VALUES
+    and name not in CONNECTION_SPECIFIC`` (the common case, inline).
+    """
+    if name not in GOOD_NAMES:
+        if LOWER_NAME.fullmatch(name) is None:
+            if name.lower() != name and LOWER_NAME.fullmatch(name.lower()) is not None:
+                raise _bad("upper-case character in a field name", status)
+            raise _bad("invalid character in a field name", status)
+        remember(GOOD_NAMES, name)
+    if value not in GOOD_VALUES:
+        if VALUE.fullmatch(value) is None:
+            raise _bad(f"invalid {name.decode('ascii')} value", status)
+        remember(GOOD_VALUES, value)
     if name in CONNECTION_SPECIFIC:
         raise _bad(f"connection-specific field {name.decode('ascii')}", status)
 
@@ -150,7 +162,8 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
                 raise _bad("CR, LF or NUL in a pseudo-header")
             pseudo[name] = value
             continue
-        _check_field(name, value, 400)
+        if name not in GOOD_NAMES or value not in GOOD_VALUES or name in CONNECTION_SPECIFIC:
+            _check_field(name, value, 400)
         if name == b"host":
             hosts.append(value)
         elif name == b"cookie":
@@ -232,7 +245,8 @@ def response_from_h2(fields: Fields, *, max_list_size: int) -> tuple[int, Fields
                 raise _bad("invalid :status", 502)
             status = value
             continue
-        _check_field(name, value, 502)
+        if name not in GOOD_NAMES or value not in GOOD_VALUES or name in CONNECTION_SPECIFIC:
+            _check_field(name, value, 502)
         if name == b"content-length":
             length = value
             lengths += 1
@@ -259,14 +273,21 @@ def check_trailers(fields: Fields, *, max_list_size: int) -> Fields:
 def _sendable(fields: Fields, drop: frozenset[bytes]) -> Fields:
     out: Fields = []
     for name, value in fields:
-        name = name.lower()
-        if name in drop or name[:1] == b":":
+        # A name or value found good before is lower-case, or stripped, already.
+        if name not in GOOD_NAMES:
+            name = name.lower()
+            if name in drop or name[:1] == b":":
+                continue
+            if LOWER_NAME.fullmatch(name) is None:
+                raise LocalProtocolError(f"cannot send field name {name!r}")
+            remember(GOOD_NAMES, name)
+        elif name in drop:
             continue
-        if _LOWER_NAME.fullmatch(name) is None:
-            raise LocalProtocolError(f"cannot send field name {name!r}")
-        value = value.strip(b" \t")
-        if _VALUE.fullmatch(value) is None:
-            raise LocalProtocolError(f"cannot send this {name.decode('ascii')} value")
+        if value not in GOOD_VALUES:
+            value = value.strip(b" \t")
+            if VALUE.fullmatch(value) is None:
+                raise LocalProtocolError(f"cannot send this {name.decode('ascii')} value")
+            remember(GOOD_VALUES, value)
         if name in _CREDENTIALS or (name == b"cookie" and len(value) < 20):
             # Never indexed (as h2's normalisation, nghttp2 and Firefox do): a
             # short secret in a shared table could be guessed by compression.

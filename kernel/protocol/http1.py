@@ -55,10 +55,14 @@ from sdk._errors import LocalProtocolError
 
 __all__ = [
     "CHUNKED",
+    "GOOD_NAMES",
+    "GOOD_VALUES",
+    "LOWER_NAME",
     "NO_BODY",
     "TCHAR",
     "TOKEN",
     "UNTIL_CLOSE",
+    "VALUE",
     "ClientCodec",
     "CodecKind",
     "Limits",
@@ -69,6 +73,7 @@ __all__ = [
     "make_server_codec",
     "plan_response",
     "reason_phrase",
+    "remember",
     "resolve_kind",
     "send_fields",
     "send_request_check",
@@ -253,16 +258,22 @@ def make_client_codec(kind: CodecKind, limits: Limits | None = None) -> ClientCo
 
 
 # -- what a codec agrees to send (both codecs call these) ----------------------------
-_LOWER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
-_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?)?")
+#: A field name as it travels inside the kernel (the :data:`Fields` contract)
+#: and on HTTP/2: a lower-case token (RFC 9110 §5.1, RFC 9113 §8.2.1).
+LOWER_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-z]+")
+#: A field value we send, or take from HTTP/2: no CTL but HTAB, no leading or
+#: trailing whitespace (RFC 9110 §5.5, RFC 9113 §8.2.1).
+VALUE: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*+(?<![ \t]))?)?")
 _METHOD = re.compile(TOKEN)
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _REASON = re.compile(rb"[\t\x20-\x7e\x80-\xff]*+")
 _REASONS: Final = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-# Names and many values repeat from message to message: remember the good
-# ones (bounded; a full set just stops remembering). Halves the cost of a head.
-_GOOD_NAMES: set[bytes] = set()
-_GOOD_VALUES: set[bytes] = set()
+#: Names and values that matched :data:`LOWER_NAME` / :data:`VALUE` before.
+#: They repeat from message to message (and from HTTP/1.1 to HTTP/2: the rules
+#: are the same), so a set lookup replaces the regex; bounded by
+#: :func:`remember`. Halves the cost of checking a head.
+GOOD_NAMES: set[bytes] = set()
+GOOD_VALUES: set[bytes] = set()
 
 
 def asks_websocket(method: bytes, fields: Fields) -> bool:
@@ -299,14 +310,14 @@ def send_fields(fields: Fields) -> tuple[int | None, bool, int]:
     close = False
     hosts = 0
     for name, value in fields:
-        if name not in _GOOD_NAMES:
-            if _LOWER_NAME.fullmatch(name) is None:
+        if name not in GOOD_NAMES:
+            if LOWER_NAME.fullmatch(name) is None:
                 raise LocalProtocolError(f"invalid header name {name!r}")
-            _remember(_GOOD_NAMES, name)
-        if value not in _GOOD_VALUES:
-            if _VALUE.fullmatch(value) is None:
+            remember(GOOD_NAMES, name)
+        if value not in GOOD_VALUES:
+            if VALUE.fullmatch(value) is None:
                 raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}")
-            _remember(_GOOD_VALUES, value)
+            remember(GOOD_VALUES, value)
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > 18:
                 raise LocalProtocolError("invalid or ambiguous Content-Length")
@@ -322,7 +333,13 @@ def send_fields(fields: Fields) -> tuple[int | None, bool, int]:
     return length, close, hosts
 
 
-def _remember(good: set[bytes], item: bytes) -> None:
+def remember(good: set[bytes], item: bytes) -> None:
+    """Add ``item`` to :data:`GOOD_NAMES` or :data:`GOOD_VALUES`, within bounds.
+
+    At most 4,096 items of at most 256 bytes each: a peer sending ever new
+    values fills the set once (about 1 MiB at worst), and from then on it
+    only stops remembering.
+    """
     if len(good) < 4096 and len(item) <= 256:
         good.add(item)
 

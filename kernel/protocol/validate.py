@@ -29,7 +29,7 @@ import re
 from typing import Final
 
 from kernel.protocol.events import Fields
-from kernel.protocol.http1 import CHUNKED, TCHAR, TOKEN, UNTIL_CLOSE, Limits, tokens
+from kernel.protocol.http1 import CHUNKED, TCHAR, TOKEN, UNTIL_CLOSE, Limits, remember, tokens
 from sdk._errors import RemoteProtocolError
 
 __all__ = [
@@ -81,9 +81,9 @@ _CRLF_RUN: Final = re.compile(rb"(?>(?:\r\n)*)")
 _FRAMING_NAMES: Final = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
 )
-# Host values repeat on a connection and across clients: remember good ones.
+#: Hosts :func:`host_ok` accepted, each with a host part: they repeat on a
+#: connection and across clients. Bounded by :func:`kernel.protocol.http1.remember`.
 _GOOD_HOSTS: set[bytes] = set()
-_MEMORY: Final = 4096
 
 
 def skip_empty_lines(buf: bytes, pos: int) -> int:
@@ -234,8 +234,14 @@ def host_ok(value: bytes, *, need_host: bool = True) -> bool:
     HTTP/2's ``:authority`` becomes the Host of the HTTP/1.1 request we send,
     so it is held to this same rule.
     """
+    if value in _GOOD_HOSTS:
+        return True
     m = _HOST_PORT.fullmatch(value)
-    return m is not None and _host_ok(m, need_host=need_host)
+    if m is None or not _host_ok(m, need_host=need_host):
+        return False
+    if m.group(1):  # never an empty host: that one is good only without need_host
+        remember(_GOOD_HOSTS, value)
+    return True
 
 
 def _host_ok(m: re.Match[bytes], *, need_host: bool) -> bool:
@@ -319,12 +325,8 @@ def request_framing(
     # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0, valid.
     if hosts > 1 or (not hosts and version == b"1.1"):
         raise _bad("a request needs exactly one Host")
-    if hosts and host not in _GOOD_HOSTS:
-        hm = _HOST_PORT.fullmatch(host)
-        if hm is None or not _host_ok(hm, need_host=False):
-            raise _bad("invalid Host")
-        if len(_GOOD_HOSTS) < _MEMORY:
-            _GOOD_HOSTS.add(host)
+    if hosts and not host_ok(host, need_host=False):
+        raise _bad("invalid Host")
     # HTTP/1.0 peers never keep the connection (as h11): simple and safe.
     keep_alive = version == b"1.1" and not close
     # RFC 9110 §10.1.1: ignore 100-continue from 1.0, and without a body.

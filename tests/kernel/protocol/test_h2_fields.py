@@ -21,6 +21,7 @@ from kernel.protocol.h2_fields import (
     sent_length,
     trailer_fields,
 )
+from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, remember
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 GET = [
@@ -208,3 +209,33 @@ def test_content_length_is_one_number() -> None:
     assert content_length(b"42", 1, 400) == 42
     with pytest.raises(RemoteProtocolError):
         content_length(b"42", 2, 400)
+
+
+def test_known_good_fields_do_not_open_a_door() -> None:
+    """The memory of good names and values (shared with HTTP/1.1) skips only
+    the regexes: what differs from a remembered field is still checked."""
+    ua = (b"user-agent", b"known-good-agent/1")
+    assert (b"user-agent", b"known-good-agent/1") in parse([*GET, ua]).headers
+    assert b"user-agent" in GOOD_NAMES
+    assert b"known-good-agent/1" in GOOD_VALUES
+    assert refused([*GET, (b"User-Agent", b"known-good-agent/1")]) == 400  # upper case
+    assert refused([*GET, (b"user-agent", b"known-good-agent/1 ")]) == 400  # trailing space
+    # A good name and a good value are still refused as connection-specific.
+    for name in (b"connection", b"upgrade"):
+        remember(GOOD_NAMES, name)
+    assert refused([*GET, (b"connection", b"known-good-agent/1")]) == 400
+
+
+def test_sending_normalises_what_is_not_known_yet() -> None:
+    name, value = b"X-Not-Seen-Before-H2", b"  padded value\t"
+    assert name.lower() not in GOOD_NAMES
+    sent = response_fields(200, [(name, value)])
+    assert sent == [(b":status", b"200"), (b"x-not-seen-before-h2", b"padded value")]
+    assert b"x-not-seen-before-h2" in GOOD_NAMES
+    assert b"padded value" in GOOD_VALUES
+    # Known now, and still dropped where the caller drops it.
+    assert response_fields(200, [(b"x-not-seen-before-h2", b"padded value")]) == sent
+    remember(GOOD_NAMES, b"transfer-encoding")
+    assert response_fields(200, [(b"transfer-encoding", b"chunked")]) == [(b":status", b"200")]
+    with pytest.raises(LocalProtocolError):
+        response_fields(200, [(b"x-not-seen-before-h2", b"bad\x00value")])

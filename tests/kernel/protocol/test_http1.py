@@ -21,6 +21,7 @@ from kernel.protocol.events import (
 from kernel.protocol.h11_codec import H11ClientCodec, H11ServerCodec
 from kernel.protocol.http1 import (
     CHUNKED,
+    GOOD_NAMES,
     ClientCodec,
     Limits,
     ServerCodec,
@@ -28,6 +29,7 @@ from kernel.protocol.http1 import (
     make_client_codec,
     make_server_codec,
     reason_phrase,
+    remember,
     resolve_kind,
     send_fields,
     send_request_check,
@@ -816,3 +818,17 @@ def test_server_trailing_data_is_what_follows_the_request(kind: str) -> None:
     assert isinstance(s.next_event(), RequestHead)
     assert isinstance(s.next_event(), EndOfMessage)
     assert s.trailing_data() == b"\x81\x05hello"
+
+
+def test_the_memory_of_good_names_is_bounded() -> None:
+    saved = set(GOOD_NAMES)
+    try:
+        remember(GOOD_NAMES, b"x" * 257)  # too long to keep
+        assert b"x" * 257 not in GOOD_NAMES
+        for i in range(5000):
+            remember(GOOD_NAMES, b"bounded-%d" % i)
+        assert len(GOOD_NAMES) == 4096  # full: it stops remembering
+        assert send_fields([(b"bounded-4999", b"v")]) == (None, False, 0)  # still checked
+    finally:
+        GOOD_NAMES.clear()
+        GOOD_NAMES.update(saved)

@@ -408,3 +408,15 @@ def test_chunked_decoding_matches_h11(
 )
 def test_host_ok_is_the_rule_for_host_and_authority(value: bytes, ok: bool) -> None:
     assert v.host_ok(value) is ok
+
+
+def test_a_host_remembered_as_good_always_has_a_host_part() -> None:
+    # An empty host is good only where none is needed; remembering it would
+    # let it pass where one is (HTTP/2's :authority).
+    for value in (b"", b":80"):
+        assert v.host_ok(value, need_host=False)
+        assert not v.host_ok(value)
+    v.request_framing(b"GET", b"1.1", [(b"host", b"")], Limits())
+    assert not v.host_ok(b"")
+    assert v.host_ok(b"remembered.example:8080")
+    assert b"remembered.example:8080" in v._GOOD_HOSTS
