@@ -28,16 +28,15 @@ Field names and values are held to the same rules as in HTTP/1.1
 and share its memory of the ones already found good: a client repeating its
 ``user-agent`` on every stream pays a set lookup for it, not two regexes.
 
-May import: stdlib, attrs, hpack, kernel.protocol.events, kernel.protocol.http1,
+May import: stdlib, hpack, kernel.protocol.events, kernel.protocol.http1,
 kernel.protocol.validate, sdk._errors.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
-import attrs
 from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
@@ -78,8 +77,7 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _SCHEMES: Final = frozenset((b"http", b"https"))
 
 
-@attrs.frozen(slots=True)
-class ParsedRequest:
+class ParsedRequest(NamedTuple):
     """What :func:`request_from_h2` found; ``content_length`` None if absent."""
 
     head: RequestHead
@@ -158,8 +156,9 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
                 raise _bad("unknown pseudo-header")
             if name in pseudo:
                 raise _bad("repeated pseudo-header")
-            if b"\r" in value or b"\n" in value or b"\x00" in value:
-                raise _bad("CR, LF or NUL in a pseudo-header")
+            # Each value is held to its own grammar below (:method a token,
+            # :path VCHARs, :authority a host, :scheme one of two), none of
+            # which lets CR, LF or NUL through; :protocol is refused.
             pseudo[name] = value
             continue
         if name not in GOOD_NAMES or value not in GOOD_VALUES or name in CONNECTION_SPECIFIC:
