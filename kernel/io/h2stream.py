@@ -38,6 +38,12 @@ class H2Stream:
     protocol = "2"
     keep_alive = True
 
+    __slots__ = (
+        "_end", "_head", "_lengths", "_out", "_readable", "_trailers", "_writable",
+        "client", "conn", "finished", "inbound", "listener", "reset", "scope",
+        "sending", "sized", "state", "stream_id",
+    )  # fmt: skip
+
     def __init__(self, conn: H2Connection, stream_id: int, *, sized: bool = False) -> None:
         self.conn = conn
         self.state = conn.state
@@ -53,8 +59,9 @@ class H2Stream:
         self.scope = trio.CancelScope()
         #: The stream's task is writing for the connection (see H2Connection.write_out).
         self.sending = False
-        self._readable = trio.Event()
-        self._writable = trio.Event()
+        # Made when the task is about to wait (most streams never do).
+        self._readable: trio.Event | None = None
+        self._writable: trio.Event | None = None
         self._head: ResponseHead | None = None
         self._out = bytearray()
         self._end = False
@@ -66,26 +73,30 @@ class H2Stream:
     def push(self, event: Data | EndOfMessage, flow_length: int = 0) -> None:
         self.inbound.append(event)
         self._lengths.append(flow_length)
-        self._readable.set()
+        if self._readable is not None:
+            self._readable.set()
 
     def on_reset(self) -> None:
         self.reset = True
-        self._readable.set()
-        self._writable.set()
+        if self._readable is not None:
+            self._readable.set()
+        if self._writable is not None:
+            self._writable.set()
         if not self.sending:  # else write_out cancels it once the bytes are out
             self.scope.cancel()
 
     def on_window(self) -> None:
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
 
     # -- Downstream -----------------------------------------------------------
     async def next_body_event(self, timeout: float) -> Data | EndOfMessage:
         while not self.inbound:
             if self.reset:
                 raise ClientGone
-            self._readable = trio.Event()
+            readable = self._readable = trio.Event()
             with trio.move_on_after(timeout) as scope:
-                await self._readable.wait()
+                await readable.wait()
             if scope.cancelled_caught:
                 raise RemoteProtocolError("request body timed out", status_hint=408)
         event = self.inbound.popleft()
@@ -131,10 +142,10 @@ class H2Stream:
                     break
                 await self.conn.write_out(self)
                 continue
-            self._writable = trio.Event()
+            writable = self._writable = trio.Event()
             await self.conn.write_out(self)
             if proto.send_window(sid) <= 0:
-                await self._writable.wait()
+                await writable.wait()
             if self.reset:
                 raise ClientGone
         if self._end:

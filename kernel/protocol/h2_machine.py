@@ -28,6 +28,7 @@ May import: stdlib, hpack, kernel.protocol.h2_common, .h2_frames, .hpack_encoder
 
 from __future__ import annotations
 
+import collections
 import struct
 from collections.abc import Iterable
 from typing import Final
@@ -143,7 +144,9 @@ class Machine:
         #: Bytes for the socket; the owner takes them (and clears it).
         self.out = bytearray()
         self.streams: dict[int, _Stream] = {}
-        self._closed: dict[int, int] = {}
+        #: How recent streams ended, oldest first (OrderedDict: a plain dict
+        #: used as a queue pays for the holes its deletions leave at the front).
+        self._closed: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.highest_inbound_stream_id = 0
         self.highest_outbound_stream_id = 0
         # The peer's settings, as they stand.
@@ -460,7 +463,7 @@ class Machine:
         closed = self._closed
         closed[sid] = how
         if len(closed) > CLOSED_MEMORY:
-            del closed[next(iter(closed))]
+            closed.popitem(last=False)
 
     def _stream_error(self, sid: int, code: int, events: list[Event]) -> None:
         self.out += frame(RST_STREAM, 0, sid, _U32.pack(code))
