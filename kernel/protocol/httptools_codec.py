@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+from httptools import HttpParserError, HttpResponseParser
 
 from kernel.protocol import validate as v
 from kernel.protocol.events import (
@@ -68,8 +68,54 @@ _SENDING: Final = 1
 _SENT: Final = 2
 _FAILED: Final = 3
 
-_REQUEST_START: Final = b"GET / HTTP/1.1\r\n"
-_RESPONSE_START: Final = b"HTTP/1.1 200 OK\r\n"
+#: What llhttp reads before the field lines of every head, request or
+#: response (the field-line grammar is one): a 304 never has a body, so llhttp
+#: completes the message at the blank line, whatever the fields say about
+#: framing or upgrades, and the same parser takes the next head.
+_START: Final = b"HTTP/1.1 304 Not Modified\r\n"
+
+
+class _Collector:
+    """llhttp's callback target: the field lines of the head being parsed."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: Fields = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp calls this once per field line; it strips leading OWS only.
+        self.fields.append((name.lower(), value.rstrip(b" \t")))
+
+
+def _new_parser() -> HttpResponseParser:
+    parser = HttpResponseParser(_COLLECTOR)
+    # Transfer-Encoding is validate's decision (request_framing); llhttp's
+    # own check refuses legal OWS such as "chunked\t", which h11 accepts.
+    # Connection: close must not end the parser's life: it parses heads of
+    # many connections, one after another.
+    parser.set_dangerous_leniencies(lenient_transfer_encoding=True, lenient_keep_alive=True)
+    return parser
+
+
+#: One parser for the process: parsing a head is one synchronous call, so
+#: heads never interleave, and a parser per message cost ~0.5 µs to make.
+_COLLECTOR = _Collector()
+_parser = _new_parser()
+
+
+def _parse_fields(block: bytes) -> Fields:
+    """The field lines of a head (``block``: from after the start line to
+    the blank line included), names lower-cased, trailing OWS dropped."""
+    global _parser
+    fields: Fields = []
+    _COLLECTOR.fields = fields
+    try:
+        _parser.feed_data(_START + block)
+    except HttpParserError as exc:
+        _parser = _new_parser()  # a failed llhttp parses nothing more
+        raise RemoteProtocolError(f"malformed header field line ({exc})") from None
+    return fields
 
 
 def _head(start: bytes, fields: Fields) -> bytes:
@@ -85,7 +131,7 @@ class _Codec:
     sending of bodies and the send state."""
 
     __slots__ = (
-        "_body", "_buf", "_chunks", "_eof", "_fields", "_limits",
+        "_body", "_buf", "_chunks", "_eof", "_limits",
         "_method", "_mode", "_pos", "_rstate", "_scanner", "_sstate",
     )  # fmt: skip
 
@@ -98,7 +144,6 @@ class _Codec:
         self._scanner = v.HeadScanner(limits)
         self._body = 0  # remaining Content-Length, or CHUNKED / UNTIL_CLOSE
         self._chunks: v.ChunkedDecoder | None = None
-        self._fields: Fields = []
         self._method = b""
         self._sstate = _IDLE
         self._mode = NO_BODY  # what send_data may write: a count, CHUNKED, ...
@@ -117,27 +162,6 @@ class _Codec:
 
     def trailing_data(self) -> bytes:
         return self._buf[self._pos :]
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp calls this once per field line; it strips leading OWS only.
-        self._fields.append((name.lower(), value.rstrip(b" \t")))
-
-    def _parse_fields(
-        self, start: bytes, parser: type[HttpRequestParser | HttpResponseParser], end: int
-    ) -> Fields:
-        fields: Fields = []
-        self._fields = fields
-        p = parser(self)
-        # Transfer-Encoding is validate's decision (request_framing); llhttp's
-        # own check refuses legal OWS such as "chunked\t", which h11 accepts.
-        p.set_dangerous_leniencies(lenient_transfer_encoding=True)
-        try:
-            p.feed_data(start + self._buf[self._scanner.line_end + 1 : end])
-        except HttpParserUpgrade:
-            pass  # "Connection: upgrade": irrelevant, llhttp frames nothing
-        except HttpParserError as exc:
-            raise RemoteProtocolError(f"malformed header field line ({exc})") from None
-        return fields
 
     def _start_body(self, body: int) -> None:
         self._body = body
@@ -289,7 +313,7 @@ class HttptoolsServerCodec(_Codec):
             self._rstate = _CLOSED
             return ConnectionClosed()
         method, target, version = v.parse_request_line(buf, pos, scanner.line_end)
-        fields = self._parse_fields(_REQUEST_START, HttpRequestParser, end)
+        fields = _parse_fields(buf[scanner.line_end + 1 : end])
         body, keep_alive, expect = v.request_framing(method, version, fields, self._limits)
         self._pos = end
         self._method = method
@@ -399,7 +423,7 @@ class HttptoolsClientCodec(_Codec):
         if self._sstate == _IDLE:
             raise RemoteProtocolError("response received before any request was sent")
         status, reason, version = v.parse_status_line(buf, pos, scanner.line_end)
-        fields = self._parse_fields(_RESPONSE_START, HttpResponseParser, end)
+        fields = _parse_fields(buf[scanner.line_end + 1 : end])
         body, keep_alive = v.response_framing(status, version, fields, self._method, self._limits)
         if status == 101:
             if not self._websocket:

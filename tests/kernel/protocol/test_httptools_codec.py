@@ -5,10 +5,10 @@ and the exact bytes written. Shared behaviour is in ``test_http1.py``."""
 from __future__ import annotations
 
 import pytest
-from httptools import HttpRequestParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel.protocol import httptools_codec
 from kernel.protocol import validate as v
 from kernel.protocol.events import NEED_DATA, PAUSED, Data, EndOfMessage, RequestHead, ResponseHead
 from kernel.protocol.http1 import Limits
@@ -46,12 +46,8 @@ PIECES = [
 
 def parse_block(block: bytes) -> list[tuple[bytes, bytes]] | None:
     """llhttp's verdict on a field block: the fields, or None if refused."""
-    codec = HttptoolsServerCodec(Limits())
-    head = b"GET / HTTP/1.1\r\n" + block + b"\r\n"
-    codec._buf = head
-    codec._scanner.line_end = head.index(b"\n")
     try:
-        return codec._parse_fields(b"GET / HTTP/1.1\r\n", HttpRequestParser, len(head))
+        return httptools_codec._parse_fields(block + b"\r\n")
     except RemoteProtocolError:
         return None
 
@@ -151,3 +147,23 @@ def test_exact_bytes_written() -> None:
     )
     assert client.send_data(b"a" * 26) == b"1a\r\n" + b"a" * 26 + b"\r\n"
     assert client.send_end() == b"0\r\n\r\n"
+
+
+def test_one_parser_serves_every_head_in_turn() -> None:
+    """The process's llhttp parser survives what ends a connection or fails a
+    head: the next head, of any connection, parses as if it were the first."""
+    parse = httptools_codec._parse_fields
+    assert parse(b"Connection: close\r\nA: 1\r\n\r\n") == [(b"connection", b"close"), (b"a", b"1")]
+    assert parse(b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n") == [
+        (b"connection", b"upgrade"),
+        (b"upgrade", b"websocket"),
+    ]
+    with pytest.raises(RemoteProtocolError):  # llhttp's smuggling rule (validate has it too)
+        parse(b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n")
+    assert parse(b"A: 0\r\n\r\n") == [(b"a", b"0")]
+    with pytest.raises(RemoteProtocolError):
+        parse(b"Bad Name: x\r\n\r\n")
+    assert parse(b"B: 2\r\n\r\n") == [(b"b", b"2")]
+    # Framing in the fields never makes llhttp wait for a body it will not get.
+    assert parse(b"Content-Length: 5\r\n\r\n") == [(b"content-length", b"5")]
+    assert parse(b"C: 3\r\n\r\n") == [(b"c", b"3")]
