@@ -13,11 +13,13 @@ to. It also reads a few values itself (Content-Length, Transfer-Encoding,
 Connection); where that is stricter than RFC 9110 (``chunked<HTAB>``), a
 leniency flag leaves the decision to :mod:`.validate`, and the differential
 test's grid of those fields with every OWS keeps the two codecs in step.
-llhttp is fed a canned start line plus the real field lines, so its method
-table, URL parser and version rules never decide anything, and it never
-frames a body. If it did, we could not know where a message ends in our
-buffer, which pipelining needs, and it would switch away from HTTP after an
-``Upgrade`` request, which we treat as an ordinary request (as h11 does).
+llhttp is fed a canned status line (``304``) plus the real field lines, so
+its method table, URL parser and version rules never decide anything, and it
+never frames a body (a 304 has none). If it did, we could not know where a
+message ends in our buffer, which pipelining needs, and it would switch away
+from HTTP after an ``Upgrade`` request, which we treat as an ordinary request
+(as h11 does). As every head ends its message there, one parser serves the
+whole process, head after head.
 
 May import: stdlib, httptools, kernel.protocol, sdk._errors.
 """
