@@ -84,7 +84,12 @@ class UpstreamRelay(ExchangeBase):
         flow, route = self.flow, self.route
         assert route is not None
         assert flow.upstream is not None
-        if route.websocket and asks_websocket(self.head.method, self.head.headers):
+        # (HTTP/2 refuses Connection and Upgrade fields before routing.)
+        if (
+            route.websocket
+            and self.conn.protocol == "1.1"
+            and asks_websocket(self.head.method, self.head.headers)
+        ):
             self.upgrade = True
         policy, budget = route.retry, route.retry_budget
         budget.request()
@@ -259,7 +264,8 @@ class UpstreamRelay(ExchangeBase):
             scheme=req.scheme,
             host=req.authority.encode("latin-1") or host,
         )
-        if not any(n == b"host" for n, _ in fields):
+        # Host usually comes first (HTTP/2 requests always have it there).
+        if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):
             fields.insert(0, (b"host", host))
         if self.head.expect_continue:
             # We answer "100 Continue" ourselves once the upstream is connected
