@@ -179,9 +179,6 @@ class FakePool:
         self.opened = 1
         self.reused = 0
 
-    async def acquire(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
-        return self.conn
-
     async def acquire_h2_or_h1(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
         return self.conn
 
@@ -204,8 +201,6 @@ class FakeManyPool(FakePool):
         conn = UpstreamConnection(FakeStream(RESPONSE, 10**9), self.origin, self.codec)  # type: ignore[arg-type]
         conn.requests = 1
         return conn
-
-    acquire = acquire_h2_or_h1
 
     def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
         self.idle.append(conn)

@@ -207,26 +207,6 @@ class UpstreamPool:
         conn.idle_since = trio.current_time()
         conns.append(conn)
 
-    async def acquire(
-        self,
-        origin: Origin,
-        kind: str,
-        *,
-        connect_timeout: float,
-        idle_timeout: float,
-        probe: bool = True,
-        tls: TlsTarget | None = None,
-    ) -> UpstreamConnection:
-        """A pooled connection for (origin, codec, TLS target), or a new one.
-
-        Connections made with different TLS settings (another client
-        certificate, CA or SNI name) are never shared.
-        """
-        conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
-        if conn is not None:
-            return conn
-        return await self._connect(origin, kind, connect_timeout, tls)
-
     async def acquire_h2_or_h1(
         self,
         origin: Origin,
@@ -238,13 +218,16 @@ class UpstreamPool:
         probe: bool = True,
         tls: TlsTarget | None = None,
     ) -> UpstreamConnection | H2Upstream:
-        """A connection for one request, by the route's HTTP/2 setting.
+        """A connection for one request, by the route's HTTP/2 setting: a
+        pooled one for (origin, codec, TLS target), or a new one.
 
         ``http2`` is ``"force"`` (always HTTP/2: ALPN ``h2`` over TLS, h2c
         with prior knowledge otherwise), ``"alpn"`` (https only: HTTP/2 when
         the upstream picks it by ALPN, else HTTP/1.1) or ``"off"``.
+        Connections made with different TLS settings (another client
+        certificate, CA or SNI name) are never shared.
         """
-        if http2 == "off":  # as acquire(), without a second coroutine per request
+        if http2 == "off":
             conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
             if conn is not None:
                 return conn

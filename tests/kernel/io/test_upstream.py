@@ -219,13 +219,17 @@ async def listener() -> AsyncIterator[trio.SocketListener]:
 async def test_acquire_connects_then_reuses(listener: trio.SocketListener) -> None:
     origin = Origin("http", "127.0.0.1", listener.socket.getsockname()[1])
     pool = UpstreamPool()
-    conn = await pool.acquire(origin, "h11", connect_timeout=5, idle_timeout=60)
+    conn = await pool.acquire_h2_or_h1(
+        origin, "h11", http2="off", connect_timeout=5, idle_timeout=60
+    )
     accepted = await listener.accept()
     async with accepted:
         assert conn.origin == origin
         assert conn.requests == 0
         pool.put_idle(conn, 8)
-        again = await pool.acquire(origin, "h11", connect_timeout=5, idle_timeout=60)
+        again = await pool.acquire_h2_or_h1(
+            origin, "h11", http2="off", connect_timeout=5, idle_timeout=60
+        )
         assert again is conn
         stats = pool.statistics()
         assert (stats.opened, stats.reused, stats.idle) == (1, 1, 0)
