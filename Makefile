@@ -2,20 +2,16 @@
 #
 #   make deps-system   Debian packages the tests and the benchmark need (apt-get, idempotent)
 #   make venv          .venv with the project installed editable, extras [test,dev]
-#   make accel         compile kernel/protocol with Cython into .accel/ (tools/build_accel.py;
-#                      only modules whose source changed; kernel/accel.py loads them)
 #   make lint          ruff check, ruff format --check, mypy, lint-imports
-#   make test          deps-system + venv + lint + accel + pytest (compiled protocol
-#                      modules required), then tests/kernel/protocol again as pure Python
-#   make run           kernel run -c config/default.toml (compiled protocol modules if current)
+#   make test          deps-system + venv + lint + pytest
+#   make run           kernel run -c config/default.toml
 #   make bench         bench/run.py (BENCH_ARGS="--duration 5 --only nginx" to narrow it)
 #   make bench-h2      bench/run_h2.py: h2load against Trellis and nginx (h2c, TLS)
 #   make bench-lb      bench/run_lb.py: config/lb.toml over two backends vs config/reverse.toml
 #   make bench-instructions  bench/server_instructions.py: instructions per request of the
 #                      running server under callgrind, HTTP/1.1 and h2c (~8 minutes)
 #   make bench-ab BENCH_ARGS="HEAD~1 HEAD"  bench/ab.py: two builds in alternating runs
-#   make clean         caches and run-time output (keeps .venv and .accel; `make distclean`
-#                      drops them too)
+#   make clean         caches and run-time output (keeps .venv; `make distclean` drops it too)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,7 +37,7 @@ PIP_EXTRAS := test,dev
 # nginx is fine); otherwise dpkg must report it installed. Later issues add
 # here, e.g. redis-server:redis-server postgresql nghttp2-client:h2load
 # tshark:tshark chromium:chromium.
-SYSTEM_PACKAGES := python3-venv python3-dev gcc:gcc curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl valgrind:valgrind postgresql
+SYSTEM_PACKAGES := python3-venv curl:curl wrk:wrk nginx-light:nginx util-linux:taskset nghttp2-client:h2load openssl:openssl valgrind:valgrind postgresql
 
 # sudo only when we are not root and sudo exists (CI runs as root).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
@@ -51,7 +47,7 @@ BENCH_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: deps-system venv accel lint test run bench bench-h2 bench-lb bench-instructions bench-ab clean distclean
+.PHONY: deps-system venv lint test run bench bench-h2 bench-lb bench-instructions bench-ab clean distclean
 
 # Installs only what is missing; `apt-get update` runs once, only then. RUNLEVEL=1
 # keeps packaged services (nginx now, redis/postgresql later) from being started:
@@ -95,10 +91,6 @@ $(VENV_STAMP): pyproject.toml
 	$(VENV_PY) -m pip install -q -e '.[$(PIP_EXTRAS)]'
 	@touch $@
 
-# The compiled build of kernel/protocol (kernel/accel.py says how it is used).
-accel: venv
-	$(VENV_PY) tools/build_accel.py
-
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -106,27 +98,22 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 # pytest's own exit code is make's: 1 = failures, 5 = no tests collected.
-# The suite runs on the compiled protocol modules (TRELLIS_ACCEL=require: an
-# import that finds no current build fails, in the test process and in every
-# `kernel run` it starts); the protocol's own tests then run again on the
-# pure-Python modules, the form that runs wherever nothing was compiled.
-test: deps-system venv lint accel
-	TRELLIS_ACCEL=require $(VENV)/bin/pytest
-	TRELLIS_ACCEL=off $(VENV)/bin/pytest -q tests/kernel/protocol
+test: deps-system venv lint
+	$(VENV)/bin/pytest
 
-run: venv accel
+run: venv
 	$(VENV)/bin/kernel run -c config/default.toml
 
-bench: deps-system venv accel
+bench: deps-system venv
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
 
-bench-h2: deps-system venv accel
+bench-h2: deps-system venv
 	$(VENV_PY) bench/run_h2.py $(BENCH_ARGS)
 
-bench-lb: deps-system venv accel
+bench-lb: deps-system venv
 	$(VENV_PY) bench/run_lb.py $(BENCH_ARGS)
 
-bench-instructions: deps-system venv accel
+bench-instructions: deps-system venv
 	$(VENV_PY) bench/server_instructions.py $(BENCH_ARGS)
 
 bench-ab: deps-system venv
@@ -139,4 +126,4 @@ clean:
 	  -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) .accel
+	rm -rf $(VENV)

@@ -80,13 +80,6 @@ def tree_of(spec: str) -> tuple[Path, bool]:
     return dest, True
 
 
-def build_accel(tree: Path) -> None:
-    """Compile ``tree``'s protocol modules, when the tree knows how (tools/build_accel.py)."""
-    script = tree / "tools" / "build_accel.py"
-    if script.is_file():
-        subprocess.run([sys.executable, str(script)], cwd=tree, check=True)
-
-
 def cpu_ticks(pid: int) -> tuple[int, int]:
     """User and system clock ticks of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -186,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         if new:
             made.append(tree)
         builds.append(Build(label, spec, tree))
-        build_accel(tree)
-        B.say(f"{label} = {spec}: protocol modules {B.protocol_build(tree)}")
     sup = B.Supervisor()
     tls = run_h2.make_certificate(B.WORK / "tls") if args.load.startswith("tls") else None
     try:

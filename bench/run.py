@@ -812,32 +812,6 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     return (total - (idle1 - idle0)) / total if total > 0 else None
 
 
-def protocol_build(tree: Path = ROOT, env: dict[str, str] | None = None) -> str:
-    """How ``tree``'s Trellis runs its protocol modules: compiled or as Python.
-
-    Asked of a Python started as the proxy will be (``tree`` first on its
-    path, ``env``'s ``TRELLIS_ACCEL``), since that is what decides
-    (kernel/accel.py). Names the mode, and how many modules load compiled.
-    """
-    code = (
-        "import importlib, os, pkgutil, kernel.protocol as p\n"
-        "names = [m.name for m in pkgutil.iter_modules(p.__path__)]\n"
-        "for n in names: importlib.import_module('kernel.protocol.' + n)\n"
-        "try:\n"
-        "    from kernel.accel import compiled_modules\n"
-        "except ImportError:\n"
-        "    compiled_modules = list\n"
-        "mode = os.environ.get('TRELLIS_ACCEL') or 'auto'\n"
-        "print(f'{len(compiled_modules())}/{len(names)} compiled (TRELLIS_ACCEL={mode})')\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True,
-        check=False,
-    )  # fmt: skip
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[-1] if lines else "?"
-
-
 def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
     def cmd(argv: list[str]) -> str:
         try:
@@ -861,7 +835,6 @@ def machine_meta(args: argparse.Namespace) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "protocol_modules": protocol_build(),
         "nginx": cmd([nginx, "-v"]) if nginx else "missing",
         "wrk": cmd(["wrk", "--version"]) if shutil.which("wrk") else "missing",
         "cpu_busy_before": cpu_busy(),
@@ -1034,7 +1007,6 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(meta=machine_meta(args))
     say(
         "trellis bench: {cpu}, {cores} cores, {nginx}, {wrk}".format(**report.meta)
-        + "\n  Python {python}; protocol modules: {protocol_modules}".format(**report.meta)
         + f"\n  targets: {', '.join(args.targets) or 'none'}"
     )
     busy = report.meta["cpu_busy_before"]

@@ -127,7 +127,6 @@ def run(args: argparse.Namespace, sup: B.Supervisor) -> list[H2Result]:
             raise SystemExit(f"{tool} not found: run `make deps-system`")
     results: list[H2Result] = []
     cert, key = make_certificate(B.WORK / "tls")
-    B.say(f"Trellis's protocol modules: {B.protocol_build()}")
     backend = B.free_port()
     B.say(f"starting nginx-backend on {B.HOST}:{backend} (core {B.LOAD_CORE})")
     B.start_nginx(sup, "nginx-backend", B.LOAD_CORE, backend)

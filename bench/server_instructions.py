@@ -54,7 +54,6 @@ from run import (  # bench/run.py, the script's directory
     Skip,
     Supervisor,
     free_port,
-    protocol_build,
     say,
     start_nginx,
     trellis_env,
@@ -183,7 +182,6 @@ def main() -> int:
     sup = Supervisor()
     results: dict[str, int] = {}
     try:
-        say(f"Trellis's protocol modules: {protocol_build()}")
         backend = free_port()
         start_nginx(sup, "nginx-backend", LOAD_CORE, backend)
         for target in targets:

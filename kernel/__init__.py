@@ -14,9 +14,3 @@ The kernel never imports a plugin module: it knows plugin *names*, found
 through the ``trellis.plugins`` entry-point group. Nothing here is public
 API; plugin authors import :mod:`sdk`.
 """
-
-from kernel import accel as _accel
-
-# Before any kernel.protocol module is imported: the compiled build of each,
-# where one matches its source (kernel/accel.py; TRELLIS_ACCEL).
-_accel.install()
