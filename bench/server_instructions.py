@@ -25,10 +25,21 @@ HTTP/2 with prior knowledge, driven by ``h2load -n N -c 10 -m 10``,
 (config/reverse.toml without its plugin chain, as bench/run_h2.py runs it).
 
     .venv/bin/python bench/server_instructions.py [--requests 1000,5000]
-        [--connections 50] [--only bare-relay,trellis-httptools]
+        [--connections 50] [--only bare-relay,trellis-httptools] [--cache]
 
-Takes about a minute per target and run. Every process it starts is stopped
-by PID. Stdlib only (and the helpers of bench/run.py).
+With ``--cache`` the server runs under ``valgrind --tool=cachegrind
+--cache-sim=yes --branch-sim=yes`` instead, and each target also gets its
+simulated first-level instruction and data cache misses, last-level misses
+and branch mispredictions per request, and an *estimated cycles* figure
+that weighs them (:func:`estimate_cycles`). Instructions alone can mislead:
+compiling ``kernel/protocol`` with Cython (tried, not kept: docs/benchmarks.md)
+took 14-17% of the instructions away but added 20% instruction-cache misses,
+and estimated cycles fell only 6-7%, as the wall-clock runs found. Use it
+for any change that trades fewer instructions for more code.
+
+Takes about a minute per target and run (``--cache``: about twice that).
+Every process it starts is stopped by PID. Stdlib only (and the helpers of
+bench/run.py).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from run import (  # bench/run.py, the script's directory
     BARE,
@@ -66,6 +78,12 @@ TARGETS = [BARE, "trellis-httptools", "trellis-chain", BARE_H2, H2C]
 #: Who each target is compared with.
 BASELINE = {BARE: BARE, "trellis-httptools": BARE, "trellis-chain": BARE, BARE_H2: BARE_H2}
 BASELINE[H2C] = BARE_H2
+#: What a simulated miss or misprediction is taken to cost, in cycles, for
+#: :func:`estimate_cycles`: a first-level miss served by the next level, a
+#: last-level miss served by memory, a mispredicted branch. A round model of a
+#: current x86 core, not a measurement: it ranks changes, it does not predict
+#: seconds.
+COST = {"L1": 10, "LL": 100, "branch": 15}
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
@@ -136,15 +154,50 @@ def _argv_env(target: str, port: int, backend: int) -> tuple[list[str], dict[str
     return [python, "-m", "kernel", "run", "-c", str(variant.config)], env
 
 
-def count(sup: Supervisor, target: str, backend: int, requests: int, connections: int) -> int:
-    """Total instructions of ``target`` serving ``requests`` requests, start to exit."""
+def parse_totals(text: str) -> dict[str, int]:
+    """The event totals of a callgrind or cachegrind output file, by event name."""
+    events = re.search(r"^events:\s+(.+)$", text, re.MULTILINE)
+    totals = re.search(r"^(?:totals|summary):\s+(.+)$", text, re.MULTILINE)
+    if events is None or totals is None:
+        return {}
+    return dict(
+        zip(events.group(1).split(), (int(n) for n in totals.group(1).split()), strict=False)
+    )
+
+
+def estimate_cycles(per: dict[str, float]) -> float:
+    """Instructions plus what the simulated misses and mispredictions cost (:data:`COST`)."""
+    l1 = per.get("I1mr", 0) + per.get("D1mr", 0) + per.get("D1mw", 0)
+    ll = per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0)
+    branches = per.get("Bcm", 0) + per.get("Bim", 0)
+    return per["Ir"] + COST["L1"] * l1 + COST["LL"] * ll + COST["branch"] * branches
+
+
+def valgrind_argv(out: Path, cache: bool) -> list[str]:
+    if cache:
+        return ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes",
+                f"--cachegrind-out-file={out}"]  # fmt: skip
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+
+
+def count(
+    sup: Supervisor,
+    target: str,
+    backend: int,
+    requests: int,
+    connections: int,
+    cache: bool = False,
+) -> dict[str, int]:
+    """Event totals (callgrind: instructions; ``cache``: cachegrind's) of ``target``
+    serving ``requests`` requests, start to exit."""
     port = free_port()
-    out = WORK / f"callgrind-{target}-{requests}.out"
+    tool = "cachegrind" if cache else "callgrind"
+    out = WORK / f"{tool}-{target}-{requests}.out"
     out.unlink(missing_ok=True)
     argv, env = _argv_env(target, port, backend)
     env["PYTHONHASHSEED"] = "0"  # the same hashes, the same work, run after run
-    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    proc = sup.start(f"{target}-callgrind", ["taskset", "-c", PROXY_CORE, *valgrind, *argv], env)
+    valgrind = valgrind_argv(out, cache)
+    proc = sup.start(f"{target}-{tool}", ["taskset", "-c", PROXY_CORE, *valgrind, *argv], env)
     try:
         wait_port(port, proc, target, timeout=180)
         if target in (BARE_H2, H2C):
@@ -152,13 +205,13 @@ def count(sup: Supervisor, target: str, backend: int, requests: int, connections
         else:
             drive(port, requests, connections)
     finally:
-        sup.stop(proc, grace=120)  # SIGTERM: the kernel drains, callgrind writes its file
+        sup.stop(proc, grace=120)  # SIGTERM: the kernel drains, valgrind writes its file
     text = out.read_text(errors="replace") if out.exists() else ""
-    match = re.search(r"^(?:totals|summary):\s+(\d+)", text, re.MULTILINE)
-    if match is None:
-        raise Skip(f"no callgrind totals in {out}")
+    totals = parse_totals(text)
+    if "Ir" not in totals:
+        raise Skip(f"no {tool} totals in {out}")
     out.unlink()
-    return int(match.group(1))
+    return totals
 
 
 def main() -> int:
@@ -166,6 +219,9 @@ def main() -> int:
     p.add_argument("--requests", default="1000,5000", help="N1,N2 (default 1000,5000)")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
+    p.add_argument(
+        "--cache", action="store_true", help="cachegrind: cache misses, mispredictions, cycles"
+    )
     args = p.parse_args()
     n1, n2 = (int(n) for n in args.requests.split(","))
     if not 0 < n1 < n2:
@@ -180,27 +236,50 @@ def main() -> int:
             raise SystemExit(f"{tool} not found: run `make deps-system`")
     WORK.mkdir(parents=True, exist_ok=True)
     sup = Supervisor()
-    results: dict[str, int] = {}
+    results: dict[str, dict[str, float]] = {}
+    tool = "cachegrind" if args.cache else "callgrind"
     try:
         backend = free_port()
         start_nginx(sup, "nginx-backend", LOAD_CORE, backend)
         for target in targets:
-            say(f"{target}: {n1} then {n2} requests under callgrind ...")
+            say(f"{target}: {n1} then {n2} requests under {tool} ...")
             try:
-                low = count(sup, target, backend, n1, args.connections)
-                high = count(sup, target, backend, n2, args.connections)
+                low = count(sup, target, backend, n1, args.connections, args.cache)
+                high = count(sup, target, backend, n2, args.connections, args.cache)
             except (Skip, RuntimeError) as exc:
                 say(f"  {target}: skipped: {exc}")
                 continue
-            results[target] = (high - low) // (n2 - n1)
+            results[target] = {k: (high[k] - low.get(k, 0)) / (n2 - n1) for k in high}
     finally:
         sup.stop_all()
-    print(f"\ninstructions per request ({n2} - {n1} requests):")
+    for line in report(results, n1, n2, args.cache):
+        print(line)
+    return 0 if results else 1
+
+
+def report(results: dict[str, dict[str, float]], n1: int, n2: int, cache: bool) -> list[str]:
+    """The table: per request, each target, and its ratio to its baseline."""
+    key = estimate_cycles if cache else (lambda per: per["Ir"])
+    lines = [f"\nper request ({n2} - {n1} requests):"]
+    if cache:
+        lines.append(
+            f"  {'target':<18} {'instr':>9} {'I1 miss':>8} {'D1 miss':>8} {'LL miss':>8}"
+            f" {'mispred':>8} {'est. cycles':>12}"
+        )
     for target, per in results.items():
         base = results.get(BASELINE[target])
-        ratio = f"{per / base:.2f}x {BASELINE[target]}" if base else ""
-        print(f"  {target:<18} {per:>9,}  {ratio}")
-    return 0 if results else 1
+        ratio = f"{key(per) / key(base):.2f}x {BASELINE[target]}" if base else ""
+        if not cache:
+            lines.append(f"  {target:<18} {per['Ir']:>9,.0f}  {ratio}")
+            continue
+        d1 = per.get("D1mr", 0) + per.get("D1mw", 0)
+        ll = per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0)
+        mis = per.get("Bcm", 0) + per.get("Bim", 0)
+        lines.append(
+            f"  {target:<18} {per['Ir']:>9,.0f} {per.get('I1mr', 0):>8,.0f} {d1:>8,.0f}"
+            f" {ll:>8,.0f} {mis:>8,.0f} {estimate_cycles(per):>12,.0f}  {ratio}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -175,3 +176,44 @@ def test_ab_refuses_what_is_neither_a_tree_nor_a_revision() -> None:
     )  # fmt: skip
     assert out.returncode != 0
     assert "neither a Trellis tree nor a git revision" in out.stderr
+
+
+def _server_instructions() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import server_instructions
+    finally:
+        sys.path.remove(str(BENCH))
+    return server_instructions
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_server_instructions_reads_real_valgrind_totals(tmp_path: Path, cache: bool) -> None:
+    """The totals of a real callgrind / cachegrind run, by event, and the cycle estimate."""
+    si = _server_instructions()
+    out = tmp_path / "valgrind.out"
+    argv = [*si.valgrind_argv(out, cache), sys.executable, "-S", "-c", "sum(range(20000))"]
+    subprocess.run(argv, capture_output=True, timeout=120, check=True)
+    totals = si.parse_totals(out.read_text())
+    assert totals["Ir"] > 1_000_000
+    if not cache:
+        assert set(totals) == {"Ir"}
+        return
+    assert {"I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "Bcm", "Bim"} <= set(totals)
+    assert totals["I1mr"] > 0
+    assert totals["Bcm"] > 0
+    assert si.estimate_cycles(totals) > totals["Ir"]
+
+
+def test_server_instructions_report_ranks_by_estimated_cycles() -> None:
+    si = _server_instructions()
+    base = {"Ir": 100_000, "I1mr": 1_000, "D1mr": 1_000, "D1mw": 0, "Bcm": 1_000, "Bim": 0}
+    # Fewer instructions, more misses: more estimated cycles all the same.
+    more_code = {**base, "Ir": 90_000, "I1mr": 3_000}
+    assert si.estimate_cycles(base) == 100_000 + 10 * 2_000 + 15 * 1_000
+    assert si.estimate_cycles(more_code) > si.estimate_cycles(base)
+    lines = si.report({"bare-relay": base, "trellis-httptools": more_code}, 1000, 5000, True)
+    assert lines[-1].split()[:2] == ["trellis-httptools", "90,000"]
+    assert lines[-1].endswith("145,000  1.07x bare-relay")
+    plain = si.report({"bare-relay": base, "trellis-httptools": more_code}, 1000, 5000, False)
+    assert plain[-1].split() == ["trellis-httptools", "90,000", "0.90x", "bare-relay"]
