@@ -11,6 +11,11 @@ Timeouts fire up to one tick late; they exist to reclaim resources from
 stalled peers, where 50 ms does not matter. Rare, long waits (body reads)
 keep using trio deadlines.
 
+With nothing armed the sweeper does not tick: it parks until the next
+``arm``, so an idle proxy never wakes (ticking, it woke 20 times a second
+and spent about 1% of a core doing nothing). ``arm`` pays one attribute
+test for that, and an ``Event.set`` only when it ends a park.
+
 May import: stdlib, trio.
 """
 
@@ -29,14 +34,20 @@ TICK = 0.05
 class Timers:
     """Armed timeouts by key; :meth:`run` fires the expired ones."""
 
-    __slots__ = ("_armed",)
+    __slots__ = ("_armed", "_parked")
 
     def __init__(self) -> None:
         self._armed: dict[Hashable, tuple[float, Callable[[], None]]] = {}
+        #: Set by the next :meth:`arm` while the sweeper waits with nothing armed.
+        self._parked: trio.Event | None = None
 
     def arm(self, key: Hashable, seconds: float, fire: Callable[[], None]) -> None:
         """Call ``fire()`` once ``seconds`` have passed, unless disarmed first."""
         self._armed[key] = (trio.current_time() + seconds, fire)
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.set()
 
     def disarm(self, key: Hashable) -> None:
         self._armed.pop(key, None)
@@ -53,8 +64,16 @@ class Timers:
     def __len__(self) -> int:
         return len(self._armed)
 
+    @property
+    def parked(self) -> bool:
+        """Whether the sweeper waits for an :meth:`arm` (nothing is armed)."""
+        return self._parked is not None
+
     async def run(self) -> None:
-        """Sweep forever (run it in a nursery)."""
+        """Sweep every :data:`TICK` while anything is armed (run it in a nursery)."""
         while True:
+            if not self._armed:
+                self._parked = parked = trio.Event()
+                await parked.wait()
             await trio.sleep(TICK)
             self.fire_expired()

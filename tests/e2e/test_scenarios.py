@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.e2e.conftest import ROOT, SpawnProxy, free_port, run_kernel
+from tests.e2e.conftest import ROOT, SpawnProxy, cpu_seconds, free_port, run_kernel
 from tests.helpers import client
 
 pytestmark = pytest.mark.slow
@@ -71,6 +71,45 @@ async def test_reverse_proxies_to_the_upstream(spawn_proxy: SpawnProxy, upstream
     assert headers["x-forwarded-for"] == "127.0.0.1"
     proxy.signal(signal.SIGTERM)
     assert await proxy.wait(timeout=10) == 0
+
+
+def _sleeps(pid: int) -> int:
+    """How many times the process's main thread went to sleep (voluntary switches)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no voluntary_ctxt_switches for {pid}")
+
+
+async def test_reverse_sleeps_when_idle(spawn_proxy: SpawnProxy, upstream: Any) -> None:
+    """Once its connections are gone, the proxy is not woken up by its own timers.
+
+    The config-file watcher is off here: watchfiles returns from its thread
+    every 500 ms (``rust_timeout``, which bounds how long shutdown waits for
+    it), two wake-ups a second of its own.
+    """
+    port = free_port()
+    env = {
+        "TRELLIS_LISTEN": f"127.0.0.1:{port}",
+        "TRELLIS_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
+        "TRELLIS_KERNEL_WATCH_CONFIG": "false",
+    }
+    proxy = await spawn_proxy(config=REVERSE, port=port, env=env)
+    # Requests arm and disarm the hot-path timeouts, and leave an idle
+    # keep-alive connection to the upstream in the pool.
+    for _ in range(3):
+        raw = await client.exchange(
+            port, b"GET /echo HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n"
+        )
+        assert client.parse_responses(raw)[0]["status"] == 200
+    await trio.sleep(0.5)
+    before, cpu_before = _sleeps(proxy.pid), cpu_seconds(proxy.pid)
+    await trio.sleep(2.0)
+    woke, cpu = _sleeps(proxy.pid) - before, cpu_seconds(proxy.pid) - cpu_before
+    # A 50 ms sweep that never parks would wake it 40 times here.
+    assert woke <= 6, f"woke {woke} times in 2 s of idleness"
+    assert cpu <= 0.03, f"used {cpu:.3f} s of CPU in 2 s of idleness"
 
 
 REVERSE_TLS = ROOT / "config" / "reverse-tls.toml"

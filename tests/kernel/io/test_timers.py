@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from kernel.io.timers import TICK, Timers
 
@@ -47,4 +48,59 @@ async def test_the_sweeper_fires_within_a_tick(autojump_clock: trio.abc.Clock) -
         timers.arm("x", 0.3, event.set)
         await event.wait()
         assert trio.current_time() - start == pytest.approx(0.3, abs=TICK + 1e-9)
+        nursery.cancel_scope.cancel()
+
+
+class _Counting(Timers):
+    """Counts the sweeps (calls of fire_expired)."""
+
+    __slots__ = ("sweeps",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweeps = 0
+
+    def fire_expired(self) -> int:
+        self.sweeps += 1
+        return super().fire_expired()
+
+
+async def test_with_nothing_armed_the_sweeper_parks_until_the_next_arm(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    timers = _Counting()
+    fired = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert timers.parked
+        await trio.sleep(60)  # an idle minute: not one sweep
+        assert timers.sweeps == 0
+        start = trio.current_time()
+        timers.arm("x", 0.3, fired.set)
+        assert not timers.parked
+        await fired.wait()
+        assert trio.current_time() - start == pytest.approx(0.3, abs=TICK + 1e-9)
+        ticking = timers.sweeps
+        assert ticking >= 6  # it ticked while "x" was armed
+        await trio.testing.wait_all_tasks_blocked()
+        assert timers.parked  # nothing armed again: parked after the sweep that fired
+        await trio.sleep(60)
+        assert timers.sweeps == ticking
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_disarmed_timer_lets_the_sweeper_park(autojump_clock: trio.abc.Clock) -> None:
+    timers = _Counting()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        timers.arm("k", 30.0, lambda: None)
+        await trio.sleep(1.0)
+        assert not timers.parked
+        timers.disarm("k")  # as a request that finished in time does
+        await trio.sleep(TICK * 2)
+        assert timers.parked
+        swept = timers.sweeps
+        await trio.sleep(60)
+        assert timers.sweeps == swept
         nursery.cancel_scope.cancel()
