@@ -8,11 +8,14 @@ One run starts, on loopback only:
   front of it: the reference;
 - the **bare relay** (``bench/bare_relay.py``, core 1): trio + httptools and
   nothing else, the ceiling for a Python proxy on trio on this machine;
-- one **Trellis** process per variant (core 1), in turn: ``httptools``, ``h11``,
-  ``chain`` (router + headers) and ``noop10`` (ten no-op plugins);
+- one **Trellis** process per variant (core 1): ``httptools``, ``observed``,
+  ``h11``, ``chain`` (router + headers) and ``noop10`` (ten no-op plugins);
 
-loads each target with ``wrk`` pinned to core 0, and prints one table (req/s,
-p50, p99, ratio to nginx-proxy). Then it opens N idle keep-alive connections to
+all of them at once, each idle but for its turn; then loads each target with
+``wrk`` pinned to core 0, in ``--repeat`` rounds that take every target once,
+in an order that rotates from round to round (so a slow stretch of a shared
+VM falls on all of them, not on the last ones), and prints one table (req/s
+and p50/p99 of each target's median run, ratio to nginx-proxy). Then it opens N idle keep-alive connections to
 a fresh Trellis (and to nginx-proxy, for reference) and reports the resident
 memory each one costs. See bench/README.md.
 
@@ -578,28 +581,6 @@ def take_median(result: Result, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return stats
 
 
-def load(name: str, about: str, port: int, args: argparse.Namespace) -> Result:
-    """Warm up, then ``--repeat`` wrk runs; keep the run with the median req/s."""
-    result = Result(name, about)
-    result.note = check_proxying(name, port)
-    warm = max(1, min(2, args.duration // 5))
-    times = f"{args.repeat} x " if args.repeat > 1 else ""
-    say(
-        f"  {name}: warm-up {warm}s, then {times}{args.duration}s at {args.connections} connections"
-    )
-    run_wrk(port, warm, args.connections)
-    runs = [run_wrk(port, args.duration, args.connections) for _ in range(args.repeat)]
-    take_median(result, runs)
-    spread = (
-        f" (median of {', '.join(f'{r:,.0f}' for r in result.runs_rps)})" if len(runs) > 1 else ""
-    )
-    say(
-        f"  {name}: {result.rps:,.0f} req/s{spread}, p50 {fmt_ms(result.p50_ms)},"
-        f" p99 {fmt_ms(result.p99_ms)}, errors {result.socket_errors + result.non_2xx}"
-    )
-    return result
-
-
 # --------------------------------------------------------------------------- idle connections
 
 
@@ -905,6 +886,69 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
+@dataclass
+class Loaded:
+    """A target up and listening, waiting for its turns under wrk."""
+
+    name: str
+    about: str
+    port: int
+    proc: subprocess.Popen[bytes] | None  # None: the backend, stopped with everything
+    note: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rotations(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of each round: every target first once in turn, none always last."""
+    n = len(names)
+    return [names[i % n :] + names[: i % n] for i in range(rounds)] if n else []
+
+
+def measure_rounds(loaded: list[Loaded], args: argparse.Namespace) -> list[Result]:
+    """Warm every target up, then ``--repeat`` rounds of one wrk run each, in rotation.
+
+    Every target is running before the first measured run, and each round
+    loads them one after another, so a stretch of slow VM falls on all of
+    them rather than on whichever ran last; their order rotates from round
+    to round. Each keeps the run with its median req/s.
+    """
+    warm = max(1, min(2, args.duration // 5))
+    by_name = {t.name: t for t in loaded}
+    results: dict[str, Result] = {}
+    for t in loaded:
+        try:
+            t.note = check_proxying(t.name, t.port)
+        except Skip as exc:
+            say(f"  {t.name}: skipped: {exc}")
+            results[t.name] = Result(t.name, t.about, skipped=str(exc))
+            continue
+        say(f"  {t.name}: warm-up {warm}s")
+        run_wrk(t.port, warm, args.connections)
+    live = [t.name for t in loaded if t.name not in results]
+    for i, order in enumerate(rotations(live, args.repeat), 1):
+        say(f"round {i} of {args.repeat}: {args.duration}s at {args.connections} connections each")
+        for name in order:
+            stats = run_wrk(by_name[name].port, args.duration, args.connections)
+            by_name[name].runs.append(stats)
+            say(f"  {name}: {float(stats['rps']):,.0f} req/s, p99 {fmt_ms(stats.get('p99_ms'))}")
+    for name in live:
+        t = by_name[name]
+        result = Result(t.name, t.about)
+        result.note = t.note
+        take_median(result, t.runs)
+        spread = (
+            f" (median of {', '.join(f'{r:,.0f}' for r in result.runs_rps)})"
+            if len(t.runs) > 1
+            else ""
+        )
+        say(
+            f"  {name}: {result.rps:,.0f} req/s{spread}, p50 {fmt_ms(result.p50_ms)},"
+            f" p99 {fmt_ms(result.p99_ms)}, errors {result.socket_errors + result.non_2xx}"
+        )
+        results[name] = result
+    return [results[t.name] for t in loaded]
+
+
 def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
     targets = args.targets
     for tool in ("taskset", "wrk"):
@@ -918,33 +962,29 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
     start_nginx(sup, "nginx-backend", LOAD_CORE, backend_port)
     check_proxying("nginx-backend", backend_port)
 
+    # Every load target starts first (the proxies all pinned to core PROXY_CORE,
+    # idle but for their turn), then measure_rounds takes them in rotation.
+    loaded: list[Loaded] = []
+    skipped: dict[str, Result] = {}
     if "nginx-backend" in targets:
-        report.load.append(load("nginx-backend", "direct, no proxy", backend_port, args))
+        loaded.append(Loaded("nginx-backend", "direct, no proxy", backend_port, None))
 
     want_proxy_idle = "idle-rss" in targets and not args.skip_nginx
+    proxy: subprocess.Popen[bytes] | None = None
+    proxy_port = 0
     if "nginx-proxy" in targets or want_proxy_idle:
-        port = free_port()
-        say(f"starting nginx-proxy on {HOST}:{port} (core {PROXY_CORE})")
+        proxy_port = free_port()
+        say(f"starting nginx-proxy on {HOST}:{proxy_port} (core {PROXY_CORE})")
         try:
             proxy = start_nginx(
-                sup, "nginx-proxy", PROXY_CORE, port, {"BACKEND_PORT": str(backend_port)}
+                sup, "nginx-proxy", PROXY_CORE, proxy_port, {"BACKEND_PORT": str(backend_port)}
             )
         except Skip as exc:
             say(f"  nginx-proxy: skipped: {exc}")
-            report.load.append(Result("nginx-proxy", skipped=str(exc)))
+            skipped["nginx-proxy"] = Result("nginx-proxy", skipped=str(exc))
         else:
-            try:
-                if "nginx-proxy" in targets:
-                    report.load.append(load("nginx-proxy", "1 worker, keepalive 64", port, args))
-                if want_proxy_idle:
-                    report.idle.append(
-                        measure_idle("nginx-proxy", proxy.pid, port, args.idle_connections)
-                    )
-            except Skip as exc:
-                say(f"  nginx-proxy: skipped: {exc}")
-                report.load.append(Result("nginx-proxy", skipped=str(exc)))
-            finally:
-                sup.stop(proxy)
+            if "nginx-proxy" in targets:
+                loaded.append(Loaded("nginx-proxy", "1 worker, keepalive 64", proxy_port, proxy))
 
     if BARE in targets:
         port = free_port()
@@ -953,16 +993,13 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
             "taskset", "-c", PROXY_CORE, sys.executable, str(BENCH / "bare_relay.py"),
             "--listen", str(port), "--upstream", str(backend_port),
         ]  # fmt: skip
-        proc = sup.start(BARE, argv, dict(os.environ))
         try:
-            wait_port(port, proc, BARE)
-            check_proxying(BARE, port)
-            report.load.append(load(BARE, "trio + httptools, nothing else", port, args))
+            proc = launch(sup, BARE, argv, dict(os.environ), port)
         except Skip as exc:
             say(f"  {BARE}: skipped: {exc}")
-            report.load.append(Result(BARE, skipped=str(exc)))
-        finally:
-            sup.stop(proc)
+            skipped[BARE] = Result(BARE, skipped=str(exc))
+        else:
+            loaded.append(Loaded(BARE, "trio + httptools, nothing else", port, proc))
 
     for variant in VARIANTS.values():
         if variant.name not in targets:
@@ -970,13 +1007,35 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
         say(f"starting {variant.name} ({variant.about}) on core {PROXY_CORE}")
         try:
             proc, port = start_trellis(sup, variant, backend_port)
-            try:
-                report.load.append(load(variant.name, variant.about, port, args))
-            finally:
-                sup.stop(proc)
         except Skip as exc:
             say(f"  {variant.name}: skipped: {exc}")
-            report.load.append(Result(variant.name, variant.about, skipped=str(exc)))
+            skipped[variant.name] = Result(variant.name, variant.about, skipped=str(exc))
+        else:
+            loaded.append(Loaded(variant.name, variant.about, port, proc))
+
+    try:
+        measured = {r.target: r for r in measure_rounds(loaded, args)}
+    finally:
+        for t in loaded:
+            if t.proc is not None and t.proc is not proxy:
+                sup.stop(t.proc)
+    order = ["nginx-backend", "nginx-proxy", BARE, *VARIANTS]
+    for name in order:
+        if name in measured:
+            report.load.append(measured[name])
+        elif name in skipped and name in targets:
+            report.load.append(skipped[name])
+
+    if proxy is not None:
+        try:
+            if want_proxy_idle:
+                report.idle.append(
+                    measure_idle("nginx-proxy", proxy.pid, proxy_port, args.idle_connections)
+                )
+        except Skip as exc:
+            say(f"  nginx-proxy (idle): skipped: {exc}")
+        finally:
+            sup.stop(proxy)
 
     if "idle-rss" in targets:
         name = IDLE_VARIANT.name

@@ -7,7 +7,9 @@ that breaks it must fail a test, not the next benchmark run.
 
 from __future__ import annotations
 
+import argparse
 import http.server
+import importlib
 import os
 import subprocess
 import sys
@@ -178,13 +180,16 @@ def test_ab_refuses_what_is_neither_a_tree_nor_a_revision() -> None:
     assert "neither a Trellis tree nor a git revision" in out.stderr
 
 
-def _server_instructions() -> Any:
+def _bench_module(name: str) -> Any:
     sys.path.insert(0, str(BENCH))
     try:
-        import server_instructions
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
-    return server_instructions
+
+
+def _server_instructions() -> Any:
+    return _bench_module("server_instructions")
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -217,3 +222,67 @@ def test_server_instructions_report_ranks_by_estimated_cycles() -> None:
     assert lines[-1].endswith("145,000  1.07x bare-relay")
     plain = si.report({"bare-relay": base, "trellis-httptools": more_code}, 1000, 5000, False)
     assert plain[-1].split() == ["trellis-httptools", "90,000", "0.90x", "bare-relay"]
+
+
+def test_rounds_rotate_so_no_target_is_always_last() -> None:
+    run = _bench_module("run")
+    assert run.rotations(["a", "b", "c"], 4) == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert run.rotations([], 3) == []
+
+
+class _KiBOrigin(_Origin):
+    """As _Origin, with bench/run.py's 1 KiB body on GET /."""
+
+    def do_GET(self) -> None:
+        run = _bench_module("run")
+        status = 503 if self.server.server_address[1] in _FAILING else 200  # type: ignore[attr-defined]
+        body = run.BODY.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.served += 1  # type: ignore[attr-defined]
+
+
+_FAILING: set[int] = set()
+
+
+def test_measure_rounds_takes_every_target_in_each_round() -> None:
+    """bench/run.py's rounds, with real wrk runs against two real origins and a broken one."""
+    run = _bench_module("run")
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KiBOrigin) for _ in range(3)]
+    threads = []
+    for server in servers:
+        server.served = 0  # type: ignore[attr-defined]
+        threads.append(threading.Thread(target=server.serve_forever, daemon=True))
+        threads[-1].start()
+    ports = [server.server_address[1] for server in servers]
+    _FAILING.add(ports[2])
+    try:
+        loaded = [
+            run.Loaded("one", "first origin", ports[0], None),
+            run.Loaded("two", "second origin", ports[1], None),
+            run.Loaded("broken", "answers 503", ports[2], None),
+        ]
+        args = argparse.Namespace(duration=1, connections=2, repeat=2)
+        results = run.measure_rounds(loaded, args)
+    finally:
+        _FAILING.discard(ports[2])
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(5)
+    assert [r.target for r in results] == ["one", "two", "broken"]
+    for result, server in zip(results[:2], servers[:2], strict=True):
+        assert len(result.runs_rps) == 2  # one run per round
+        assert result.rps in result.runs_rps
+        assert result.rps > 0
+        assert server.served > result.rps  # type: ignore[attr-defined]  # warm-up + 2 runs
+    assert results[2].skipped
+    assert "503" in results[2].skipped
