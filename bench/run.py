@@ -15,9 +15,9 @@ all of them at once, each idle but for its turn; then loads each target with
 ``wrk`` pinned to core 0, in ``--repeat`` rounds that take every target once,
 in an order that rotates from round to round (so a slow stretch of a shared
 VM falls on all of them, not on the last ones), and prints one table (req/s
-and p50/p99 of each target's median run, ratio to nginx-proxy). Then it opens N idle keep-alive connections to
-a fresh Trellis (and to nginx-proxy, for reference) and reports the resident
-memory each one costs. See bench/README.md.
+and p50/p99 of each target's median run, ratio to nginx-proxy). Then it
+opens N idle keep-alive connections to a fresh Trellis (and to nginx-proxy,
+for reference) and reports the resident memory each one costs. See bench/README.md.
 
 Stdlib only. Every process it starts is stopped by PID, also on Ctrl-C.
 """
