@@ -240,9 +240,11 @@ class App:
 
     async def _reap_pool(self) -> None:
         assert self.state is not None
+        pool = self.state.pool
         while True:
+            await pool.wait_for_connections()  # an empty pool: nothing to wake for
             await trio.sleep(1.0)
-            self.state.pool.reap(self.state.generation.settings.upstream.idle_timeout_s)
+            pool.reap(self.state.generation.settings.upstream.idle_timeout_s)
 
     # -- upstream groups --------------------------------------------------------
     def _sync_groups(self, new: Generation, old: Generation | None) -> None:

@@ -167,6 +167,8 @@ class UpstreamPool:
         self._h1_only: set[_PoolKey] = set()
         #: Where HTTP/2 connections run their reader tasks (the app sets it).
         self.nursery: trio.Nursery | None = None
+        #: Set by the next connection kept here while the reaper waits on an empty pool.
+        self._parked: trio.Event | None = None
         self.opened = 0
         self.reused = 0
 
@@ -206,6 +208,8 @@ class UpstreamPool:
             return
         conn.idle_since = trio.current_time()
         conns.append(conn)
+        if self._parked is not None:
+            self._unpark()
 
     async def acquire_h2_or_h1(
         self,
@@ -296,7 +300,29 @@ class UpstreamPool:
             h2.close_nowait()
             raise UpstreamConnectError(f"HTTP/2 preface to {origin} failed: {exc!r}") from exc
         self._h2.setdefault(key, []).append(h2)
+        self._unpark()
         return h2
+
+    def _unpark(self) -> None:
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            parked.set()
+
+    @property
+    def holds_connections(self) -> bool:
+        """Whether any idle HTTP/1.1 or any HTTP/2 connection is kept here."""
+        return any(self._idle.values()) or any(self._h2.values())
+
+    async def wait_for_connections(self) -> None:
+        """Return once the pool holds a connection (at once if it does).
+
+        The reaper waits here between rounds, so a proxy whose pool is
+        empty is not woken to find nothing to reap.
+        """
+        while not self.holds_connections:
+            self._parked = parked = trio.Event()
+            await parked.wait()
 
     def reap(self, idle_timeout: float) -> int:
         """Close idle connections older than ``idle_timeout``; returns how many."""

@@ -702,3 +702,31 @@ async def test_http1_only_origin_is_connected_to_in_parallel_after_the_first_att
         for c in got:
             assert isinstance(c, UpstreamConnection)
             c.close_nowait()
+
+
+async def test_the_reaper_waits_while_the_pool_is_empty(
+    pairs: Pairs, autojump_clock: trio.testing.MockClock
+) -> None:
+    pool = UpstreamPool()
+    returned = trio.Event()
+
+    async def reaper_round() -> None:
+        await pool.wait_for_connections()
+        returned.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reaper_round)
+        await trio.sleep(3600)  # an idle hour: still waiting
+        assert not returned.is_set()
+        conn = pairs.make()
+        pool.put_idle(conn, 8)
+        await returned.wait()
+    assert pool.holds_connections
+    await pool.wait_for_connections()  # at once: the pool holds one
+    assert pool.take_idle(ORIGIN, "h11", 60) is conn
+    assert not pool.holds_connections  # an emptied list counts as nothing
+    await trio.sleep(61)
+    pool.put_idle(conn, 8)
+    await trio.sleep(61)
+    assert pool.reap(60) == 1
+    assert not pool.holds_connections
