@@ -13,10 +13,10 @@ keep using trio deadlines.
 
 With nothing armed the sweeper does not tick: it parks until the next
 ``arm``, so an idle proxy never wakes (ticking, it woke 20 times a second
-and spent about 1% of a core doing nothing). ``arm`` pays one attribute
-test for that, and an ``Event.set`` only when it ends a park.
+and spent about 1% of a core doing nothing). ``arm`` rings a
+:class:`~kernel.io.wakeup.Wakeup` for that.
 
-May import: stdlib, trio.
+May import: stdlib, trio, kernel.io.wakeup.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 
 import trio
+
+from kernel.io.wakeup import Wakeup
 
 __all__ = ["TICK", "Timers"]
 
@@ -34,20 +36,17 @@ TICK = 0.05
 class Timers:
     """Armed timeouts by key; :meth:`run` fires the expired ones."""
 
-    __slots__ = ("_armed", "_parked")
+    __slots__ = ("_armed", "_wakeup")
 
     def __init__(self) -> None:
         self._armed: dict[Hashable, tuple[float, Callable[[], None]]] = {}
-        #: Set by the next :meth:`arm` while the sweeper waits with nothing armed.
-        self._parked: trio.Event | None = None
+        #: Rung by :meth:`arm`: the sweeper waits on it while nothing is armed.
+        self._wakeup = Wakeup()
 
     def arm(self, key: Hashable, seconds: float, fire: Callable[[], None]) -> None:
         """Call ``fire()`` once ``seconds`` have passed, unless disarmed first."""
         self._armed[key] = (trio.current_time() + seconds, fire)
-        parked = self._parked
-        if parked is not None:
-            self._parked = None
-            parked.set()
+        self._wakeup.ring()
 
     def disarm(self, key: Hashable) -> None:
         self._armed.pop(key, None)
@@ -67,13 +66,12 @@ class Timers:
     @property
     def parked(self) -> bool:
         """Whether the sweeper waits for an :meth:`arm` (nothing is armed)."""
-        return self._parked is not None
+        return self._wakeup.waiting
 
     async def run(self) -> None:
         """Sweep every :data:`TICK` while anything is armed (run it in a nursery)."""
         while True:
             if not self._armed:
-                self._parked = parked = trio.Event()
-                await parked.wait()
+                await self._wakeup.wait()
             await trio.sleep(TICK)
             self.fire_expired()

@@ -6,7 +6,7 @@ never await; only :func:`connect` does. The pool is shared by every
 generation, so upstream keep-alive survives a reload.
 
 May import: stdlib, trio, attrs, sdk, kernel.protocol, kernel.io.h2upstream,
-kernel.io.sockio, kernel.io.tlsstream.
+kernel.io.sockio, kernel.io.tlsstream, kernel.io.wakeup.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from kernel.io import sockio
 from kernel.io.h2upstream import H2Upstream
 from kernel.io.sockio import FastIO
 from kernel.io.tlsstream import TLSStream
+from kernel.io.wakeup import Wakeup
 from kernel.protocol.events import NEED_DATA, Data, EndOfMessage
 from kernel.protocol.h2_common import H2Limits
 from kernel.protocol.http1 import ClientCodec, make_client_codec
@@ -167,8 +168,8 @@ class UpstreamPool:
         self._h1_only: set[_PoolKey] = set()
         #: Where HTTP/2 connections run their reader tasks (the app sets it).
         self.nursery: trio.Nursery | None = None
-        #: Set by the next connection kept here while the reaper waits on an empty pool.
-        self._parked: trio.Event | None = None
+        #: Rung by each connection kept here: the reaper waits on it while the pool is empty.
+        self._wakeup = Wakeup()
         self.opened = 0
         self.reused = 0
 
@@ -208,8 +209,7 @@ class UpstreamPool:
             return
         conn.idle_since = trio.current_time()
         conns.append(conn)
-        if self._parked is not None:
-            self._unpark()
+        self._wakeup.ring()
 
     async def acquire_h2_or_h1(
         self,
@@ -300,14 +300,8 @@ class UpstreamPool:
             h2.close_nowait()
             raise UpstreamConnectError(f"HTTP/2 preface to {origin} failed: {exc!r}") from exc
         self._h2.setdefault(key, []).append(h2)
-        self._unpark()
+        self._wakeup.ring()
         return h2
-
-    def _unpark(self) -> None:
-        parked = self._parked
-        if parked is not None:
-            self._parked = None
-            parked.set()
 
     @property
     def holds_connections(self) -> bool:
@@ -321,8 +315,7 @@ class UpstreamPool:
         empty is not woken to find nothing to reap.
         """
         while not self.holds_connections:
-            self._parked = parked = trio.Event()
-            await parked.wait()
+            await self._wakeup.wait()
 
     def reap(self, idle_timeout: float) -> int:
         """Close idle connections older than ``idle_timeout``; returns how many."""
