@@ -41,7 +41,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -886,6 +886,9 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Loaded:
     """A target up and listening, waiting for its turns under wrk."""
@@ -898,10 +901,10 @@ class Loaded:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def rotations(names: list[str], rounds: int) -> list[list[str]]:
+def rotations(items: list[T], rounds: int) -> list[list[T]]:
     """The order of each round: every target first once in turn, none always last."""
-    n = len(names)
-    return [names[i % n :] + names[: i % n] for i in range(rounds)] if n else []
+    n = len(items)
+    return [items[i % n :] + items[: i % n] for i in range(rounds)] if n else []
 
 
 def measure_rounds(loaded: list[Loaded], args: argparse.Namespace) -> list[Result]:
@@ -913,40 +916,36 @@ def measure_rounds(loaded: list[Loaded], args: argparse.Namespace) -> list[Resul
     to round. Each keeps the run with its median req/s.
     """
     warm = max(1, min(2, args.duration // 5))
-    by_name = {t.name: t for t in loaded}
-    results: dict[str, Result] = {}
+    skipped: dict[str, Result] = {}
     for t in loaded:
         try:
             t.note = check_proxying(t.name, t.port)
         except Skip as exc:
             say(f"  {t.name}: skipped: {exc}")
-            results[t.name] = Result(t.name, t.about, skipped=str(exc))
+            skipped[t.name] = Result(t.name, t.about, skipped=str(exc))
             continue
         say(f"  {t.name}: warm-up {warm}s")
         run_wrk(t.port, warm, args.connections)
-    live = [t.name for t in loaded if t.name not in results]
+    live = [t for t in loaded if t.name not in skipped]
     for i, order in enumerate(rotations(live, args.repeat), 1):
         say(f"round {i} of {args.repeat}: {args.duration}s at {args.connections} connections each")
-        for name in order:
-            stats = run_wrk(by_name[name].port, args.duration, args.connections)
-            by_name[name].runs.append(stats)
-            say(f"  {name}: {float(stats['rps']):,.0f} req/s, p99 {fmt_ms(stats.get('p99_ms'))}")
-    for name in live:
-        t = by_name[name]
-        result = Result(t.name, t.about)
-        result.note = t.note
-        take_median(result, t.runs)
-        spread = (
-            f" (median of {', '.join(f'{r:,.0f}' for r in result.runs_rps)})"
-            if len(t.runs) > 1
-            else ""
-        )
-        say(
-            f"  {name}: {result.rps:,.0f} req/s{spread}, p50 {fmt_ms(result.p50_ms)},"
-            f" p99 {fmt_ms(result.p99_ms)}, errors {result.socket_errors + result.non_2xx}"
-        )
-        results[name] = result
-    return [results[t.name] for t in loaded]
+        for t in order:
+            stats = run_wrk(t.port, args.duration, args.connections)
+            t.runs.append(stats)
+            say(f"  {t.name}: {float(stats['rps']):,.0f} req/s, p99 {fmt_ms(stats.get('p99_ms'))}")
+    return [skipped.get(t.name) or _median(t) for t in loaded]
+
+
+def _median(t: Loaded) -> Result:
+    result = Result(t.name, t.about, note=t.note)
+    take_median(result, t.runs)
+    spread = f" (median of {', '.join(f'{r:,.0f}' for r in result.runs_rps)})"
+    say(
+        f"  {t.name}: {result.rps:,.0f} req/s{spread if len(t.runs) > 1 else ''},"
+        f" p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)},"
+        f" errors {result.socket_errors + result.non_2xx}"
+    )
+    return result
 
 
 def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
@@ -964,10 +963,10 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
 
     # Every load target starts first (the proxies all pinned to core PROXY_CORE,
     # idle but for their turn), then measure_rounds takes them in rotation.
-    loaded: list[Loaded] = []
-    skipped: dict[str, Result] = {}
+    # In report order: each target started, or the Result saying why it was not.
+    slots: list[Loaded | Result] = []
     if "nginx-backend" in targets:
-        loaded.append(Loaded("nginx-backend", "direct, no proxy", backend_port, None))
+        slots.append(Loaded("nginx-backend", "direct, no proxy", backend_port, None))
 
     want_proxy_idle = "idle-rss" in targets and not args.skip_nginx
     proxy: subprocess.Popen[bytes] | None = None
@@ -981,10 +980,11 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
             )
         except Skip as exc:
             say(f"  nginx-proxy: skipped: {exc}")
-            skipped["nginx-proxy"] = Result("nginx-proxy", skipped=str(exc))
+            if "nginx-proxy" in targets:
+                slots.append(Result("nginx-proxy", skipped=str(exc)))
         else:
             if "nginx-proxy" in targets:
-                loaded.append(Loaded("nginx-proxy", "1 worker, keepalive 64", proxy_port, proxy))
+                slots.append(Loaded("nginx-proxy", "1 worker, keepalive 64", proxy_port, proxy))
 
     if BARE in targets:
         port = free_port()
@@ -997,9 +997,9 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
             proc = launch(sup, BARE, argv, dict(os.environ), port)
         except Skip as exc:
             say(f"  {BARE}: skipped: {exc}")
-            skipped[BARE] = Result(BARE, skipped=str(exc))
+            slots.append(Result(BARE, skipped=str(exc)))
         else:
-            loaded.append(Loaded(BARE, "trio + httptools, nothing else", port, proc))
+            slots.append(Loaded(BARE, "trio + httptools, nothing else", port, proc))
 
     for variant in VARIANTS.values():
         if variant.name not in targets:
@@ -1009,22 +1009,18 @@ def run(args: argparse.Namespace, sup: Supervisor, report: Report) -> None:
             proc, port = start_trellis(sup, variant, backend_port)
         except Skip as exc:
             say(f"  {variant.name}: skipped: {exc}")
-            skipped[variant.name] = Result(variant.name, variant.about, skipped=str(exc))
+            slots.append(Result(variant.name, variant.about, skipped=str(exc)))
         else:
-            loaded.append(Loaded(variant.name, variant.about, port, proc))
+            slots.append(Loaded(variant.name, variant.about, port, proc))
 
+    loaded = [s for s in slots if isinstance(s, Loaded)]
     try:
         measured = {r.target: r for r in measure_rounds(loaded, args)}
     finally:
-        for t in loaded:
+        for t in loaded:  # nginx-proxy stays up for the idle measurement
             if t.proc is not None and t.proc is not proxy:
                 sup.stop(t.proc)
-    order = ["nginx-backend", "nginx-proxy", BARE, *VARIANTS]
-    for name in order:
-        if name in measured:
-            report.load.append(measured[name])
-        elif name in skipped and name in targets:
-            report.load.append(skipped[name])
+    report.load.extend(measured[s.name] if isinstance(s, Loaded) else s for s in slots)
 
     if proxy is not None:
         try:

@@ -165,12 +165,26 @@ def parse_totals(text: str) -> dict[str, int]:
     )
 
 
+def misses(per: dict[str, float]) -> dict[str, float]:
+    """cachegrind's events grouped: first-level instruction and data cache
+    misses, last-level misses (both), mispredicted branches (both kinds)."""
+    return {
+        "I1": per.get("I1mr", 0),
+        "D1": per.get("D1mr", 0) + per.get("D1mw", 0),
+        "LL": per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0),
+        "branch": per.get("Bcm", 0) + per.get("Bim", 0),
+    }
+
+
 def estimate_cycles(per: dict[str, float]) -> float:
     """Instructions plus what the simulated misses and mispredictions cost (:data:`COST`)."""
-    l1 = per.get("I1mr", 0) + per.get("D1mr", 0) + per.get("D1mw", 0)
-    ll = per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0)
-    branches = per.get("Bcm", 0) + per.get("Bim", 0)
-    return per["Ir"] + COST["L1"] * l1 + COST["LL"] * ll + COST["branch"] * branches
+    m = misses(per)
+    return (
+        per["Ir"]
+        + COST["L1"] * (m["I1"] + m["D1"])
+        + COST["LL"] * m["LL"]
+        + COST["branch"] * m["branch"]
+    )
 
 
 def valgrind_argv(out: Path, cache: bool) -> list[str]:
@@ -272,12 +286,10 @@ def report(results: dict[str, dict[str, float]], n1: int, n2: int, cache: bool) 
         if not cache:
             lines.append(f"  {target:<18} {per['Ir']:>9,.0f}  {ratio}")
             continue
-        d1 = per.get("D1mr", 0) + per.get("D1mw", 0)
-        ll = per.get("ILmr", 0) + per.get("DLmr", 0) + per.get("DLmw", 0)
-        mis = per.get("Bcm", 0) + per.get("Bim", 0)
+        m = misses(per)
         lines.append(
-            f"  {target:<18} {per['Ir']:>9,.0f} {per.get('I1mr', 0):>8,.0f} {d1:>8,.0f}"
-            f" {ll:>8,.0f} {mis:>8,.0f} {estimate_cycles(per):>12,.0f}  {ratio}"
+            f"  {target:<18} {per['Ir']:>9,.0f} {m['I1']:>8,.0f} {m['D1']:>8,.0f}"
+            f" {m['LL']:>8,.0f} {m['branch']:>8,.0f} {estimate_cycles(per):>12,.0f}  {ratio}"
         )
     return lines
 
