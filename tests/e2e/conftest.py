@@ -73,13 +73,23 @@ upstream = "http://127.0.0.1:{upstream_port}"
 """
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident set size of a process (``VmRSS`` in ``/proc/PID/status``)."""
+def _status(pid: int, name: bytes) -> int:
+    """The number after ``name:`` in ``/proc/PID/status``."""
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
-            if line.startswith(b"VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+            if line.startswith(name + b":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {name.decode()} for {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of a process (``VmRSS`` in ``/proc/PID/status``)."""
+    return _status(pid, b"VmRSS") * 1024
+
+
+def sleeps(pid: int) -> int:
+    """How many times the process's main thread went to sleep (voluntary switches)."""
+    return _status(pid, b"voluntary_ctxt_switches")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.e2e.conftest import ROOT, SpawnProxy, cpu_seconds, free_port, run_kernel
+from tests.e2e.conftest import ROOT, SpawnProxy, cpu_seconds, free_port, run_kernel, sleeps
 from tests.helpers import client
 
 pytestmark = pytest.mark.slow
@@ -73,15 +73,6 @@ async def test_reverse_proxies_to_the_upstream(spawn_proxy: SpawnProxy, upstream
     assert await proxy.wait(timeout=10) == 0
 
 
-def _sleeps(pid: int) -> int:
-    """How many times the process's main thread went to sleep (voluntary switches)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no voluntary_ctxt_switches for {pid}")
-
-
 async def test_reverse_sleeps_when_idle(spawn_proxy: SpawnProxy, upstream: Any) -> None:
     """Once its connections are gone, the proxy is not woken up by its own timers.
 
@@ -104,9 +95,9 @@ async def test_reverse_sleeps_when_idle(spawn_proxy: SpawnProxy, upstream: Any) 
         )
         assert client.parse_responses(raw)[0]["status"] == 200
     await trio.sleep(0.5)
-    before, cpu_before = _sleeps(proxy.pid), cpu_seconds(proxy.pid)
+    before, cpu_before = sleeps(proxy.pid), cpu_seconds(proxy.pid)
     await trio.sleep(2.0)
-    woke, cpu = _sleeps(proxy.pid) - before, cpu_seconds(proxy.pid) - cpu_before
+    woke, cpu = sleeps(proxy.pid) - before, cpu_seconds(proxy.pid) - cpu_before
     # A 50 ms sweep that never parks would wake it 40 times here.
     assert woke <= 6, f"woke {woke} times in 2 s of idleness"
     assert cpu <= 0.03, f"used {cpu:.3f} s of CPU in 2 s of idleness"
