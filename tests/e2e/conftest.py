@@ -73,9 +73,10 @@ upstream = "http://127.0.0.1:{upstream_port}"
 """
 
 
-def _status(pid: int, name: bytes) -> int:
-    """The number after ``name:`` in ``/proc/PID/status``."""
-    with open(f"/proc/{pid}/status", "rb") as f:
+def _status(pid: int, name: bytes, task: int | None = None) -> int:
+    """The number after ``name:`` in ``/proc/PID/status`` (or a thread's, ``task``)."""
+    path = f"/proc/{pid}/status" if task is None else f"/proc/{pid}/task/{task}/status"
+    with open(path, "rb") as f:
         for line in f:
             if line.startswith(name + b":"):
                 return int(line.split()[1])
@@ -88,8 +89,11 @@ def rss_bytes(pid: int) -> int:
 
 
 def sleeps(pid: int) -> int:
-    """How many times the process's main thread went to sleep (voluntary switches)."""
-    return _status(pid, b"voluntary_ctxt_switches")
+    """How many times the process's threads went to sleep (voluntary switches), summed."""
+    return sum(
+        _status(pid, b"voluntary_ctxt_switches", int(task))
+        for task in os.listdir(f"/proc/{pid}/task")
+    )
 
 
 def cpu_seconds(pid: int) -> float:

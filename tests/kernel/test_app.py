@@ -23,6 +23,10 @@ def _local_config(body: str) -> str:
     return '[kernel]\nwatch_config = false\n[[listeners]]\nbind = "127.0.0.1:0"\n' + _respond(body)
 
 
+def _watched_config(body: str) -> str:
+    return _local_config(body).replace("watch_config = false", "watch_config = true")
+
+
 async def _get(port: int, client: Any, path: str = "/") -> bytes:
     raw = await client.exchange(
         port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
@@ -100,16 +104,54 @@ async def test_reload_binds_new_listeners_and_closes_removed(start_proxy: Any, c
 
 
 async def test_config_file_change_triggers_reload(start_proxy: Any, client: Any) -> None:
-    app = await start_proxy(
-        _local_config("one").replace("watch_config = false", "watch_config = true")
-    )
+    app = await start_proxy(_watched_config("one"))
     await trio.sleep(0.3)  # let the watcher start
-    app.config_path.write_text(
-        _local_config("two").replace("watch_config = false", "watch_config = true")
-    )
+    app.config_path.write_text(_watched_config("two"))
     with trio.fail_after(10):
         while app.generation.number < 2:
             await trio.sleep(0.05)
+    assert await _get(app.port(), client) == b"two"
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+async def test_config_watcher_does_not_hold_up_the_end(tmp_path: Path, how: str) -> None:
+    """The watcher's thread ends within a step of its own, by stop or by cancel.
+
+    It would otherwise keep the app waiting until its rust_timeout (a minute).
+    """
+    from kernel.app import WATCH_STEP_MS, WATCH_TIMEOUT_MS, App
+
+    path = tmp_path / "proxy.toml"
+    path.write_text(_watched_config("one"))
+    app = App(path, handle_signals=False)
+    assert WATCH_TIMEOUT_MS / 1000 > 10 * WATCH_STEP_MS / 1000
+    with trio.fail_after(10 * WATCH_STEP_MS / 1000):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await trio.sleep(0.3)  # the watcher's thread is in its wait
+            if how == "stop":
+                app.stop()
+            else:
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_config_watcher_only_stops_the_watching(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    import watchfiles
+
+    def awatch(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("OS file watch limit reached")
+
+    monkeypatch.setattr(watchfiles, "awatch", awatch)
+    with caplog.at_level(logging.ERROR):
+        app = await start_proxy(_watched_config("one"))
+        await trio.sleep(0.1)
+    assert "watching the config files failed; SIGHUP still reloads" in caplog.text
+    assert "OS file watch limit reached" in caplog.text
+    assert await _get(app.port(), client) == b"one"
+    app.config_path.write_text(_local_config("two"))
+    assert await app.reload("test") is True
     assert await _get(app.port(), client) == b"two"
 
 
