@@ -84,10 +84,12 @@ class UpstreamRelay(ExchangeBase):
         flow, route = self.flow, self.route
         assert route is not None
         assert flow.upstream is not None
-        # (HTTP/2 refuses Connection and Upgrade fields before routing.)
+        # (HTTP/2 refuses Connection and Upgrade fields before routing; an
+        # HTTP/1.0 request's Upgrade is ignored, RFC 9110 §7.8.)
         if (
             route.websocket
             and self.conn.protocol == "1.1"
+            and self.head.http_version == b"1.1"
             and asks_websocket(self.head.method, self.head.headers)
         ):
             self.upgrade = True
@@ -236,8 +238,8 @@ class UpstreamRelay(ExchangeBase):
         flow.timings.response_head = _now()
         if self.chain.response:
             await dispatch.call_all(self.chain.response, "trellis_response", flow)
-        upgrade = next((v for n, v in head.headers if n == b"upgrade"), b"websocket")
-        out = [*response.headers.fields, (b"connection", b"upgrade"), (b"upgrade", upgrade)]
+        # The codec let this 101 through only as a switch to WebSocket.
+        out = [*response.headers.fields, (b"connection", b"upgrade"), (b"upgrade", b"websocket")]
         client_first, client_stream = await conn.switch_protocols(out)
         self.head_sent = True
         to_up, to_client = await splice(
@@ -273,8 +275,8 @@ class UpstreamRelay(ExchangeBase):
             # not asked to.
             fields = [(n, v) for n, v in fields if n != b"expect"]
         if self.upgrade:
-            upgrade = next(v for n, v in self.head.headers if n == b"upgrade")
-            fields += [(b"connection", b"upgrade"), (b"upgrade", upgrade)]
+            # Only WebSocket, whatever else the client's Upgrade listed.
+            fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
         if self.has_body and (self.chain.request_body or self.content_length is None):
             fields = [(n, v) for n, v in fields if n != b"content-length"]
             fields.append((b"transfer-encoding", b"chunked"))

@@ -47,6 +47,7 @@ from kernel.protocol.http1 import (
     plan_response,
     send_fields,
     send_request_check,
+    switches_to_websocket,
 )
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
@@ -372,6 +373,8 @@ class H11ClientCodec(_Codec):
         if status == 101:
             if not self._websocket:
                 raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            if not switches_to_websocket(raw):
+                raise RemoteProtocolError("101 to a protocol other than WebSocket")
             # h11 is not told: the connection speaks another protocol now.
             reason = v.parse_status_line(buf, pos, scanner.line_end)[1]
             self._pos = end

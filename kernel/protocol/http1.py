@@ -77,6 +77,7 @@ __all__ = [
     "resolve_kind",
     "send_fields",
     "send_request_check",
+    "switches_to_websocket",
     "tokens",
     "with_close",
 ]
@@ -280,10 +281,15 @@ def asks_websocket(method: bytes, fields: Fields) -> bool:
     """Whether a request asks to switch to WebSocket (RFC 6455 §4.1).
 
     A GET whose ``Connection`` names ``upgrade`` and whose ``Upgrade`` names
-    ``websocket`` (case-insensitively). Other upgrades are never honoured.
+    ``websocket`` (case-insensitively). Other upgrades are never honoured:
+    the request sent on names only ``websocket``, whatever else the client
+    listed, and a ``101`` must switch to it (:func:`switches_to_websocket`).
     """
-    if method != b"GET":
-        return False
+    return method == b"GET" and switches_to_websocket(fields)
+
+
+def switches_to_websocket(fields: Fields) -> bool:
+    """Whether ``Connection`` names ``upgrade`` and ``Upgrade`` names ``websocket``."""
     connection = upgrade = False
     for name, value in fields:
         if name == b"connection":

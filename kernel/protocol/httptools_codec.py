@@ -53,6 +53,7 @@ from kernel.protocol.http1 import (
     plan_response,
     send_fields,
     send_request_check,
+    switches_to_websocket,
 )
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
@@ -430,6 +431,8 @@ class HttptoolsClientCodec(_Codec):
         if status == 101:
             if not self._websocket:
                 raise RemoteProtocolError("101 Switching Protocols was not asked for")
+            if not switches_to_websocket(fields):
+                raise RemoteProtocolError("101 to a protocol other than WebSocket")
             self._pos = end
             self._rstate = _CLOSED  # the connection speaks another protocol now
             self._resp_keep_alive = False

@@ -9,6 +9,7 @@ in the middle of a conversation does not break it; an idle tunnel is closed.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,71 @@ async def test_an_upstream_that_does_not_switch_leaves_plain_http(
     asked = dict(upstream.requests[0]["headers"])
     assert asked["upgrade"] == "websocket"
     assert "upgrade" in asked["connection"].lower()
+
+
+async def test_only_websocket_is_asked_of_the_upstream(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """Other protocols the client lists (h2c here) are never passed on."""
+    app = await start_proxy(config(upstream.port, codec))
+    raw = await client.exchange(
+        app.port(),
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"\r\nGET /echo HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: close\r\n\r\n",
+    )
+    assert [r["status"] for r in client.parse_responses(raw)] == [200, 200]
+    first, second = (dict(r["headers"]) for r in upstream.requests)
+    assert first["upgrade"] == "websocket"
+    assert "upgrade" not in second
+
+
+async def test_an_upgrade_in_http_1_0_is_ignored(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0 request."""
+    app = await start_proxy(config(upstream.port, codec))
+    raw = await client.exchange(
+        app.port(),
+        b"GET /echo HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    seen = dict(upstream.requests[-1]["headers"])
+    assert "upgrade" not in seen
+    assert "upgrade" not in seen.get("connection", "").lower()
+
+
+async def test_a_switch_to_another_protocol_is_refused(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """An upstream answering 101 with Upgrade: h2c gets no tunnel: the client gets 502."""
+    tunnelled: list[bytes] = []
+
+    async def h2c_upstream(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+            await stream.send_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+            )
+            # Anything the proxy passed on after the 101 would arrive here.
+            tunnelled.append(await stream.receive_some(65536))
+
+    (listener,) = await nursery.start(
+        functools.partial(trio.serve_tcp, h2c_upstream, 0, host="127.0.0.1")
+    )
+    app = await start_proxy(config(listener.socket.getsockname()[1], codec))
+    stream, head = await raw_upgrade(app.port())
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 502 ")
+        await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    with trio.fail_after(5):
+        while not tunnelled:
+            await trio.sleep(0.01)
+    assert tunnelled == [b""]  # the proxy closed that connection; nothing went through
 
 
 class Deny:

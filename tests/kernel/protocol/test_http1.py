@@ -801,6 +801,23 @@ def test_an_unasked_101_is_refused(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "fields",
+    [
+        b"Upgrade: h2c\r\nConnection: Upgrade\r\n",
+        b"Upgrade: websocket\r\n",  # no Connection: upgrade
+        b"Connection: Upgrade\r\n",
+    ],
+)
+def test_a_101_must_switch_to_websocket(kind: str, fields: bytes) -> None:
+    c = client(kind)
+    c.send_request_head(WS_REQUEST)
+    c.send_end()
+    c.receive_data(b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n")
+    with pytest.raises(RemoteProtocolError, match="101 to a protocol other than WebSocket"):
+        c.next_event()
+
+
+@pytest.mark.parametrize(
     ("method", "fields", "asks"),
     [
         (b"GET", [(b"connection", b"keep-alive, Upgrade"), (b"upgrade", b"WebSocket")], True),
