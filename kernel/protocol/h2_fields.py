@@ -41,7 +41,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
 from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember
-from kernel.protocol.validate import host_ok
+from kernel.protocol.validate import NOT_IN_TRAILERS, host_ok
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -62,11 +62,6 @@ __all__ = [
 CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
-# Fields that frame or route a message have no business in a trailer section
-# (RFC 9110 §6.5.1); an HTTP/1.1 next hop that merged them would be fooled.
-_NOT_IN_TRAILERS: Final = CONNECTION_SPECIFIC | {
-    b"te", b"trailer", b"content-length", b"host", b"content-type", b"content-encoding",
-}  # fmt: skip
 #: Sent HPACK never-indexed, with cookies under 20 bytes (see _sendable).
 _CREDENTIALS: Final = frozenset((b"authorization", b"proxy-authorization"))
 _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
@@ -264,7 +259,7 @@ def check_trailers(fields: Fields, *, max_list_size: int) -> Fields:
         if name[:1] == b":":
             raise _bad("pseudo-header in trailers")
         _check_field(name, value, 400)
-        if name in _NOT_IN_TRAILERS:
+        if name in NOT_IN_TRAILERS:
             raise _bad(f"{name.decode('ascii')} in trailers")
     return fields
 
@@ -344,7 +339,7 @@ def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields
 
 def trailer_fields(fields: Fields) -> Fields:
     """Trailers as sendable; framing and routing fields are dropped."""
-    return _sendable(fields, _NOT_IN_TRAILERS)
+    return _sendable(fields, NOT_IN_TRAILERS)
 
 
 def sent_length(fields: Fields) -> int | None:

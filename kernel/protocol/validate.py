@@ -33,6 +33,7 @@ from kernel.protocol.http1 import CHUNKED, TCHAR, TOKEN, UNTIL_CLOSE, Limits, re
 from sdk._errors import RemoteProtocolError
 
 __all__ = [
+    "NOT_IN_TRAILERS",
     "ChunkedDecoder",
     "HeadScanner",
     "check_field_block",
@@ -78,6 +79,23 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")  # more than 18 digits cannot be a real le
 _V10: Final = b"1.0"
 _V11: Final = b"1.1"
 _CRLF_RUN: Final = re.compile(rb"(?>(?:\r\n)*)")
+#: Fields that frame, route or authenticate a message, or tell who it came
+#: through, have no business in a trailer section (RFC 9110 §6.5.1): a next
+#: hop that merged them into the head would be fooled. Received, both
+#: protocols refuse them; HTTP/2 also leaves them out when sending.
+NOT_IN_TRAILERS: Final = frozenset(
+    (
+        # framing and the connection
+        b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+        b"te", b"trailer", b"content-length", b"http2-settings",
+        # routing, and how to read the content
+        b"host", b"content-type", b"content-encoding", b"content-range",
+        # credentials, and the forwarding chain the kernel vouches for
+        b"authorization", b"proxy-authorization", b"proxy-authenticate", b"www-authenticate",
+        b"cookie", b"set-cookie", b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
+        b"x-forwarded-proto", b"via",
+    )
+)  # fmt: skip
 _FRAMING_NAMES: Final = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
 )
@@ -473,6 +491,10 @@ class ChunkedDecoder:
         if buf.count(b"\n", pos, end_lf + 1) > lim.max_header_count:
             raise _bad("too many trailer fields", 431)
         check_field_block(buf, pos, end_lf + 1)
-        self.trailers = split_fields(buf, pos, end_lf + 1)
+        trailers = split_fields(buf, pos, end_lf + 1)
+        for name, _ in trailers:
+            if name in NOT_IN_TRAILERS:
+                raise _bad(f"{name.decode('ascii')} in trailers")
+        self.trailers = trailers
         self.done = True
         return end_lf + 3

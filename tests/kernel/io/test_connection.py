@@ -458,6 +458,12 @@ CHUNKS_400 = {
     "bare-lf-in-extension": b"2;\nxx\r\n45\r\n0\r\n\r\n",
     "obs-fold-trailer": b"0\r\nX-T: 1\r\n 2\r\n\r\n",
     "bare-lf-trailer": b"0\r\nX-T: 1\n\r\n",
+    # RFC 9110 §6.5.1: nothing that frames, routes or vouches for a request
+    # may come in its trailers (an upstream that merged them would be fooled).
+    "content-length-trailer": b"5\r\nhello\r\n0\r\nContent-Length: 100\r\n\r\n",
+    "host-trailer": b"5\r\nhello\r\n0\r\nHost: evil\r\n\r\n",
+    "proxy-authorization-trailer": b"5\r\nhello\r\n0\r\nProxy-Authorization: Basic eA==\r\n\r\n",
+    "x-forwarded-for-trailer": b"5\r\nhello\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
 }
 
 

@@ -359,6 +359,21 @@ REQUESTS: list[tuple[str, bytes, int | None]] = [
     ("trailer-bare-lf", _post(b"Transfer-Encoding: chunked\n", b"0\r\nT: v\n\r\n"), 400),
     ("trailer-bare-cr", _post(b"Transfer-Encoding: chunked\n", b"0\r\n\rX\r\n\r\n"), 400),
     ("trailer-no-colon", _post(b"Transfer-Encoding: chunked\n", b"0\r\nT v\r\n\r\n"), 400),
+    # RFC 9110 §6.5.1: framing, routing, credentials and the forwarding chain
+    # never come in trailers (h11 checked only CL and TE there; llhttp nothing).
+    *(
+        (f"trailer-{name.decode()}", _post(b"Transfer-Encoding: chunked\n", trailer), 400)
+        for name, trailer in (
+            (b"cl", b"0\r\nContent-Length: 100\r\n\r\n"),
+            (b"cl-bad", b"0\r\nContent-Length: abc\r\n\r\n"),
+            (b"cl-list", b"0\r\nContent-Length: 1, 1\r\n\r\n"),
+            (b"te", b"0\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            (b"host", b"0\r\nHost: evil\r\n\r\n"),
+            (b"connection", b"0\r\nConnection: close\r\n\r\n"),
+            (b"proxy-auth", b"0\r\nProxy-Authorization: Basic eA==\r\n\r\n"),
+            (b"xff", b"0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"),
+        )
+    ),
     ("chunk-huge-eof", _post(b"Transfer-Encoding: chunked\n", b"ffffffffffffffff\r\nabc"), 400),
     # -- EOF (RFC 9112 §8) --------------------------------------------------
     ("eof-mid-head", b"GET / HTTP/1.1\r\nHost: a\r\n", 400),
@@ -454,6 +469,11 @@ RESPONSES: list[tuple[str, bytes, int | None]] = [
     ("switching", _resp(b"HTTP/1.1 101 Switching Protocols\nUpgrade: x\n"), 502),
     ("reason-ctl", _resp(b"HTTP/1.1 200 O\x01K\nContent-Length: 0\n"), 502),
     ("chunk-bad", _resp(b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n", b"zz\r\n"), 502),
+    (
+        "trailer-cl",
+        _resp(b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n", b"0\r\nContent-Length: 5\r\n\r\n"),
+        502,
+    ),
     ("eof-before-head", b"", 502),
     ("eof-mid-head", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", 502),
     ("eof-mid-body", _resp(b"HTTP/1.1 200 OK\nContent-Length: 5\n", b"hi"), 502),
