@@ -267,7 +267,9 @@ class Request:
 
     ``path`` is the origin-form target including the query (``/a/b?x=1``);
     ``authority`` is ``host[:port]`` from the Host header (or the absolute-form
-    target). Plugins may change any attribute; the kernel re-checks headers.
+    target); ``scheme`` is the client connection's (``https`` over TLS),
+    whatever an absolute-form target named. Plugins may change any attribute;
+    the kernel re-checks headers.
     """
 
     method: str

@@ -142,19 +142,23 @@ def _make_request(head: RequestHead, conn: Downstream) -> Request:
         if n == b"host":
             authority = v.decode("latin-1")
             break
-    scheme = "https" if conn.client.tls else "http"
     if not target.startswith("/") and "://" in target:
-        # Absolute form (RFC 9112 §3.2.2): the target's authority wins over Host.
-        scheme, _, rest = target.partition("://")
-        auth, slash, path = rest.partition("/")
-        authority = auth
-        target = "/" + path if slash else "/"
+        # Absolute form (RFC 9112 §3.2.2): the target's authority wins over
+        # Host. Its scheme does not: what the upstream is told the client used
+        # (X-Forwarded-Proto, Forwarded) is what this connection is.
+        rest = target.partition("://")[2]
+        # The authority ends where the path or the query begins.
+        end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        authority, target = rest[:end], rest[end:]
+        if not target.startswith("/"):
+            # "http://a?q" is "/?q"; "OPTIONS http://a" asks about the server (§3.2.4).
+            target = "*" if not target and head.method == b"OPTIONS" else "/" + target
         headers["host"] = authority
     return Request(
         method=head.method.decode("ascii"),
         path=target,
         headers=headers,
-        scheme=scheme.lower(),
+        scheme="https" if conn.client.tls else "http",
         authority=authority,
         http_version=head.http_version.decode("ascii"),
     )

@@ -700,6 +700,40 @@ async def echo_fields(app: Any, client: Any, head: bytes, body: bytes = b"") -> 
     return seen
 
 
+ABSOLUTE_FORM = {
+    # request line -> (target the upstream gets, its Host)
+    "path-and-query": (b"GET http://other.test/p?q=1", "/p?q=1", "other.test"),
+    "query-no-path": (b"GET http://other.test?q=1", "/?q=1", "other.test"),
+    "slash-in-query": (b"GET http://a?x=/y", "/?x=/y", "a"),
+    "no-path": (b"GET http://a:8080", "/", "a:8080"),
+    "options-server": (b"OPTIONS http://a:8080", "*", "a:8080"),
+    "https-scheme": (b"GET HTTPS://a/p", "/p", "a"),
+}
+
+
+@pytest.mark.parametrize(("line", "target", "host"), ABSOLUTE_FORM.values(), ids=ABSOLUTE_FORM)
+async def test_absolute_form_target(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, line: bytes, target: str, host: str
+) -> None:
+    """RFC 9112 §3.2.2: the target's authority replaces Host; the rest is origin-form.
+
+    The scheme it names does not change what the upstream is told about the
+    client's connection (plain here).
+    """
+    app = await start_proxy(config(upstream, codec))
+    raw, _ = await talk(
+        app.port(), line + b" HTTP/1.1\r\nHost: ignored\r\nConnection: close\r\n\r\n", wait=1.0
+    )
+    assert statuses(client, raw) == [200]
+    (seen,) = upstream.requests
+    headers = dict(seen["headers"])
+    assert seen["target"] == target
+    assert headers["host"] == host
+    assert headers["x-forwarded-host"] == host
+    assert headers["x-forwarded-proto"] == "http"
+    assert "proto=http;" in headers["forwarded"] or headers["forwarded"].endswith("proto=http")
+
+
 async def test_proxy_authorization_never_forwarded(
     start_proxy: Any, upstream: Any, client: Any, codec: str
 ) -> None:
