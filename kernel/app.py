@@ -59,7 +59,16 @@ WATCH_TIMEOUT_MS = 60_000
 
 
 class PluginStartupError(Exception):
-    """A plugin's ``trellis_startup`` raised."""
+    """A plugin's ``trellis_startup`` raised.
+
+    ``storage`` when what failed was I/O (an :class:`OSError`: a log
+    directory that cannot be made, a file that cannot be written): the
+    process then exits 3 rather than 1.
+    """
+
+    def __init__(self, message: str, *, storage: bool) -> None:
+        super().__init__(message)
+        self.storage = storage
 
 
 class App:
@@ -165,7 +174,7 @@ class App:
                     for b in bound.values():
                         await b.listener.aclose()
                     gens.cancel_scope.cancel()
-                    return EXIT_CONFIG
+                    return EXIT_STORAGE if exc.storage else EXIT_CONFIG
                 async with trio.open_nursery() as conns:
                     self._conn_nursery = conns
                     # HTTP/2 upstream connections outlive flows: their readers run here.
@@ -322,6 +331,7 @@ class App:
         self, gen: Generation, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Start a generation's plugins, keep its background tasks, shut it down."""
+        failed: Exception | None = None
         async with trio.open_nursery() as tasks:
 
             def start_soon(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
@@ -338,11 +348,18 @@ class App:
                     )
                 )
             except Exception as exc:
-                tasks.cancel_scope.cancel()
-                raise PluginStartupError(f"a plugin failed to start: {exc!r}") from exc
-            task_status.started()
-            await gen.idle.wait()
+                # Raised once the nursery is closed: from inside it, it would
+                # reach the caller wrapped in an ExceptionGroup.
+                failed = exc
+            else:
+                task_status.started()
+                await gen.idle.wait()
             tasks.cancel_scope.cancel()
+        if failed is not None:
+            raise PluginStartupError(
+                f"a plugin failed to start: {type(failed).__name__}: {failed}",
+                storage=isinstance(failed, OSError),
+            ) from failed
         try:
             gen.host.pm.hook.trellis_shutdown()
         except Exception:

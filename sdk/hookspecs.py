@@ -95,6 +95,11 @@ def trellis_startup(context: StartupContext) -> None:
     started with ``context.start_soon(async_fn)``; it is cancelled when the
     generation is retired.
 
+    Raising fails the generation: at start the process exits (3 for an
+    :class:`OSError`, a storage error such as a log directory that cannot be
+    made; 1 otherwise), and a reload is refused while the old generation
+    keeps serving. ``trellis_shutdown`` is then not called.
+
     :param context: the generation number and ``start_soon``.
     """
 

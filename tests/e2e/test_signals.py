@@ -5,7 +5,7 @@ refused), flows in flight finish within ``shutdown_grace_s``, and the process
 exits 0; past the grace period what is left is cut. SIGHUP reloads: a bad
 config is reported with every problem and the old generation keeps serving; a
 good one serves the next requests. Exit codes: 1 for a config error, 2 for a
-bind failure (ARCHITECTURE.md).
+bind failure, 3 for a storage error (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -262,3 +262,20 @@ async def test_port_in_use_exits_2(tmp_path: Path, upstream: Any) -> None:
         code, _, err = await run_kernel("run", "-c", str(config))
     assert code == 2, err
     assert f"127.0.0.1:{port}" in err
+
+
+async def test_an_unusable_log_directory_exits_3(tmp_path: Path) -> None:
+    """config/reverse.toml's traffic log cannot make its directory: a storage error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {
+        "TRELLIS_LISTEN": f"127.0.0.1:{free_port()}",
+        "TRELLIS_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+        "TRELLIS_HEALTH_LISTEN": f"127.0.0.1:{free_port()}",
+        "TRELLIS_LOG_DIR": str(blocker / "logs"),
+    }
+    config = Path(__file__).resolve().parents[2] / "config" / "reverse.toml"
+    code, _, err = await run_kernel("run", "-c", str(config), env=env)
+    assert code == 3, err
+    assert "a plugin failed to start: NotADirectoryError" in err
+    assert "Traceback" not in err

@@ -155,6 +155,58 @@ async def test_a_failing_config_watcher_only_stops_the_watching(
     assert await _get(app.port(), client) == b"two"
 
 
+class FailsToStart:
+    """A plugin whose ``trellis_startup`` raises ``error`` once it is set."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    @sdk.hookimpl
+    def trellis_startup(self, context: sdk.StartupContext) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+async def test_a_reload_whose_plugin_fails_to_start_keeps_the_old_generation(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugin = FailsToStart()
+    cfg = _local_config("one").replace("[kernel]\n", '[kernel]\nplugins = ["fails"]\n')
+    app = await start_proxy(cfg, extra_plugins={"fails": plugin})
+    plugin.error = RuntimeError("no database")
+    app.config_path.write_text(cfg.replace('"one"', '"two"'))
+    with caplog.at_level(logging.ERROR):
+        assert await app.reload("test") is False
+    assert "generation 1 keeps serving: a plugin failed to start: RuntimeError: no database" in (
+        caplog.text
+    )
+    assert app.generation.number == 1
+    assert await _get(app.port(), client) == b"one"
+    plugin.error = None
+    assert await app.reload("test") is True
+    assert await _get(app.port(), client) == b"two"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(PermissionError("cannot write in '/logs'"), 3), (RuntimeError("a bug"), 1)],
+    ids=["storage", "other"],
+)
+async def test_a_plugin_that_fails_to_start_ends_the_start(
+    tmp_path: Path, error: Exception, code: int
+) -> None:
+    """I/O errors are storage errors (exit 3); anything else is the config's (exit 1)."""
+    from kernel.app import App
+
+    plugin = FailsToStart()
+    plugin.error = error
+    path = tmp_path / "proxy.toml"
+    path.write_text(_local_config("x").replace("[kernel]\n", '[kernel]\nplugins = ["fails"]\n'))
+    app = App(path, handle_signals=False, extra_plugins={"fails": plugin})
+    with trio.fail_after(10):
+        assert await app.run() == code
+
+
 async def test_startup_hook_tasks_live_with_their_generation(start_proxy: Any, client: Any) -> None:
     import sdk
 
