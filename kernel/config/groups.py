@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import attrs
 
+from kernel.config.checks import non_negative, positive
 from kernel.config.transport import TransportConfig
 
 __all__ = [
@@ -53,16 +54,6 @@ def _target_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None
 def upstream_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value and not _URL_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
 
 
 def _statuses(_: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
@@ -103,7 +94,7 @@ class TargetConfig:
     name: str = attrs.field(default="", validator=_target_name)
     #: Relative share of the traffic for weight-aware strategies; ``0`` drains
     #: the target (no new requests, health still checked).
-    weight: float = attrs.field(default=1.0, validator=_non_negative)
+    weight: float = attrs.field(default=1.0, validator=non_negative)
     #: Overrides of the route's and ``[upstream]``'s transport for this target
     #: (timeouts, pool, HTTP/2, TLS); ``retry`` stays per route.
     transport: TransportConfig | None = None
@@ -131,11 +122,11 @@ class HealthCheckConfig:
     #: ``Host`` of the probe; empty: the target's ``host:port``.
     host: str = ""
     #: Seconds between the end of a probe and the next.
-    interval_s: float = attrs.field(default=5.0, validator=_positive)
+    interval_s: float = attrs.field(default=5.0, validator=positive)
     #: Seconds a probe (connect, request, response head) may take.
-    timeout_s: float = attrs.field(default=2.0, validator=_positive)
-    healthy_threshold: int = attrs.field(default=2, validator=_positive)
-    unhealthy_threshold: int = attrs.field(default=3, validator=_positive)
+    timeout_s: float = attrs.field(default=2.0, validator=positive)
+    healthy_threshold: int = attrs.field(default=2, validator=positive)
+    unhealthy_threshold: int = attrs.field(default=3, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -148,10 +139,10 @@ class PassiveHealthConfig:
     again. ``failures = 0`` turns passive checks off.
     """
 
-    failures: int = attrs.field(default=5, validator=_non_negative)
+    failures: int = attrs.field(default=5, validator=non_negative)
     #: Response statuses that count as failures.
     statuses: list[int] = attrs.field(factory=lambda: [502, 503, 504], validator=_statuses)
-    cooldown_s: float = attrs.field(default=30.0, validator=_positive)
+    cooldown_s: float = attrs.field(default=30.0, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -166,7 +157,7 @@ class StickyConfig:
 
     cookie: str = attrs.field(validator=_token)
     #: Cookie lifetime (``Max-Age``); 0 makes it a session cookie.
-    max_age_s: int = attrs.field(default=0, validator=_non_negative)
+    max_age_s: int = attrs.field(default=0, validator=non_negative)
     path: str = "/"
     #: ``HttpOnly``; ``Secure`` is added when the client used TLS.
     http_only: bool = True
@@ -195,4 +186,4 @@ class GroupConfig:
     #: ``"panic"`` ignores health and tries every target.
     when_none_available: Literal["refuse", "panic"] = "refuse"
     #: ``Retry-After`` seconds of that 503.
-    retry_after_s: int = attrs.field(default=5, validator=_non_negative)
+    retry_after_s: int = attrs.field(default=5, validator=non_negative)

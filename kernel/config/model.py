@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import attrs
 
+from kernel.config.checks import non_negative, positive
 from kernel.config.groups import (
     GroupConfig,
     HealthCheckConfig,
@@ -61,16 +62,6 @@ Http1Codec = Literal["auto", "h11", "httptools"]
 OnError = Literal["fail_closed", "fail_open"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["console", "json"]
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -123,11 +114,11 @@ class KernelSection:
     #: per line, for log shippers); ``TRELLIS_LOG_FORMAT`` wins.
     log_format: LogFormat = "console"
     #: Seconds in-flight flows get to finish on SIGTERM/SIGINT before being cancelled.
-    shutdown_grace_s: float = attrs.field(default=10.0, validator=_non_negative)
+    shutdown_grace_s: float = attrs.field(default=10.0, validator=non_negative)
     #: Reload when the config file (or an include) changes on disk.
     watch_config: bool = True
     #: Default deadline for one awaited plugin hook call, in seconds.
-    plugin_deadline_s: float = attrs.field(default=5.0, validator=_positive)
+    plugin_deadline_s: float = attrs.field(default=5.0, validator=positive)
     #: What a plugin failure does to its flow: ``fail_closed`` ends it with 502,
     #: ``fail_open`` logs and carries on as if the plugin had returned nothing.
     plugin_on_error: OnError = "fail_closed"
@@ -139,7 +130,7 @@ class KernelSection:
 class PluginPolicy:
     """``[kernel.policy.<instance>]``: fault-boundary settings for one plugin instance."""
 
-    deadline_s: float | None = None
+    deadline_s: float | None = attrs.field(default=None, validator=positive)
     on_error: OnError | None = None
 
 
@@ -151,19 +142,19 @@ class ServerSection:
     #: reference) or ``auto`` (httptools when importable).
     http1: Http1Codec = "auto"
     #: Seconds a client has to send a complete request head (then 408).
-    request_head_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    request_head_timeout_s: float = attrs.field(default=10.0, validator=positive)
     #: Seconds an idle keep-alive connection is kept open.
-    keepalive_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    keepalive_timeout_s: float = attrs.field(default=10.0, validator=positive)
     #: Seconds between two reads of a request body before giving up (408).
-    body_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    body_timeout_s: float = attrs.field(default=30.0, validator=positive)
     #: Longest accepted request line, in bytes (then 414).
-    max_request_line: int = attrs.field(default=8192, validator=_positive)
+    max_request_line: int = attrs.field(default=8192, validator=positive)
     #: Largest accepted header block, in bytes (then 431).
-    max_header_bytes: int = attrs.field(default=65536, validator=_positive)
+    max_header_bytes: int = attrs.field(default=65536, validator=positive)
     #: Most header fields in one request (then 431).
-    max_header_count: int = attrs.field(default=100, validator=_positive)
+    max_header_count: int = attrs.field(default=100, validator=positive)
     #: Largest accepted request body in bytes; 0 means no limit (then 413).
-    max_body_bytes: int = attrs.field(default=0, validator=_non_negative)
+    max_body_bytes: int = attrs.field(default=0, validator=non_negative)
     #: Clients (CIDRs) whose X-Forwarded-For / Forwarded headers are kept and
     #: appended to; from anyone else they are replaced.
     trusted_proxies: list[str] = attrs.field(factory=list, validator=_cidrs)
@@ -180,7 +171,7 @@ class ServerSection:
     h2: H2Section = attrs.field(factory=H2Section)
     #: Worker processes sharing the listeners (SO_REUSEPORT) under a small
     #: supervisor that restarts a crashed one; 1 runs everything in-process.
-    workers: int = attrs.field(default=1, validator=_positive)
+    workers: int = attrs.field(default=1, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -188,15 +179,15 @@ class UpstreamSection:
     """``[upstream]``: how the proxy talks to upstream servers."""
 
     #: Seconds to establish a TCP connection (then 504).
-    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    connect_timeout_s: float = attrs.field(default=5.0, validator=positive)
     #: Seconds from the end of the request to the response head (then 504).
-    response_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    response_timeout_s: float = attrs.field(default=30.0, validator=positive)
     #: Seconds between two reads of a response body before giving up.
-    read_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    read_timeout_s: float = attrs.field(default=60.0, validator=positive)
     #: Idle connections kept per origin.
-    max_idle_per_host: int = attrs.field(default=128, validator=_non_negative)
+    max_idle_per_host: int = attrs.field(default=128, validator=non_negative)
     #: Seconds an idle pooled connection may wait for reuse.
-    idle_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    idle_timeout_s: float = attrs.field(default=60.0, validator=positive)
     #: HTTP/1.1 codec for upstream connections (as ``[server] http1``).
     http1: Http1Codec = "auto"
     #: Offer ``h2`` by ALPN to https upstreams (HTTP/1.1 when they decline).
@@ -205,7 +196,7 @@ class UpstreamSection:
     force_http2: bool = False
     #: Seconds a WebSocket tunnel may carry no bytes either way before both
     #: sides are closed (routes with ``websocket = true``).
-    websocket_idle_timeout_s: float = attrs.field(default=300.0, validator=_positive)
+    websocket_idle_timeout_s: float = attrs.field(default=300.0, validator=positive)
     #: How https upstreams are verified, and the client certificate shown to them.
     tls: UpstreamTls = attrs.field(factory=UpstreamTls)
     #: When a failed request is sent to the upstream again.
@@ -223,8 +214,8 @@ class ListenerConfig:
     plugins: list[str] = attrs.field(factory=list)
     #: Per-listener overrides of ``[server]`` (unset keys inherit).
     http1: Http1Codec | None = None
-    request_head_timeout_s: float | None = None
-    keepalive_timeout_s: float | None = None
+    request_head_timeout_s: float | None = attrs.field(default=None, validator=positive)
+    keepalive_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Per-listener override of ``[server] http2``.
     http2: bool | None = None
     #: Route used when no plugin picks one; empty means the first route.
@@ -246,10 +237,10 @@ class RouteConfig:
     group: str = ""
     #: Per-route overrides of ``[upstream]`` timeouts (unset keys inherit); the
     #: same keys in ``transport`` are the newer spelling, and setting both is refused.
-    connect_timeout_s: float | None = None
-    response_timeout_s: float | None = None
+    connect_timeout_s: float | None = attrs.field(default=None, validator=positive)
+    response_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Per-route body limit override (bytes; 0 = none).
-    max_body_bytes: int | None = None
+    max_body_bytes: int | None = attrs.field(default=None, validator=non_negative)
     #: Pass WebSocket upgrades through to the upstream (after the route's
     #: access and request plugins have run); off: the upgrade is not asked for.
     websocket: bool = False

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import attrs
 
+from kernel.config.checks import non_negative, positive
+
 __all__ = [
     "ALPN_PROTOCOLS",
     "CertificateConfig",
@@ -61,14 +63,6 @@ def host_pattern(text: str) -> tuple[str, bool]:
 
 
 # -------------------------------------------------------------- validators
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
 
 
 def _required_path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -194,7 +188,7 @@ class H2Section:
     #: DATA frames with no data and no END_STREAM (CVE-2019-9518).
     empty_data_budget: int = attrs.field(default=100, validator=_range(1, _MAX_WINDOW))
     #: The window the budgets above are counted over, in seconds.
-    budget_window_s: float = attrs.field(default=10.0, validator=_positive)
+    budget_window_s: float = attrs.field(default=10.0, validator=positive)
     #: CONTINUATION frames accepted in one header block (CONTINUATION flood).
     max_continuation_frames: int = attrs.field(default=16, validator=_range(0, 1024))
 
@@ -245,13 +239,13 @@ class RetryConfig:
     #: Retry when the upstream answered one of these (the answer is dropped).
     statuses: list[int] = attrs.field(factory=lambda: [502, 503, 504], validator=_statuses)
     #: First backoff in seconds; each later one doubles, with full jitter.
-    backoff_s: float = attrs.field(default=0.025, validator=_non_negative)
+    backoff_s: float = attrs.field(default=0.025, validator=non_negative)
     #: Retry budget: retries may add at most this share of the route's requests
     #: (plus 10 in reserve); beyond it, the failure is returned as is.
-    budget_ratio: float = attrs.field(default=0.2, validator=_non_negative)
+    budget_ratio: float = attrs.field(default=0.2, validator=non_negative)
     #: Overall deadline for all tries, in seconds (0: none; each try still has
     #: its own connect and response timeouts).
-    deadline_s: float = attrs.field(default=0.0, validator=_non_negative)
+    deadline_s: float = attrs.field(default=0.0, validator=non_negative)
 
 
 @attrs.frozen(kw_only=True)
@@ -259,15 +253,15 @@ class TransportConfig:
     """``[routes.transport]``: this route's overrides of ``[upstream]`` (unset keys inherit)."""
 
     #: Seconds to establish a TCP (and TLS) connection, then 504.
-    connect_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    connect_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Seconds from the end of the request to the response head, then 504.
-    response_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    response_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Seconds between two reads of a response body.
-    read_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    read_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Idle connections kept per origin.
-    max_idle_per_host: int | None = attrs.field(default=None, validator=_non_negative)
+    max_idle_per_host: int | None = attrs.field(default=None, validator=non_negative)
     #: Seconds an idle pooled connection may wait for reuse.
-    idle_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    idle_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Offer h2 by ALPN to https upstreams.
     http2: bool | None = None
     #: Always HTTP/2 (h2c prior knowledge for http:// upstreams).

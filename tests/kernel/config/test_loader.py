@@ -201,6 +201,29 @@ def test_independent_problems_are_all_listed(tmp_path: Path) -> None:
     assert len(got) == 4
 
 
+def test_nan_and_negative_overrides_are_refused(tmp_path: Path) -> None:
+    """They passed before, then broke every request (or kernel check itself)."""
+    text = """
+    [server]
+    request_head_timeout_s = nan
+    [kernel.policy.x]
+    deadline_s = -1
+    [[listeners]]
+    keepalive_timeout_s = -5
+    [[routes]]
+    name = "r"
+    connect_timeout_s = -1
+    max_body_bytes = -5
+    """
+    assert problems(tmp_path, text) == [
+        "$.kernel.policy.x.deadline_s: must be > 0, got -1.0",
+        "$.server.request_head_timeout_s: must be a finite number, got nan",
+        "$.listeners[0].keepalive_timeout_s: must be > 0, got -5.0",
+        "$.routes[0].connect_timeout_s: must be > 0, got -1.0",
+        "$.routes[0].max_body_bytes: must be >= 0, got -5",
+    ]
+
+
 def test_problems_from_an_include_name_the_file(tmp_path: Path) -> None:
     write(tmp_path, "shared/base.toml", "[server]\nmax_body_bytes = -1\n[[routes]]\nname = 'a'\n")
     text = 'include = "shared/base.toml"\n[[routes]]\nname = "a"\n[server]\nvia = 5\n'

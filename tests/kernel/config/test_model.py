@@ -10,6 +10,7 @@ import pytest
 from kernel.config.model import (
     KernelSection,
     ListenerConfig,
+    PluginPolicy,
     RouteConfig,
     ServerSection,
     Settings,
@@ -72,6 +73,18 @@ def test_defaults() -> None:
         (ListenerConfig, {"bind": "nope"}, "is not HOST:PORT"),
         (RouteConfig, {"name": "ok", "upstream": "ftp://x"}, r"is not an http\(s\)://"),
         (RouteConfig, {"name": ""}, "is not a valid name"),
+        # The overrides are held to the rules of what they override.
+        (ListenerConfig, {"request_head_timeout_s": -5.0}, "must be > 0, got -5.0"),
+        (ListenerConfig, {"keepalive_timeout_s": 0.0}, "must be > 0, got 0.0"),
+        (RouteConfig, {"name": "r", "connect_timeout_s": -1.0}, "must be > 0"),
+        (RouteConfig, {"name": "r", "response_timeout_s": 0}, "must be > 0"),
+        (RouteConfig, {"name": "r", "max_body_bytes": -5}, "must be >= 0, got -5"),
+        (PluginPolicy, {"deadline_s": -1.0}, "must be > 0"),
+        # nan passes "value <= 0"; inf would reach trio and the timers.
+        (ServerSection, {"request_head_timeout_s": float("nan")}, "must be a finite number"),
+        (KernelSection, {"shutdown_grace_s": float("nan")}, "must be a finite number"),
+        (UpstreamSection, {"connect_timeout_s": float("inf")}, "must be a finite number"),
+        (ListenerConfig, {"keepalive_timeout_s": float("nan")}, "must be a finite number"),
     ],
 )
 def test_validators(cls: type[Any], kwargs: dict[str, Any], message: str) -> None:
