@@ -71,7 +71,14 @@ _REFUSED_RETRIES = 5
 
 
 class _UpstreamBroken(Exception):
-    """The upstream connection failed under us (reset, closed, or bad framing)."""
+    """The upstream connection failed under us (reset, closed, or bad framing).
+
+    ``answered``: some of a response had arrived (then it is never retried).
+    """
+
+    def __init__(self, *, answered: bool = False) -> None:
+        super().__init__()
+        self.answered = answered
 
 
 class UpstreamRelay(ExchangeBase):
@@ -161,10 +168,11 @@ class UpstreamRelay(ExchangeBase):
         assert flow.upstream is not None
         pool = self.conn.state.pool
         tls = _tls_target(route, flow.upstream)
-        # A pooled connection the upstream closed meanwhile fails the first
-        # request sent on it. An idempotent request without a body (RFC 9110
-        # §9.2.2) is simply retried once on a fresh connection, so it can skip
-        # the liveness probe; anything else must not risk being sent twice.
+        # A pooled connection the upstream closes just as we take it (after
+        # the pool's probe) fails the request before any byte of an answer
+        # came. An idempotent request without a body (RFC 9110 §9.2.2) is then
+        # sent once more on a fresh connection; anything else must not risk
+        # being sent twice, and an answer, however bad, is never retried.
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
         https = flow.upstream.scheme == "https"
         http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
@@ -184,7 +192,6 @@ class UpstreamRelay(ExchangeBase):
                 http2=http2,
                 connect_timeout=route.connect_timeout_s,
                 idle_timeout=route.idle_timeout_s,
-                probe=not retryable,
                 tls=tls,
             )
             self.connected = True
@@ -213,7 +220,7 @@ class UpstreamRelay(ExchangeBase):
             except _UpstreamBroken as exc:
                 up.close_nowait()
                 self.upstream = None
-                if reused and attempt == 0 and retryable:
+                if reused and attempt == 0 and retryable and not exc.answered:
                     attempt += 1
                     continue
                 raise UpstreamError(f"upstream {flow.upstream} failed: {exc.__cause__!r}") from exc
@@ -325,7 +332,7 @@ class UpstreamRelay(ExchangeBase):
         # The deadline is a coarse timer (kernel/io/timers.py): when it fires it
         # closes the upstream socket, which wakes the receive below. It is
         # armed at the first wait: most answers need none (below).
-        timed_out = armed = False
+        timed_out = armed = answered = False
         timers = self.conn.state.timers
         try:
             while True:
@@ -347,6 +354,7 @@ class UpstreamRelay(ExchangeBase):
                             armed = True
                             timers.arm(up, route.response_timeout_s, expire)
                         data = await up.receive()
+                    answered = answered or bool(data)
                     codec.receive_data(data)
                 elif isinstance(event, ResponseHead):
                     return event
@@ -358,7 +366,7 @@ class UpstreamRelay(ExchangeBase):
                     raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
             if not timed_out:
-                raise _UpstreamBroken from exc
+                raise _UpstreamBroken(answered=answered) from exc
         finally:
             if armed:
                 timers.disarm(up)

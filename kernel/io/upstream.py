@@ -179,14 +179,15 @@ class UpstreamPool:
         kind: str,
         idle_timeout: float,
         *,
-        probe: bool = True,
         tls: TlsTarget | None = None,
     ) -> UpstreamConnection | None:
         """The most recently used live idle connection, or None.
 
-        ``probe`` checks with a ``select()`` that the upstream did not close the
-        connection meanwhile; callers skip it for requests they can safely
-        retry on a fresh connection (no body), saving a syscall per request.
+        Each is probed with a ``select()``: an idle connection that became
+        readable was closed by the upstream, or got bytes nobody asked for
+        (a late second response, say), which must never be read as the next
+        request's answer (RFC 9112 §6.3). Either way it is closed. A syscall
+        per request, and not one to save.
         """
         conns = self._idle.get((origin, kind, tls))
         if not conns:
@@ -194,7 +195,7 @@ class UpstreamPool:
         now = trio.current_time()
         while conns:
             conn = conns.pop()
-            if now - conn.idle_since > idle_timeout or (probe and conn.looks_dead()):
+            if now - conn.idle_since > idle_timeout or conn.looks_dead():
                 conn.close_nowait()
                 continue
             self.reused += 1
@@ -219,7 +220,6 @@ class UpstreamPool:
         http2: str,
         connect_timeout: float,
         idle_timeout: float,
-        probe: bool = True,
         tls: TlsTarget | None = None,
     ) -> UpstreamConnection | H2Upstream:
         """A connection for one request, by the route's HTTP/2 setting: a
@@ -232,7 +232,7 @@ class UpstreamPool:
         certificate, CA or SNI name) are never shared.
         """
         if http2 == "off":
-            conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
+            conn = self.take_idle(origin, kind, idle_timeout, tls=tls)
             if conn is not None:
                 return conn
             return await self._connect(origin, kind, connect_timeout, tls)
@@ -241,7 +241,7 @@ class UpstreamPool:
         if h2 is not None:
             return h2
         if http2 == "alpn":
-            conn = self.take_idle(origin, kind, idle_timeout, probe=probe, tls=tls)
+            conn = self.take_idle(origin, kind, idle_timeout, tls=tls)
             if conn is not None or key in self._h1_only:
                 return conn or await self._connect(origin, kind, connect_timeout, tls)
         # One connection attempt per origin at a time: a burst of flows must

@@ -319,11 +319,15 @@ class H11ClientCodec(_Codec):
 
     @property
     def keep_alive(self) -> bool:
+        # Bytes past the end of the response (a second response, a body longer
+        # than announced) must never be taken for the next request's answer
+        # (RFC 9112 §6.3): such a connection is not reused.
         return (
             self._req_keep_alive
             and self._resp_keep_alive
             and not self._early
             and self._sstate == _SENT
+            and self._pos == len(self._buf)
         )
 
     def send_request_head(self, head: RequestHead) -> bytes:

@@ -222,7 +222,11 @@ class ClientCodec(Protocol):
 
     @property
     def keep_alive(self) -> bool:
-        """May the connection carry another request after this cycle?"""
+        """May the connection carry another request after this cycle?
+
+        Never when bytes came after the response's end: they are no answer
+        to the next request (RFC 9112 §6.3).
+        """
         ...
 
 

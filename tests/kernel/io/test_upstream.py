@@ -383,14 +383,95 @@ class RawUpstream:
                 return
 
 
+EVIL = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+
+
+class ExtraBytesUpstream(RawUpstream):
+    """Answers every request with its own path, keeps the connection, and
+    after ``/first`` sends a second, unasked-for response: at once in the
+    same write, or ``late`` (once the first answer is long back in the pool)."""
+
+    def __init__(self, *, late: bool) -> None:
+        super().__init__(0, read_next=False)
+        self.late = late
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            try:
+                while await self.read_head(stream, buf):
+                    path = self.heads[-1].split(b" ")[1]
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+                    if path == b"/first" and not self.late:
+                        answer += EVIL
+                    await stream.send_all(answer)
+                    if path == b"/first" and self.late:
+                        await trio.sleep(0.2)
+                        await stream.send_all(EVIL)
+            except trio.BrokenResourceError:
+                return
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["same-write", "late"])
+async def test_bytes_past_a_response_are_never_the_next_answer(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, late: bool
+) -> None:
+    """RFC 9112 §6.3: a connection that got more than its response is not reused.
+
+    Before, the extra response sat in the pooled connection's buffer and was
+    served to the next client, and every client after got its predecessor's.
+    """
+    raw: ExtraBytesUpstream = await nursery.start(ExtraBytesUpstream(late=late).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/first"))["body"] == b"/first"
+    await trio.sleep(0.4 if late else 0.05)
+    for path in ("/second", "/third"):
+        assert (await get(client, app.port(), path))["body"] == path.encode()
+    assert raw.connections == 2
+    assert stats(app)[:2] == (2, 1)
+
+
+class BadSecondAnswer(RawUpstream):
+    """Answers a connection's first request well and its second with a head
+    no proxy may accept (two Content-Lengths)."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            try:
+                if await self.read_head(stream, buf):
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if await self.read_head(stream, buf):
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok"
+                    )
+                    await self.read_head(stream, buf)
+            except trio.BrokenResourceError:
+                return
+
+
+async def test_a_bad_answer_on_a_reused_connection_is_not_sent_again(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """Only a connection that fails before any answer is retried: an answer,
+    however bad, means the upstream got the request."""
+    raw: BadSecondAnswer = await nursery.start(BadSecondAnswer(0, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    assert (await get(client, app.port(), "/a"))["status"] == 200
+    assert (await get(client, app.port(), "/b"))["status"] == 502
+    assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b"]
+    assert raw.connections == 1
+
+
 async def test_pooled_connection_closed_meanwhile_is_replaced(
     start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
 ) -> None:
     """The upstream closed an idle pooled connection: the client notices nothing.
 
-    A request with a body is not retryable, so the pool probes the idle
-    connection, sees the EOF and opens a fresh one (nothing counted as reused).
-    A body-less request skips the probe and is retried on a fresh connection.
+    The pool probes every idle connection it hands out, sees the EOF and opens
+    a fresh one (nothing counted as reused), with or without a request body.
     """
     raw: RawUpstream = await nursery.start(RawUpstream(1, read_next=False).serve)
     app = await start_proxy(basic_config(raw.port, http1=codec))
@@ -406,7 +487,7 @@ async def test_pooled_connection_closed_meanwhile_is_replaced(
     assert (await get(client, app.port(), "/c"))["status"] == 200
     assert raw.connections == 3
     assert [h.split(b" ")[1] for h in raw.heads] == [b"/a", b"/b", b"/c"]
-    assert stats(app)[:2] == (3, 1)
+    assert stats(app)[:2] == (3, 0)
 
 
 async def test_reused_connection_dropped_under_a_request_is_retried_once(

@@ -638,18 +638,36 @@ def test_client_errors(kind: str) -> None:
         codec.send_request_head(request())  # one at a time
 
 
-def test_client_leftover_bytes_wait_for_the_next_cycle(kind: str) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",  # a second response
+        b"x",  # one byte past the end
+    ],
+)
+def test_client_bytes_past_the_response_end_the_connection(kind: str, extra: bytes) -> None:
+    """RFC 9112 §6.3: extra data is never taken for the next request's answer."""
     codec = client(kind)
     codec.send_request_head(request())
     codec.send_end()
-    events = read(
-        codec, b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-    )
+    events = read(codec, b"HTTP/1.1 204 No Content\r\n\r\n" + extra)
+    assert isinstance(events[0], ResponseHead)
     assert events[-1] is PAUSED
-    assert codec.next_event() is PAUSED
+    assert not codec.keep_alive
+    with pytest.raises(LocalProtocolError):
+        codec.start_next_cycle()
+
+
+def test_client_keeps_a_connection_that_ended_clean(kind: str) -> None:
+    codec = client(kind)
+    codec.send_request_head(request())
+    codec.send_end()
+    assert read(codec, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")[-1] is PAUSED
+    assert codec.keep_alive
     codec.start_next_cycle()
     codec.send_request_head(request())
     codec.send_end()
+    codec.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert isinstance(codec.next_event(), ResponseHead)
 
 
