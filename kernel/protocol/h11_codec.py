@@ -77,6 +77,7 @@ class _Codec:
     def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], limits: Limits) -> None:
         self._limits = limits
         # h11 only ever holds one validated message, so its own limit is moot.
+        self._role = role
         self._conn = h11.Connection(role, max_incomplete_event_size=1 << 30)
         self._buf = b""
         self._pos = 0
@@ -88,6 +89,9 @@ class _Codec:
         self._chunks: v.ChunkedDecoder | None = None
         self._method = b""
         self._sstate = _IDLE
+        #: The response being sent is not chunked: its trailers are dropped (as
+        #: the fast codec does; a request's trailers must fit its framing).
+        self._drops_trailers = False
 
     def receive_data(self, data: bytes) -> None:
         if not data:
@@ -121,7 +125,11 @@ class _Codec:
 
     def _start_body(self, body: int) -> None:
         self._body = body
-        self._chunks = v.ChunkedDecoder(self._limits) if body == CHUNKED else None
+        self._chunks = (
+            v.ChunkedDecoder(self._limits, refuse_forbidden=self._role is h11.SERVER)
+            if body == CHUNKED
+            else None
+        )
         self._rstate = _BODY
 
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
@@ -131,7 +139,8 @@ class _Codec:
                 return Data(bytes(event.data))
             if isinstance(event, h11.EndOfMessage):
                 self._rstate = _DONE
-                return EndOfMessage(_fields(event.headers))
+                # Trailers come from our decoder: h11 never sees them (below).
+                return EndOfMessage(self._chunks.trailers if self._chunks is not None else [])
             if not self._feed_body():
                 if self._eof:
                     raise RemoteProtocolError("connection closed in the middle of a body")
@@ -149,6 +158,13 @@ class _Codec:
             if new == pos:
                 assert not chunks.done, "h11 did not see the end of a chunked body"
                 return False
+            if chunks.done:
+                # h11 gets the body's end without its trailer fields, which the
+                # decoder checked (and may have pruned): h11 would judge some
+                # of them itself, and not as the fast codec does.
+                self._conn.receive_data(buf[pos : chunks.trailers_at] + b"\r\n")
+                self._pos = new
+                return True
         elif body >= 0:
             new = min(len(buf), pos + body)
             if new == pos:
@@ -186,6 +202,8 @@ class _Codec:
     def send_end(self, trailers: Fields | None = None) -> bytes:
         if self._sstate != _SENDING:
             raise self._send_failed("no body is being sent")
+        if trailers and self._drops_trailers:
+            trailers = None  # optional metadata the response's framing cannot carry
         if trailers:
             try:
                 send_fields(trailers)
@@ -286,13 +304,14 @@ class H11ServerCodec(_Codec):
             raise self._send_failed("a response was already started")
         reusable = self._req_keep_alive and self._rstate == _DONE
         try:
-            fields, reason, _, keep_alive = plan_response(
+            fields, reason, mode, keep_alive = plan_response(
                 head, self._method, self._version, reusable
             )
         except LocalProtocolError:
             self._sstate = _FAILED
             raise
         data = self._send(h11.Response(status_code=head.status_code, headers=fields, reason=reason))
+        self._drops_trailers = mode != CHUNKED
         self._keep_alive = keep_alive
         self._sstate = _SENDING
         return data

@@ -438,6 +438,10 @@ def plan_response(
         fields = [f for f in fields if f[0] != b"transfer-encoding"]
         declared = None
     http11 = version == b"1.1"
+    if status == 204 and declared is not None:
+        # RFC 9110 §8.6: never a Content-Length on a 204 (a 304 may repeat the GET's).
+        fields = [f for f in fields if f[0] != b"content-length"]
+        declared = None
     if method == b"HEAD" or status in (204, 304):
         mode = NO_BODY
     elif declared is not None:

@@ -138,6 +138,13 @@ class _Codec:
         "_method", "_mode", "_pos", "_rstate", "_scanner", "_sstate",
     )  # fmt: skip
 
+    #: The server side. It sends responses, whose trailers are optional
+    #: metadata (RFC 9110 §6.5): dropped when the framing cannot carry them
+    #: (Content-Length, or close-delimited to HTTP/1.0); a request's must fit.
+    #: It receives requests, which forbidden trailer fields fail (400); in a
+    #: response they are left out (see ChunkedDecoder).
+    _SERVER = False
+
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._buf = b""
@@ -168,7 +175,11 @@ class _Codec:
 
     def _start_body(self, body: int) -> None:
         self._body = body
-        self._chunks = v.ChunkedDecoder(self._limits) if body == CHUNKED else None
+        self._chunks = (
+            v.ChunkedDecoder(self._limits, refuse_forbidden=self._SERVER)
+            if body == CHUNKED
+            else None
+        )
         self._rstate = _BODY
 
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
@@ -242,7 +253,7 @@ class _Codec:
                 out = _head(b"0\r\n", trailers)
             else:
                 out = b"0\r\n\r\n"
-        elif trailers:
+        elif trailers and not self._SERVER:
             raise self._send_failed("trailers need a chunked body")
         elif mode > 0:
             raise self._send_failed("less data than the declared Content-Length")
@@ -254,6 +265,8 @@ class HttptoolsServerCodec(_Codec):
     """:class:`~kernel.protocol.http1.ServerCodec` on llhttp."""
 
     __slots__ = ("_keep_alive", "_req_keep_alive", "_sent_100", "_version")
+
+    _SERVER = True
 
     def __init__(self, limits: Limits) -> None:
         super().__init__(limits)

@@ -403,10 +403,18 @@ class ChunkedDecoder:
     trailer fields. Either way the caller continues from the larger offset.
     """
 
-    __slots__ = ("_left", "_limits", "_scan", "_state", "_total", "done", "trailers")
+    __slots__ = (
+        "_left", "_limits", "_refuse", "_scan", "_state", "_total", "done", "trailers",
+        "trailers_at",
+    )  # fmt: skip
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, refuse_forbidden: bool = True) -> None:
         self._limits = limits
+        #: A trailer field in NOT_IN_TRAILERS fails a request (400); from a
+        #: response, whose body is on its way already, it is left out instead.
+        self._refuse = refuse_forbidden
+        #: Where the trailer section began in the buffer of the step that ended.
+        self.trailers_at = 0
         self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self._left = 0
         self._total = 0
@@ -469,6 +477,7 @@ class ChunkedDecoder:
     def _trailers(self, buf: bytes, pos: int) -> int:
         # The trailer section is field lines then CRLF, bounded like a head.
         first = buf[pos : pos + 2]
+        self.trailers_at = pos
         if first[:1] == b"\r":
             if first == b"\r\n":
                 self.done = True
@@ -494,7 +503,10 @@ class ChunkedDecoder:
         trailers = split_fields(buf, pos, end_lf + 1)
         for name, _ in trailers:
             if name in NOT_IN_TRAILERS:
-                raise _bad(f"{name.decode('ascii')} in trailers")
+                if self._refuse:
+                    raise _bad(f"{name.decode('ascii')} in trailers")
+                trailers = [f for f in trailers if f[0] not in NOT_IN_TRAILERS]
+                break
         self.trailers = trailers
         self.done = True
         return end_lf + 3

@@ -269,11 +269,39 @@ def test_content_length_is_enforced(kind: str) -> None:
     )
     with pytest.raises(LocalProtocolError):
         codec.send_end()
+
+
+def test_trailers_a_response_cannot_carry_are_dropped(kind: str) -> None:
+    """RFC 9110 §6.5: optional metadata; the body is what must arrive."""
     codec, _ = respond(
-        kind, GET, ResponseHead(status_code=200, headers=[(b"content-length", b"0")])
+        kind, GET, ResponseHead(status_code=200, headers=[(b"content-length", b"2")])
     )
+    assert codec.send_data(b"hi") + codec.send_end([(b"x", b"1")]) == b"hi"
+    assert codec.keep_alive
+    codec, _ = respond(kind, b"GET / HTTP/1.0\r\n\r\n", ResponseHead(status_code=200, headers=[]))
+    assert codec.send_data(b"hi") + codec.send_end([(b"x", b"1")]) == b"hi"
+    codec, _ = respond(kind, GET, ResponseHead(status_code=200, headers=[]))
+    assert codec.send_end([(b"x", b"1")]).lower() == b"0\r\nx: 1\r\n\r\n"
+
+
+def test_forbidden_response_trailers_are_left_out(kind: str) -> None:
+    codec = client(kind)
+    codec.send_request_head(request())
+    codec.send_end()
+    events = read(
+        codec,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"
+        b"0\r\nContent-Length: 99\r\nX-Sum: 1\r\nConnection: close\r\n\r\n",
+    )
+    assert events[1:] == [Data(b"hi"), EndOfMessage([(b"x-sum", b"1")]), PAUSED]
+    assert codec.keep_alive
+
+
+def test_request_trailers_need_a_chunked_body(kind: str) -> None:
+    codec = client(kind)
+    codec.send_request_head(request(b"POST", [(b"content-length", b"0")]))
     with pytest.raises(LocalProtocolError):
-        codec.send_end([(b"x", b"1")])  # trailers need chunked
+        codec.send_end([(b"x", b"1")])
 
 
 @pytest.mark.parametrize(
@@ -285,7 +313,8 @@ def test_bodyless_responses(kind: str, request_line: bytes, status: int) -> None
     codec, head = respond(
         kind, request, ResponseHead(status_code=status, headers=[(b"content-length", b"10")])
     )
-    assert b"content-length: 10" in lines(head)
+    # RFC 9110 §8.6: a 204 never has one; HEAD and 304 say what a GET would get.
+    assert (b"content-length: 10" in lines(head)) is (status != 204)
     with pytest.raises(LocalProtocolError):
         codec.send_data(b"x")
     codec, head = respond(
