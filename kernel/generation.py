@@ -423,6 +423,7 @@ def _transport(route: RouteRuntime) -> str:
         f"connect {route.connect_timeout_s:g}s",
         f"response {route.response_timeout_s:g}s",
         f"read {route.read_timeout_s:g}s",
+        f"send {route.send_timeout_s:g}s",
         f"pool {route.max_idle_per_host} idle for {route.idle_timeout_s:g}s",
         f"http2 {http2}",
     ]

@@ -59,6 +59,7 @@ class RouteRuntime:
     response_timeout_s: float
     read_timeout_s: float
     max_body_bytes: int
+    send_timeout_s: float = 60.0
     max_idle_per_host: int = 128
     idle_timeout_s: float = 60.0
     #: Offer h2 by ALPN to https upstreams.
@@ -207,6 +208,7 @@ def target_runtime(
         connect_timeout_s=resolved.connect_timeout_s,
         response_timeout_s=resolved.response_timeout_s,
         read_timeout_s=resolved.read_timeout_s,
+        send_timeout_s=resolved.send_timeout_s,
         max_idle_per_host=resolved.max_idle_per_host,
         idle_timeout_s=resolved.idle_timeout_s,
         http2=resolved.http2,
@@ -251,6 +253,7 @@ def _resolve(
         connect_timeout_s=pick("connect_timeout_s"),
         response_timeout_s=pick("response_timeout_s"),
         read_timeout_s=pick("read_timeout_s"),
+        send_timeout_s=pick("send_timeout_s"),
         max_body_bytes=0,
         max_idle_per_host=pick("max_idle_per_host"),
         idle_timeout_s=pick("idle_timeout_s"),

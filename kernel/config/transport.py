@@ -258,6 +258,8 @@ class TransportConfig:
     response_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Seconds between two reads of a response body.
     read_timeout_s: float | None = attrs.field(default=None, validator=positive)
+    #: Seconds the upstream may take to accept each write of a request body.
+    send_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Idle connections kept per origin.
     max_idle_per_host: int | None = attrs.field(default=None, validator=non_negative)
     #: Seconds an idle pooled connection may wait for reuse.

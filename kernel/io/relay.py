@@ -309,19 +309,62 @@ class UpstreamRelay(ExchangeBase):
         await _up_send(up, data)
         if self.head.expect_continue:
             await self.conn.send_informational(100, [])
+        route = self.route
+        assert route is not None
+        timeout = route.send_timeout_s
+        try:
+            await self._send_body(up, timeout)
+        except _UpstreamBroken:
+            if self._answered_early(up):
+                return  # what it said before it closed: its answer, not a 502
+            raise
+        except trio.TooSlowError:
+            if self._answered_early(up):
+                return
+            raise UpstreamTimeout(
+                f"{flow.upstream} took no request body for {timeout:g}s"
+            ) from None
+
+    async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
+        """Stream the request body, each write within ``timeout``, until it
+        ends or the upstream answers early."""
+        flow, codec = self.flow, up.codec
         transforms = self.chain.request_body
         while (chunk := await self._next_body_chunk()) is not None:
             if transforms:
                 chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
                 if not chunk:
                     continue
-            await _up_send(up, codec.send_data(chunk))
+            # Looked at before a write, never after: once the last byte went,
+            # an answer is simply the answer.
+            if self._answered_early(up):
+                return
+            with trio.fail_after(timeout):
+                await _up_send(up, codec.send_data(chunk))
         tail = b""
         if transforms:
             last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
             if last:
                 tail = codec.send_data(last)
-        await _up_send(up, tail + codec.send_end(self.trailers or None))
+        with trio.fail_after(timeout):
+            await _up_send(up, tail + codec.send_end(self.trailers or None))
+
+    def _answered_early(self, up: UpstreamConnection) -> bool:
+        """The upstream began to answer before the whole body was sent.
+
+        RFC 9112 §9.5: a client sending a body watches for an error response
+        and stops sending. The answer is then read as any other; the codec
+        does not keep such a connection, and the client's unread body ends
+        its connection after the response (:meth:`_relay_response`).
+        """
+        try:
+            data = up.read_ready()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        if data is None:
+            return False
+        up.codec.receive_data(data)
+        return True
 
     async def _receive_response_head(
         self, up: UpstreamConnection
@@ -454,6 +497,11 @@ class UpstreamRelay(ExchangeBase):
         else:
             up.close_nowait()
         await conn.flush()
+        if not self.request_done:
+            # Answered before the client's body was all read (an early 413,
+            # say): let the client take the answer before its connection ends.
+            await conn.abandon_request()
+            return False
         return True
 
 

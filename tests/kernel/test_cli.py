@@ -135,7 +135,7 @@ def test_explain_prints_each_routes_chain(
     assert "chain: router -> respond" in out
     # Each route's effective transport, with the defaults of [upstream].
     assert (
-        "transport: connect 5s, response 30s, read 60s, pool 128 idle for 60s,"
+        "transport: connect 5s, response 30s, read 60s, send 60s, pool 128 idle for 60s,"
         " http2 off, no retry, no websocket"
     ) in out
 
