@@ -59,8 +59,9 @@ _QUOTED = rb'"(?>(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xf
 _FIELD_BLOCK = re.compile(rb"(?>(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*+\r\n)*)")
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+([^\r\n]*+)\r\n")
 # RFC 9112 §3: method SP request-target SP HTTP-version. The target is any
-# VCHAR run (as h11); its form is checked separately.
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# VCHAR run but "#" (a fragment is never part of a request target, §3.2);
+# its form is checked separately.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21\x22\x24-\x7e]+) HTTP/([0-9])\.([0-9])")
 # RFC 9112 §4; the reason may be absent altogether (h11 and many servers).
 _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*+))?")
 # RFC 3986 §3.2.2 reg-name (IPv4 is a subset) or an IP-literal, then a port.
@@ -170,6 +171,11 @@ class HeadScanner:
         # end of the head: never valid (RFC 9112 §2.2 requires CRLF).
         if buf.find(b"\n\n", le if le > scan else scan, stop) >= 0:
             raise _bad("bare LF in head")
+        # A line starting with a CR not followed by LF: a bare CR, which the
+        # search for the blank line would otherwise wait past until a timeout.
+        cr = buf.find(b"\n\r", le if le > scan else scan, stop)
+        if 0 <= cr < n - 2:
+            raise _bad("bare CR in head")
         if end_lf < 0:
             if n - le - 1 > self._max_block + 2:
                 raise _bad("header block too large", 431)
@@ -230,8 +236,8 @@ def parse_status_line(buf: bytes, start: int, lf: int) -> tuple[int, bytes, byte
     if major != b"1" or minor not in (b"0", b"1"):
         raise _bad("unsupported HTTP version", 505)
     status = int(code)
-    if status < 100:
-        raise _bad("status code below 100")
+    if not 100 <= status <= 599:  # RFC 9110 §15: anything else is invalid
+        raise _bad("status code outside 100-599")
     return status, reason or b"", _V11 if minor == b"1" else _V10
 
 
@@ -263,7 +269,14 @@ def host_ok(value: bytes, *, need_host: bool = True) -> bool:
 
 
 def _host_ok(m: re.Match[bytes], *, need_host: bool) -> bool:
+    port = m.group(2)
+    if port is not None and int(port[1:]) > 65535:
+        return False
     host = m.group(1)
+    if b"," in host:
+        # Legal in a reg-name, never in a real host, and it would split the
+        # list-valued X-Forwarded-Host we send on.
+        return False
     if host[:1] == b"[":
         try:
             ipaddress.IPv6Address(host[1:-1].decode("ascii"))

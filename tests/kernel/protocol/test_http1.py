@@ -144,6 +144,14 @@ def test_response_corpus(kind: str, name: str, data: bytes, expected: int | None
     assert outcome == expected, transcript
 
 
+def test_a_bare_cr_ending_the_head_is_refused_at_once(kind: str) -> None:
+    """Not after the head timeout: the blank line it stands in for never comes."""
+    codec = make_server_codec(kind, Limits())  # type: ignore[arg-type]
+    codec.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n")
+    with pytest.raises(RemoteProtocolError, match="bare CR"):
+        codec.next_event()
+
+
 # -- server: cycles, pipelining, EOF ----------------------------------------------
 def test_pipelined_requests_are_answered_in_order(kind: str) -> None:
     codec = server(
