@@ -1,8 +1,9 @@
 """The ``kernel`` command: ``run``, ``check``, ``explain``, ``plugins``.
 
-Exit codes (ARCHITECTURE.md): 0 ok, 1 configuration error, 2 bind failure,
-3 storage error. Configuration problems are printed one per line, each with
-its path, so every mistake can be fixed in one pass.
+Exit codes (ARCHITECTURE.md): 0 ok, 1 configuration error (a wrong command
+line too), 2 bind failure, 3 storage error. Configuration problems are
+printed one per line, each with its path, so every mistake can be fixed in
+one pass.
 
 May import: everything in kernel, sdk.
 """
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import attrs
 
@@ -29,8 +31,16 @@ __all__ = ["main"]
 DEFAULT_CONFIG = "config/default.toml"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1, as configuration errors do: 2 means a bind failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="kernel", description="Trellis: a programmable HTTP proxy whose features are plugins."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -85,13 +95,22 @@ def _chain(value: str | None) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(raw)
-    if args.command == "plugins":
-        return _cmd_plugins()
-    blocked = _blocked(args.block)
-    chain = _chain(args.plugins)
-    if args.command == "run":
-        return _cmd_run(args.config, chain, blocked, args.verbose, raw)
-    return _cmd_check(args.config, chain, blocked, explain=args.command == "explain")
+    try:
+        if args.command == "plugins":
+            code = _cmd_plugins()
+        else:
+            chain, blocked = _chain(args.plugins), _blocked(args.block)
+            if args.command == "run":
+                code = _cmd_run(args.config, chain, blocked, args.verbose, raw)
+            else:
+                code = _cmd_check(args.config, chain, blocked, explain=args.command == "explain")
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader stopped (``kernel explain | head``): no traceback, and
+        # none either when Python flushes stdout on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _cmd_run(

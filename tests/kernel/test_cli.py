@@ -166,3 +166,32 @@ def test_run_with_a_taken_port_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 def test_p_requires_no_prefix(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="-p takes no:NAME"):
         main(["check", "-c", _write(tmp_path, GOOD), "-p", "router"])
+
+
+@pytest.mark.parametrize("argv", [["run", "--bogus"], ["nosuch"], []])
+def test_usage_errors_exit_1_not_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """2 is a bind failure; a wrong command line is the configuration's error."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 1
+    assert "usage: kernel" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``kernel plugins | head -c 20``: a real process whose stdout closes."""
+    import subprocess
+    import sys
+
+    kernel = Path(sys.executable).with_name("kernel")
+    proc = subprocess.Popen(
+        [str(kernel), "plugins"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    with proc, proc.stderr:
+        assert len(proc.stdout.read(20)) == 20
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+    assert b"Traceback" not in err
+    assert b"BrokenPipeError" not in err
