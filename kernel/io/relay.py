@@ -46,6 +46,7 @@ from kernel.tls import default_client_context
 from sdk import (
     Flow,
     Headers,
+    LocalProtocolError,
     Origin,
     RemoteProtocolError,
     Response,
@@ -62,6 +63,8 @@ log = logging.getLogger("kernel.exchange")
 
 _now = time.monotonic
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: Interim (1xx) responses forwarded per request; more are dropped.
+_MAX_INTERIM = 10
 #: How often a flow without a body is sent again after the upstream refused
 #: its HTTP/2 stream unprocessed (GOAWAY, REFUSED_STREAM). Each GOAWAY moves
 #: the flow to a newer connection, so a burst larger than what the upstream
@@ -376,6 +379,7 @@ class UpstreamRelay(ExchangeBase):
         # closes the upstream socket, which wakes the receive below. It is
         # armed at the first wait: most answers need none (below).
         timed_out = armed = answered = False
+        interim = 0
         timers = self.conn.state.timers
         try:
             while True:
@@ -404,7 +408,12 @@ class UpstreamRelay(ExchangeBase):
                 elif isinstance(event, InformationalResponse):
                     if event.status_code == 101:  # the codec allows it only after an upgrade
                         return event
-                    continue  # 100/103 from upstream: not relayed yet
+                    # RFC 9110 §15.2: a proxy forwards 1xx responses (103 Early
+                    # Hints, 102), but a 100 we answered ourselves (the
+                    # upstream was not asked), and no flood of them.
+                    if event.status_code != 100 and interim < _MAX_INTERIM:
+                        interim += 1
+                        await self._forward_interim(event)
                 else:
                     raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
@@ -416,6 +425,13 @@ class UpstreamRelay(ExchangeBase):
         raise UpstreamTimeout(
             f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
         )
+
+    async def _forward_interim(self, event: InformationalResponse) -> None:
+        fields = downstream_response_fields(event.headers, self.gen.forwarding)
+        try:
+            await self.conn.send_informational(event.status_code, fields)
+        except LocalProtocolError:
+            pass  # one this client may not get: an HTTP/1.0 client gets none
 
     async def _relay_response(
         self, up: UpstreamConnection | H2UpstreamStream, head: ResponseHead

@@ -83,24 +83,6 @@ async def _raw_upstream(nursery: trio.Nursery, reply: bytes, *, then_close: bool
     return int(listeners[0].socket.getsockname()[1])
 
 
-async def test_interim_responses_from_the_upstream_are_not_relayed(
-    nursery: trio.Nursery, start_proxy: Any, client: Any
-) -> None:
-    port = await _raw_upstream(
-        nursery,
-        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        then_close=True,
-    )
-    app = await start_proxy(basic_config(port))
-    raw = await client.exchange(
-        app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-    )
-    assert raw.startswith(b"HTTP/1.1 200 ")
-    (resp,) = client.parse_responses(raw)
-    assert resp["body"] == b"ok"
-
-
 async def test_upstream_dying_mid_body_cuts_the_client_connection(
     nursery: trio.Nursery, start_proxy: Any, client: Any, codec: str
 ) -> None:

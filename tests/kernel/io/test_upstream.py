@@ -607,6 +607,55 @@ async def test_an_upstream_that_takes_no_body_is_504(
     assert resp["status"] == 504
 
 
+class EarlyHints(RawUpstream):
+    """A 100, a 103 Early Hints and a 102 before each final answer."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            try:
+                while await self.read_head(stream, buf):
+                    await stream.send_all(
+                        b"HTTP/1.1 100 Continue\r\n\r\n"
+                        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                        b"HTTP/1.1 102 Processing\r\n\r\n"
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    )
+            except trio.BrokenResourceError:
+                return
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+async def test_interim_responses_are_forwarded(
+    start_proxy: Any, nursery: trio.Nursery, codec: str, version: bytes
+) -> None:
+    """RFC 9110 §15.2: a proxy forwards 1xx responses, except the 100 it
+    answers itself, and never to an HTTP/1.0 client."""
+    raw: EarlyHints = await nursery.start(EarlyHints(0, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    data = b""
+    async with stream:
+        await stream.send_all(
+            b"GET / HTTP/" + version + b"\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    lines = [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    if version == b"1.1":
+        assert lines == [
+            b"HTTP/1.1 103 Early Hints",
+            b"HTTP/1.1 102 Processing",
+            b"HTTP/1.1 200 OK",
+        ]
+        assert b"link: </s.css>; rel=preload\r\n" in data.lower()
+    else:
+        assert lines == [b"HTTP/1.1 200 OK"]
+    assert data.endswith(b"ok")
+
+
 async def test_pooled_connection_closed_meanwhile_is_replaced(
     start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
 ) -> None:
