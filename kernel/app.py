@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from kernel import dispatch
+from kernel.config.model import parse_bind
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
 from kernel.io.healthcheck import run_health_checks
@@ -386,13 +387,23 @@ class App:
                 "reload (%s) rejected, generation %d keeps serving:\n%s", reason, old.number, exc
             )
             return False
-        # Bind what is new before anything else changes.
+        # Bind what is new before anything else changes. A listener keeps its
+        # socket when its address did not change; so does one renamed, or two
+        # that swapped ports, when the port is a real one: binding it again
+        # would collide with the socket we hold (":0" asks for a new port).
         added: dict[str, BoundListener] = {}
-        keep = {
-            name
-            for name, lst in new.listeners.items()
-            if name in self.listeners and self.listeners[name].same_address(lst.bind)
-        }
+        keep: dict[str, str] = {}  # new listener name -> the old one whose socket it takes
+        for name, lst in new.listeners.items():
+            if name in self.listeners and self.listeners[name].same_address(lst.bind):
+                keep[name] = name
+        for name, lst in new.listeners.items():
+            if name in keep or parse_bind(lst.bind)[1] == 0:
+                continue
+            taken = set(keep.values())
+            for old_name, b in self.listeners.items():
+                if old_name not in taken and b.same_address(lst.bind):
+                    keep[name] = old_name
+                    break
         try:
             for name, lst in new.listeners.items():
                 if name not in keep:
@@ -417,11 +428,15 @@ class App:
         self._sync_groups(new, old)
         old.retire()
         assert self._conn_nursery is not None
-        removed = [name for name in self.listeners if name not in keep]
-        for name in removed:
-            self.listeners.pop(name).scope.cancel()
-        for name, b in added.items():
-            self.listeners[name] = b
+        # The accept loops look their listener up by name in the live
+        # generation: renamed here, with no checkpoint since the switch.
+        kept = {name: self.listeners.pop(old_name) for name, old_name in keep.items()}
+        for b in self.listeners.values():
+            b.scope.cancel()  # removed
+        for name, b in kept.items():
+            b.name = name
+        self.listeners = {**kept, **added}
+        for b in added.values():
             self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
         log.info("reloaded (%s): generation %d is live", reason, new.number)
         return True

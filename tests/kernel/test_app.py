@@ -103,6 +103,48 @@ async def test_reload_binds_new_listeners_and_closes_removed(start_proxy: Any, c
         await trio.open_tcp_stream("127.0.0.1", old_port)
 
 
+async def test_a_renamed_listener_keeps_its_socket(start_proxy: Any, client: Any) -> None:
+    """Same address, new name: the reload takes over the bound socket (binding
+    it again would collide with itself)."""
+    from tests.helpers.sockets import free_port
+
+    port = free_port()
+    app = await start_proxy(_local_config("one").replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    app.config_path.write_text(
+        _local_config("two").replace(
+            '[[listeners]]\nbind = "127.0.0.1:0"\n',
+            f'[[listeners]]\nname = "public"\nbind = "127.0.0.1:{port}"\n',
+        )
+    )
+    assert await app.reload("test") is True
+    assert list(app.listeners) == ["public"]
+    assert app.port("public") == port
+    assert await _get(port, client) == b"two"
+
+
+async def test_two_listeners_can_swap_ports(start_proxy: Any, client: Any) -> None:
+    from tests.helpers.sockets import free_port
+
+    a, b = free_port(), free_port()
+
+    def config(port_x: int, port_y: int) -> str:
+        return (
+            "[kernel]\nwatch_config = false\n"
+            f'[[listeners]]\nname = "x"\nbind = "127.0.0.1:{port_x}"\ndefault_route = "rx"\n'
+            f'[[listeners]]\nname = "y"\nbind = "127.0.0.1:{port_y}"\ndefault_route = "ry"\n'
+            '[[routes]]\nname = "rx"\nplugins = ["respond.x"]\n'
+            '[[routes]]\nname = "ry"\nplugins = ["respond.y"]\n'
+            '[plugins.respond.x]\nbody = "x"\n[plugins.respond.y]\nbody = "y"\n'
+        )
+
+    app = await start_proxy(config(a, b))
+    assert (await _get(a, client), await _get(b, client)) == (b"x", b"y")
+    app.config_path.write_text(config(b, a))
+    assert await app.reload("test") is True
+    assert (await _get(a, client), await _get(b, client)) == (b"y", b"x")
+    assert (app.port("x"), app.port("y")) == (b, a)
+
+
 async def test_config_file_change_triggers_reload(start_proxy: Any, client: Any) -> None:
     app = await start_proxy(_watched_config("one"))
     await trio.sleep(0.3)  # let the watcher start
