@@ -5,7 +5,7 @@ line too), 2 bind failure, 3 storage error. Configuration problems are
 printed one per line, each with its path, so every mistake can be fixed in
 one pass.
 
-May import: everything in kernel, sdk.
+May import: everything in kernel, sdk, attrs, tomlkit.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import attrs
+import tomlkit
 
 from kernel.app import EXIT_CONFIG, EXIT_OK, App
 from kernel.config import load_config
@@ -73,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(check)
     explain = sub.add_parser("explain", help="print each route's effective plugin chain")
     config_arg(explain)
-    sub.add_parser("plugins", help="list installed plugins and their config tables")
+    plugins = sub.add_parser("plugins", help="list installed plugins and their config tables")
+    plugins.add_argument(
+        "-c", "--config", help="also list the [kernel.modules] of this config (none by default)"
+    )
     return p
 
 
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(raw)
     try:
         if args.command == "plugins":
-            code = _cmd_plugins()
+            code = _cmd_plugins(args.config)
         else:
             chain, blocked = _chain(args.plugins), _blocked(args.block)
             if args.command == "run":
@@ -176,20 +180,43 @@ def _cmd_check(config: str, chain: list[str] | None, blocked: list[str], *, expl
     return EXIT_OK
 
 
-def _cmd_plugins() -> int:
-    found, problems = available_plugins()
+def _cmd_plugins(config: str | None) -> int:
+    modules: dict[str, str] = {}
+    blocked: list[str] = []
+    if config is not None:  # its [kernel.modules] are listed too
+        try:
+            kernel = load_config(config).settings.kernel
+        except ConfigError as exc:
+            print(f"{config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        modules, blocked = kernel.modules, kernel.blocked
+    found, problems = available_plugins(modules, blocked=blocked)
     for name in sorted(found):
         info = found[name]
-        print(f"{name:<12} {info.summary}")
+        print(f"{name:<12} {info.summary.replace('``', '`')}")
         print(f"{'':<12} from {info.source}")
         cls = info.config_class
         if cls is not None and attrs.has(cls):
             print(f"{'':<12} [plugins.{name}]")
             for field in attrs.fields(cls):
-                default = field.default
-                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                    default = default.factory()
-                print(f"{'':<14} {field.name} = {default!r}")
+                print(f"{'':<14} {_toml_default(field.name, field.default)}")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     return EXIT_OK
+
+
+def _toml_default(name: str, default: object) -> str:
+    """A config key and its default as TOML, or a comment when it has none."""
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory()  # type: ignore[attr-defined]
+    if default is attrs.NOTHING:
+        return f"{name} = ...  # required"
+    if default is None:
+        return f"# {name} = ...  (optional, unset by default)"
+    if isinstance(default, dict):
+        table = tomlkit.inline_table()
+        table.update(default)
+        return f"{name} = {table.as_string()}"
+    return f"{name} = {tomlkit.item(default).as_string()}"

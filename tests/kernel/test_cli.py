@@ -146,6 +146,28 @@ def test_plugins_lists_builtins_with_their_tables(capsys: pytest.CaptureFixture[
     for name in ("router", "headers", "respond"):
         assert f"[plugins.{name}]" in out
     assert "status = 200" in out
+    # Defaults as TOML, and what has none said so, never a Python repr.
+    assert 'content_type = "text/plain; charset=utf-8"' in out
+    assert "require_groups = true" in out
+    assert "intercept_domains = ...  # required" in out
+    assert "# header = ...  (optional, unset by default)" in out
+    assert "NOTHING" not in out
+    assert "None" not in out
+    assert "``" not in out
+
+
+def test_plugins_with_a_config_lists_its_modules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/README.md: ``kernel plugins -c FILE`` lists [kernel.modules] too."""
+    text = '[kernel.modules]\ndeny = "examples.plugins.with_config:DenyPlugin"\n'
+    assert main(["plugins", "-c", _write(tmp_path, text)]) == 0
+    out = capsys.readouterr().out
+    assert "[plugins.deny]" in out
+    assert main(["plugins"]) == 0
+    assert "[plugins.deny]" not in capsys.readouterr().out
+    assert main(["plugins", "-c", _write(tmp_path, "[kernel]\nbogus = 1\n")]) == 1
+    assert "$.kernel.bogus" in capsys.readouterr().err
 
 
 def test_run_with_a_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
