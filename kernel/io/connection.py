@@ -63,8 +63,8 @@ class Http1Connection:
     """The server side of one client connection."""
 
     __slots__ = (
-        "_out", "_partial", "_scope", "_waiting", "client", "codec", "io", "listener", "state",
-        "stream",
+        "_fresh", "_out", "_partial", "_scope", "_waiting", "client", "codec", "io", "listener",
+        "state", "stream",
     )  # fmt: skip
 
     protocol = "1.1"
@@ -83,6 +83,8 @@ class Http1Connection:
         self.codec: ServerCodec = make_server_codec(listener.http1, listener.limits)  # type: ignore[arg-type]
         #: Response bytes queued until the next flush.
         self._out: list[bytes] = []
+        #: A response was begun and none of it has been sent yet.
+        self._fresh = False
         #: Reads and writes: the socket's own calls, or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
 
@@ -127,6 +129,7 @@ class Http1Connection:
 
     def begin_response(self, head: ResponseHead) -> None:
         self._out.append(self.codec.send_response_head(head))
+        self._fresh = True
 
     def write_body(self, data: bytes) -> None:
         self._out.append(self.codec.send_data(data))
@@ -139,6 +142,7 @@ class Http1Connection:
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
+            self._fresh = False
             await self.send(data)
 
     async def send_informational(self, status: int, fields: Fields) -> None:
@@ -148,6 +152,14 @@ class Http1Connection:
         send_fields(fields)  # the same checks as any field we send
         await self.send(_head(b"HTTP/1.1 101 Switching Protocols\r\n", fields))
         return self.codec.trailing_data(), self.stream
+
+    async def retract_response(self, status: int, flow_id: str = "") -> bool:
+        if not self._fresh:
+            return False
+        self._out.clear()
+        self._fresh = False
+        await self.send(render_error_response(status, flow_id))  # says close
+        return True
 
     async def abandon_request(self) -> None:
         await linger(self.stream)

@@ -73,6 +73,11 @@ class Downstream(Protocol):
         stream to relay. HTTP/2 streams cannot switch (no extended CONNECT).
         """
 
+    async def retract_response(self, status: int, flow_id: str = "") -> bool:
+        """Replace a response none of whose bytes went out by the kernel's
+        ``status`` page, and end the connection after it; False (nothing done)
+        once some of it was sent. Over HTTP/1.1 only."""
+
     async def abandon_request(self) -> None:
         """The response is complete but the request body is not: stop reading it.
 

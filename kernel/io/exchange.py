@@ -21,7 +21,8 @@ exchange class extends with the request phase, local answers and errors.
 
 A failure before the response head was sent becomes an error response
 (``trellis_error`` may supply it); after that the connection is cut, since
-the client can no longer be told.
+the client can no longer be told, unless none of it reached the socket yet
+(then the kernel's page replaces it: ``Downstream.retract_response``).
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state,
@@ -280,6 +281,12 @@ class _Exchange(UpstreamRelay):
         if not isinstance(exc, PluginError | ProtocolError):
             log.warning("[%s] %s %s: %s", flow.id, flow.request.method, flow.request.path, exc)
         if self.head_sent:
+            # Too late for an answer, unless none of the response went out
+            # yet (a body that failed at its first bytes): then the page
+            # replaces it, and the connection ends.
+            if await self.conn.retract_response(status, flow.id):
+                flow.response = Response.make(status, error_body(status, flow.id))
+                return False
             raise Abort
         if self.upstream is not None:
             self.upstream.close_nowait()

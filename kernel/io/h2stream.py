@@ -169,6 +169,9 @@ class H2Stream:
         # Unreachable: HTTP/2 refuses Connection/Upgrade fields before routing.
         raise LocalProtocolError("an HTTP/2 stream cannot switch protocols")
 
+    async def retract_response(self, status: int, flow_id: str = "") -> bool:
+        return False  # its HEADERS went to the protocol at once: a reset ends it
+
     async def abandon_request(self) -> None:
         if not self.reset:
             self.conn.proto.reset(self.stream_id, _NO_ERROR)

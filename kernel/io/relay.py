@@ -498,9 +498,7 @@ class UpstreamRelay(ExchangeBase):
             trio.ClosedResourceError,
             RemoteProtocolError,
         ) as exc:
-            flow.error = UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}")
-            log.warning("[%s] %s", flow.id, flow.error)
-            raise Abort from exc
+            raise UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}") from exc
         # The upstream's answer is all here: its connection goes back to the
         # pool before the client is written to, so a slow client does not hold
         # it, and a multiplexed client's next requests find it idle.

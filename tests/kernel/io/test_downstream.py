@@ -28,6 +28,7 @@ def test_the_interface_is_what_exchanges_use() -> None:
         "flush",
         "send_informational",
         "switch_protocols",
+        "retract_response",
         "abandon_request",
     }
 

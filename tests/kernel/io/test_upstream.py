@@ -656,6 +656,36 @@ async def test_interim_responses_are_forwarded(
     assert data.endswith(b"ok")
 
 
+class BadFirstChunk(RawUpstream):
+    """A good head and, in the same write, a chunk size that is not hex."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = bytearray()
+        async with stream:
+            try:
+                if await self.read_head(stream, buf):
+                    await stream.send_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
+                    )
+                    await self.read_head(stream, buf)
+            except trio.BrokenResourceError:
+                return
+
+
+async def test_a_body_that_fails_before_anything_went_out_is_a_502(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """Not an empty reply: none of the response had reached the client yet."""
+    raw: BadFirstChunk = await nursery.start(BadFirstChunk(0, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    data = await client.exchange(app.port(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    (resp,) = client.parse_responses(data)
+    assert resp["status"] == 502
+    assert resp["headers"]["connection"] == "close"
+    assert b"200 OK" not in data
+
+
 async def test_pooled_connection_closed_meanwhile_is_replaced(
     start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
 ) -> None:
