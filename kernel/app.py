@@ -381,6 +381,20 @@ class App:
         state = self.state
         old = state.generation
         try:
+            empty = not self.config_path.read_bytes().strip()
+        except OSError:
+            empty = False  # load() says what is wrong with it
+        if empty:
+            # Valid (every default), but on a reload almost always an editor
+            # caught between truncating the file and writing it.
+            log.error(
+                "reload (%s) rejected, generation %d keeps serving: %s is empty",
+                reason,
+                old.number,
+                self.config_path,
+            )
+            return False
+        try:
             new = self.load()
         except ConfigError as exc:
             log.error(
@@ -462,6 +476,9 @@ class App:
 
     async def _watch_loop(self, quit_: trio.Event) -> None:
         import watchfiles
+
+        # Its "1 change detected" at INFO for every save: the reload says more.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
         assert self.state is not None
         while not quit_.is_set():

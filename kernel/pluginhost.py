@@ -35,7 +35,7 @@ import pluggy
 import sdk
 import sdk.hookspecs
 from kernel.config.model import Settings
-from sdk._config import structure
+from sdk._config import format_path, structure
 
 __all__ = [
     "LoadProblem",
@@ -182,10 +182,12 @@ class PluginHost:
         extra = dict(extra or {})
         # A [plugins.X] table for an installed-or-extra plugin nobody references
         # is almost always a typo in a chain: say so.
+        blocked = set(settings.kernel.blocked)
         for name, _table in tables.items():
-            if name not in available and name not in extra:
+            # A blocked plugin's table is left alone: blocking is not a typo.
+            if name not in available and name not in extra and name not in blocked:
                 problems.append(
-                    f"$.plugins.{name}: no plugin named {name!r} is installed"
+                    f"{format_path(('plugins', name))}: no plugin named {name!r} is installed"
                     f" (installed: {', '.join(sorted(available)) or 'none'})"
                 )
         for inst, path in wanted.items():
@@ -194,6 +196,12 @@ class PluginHost:
                 continue
             plugin = instance_plugin(inst)
             info = available.get(plugin)
+            if info is None and plugin in blocked:
+                problems.append(
+                    f"{path}: plugin {plugin!r} is blocked ([kernel] blocked or -p no:{plugin});"
+                    " take it out of this chain"
+                )
+                continue
             if info is None:
                 problems.append(
                     f"{path}: unknown plugin {plugin!r}"
@@ -249,7 +257,7 @@ def _instantiate(info: PluginInfo, inst: str, table: Any, problems: list[str]) -
     factory: Callable[..., object] = info.factory
     make = factory  # kept un-narrowed: isclass() below narrows ``factory`` to type[object]
     config_cls: type[Any] | None = info.config_class
-    base_path = f"$.plugins.{info.name}"
+    base_path = format_path(("plugins", info.name))
     if not inspect.isclass(factory):
         if label:
             problems.append(
@@ -327,7 +335,7 @@ def check_plugin_tables(tables: Any, available: Mapping[str, PluginInfo]) -> lis
         labels = [k for k, v in table.items() if isinstance(v, Mapping) and k not in fields]
         for label in ["", *labels]:
             data = _instance_table(dict(table), label, cls) or {}
-            path = f"$.plugins.{name}" + (f".{label}" if label else "")
+            path = format_path(("plugins", name, label) if label else ("plugins", name))
             try:
                 structure(data, cls, path=path)
             except sdk.ConfigError as exc:

@@ -61,6 +61,19 @@ async def test_bad_reload_keeps_old_generation_and_lists_every_problem(
     assert "$.server.bogus" in text
 
 
+async def test_a_reload_to_an_empty_file_is_refused(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty file is a valid config (every default), but on a reload it is
+    almost always a save caught half-way."""
+    app = await start_proxy(_local_config("one"))
+    app.config_path.write_text("\n  \n")
+    with caplog.at_level(logging.ERROR):
+        assert await app.reload("test") is False
+    assert f"generation 1 keeps serving: {app.config_path} is empty" in caplog.text
+    assert await _get(app.port(), client) == b"one"
+
+
 async def test_reload_during_a_long_download_lets_it_finish(
     start_proxy: Any, upstream: Any, client: Any
 ) -> None:

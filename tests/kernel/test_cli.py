@@ -113,7 +113,8 @@ def test_blocking_a_plugin_makes_references_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["check", "-c", _write(tmp_path, GOOD), "-p", "no:router"]) == 1
-    assert "unknown plugin 'router'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "plugin 'router' is blocked ([kernel] blocked or -p no:router)" in err
 
 
 def test_plugins_flag_replaces_the_global_chain(
@@ -217,3 +218,13 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
         assert proc.wait(timeout=30) == 0
     assert b"Traceback" not in err
     assert b"BrokenPipeError" not in err
+
+
+def test_plugin_table_paths_are_quoted_and_blocked_tables_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD + '\n[plugins."my plugin"]\nx = 1\n[plugins.trafficlog]\ntype = "file"\n'
+    assert main(["check", "-c", _write(tmp_path, text), "-p", "no:trafficlog"]) == 1
+    err = capsys.readouterr().err
+    assert "$.plugins[\"my plugin\"]: no plugin named 'my plugin' is installed" in err
+    assert "trafficlog" not in err
