@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from kernel.config import load_config
+from kernel.config.loader import salvage_settings
 from kernel.config.model import H2Section, RouteConfig, Settings
 from kernel.dispatch import (
     Chain,
@@ -393,18 +394,10 @@ def load_generation(
     except ConfigError as exc:
         if exc.raw is None:
             raise
-        raw_kernel = exc.raw.get("kernel")
-        modules = raw_kernel.get("modules") if isinstance(raw_kernel, Mapping) else None
-        found, _ = available_plugins(modules if isinstance(modules, Mapping) else None)
-        extra = check_plugin_tables(exc.raw.get("plugins"), found)
-        raise ConfigError([*exc.problems, *extra], source=exc.source) from None
-    settings = loaded.settings
-    kernel = settings.kernel
-    if plugins is not None:
-        kernel = attrs.evolve(kernel, plugins=list(plugins))
-    if blocked:
-        kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *blocked])
-    settings = attrs.evolve(settings, kernel=kernel)
+        raise ConfigError(
+            [*exc.problems, *_second_round(exc, plugins, blocked)], source=exc.source
+        ) from None
+    settings = _flags(loaded.settings, plugins, blocked)
     return build_generation(
         settings,
         number=number,
@@ -414,6 +407,51 @@ def load_generation(
         extra_plugins=extra_plugins,
         previous_groups=previous_groups,
     )
+
+
+def _flags(settings: Settings, plugins: list[str] | None, blocked: list[str] | None) -> Settings:
+    """``--plugins`` and ``-p no:NAME`` applied to the settings."""
+    kernel = settings.kernel
+    if plugins is not None:
+        kernel = attrs.evolve(kernel, plugins=list(plugins))
+    if blocked:
+        kernel = attrs.evolve(kernel, blocked=[*kernel.blocked, *blocked])
+    return attrs.evolve(settings, kernel=kernel)
+
+
+def _second_round(
+    exc: ConfigError, plugins: list[str] | None, blocked: list[str] | None
+) -> list[str]:
+    """The problems the generation's checks find in what the loader's left.
+
+    With the refused values left out (:func:`salvage_settings`), the plugins,
+    routes and groups are checked too, so one pass lists every problem; a
+    problem at or under a path already reported is a consequence, not news.
+    """
+    assert exc.raw is not None
+    settings = salvage_settings(exc.raw)
+    if settings is None:  # at least the plugin tables
+        raw_kernel = exc.raw.get("kernel")
+        modules = raw_kernel.get("modules") if isinstance(raw_kernel, Mapping) else None
+        found, _ = available_plugins(modules if isinstance(modules, Mapping) else None)
+        return check_plugin_tables(exc.raw.get("plugins"), found)
+    try:
+        settings = _flags(settings, plugins, blocked)
+        build_generation(settings, modules=settings.kernel.modules)
+    except ConfigError as more:
+        seen = [p.partition(": ")[0] for p in exc.problems]
+        return [
+            p
+            for p in more.problems
+            if p not in exc.problems and not any(_within(p.partition(": ")[0], s) for s in seen)
+        ]
+    return []
+
+
+def _within(path: str, other: str) -> bool:
+    """Whether ``path`` is ``other`` or lies under it (or the reverse)."""
+    a, b = (path, other) if len(path) >= len(other) else (other, path)
+    return a == b or (a.startswith(b) and a[len(b)] in ".[")
 
 
 def _transport(route: RouteRuntime) -> str:

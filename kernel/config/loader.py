@@ -31,6 +31,7 @@ May import: stdlib, attrs, cattrs, sdk, kernel.config.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +45,7 @@ from kernel.config.sources import Sources, label_for, read_sources
 from sdk._config import STRUCTURE_ERRORS, ConfigPath, collect_problems, format_path, make_converter
 from sdk._errors import ConfigError
 
-__all__ = ["LoadedConfig", "load_config", "loads_config"]
+__all__ = ["LoadedConfig", "load_config", "loads_config", "salvage_settings"]
 
 _CONVERTER = make_converter()
 
@@ -116,6 +117,42 @@ def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) ->
     if problems or settings is None:
         raise ConfigError(problems, source=source, raw=data)
     return LoadedConfig(settings=settings, files=sources.files, source=source)
+
+
+def salvage_settings(data: Mapping[str, Any]) -> Settings | None:
+    """``data`` structured with every value structuring refused left out.
+
+    For a second round of checks (plugins, routes, groups) when the first
+    found problems, so that one pass lists them all. Only table keys are left
+    out, never list items (later indices would shift and the second round's
+    paths would be wrong): when a problem sits on a list item itself, or
+    leaving keys out does not help, there is nothing to salvage (None).
+    """
+    work: Any = copy.deepcopy(dict(data))
+    for _ in range(4):
+        try:
+            return _CONVERTER.structure(work, Settings)
+        except STRUCTURE_ERRORS as exc:
+            found = [parts for parts, _ in collect_problems(exc)]
+        if not found or not all(_drop(work, parts) for parts in found):
+            return None
+    return None
+
+
+def _drop(data: Any, parts: ConfigPath) -> bool:
+    """Delete the table key at ``parts``; False when that is not possible."""
+    if not parts or not isinstance(parts[-1], str):
+        return False
+    node = data
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return False  # "required": nothing there to leave out
+    del node[parts[-1]]
+    return True
 
 
 # -------------------------------------------------------------- cross-checks

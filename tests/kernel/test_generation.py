@@ -257,3 +257,38 @@ def test_a_broken_plugin_only_fails_configurations_that_use_it(
     with pytest.raises(sdk.ConfigError) as info:
         build_generation(used)
     assert "plugin 'shiny' (x:Y) failed to import: boom" in info.value.problems
+
+
+def test_one_pass_lists_loader_and_generation_problems(tmp_path: Path) -> None:
+    """A wrong kernel value no longer hides the problems of the routes."""
+    from kernel.generation import load_generation
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[server]\nhttp1 = "h3"\nmax_body_bytes = -1\n'
+        '[[routes]]\nname = "a"\ngroup = "nogroup"\nplugins = ["ghost"]\n'
+        '[[routes]]\nname = "b"\nupstream = "http://127.0.0.1:1"\nconnect_timeout_s = "x"\n'
+    )
+    with pytest.raises(sdk.ConfigError) as exc:
+        load_generation(path)
+    paths = [p.partition(": ")[0] for p in exc.value.problems]
+    assert paths == [
+        "$.server.http1",
+        "$.server.max_body_bytes",
+        "$.routes[1].connect_timeout_s",
+        "$.routes[0].plugins[0]",
+        "$.routes[0].group",
+    ]
+
+
+def test_no_second_round_when_a_list_item_itself_is_wrong(tmp_path: Path) -> None:
+    """A route without its name cannot be left out without moving the others."""
+    from kernel.config.loader import salvage_settings
+
+    data = {"routes": [{"upstream": "http://a:1"}, {"name": "b", "plugins": ["ghost"]}]}
+    assert salvage_settings(data) is None
+    data = {"server": {"http1": "h3"}, "routes": [{"name": "b", "plugins": ["ghost"]}]}
+    settings = salvage_settings(data)
+    assert settings is not None
+    assert settings.server.http1 == "auto"
+    assert settings.routes[0].plugins == ["ghost"]
