@@ -363,24 +363,27 @@ class RawUpstream:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        buf = bytearray()
         async with stream:
             try:
-                for _ in range(self.answers):
-                    if not await self.read_head(stream, buf):
-                        return
-                    # Bodies are read by Content-Length only (tests send small ones).
-                    for line in self.heads[-1].split(b"\r\n"):
-                        if line.lower().startswith(b"content-length:"):
-                            want = int(line.split(b":")[1])
-                            while len(buf) < want:
-                                buf += await stream.receive_some(65536)
-                            del buf[:want]
-                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                if self.read_next:
-                    await self.read_head(stream, buf)
+                await self.converse(stream, bytearray())
             except trio.BrokenResourceError:
                 return
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        """One connection's exchanges (subclasses misbehave differently)."""
+        for _ in range(self.answers):
+            if not await self.read_head(stream, buf):
+                return
+            # Bodies are read by Content-Length only (tests send small ones).
+            for line in self.heads[-1].split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    want = int(line.split(b":")[1])
+                    while len(buf) < want:
+                        buf += await stream.receive_some(65536)
+                    del buf[:want]
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        if self.read_next:
+            await self.read_head(stream, buf)
 
 
 EVIL = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
@@ -395,22 +398,16 @@ class ExtraBytesUpstream(RawUpstream):
         super().__init__(0, read_next=False)
         self.late = late
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                while await self.read_head(stream, buf):
-                    path = self.heads[-1].split(b" ")[1]
-                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
-                    if path == b"/first" and not self.late:
-                        answer += EVIL
-                    await stream.send_all(answer)
-                    if path == b"/first" and self.late:
-                        await trio.sleep(0.2)
-                        await stream.send_all(EVIL)
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        while await self.read_head(stream, buf):
+            path = self.heads[-1].split(b" ")[1]
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+            if path == b"/first" and not self.late:
+                answer += EVIL
+            await stream.send_all(answer)
+            if path == b"/first" and self.late:
+                await trio.sleep(0.2)
+                await stream.send_all(EVIL)
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["same-write", "late"])
@@ -436,20 +433,14 @@ class BadSecondAnswer(RawUpstream):
     """Answers a connection's first request well and its second with a head
     no proxy may accept (two Content-Lengths)."""
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                if await self.read_head(stream, buf):
-                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                if await self.read_head(stream, buf):
-                    await stream.send_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok"
-                    )
-                    await self.read_head(stream, buf)
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if await self.read_head(stream, buf):
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        if await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok"
+            )
+            await self.read_head(stream, buf)
 
 
 async def test_a_bad_answer_on_a_reused_connection_is_not_sent_again(
@@ -471,19 +462,13 @@ class TrailersUpstream(RawUpstream):
 
     BODY = b"x" * (320 * 1024)
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                while await self.read_head(stream, buf):
-                    await stream.send_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        + b"%x\r\n%s\r\n" % (len(self.BODY), self.BODY)
-                        + b"0\r\nX-Sum: 1\r\nSet-Cookie: t=1\r\n\r\n"
-                    )
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        while await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(self.BODY), self.BODY)
+                + b"0\r\nX-Sum: 1\r\nSet-Cookie: t=1\r\n\r\n"
+            )
 
 
 @pytest.mark.parametrize("version", [b"1.1", b"1.0"])
@@ -518,27 +503,21 @@ class EarlyAnswer(RawUpstream):
         super().__init__(0, read_next=False)
         self.then = then
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                if not await self.read_head(stream, buf):
-                    return
-                if self.then != "silent":
-                    await stream.send_all(
-                        b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nnope"
-                    )
-                if self.then == "close":
-                    await trio.sleep(0.2)
-                    return
-                if self.then == "drain":
-                    while await stream.receive_some(65536):
-                        pass
-                    return
-                await trio.sleep_forever()
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if not await self.read_head(stream, buf):
+            return
+        if self.then != "silent":
+            await stream.send_all(
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nnope"
+            )
+        if self.then == "close":
+            await trio.sleep(0.2)
+            return
+        if self.then == "drain":
+            while await stream.receive_some(65536):
+                pass
+            return
+        await trio.sleep_forever()
 
 
 async def post_big(port: int, size: int = 64 * 1024 * 1024) -> tuple[bytes, bool]:
@@ -610,20 +589,14 @@ async def test_an_upstream_that_takes_no_body_is_504(
 class EarlyHints(RawUpstream):
     """A 100, a 103 Early Hints and a 102 before each final answer."""
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                while await self.read_head(stream, buf):
-                    await stream.send_all(
-                        b"HTTP/1.1 100 Continue\r\n\r\n"
-                        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
-                        b"HTTP/1.1 102 Processing\r\n\r\n"
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                    )
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        while await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 102 Processing\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            )
 
 
 @pytest.mark.parametrize("version", [b"1.1", b"1.0"])
@@ -659,18 +632,12 @@ async def test_interim_responses_are_forwarded(
 class BadFirstChunk(RawUpstream):
     """A good head and, in the same write, a chunk size that is not hex."""
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buf = bytearray()
-        async with stream:
-            try:
-                if await self.read_head(stream, buf):
-                    await stream.send_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
-                    )
-                    await self.read_head(stream, buf)
-            except trio.BrokenResourceError:
-                return
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
+            )
+            await self.read_head(stream, buf)
 
 
 async def test_a_body_that_fails_before_anything_went_out_is_a_502(
