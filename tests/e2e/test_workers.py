@@ -119,9 +119,15 @@ async def test_workers_share_the_port_restart_reload_and_drain(
     await wait_for(lambda: not any(alive(pid) for pid in current))
 
 
-async def test_a_killed_supervisor_takes_its_workers_along(spawn_proxy: SpawnProxy) -> None:
+async def test_a_killed_supervisor_takes_its_workers_along(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
     port = free_port()
-    sup = await spawn_proxy(config(port), port=port, ready=False)
+    # A SIGKILLed supervisor cannot remove the metrics directory it would make.
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    sup = await spawn_proxy(config(port), port=port, ready=False, env=env)
     await sup.wait_ready(60)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
