@@ -292,7 +292,9 @@ class H2Core:
         if st is None or st.refused:
             return
         try:
-            st.trailers = check_trailers(fields, max_list_size=self.limits.max_header_list_size)
+            st.trailers = check_trailers(
+                fields, max_list_size=self.limits.max_header_list_size, drop=self._client
+            )
         except RemoteProtocolError as e:
             self._reset_stream(stream_id, PROTOCOL_ERROR, e.message)
 

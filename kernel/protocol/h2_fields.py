@@ -251,16 +251,22 @@ def response_from_h2(fields: Fields, *, max_list_size: int) -> tuple[int, Fields
     return int(status), regular, size
 
 
-def check_trailers(fields: Fields, *, max_list_size: int) -> Fields:
-    """A received trailer section, checked like a head; raises (400)."""
+def check_trailers(fields: Fields, *, max_list_size: int, drop: bool = False) -> Fields:
+    """A received trailer section, checked like a head; raises (400).
+
+    ``drop``: fields in NOT_IN_TRAILERS are left out rather than refused (a
+    response's trailers: its body is on its way to the client already).
+    """
     if header_list_size(fields) > max_list_size:
         raise _bad("trailer section too large", 431)
     for name, value in fields:
         if name[:1] == b":":
             raise _bad("pseudo-header in trailers")
         _check_field(name, value, 400)
-        if name in NOT_IN_TRAILERS:
+        if name in NOT_IN_TRAILERS and not drop:
             raise _bad(f"{name.decode('ascii')} in trailers")
+    if drop:
+        return [f for f in fields if f[0] not in NOT_IN_TRAILERS]
     return fields
 
 

@@ -208,8 +208,23 @@ def test_data_before_the_head_and_bad_trailers() -> None:
     events = u.client.receive_data(DataFrame(1, data=b"x").serialize(), 0.0)
     assert [(type(e), e.stream_id) for e in events] == [(StreamReset, 1)]  # type: ignore[union-attr]
     u.server.send_headers(3, OK)
-    u.server.send_headers(3, [(b"content-length", b"0")], end_stream=True)
+    # (A forbidden field is only left out of a response's trailers; a
+    # malformed one still resets the stream.)
+    u.server.send_headers(3, [(b"x-bad", b" padded ")], end_stream=True)
     assert [type(e) for e in u.to_client()] == [StreamResponse, StreamReset]
+
+
+def test_forbidden_response_trailers_are_left_out() -> None:
+    u = Upstream()
+    u.client.send_request(GET, b"https", b"a", end_stream=True)
+    u.to_server()
+    u.server.send_headers(1, OK)
+    u.server.send_headers(
+        1, [(b"x-sum", b"1"), (b"set-cookie", b"a=1"), (b"host", b"evil")], end_stream=True
+    )
+    events = u.to_client()
+    assert [type(e) for e in events] == [StreamResponse, StreamEnd]
+    assert events[-1].trailers == [(b"x-sum", b"1")]  # type: ignore[union-attr]
 
 
 def test_responses_are_not_acknowledged_until_ack_data() -> None:

@@ -123,6 +123,17 @@ def test_response_translation() -> None:
         assert exc.value.status_hint == 502
 
 
+def test_response_trailers_leave_forbidden_fields_out() -> None:
+    got = check_trailers(
+        [(b"x-sum", b"1"), (b"content-length", b"9"), (b"set-cookie", b"a=1")],
+        max_list_size=BIG,
+        drop=True,
+    )
+    assert got == [(b"x-sum", b"1")]
+    with pytest.raises(RemoteProtocolError):
+        check_trailers([(b"x", b"\x00")], max_list_size=BIG, drop=True)
+
+
 def test_received_trailers() -> None:
     assert check_trailers([(b"x-sum", b"1")], max_list_size=BIG) == [(b"x-sum", b"1")]
     for bad in ([(b":status", b"200")], [(b"content-length", b"1")], [(b"host", b"a")]):
