@@ -398,15 +398,25 @@ def load_generation(
             [*exc.problems, *_second_round(exc, plugins, blocked)], source=exc.source
         ) from None
     settings = _flags(loaded.settings, plugins, blocked)
-    return build_generation(
-        settings,
-        number=number,
-        files=loaded.files,
-        source=source,
-        modules=settings.kernel.modules,
-        extra_plugins=extra_plugins,
-        previous_groups=previous_groups,
-    )
+    try:
+        return build_generation(
+            settings,
+            number=number,
+            files=loaded.files,
+            source=source,
+            modules=settings.kernel.modules,
+            extra_plugins=extra_plugins,
+            previous_groups=previous_groups,
+        )
+    except ConfigError as exc:
+        if plugins is None:
+            raise
+        # The global chain came from the command line, not the file.
+        problems = [
+            f"{p} (from --plugins)" if p.startswith("$.kernel.plugins[") else p
+            for p in exc.problems
+        ]
+        raise ConfigError(problems, source=exc.source) from None
 
 
 def _flags(settings: Settings, plugins: list[str] | None, blocked: list[str] | None) -> Settings:

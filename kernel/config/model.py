@@ -84,8 +84,14 @@ def _bind(instance: object, attribute: attrs.Attribute[Any], value: str) -> None
 
 
 def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    for item in value:
-        ipaddress.ip_network(item, strict=False)
+    bad = []
+    for i, item in enumerate(value):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            bad.append(f"[{i}] {exc}")
+    if bad:
+        raise ValueError("; ".join(bad))
 
 
 def _one_timeout_place(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -228,3 +228,12 @@ def test_plugin_table_paths_are_quoted_and_blocked_tables_left_alone(
     err = capsys.readouterr().err
     assert "$.plugins[\"my plugin\"]: no plugin named 'my plugin' is installed" in err
     assert "trafficlog" not in err
+
+
+def test_a_chain_from_the_command_line_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "-c", _write(tmp_path, GOOD), "--plugins", "router,ghost"]) == 1
+    err = capsys.readouterr().err
+    assert "$.kernel.plugins[1]: unknown plugin 'ghost'" in err
+    assert err.rstrip().endswith("(from --plugins)")
