@@ -279,11 +279,6 @@ class UpstreamRelay(ExchangeBase):
         # Host usually comes first (HTTP/2 requests always have it there).
         if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):
             fields.insert(0, (b"host", host))
-        if self.head.expect_continue:
-            # We answer "100 Continue" ourselves once the upstream is connected
-            # (RFC 9110 §10.1.1 lets an intermediary do so), so the upstream is
-            # not asked to.
-            fields = [(n, v) for n, v in fields if n != b"expect"]
         if self.upgrade:
             # Only WebSocket, whatever else the client's Upgrade listed.
             fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]

@@ -131,7 +131,12 @@ def upstream_request_fields(
 ) -> Fields:
     """The fields to send upstream: ``fields`` (already free of hop-by-hop
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
-    fields. Returns a new list."""
+    fields. Returns a new list.
+
+    ``Expect: 100-continue`` is not passed on: the kernel answers it itself
+    (RFC 9110 §10.1.1 lets an intermediary), and on HTTP/1.0 or without a
+    body it means nothing. Other expectations go on.
+    """
     out: Fields = []
     trusted = policy.trusts(client_address)
     xff_prior: list[bytes] = []
@@ -150,6 +155,8 @@ def upstream_request_fields(
         if name == b"forwarded":
             if trusted:
                 fwd_prior.append(value)
+            continue
+        if name == b"expect" and value.strip(b" \t").lower() == b"100-continue":
             continue
         if name in (b"x-forwarded-proto", b"x-forwarded-host") and policy.x_forwarded:
             if trusted:
