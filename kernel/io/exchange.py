@@ -279,7 +279,8 @@ class _Exchange(UpstreamRelay):
         if isinstance(exc, PluginError):
             status = 502
         if not isinstance(exc, PluginError | ProtocolError):
-            log.warning("[%s] %s %s: %s", flow.id, flow.request.method, flow.request.path, exc)
+            # (The record carries the flow id: kernel/log.py adds it.)
+            log.warning("%s %s: %s", flow.request.method, flow.request.path, exc)
         if self.head_sent:
             # Too late for an answer, unless none of the response went out
             # yet (a body that failed at its first bytes): then the page
