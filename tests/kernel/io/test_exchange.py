@@ -400,6 +400,21 @@ bind = "127.0.0.1:0"
     assert [r["status"] for r in client.parse_responses(raw)] == [502, 502]
 
 
+async def test_a_transform_failing_on_the_first_chunk_is_a_502(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """Nothing of the upstream's response had gone out: the client gets the
+    502 page (not an empty reply), and the connection ends."""
+    text = basic_config(upstream.port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["broken"]\n', 1
+    )
+    app = await start_proxy(text, extra_plugins={"broken": BrokenTransform()})
+    raw = await client.exchange(app.port(), b"GET /bytes/100 HTTP/1.1\r\nHost: a\r\n\r\n")
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 502
+    assert resp["headers"]["connection"] == "close"
+
+
 async def test_the_flow_id_is_in_the_log_context_during_hooks(
     start_proxy: Any, upstream: Any, client: Any
 ) -> None:
