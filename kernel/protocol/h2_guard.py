@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from kernel.protocol.h2_common import H2_PREFACE, H2Limits, RateBudget
 from kernel.protocol.h2_frames import (
-    ACK,
     CONT,
     END_HEADERS,
     END_STREAM,
@@ -125,10 +124,9 @@ class FrameGuard:
             if sid and not flags & END_HEADERS:
                 self._block_sid, self._block_frames, self._block_bytes = sid, 0, length
             return None
-        if ftype in (SETTINGS, PING):
-            counted = not flags & ACK
-        else:
-            counted = ftype in (PRIORITY, GOAWAY) or ftype > CONT
+        # Every SETTINGS and PING counts, acknowledgements too: a peer owes one
+        # per SETTINGS or PING of ours, and unasked ones were a free flood.
+        counted = ftype in (SETTINGS, PING, PRIORITY, GOAWAY) or ftype > CONT
         if counted and not self._control.take(now):
             return ENHANCE_YOUR_CALM, "too many control frames"
         return None

@@ -38,6 +38,9 @@ from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
+#: The largest dynamic table we keep for a peer, whatever it allows (bytes).
+MAX_TABLE_SIZE: Final = 4096
+
 __all__ = ["Encoder"]
 
 #: RFC 7541 §4.1: the size of an entry is its name and value plus 32.
@@ -102,6 +105,11 @@ class Encoder:
 
     @header_table_size.setter
     def header_table_size(self, value: int) -> None:
+        # The peer's SETTINGS_HEADER_TABLE_SIZE is an upper bound on the table
+        # we keep for it (RFC 7541 §4.2), not a size to allocate: a client
+        # saying 4 GiB would have us hold every distinct response field sent
+        # on its connection. We keep at most 4 KiB, the protocol's default.
+        value = min(value, MAX_TABLE_SIZE)
         if value == self._maxsize and not self._pending:
             return
         self._maxsize = value

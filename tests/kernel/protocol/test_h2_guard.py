@@ -76,16 +76,19 @@ def test_header_block_must_not_be_interrupted() -> None:
 
 
 def test_control_budget_counts_what_needs_work() -> None:
-    guard = FrameGuard(H2Limits(control_budget=4), server=True)
-    # ACKs, WINDOW_UPDATE, DATA and HEADERS are free.
-    for ftype, flags in [(PING, ACK), (SETTINGS, ACK), (WINDOW, 0), (DATA, 0), (HEADERS, 4)]:
+    guard = FrameGuard(H2Limits(control_budget=6), server=True)
+    # WINDOW_UPDATE, DATA and HEADERS are free.
+    for ftype, flags in [(WINDOW, 0), (DATA, 0), (HEADERS, 4)]:
         for _ in range(10):
             assert guard.check(ftype, flags, 1, 8, 0.0) is None
+    # Acknowledgements count: a peer owes one per SETTINGS or PING of ours.
+    for ftype, flags in [(PING, ACK), (SETTINGS, ACK)]:
+        assert guard.check(ftype, flags, 0, 8, 0.0) is None
     for ftype in (PING, SETTINGS, PRIORITY, 0x42):
         assert guard.check(ftype, 0, 0, 8, 0.0) is None
-    err = guard.check(PING, 0, 0, 8, 0.0)
+    err = guard.check(PING, ACK, 0, 8, 0.0)
     assert err == (CALM, "too many control frames")
-    assert guard.check(PING, 0, 0, 8, 2.5) is None  # 4 per 10 s: one back after 2.5 s
+    assert guard.check(PING, 0, 0, 8, 10 / 6) is None  # 6 per 10 s: one back after 1.67 s
 
 
 def test_reset_and_empty_data_budgets() -> None:

@@ -456,8 +456,9 @@ def _flood(kind: str, n: int) -> list[Frame]:
 
 @pytest.mark.parametrize(
     ("kind", "allowed"),
-    # The client's initial SETTINGS took one control token in the handshake.
-    [("ping", 999), ("settings", 999), ("priority", 999), ("empty-data", 100)],
+    # The client's initial SETTINGS and its ACK of ours took two control
+    # tokens in the handshake.
+    [("ping", 998), ("settings", 998), ("priority", 998), ("empty-data", 100)],
 )
 def test_control_and_empty_frame_floods_end_the_connection(kind: str, allowed: int) -> None:
     p = Pair()
@@ -466,6 +467,16 @@ def test_control_and_empty_frame_floods_end_the_connection(kind: str, allowed: i
     events = p.raw(*_flood(kind, 1000))
     assert [type(e) for e in events] == [StreamReset, ConnectionEnding]
     _ended_with_calm(p, events)
+
+
+@pytest.mark.parametrize("kind", ["ping-ack", "settings-ack"])
+def test_unasked_acknowledgement_floods_end_the_connection(kind: str) -> None:
+    """They were free: a client could send millions, and stall every other."""
+    p = Pair()
+    frame = PingFrame(0, opaque_data=b"12345678") if kind == "ping-ack" else SettingsFrame(0)
+    frame.flags.add("ACK")
+    assert p.raw(*[frame] * 998) == []
+    _ended_with_calm(p, p.raw(*[frame] * 10))
 
 
 def test_budgets_refill_with_time() -> None:
@@ -482,7 +493,7 @@ def test_ping_flood_queues_at_most_the_budget_of_acks() -> None:
     events = p.raw(*_flood("ping", 5000))
     sent = frames(p.server.data_to_send())
     assert isinstance(events[-1], ConnectionEnding)
-    assert sum(isinstance(f, PingFrame) for f in sent) == 999  # (handshake SETTINGS: 1)
+    assert sum(isinstance(f, PingFrame) for f in sent) == 998  # (handshake SETTINGS + ACK: 2)
     assert isinstance(sent[-1], GoAwayFrame)
 
 

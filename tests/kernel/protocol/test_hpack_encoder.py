@@ -120,3 +120,22 @@ def test_any_sequence_round_trips_through_hpacks_decoder(steps: list[tuple[str, 
         assert list(dec.header_table.dynamic_entries) == [
             (n, v) for n, v, _ in reversed(enc._entries)
         ]
+
+
+def test_the_table_we_keep_is_at_most_4_kib_whatever_the_peer_allows() -> None:
+    """A client's SETTINGS_HEADER_TABLE_SIZE of 4 GiB is an upper bound, not a
+    request: kept as is, every distinct response field sent on its connection
+    stayed in memory (an audit held ~30 MB for one connection)."""
+    enc = Encoder()
+    enc.header_table_size = 0xFFFF_FFFF
+    assert enc.header_table_size == 4096
+    dec = hpack.Decoder()
+    dec.max_allowed_table_size = 0xFFFF_FFFF
+    for i in range(200):
+        value = b"v%d-" % i + b"x" * 1000
+        block = enc.encode([(b"x-echo", value)])
+        assert dec.decode(block, raw=True) == [(b"x-echo", value)]
+    # What the table holds stays under the cap: the oldest values are gone.
+    first = enc.encode([(b"x-echo", b"v0-" + b"x" * 1000)])
+    assert len(first) > 100
+    assert dec.header_table.maxsize == 4096
