@@ -126,10 +126,12 @@ class H2Endpoint(H2Core):
         if n == len(data) and n <= step:  # the usual case: one frame
             if n or end_stream:
                 conn.send_data(stream_id, data, end_stream)
+                self._guard.data_frames_sent += 1
         else:
             for off in range(0, n, step):
                 stop = min(off + step, n)
                 conn.send_data(stream_id, data[off:stop], end_stream and stop == len(data))
+                self._guard.data_frames_sent += 1
         st.sent += n
         if n < len(data):
             st.blocked = True

@@ -33,6 +33,7 @@ from kernel.protocol.h2_frames import (
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     SETTINGS,
+    WINDOW,
 )
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
 
 #: (HTTP/2 error code, reason) for the GOAWAY that ends the connection.
 Error = tuple[int, str]
+#: WINDOW_UPDATE frames a peer may send beyond two per DATA frame of ours.
+_UPDATE_RESERVE = 100
 
 
 def frame_header(buf: bytearray, pos: int) -> tuple[int, int, int, int]:
@@ -78,7 +81,7 @@ class FrameGuard:
 
     __slots__ = (
         "_block_bytes", "_block_frames", "_block_sid", "_control", "_empty", "_max_cont",
-        "block_cap", "preface_left", "resets",
+        "_updates", "block_cap", "data_frames_sent", "preface_left", "resets",
     )  # fmt: skip
 
     def __init__(self, limits: H2Limits, *, server: bool) -> None:
@@ -93,6 +96,10 @@ class FrameGuard:
         self.resets = RateBudget(limits.reset_budget, window)
         self._control = RateBudget(limits.control_budget, window)
         self._empty = RateBudget(limits.empty_data_budget, window)
+        #: DATA frames we sent (the endpoint counts them) and WINDOW_UPDATE
+        #: frames received: see :meth:`check`.
+        self.data_frames_sent = 0
+        self._updates = 0
 
     def skip_preface(self, buf: bytearray) -> int | None:
         """How many bytes at the start of ``buf`` are preface; None if not one."""
@@ -123,6 +130,17 @@ class FrameGuard:
                 return ENHANCE_YOUR_CALM, "header block too large"
             if sid and not flags & END_HEADERS:
                 self._block_sid, self._block_frames, self._block_bytes = sid, 0, length
+            return None
+        if ftype == WINDOW:
+            # Credit for what we sent: at most two per DATA frame of ours (the
+            # stream's and the connection's), plus a reserve for windows opened
+            # up front. Past that a WINDOW_UPDATE unblocks nothing and counts
+            # as a control frame (a flood of 1-byte increments ran free).
+            self._updates += 1
+            if self._updates <= 2 * self.data_frames_sent + _UPDATE_RESERVE:
+                return None
+            if not self._control.take(now):
+                return ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames"
             return None
         # Every SETTINGS and PING counts, acknowledgements too: a peer owes one
         # per SETTINGS or PING of ours, and unasked ones were a free flood.

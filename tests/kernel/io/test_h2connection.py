@@ -115,7 +115,9 @@ async def test_a_full_multiplexed_client_keeps_its_upstream_connections(
     app = await start_proxy(config(upstream))
     async with await H2Client.connect(app.port()) as c:
         for burst in range(2):
-            sids = [await c.request(b"GET", b"/sleep/0.3") for _ in range(100)]
+            # Long enough that all 100 are in flight at once on a loaded machine
+            # (0.3 s let the first ones finish and lend their connections).
+            sids = [await c.request(b"GET", b"/sleep/1.0") for _ in range(100)]
             for sid in sids:
                 assert (await c.response(sid)).status == 200
             if burst == 0:

@@ -106,3 +106,17 @@ def test_reset_and_empty_data_budgets() -> None:
     assert guard.check_data(0, False, 0.0) is None
     assert guard.check_data(0, False, 0.0) == (CALM, "too many empty DATA frames")
     assert guard.resets.take(100.0)
+
+
+def test_window_updates_beyond_the_data_we_sent_are_control_frames() -> None:
+    guard = FrameGuard(H2Limits(control_budget=3), server=True)
+    guard.data_frames_sent = 10
+    # Two per DATA frame of ours, and a reserve of 100: free.
+    for _ in range(2 * 10 + 100):
+        assert guard.check(WINDOW, 0, 0, 4, 0.0) is None
+    # Then each takes a control token.
+    for _ in range(3):
+        assert guard.check(WINDOW, 0, 1, 4, 0.0) is None
+    assert guard.check(WINDOW, 0, 0, 4, 0.0) == (CALM, "too many WINDOW_UPDATE frames")
+    guard.data_frames_sent += 1000  # more DATA sent: more credit is due
+    assert guard.check(WINDOW, 0, 0, 4, 0.0) is None

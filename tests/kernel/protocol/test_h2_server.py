@@ -479,6 +479,25 @@ def test_unasked_acknowledgement_floods_end_the_connection(kind: str) -> None:
     _ended_with_calm(p, p.raw(*[frame] * 10))
 
 
+def test_a_window_update_flood_ends_the_connection() -> None:
+    """1-byte increments with no DATA of ours to credit: after the reserve,
+    each one is a control frame."""
+    p = Pair()
+    flood = [WindowUpdateFrame(0, window_increment=1)] * 1200
+    _ended_with_calm(p, p.raw(*flood))
+
+
+def test_a_downloading_client_may_send_window_updates_freely() -> None:
+    p = Pair()
+    p.request(1, GET)
+    p.server.send_response(1, 200, [])
+    for _ in range(3000):
+        assert p.server.send_data(1, b"x" * 10) == 10
+    p.server.data_to_send()
+    updates = [WindowUpdateFrame(1, window_increment=10), WindowUpdateFrame(0, window_increment=10)]
+    assert not any(isinstance(e, ConnectionEnding) for e in p.raw(*updates * 3000))
+
+
 def test_budgets_refill_with_time() -> None:
     p = Pair()
     p.request(1, GET, end=False)
