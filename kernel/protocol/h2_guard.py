@@ -80,8 +80,8 @@ class FrameGuard:
     """Header-block bounds, the preface, and the three flood budgets."""
 
     __slots__ = (
-        "_block_bytes", "_block_frames", "_block_sid", "_control", "_empty", "_max_cont",
-        "_updates", "block_cap", "data_frames_sent", "preface_left", "resets",
+        "_block_bytes", "_block_frames", "_block_sid", "_control", "_empty", "_heads",
+        "_max_cont", "_updates", "block_cap", "data_frames_sent", "preface_left", "resets",
     )  # fmt: skip
 
     def __init__(self, limits: H2Limits, *, server: bool) -> None:
@@ -99,7 +99,7 @@ class FrameGuard:
         #: DATA frames we sent (the endpoint counts them) and WINDOW_UPDATE
         #: frames received: see :meth:`check`.
         self.data_frames_sent = 0
-        self._updates = 0
+        self._updates = self._heads = 0
 
     def skip_preface(self, buf: bytearray) -> int | None:
         """How many bytes at the start of ``buf`` are preface; None if not one."""
@@ -126,6 +126,7 @@ class FrameGuard:
                 self._block_sid = 0
             return None
         if ftype in (HEADERS, PUSH_PROMISE):
+            self._heads += 1
             if length > self.block_cap:
                 return ENHANCE_YOUR_CALM, "header block too large"
             if sid and not flags & END_HEADERS:
@@ -133,11 +134,13 @@ class FrameGuard:
             return None
         if ftype == WINDOW:
             # Credit for what we sent: at most two per DATA frame of ours (the
-            # stream's and the connection's), plus a reserve for windows opened
-            # up front. Past that a WINDOW_UPDATE unblocks nothing and counts
-            # as a control frame (a flood of 1-byte increments ran free).
+            # stream's and the connection's), one per header block received
+            # (a peer may open each new stream's window), and a reserve for
+            # windows opened up front. Past that a WINDOW_UPDATE unblocks
+            # nothing and counts as a control frame (a flood of 1-byte
+            # increments ran free).
             self._updates += 1
-            if self._updates <= 2 * self.data_frames_sent + _UPDATE_RESERVE:
+            if self._updates <= 2 * self.data_frames_sent + self._heads + _UPDATE_RESERVE:
                 return None
             if not self._control.take(now):
                 return ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames"

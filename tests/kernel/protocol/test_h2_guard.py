@@ -120,3 +120,14 @@ def test_window_updates_beyond_the_data_we_sent_are_control_frames() -> None:
     assert guard.check(WINDOW, 0, 0, 4, 0.0) == (CALM, "too many WINDOW_UPDATE frames")
     guard.data_frames_sent += 1000  # more DATA sent: more credit is due
     assert guard.check(WINDOW, 0, 0, 4, 0.0) is None
+
+
+def test_each_header_block_received_allows_one_window_update() -> None:
+    """A peer may open the window of each stream it starts (no DATA of ours yet)."""
+    guard = FrameGuard(H2Limits(control_budget=1), server=True)
+    for _ in range(500):
+        assert guard.check(HEADERS, 4, 1, 10, 0.0) is None
+    for _ in range(500 + 100):
+        assert guard.check(WINDOW, 0, 1, 4, 0.0) is None
+    assert guard.check(WINDOW, 0, 1, 4, 0.0) is None  # the one control token
+    assert guard.check(WINDOW, 0, 1, 4, 0.0) == (CALM, "too many WINDOW_UPDATE frames")
