@@ -41,7 +41,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
 from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember
-from kernel.protocol.validate import NOT_IN_TRAILERS, host_ok
+from kernel.protocol.validate import NOT_IN_TRAILERS, host_ok, screen_trailers
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -263,11 +263,7 @@ def check_trailers(fields: Fields, *, max_list_size: int, drop: bool = False) ->
         if name[:1] == b":":
             raise _bad("pseudo-header in trailers")
         _check_field(name, value, 400)
-        if name in NOT_IN_TRAILERS and not drop:
-            raise _bad(f"{name.decode('ascii')} in trailers")
-    if drop:
-        return [f for f in fields if f[0] not in NOT_IN_TRAILERS]
-    return fields
+    return screen_trailers(fields, refuse=not drop)
 
 
 def _sendable(fields: Fields, drop: frozenset[bytes]) -> Fields:

@@ -42,6 +42,7 @@ __all__ = [
     "parse_status_line",
     "request_framing",
     "response_framing",
+    "screen_trailers",
     "skip_empty_lines",
     "split_fields",
 ]
@@ -250,6 +251,20 @@ def check_field_block(buf: bytes, start: int, end: int) -> None:
 def split_fields(buf: bytes, start: int, end: int) -> Fields:
     """The fields of a block :func:`check_field_block` accepted, OWS removed."""
     return [(n.lower(), v.rstrip(b" \t")) for n, v in _FIELD_LINE.findall(buf, start, end)]
+
+
+def screen_trailers(fields: Fields, *, refuse: bool) -> Fields:
+    """Received trailer fields without those in :data:`NOT_IN_TRAILERS`.
+
+    ``refuse`` (a request's trailers, either protocol): one of them is a 400
+    instead. A response's are pruned: its body is on its way already.
+    """
+    for name, _ in fields:
+        if name in NOT_IN_TRAILERS:
+            if refuse:
+                raise _bad(f"{name.decode('ascii')} in trailers")
+            return [f for f in fields if f[0] not in NOT_IN_TRAILERS]
+    return fields
 
 
 def host_ok(value: bytes, *, need_host: bool = True) -> bool:
@@ -513,13 +528,6 @@ class ChunkedDecoder:
         if buf.count(b"\n", pos, end_lf + 1) > lim.max_header_count:
             raise _bad("too many trailer fields", 431)
         check_field_block(buf, pos, end_lf + 1)
-        trailers = split_fields(buf, pos, end_lf + 1)
-        for name, _ in trailers:
-            if name in NOT_IN_TRAILERS:
-                if self._refuse:
-                    raise _bad(f"{name.decode('ascii')} in trailers")
-                trailers = [f for f in trailers if f[0] not in NOT_IN_TRAILERS]
-                break
-        self.trailers = trailers
+        self.trailers = screen_trailers(split_fields(buf, pos, end_lf + 1), refuse=self._refuse)
         self.done = True
         return end_lf + 3
