@@ -195,7 +195,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
         if not hosts:
             raise _bad("no :authority and no host")
         authority = hosts[0]
-    elif hosts and hosts[0] != authority:
+    elif hosts and hosts[0].lower() != authority.lower():  # a host is case-insensitive
         raise _bad(":authority and host disagree")
     if not host_ok(authority):
         raise _bad("invalid :authority")

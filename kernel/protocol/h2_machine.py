@@ -294,6 +294,11 @@ class Machine:
             else:
                 if self.client and not sid & 1:
                     raise H2Error(PROTOCOL_ERROR, "HEADERS on a stream we did not open")
+                if not self.client and sid & 1 and sid not in self._closed:
+                    # RFC 9113 §5.1.1: a new stream's id must be above every
+                    # id the peer used; a lower one never opened (or long
+                    # forgotten) is an unexpected identifier.
+                    raise H2Error(PROTOCOL_ERROR, f"HEADERS opening stream {sid} below the highest")
                 self._late(sid)
                 return
         if st.recv_closed:

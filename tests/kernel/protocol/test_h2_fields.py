@@ -72,6 +72,11 @@ def test_host_alone_stands_for_authority_and_ipv6_is_checked() -> None:
     assert refused([GET[0], GET[1], GET[3], (b"host", b"[::g]")]) == 400
 
 
+def test_host_must_name_the_authority_in_any_case() -> None:
+    assert parse([*GET, (b"host", b"A.Example")]).headers[0] == (b"host", b"a.example")
+    assert refused([*GET, (b"host", b"b.example")]) == 400
+
+
 def test_expect_continue_and_content_length() -> None:
     fields = [*GET, (b"content-length", b"10"), (b"expect", b"100-Continue")]
     parsed = request_from_h2(fields, end_stream=False, max_list_size=BIG)

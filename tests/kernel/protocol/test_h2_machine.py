@@ -371,9 +371,19 @@ def test_a_stream_id_may_not_go_down() -> None:
     server, peer = server_and_h2_client()
     peer.send_headers(3, GET, end_stream=True)
     feed(server, peer.data_to_send())
-    assert refused(server, HeadersFrame(1, data=b"\x82", flags=["END_HEADERS"])).code in (
-        m.PROTOCOL_ERROR,
-        m.STREAM_CLOSED,
+    # RFC 9113 §5.1.1: an unexpected stream identifier is a PROTOCOL_ERROR
+    assert refused(server, HeadersFrame(1, data=b"\x82", flags=["END_HEADERS"])).code == (
+        m.PROTOCOL_ERROR
+    )
+
+
+def test_headers_again_on_a_stream_that_ended_is_stream_closed() -> None:
+    server, peer = server_and_h2_client()
+    peer.send_headers(1, GET, end_stream=True)
+    feed(server, peer.data_to_send())
+    server.send_headers(1, OK, end_stream=True)
+    assert refused(server, HeadersFrame(1, data=b"\x82", flags=["END_HEADERS"])).code == (
+        m.STREAM_CLOSED
     )
 
 
