@@ -27,6 +27,7 @@ from kernel.protocol.events import Fields
 __all__ = [
     "HOP_BY_HOP",
     "ForwardingPolicy",
+    "canonical_length",
     "connection_tokens",
     "downstream_response_fields",
     "strip_hop_by_hop",
@@ -162,6 +163,8 @@ def upstream_request_fields(
             if trusted:
                 out.append((name, value))
             continue
+        if name == b"content-length" and value[:1] == b"0" and len(value) > 1:
+            value = canonical_length(value)
         out.append((name, value))
     if policy.via:
         out.append((b"via", b", ".join([*via_prior, policy.via])))
@@ -186,9 +189,22 @@ def upstream_request_fields(
     return out
 
 
+def canonical_length(value: bytes) -> bytes:
+    """A validated Content-Length without its leading zeros (``b"007"`` -> ``b"7"``).
+
+    RFC 9110 §8.6 allows them, but a recipient that reads them as octal, or
+    refuses them, would frame the message differently from us: what we pass
+    on is the number we framed by.
+    """
+    return b"%d" % int(value)
+
+
 def downstream_response_fields(fields: Fields, policy: ForwardingPolicy) -> Fields:
     """The fields of an upstream response as the client should get them."""
     out = strip_hop_by_hop(fields)
+    for i, (name, value) in enumerate(out):
+        if name == b"content-length" and value[:1] == b"0" and len(value) > 1:
+            out[i] = (name, canonical_length(value))
     if policy.via:
         prior = [v for n, v in out if n == b"via"]
         if prior:

@@ -78,6 +78,10 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?>(?:;[ \t]*+" + _TOKEN + _EXT_V
 # RFC 9112 §6.1 transfer-coding = token *( OWS ";" OWS transfer-parameter ).
 _CODING = re.compile(_TOKEN + rb"(?>(?:[ \t]*+;[ \t]*+" + _TOKEN + _EXT_VALUE + rb")*)")
 _DIGITS = re.compile(rb"[0-9]{1,18}")  # more than 18 digits cannot be a real length
+#: The largest body we can frame, whatever ``max_body_bytes`` says: a
+#: Content-Length has at most 18 digits, and a chunked body adding up to more
+#: is an absurd size (a 16-hex-digit chunk is 2**64), refused as one.
+MAX_LENGTH: Final = 10**18 - 1
 _V10: Final = b"1.0"
 _V11: Final = b"1.1"
 _CRLF_RUN: Final = re.compile(rb"(?>(?:\r\n)*)")
@@ -497,6 +501,8 @@ class ChunkedDecoder:
         self._total += size
         if self._limits.max_body_bytes and self._total > self._limits.max_body_bytes:
             raise _bad("body larger than allowed", 413)
+        if self._total > MAX_LENGTH:
+            raise _bad("absurd chunk size")
         self._left = size
         self._state = 1 if size else 3
         self._scan = 0

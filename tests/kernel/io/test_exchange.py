@@ -110,6 +110,20 @@ async def test_expect_100_continue(start_proxy: Any, upstream: Any, codec: str) 
     assert "expect" not in dict(upstream.requests[-1]["headers"])
 
 
+async def test_content_length_goes_upstream_as_the_number_we_framed_by(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    raw = await client.exchange(
+        app.port(),
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 005\r\nConnection: close\r\n\r\n"
+        b"hello",
+    )
+    (resp,) = client.parse_responses(raw)
+    assert json.loads(resp["body"])["body_length"] == 5
+    assert dict(upstream.requests[-1]["headers"])["content-length"] == "5"
+
+
 async def test_chunked_upload_and_download(
     start_proxy: Any, upstream: Any, client: Any, codec: str
 ) -> None:

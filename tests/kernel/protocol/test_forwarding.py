@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from kernel.protocol.forwarding import (
     HOP_BY_HOP,
     ForwardingPolicy,
+    canonical_length,
     downstream_response_fields,
     strip_hop_by_hop,
     upstream_request_fields,
@@ -97,6 +98,20 @@ def test_response_gets_via_and_loses_hop_by_hop() -> None:
         (b"transfer-encoding", b"chunked"),
     ]
     assert downstream_response_fields(fields, POLICY) == [(b"via", b"1.0 origin, 1.1 trellis")]
+
+
+def test_content_length_goes_on_without_leading_zeros() -> None:
+    assert canonical_length(b"0") == b"0"
+    assert canonical_length(b"000") == b"0"
+    assert canonical_length(b"0012") == b"12"
+    request = [(b"host", b"h"), (b"content-length", b"005")]
+    out = upstream_request_fields(
+        request, POLICY, client_address="1.2.3.4", scheme="http", host=b"h"
+    )
+    assert (b"content-length", b"5") in out
+    response = [(b"content-length", b"0100"), (b"x", b"0100")]
+    out = downstream_response_fields(response, POLICY)
+    assert out[:2] == [(b"content-length", b"100"), (b"x", b"0100")]
 
 
 _names = st.sampled_from([b"connection", b"te", b"x-a", b"x-b", b"host", b"upgrade", b"keep-alive"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import h11
 import pytest
 from hypothesis import given, settings
@@ -373,6 +374,15 @@ def test_chunked_decoding(step: int) -> None:
 )
 def test_chunked_errors(stream: bytes, status: int) -> None:
     assert hint(decode, stream + b"0\r\n\r\n") == status
+
+
+def test_an_absurd_chunk_size_is_refused_even_without_a_body_limit() -> None:
+    unlimited = attrs.evolve(LIM, max_body_bytes=0)
+    largest = v.ChunkedDecoder(unlimited)  # 10**18 - 1, the longest Content-Length
+    assert largest.step(b"de0b6b3a763ffff\r\nab", 0) == (17, 19)
+    over = v.ChunkedDecoder(unlimited)
+    assert hint(over.step, b"de0b6b3a7640000\r\nab", 0) == 400
+    assert hint(decode, b"ffffffffffffffff\r\nabc\r\n0\r\n\r\n", 0, unlimited) == 400
 
 
 @settings(deadline=None, max_examples=200)
