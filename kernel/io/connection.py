@@ -63,8 +63,8 @@ class Http1Connection:
     """The server side of one client connection."""
 
     __slots__ = (
-        "_fresh", "_out", "_partial", "_scope", "_waiting", "client", "codec", "io", "listener",
-        "state", "stream",
+        "_cut", "_fresh", "_out", "_partial", "_scope", "_waiting", "client", "codec", "io",
+        "listener", "state", "stream",
     )  # fmt: skip
 
     protocol = "1.1"
@@ -85,6 +85,8 @@ class Http1Connection:
         self._out: list[bytes] = []
         #: A response was begun and none of it has been sent yet.
         self._fresh = False
+        #: A response was cut: close with a reset (:meth:`cut`).
+        self._cut = False
         #: Reads and writes: the socket's own calls, or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
 
@@ -160,6 +162,9 @@ class Http1Connection:
         self._fresh = False
         await self.send(render_error_response(status, flow_id))  # says close
         return True
+
+    def cut(self) -> None:
+        self._cut = True
 
     async def abandon_request(self) -> None:
         await linger(self.stream)
@@ -240,6 +245,10 @@ class Http1Connection:
         finally:
             self.state.connections -= 1
             self.state.idle_scopes.discard(scope)
+            if self._cut:
+                sockio.reset_on_close(self.io.socket)
+                if isinstance(self.stream, TLSStream):
+                    self.stream.cut()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 

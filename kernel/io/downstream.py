@@ -78,6 +78,14 @@ class Downstream(Protocol):
         ``status`` page, and end the connection after it; False (nothing done)
         once some of it was sent. Over HTTP/1.1 only."""
 
+    def cut(self) -> None:
+        """The response cannot be completed: end it so the client can tell.
+
+        HTTP/1.1 closes the connection with a TCP reset (and no TLS
+        ``close_notify``) rather than a clean close, which a client reading a
+        close-delimited body would take for its end; HTTP/2 resets the stream.
+        """
+
     async def abandon_request(self) -> None:
         """The response is complete but the request body is not: stop reading it.
 

@@ -113,7 +113,10 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
             keep = await ex.run()
         except ProxyError as exc:
             keep = await ex.fail(exc)
-    except (ClientGone, Abort):
+    except ClientGone:
+        keep = False
+    except Abort:
+        conn.cut()  # a response begun and not finished: the client must see it cut
         keep = False
     finally:
         flow.timings.done = _now()

@@ -172,6 +172,9 @@ class H2Stream:
     async def retract_response(self, status: int, flow_id: str = "") -> bool:
         return False  # its HEADERS went to the protocol at once: a reset ends it
 
+    def cut(self) -> None:
+        pass  # the connection resets a stream that ends unfinished (INTERNAL_ERROR)
+
     async def abandon_request(self) -> None:
         if not self.reset:
             self.conn.proto.reset(self.stream_id, _NO_ERROR)

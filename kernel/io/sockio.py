@@ -31,17 +31,20 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import struct
 from typing import Protocol
 
 import trio
 
-__all__ = ["RECV_SIZE", "FastIO", "SocketIO", "fast_io"]
+__all__ = ["RECV_SIZE", "FastIO", "SocketIO", "fast_io", "reset_on_close"]
 
 #: The most one read takes (a socket's, or a TLS stream's plaintext).
 RECV_SIZE = 65536
 
 _read = os.read
 _write = os.write
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 def _error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -119,6 +122,19 @@ class SocketIO:
             return None
         except OSError:
             return b""
+
+
+def reset_on_close(sock: trio.socket.SocketType) -> None:
+    """Make closing ``sock`` send a TCP reset (``SO_LINGER`` 0) instead of a FIN.
+
+    For a response we could not finish: a client reading to the end of the
+    connection (HTTP/1.0, or any close-delimited body) would take a FIN for
+    the end of a complete response; a reset tells it the response is cut.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass  # already gone
 
 
 def fast_io(stream: trio.SocketStream | FastIO) -> FastIO:

@@ -95,6 +95,7 @@ class TLSStream(trio.abc.Stream):
         #: read_ready() counts as one): every read gives b"" from now on.
         self._ended = False
         self._closed = False
+        self._cut = False
         self._broken: trio.BrokenResourceError | None = None
         self._writing = False
         self._written = trio.lowlevel.ParkingLot()
@@ -228,13 +229,18 @@ class TLSStream(trio.abc.Stream):
         self._check()
         await self.transport_stream.wait_send_all_might_not_block()
 
+    def cut(self) -> None:
+        """Close without ``close_notify``: what we sent is incomplete, and a
+        peer that reads to the end must see that it was cut (RFC 8446 §6.1)."""
+        self._cut = True
+
     async def aclose(self) -> None:
         """Send ``close_notify`` if the socket takes it at once, and close."""
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        if self._handshaken and self._broken is None and not self._writing:
+        if self._handshaken and self._broken is None and not self._writing and not self._cut:
             try:
                 self._ssl.unwrap()
             except (ssl.SSLError, ValueError):

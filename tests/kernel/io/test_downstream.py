@@ -29,6 +29,7 @@ def test_the_interface_is_what_exchanges_use() -> None:
         "send_informational",
         "switch_protocols",
         "retract_response",
+        "cut",
         "abandon_request",
     }
 

@@ -217,6 +217,33 @@ async def test_a_close_without_close_notify_is_the_end_too(
         assert await server.receive() == b""
 
 
+@pytest.mark.parametrize("cut", [False, True])
+async def test_a_cut_stream_closes_without_close_notify(
+    tcp: tuple[trio.SocketStream, trio.SocketStream],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    cut: bool,
+) -> None:
+    """A response we could not finish: the peer must not read a clean end."""
+    server_ctx, client_ctx = contexts
+    # Python's contexts read a ragged end as a clean one unless told not to
+    # (curl and browsers do not).
+    client_ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    client = trio.SSLStream(tcp[0], client_ctx, server_hostname=NAME)
+    server = TLSStream(tcp[1], server_ctx, server_side=True)
+    with trio.fail_after(10):
+        await handshake_both(client, server)
+        await server.send(b"part of it")
+        assert await client.receive_some() == b"part of it"
+        if cut:
+            server.cut()
+        await server.aclose()
+        if cut:
+            with pytest.raises(trio.BrokenResourceError):  # a ragged end
+                await client.receive_some()
+        else:
+            assert await client.receive_some() == b""
+
+
 async def test_read_ready_gives_whole_records_none_or_the_end(
     ours_serving: tuple[trio.SSLStream[trio.SocketStream], TLSStream],
 ) -> None:

@@ -493,6 +493,49 @@ async def test_response_trailers_never_cost_the_body(
     assert b"t=1" not in data
 
 
+class CutUpstream(RawUpstream):
+    """Starts a chunked 200 with 64 KiB of body, then closes mid-chunk."""
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"20000\r\n"
+                + b"y" * 65536
+            )
+            await trio.sleep(0.1)
+
+
+async def read_to_the_end(port: int, request: bytes) -> tuple[bytes, bool]:
+    """Everything the proxy sent, and whether the connection ended in a reset."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    got = b""
+    async with stream:
+        await stream.send_all(request)
+        with trio.fail_after(5):
+            try:
+                while data := await stream.receive_some(65536):
+                    got += data
+            except trio.BrokenResourceError:
+                return got, True
+    return got, False
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+async def test_a_response_cut_upstream_ends_in_a_reset(
+    start_proxy: Any, nursery: trio.Nursery, codec: str, version: bytes
+) -> None:
+    """An HTTP/1.0 client reads the body to the end of the connection: a clean
+    close would pass a truncated body off as whole. The connection is reset."""
+    raw: CutUpstream = await nursery.start(CutUpstream(0, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    request = b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n"
+    got, reset = await read_to_the_end(app.port(), request)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert b"yyyy" in got
+    assert reset
+
+
 class EarlyAnswer(RawUpstream):
     """Answers 413 to the head of a request, without reading its body; then
     closes (``then="close"``), stops reading but keeps the connection
