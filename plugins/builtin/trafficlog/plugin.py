@@ -118,8 +118,12 @@ class TrafficLogPlugin:
     def trellis_startup(self, context: sdk.StartupContext) -> None:
         c = self.config
         for kind, address in self._keys:
-            # Fail the start (or the reload) now rather than drop every record later.
-            _check_writable(address if kind == "file" else os.path.dirname(address), kind)
+            # Fail the start (or the reload) now rather than drop every record
+            # later. (A PostgreSQL address is a URL, not a place on disk.)
+            if kind == "file":
+                _check_writable(address, kind)
+            elif kind == "sqlite":
+                _check_writable(os.path.dirname(address), kind)
         for key in self._keys:
             pipeline = writer.acquire(
                 key,

@@ -185,7 +185,12 @@ async def test_sqlite_through_the_plugin_in_batches(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == [f.id for f in flows]
 
 
-async def test_both_sinks_through_the_plugin(tmp_path: Path, postgres_url: str) -> None:
+async def test_both_sinks_through_the_plugin(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The start checks the file sink's directory, and makes none for the URL
+    # (it made "postgresql:/postgres@127.0.0.1:PORT" in the working directory).
+    monkeypatch.chdir(tmp_path)
     p = make_plugin(tmp_path, type="both", database=postgres_url, headers=True)
     h = Harness(p)
     flows = []
@@ -203,6 +208,7 @@ async def test_both_sinks_through_the_plugin(tmp_path: Path, postgres_url: str) 
     text = "".join(path.read_text() for path in (tmp_path / "logs").iterdir())
     assert "s3cr3t" not in text
     assert text.count('"[redacted]"') == 12
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs"]
 
 
 # ----------------------------------------------------------------- metrics
