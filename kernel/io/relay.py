@@ -3,14 +3,15 @@
 :class:`UpstreamRelay` adds the upstream half of the life of a request to
 :class:`~kernel.io.exchangebase.ExchangeBase` (see
 :mod:`kernel.io.exchange`): pick a pooled connection (on a group target,
-with failover and retries to other targets, :mod:`kernel.io.balance`), send the head with
-the forwarding fields, stream the body through ``trellis_request_body``, wait
-for the response head under the response deadline, and stream the response
-back through ``trellis_response_body``, coalescing writes to the client.
+with failover and retries to other targets, :mod:`kernel.io.balance`), send
+the request (:mod:`kernel.io.sendrequest`), wait for the response head under
+the response deadline, and stream the response back through
+``trellis_response_body``, coalescing writes to the client.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.routes, kernel.tls, kernel.io.upstream,
-kernel.io.state, kernel.io.balance, kernel.io.exchangebase.
+kernel.io.state, kernel.io.balance, kernel.io.exchangebase,
+kernel.io.sendrequest, kernel.io.h2relay, kernel.io.h2upstream, kernel.io.tunnel.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +27,7 @@ from kernel.io import balance
 from kernel.io.exchangebase import Abort, ClientGone, ExchangeBase
 from kernel.io.h2relay import proxy_h2
 from kernel.io.h2upstream import H2Upstream, H2UpstreamStream, Refused
+from kernel.io.sendrequest import RequestSender, UpstreamBroken
 from kernel.io.tunnel import splice
 from kernel.io.upstream import TlsTarget, UpstreamConnection
 from kernel.protocol.errorpage import reason_phrase
@@ -34,12 +35,10 @@ from kernel.protocol.events import (
     NEED_DATA,
     Data,
     EndOfMessage,
-    Fields,
     InformationalResponse,
-    RequestHead,
     ResponseHead,
 )
-from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
+from kernel.protocol.forwarding import downstream_response_fields
 from kernel.protocol.http1 import asks_websocket
 from kernel.routes import RouteRuntime
 from kernel.tls import default_client_context
@@ -53,9 +52,6 @@ from sdk import (
     UpstreamError,
     UpstreamTimeout,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Abort", "ClientGone", "ExchangeBase", "UpstreamRelay"]
 
@@ -73,18 +69,7 @@ _MAX_INTERIM = 10
 _REFUSED_RETRIES = 5
 
 
-class _UpstreamBroken(Exception):
-    """The upstream connection failed under us (reset, closed, or bad framing).
-
-    ``answered``: some of a response had arrived (then it is never retried).
-    """
-
-    def __init__(self, *, answered: bool = False) -> None:
-        super().__init__()
-        self.answered = answered
-
-
-class UpstreamRelay(ExchangeBase):
+class UpstreamRelay(RequestSender):
     """The upstream half of an exchange."""
 
     __slots__ = ()
@@ -220,7 +205,7 @@ class UpstreamRelay(ExchangeBase):
             try:
                 await self._send_request(up)
                 return up, await self._receive_response_head(up)
-            except _UpstreamBroken as exc:
+            except UpstreamBroken as exc:
                 up.close_nowait()
                 self.upstream = None
                 if reused and attempt == 0 and retryable and not exc.answered:
@@ -262,107 +247,6 @@ class UpstreamRelay(ExchangeBase):
         flow.bytes_in += to_up
         flow.bytes_out += to_client
         return False  # neither connection speaks HTTP any more; the exchange closes both
-
-    def _upstream_fields(self) -> Fields:
-        flow = self.flow
-        req = flow.request
-        host = (req.headers.get("host") or req.authority).encode("latin-1")
-        # X-Forwarded-Host / Forwarded "host=" tell the upstream what the
-        # *client* asked for, even when a plugin rewrote the Host we send.
-        fields = upstream_request_fields(
-            req.headers.fields,
-            self.gen.forwarding,
-            client_address=flow.client.address,
-            scheme=req.scheme,
-            host=req.authority.encode("latin-1") or host,
-        )
-        # Host usually comes first (HTTP/2 requests always have it there).
-        if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):
-            fields.insert(0, (b"host", host))
-        if self.upgrade:
-            # Only WebSocket, whatever else the client's Upgrade listed.
-            fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
-        if self.has_body and (self.chain.request_body or self.content_length is None):
-            fields = [(n, v) for n, v in fields if n != b"content-length"]
-            fields.append((b"transfer-encoding", b"chunked"))
-        return fields
-
-    async def _send_request(self, up: UpstreamConnection) -> None:
-        flow = self.flow
-        req = flow.request
-        codec = up.codec
-        head = RequestHead(
-            method=req.method.encode("ascii"),
-            target=req.path.encode("latin-1"),
-            headers=self._upstream_fields(),
-        )
-        data = codec.send_request_head(head)
-        if not self.has_body:
-            # Consume the request's EndOfMessage so the codec can cycle
-            # (once: a retry on a fresh connection comes here again).
-            if not self.request_done:
-                await self._next_body_chunk()
-            await _up_send(up, data + codec.send_end())
-            return
-        await _up_send(up, data)
-        if self.head.expect_continue:
-            await self.conn.send_informational(100, [])
-        route = self.route
-        assert route is not None
-        timeout = route.send_timeout_s
-        try:
-            await self._send_body(up, timeout)
-        except _UpstreamBroken:
-            if self._answered_early(up):
-                return  # what it said before it closed: its answer, not a 502
-            raise
-        except trio.TooSlowError:
-            if self._answered_early(up):
-                return
-            raise UpstreamTimeout(
-                f"{flow.upstream} took no request body for {timeout:g}s"
-            ) from None
-
-    async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
-        """Stream the request body, each write within ``timeout``, until it
-        ends or the upstream answers early."""
-        flow, codec = self.flow, up.codec
-        transforms = self.chain.request_body
-        while (chunk := await self._next_body_chunk()) is not None:
-            if transforms:
-                chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
-                if not chunk:
-                    continue
-            # Looked at before a write, never after: once the last byte went,
-            # an answer is simply the answer.
-            if self._answered_early(up):
-                return
-            with trio.fail_after(timeout):
-                await _up_send(up, codec.send_data(chunk))
-        tail = b""
-        if transforms:
-            last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
-            if last:
-                tail = codec.send_data(last)
-        with trio.fail_after(timeout):
-            await _up_send(up, tail + codec.send_end(self.trailers or None))
-
-    def _answered_early(self, up: UpstreamConnection) -> bool:
-        """The upstream began to answer before the whole body was sent.
-
-        RFC 9112 §9.5: a client sending a body watches for an error response
-        and stops sending. The answer is then read as any other; the codec
-        does not keep such a connection, and the client's unread body ends
-        its connection after the response (:meth:`_relay_response`).
-        """
-        try:
-            data = up.read_ready()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        if data is None:
-            return False
-        up.codec.receive_data(data)
-        return True
 
     async def _receive_response_head(
         self, up: UpstreamConnection
@@ -413,7 +297,7 @@ class UpstreamRelay(ExchangeBase):
                     raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
             if not timed_out:
-                raise _UpstreamBroken(answered=answered) from exc
+                raise UpstreamBroken(answered=answered) from exc
         finally:
             if armed:
                 timers.disarm(up)
@@ -524,10 +408,3 @@ def _tls_target(route: RouteRuntime, origin: Origin) -> TlsTarget | None:
         return None
     ctx = route.client_tls if route.client_tls is not None else default_client_context()
     return ctx, route.tls_server_name
-
-
-async def _up_send(up: UpstreamConnection, data: bytes) -> None:
-    try:
-        await up.send(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise _UpstreamBroken from exc

@@ -97,6 +97,29 @@ class SocketIO:
             view = memoryview(view)[sent:]
             await trio.lowlevel.wait_writable(sock)
 
+    async def send_unless_answered(self, data: bytes) -> bool:
+        """:meth:`send`, except that a wait for room also ends when the peer
+        sends something: False then, and the rest of ``data`` is not sent.
+
+        For a request body: an upstream that answers early (a ``413``) often
+        stops reading too, and a plain wait for room would last until the
+        send deadline (RFC 9112 §9.5).
+        """
+        sock = self.socket
+        view: bytes | memoryview = data
+        while True:
+            try:
+                sent = _write(sock.fileno(), view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise _error(exc) from exc
+            if sent == len(view):
+                return True
+            view = memoryview(view)[sent:]
+            if await _room_or_answer(sock):
+                return False
+
     async def receive(self, max_bytes: int = RECV_SIZE) -> bytes:
         """Up to ``max_bytes`` bytes (``b""`` at the end), as trio's ``receive_some``."""
         sock = self.socket
@@ -122,6 +145,35 @@ class SocketIO:
             return None
         except OSError:
             return b""
+
+
+async def _room_or_answer(sock: trio.socket.SocketType) -> bool:
+    """Wait until ``sock`` is writable or readable; True if it was readable.
+
+    Two waits at once need two tasks (trio waits for one event per call);
+    neither raises into the nursery, so no exception group comes out of it.
+    """
+    answered = False
+    failure: BaseException | None = None
+
+    async def wait(readable: bool, scope: trio.CancelScope) -> None:
+        nonlocal answered, failure
+        try:
+            if readable:
+                await trio.lowlevel.wait_readable(sock)
+                answered = True
+            else:
+                await trio.lowlevel.wait_writable(sock)
+        except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+            failure = exc
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, True, nursery.cancel_scope)
+        nursery.start_soon(wait, False, nursery.cancel_scope)
+    if failure is not None:
+        raise trio.ClosedResourceError("the socket was closed") from failure
+    return answered
 
 
 def reset_on_close(sock: trio.socket.SocketType) -> None:

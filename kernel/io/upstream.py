@@ -67,6 +67,20 @@ class UpstreamConnection:
         if data:
             await self.io.send(data)
 
+    async def send_unless_answered(self, data: bytes) -> bool:
+        """Send ``data``; False if the upstream began to answer while the
+        write waited for room (then not all of it went).
+
+        Over plain TCP (:meth:`kernel.io.sockio.SocketIO.send_unless_answered`);
+        over TLS the write is not interrupted, and an answer is seen between
+        writes only.
+        """
+        io = self.io
+        if isinstance(io, sockio.SocketIO):
+            return await io.send_unless_answered(data)
+        await io.send(data)
+        return True
+
     async def receive(self) -> bytes:
         return await self.io.receive()
 

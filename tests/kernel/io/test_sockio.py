@@ -57,7 +57,7 @@ async def test_send_larger_than_the_socket_buffer_completes(
 ) -> None:
     a, b = pair
     a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    data = bytes(range(256)) * 40_000  # ~10 MB: the kernel takes it in parts
+    data = bytes(range(256)) * 4_000  # ~1 MB: the kernel takes it in parts
     received = bytearray()
 
     async def reader() -> None:
@@ -71,6 +71,53 @@ async def test_send_larger_than_the_socket_buffer_completes(
             nursery.start_soon(reader)
             await sockio.SocketIO(a).send(data)
     assert received == data
+
+
+async def test_send_unless_answered_stops_waiting_when_the_peer_speaks(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = b"x" * 10_000_000  # never all taken: b does not read
+
+    async def answer() -> None:
+        await trio.testing.wait_all_tasks_blocked()  # a's write waits for room
+        await b.send_all(b"HTTP/1.1 413 ")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            assert await sockio.SocketIO(a).send_unless_answered(data) is False
+    assert sockio.SocketIO(a).read_ready() == b"HTTP/1.1 413 "
+
+
+async def test_send_unless_answered_sends_everything_to_a_reader(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, b = pair
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 4_000
+    received = bytearray()
+
+    async def reader() -> None:
+        while len(received) < len(data):
+            received.extend(await b.receive_some(65536))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            assert await sockio.SocketIO(a).send_unless_answered(data) is True
+    assert received == data
+
+
+async def test_send_unless_answered_on_a_closed_socket_raises_closed_resource(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    a, _ = pair
+    io = sockio.SocketIO(a)
+    a.socket.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await io.send_unless_answered(b"x")
 
 
 async def test_end_of_stream_is_empty_bytes(

@@ -1,0 +1,168 @@
+"""Sending a request upstream: its head with the forwarding fields, then its body.
+
+:class:`RequestSender` is the part of an exchange between the pooled
+connection and the response head (:class:`kernel.io.relay.UpstreamRelay`
+does the rest): it builds the upstream head (forwarding fields, Host,
+WebSocket upgrade, chunked when a plugin may change the body's length),
+streams the client's body through ``trellis_request_body`` under
+``send_timeout_s`` per write, and watches for an early answer (RFC 9112
+§9.5): an upstream that answers before it has the whole body gets no more
+of it, and its answer is relayed.
+
+May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
+kernel.io.upstream, kernel.io.exchangebase.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from kernel import dispatch
+from kernel.io.exchangebase import ExchangeBase
+from kernel.io.upstream import UpstreamConnection
+from kernel.protocol.events import Fields, RequestHead
+from kernel.protocol.forwarding import upstream_request_fields
+from sdk import UpstreamTimeout
+
+__all__ = ["RequestSender", "UpstreamBroken", "up_send"]
+
+
+class UpstreamBroken(Exception):
+    """The upstream connection failed under us (reset, closed, or bad framing).
+
+    ``answered``: some of a response had arrived (then it is never retried).
+    """
+
+    def __init__(self, *, answered: bool = False) -> None:
+        super().__init__()
+        self.answered = answered
+
+
+class RequestSender(ExchangeBase):
+    """The request half of the upstream side of an exchange."""
+
+    __slots__ = ()
+
+    def _upstream_fields(self) -> Fields:
+        flow = self.flow
+        req = flow.request
+        host = (req.headers.get("host") or req.authority).encode("latin-1")
+        # X-Forwarded-Host / Forwarded "host=" tell the upstream what the
+        # *client* asked for, even when a plugin rewrote the Host we send.
+        fields = upstream_request_fields(
+            req.headers.fields,
+            self.gen.forwarding,
+            client_address=flow.client.address,
+            scheme=req.scheme,
+            host=req.authority.encode("latin-1") or host,
+        )
+        # Host usually comes first (HTTP/2 requests always have it there).
+        if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):
+            fields.insert(0, (b"host", host))
+        if self.upgrade:
+            # Only WebSocket, whatever else the client's Upgrade listed.
+            fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+        if self.has_body and (self.chain.request_body or self.content_length is None):
+            fields = [(n, v) for n, v in fields if n != b"content-length"]
+            fields.append((b"transfer-encoding", b"chunked"))
+        return fields
+
+    async def _send_request(self, up: UpstreamConnection) -> None:
+        flow = self.flow
+        req = flow.request
+        codec = up.codec
+        head = RequestHead(
+            method=req.method.encode("ascii"),
+            target=req.path.encode("latin-1"),
+            headers=self._upstream_fields(),
+        )
+        data = codec.send_request_head(head)
+        if not self.has_body:
+            # Consume the request's EndOfMessage so the codec can cycle
+            # (once: a retry on a fresh connection comes here again).
+            if not self.request_done:
+                await self._next_body_chunk()
+            await up_send(up, data + codec.send_end())
+            return
+        await up_send(up, data)
+        if self.head.expect_continue:
+            await self.conn.send_informational(100, [])
+        route = self.route
+        assert route is not None
+        timeout = route.send_timeout_s
+        try:
+            await self._send_body(up, timeout)
+        except UpstreamBroken:
+            if self._answered_early(up):
+                return  # what it said before it closed: its answer, not a 502
+            raise
+        except trio.TooSlowError:
+            if self._answered_early(up):
+                return
+            raise UpstreamTimeout(
+                f"{flow.upstream} took no request body for {timeout:g}s"
+            ) from None
+
+    async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
+        """Stream the request body, each write within ``timeout``, until it
+        ends or the upstream answers early."""
+        flow, codec = self.flow, up.codec
+        transforms = self.chain.request_body
+        while (chunk := await self._next_body_chunk()) is not None:
+            if transforms:
+                chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
+                if not chunk:
+                    continue
+            # Looked at before a write, and while one waits for room, never
+            # after: once the last byte went, an answer is simply the answer.
+            if self._answered_early(up) or not await self._write(
+                up, codec.send_data(chunk), timeout
+            ):
+                return
+        tail = b""
+        if transforms:
+            last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
+            if last:
+                tail = codec.send_data(last)
+        await self._write(up, tail + codec.send_end(self.trailers or None), timeout)
+
+    async def _write(self, up: UpstreamConnection, data: bytes, timeout: float) -> bool:
+        """Send body bytes within ``timeout``; False when the upstream answered
+        while the write waited for room (the rest is not sent)."""
+        with trio.fail_after(timeout):
+            sent = await _up_send_unless_answered(up, data)
+        if sent or self._answered_early(up):
+            return sent
+        raise UpstreamBroken  # readable with nothing to read: the body is cut
+
+    def _answered_early(self, up: UpstreamConnection) -> bool:
+        """The upstream began to answer before the whole body was sent.
+
+        RFC 9112 §9.5: a client sending a body watches for an error response
+        and stops sending. The answer is then read as any other; the codec
+        does not keep such a connection, and the client's unread body ends
+        its connection after the response (:meth:`_relay_response`).
+        """
+        try:
+            data = up.read_ready()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        if data is None:
+            return False
+        up.codec.receive_data(data)
+        return True
+
+
+async def up_send(up: UpstreamConnection, data: bytes) -> None:
+    """Write to the upstream; a failure becomes :class:`UpstreamBroken`."""
+    try:
+        await up.send(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise UpstreamBroken from exc
+
+
+async def _up_send_unless_answered(up: UpstreamConnection, data: bytes) -> bool:
+    try:
+        return await up.send_unless_answered(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise UpstreamBroken from exc
