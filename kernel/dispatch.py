@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -33,7 +34,7 @@ import pluggy
 import trio
 
 from kernel.config.model import Settings
-from sdk import Flow, PluginError, TlsCertificate
+from sdk import Flow, Origin, PluginError, Response, TlsCertificate
 
 __all__ = [
     "FLOW_HOOKS",
@@ -194,6 +195,38 @@ def compile_chain(
     )
 
 
+#: What a first-result hook may return besides ``None``; anything else is the
+#: plugin's failure, caught here rather than wherever the kernel uses it.
+RESULT_TYPES: Mapping[str, type | tuple[type, ...]] = {
+    "trellis_tls_passthrough": Origin,
+    "trellis_route_select": str,
+    "trellis_request_access": Response,
+    "trellis_request": Response,
+    "trellis_upstream_select": Origin,
+    "trellis_error": Response,
+    "trellis_request_body": bytes,
+    "trellis_response_body": bytes,
+}
+
+
+def _passes(exc: BaseException) -> bool:
+    """Whether ``exc`` must go through the fault boundary untouched.
+
+    Only a real cancellation does (a scope around the call was cancelled: the
+    connection ends, the process drains). Anything else a plugin raises,
+    ``SystemExit``, ``KeyboardInterrupt`` (SIGINT is ours: trio never raises
+    it here) and a ``trio.Cancelled`` no scope asked for included, is its
+    failure, not the process's.
+    """
+    return isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() == -math.inf
+
+
+def _wrong_result(hook: str, result: object) -> TypeError:
+    want = RESULT_TYPES[hook]
+    names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+    return TypeError(f"returned {type(result).__name__}, not {names} or None")
+
+
 def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> PluginError | None:
     """Log and count one plugin failure; the error to raise, or None (fail_open)."""
     plugin_error_counts[impl.instance] += 1
@@ -219,7 +252,9 @@ def error_reporter(pm: pluggy.PluginManager) -> Reporter:
     def report(plugin: str, hook: str, error: PluginError, fail_open: bool) -> None:
         try:
             pm.hook.trellis_plugin_error(plugin=plugin, hook=hook, error=error, fail_open=fail_open)
-        except Exception:
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             log.exception("a plugin failed in trellis_plugin_error")
 
     return report
@@ -258,7 +293,11 @@ async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_arg
                 if result is not None and inspect.isawaitable(result):
                     with trio.fail_after(impl.deadline):
                         result = await result
-        except Exception as exc:
+            if result is not None and not isinstance(result, RESULT_TYPES[hook]):
+                raise _wrong_result(hook, result)
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             err = _fault(impl, hook, flow, exc)
             if err is not None:
                 raise err from exc
@@ -288,7 +327,9 @@ def certificate_provider(
                 result = impl.fn(server_name)
                 if result is not None and not isinstance(result, TlsCertificate):
                     raise TypeError(f"returned {type(result).__name__}, not sdk.TlsCertificate")
-            except Exception as exc:
+            except BaseException as exc:
+                if _passes(exc):
+                    raise
                 err = _fault(impl, hook, None, exc)
                 if err is not None:
                     raise err from exc
@@ -311,7 +352,9 @@ async def call_all(impls: tuple[Impl, ...], hook: str, flow: Flow) -> None:
                 if result is not None and inspect.isawaitable(result):
                     with trio.fail_after(impl.deadline):
                         await result
-        except Exception as exc:
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             err = _fault(impl, hook, flow, exc)
             if err is not None:
                 raise err from exc
@@ -322,7 +365,13 @@ def transform(impls: tuple[Impl, ...], hook: str, flow: Flow, chunk: bytes, end:
     for impl in impls:
         try:
             out = impl.fn(flow, chunk, end)
-        except Exception as exc:
+            if out is not None and type(out) is not bytes:
+                if not isinstance(out, bytes | bytearray | memoryview):
+                    raise _wrong_result(hook, out)
+                out = bytes(out)
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             err = _fault(impl, hook, flow, exc)
             if err is not None:
                 raise err from exc
@@ -346,7 +395,9 @@ def call_done_sync(impls: tuple[Impl, ...], flow: Flow) -> tuple[int, Awaitable[
             return i, None
         try:
             result = impl.fn(flow)
-        except Exception as exc:
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             _fault(attrs.evolve(impl, fail_open=True), "trellis_flow_done", flow, exc)
             continue
         if result is not None and inspect.isawaitable(result):
@@ -369,5 +420,7 @@ async def call_done(
                     await pending
             else:
                 await _call(impl, (flow,))
-        except Exception as exc:
+        except BaseException as exc:
+            if _passes(exc):
+                raise
             _fault(attrs.evolve(impl, fail_open=True), "trellis_flow_done", flow, exc)

@@ -23,10 +23,11 @@ from sdk._errors import LocalProtocolError
 
 __all__ = ["Headers", "Origin", "Request", "Response"]
 
-# RFC 9110 §5.1 field-name = token; §5.5 field-value without CR, LF, NUL.
+# RFC 9110 §5.1 field-name = token; §5.5 field-value: no control character
+# but HTAB (what the kernel sends is checked so, and refused otherwise).
 # (fullmatch, not "$": "$" also matches before a trailing newline.)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 3986 §3.2.2-3 host and optional port, for Origin.parse (no user info, no zone ids).
 _AUTHORITY = re.compile(
     r"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])"  # reg-name / IPv4 | [IPv6]
@@ -39,6 +40,8 @@ _AnyStr = str | bytes
 def _latin1(text: _AnyStr, what: str) -> bytes:
     if isinstance(text, bytes):
         return text
+    if not isinstance(text, str):
+        raise TypeError(f"a header {what} is str or bytes, not {type(text).__name__}")
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:
@@ -55,7 +58,7 @@ def _name(name: _AnyStr) -> bytes:
 def _value(value: _AnyStr) -> bytes:
     b = _latin1(value, "value")
     if _BAD_VALUE.search(b):
-        raise LocalProtocolError(f"invalid header value {value!r} (CR, LF or NUL)")
+        raise LocalProtocolError(f"invalid header value {value!r} (a control character)")
     return b.strip(b" \t")
 
 

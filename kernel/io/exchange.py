@@ -281,8 +281,10 @@ class _Exchange(UpstreamRelay):
         status = exc.status_hint
         if isinstance(exc, PluginError):
             status = 502
-        if not isinstance(exc, PluginError | ProtocolError):
-            # (The record carries the flow id: kernel/log.py adds it.)
+        if not isinstance(exc, PluginError | RemoteProtocolError):
+            # (The record carries the flow id: kernel/log.py adds it.) A
+            # LocalProtocolError is a message we refused to send, most often
+            # made so by a plugin's edit: the operator must see which.
             log.warning("%s %s: %s", flow.request.method, flow.request.path, exc)
         if self.head_sent:
             # Too late for an answer, unless none of the response went out

@@ -303,13 +303,11 @@ class H11ServerCodec(_Codec):
         if self._sstate != _IDLE:
             raise self._send_failed("a response was already started")
         reusable = self._req_keep_alive and self._rstate == _DONE
-        try:
-            fields, reason, mode, keep_alive = plan_response(
-                head, self._method, self._version, reusable
-            )
-        except LocalProtocolError:
-            self._sstate = _FAILED
-            raise
+        # A head refused here (a plugin's bad edit) changes nothing: the
+        # error page can still go out in its place.
+        fields, reason, mode, keep_alive = plan_response(
+            head, self._method, self._version, reusable
+        )
         data = self._send(h11.Response(status_code=head.status_code, headers=fields, reason=reason))
         self._drops_trailers = mode != CHUNKED
         self._keep_alive = keep_alive

@@ -356,13 +356,11 @@ class HttptoolsServerCodec(_Codec):
         if self._sstate != _IDLE:
             raise self._send_failed("a response was already started")
         reusable = self._req_keep_alive and self._rstate == _DONE
-        try:
-            fields, reason, self._mode, self._keep_alive = plan_response(
-                head, self._method, self._version, reusable
-            )
-        except LocalProtocolError:
-            self._sstate = _FAILED
-            raise
+        # A head refused here (a plugin's bad edit) changes nothing: the
+        # error page can still go out in its place.
+        fields, reason, self._mode, self._keep_alive = plan_response(
+            head, self._method, self._version, reusable
+        )
         self._sstate = _SENDING
         return _head(b"HTTP/1.1 %d %s\r\n" % (head.status_code, reason), fields)
 

@@ -109,9 +109,119 @@ async def test_fail_closed_raises_plugin_error_with_cause(caplog: pytest.LogCapt
 async def test_fail_open_policy_skips(caplog: pytest.LogCaptureFixture) -> None:
     log: list[str] = []
     settings = _settings(policy={"boom": PluginPolicy(on_error="fail_open")})
-    chain = dispatch.compile_chain(["boom", "a"], _table(boom=Boom(), a=Rec("a", log, 1)), settings)
+    ok = sdk.Response.make(204)
+    table = _table(boom=Boom(), a=Rec("a", log, ok))
+    chain = dispatch.compile_chain(["boom", "a"], table, settings)
     with caplog.at_level(logging.ERROR):
-        assert await dispatch.first_result(chain.request, "trellis_request", make_flow()) == 1
+        assert await dispatch.first_result(chain.request, "trellis_request", make_flow()) is ok
+
+
+class Raiser:
+    """Raises what it is given."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        raise self.exc
+
+
+class AsyncRaiser(Raiser):
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:  # type: ignore[override]
+        await trio.sleep(0)
+        raise self.exc
+
+
+def _cancelled() -> trio.Cancelled:
+    """A Cancelled as a plugin could raise it (trio makes them privately)."""
+    return trio.Cancelled._create()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["def", "async"])
+@pytest.mark.parametrize(
+    "exc",
+    [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), BaseException("odd")],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_base_exception_from_a_plugin_fails_only_its_flow(
+    exc: BaseException, is_async: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, anything not an Exception went through and ended the process."""
+    plugin = (AsyncRaiser if is_async else Raiser)(exc)
+    chain = dispatch.compile_chain(["r"], _table(r=plugin), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert info.value.__cause__ is exc
+    assert f"plugin 'r' raised {type(exc).__name__} in trellis_request" in caplog.text
+
+
+async def test_a_cancelled_no_scope_asked_for_is_the_plugins_failure() -> None:
+    chain = dispatch.compile_chain(["r"], _table(r=Raiser(_cancelled())), _settings())
+    with pytest.raises(sdk.PluginError):
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+
+
+async def test_a_real_cancellation_goes_through_the_boundary() -> None:
+    chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), _settings())
+    with trio.move_on_after(0.05) as scope:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert scope.cancelled_caught  # a Cancelled, not a PluginError
+
+
+class Wrong:
+    """Returns what it is given from every first-result and body hook."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+
+    @sdk.hookimpl
+    def trellis_route_select(self, flow: sdk.Flow) -> object:
+        return self.result
+
+    @sdk.hookimpl
+    def trellis_upstream_select(self, flow: sdk.Flow) -> object:
+        return self.result
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> object:
+        return self.result
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> object:
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("hook", "result", "want"),
+    [
+        ("route_select", ["r"], "list, not str"),
+        ("upstream_select", "http://a", "str, not Origin"),
+        ("request", {"status": 200}, "dict, not Response"),
+        ("request", "deny", "str, not Response"),
+    ],
+)
+async def test_a_result_of_the_wrong_type_is_the_plugins_failure(
+    hook: str, result: object, want: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the kernel used it and failed later, outside the boundary."""
+    chain = dispatch.compile_chain(["w"], _table(w=Wrong(result)), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(getattr(chain, hook), f"trellis_{hook}", make_flow())
+    assert info.value.plugin == "w"
+    assert isinstance(info.value.__cause__, TypeError)
+    assert want in caplog.text
+
+
+def test_a_body_transform_must_give_bytes() -> None:
+    chain = dispatch.compile_chain(["w"], _table(w=Wrong("text")), _settings())
+    with pytest.raises(sdk.PluginError, match="returned str, not bytes"):
+        dispatch.transform(chain.response_body, "trellis_response_body", make_flow(), b"x", False)
+    chain = dispatch.compile_chain(["w"], _table(w=Wrong(bytearray(b"ok"))), _settings())
+    out = dispatch.transform(chain.response_body, "trellis_response_body", make_flow(), b"x", False)
+    assert out == b"ok"
+    assert type(out) is bytes
 
 
 async def test_deadline_per_call(autojump_clock: trio.abc.Clock) -> None:

@@ -229,6 +229,19 @@ def test_value_outside_latin1_is_refused() -> None:
         Headers([("x", "\u20ac")])
 
 
+@pytest.mark.parametrize("char", [c for c in range(0x20) if c != 0x09] + [0x7F])
+def test_every_control_character_but_tab_is_refused(char: int) -> None:
+    # What the kernel would refuse to send is refused where a plugin sets it.
+    with pytest.raises(LocalProtocolError, match="control character"):
+        Headers([("x", f"a{chr(char)}b")])
+    assert Headers([("x", "a\tb")])["x"] == "a\tb"
+
+
+def test_a_value_that_is_not_text_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="str or bytes, not int"):
+        Headers([("x", 1)])  # type: ignore[list-item]
+
+
 def test_local_protocol_error_is_a_proxy_error() -> None:
     with pytest.raises(sdk.ProxyError) as info:
         Headers([("x", "a\nb")])
@@ -246,7 +259,9 @@ def test_latin1_round_trip_of_high_bytes(byte: int) -> None:
 
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
-_VALUE_CHARS = st.characters(min_codepoint=1, max_codepoint=0xFF, exclude_characters="\r\n")
+_VALUE_CHARS = st.characters(
+    min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f", include_characters="\t"
+)
 _FIELDS = st.lists(
     st.tuples(st.text(_TOKEN_CHARS, min_size=1, max_size=20), st.text(_VALUE_CHARS, max_size=40)),
     max_size=12,

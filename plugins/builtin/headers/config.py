@@ -40,7 +40,7 @@ def check_field(name: str, value: str) -> None:
         sdk.Headers([(name, value)])
     except (sdk.LocalProtocolError, UnicodeEncodeError):
         raise ValueError(
-            f"invalid value for header {name!r}: {value!r} (CR, LF, NUL or non-Latin-1)"
+            f"invalid value for header {name!r}: {value!r} (a control character or non-Latin-1)"
         ) from None
 
 

@@ -99,7 +99,7 @@ def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) 
             sdk.Headers([(name, want)])
         except (sdk.LocalProtocolError, UnicodeEncodeError):
             raise ValueError(
-                f"invalid value for header {name!r}: {want!r} (CR, LF, NUL or non-Latin-1)"
+                f"invalid value for header {name!r}: {want!r} (a control character or non-Latin-1)"
             ) from None
 
 

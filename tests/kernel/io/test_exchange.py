@@ -7,6 +7,7 @@ in the test's trio loop on ephemeral ports.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import trio
@@ -334,6 +335,34 @@ body = "local"
     assert local["body"] == b"LOCAL!"
     assert local["headers"]["x-tag"] == "t"
     assert local["headers"]["content-length"] == "6"
+
+
+class BadFraming:
+    """Sets a response field the kernel must refuse to send."""
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        flow.response.headers["content-length"] = "3"
+        flow.response.headers["transfer-encoding"] = "chunked"
+
+
+async def test_a_response_head_a_plugin_broke_gets_the_error_page(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, caplog: Any
+) -> None:
+    """Before, the codec was dead after refusing the head: the client got no
+    answer at all, and nothing was logged."""
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "watch_config = false\n", 'watch_config = false\nplugins = ["bad"]\n', 1
+    )
+    app = await start_proxy(cfg, extra_plugins={"bad": BadFraming()})
+    with caplog.at_level(logging.WARNING):
+        raw = await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 500
+    assert "GET /echo" in caplog.text  # the refusal is logged with the request
 
 
 async def test_no_upstream_is_502_with_response_hooks(start_proxy: Any, client: Any) -> None:

@@ -416,8 +416,9 @@ def test_invalid_response_fields_are_refused(kind: str, headers: list[tuple[byte
     read(codec)
     with pytest.raises(LocalProtocolError):
         codec.send_response_head(ResponseHead(status_code=200, headers=headers))
-    with pytest.raises(LocalProtocolError):
-        codec.send_response_head(OK)  # the send side is dead now
+    # Nothing was sent: the error page can take its place (a plugin's bad
+    # edit must not cost the client its answer).
+    assert codec.send_response_head(OK).startswith(b"HTTP/1.1 200 ")
 
 
 def test_reason_phrases(kind: str) -> None:

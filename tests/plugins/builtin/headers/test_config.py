@@ -60,11 +60,11 @@ def test_every_problem_with_its_path() -> None:
         f"{PATH}.request_remove: 'Content-Length' cannot be changed: the kernel frames messages"
         " itself",
         f"{PATH}.request_set: invalid header name 'bad name'",
-        f"{PATH}.request_add: invalid value for header 'x-a': 'bad\\nvalue' (CR, LF, NUL or"
-        " non-Latin-1)",
+        f"{PATH}.request_add: invalid value for header 'x-a': 'bad\\nvalue' (a control"
+        " character or non-Latin-1)",
         f"{PATH}.response_remove: must be an array, got 'server'",
-        f"{PATH}.response_set: invalid value for header 'x-b': 'nul\\x00' (CR, LF, NUL or"
-        " non-Latin-1)",
+        f"{PATH}.response_set: invalid value for header 'x-b': 'nul\\x00' (a control"
+        " character or non-Latin-1)",
         f"{PATH}.response_add.x-c: must be a string or an array, got 1",
         f"{PATH}.reqest_set: unknown key (known: request_remove, request_set, request_add,"
         " response_remove, response_set, response_add)",
