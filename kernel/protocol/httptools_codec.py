@@ -115,9 +115,19 @@ def _parse_fields(block: bytes) -> Fields:
     _COLLECTOR.fields = fields
     try:
         _parser.feed_data(_START + block)
-    except HttpParserError as exc:
-        _parser = _new_parser()  # a failed llhttp parses nothing more
-        raise RemoteProtocolError(f"malformed header field line ({exc})") from None
+    except HttpParserError:
+        # A failed llhttp parses nothing more, and a used one may fail where
+        # a fresh one would not: it keeps some state from message to message
+        # (after a "Connection: close" head its Content-Length digits pile
+        # up until they overflow, so every 3rd-20th valid head was refused).
+        # Only a fresh parser's refusal counts.
+        _parser = _new_parser()
+        fields.clear()
+        try:
+            _parser.feed_data(_START + block)
+        except HttpParserError as exc:
+            _parser = _new_parser()
+            raise RemoteProtocolError(f"malformed header field line ({exc})") from None
     return fields
 
 

@@ -326,6 +326,16 @@ async def test_connection_close_from_upstream_is_not_pooled(
     assert stats(app) == (2, 0, 1)
 
 
+async def test_an_upstream_that_always_closes_is_answered_every_time(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """llhttp carried Content-Length state over "Connection: close" heads:
+    every 20th such response became a 502."""
+    app = await start_proxy(basic_config(upstream.port, http1="httptools"))
+    statuses = [(await get(client, app.port(), "/close"))["status"] for _ in range(60)]
+    assert statuses == [200] * 60
+
+
 class RawUpstream:
     """A bare-socket origin whose connections misbehave on purpose.
 
