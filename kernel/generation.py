@@ -108,6 +108,18 @@ class Generation:
     retired: bool = False
     idle: trio.Event = attrs.field(factory=trio.Event)
 
+    def listener_for(self, accepted_by: ListenerRuntime) -> ListenerRuntime | None:
+        """What serves a connection accepted by ``accepted_by`` in this generation.
+
+        The listener of the same name; else, after a rename, the one that took
+        over its address (a real port: ``:0`` binds anew); else None, when a
+        reload removed it, and with it its chains.
+        """
+        now = self.listeners.get(accepted_by.name)
+        if now is not None or accepted_by.bind.endswith(":0"):
+            return now
+        return next((n for n in self.listeners.values() if n.bind == accepted_by.bind), None)
+
     def acquire(self) -> None:
         self.active += 1
 

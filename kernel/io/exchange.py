@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from kernel import dispatch
+from kernel.dispatch import Chain
 from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.log import FLOW_ID
@@ -72,11 +73,18 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _DISCARD_LIMIT = 256 * 1024
 
 
+#: The chain of a flow whose listener a reload removed: none.
+_NO_CHAIN = Chain(names=())
+
+
 async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     """Serve one request; returns whether the connection may carry another."""
     state = conn.state
     gen = state.generation
-    lst = gen.listeners.get(conn.listener.name, conn.listener)
+    # A reload that removed (or renamed) the connection's listener took its
+    # chains away: such a connection gets a 503 without plugins, never
+    # another listener's chain, and closes (Http1Connection.serve).
+    lst = gen.listener_for(conn.listener)
     flow = Flow(
         id=new_flow_id(),
         request=_make_request(head, conn),
@@ -84,7 +92,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         timings=Timings(started_at=time.time(), request_head=_now()),
         generation=gen.number,
     )
-    pre = gen.pre_route.get(lst.name) or next(iter(gen.pre_route.values()))
+    pre = gen.pre_route[lst.name] if lst is not None else _NO_CHAIN
     # ex.chain is the routing chain until a route is chosen, then the route's.
     ex = _Exchange(conn, gen, flow, head, pre)
     gen.acquire()
@@ -94,6 +102,8 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     token = FLOW_ID.set(flow.id)
     try:
         try:
+            if lst is None:
+                raise ProxyError("its listener was removed by a reload", status_hint=503)
             if head.method == b"CONNECT":
                 raise ProxyError("CONNECT is not supported here", status_hint=501)
             name = (
@@ -108,7 +118,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
             flow.route = route_name
             if not flow.group:
                 flow.group = route.group
-            ex.chain = gen.chains.get((lst.name, route_name)) or pre
+            ex.chain = gen.chains[(lst.name, route_name)]
             ex.route = route
             keep = await ex.run()
         except ProxyError as exc:

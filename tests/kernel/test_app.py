@@ -135,6 +135,74 @@ async def test_a_renamed_listener_keeps_its_socket(start_proxy: Any, client: Any
     assert await _get(port, client) == b"two"
 
 
+def _two_listeners(second: str, port: int) -> str:
+    """Listener "a" answers "open"; listener ``second`` on ``port`` has a
+    route whose chain denies (403)."""
+    return (
+        "[kernel]\nwatch_config = false\n"
+        '[[listeners]]\nname = "a"\nbind = "127.0.0.1:0"\ndefault_route = "open"\n'
+        f'[[listeners]]\nname = "{second}"\nbind = "127.0.0.1:{port}"\n'
+        'default_route = "guarded"\n'
+        '[[routes]]\nname = "open"\nplugins = ["respond.ok"]\n'
+        '[[routes]]\nname = "guarded"\nplugins = ["respond.deny"]\n'
+        '[plugins.respond.ok]\nbody = "open"\n'
+        '[plugins.respond.deny]\nstatus = 403\nbody = "denied"\n'
+    )
+
+
+async def _keep_alive_get(stream: trio.SocketStream) -> bytes:
+    """One request on a kept connection; the whole answer ("" if closed)."""
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    got = b""
+    with trio.fail_after(5):
+        while not (b"\r\n\r\n" in got and got.endswith((b"open", b"denied", b"</html>\n"))):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            got += data
+    return got
+
+
+async def test_a_removed_listener_s_connections_never_borrow_another_chain(
+    start_proxy: Any,
+) -> None:
+    """Before, a kept connection of a removed listener went on, served with
+    another listener's routing chain: the route's plugins (here a deny)
+    never ran. Now its next request gets 503 and the connection closes."""
+    from tests.helpers.sockets import free_port
+
+    port = free_port()
+    app = await start_proxy(_two_listeners("b", port))
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        assert b" 403 " in await _keep_alive_get(stream)
+        cfg = _two_listeners("b", port).split('[[listeners]]\nname = "b"')[0]
+        cfg += '[[routes]]\nname = "open"\nplugins = ["respond.ok"]\n'
+        cfg += '[plugins.respond.ok]\nbody = "open"\n'
+        app.config_path.write_text(cfg)
+        assert await app.reload("test") is True
+        answer = await _keep_alive_get(stream)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        with trio.fail_after(5):
+            assert await stream.receive_some(65536) == b""  # closed
+
+
+async def test_a_renamed_listener_s_connections_go_on_under_its_new_name(
+    start_proxy: Any,
+) -> None:
+    from tests.helpers.sockets import free_port
+
+    port = free_port()
+    app = await start_proxy(_two_listeners("b", port))
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        assert b" 403 " in await _keep_alive_get(stream)
+        app.config_path.write_text(_two_listeners("c", port))
+        assert await app.reload("test") is True
+        for _ in range(2):
+            assert b" 403 " in await _keep_alive_get(stream)  # the route's chain still runs
+
+
 async def test_two_listeners_can_swap_ports(start_proxy: Any, client: Any) -> None:
     from tests.helpers.sockets import free_port
 
