@@ -100,6 +100,9 @@ class FakeStream:
         self.left -= 1
         return self.chunk
 
+    def limit_writes(self, seconds: float) -> None:
+        pass  # writes never wait here
+
     async def aclose(self) -> None:
         pass
 

@@ -74,6 +74,8 @@ class ListenerRuntime:
     keepalive_timeout_s: float
     body_timeout_s: float
     default_route: str
+    #: Seconds a client may take no bytes while a write to it waits.
+    send_timeout_s: float = 60.0
     #: ``h2`` by ALPN (TLS) and h2c prior knowledge (cleartext) are accepted.
     http2: bool = True
     h2: H2Section = attrs.field(factory=H2Section)
@@ -270,6 +272,7 @@ def build_generation(
             request_head_timeout_s=lc.request_head_timeout_s or srv.request_head_timeout_s,
             keepalive_timeout_s=lc.keepalive_timeout_s or srv.keepalive_timeout_s,
             body_timeout_s=srv.body_timeout_s,
+            send_timeout_s=srv.send_timeout_s,
             default_route=default_route,
             http2=http2,
             h2=srv.h2,

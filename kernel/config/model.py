@@ -153,6 +153,9 @@ class ServerSection:
     keepalive_timeout_s: float = attrs.field(default=10.0, validator=positive)
     #: Seconds between two reads of a request body before giving up (408).
     body_timeout_s: float = attrs.field(default=30.0, validator=positive)
+    #: Seconds a client may take to accept any of a response's bytes while a
+    #: write waits for room (then the flow ends and the connection closes).
+    send_timeout_s: float = attrs.field(default=60.0, validator=positive)
     #: Longest accepted request line, in bytes (then 414).
     max_request_line: int = attrs.field(default=8192, validator=positive)
     #: Largest accepted header block, in bytes (then 431).

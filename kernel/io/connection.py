@@ -89,6 +89,7 @@ class Http1Connection:
         self._cut = False
         #: Reads and writes: the socket's own calls, or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
+        self.io.limit_writes(listener.send_timeout_s)
 
     async def send(self, data: bytes) -> None:
         """Write to the client; a vanished client becomes :class:`ClientGone`."""

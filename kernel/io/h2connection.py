@@ -117,6 +117,7 @@ class H2Connection:
         self._write_lock = trio.Lock()
         #: Reads and writes: the socket's own calls (h2c), or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
+        self.io.limit_writes(listener.send_timeout_s)
         #: Exchange tasks whose response is not complete: what max_concurrent_streams
         #: bounds (H2Stream._finish takes a task off; a reset one counts till it ends).
         self.unfinished = 0

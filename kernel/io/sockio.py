@@ -30,6 +30,7 @@ May import: stdlib, trio.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import struct
@@ -71,14 +72,24 @@ class FastIO(Protocol):
 
     def read_ready(self, max_bytes: int = RECV_SIZE) -> bytes | None: ...
 
+    def limit_writes(self, seconds: float) -> None: ...
+
 
 class SocketIO:
     """A plain TCP socket's calls, by :class:`FastIO`'s names."""
 
-    __slots__ = ("socket",)
+    __slots__ = ("socket", "write_timeout")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.socket = stream.socket
+        #: The longest a write may wait for room (:meth:`limit_writes`).
+        self.write_timeout = math.inf
+
+    def limit_writes(self, seconds: float) -> None:
+        """A write that waits ``seconds`` for room without any taken breaks the
+        stream (``BrokenResourceError``): a peer that stops reading cannot
+        hold the connection for ever."""
+        self.write_timeout = seconds
 
     async def send(self, data: bytes) -> None:
         """Write all of ``data``, as :meth:`trio.SocketStream.send_all` does."""
@@ -95,7 +106,15 @@ class SocketIO:
                 return
             # The socket buffer is full: wait in epoll (a checkpoint), then go on.
             view = memoryview(view)[sent:]
-            await trio.lowlevel.wait_writable(sock)
+            if self.write_timeout == math.inf:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            with trio.move_on_after(self.write_timeout) as waited:
+                await trio.lowlevel.wait_writable(sock)
+            if waited.cancelled_caught:
+                raise trio.BrokenResourceError(
+                    f"the peer took no bytes for {self.write_timeout:g}s"
+                )
 
     async def send_unless_answered(self, data: bytes) -> bool:
         """:meth:`send`, except that a wait for room also ends when the peer

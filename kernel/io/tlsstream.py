@@ -229,6 +229,10 @@ class TLSStream(trio.abc.Stream):
         self._check()
         await self.transport_stream.wait_send_all_might_not_block()
 
+    def limit_writes(self, seconds: float) -> None:
+        """As :meth:`kernel.io.sockio.SocketIO.limit_writes`, for the ciphertext."""
+        self._io.limit_writes(seconds)
+
     def cut(self) -> None:
         """Close without ``close_notify``: what we sent is incomplete, and a
         peer that reads to the end must see that it was cut (RFC 8446 §6.1)."""

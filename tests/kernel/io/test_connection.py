@@ -1087,3 +1087,24 @@ async def test_the_next_request_is_looked_for_after_a_yield(
     (sent, at_send), (looked, at_look) = seen[:2]
     assert (sent, looked) == ("response sent", "looked")
     assert at_look > at_send
+
+
+async def test_a_client_that_stops_reading_is_let_go(
+    start_proxy: Any, upstream: Any, codec: str
+) -> None:
+    """[server] send_timeout_s: before, a client that never read held its
+    flow, its connection and an upstream connection for ever."""
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[server]\n", "[server]\nsend_timeout_s = 0.5\n", 1
+    )
+    app = await start_proxy(cfg)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", app.port()))
+    with sock:
+        await sock.send(b"GET /bytes/200000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        with trio.fail_after(5):
+            while app.state.active_flows == 0:
+                await trio.sleep(0.01)
+            while app.state.active_flows:  # ends ~0.5 s after the buffers filled
+                await trio.sleep(0.05)

@@ -120,6 +120,19 @@ async def test_send_unless_answered_on_a_closed_socket_raises_closed_resource(
         await io.send_unless_answered(b"x")
 
 
+async def test_a_peer_that_takes_nothing_breaks_a_limited_write(
+    pair: tuple[trio.SocketStream, trio.SocketStream], autojump_clock: trio.abc.Clock
+) -> None:
+    a, _ = pair  # the other end never reads
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    io = sockio.SocketIO(a)
+    io.limit_writes(30)
+    start = trio.current_time()
+    with pytest.raises(trio.BrokenResourceError, match="took no bytes for 30s"):
+        await io.send(b"x" * 10_000_000)
+    assert trio.current_time() - start == pytest.approx(30)
+
+
 async def test_end_of_stream_is_empty_bytes(
     pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
@@ -180,6 +193,9 @@ async def test_fast_io_picks_the_socket_calls_or_the_stream_s_own(
 
         def read_ready(self, max_bytes: int = sockio.RECV_SIZE) -> bytes | None:
             return None
+
+        def limit_writes(self, seconds: float) -> None:
+            pass
 
     own = Own()
     assert sockio.fast_io(own) is own
