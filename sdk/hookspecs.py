@@ -427,9 +427,10 @@ def trellis_flow_done(flow: Flow) -> Awaitable[None] | None:
 
     Called after the last response byte was handed to the client, or after
     the flow failed (``flow.error`` set) or the client went away. Timings and
-    byte counts are final. Every implementation runs, even if one fails.
-    Traffic logs, metrics and audit hang off this hook; keep it quick and
-    hand slow work to a background task.
+    byte counts are final. Every implementation runs, even if one fails or
+    misses its deadline (each has its own, as in every phase; a cancelled
+    flow does not cut them short). Traffic logs, metrics and audit hang off
+    this hook; keep it quick and hand slow work to a background task.
 
     :param flow: the finished flow; must not be changed.
     """

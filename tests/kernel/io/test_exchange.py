@@ -258,6 +258,34 @@ async def test_plugin_fault_and_deadline_fail_only_their_flow(
     assert errors == {"/boom": "PluginError", "/hang": "PluginError"}
 
 
+class SlowDone:
+    """A terminal hook that takes longer than the old 5 s cap over them all."""
+
+    @sdk.hookimpl
+    async def trellis_flow_done(self, flow: sdk.Flow) -> None:
+        await trio.sleep(5.3)
+
+
+async def test_each_terminal_hook_has_its_own_deadline(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """Before, one 5 s cap covered every async trellis_flow_done: a slow one
+    within its deadline was cut, and the ones after it never ran, unlogged."""
+    done = DoneCounter()
+    cfg = basic_config(upstream.port, "[kernel.policy.slow]\ndeadline_s = 10\n").replace(
+        "[kernel]\n", '[kernel]\nplugins = ["slow", "done"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"slow": SlowDone(), "done": done})
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+        with trio.fail_after(5):
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+        with trio.fail_after(10):
+            while not done.flows:
+                await trio.sleep(0.1)
+
+
 async def test_fail_open_policy_skips_the_plugin(
     start_proxy: Any, upstream: Any, client: Any
 ) -> None:
