@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from kernel import dispatch
+from kernel import dispatch, lifecycle
 from kernel.config.model import parse_bind
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
@@ -288,12 +288,14 @@ class App:
             )
 
     def _probed(self, target: Target, healthy: bool, seconds: float, detail: str) -> None:
-        try:
-            self.generation.host.pm.hook.trellis_health_probe(
-                target=target, healthy=healthy, duration_s=seconds, detail=detail
-            )
-        except Exception:
-            log.exception("a plugin failed in trellis_health_probe")
+        lifecycle.notify(
+            self.generation.host.pm,
+            "trellis_health_probe",
+            target=target,
+            healthy=healthy,
+            duration_s=seconds,
+            detail=detail,
+        )
 
     def server_info(self) -> ServerInfo:
         """The live numbers plugins read (``StartupContext.server``)."""
@@ -320,19 +322,20 @@ class App:
         return (ctx or default_client_context(), route.tls_server_name if route else "")
 
     def _target_health_changed(self, target: Target, available: bool, reason: str) -> None:
-        try:
-            self.generation.host.pm.hook.trellis_target_health(
-                target=target, available=available, reason=reason
-            )
-        except Exception:
-            log.exception("a plugin failed in trellis_target_health")
+        lifecycle.notify(
+            self.generation.host.pm,
+            "trellis_target_health",
+            target=target,
+            available=available,
+            reason=reason,
+        )
 
     # -- generations ------------------------------------------------------------
     async def _run_generation(
         self, gen: Generation, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Start a generation's plugins, keep its background tasks, shut it down."""
-        failed: Exception | None = None
+        failed: lifecycle.StartupFailed | None = None
         async with trio.open_nursery() as tasks:
 
             def start_soon(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
@@ -340,17 +343,19 @@ class App:
 
             try:
                 groups = {name: Group(name, group.targets) for name, group in gen.groups.items()}
-                gen.host.pm.hook.trellis_startup(
+                lifecycle.start(
+                    gen.host.pm,
                     context=StartupContext(
                         gen.number,
                         start_soon_impl=start_soon,
                         groups=groups,
                         server=self.server_info(),
-                    )
+                    ),
                 )
-            except Exception as exc:
+            except lifecycle.StartupFailed as exc:
                 # Raised once the nursery is closed: from inside it, it would
-                # reach the caller wrapped in an ExceptionGroup.
+                # reach the caller wrapped in an ExceptionGroup. (Those that
+                # had started were shut down.)
                 failed = exc
             else:
                 task_status.started()
@@ -358,13 +363,9 @@ class App:
             tasks.cancel_scope.cancel()
         if failed is not None:
             raise PluginStartupError(
-                f"a plugin failed to start: {type(failed).__name__}: {failed}",
-                storage=isinstance(failed, OSError),
-            ) from failed
-        try:
-            gen.host.pm.hook.trellis_shutdown()
-        except Exception:
-            log.exception("a plugin failed in trellis_shutdown (generation %d)", gen.number)
+                str(failed), storage=isinstance(failed.error, OSError)
+            ) from failed.error
+        lifecycle.shut_down(gen.host.pm)
         log.debug("generation %d retired", gen.number)
 
     async def _reload_loop(self, receive: trio.MemoryReceiveChannel[str]) -> None:

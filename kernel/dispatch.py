@@ -16,7 +16,7 @@ no flow: :func:`connection_first_result` (``trellis_tls_passthrough``) and
 :func:`certificate_provider` (``trellis_tls_certificate``, synchronous: it
 runs inside the handshake).
 
-May import: stdlib, trio, pluggy, attrs, sdk, kernel.config.
+May import: stdlib, trio, pluggy, attrs, sdk, kernel.config, kernel.lifecycle.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import attrs
 import pluggy
 import trio
 
+from kernel import lifecycle
 from kernel.config.model import Settings
 from sdk import Flow, Origin, PluginError, Response, TlsCertificate
 
@@ -250,12 +251,9 @@ def error_reporter(pm: pluggy.PluginManager) -> Reporter:
     """Report caught plugin failures to every instance of ``pm`` (``trellis_plugin_error``)."""
 
     def report(plugin: str, hook: str, error: PluginError, fail_open: bool) -> None:
-        try:
-            pm.hook.trellis_plugin_error(plugin=plugin, hook=hook, error=error, fail_open=fail_open)
-        except BaseException as exc:
-            if _passes(exc):
-                raise
-            log.exception("a plugin failed in trellis_plugin_error")
+        lifecycle.notify(
+            pm, "trellis_plugin_error", plugin=plugin, hook=hook, error=error, fail_open=fail_open
+        )
 
     return report
 

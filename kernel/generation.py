@@ -13,7 +13,7 @@ config problem and keeps the old generation serving) and, per route, the
 client context for https upstreams, one per distinct TLS setting.
 
 May import: stdlib, attrs, trio, pluggy, sdk, kernel.config, kernel.protocol,
-kernel.pluginhost, kernel.dispatch, kernel.routes, kernel.tls.
+kernel.pluginhost, kernel.dispatch, kernel.lifecycle, kernel.routes, kernel.tls.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import cast
 import attrs
 import trio
 
+from kernel import lifecycle
 from kernel.config import load_config
 from kernel.config.loader import salvage_settings
 from kernel.config.model import H2Section, RouteConfig, Settings
@@ -285,10 +286,14 @@ def build_generation(
         "groups": tuple(gc.name for gc in settings.groups),
         "listeners": tuple(lc.name for lc in settings.listeners),
     }
+    async_hooks = lifecycle.async_problems(host.pm)
+    problems.extend(async_hooks)
     for impl in host.pm.hook.trellis_config_check.get_hookimpls():
         inst = impl.plugin_name
         check = cast(Callable[..., list[str] | None], impl.function)
         table = "$.plugins." + inst
+        if any(p.startswith(f"{table}: trellis_config_check") for p in async_hooks):
+            continue  # listed above: it would only make a coroutine
         try:
             found: list[str] = list(check(**{a: known[a] for a in impl.argnames}) or [])
         except Exception as exc:

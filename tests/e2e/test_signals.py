@@ -277,5 +277,5 @@ async def test_an_unusable_log_directory_exits_3(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[2] / "config" / "reverse.toml"
     code, _, err = await run_kernel("run", "-c", str(config), env=env)
     assert code == 3, err
-    assert "a plugin failed to start: NotADirectoryError" in err
+    assert "failed to start: NotADirectoryError" in err
     assert "Traceback" not in err

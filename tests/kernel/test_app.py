@@ -300,8 +300,9 @@ async def test_a_reload_whose_plugin_fails_to_start_keeps_the_old_generation(
     app.config_path.write_text(cfg.replace('"one"', '"two"'))
     with caplog.at_level(logging.ERROR):
         assert await app.reload("test") is False
-    assert "generation 1 keeps serving: a plugin failed to start: RuntimeError: no database" in (
-        caplog.text
+    assert (
+        "generation 1 keeps serving: plugin 'fails' failed to start: RuntimeError: no database"
+        in (caplog.text)
     )
     assert app.generation.number == 1
     assert await _get(app.port(), client) == b"one"
