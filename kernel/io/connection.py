@@ -63,8 +63,8 @@ class Http1Connection:
     """The server side of one client connection."""
 
     __slots__ = (
-        "_cut", "_fresh", "_out", "_partial", "_scope", "_waiting", "client", "codec", "io",
-        "listener", "state", "stream",
+        "_cut", "_fresh", "_out", "_partial", "_scope", "_sniffed_for", "_waiting", "client",
+        "codec", "io", "listener", "state", "stream",
     )  # fmt: skip
 
     protocol = "1.1"
@@ -87,6 +87,8 @@ class Http1Connection:
         self._fresh = False
         #: A response was cut: close with a reset (:meth:`cut`).
         self._cut = False
+        #: Seconds the h2c sniff waited: the first head has that much less.
+        self._sniffed_for = 0.0
         #: Reads and writes: the socket's own calls, or the TLS stream's.
         self.io: FastIO = sockio.fast_io(stream)
         self.io.limit_writes(listener.send_timeout_s)
@@ -281,6 +283,7 @@ class Http1Connection:
         self._waiting = "head"
         timers = self.state.timers
         timers.arm(self, self.listener.request_head_timeout_s, self._scope.cancel)
+        started = trio.current_time()
         try:
             data = b""
             while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
@@ -291,6 +294,7 @@ class Http1Connection:
                 self._partial = True
         finally:
             timers.disarm(self)
+            self._sniffed_for = trio.current_time() - started
         self._waiting = ""
         return data
 
@@ -311,7 +315,12 @@ class Http1Connection:
                 self._partial = codec.buffered or not first
                 self._waiting = "head"
                 timers = self.state.timers
-                timers.arm(self, lst.request_head_timeout_s, scope.cancel)
+                # The deadline counts from the accept: on the first head,
+                # the h2c sniff's wait is part of it.
+                left = lst.request_head_timeout_s
+                if first and self._sniffed_for:
+                    left = max(left - self._sniffed_for, 0.001)
+                timers.arm(self, left, scope.cancel)
                 try:
                     while event is NEED_DATA:
                         data = await self.receive()

@@ -582,6 +582,34 @@ async def test_dribbled_head_gets_408_on_the_whole_head_deadline(
     assert_untouched(upstream)
 
 
+async def test_the_head_deadline_counts_from_the_accept(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """A client silent at first, then dribbling: the wait for its first bytes
+    (the h2c sniff) is part of the deadline, which the head then got again
+    in full (408 after up to twice request_head_timeout_s)."""
+    app = await start_proxy(config(upstream, codec, "request_head_timeout_s = 0.6"))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    start = time.monotonic()
+    got = b""
+    async with stream:
+        await trio.sleep(0.45)
+        with trio.fail_after(2.0):
+            for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890":
+                try:
+                    await stream.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    break
+                with trio.move_on_after(0.05):
+                    got += await stream.receive_some(65536)
+                if got:
+                    break
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+    assert statuses(client, got) == [408]
+    assert 0.5 < time.monotonic() - start < 0.85
+
+
 async def test_silent_client_is_closed_without_response(
     start_proxy: Any, upstream: Any, codec: str
 ) -> None:
