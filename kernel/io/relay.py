@@ -386,7 +386,7 @@ class UpstreamRelay(RequestSender):
             up.close_nowait()  # the stream ended: this only forgets it
         elif up.codec.keep_alive:
             up.codec.start_next_cycle()
-            conn.state.pool.put_idle(up, route.max_idle_per_host)
+            conn.state.pool.put_idle(up, route.max_idle_per_host, route.idle_timeout_s)
         else:
             up.close_nowait()
         await conn.flush()

@@ -39,7 +39,8 @@ class UpstreamConnection:
     """One connection to an upstream (TCP, or TLS over it) plus its HTTP/1.1 client codec."""
 
     __slots__ = (
-        "codec", "idle_since", "io", "key", "kind", "origin", "requests", "socket", "stream",
+        "codec", "idle_since", "idle_timeout", "io", "key", "kind", "origin", "requests",
+        "socket", "stream",
     )  # fmt: skip
 
     def __init__(
@@ -60,6 +61,9 @@ class UpstreamConnection:
         self.key: _PoolKey = (origin, kind, tls)
         self.codec: ClientCodec = make_client_codec(kind)  # type: ignore[arg-type]
         self.idle_since = 0.0
+        #: How long it may stay idle in the pool: the route's that put it
+        #: there (``[routes.transport] idle_timeout_s``); 0: the reaper's own.
+        self.idle_timeout = 0.0
         #: Requests sent on this connection so far.
         self.requests = 0
 
@@ -216,13 +220,15 @@ class UpstreamPool:
             return conn
         return None
 
-    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
-        """Keep ``conn`` for reuse, or close it when the pool for its origin is full."""
+    def put_idle(self, conn: UpstreamConnection, max_idle: int, idle_timeout: float = 0.0) -> None:
+        """Keep ``conn`` for reuse (for ``idle_timeout`` seconds at most, when
+        given), or close it when the pool for its origin is full."""
         conns = self._idle.setdefault(conn.key, [])
         if len(conns) >= max_idle:
             conn.close_nowait()
             return
         conn.idle_since = trio.current_time()
+        conn.idle_timeout = idle_timeout
         conns.append(conn)
         self._wakeup.ring()
 
@@ -332,13 +338,14 @@ class UpstreamPool:
             await self._wakeup.wait()
 
     def reap(self, idle_timeout: float) -> int:
-        """Close idle connections older than ``idle_timeout``; returns how many."""
+        """Close idle connections older than their own idle timeout (else
+        ``idle_timeout``); returns how many."""
         now = trio.current_time()
         closed = 0
         for key, conns in list(self._idle.items()):
             keep = []
             for conn in conns:
-                if now - conn.idle_since > idle_timeout:
+                if now - conn.idle_since > (conn.idle_timeout or idle_timeout):
                     conn.close_nowait()
                     closed += 1
                 else:

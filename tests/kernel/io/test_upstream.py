@@ -180,6 +180,26 @@ async def test_reap_closes_only_expired_connections(
     assert pool.take_idle(ORIGIN, "h11", 60) is young
 
 
+async def test_reap_keeps_each_connection_for_its_route_s_idle_timeout(
+    pairs: Pairs, autojump_clock: trio.testing.MockClock
+) -> None:
+    """[routes.transport] idle_timeout_s: the reaper used [upstream]'s for all."""
+    pool = UpstreamPool()
+    short, long, default = pairs.make(), pairs.make(), pairs.make()
+    pool.put_idle(short, 8, 3.0)
+    pool.put_idle(long, 8, 120.0)
+    pool.put_idle(default, 8)
+    await trio.sleep(4)
+    assert pool.reap(10) == 1
+    assert is_closed(short)
+    await trio.sleep(7)
+    assert pool.reap(10) == 1
+    assert is_closed(default)
+    await trio.sleep(100)
+    assert pool.reap(10) == 0
+    assert not is_closed(long)
+
+
 @pytest.mark.parametrize("peer_does", ["close", "send"])
 async def test_connection_the_upstream_closed_is_not_reused(pairs: Pairs, peer_does: str) -> None:
     """An idle HTTP/1.1 connection has nothing to read: EOF or stray bytes
