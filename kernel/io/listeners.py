@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 
 import attrs
@@ -30,6 +31,9 @@ from sdk import ClientInfo
 __all__ = ["BindError", "BoundListener", "bind"]
 
 log = logging.getLogger("kernel.listeners")
+
+#: A listener out of file descriptors (EMFILE) logs at most this often.
+ACCEPT_LOG_EVERY_S = 10.0
 
 
 class BindError(Exception):
@@ -66,13 +70,25 @@ class BoundListener:
                 await self.listener.aclose()
 
     async def _accept_loop(self, state: ServerState, nursery: trio.Nursery) -> None:
+        logged_at = -math.inf
+        paused = 0
         while True:
             try:
                 stream = await self.listener.accept()
             except OSError as exc:
-                # EMFILE and friends: back off instead of spinning.
+                # EMFILE and friends: back off instead of spinning, and say so
+                # once per ACCEPT_LOG_EVERY_S, not at every pause.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept on %s failed: %s; pausing 100 ms", self.bind, exc)
+                    paused += 1
+                    now = trio.current_time()
+                    if now - logged_at >= ACCEPT_LOG_EVERY_S:
+                        log.error(
+                            "accept on %s failed: %s; pausing 100 ms at a time (%d pauses)",
+                            self.bind,
+                            exc,
+                            paused,
+                        )
+                        logged_at, paused = now, 0
                     await trio.sleep(0.1)
                     continue
                 raise

@@ -133,6 +133,17 @@ class UpstreamConnection:
         return bool(readable)
 
 
+def _why(exc: OSError) -> str:
+    """What went wrong, from trio's "all attempts to connect ... failed"
+    too: the reasons of its attempts (refused, out of file descriptors...)."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        reasons = [e.strerror or str(e) for e in cause.exceptions if isinstance(e, OSError)]
+        if reasons:
+            return "; ".join(dict.fromkeys(reasons))
+    return exc.strerror or str(exc)
+
+
 async def connect(
     origin: Origin, kind: str, timeout: float, tls: TlsTarget | None = None
 ) -> UpstreamConnection:
@@ -161,7 +172,7 @@ async def connect(
         reason = exc.__cause__ or exc
         raise UpstreamConnectError(f"TLS handshake with {origin} failed: {reason}") from exc
     except OSError as exc:
-        raise UpstreamConnectError(f"cannot connect to {origin}: {exc.strerror or exc}") from exc
+        raise UpstreamConnectError(f"cannot connect to {origin}: {_why(exc)}") from exc
 
 
 @attrs.frozen

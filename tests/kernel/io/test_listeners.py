@@ -149,6 +149,22 @@ async def test_accept_backs_off_when_out_of_descriptors(
     assert any("pausing" in r.getMessage() for r in caplog.records)
 
 
+async def test_running_out_of_descriptors_is_logged_once_per_ten_seconds(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, an ERROR line every 100 ms while the limit lasted."""
+    state = ServerState(generation())
+    real = await bind("main", "127.0.0.1:0")
+    flaky = BoundListener("main", real.bind, FlakyListener(real.listener, [errno.EMFILE] * 30))  # type: ignore[arg-type]
+    caplog.set_level(logging.ERROR, logger="kernel.listeners")
+    async with trio.open_nursery() as conns:
+        conns.start_soon(flaky.serve, state, conns)
+        with trio.fail_after(10):
+            assert (await get(real.port, client))["body"] == b"hi"  # after 30 pauses (3 s)
+        flaky.scope.cancel()
+    assert [r.getMessage().endswith("(1 pauses)") for r in caplog.records] == [True]
+
+
 async def test_other_accept_errors_propagate() -> None:
     state = ServerState(generation())
     real = await bind("main", "127.0.0.1:0")
