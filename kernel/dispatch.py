@@ -40,6 +40,7 @@ from sdk import Flow, Origin, PluginError, Response, TlsCertificate
 __all__ = [
     "FLOW_HOOKS",
     "Chain",
+    "DeadlineMissed",
     "Impl",
     "call_all",
     "call_done",
@@ -231,7 +232,7 @@ def _wrong_result(hook: str, result: object) -> TypeError:
 def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> PluginError | None:
     """Log and count one plugin failure; the error to raise, or None (fail_open)."""
     plugin_error_counts[impl.instance] += 1
-    if isinstance(exc, trio.TooSlowError):
+    if isinstance(exc, DeadlineMissed):
         message = f"plugin {impl.instance!r} missed its {impl.deadline:g}s deadline in {hook}"
         log.error("%s%s", f"[{flow.id}] " if flow else "", message)
     else:
@@ -258,15 +259,27 @@ def error_reporter(pm: pluggy.PluginManager) -> Reporter:
     return report
 
 
+class DeadlineMissed(trio.TooSlowError):
+    """An implementation ran past its deadline (a ``TooSlowError`` of the
+    plugin's own is its failure like any other, and is not reported as this)."""
+
+
 async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:
     if impl.is_async:
-        with trio.fail_after(impl.deadline):
+        with trio.move_on_after(impl.deadline):
             return await impl.fn(*args)
+        raise DeadlineMissed
     result = impl.fn(*args)
     if result is not None and inspect.isawaitable(result):
-        with trio.fail_after(impl.deadline):
-            return await result
+        return await _await(impl, result)
     return result
+
+
+async def _await(impl: Impl, awaitable: Awaitable[Any]) -> Any:
+    """What a plain ``def`` implementation returned to be awaited, under its deadline."""
+    with trio.move_on_after(impl.deadline):
+        return await awaitable
+    raise DeadlineMissed
 
 
 async def first_result(impls: tuple[Impl, ...], hook: str, flow: Flow, *args: Any) -> Any:
@@ -289,8 +302,7 @@ async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_arg
             else:
                 result = impl.fn(*call_args)
                 if result is not None and inspect.isawaitable(result):
-                    with trio.fail_after(impl.deadline):
-                        result = await result
+                    result = await _await(impl, result)
             if result is not None and not isinstance(result, RESULT_TYPES[hook]):
                 raise _wrong_result(hook, result)
         except BaseException as exc:
@@ -348,8 +360,7 @@ async def call_all(impls: tuple[Impl, ...], hook: str, flow: Flow) -> None:
             else:
                 result = impl.fn(flow)
                 if result is not None and inspect.isawaitable(result):
-                    with trio.fail_after(impl.deadline):
-                        await result
+                    await _await(impl, result)
         except BaseException as exc:
             if _passes(exc):
                 raise
@@ -414,8 +425,7 @@ async def call_done(
     for i, impl in enumerate(impls):
         try:
             if i == 0 and pending is not None:
-                with trio.fail_after(impl.deadline):
-                    await pending
+                await _await(impl, pending)
             else:
                 await _call(impl, (flow,))
         except BaseException as exc:

@@ -323,6 +323,12 @@ class _Exchange(UpstreamRelay):
         # Response hooks see error pages too (security headers, tags), but a
         # failure there cannot fail the flow a second time.
         for impl in self.chain.response:
+            if (
+                isinstance(exc, PluginError)
+                and exc.hook == "trellis_response"
+                and exc.plugin == impl.instance
+            ):
+                continue  # it failed (or hung) on this very response: not again
             try:
                 await dispatch.call_all((impl,), "trellis_response", flow)
             except PluginError:

@@ -170,6 +170,25 @@ async def test_a_real_cancellation_goes_through_the_boundary() -> None:
     assert scope.cancelled_caught  # a Cancelled, not a PluginError
 
 
+class OwnTimeout:
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        with trio.fail_after(0.1):
+            await trio.sleep(1)
+
+
+async def test_a_plugins_own_timeout_is_not_its_deadline(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    """Before, it was logged as "missed its 5s deadline" after 0.1 s."""
+    chain = dispatch.compile_chain(["own"], _table(own=OwnTimeout()), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert "plugin 'own' raised TooSlowError in trellis_request" in caplog.text
+    assert "missed its" not in caplog.text
+    assert not isinstance(info.value.__cause__, dispatch.DeadlineMissed)
+
+
 class Wrong:
     """Returns what it is given from every first-result and body hook."""
 

@@ -258,6 +258,34 @@ async def test_plugin_fault_and_deadline_fail_only_their_flow(
     assert errors == {"/boom": "PluginError", "/hang": "PluginError"}
 
 
+class HangingResponse:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @sdk.hookimpl
+    async def trellis_response(self, flow: sdk.Flow) -> None:
+        self.calls += 1
+        await trio.sleep_forever()
+
+
+async def test_a_response_hook_that_hung_is_not_asked_again_for_the_error_page(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """Before, it ran again on the 502 page and cost a second deadline."""
+    hanging = HangingResponse()
+    cfg = basic_config(upstream.port).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["hang"]\nplugin_deadline_s = 0.3\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"hang": hanging})
+    start = trio.current_time()
+    raw = await client.exchange(
+        app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert client.parse_responses(raw)[0]["status"] == 502
+    assert hanging.calls == 1
+    assert trio.current_time() - start < 0.55
+
+
 class SlowDone:
     """A terminal hook that takes longer than the old 5 s cap over them all."""
 
