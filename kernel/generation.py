@@ -152,6 +152,7 @@ class Generation:
                 lines.append(f"  tls: {names}; alpn {','.join(lst.tls.alpn)}{extra}")
             pre = self.pre_route[lname]
             lines.append(f"  routing chain: {' -> '.join(pre.names) or '(none)'}")
+            lines.extend(_hook_lines(pre, _ROUTING_HOOKS, "    "))
             for rname, route in self.routes.items():
                 chain = self.chains[(lname, rname)]
                 default = " (default)" if rname == lst.default_route else ""
@@ -165,11 +166,7 @@ class Generation:
                 lines.append(f"    transport: {_transport(route)}")
                 if group is not None:
                     lines.extend(f"    {line}" for line in group.describe())
-                for hook in ("request_access", "request", "response", "flow_done"):
-                    impls = getattr(chain, hook)
-                    if impls:
-                        names = ", ".join(i.instance for i in impls)
-                        lines.append(f"    {hook}: {names}")
+                lines.extend(_hook_lines(chain, _ROUTE_HOOKS, "    "))
         return "\n".join(lines)
 
 
@@ -482,6 +479,22 @@ def _within(path: str, other: str) -> bool:
     """Whether ``path`` is ``other`` or lies under it (or the reverse)."""
     a, b = (path, other) if len(path) >= len(other) else (other, path)
     return a == b or (a.startswith(b) and a[len(b)] in ".[")
+
+
+#: What ``kernel explain`` lists per chain: each hook and who implements it.
+_ROUTING_HOOKS = ("tls_passthrough", "tls_certificate", "route_select")
+_ROUTE_HOOKS = (
+    "request_access", "request", "upstream_select", "request_body", "response",
+    "response_body", "error", "flow_done",
+)  # fmt: skip
+
+
+def _hook_lines(chain: Chain, hooks: tuple[str, ...], indent: str) -> list[str]:
+    return [
+        f"{indent}{hook}: {', '.join(i.instance for i in impls)}"
+        for hook in hooks
+        if (impls := getattr(chain, hook))
+    ]
 
 
 def _transport(route: RouteRuntime) -> str:

@@ -77,6 +77,32 @@ def test_chains_are_global_then_listener_then_route_and_explained() -> None:
     assert "response: g, l, r" in text
 
 
+class EveryHook:
+    @sdk.hookimpl
+    def trellis_route_select(self, flow: sdk.Flow) -> None:
+        pass
+
+    @sdk.hookimpl
+    def trellis_upstream_select(self, flow: sdk.Flow) -> None:
+        pass
+
+    @sdk.hookimpl
+    def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> None:
+        pass
+
+    @sdk.hookimpl
+    def trellis_error(self, flow: sdk.Flow, error: sdk.ProxyError) -> None:
+        pass
+
+
+def test_explain_lists_every_hook_a_chain_calls() -> None:
+    """Before, only access, request, response and flow_done were listed."""
+    settings = Settings(kernel=KernelSection(plugins=["e"]), routes=[RouteConfig(name="a")])
+    text = build_generation(settings, extra_plugins={"e": EveryHook()}).explain()
+    for line in ("route_select: e", "upstream_select: e", "request_body: e", "error: e"):
+        assert f"    {line}\n" in text + "\n", line
+
+
 def test_config_check_problems_get_the_table_path() -> None:
     class Picky:
         @sdk.hookimpl
