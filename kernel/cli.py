@@ -21,6 +21,7 @@ import tomlkit
 
 from kernel.app import EXIT_CONFIG, EXIT_OK, App
 from kernel.config import load_config
+from kernel.explain import explain as explain_text
 from kernel.generation import load_generation
 from kernel.log import configure_logging
 from kernel.pluginhost import available_plugins
@@ -170,7 +171,7 @@ def _cmd_check(config: str, chain: list[str] | None, blocked: list[str], *, expl
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if explain:
-        print(gen.explain())
+        print(explain_text(gen))
     else:
         names = ", ".join(gen.host.instances) or "none"
         print(
