@@ -115,6 +115,11 @@ Upstream = Callable[[Request, bytes], Response]
 #: Called once per chunk on the kernel's hot path, or inside a TLS handshake:
 #: ``async def`` is refused.
 _SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"})
+#: Hooks pluggy calls, never awaiting: an ``async def`` one would never run.
+_LIFECYCLE = frozenset({
+    "trellis_config_check", "trellis_startup", "trellis_shutdown", "trellis_balancer",
+    "trellis_target_health", "trellis_health_probe", "trellis_plugin_error",
+})  # fmt: skip
 
 
 def _adapt(fn: Callable[..., Any], spec_args: tuple[str, ...], wanted: tuple[str, ...]) -> Any:
@@ -144,10 +149,13 @@ class Harness:
 
         Raises :class:`pluggy.PluginValidationError` for a hook the kernel
         would refuse (unknown name, unknown argument) and :class:`TypeError`
-        for an ``async def`` body transform.
+        for an ``async def`` body transform or lifecycle hook. The same
+        object given twice runs once, at its first place, as a name listed
+        twice in a chain.
         """
         self.deadline = deadline
-        self.plugins: list[object] = [self._instantiate(p, config) for p in plugins]
+        unique = list({id(p): p for p in reversed(plugins)}.values())[::-1]
+        self.plugins: list[object] = [self._instantiate(p, config) for p in unique]
         #: Route names; when set, ``trellis_route_select`` must pick one of
         #: them (or none), else the flow fails with 500, as in the kernel.
         self.routes: set[str] = set()
@@ -160,7 +168,7 @@ class Harness:
             # Named like kernel instances; "#i" only tells equal names apart.
             self.pm.register(plugin, name=label if labels.count(label) == 1 else f"{label}#{i}")
         self.pm.check_pending()
-        for hook in _SYNC_ONLY:
+        for hook in _SYNC_ONLY | _LIFECYCLE:
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if inspect.iscoroutinefunction(impl.function):
                     raise TypeError(f"{impl.plugin_name}: {hook} must not be async")
@@ -294,7 +302,42 @@ class Harness:
                 except ProxyError:
                     resp = None  # as in the kernel: a failing error hook is ignored
                 flow.response = resp or Response.make(exc.status_hint, f"{exc.status_hint}\n")
+                await self._respond_to_error(flow, exc)
         finally:
             flow.timings.done = time.monotonic()
-            await self.call("trellis_flow_done", flow)
+            await self._done(flow)
         return flow
+
+    async def _respond_to_error(self, flow: Flow, exc: ProxyError) -> None:
+        """Response hooks see the error response too, as in the kernel; one
+        failing there is ignored, and one that failed on the response this
+        replaces is not asked again."""
+        for name, fn in self._impls("trellis_response"):
+            if isinstance(exc, PluginError) and (exc.plugin, exc.hook) == (
+                name,
+                "trellis_response",
+            ):
+                continue
+            try:
+                result = fn(flow)
+                if inspect.isawaitable(result):
+                    with trio.fail_after(self.deadline):
+                        await result
+            except (ProxyError, trio.TooSlowError):
+                pass
+
+    async def _done(self, flow: Flow) -> None:
+        """Every ``trellis_flow_done`` runs, as in the kernel, even after one
+        failed; then the first failure is raised, for the test to see."""
+        failure: BaseException | None = None
+        for _, fn in self._impls("trellis_flow_done"):
+            try:
+                result = fn(flow)
+                if inspect.isawaitable(result):
+                    with trio.fail_after(self.deadline):
+                        await result
+            except Exception as exc:
+                if failure is None:
+                    failure = exc
+        if failure is not None:
+            raise failure

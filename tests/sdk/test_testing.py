@@ -340,8 +340,15 @@ async def test_trellis_error_supplies_the_response_for_a_proxy_error() -> None:
     assert flow.response.status_code == 502
     assert flow.response.body == b"sorry: too slow\n"
     assert upstream.received == []
-    # b's error hook was not reached: first result.
-    assert log[-3:] == [("a", "error"), ("a", "flow_done"), ("b", "flow_done")]
+    # b's error hook was not reached: first result. The response hooks see
+    # the error response, as in the kernel.
+    assert log[-5:] == [
+        ("a", "error"),
+        ("a", "response"),
+        ("b", "response"),
+        ("a", "flow_done"),
+        ("b", "flow_done"),
+    ]
     assert [hook for _, hook in log].count("flow_done") == 2
 
 
@@ -373,7 +380,7 @@ async def test_upstream_failure_is_an_error_too() -> None:
     assert flow.response is not None
     assert flow.response.status_code == 502
     assert ("a", "error") in log
-    assert ("a", "response") not in log
+    assert log.index(("a", "response")) > log.index(("a", "error"))  # the error page's
     assert log.count(("a", "flow_done")) == 1
     assert flow.timings.done is not None
 
@@ -730,3 +737,29 @@ async def test_tls_hooks_can_be_called_without_a_flow() -> None:
     got = await h.call("trellis_tls_passthrough", "db.example", client, firstresult=True)
     assert got == sdk.Origin("tls", "db.example", 443)
     assert await h.call("trellis_tls_certificate", "db.example") == [None]
+
+
+async def test_the_harness_runs_flows_as_the_kernel_does() -> None:
+    """Where it differed: response hooks on error pages, every terminal hook
+    after a failing one, the same plugin twice, async lifecycle hooks."""
+    log: Log = []
+
+    class FailingDone:
+        @sdk.hookimpl
+        def trellis_flow_done(self, flow: sdk.Flow) -> None:
+            raise RuntimeError("bookkeeping bug")
+
+    a = SyncRecorder("a", log)
+    h = Harness(a, FailingDone(), a, AsyncRecorder("b", log))
+    assert len(h.plugins) == 3  # a once, at its first place
+    with pytest.raises(RuntimeError, match="bookkeeping bug"):
+        await h.run(make_flow())
+    assert log[-2:] == [("a", "flow_done"), ("b", "flow_done")]  # b still ran
+
+    class AsyncStart:
+        @sdk.hookimpl
+        async def trellis_startup(self, context: sdk.StartupContext) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="trellis_startup must not be async"):
+        Harness(AsyncStart())
