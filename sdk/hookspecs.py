@@ -296,8 +296,10 @@ def trellis_request_access(flow: Flow) -> Response | Awaitable[Response | None] 
 
     :param flow: the flow, ``flow.route`` set.
     :return: a :class:`~sdk.Response` to refuse the request (401, 403, 407,
-        429, ...) - it is sent as is and the request never reaches an
-        upstream - or ``None`` to let it pass. First result.
+        429, ...) - no later access or request hook runs and the request
+        never reaches an upstream; like any local answer it still passes
+        through the response hooks and body transforms - or ``None`` to let
+        it pass. First result.
 
     Builtin users: auth and rate-limit plugins.
     """
@@ -347,7 +349,9 @@ def trellis_request_body(flow: Flow, chunk: bytes, end: bool) -> bytes | None:
     implementation seeing the previous one's output; then once more with
     ``chunk=b""`` and ``end=True`` so a transform can flush what it holds.
     When a route has any implementation of this hook, the kernel re-frames
-    the upstream request with chunked encoding (the length may change).
+    the upstream request with chunked encoding (the length may change). A
+    request without a body (no ``Content-Length``, no chunked coding) has no
+    chunks and no final call either.
 
     :param flow: the flow.
     :param chunk: the bytes (possibly empty).
