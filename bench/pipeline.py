@@ -185,7 +185,7 @@ class FakePool:
     async def acquire_h2_or_h1(self, *args: Any, **kwargs: Any) -> UpstreamConnection:
         return self.conn
 
-    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
+    def put_idle(self, conn: UpstreamConnection, max_idle: int, idle_timeout: float = 0.0) -> None:
         pass
 
 
@@ -205,7 +205,7 @@ class FakeManyPool(FakePool):
         conn.requests = 1
         return conn
 
-    def put_idle(self, conn: UpstreamConnection, max_idle: int) -> None:
+    def put_idle(self, conn: UpstreamConnection, max_idle: int, idle_timeout: float = 0.0) -> None:
         self.idle.append(conn)
 
 
