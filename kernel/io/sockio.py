@@ -91,30 +91,23 @@ class SocketIO:
         hold the connection for ever."""
         self.write_timeout = seconds
 
+    def _push(self, view: bytes | memoryview) -> memoryview | None:
+        """Write what the socket takes now: None when all of ``view`` went,
+        else what is left."""
+        try:
+            sent = _write(self.socket.fileno(), view)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise _error(exc) from exc
+        return None if sent == len(view) else memoryview(view)[sent:]
+
     async def send(self, data: bytes) -> None:
         """Write all of ``data``, as :meth:`trio.SocketStream.send_all` does."""
-        sock = self.socket
-        view: bytes | memoryview = data
-        while True:
-            try:
-                sent = _write(sock.fileno(), view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise _error(exc) from exc
-            if sent == len(view):
-                return
-            # The socket buffer is full: wait in epoll (a checkpoint), then go on.
-            view = memoryview(view)[sent:]
-            if self.write_timeout == math.inf:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            with trio.move_on_after(self.write_timeout) as waited:
-                await trio.lowlevel.wait_writable(sock)
-            if waited.cancelled_caught:
-                raise trio.BrokenResourceError(
-                    f"the peer took no bytes for {self.write_timeout:g}s"
-                )
+        rest = self._push(data)
+        while rest is not None:
+            await self._wait_room()
+            rest = self._push(rest)
 
     async def send_unless_answered(self, data: bytes) -> bool:
         """:meth:`send`, except that a wait for room also ends when the peer
@@ -124,20 +117,23 @@ class SocketIO:
         stops reading too, and a plain wait for room would last until the
         send deadline (RFC 9112 §9.5).
         """
-        sock = self.socket
-        view: bytes | memoryview = data
-        while True:
-            try:
-                sent = _write(sock.fileno(), view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise _error(exc) from exc
-            if sent == len(view):
-                return True
-            view = memoryview(view)[sent:]
-            if await _room_or_answer(sock):
+        rest = self._push(data)
+        while rest is not None:
+            if await _room_or_answer(self.socket):
                 return False
+            rest = self._push(rest)
+        return True
+
+    async def _wait_room(self) -> None:
+        """The socket buffer is full: wait in epoll (a checkpoint), under
+        :attr:`write_timeout`."""
+        if self.write_timeout == math.inf:
+            await trio.lowlevel.wait_writable(self.socket)
+            return
+        with trio.move_on_after(self.write_timeout) as waited:
+            await trio.lowlevel.wait_writable(self.socket)
+        if waited.cancelled_caught:
+            raise trio.BrokenResourceError(f"the peer took no bytes for {self.write_timeout:g}s")
 
     async def receive(self, max_bytes: int = RECV_SIZE) -> bytes:
         """Up to ``max_bytes`` bytes (``b""`` at the end), as trio's ``receive_some``."""
