@@ -35,7 +35,7 @@ import trio
 
 from kernel import lifecycle
 from kernel.config.model import Settings
-from sdk import Flow, Origin, PluginError, Response, TlsCertificate
+from sdk import Flow, Origin, PluginError, Response, TlsCertificate, hookspecs
 
 __all__ = [
     "FLOW_HOOKS",
@@ -74,7 +74,7 @@ FLOW_HOOKS = (
 )
 #: Hooks called synchronously (per body chunk, or inside a TLS handshake);
 #: ``async def`` is refused for them.
-_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"})
+_SYNC_ONLY = hookspecs.SYNC_ONLY_HOOKS
 
 #: Failures per plugin instance since the process started (metrics read this).
 plugin_error_counts: collections.Counter[str] = collections.Counter()

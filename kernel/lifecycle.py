@@ -17,7 +17,7 @@ are synchronous: pluggy never awaits,
 so an ``async def`` one would never run; :func:`async_problems` lists them
 for ``kernel check`` and reload.
 
-May import: stdlib, pluggy.
+May import: stdlib, pluggy, sdk.
 """
 
 from __future__ import annotations
@@ -28,20 +28,11 @@ from typing import Any
 
 import pluggy
 
-__all__ = ["LIFECYCLE_HOOKS", "StartupFailed", "async_problems", "notify", "shut_down", "start"]
+from sdk import hookspecs
+
+__all__ = ["StartupFailed", "async_problems", "notify", "shut_down", "start"]
 
 log = logging.getLogger("kernel.lifecycle")
-
-#: Hooks pluggy calls (every hook that is not a flow hook).
-LIFECYCLE_HOOKS = (
-    "trellis_config_check",
-    "trellis_startup",
-    "trellis_shutdown",
-    "trellis_balancer",
-    "trellis_target_health",
-    "trellis_health_probe",
-    "trellis_plugin_error",
-)
 
 
 class StartupFailed(Exception):
@@ -69,7 +60,7 @@ def _call(impl: Any, kwargs: dict[str, Any]) -> Any:
 def async_problems(pm: pluggy.PluginManager) -> list[str]:
     """One problem per ``async def`` implementation of a lifecycle hook."""
     problems = []
-    for hook in LIFECYCLE_HOOKS:
+    for hook in hookspecs.LIFECYCLE_HOOKS:
         for impl in getattr(pm.hook, hook).get_hookimpls():
             if inspect.iscoroutinefunction(impl.function):
                 problems.append(

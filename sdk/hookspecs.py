@@ -2,9 +2,11 @@
 
 There are two kinds of hooks, and the difference matters:
 
-**Lifecycle hooks** (``trellis_addhooks``, ``trellis_config_check``,
-``trellis_startup``, ``trellis_shutdown``) are plain ``def`` and are called on
-every plugin instance of a configuration generation.
+**Lifecycle hooks** (:data:`LIFECYCLE_HOOKS`: ``trellis_addhooks``,
+``trellis_config_check``, ``trellis_startup``, ``trellis_shutdown`` and the
+announcements such as ``trellis_target_health``) are plain ``def``: pluggy
+calls them on every plugin instance of a configuration generation, and never
+awaits. An ``async def`` one is a configuration problem.
 
 **Flow hooks** (everything else) may be ``def`` or ``async def``. The kernel's
 own dispatcher calls them, because pluggy cannot await. For each route the
@@ -22,7 +24,8 @@ error is logged with the plugin's name and the flow ends with ``502`` (policy
 ``fail_closed``, the default), or the call is treated as if it returned
 ``None`` (``fail_open``). Other flows and the process are not affected.
 
-Synchronous implementations must not block: they run on the event loop.
+Synchronous implementations must not block: they run on the event loop. The
+flow hooks in :data:`SYNC_ONLY_HOOKS` must be plain ``def`` too.
 
 May import: sdk._markers; types only under TYPE_CHECKING.
 """
@@ -438,3 +441,16 @@ def trellis_flow_done(flow: Flow) -> Awaitable[None] | None:
 
     :param flow: the finished flow; must not be changed.
     """
+
+
+#: Hooks pluggy calls itself, never awaiting: plain ``def`` only.
+LIFECYCLE_HOOKS = (
+    "trellis_addhooks", "trellis_config_check", "trellis_startup", "trellis_shutdown",
+    "trellis_balancer", "trellis_target_health", "trellis_health_probe", "trellis_plugin_error",
+)  # fmt: skip
+
+#: Flow hooks that must be plain ``def``: body transforms run per chunk on
+#: the hot path, and a certificate is chosen inside the TLS handshake.
+SYNC_ONLY_HOOKS = frozenset(
+    {"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"}
+)

@@ -114,12 +114,8 @@ Upstream = Callable[[Request, bytes], Response]
 
 #: Called once per chunk on the kernel's hot path, or inside a TLS handshake:
 #: ``async def`` is refused.
-_SYNC_ONLY = frozenset({"trellis_request_body", "trellis_response_body", "trellis_tls_certificate"})
-#: Hooks pluggy calls, never awaiting: an ``async def`` one would never run.
-_LIFECYCLE = frozenset({
-    "trellis_config_check", "trellis_startup", "trellis_shutdown", "trellis_balancer",
-    "trellis_target_health", "trellis_health_probe", "trellis_plugin_error",
-})  # fmt: skip
+#: Hooks the kernel refuses as ``async def``.
+_SYNC_ONLY = hookspecs.SYNC_ONLY_HOOKS | frozenset(hookspecs.LIFECYCLE_HOOKS)
 
 
 def _adapt(fn: Callable[..., Any], spec_args: tuple[str, ...], wanted: tuple[str, ...]) -> Any:
@@ -168,7 +164,7 @@ class Harness:
             # Named like kernel instances; "#i" only tells equal names apart.
             self.pm.register(plugin, name=label if labels.count(label) == 1 else f"{label}#{i}")
         self.pm.check_pending()
-        for hook in _SYNC_ONLY | _LIFECYCLE:
+        for hook in _SYNC_ONLY:
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if inspect.iscoroutinefunction(impl.function):
                     raise TypeError(f"{impl.plugin_name}: {hook} must not be async")
