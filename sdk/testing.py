@@ -204,6 +204,14 @@ class Harness:
         err.__cause__ = exc
         return err
 
+    async def _invoke(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """One implementation's result, awaited under the deadline if it is one."""
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            with trio.fail_after(self.deadline):
+                result = await result
+        return result
+
     async def call(self, hook: str, *args: Any, firstresult: bool = False) -> Any:
         """Call ``hook`` on every plugin in order, awaiting async ones.
 
@@ -214,10 +222,7 @@ class Harness:
         results = []
         for name, fn in self._impls(hook):
             try:
-                result = fn(*args)
-                if inspect.isawaitable(result):
-                    with trio.fail_after(self.deadline):
-                        result = await result
+                result = await self._invoke(fn, *args)
             except (ProxyError, trio.TooSlowError) as exc:
                 raise self._fault(name, hook, exc) from exc
             if firstresult and result is not None:
@@ -315,10 +320,7 @@ class Harness:
             ):
                 continue
             try:
-                result = fn(flow)
-                if inspect.isawaitable(result):
-                    with trio.fail_after(self.deadline):
-                        await result
+                await self._invoke(fn, flow)
             except (ProxyError, trio.TooSlowError):
                 pass
 
@@ -328,10 +330,7 @@ class Harness:
         failure: BaseException | None = None
         for _, fn in self._impls("trellis_flow_done"):
             try:
-                result = fn(flow)
-                if inspect.isawaitable(result):
-                    with trio.fail_after(self.deadline):
-                        await result
+                await self._invoke(fn, flow)
             except Exception as exc:
                 if failure is None:
                     failure = exc
