@@ -556,6 +556,24 @@ async def test_stalled_head_gets_408_and_close(
     assert_untouched(upstream)
 
 
+async def dribble(stream: trio.SocketStream) -> bytes:
+    """Send a request head a byte every 50 ms until the proxy answers or
+    closes; everything it sent back."""
+    got = b""
+    for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890":
+        try:
+            await stream.send_all(bytes([byte]))
+        except trio.BrokenResourceError:
+            break
+        with trio.move_on_after(0.05):
+            got += await stream.receive_some(65536)
+        if got:
+            break
+    while chunk := await stream.receive_some(65536):
+        got += chunk
+    return got
+
+
 async def test_dribbled_head_gets_408_on_the_whole_head_deadline(
     start_proxy: Any, upstream: Any, client: Any, codec: str
 ) -> None:
@@ -566,17 +584,7 @@ async def test_dribbled_head_gets_408_on_the_whole_head_deadline(
     start = time.monotonic()
     async with stream:
         with trio.fail_after(1.0):
-            for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890":
-                try:
-                    await stream.send_all(bytes([byte]))
-                except trio.BrokenResourceError:
-                    break
-                with trio.move_on_after(0.05):
-                    got += await stream.receive_some(65536)
-                if got:
-                    break
-            while chunk := await stream.receive_some(65536):
-                got += chunk
+            got = await dribble(stream)
     assert 0.25 < time.monotonic() - start < 1.0
     assert statuses(client, got) == [408]
     assert_untouched(upstream)
@@ -595,17 +603,7 @@ async def test_the_head_deadline_counts_from_the_accept(
     async with stream:
         await trio.sleep(0.45)
         with trio.fail_after(2.0):
-            for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890":
-                try:
-                    await stream.send_all(bytes([byte]))
-                except trio.BrokenResourceError:
-                    break
-                with trio.move_on_after(0.05):
-                    got += await stream.receive_some(65536)
-                if got:
-                    break
-            while chunk := await stream.receive_some(65536):
-                got += chunk
+            got = await dribble(stream)
     assert statuses(client, got) == [408]
     assert 0.5 < time.monotonic() - start < 0.85
 
