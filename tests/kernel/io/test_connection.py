@@ -580,7 +580,6 @@ async def test_dribbled_head_gets_408_on_the_whole_head_deadline(
     """Slowloris: every byte resets no timer; the whole head must arrive in time."""
     app = await start_proxy(config(upstream, codec, TIMEOUTS))
     stream = await trio.open_tcp_stream("127.0.0.1", app.port())
-    got = b""
     start = time.monotonic()
     async with stream:
         with trio.fail_after(1.0):
@@ -599,7 +598,6 @@ async def test_the_head_deadline_counts_from_the_accept(
     app = await start_proxy(config(upstream, codec, "request_head_timeout_s = 0.6"))
     stream = await trio.open_tcp_stream("127.0.0.1", app.port())
     start = time.monotonic()
-    got = b""
     async with stream:
         await trio.sleep(0.45)
         with trio.fail_after(2.0):
