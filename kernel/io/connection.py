@@ -234,8 +234,6 @@ class Http1Connection:
                     keep_going = await run_exchange(self, head)
                     if not keep_going or self.state.draining or not self.codec.keep_alive:
                         return
-                    if self.state.generation.listener_for(self.listener) is None:
-                        return  # a reload removed our listener
                     self.codec.start_next_cycle()
             if scope.cancelled_caught and self._waiting == "head" and self._partial:
                 # A stalled head gets 408; a client that sent nothing gets no

@@ -83,7 +83,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     gen = state.generation
     # A reload that removed (or renamed) the connection's listener took its
     # chains away: such a connection gets a 503 without plugins, never
-    # another listener's chain, and closes (Http1Connection.serve).
+    # another listener's chain, and closes (see the end).
     lst = gen.listener_for(conn.listener)
     flow = Flow(
         id=new_flow_id(),
@@ -146,7 +146,11 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         gen.release()
         state.flow_ended()
         FLOW_ID.reset(token)
-    return keep
+    if keep and state.generation is not gen:
+        # Reloaded meanwhile: a connection whose listener is gone now ends
+        # quietly rather than answer its next request with a 503.
+        keep = state.generation.listener_for(conn.listener) is not None
+    return keep and lst is not None
 
 
 def _make_request(head: RequestHead, conn: Downstream) -> Request:
