@@ -19,7 +19,6 @@ May import: everything in kernel, trio, watchfiles, sdk.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -39,6 +38,7 @@ from kernel.io.state import ServerState
 from kernel.io.upstream import TlsTarget
 from kernel.supervisor import supervisor_pid
 from kernel.tls import default_client_context
+from kernel.watch import watch_config
 from sdk import ConfigError, Group, ServerInfo, StartupContext, Target
 
 __all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
@@ -49,14 +49,6 @@ EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_BIND = 2
 EXIT_STORAGE = 3
-
-#: How often watchfiles' thread wakes up to look at its changes and its stop
-#: event (ms): a change reloads 0.5-1 s after the write, and shutdown waits
-#: at most this long for the thread. An idle proxy wakes twice a second for it.
-WATCH_STEP_MS = 500
-#: After this long without a change the thread returns to trio and is started
-#: anew (ms); a bound in case its stop event were never set.
-WATCH_TIMEOUT_MS = 60_000
 
 
 class PluginStartupError(Exception):
@@ -457,56 +449,18 @@ class App:
         return True
 
     async def _watch_config(self) -> None:
-        # watchfiles' thread polls its stop event every ``step``: set it on
-        # shutdown, and also when this task is cancelled (anyio's thread call
-        # cannot be cancelled, so the cancellation waits for the thread).
-        quit_ = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_files, quit_)
-            try:
-                await self._stop.wait()
-            finally:
-                quit_.set()
-
-    async def _watch_files(self, quit_: trio.Event) -> None:
-        try:
-            await self._watch_loop(quit_)
-        except Exception:
-            # e.g. the system's limit of inotify watches: serving goes on.
-            log.exception("watching the config files failed; SIGHUP still reloads")
-
-    async def _watch_loop(self, quit_: trio.Event) -> None:
-        import watchfiles
-
-        # Its "1 change detected" at INFO for every save: the reload says more.
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-
         assert self.state is not None
-        while not quit_.is_set():
-            files = {p.resolve() for p in self.state.generation.files}
-            dirs = sorted({str(p.parent) for p in files})
+        state = self.state
 
-            def only_ours(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
-                return Path(path).resolve() in files
+        async def reloaded() -> None:
+            await self._reloaded.wait()  # a new event after each reload
 
-            watcher = watchfiles.awatch(
-                *dirs,
-                watch_filter=only_ours,
-                debounce=WATCH_STEP_MS,
-                step=WATCH_STEP_MS,
-                stop_event=quit_,
-                rust_timeout=WATCH_TIMEOUT_MS,
-                yield_on_timeout=False,
-            )
-            async with contextlib.aclosing(watcher) as changes:
-                async for _changes in changes:
-                    self.request_reload("config file changed")
-                    break
-                else:
-                    return  # told to quit
-            # Wait for that reload to be done (or rejected) before watching again,
-            # with the file list of whichever generation is then live.
-            await self._reloaded.wait()
+        await watch_config(
+            lambda: state.generation.files,
+            lambda: self.request_reload("config file changed"),
+            reloaded,
+            self._stop,
+        )
 
 
 async def _guarded(number: int, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:

@@ -242,7 +242,8 @@ async def test_config_watcher_does_not_hold_up_the_end(tmp_path: Path, how: str)
 
     It would otherwise keep the app waiting until its rust_timeout (a minute).
     """
-    from kernel.app import WATCH_STEP_MS, WATCH_TIMEOUT_MS, App
+    from kernel.app import App
+    from kernel.watch import WATCH_STEP_MS, WATCH_TIMEOUT_MS
 
     path = tmp_path / "proxy.toml"
     path.write_text(_watched_config("one"))
