@@ -29,7 +29,7 @@ import trio
 from kernel import lifecycle
 from kernel.config import load_config
 from kernel.config.loader import salvage_settings
-from kernel.config.model import H2Section, RouteConfig, Settings
+from kernel.config.model import H2Section, RouteConfig, Settings, parse_bind
 from kernel.dispatch import (
     Chain,
     certificate_provider,
@@ -119,9 +119,12 @@ class Generation:
         reload removed it, and with it its chains.
         """
         now = self.listeners.get(accepted_by.name)
-        if now is not None or accepted_by.bind.endswith(":0"):
+        if now is not None:
             return now
-        return next((n for n in self.listeners.values() if n.bind == accepted_by.bind), None)
+        address = parse_bind(accepted_by.bind)  # as the reload compared them
+        if address[1] == 0:
+            return None
+        return next((n for n in self.listeners.values() if parse_bind(n.bind) == address), None)
 
     def acquire(self) -> None:
         self.active += 1
