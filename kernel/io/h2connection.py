@@ -36,7 +36,8 @@ Ending: without streams the connection is idle, and the keep-alive timeout
 or a drain ends it with GOAWAY(NO_ERROR). A drain that finds streams in
 flight sends the GOAWAY at once (no new streams) and keeps reading, since the
 streams still need the client's WINDOW_UPDATEs, until the last one finished;
-so does the client's own GOAWAY(NO_ERROR).
+so does the client's own GOAWAY(NO_ERROR), and a reload that removed the
+connection's listener (once its first stream got the 503 such streams get).
 After our GOAWAY the connection half-closes and briefly reads and drops what
 the client still sends, so that the GOAWAY is not destroyed by a reset.
 
@@ -351,7 +352,12 @@ class H2Connection:
     async def _run_stream(self, s: H2Stream, head: RequestHead) -> None:
         try:
             with s.scope:
-                await run_exchange(s, head)
+                keep = await run_exchange(s, head)
+            if not keep and self.state.generation.listener_for(self.listener) is None:
+                # A reload removed our listener (its streams get 503s without
+                # plugins): GOAWAY, let the streams in flight finish, end.
+                self._ending = True
+                self._read_scope.cancel()  # the reader says it now
         except ClientGone:
             pass
         except Exception:  # a kernel bug: fail this stream, not the connection

@@ -818,3 +818,34 @@ async def test_a_writer_cancelled_at_its_yield_leaves_the_bytes_queued(
     assert len(writes) == 1
     assert _frame_types(writes[0])[0] == 0x4
     assert not conn.proto.has_output()
+
+
+async def test_a_removed_listener_s_connection_gets_goaway_after_its_503(
+    start_proxy: Any,
+) -> None:
+    """Before, a kept HTTP/2 connection of a listener a reload removed answered
+    every new stream with a 503, for as long as the client kept it. Now the
+    first 503 is followed by GOAWAY(NO_ERROR), and the connection ends."""
+    from tests.helpers.sockets import free_port
+
+    port = free_port()
+
+    def cfg(second: bool) -> str:
+        text = (
+            "[kernel]\nwatch_config = false\n"
+            '[[listeners]]\nname = "a"\nbind = "127.0.0.1:0"\ndefault_route = "r"\n'
+            '[[routes]]\nname = "r"\nplugins = ["respond"]\n[plugins.respond]\nbody = "hi"\n'
+        )
+        if second:
+            text += f'[[listeners]]\nname = "b"\nbind = "127.0.0.1:{port}"\ndefault_route = "r"\n'
+        return text
+
+    app = await start_proxy(cfg(True))
+    async with await H2Client.connect(port) as h2c:
+        assert (await h2c.get(b"/one")).status == 200
+        app.config_path.write_text(cfg(False))
+        assert await app.reload("test") is True
+        assert (await h2c.get(b"/two")).status == 503
+        await h2c.read_until_closed()
+        assert h2c.goaway is not None
+        assert h2c.goaway.error_code == NO_ERROR
