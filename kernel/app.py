@@ -94,6 +94,8 @@ class App:
         self._conn_nursery: trio.Nursery | None = None
         self._gen_nursery: trio.Nursery | None = None
         self._root: trio.Nursery | None = None
+        #: The config watcher's scope while ``[kernel] watch_config`` is on.
+        self._watch_scope: trio.CancelScope | None = None
         #: This process's worker number and the number of workers (kernel.workers).
         self.worker = worker
         self.workers = workers
@@ -179,8 +181,7 @@ class App:
                     if self.handle_signals:
                         root.start_soon(self._signals)
                     root.start_soon(self._reload_loop, receive)
-                    if gen.settings.kernel.watch_config:
-                        root.start_soon(self._watch_config)
+                    self._sync_watch(gen)
                     root.start_soon(self._reap_pool)
                     if self.workers > 1:
                         root.start_soon(self._watch_supervisor, supervisor_pid())
@@ -446,21 +447,36 @@ class App:
         for b in added.values():
             self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
         log.info("reloaded (%s): generation %d is live", reason, new.number)
+        self._sync_watch(new)
         return True
 
-    async def _watch_config(self) -> None:
+    def _sync_watch(self, gen: Generation) -> None:
+        """Watch the config files or not, as the live generation says."""
+        assert self._root is not None
+        if gen.settings.kernel.watch_config and self._watch_scope is None:
+            if gen.number > 1:
+                log.info("watching the config files for changes")
+            self._watch_scope = trio.CancelScope()
+            self._root.start_soon(self._watch_config, self._watch_scope)
+        elif not gen.settings.kernel.watch_config and self._watch_scope is not None:
+            log.info("no longer watching the config files (watch_config = false)")
+            self._watch_scope.cancel()
+            self._watch_scope = None
+
+    async def _watch_config(self, scope: trio.CancelScope) -> None:
         assert self.state is not None
         state = self.state
 
         async def reloaded() -> None:
             await self._reloaded.wait()  # a new event after each reload
 
-        await watch_config(
-            lambda: state.generation.files,
-            lambda: self.request_reload("config file changed"),
-            reloaded,
-            self._stop,
-        )
+        with scope:
+            await watch_config(
+                lambda: state.generation.files,
+                lambda: self.request_reload("config file changed"),
+                reloaded,
+                self._stop,
+            )
 
 
 async def _guarded(number: int, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:

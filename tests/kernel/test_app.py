@@ -236,6 +236,29 @@ async def test_config_file_change_triggers_reload(start_proxy: Any, client: Any)
     assert await _get(app.port(), client) == b"two"
 
 
+async def _until_generation(app: Any, number: int) -> None:
+    with trio.fail_after(10):
+        while app.generation.number < number:
+            await trio.sleep(0.05)
+
+
+async def test_a_reload_turns_watching_on_and_off(start_proxy: Any, client: Any) -> None:
+    """``watch_config`` used to be read at start only: a reload that turned
+    it on or off changed nothing until a restart."""
+    app = await start_proxy(_local_config("one"))
+    app.config_path.write_text(_watched_config("two"))
+    assert await app.reload("SIGHUP") is True  # watching from now on
+    await trio.sleep(0.3)  # let the watcher start
+    app.config_path.write_text(_local_config("three"))  # seen; turns it off
+    await _until_generation(app, 3)
+    assert await _get(app.port(), client) == b"three"
+    await trio.sleep(0.3)
+    app.config_path.write_text(_local_config("four"))  # not seen any more
+    await trio.sleep(2)
+    assert app.generation.number == 3
+    assert await _get(app.port(), client) == b"three"
+
+
 @pytest.mark.parametrize("how", ["stop", "cancel"])
 async def test_config_watcher_does_not_hold_up_the_end(tmp_path: Path, how: str) -> None:
     """The watcher's thread ends within a step of its own, by stop or by cancel.
