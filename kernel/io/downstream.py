@@ -75,8 +75,10 @@ class Downstream(Protocol):
 
     async def retract_response(self, status: int, flow_id: str = "") -> bool:
         """Replace a response none of whose bytes went out by the kernel's
-        ``status`` page, and end the connection after it; False (nothing done)
-        once some of it was sent. Over HTTP/1.1 only."""
+        ``status`` page; False (nothing done) once some of it was sent.
+
+        HTTP/1.1 ends the connection after the page; HTTP/2 only the stream.
+        """
 
     def cut(self) -> None:
         """The response cannot be completed: end it so the client can tell.

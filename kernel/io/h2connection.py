@@ -64,8 +64,8 @@ from kernel.io.state import ServerState
 from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
 from kernel.protocol import h2_common as ev
-from kernel.protocol.errorpage import error_body
-from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
+from kernel.protocol.errorpage import error_body, error_fields
+from kernel.protocol.events import Data, EndOfMessage, RequestHead
 from kernel.protocol.h2_server import H2Server
 from sdk import ClientInfo
 
@@ -393,11 +393,7 @@ class H2Connection:
             status,
         )
         body = error_body(status, "-")
-        fields: Fields = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode("ascii")),
-        ]
-        self.proto.send_response(stream_id, status, fields, end_stream=False)
+        self.proto.send_response(stream_id, status, error_fields(body), end_stream=False)
         if self.proto.send_data(stream_id, body) == len(body):
             self.proto.send_end(stream_id, None)
         else:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from kernel.io.exchange import ClientGone
+from kernel.protocol.errorpage import error_body, error_fields, reason_phrase
 from kernel.protocol.events import Data, EndOfMessage, Fields, ResponseHead
 from sdk import LocalProtocolError, RemoteProtocolError
 
@@ -170,7 +171,18 @@ class H2Stream:
         raise LocalProtocolError("an HTTP/2 stream cannot switch protocols")
 
     async def retract_response(self, status: int, flow_id: str = "") -> bool:
-        return False  # its HEADERS went to the protocol at once: a reset ends it
+        if self._head is None:
+            return False  # its HEADERS went out: a reset ends it
+        body = error_body(status, flow_id)
+        self._head = ResponseHead(
+            status_code=status,
+            headers=error_fields(body),
+            reason=reason_phrase(status).encode("ascii"),
+        )
+        self._out = bytearray(body)
+        self._end, self._trailers = True, None
+        await self.flush()
+        return True
 
     def cut(self) -> None:
         pass  # the connection resets a stream that ends unfinished (INTERNAL_ERROR)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-__all__ = ["error_body", "reason_phrase", "render_error_response"]
+__all__ = ["error_body", "error_fields", "reason_phrase", "render_error_response"]
 
 
 def reason_phrase(status: int) -> str:
@@ -27,6 +27,14 @@ def error_body(status: int, flow_id: str = "") -> bytes:
     if flow_id:
         text += f"flow: {flow_id}\n"
     return text.encode("ascii")
+
+
+def error_fields(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of an error page with ``body`` (HTTP/2 frames it by them)."""
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
 
 
 def render_error_response(status: int, flow_id: str = "") -> bytes:

@@ -20,6 +20,7 @@ import trio
 import trio.testing
 from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
+import sdk
 from kernel.io import sockio
 from kernel.io.h2connection import H2Connection
 from kernel.protocol.h2_frames import PING, frame
@@ -849,3 +850,25 @@ async def test_a_removed_listener_s_connection_gets_goaway_after_its_503(
         await h2c.read_until_closed()
         assert h2c.goaway is not None
         assert h2c.goaway.error_code == NO_ERROR
+
+
+class _BrokenTransform:
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> bytes:
+        raise RuntimeError("transform bug")
+
+
+async def test_a_response_failing_before_any_of_it_went_out_is_a_502_page(
+    start_proxy: Any, upstream: Any
+) -> None:
+    """Before, the stream was reset: its HEADERS were still ours to take back,
+    as HTTP/1.1 does. The page replaces the response; only the stream ends."""
+    text = config(upstream).replace("[kernel]\n", '[kernel]\nplugins = ["broken"]\n', 1)
+    app = await start_proxy(text, extra_plugins={"broken": _BrokenTransform()})
+    async with await H2Client.connect(app.port()) as h2c:
+        for path in (b"/bytes/100", b"/bytes/200"):  # the connection goes on
+            r = await h2c.get(path)
+            assert r.status == 502
+            assert r.reset is None
+            assert r.body.startswith(b"502 Bad Gateway\n")
+            assert r.header(b"content-length") == str(len(r.body)).encode()

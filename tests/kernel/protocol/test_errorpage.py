@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import h11
 
-from kernel.protocol.errorpage import error_body, reason_phrase, render_error_response
+from kernel.protocol.errorpage import error_body, error_fields, reason_phrase, render_error_response
 
 
 def test_rendered_response_is_valid_http_and_closes() -> None:
@@ -24,3 +24,11 @@ def test_rendered_response_is_valid_http_and_closes() -> None:
 def test_unknown_status_has_empty_phrase() -> None:
     assert reason_phrase(599) == ""
     assert error_body(599) == b"599 \n"
+
+
+def test_error_fields_frame_the_body() -> None:
+    body = error_body(502, "f-1")
+    assert error_fields(body) == [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
