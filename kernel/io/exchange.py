@@ -77,6 +77,10 @@ _DISCARD_LIMIT = 256 * 1024
 _NO_CHAIN = Chain(names=())
 
 
+class _ListenerGone(ProxyError):
+    """A reload removed the connection's listener: 503, and the connection ends."""
+
+
 async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     """Serve one request; returns whether the connection may carry another."""
     state = conn.state
@@ -103,7 +107,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     try:
         try:
             if lst is None:
-                raise ProxyError("its listener was removed by a reload", status_hint=503)
+                raise _ListenerGone("its listener was removed by a reload", status_hint=503)
             if head.method == b"CONNECT":
                 raise ProxyError("CONNECT is not supported here", status_hint=501)
             name = (
@@ -342,8 +346,9 @@ class _Exchange(UpstreamRelay):
                 await self._discard_request_body()
             except ProxyError:
                 pass
-        if isinstance(exc, ProtocolError) or not self.request_done:
-            # Framing or body state in doubt: answer, then close.
+        if isinstance(exc, ProtocolError | _ListenerGone) or not self.request_done:
+            # Framing or body state in doubt, or nothing left to serve the
+            # connection: answer, then close.
             await self._send_local(response, error=True, close=True)
             if not self.request_done:
                 await self.conn.abandon_request()

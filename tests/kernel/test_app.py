@@ -183,6 +183,7 @@ async def test_a_removed_listener_s_connections_never_borrow_another_chain(
         assert await app.reload("test") is True
         answer = await _keep_alive_get(stream)
         assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nconnection: close\r\n" in answer.lower()  # says what it does
         with trio.fail_after(5):
             assert await stream.receive_some(65536) == b""  # closed
 
