@@ -100,6 +100,12 @@ def _chain(value: str | None) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(raw)
+    # [kernel.modules] references resolve from the working directory, as they
+    # do under ``python -m kernel``; last on the path, so that a file there
+    # never shadows an installed module.
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         if args.command == "plugins":
             code = _cmd_plugins(args.config)

@@ -160,7 +160,6 @@ def compile_chain(
     impls: HookTable,
     settings: Settings,
     problems: list[str] | None = None,
-    where: str = "",
     report: Reporter | None = None,
 ) -> Chain:
     """Resolve instance names to callables once, in order, without duplicates.
@@ -185,8 +184,10 @@ def compile_chain(
                 continue
             is_async = inspect.iscoroutinefunction(fn)
             if is_async and hook in _SYNC_ONLY:
-                if problems is not None:
-                    problems.append(f"{where}: plugin {name!r}: {hook} must not be async")
+                # Said once per instance, however many chains it is on.
+                problem = f"$.plugins.{name}: {hook} must not be async (it is never awaited)"
+                if problems is not None and problem not in problems:
+                    problems.append(problem)
                 continue
             per_hook[hook].append(
                 Impl(name, fn, is_async, deadline, on_error == "fail_open", report)

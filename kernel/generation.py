@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import attrs
 import trio
@@ -157,9 +157,11 @@ def build_generation(
     is kept as it is (balancer state and target health survive a reload).
     """
     problems: list[str] = []
+    broken: set[str] = set()
     if available is None:
         available, load_problems = available_plugins(modules, blocked=settings.kernel.blocked)
         used = referenced_plugins(settings)
+        broken = {p.plugin for p in load_problems if isinstance(p, LoadProblem)}
         for problem in load_problems:
             if not isinstance(problem, LoadProblem) or problem.configured or problem.plugin in used:
                 problems.append(problem)
@@ -167,7 +169,9 @@ def build_generation(
                 log.warning("%s (this configuration does not use it)", problem)
     blocked = set(settings.kernel.blocked)
     available = {k: v for k, v in available.items() if k not in blocked}
-    host, host_problems = PluginHost.build(settings, available=available, extra=extra_plugins)
+    host, host_problems = PluginHost.build(
+        settings, available=available, extra=extra_plugins, broken=broken
+    )
     problems.extend(host_problems)
 
     srv, ups = settings.server, settings.upstream
@@ -261,11 +265,7 @@ def build_generation(
         table = "$.plugins." + inst
         if any(p.startswith(f"{table}: trellis_config_check") for p in async_hooks):
             continue  # listed above: it would only make a coroutine
-        try:
-            found: list[str] = list(check(**{a: known[a] for a in impl.argnames}) or [])
-        except Exception as exc:
-            found = [f"check failed: {exc!r}"]
-        problems.extend(f"{table}.{p}" if not p.startswith("$") else p for p in found)
+        problems.extend(_config_check(check, {a: known[a] for a in impl.argnames}, table))
 
     for name in settings.kernel.policy:
         if name not in host.instances:
@@ -279,9 +279,7 @@ def build_generation(
     rc_by_name = {rc.name: rc for rc in settings.routes}
     for i, lc in enumerate(settings.listeners):
         names = global_chain + list(lc.plugins)
-        pre_route[lc.name] = pre = compile_chain(
-            names, impls, settings, problems, "$.kernel", report
-        )
+        pre_route[lc.name] = pre = compile_chain(names, impls, settings, problems, report)
         if lc.tls is not None and lc.tls.passthrough and not pre.tls_passthrough:
             problems.append(
                 f"$.listeners[{i}].tls.passthrough: no plugin in the global or listener chain"
@@ -293,9 +291,7 @@ def build_generation(
         for rname in routes:
             route_cfg = rc_by_name.get(rname)
             full = names + (list(route_cfg.plugins) if route_cfg else [])
-            chains[(lc.name, rname)] = compile_chain(
-                full, impls, settings, problems, f"route {rname}", report
-            )
+            chains[(lc.name, rname)] = compile_chain(full, impls, settings, problems, report)
     if problems:
         raise ConfigError(problems, source=source)
     return Generation(
@@ -449,3 +445,30 @@ def _within(path: str, other: str) -> bool:
     """Whether ``path`` is ``other`` or lies under it (or the reverse)."""
     a, b = (path, other) if len(path) >= len(other) else (other, path)
     return a == b or (a.startswith(b) and a[len(b)] in ".[")
+
+
+def _config_check(check: Callable[..., object], kwargs: dict[str, Any], table: str) -> list[str]:
+    """One ``trellis_config_check``'s problems, each with its path.
+
+    A problem that starts with ``$`` has its own path; any other is the
+    instance's table's (``$.plugins.NAME.<problem>``). What is not a list of
+    strings is the plugin's own fault, reported as such.
+    """
+    try:
+        found = check(**kwargs)
+    except Exception as exc:
+        return [f"{table}: trellis_config_check failed: {exc!r}"]
+    if found is None:
+        return []
+    if isinstance(found, str) or not isinstance(found, list | tuple):
+        return [
+            f"{table}: trellis_config_check returned {type(found).__name__},"
+            f" not a list of problems: {found!r:.200}"
+        ]
+    out = []
+    for p in found:
+        if not isinstance(p, str):
+            out.append(f"{table}: trellis_config_check returned a {type(p).__name__}: {p!r:.200}")
+        else:
+            out.append(p if p.startswith("$") else f"{table}.{p}")
+    return out

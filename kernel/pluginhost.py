@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -46,6 +47,9 @@ __all__ = [
     "instance_plugin",
     "referenced_plugins",
 ]
+
+
+log = logging.getLogger("kernel.plugins")
 
 
 @attrs.frozen
@@ -135,6 +139,14 @@ def available_plugins(
                 LoadProblem(f"$.kernel.modules.{name}: cannot import {ref!r}: {exc!r}", name, True)
             )
             continue
+        if name in found:
+            log.warning(
+                "[kernel.modules] %s = %r replaces the installed plugin %r (%s)",
+                name,
+                ref,
+                name,
+                found[name].source,
+            )
         found[name] = PluginInfo(
             name, obj, f"module {ref}", _summary(obj), getattr(obj, "config_class", None)
         )
@@ -169,11 +181,14 @@ class PluginHost:
         *,
         available: Mapping[str, PluginInfo],
         extra: Mapping[str, object] | None = None,
+        broken: Iterable[str] = (),
     ) -> tuple[PluginHost, list[str]]:
         """Create and register every instance the configuration references.
 
         ``extra`` maps instance names to ready-made plugin objects (tests,
         bridges); they take precedence over installed plugins of that name.
+        ``broken`` names plugins that failed to import: that problem is the
+        caller's to report, so their chains and tables add nothing to it.
         """
         host = cls()
         problems: list[str] = []
@@ -183,9 +198,10 @@ class PluginHost:
         # A [plugins.X] table for an installed-or-extra plugin nobody references
         # is almost always a typo in a chain: say so.
         blocked = set(settings.kernel.blocked)
+        broken = set(broken)
         for name, _table in tables.items():
             # A blocked plugin's table is left alone: blocking is not a typo.
-            if name not in available and name not in extra and name not in blocked:
+            if name not in available and name not in extra and name not in blocked | broken:
                 problems.append(
                     f"{format_path(('plugins', name))}: no plugin named {name!r} is installed"
                     f" (installed: {', '.join(sorted(available)) or 'none'})"
@@ -203,6 +219,8 @@ class PluginHost:
                 )
                 continue
             if info is None:
+                if plugin in broken:
+                    continue
                 problems.append(
                     f"{path}: unknown plugin {plugin!r}"
                     f" (installed: {', '.join(sorted(available)) or 'none'})"
@@ -211,6 +229,12 @@ class PluginHost:
             obj = _instantiate(info, inst, tables.get(plugin), problems)
             if obj is not None:
                 host._register(inst, obj, problems, path)
+        # Tables no chain uses yet are checked too: a mistake there would
+        # otherwise show only on the reload that puts the plugin on a chain.
+        # (A required key may wait for that: an instance may never use it.)
+        for problem in check_plugin_tables(tables, available, skip=set(wanted) | set(extra)):
+            if not problem.endswith(": required") and problem not in problems:
+                problems.append(problem)
         return host, problems
 
     def _register(self, inst: str, obj: object, problems: list[str], path: str) -> None:
@@ -317,12 +341,17 @@ def _instance_table(table: Any, label: str, config_cls: type) -> dict[str, Any] 
     return base
 
 
-def check_plugin_tables(tables: Any, available: Mapping[str, PluginInfo]) -> list[str]:
+def check_plugin_tables(
+    tables: Any, available: Mapping[str, PluginInfo], *, skip: Iterable[str] = ()
+) -> list[str]:
     """Structure every ``[plugins.*]`` table (and named-instance subtable) alone.
 
     Used when the kernel's own settings failed, so a user still sees the plugin
-    tables' problems in the same pass.
+    tables' problems in the same pass, and for the tables of instances no chain
+    uses. Instances named in ``skip`` are left out, and so is a base table
+    one of whose named instances is in ``skip`` (its problems show there).
     """
+    skip = set(skip)
     if not isinstance(tables, Mapping):
         return []
     problems: list[str] = []
@@ -334,6 +363,9 @@ def check_plugin_tables(tables: Any, available: Mapping[str, PluginInfo]) -> lis
         fields = {a.name for a in attrs.fields(cls)} if attrs.has(cls) else set()
         labels = [k for k, v in table.items() if isinstance(v, Mapping) and k not in fields]
         for label in ["", *labels]:
+            inst = f"{name}.{label}" if label else name
+            if inst in skip or (not label and any(f"{name}.{x}" in skip for x in labels)):
+                continue
             data = _instance_table(dict(table), label, cls) or {}
             path = format_path(("plugins", name, label) if label else ("plugins", name))
             try:

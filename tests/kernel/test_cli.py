@@ -237,3 +237,23 @@ def test_a_chain_from_the_command_line_says_so(
     err = capsys.readouterr().err
     assert "$.kernel.plugins[1]: unknown plugin 'ghost'" in err
     assert err.rstrip().endswith("(from --plugins)")
+
+
+def test_modules_resolve_from_the_working_directory(tmp_path: Path) -> None:
+    """The ``kernel`` script, unlike ``python -m kernel``, did not have the
+    working directory on its path: the examples' own config failed there."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mine.py").write_text(
+        "import sdk\n\nclass Mine:\n    @sdk.hookimpl\n"
+        "    def trellis_request(self, flow):\n        return None\n"
+    )
+    (tmp_path / "t.toml").write_text(
+        '[kernel]\nplugins = ["mine"]\n[kernel.modules]\nmine = "mine:Mine"\n'
+    )
+    kernel = Path(sys.executable).with_name("kernel")
+    done = subprocess.run(
+        [str(kernel), "check", "-c", "t.toml"], cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()

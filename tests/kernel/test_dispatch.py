@@ -63,9 +63,11 @@ def test_async_body_transform_is_a_config_problem() -> None:
             return chunk
 
     problems: list[str] = []
-    chain = dispatch.compile_chain(["bad"], _table(bad=Bad()), _settings(), problems, "route r")
+    chain = dispatch.compile_chain(["bad"], _table(bad=Bad()), _settings(), problems)
     assert chain.response_body == ()
-    assert problems == ["route r: plugin 'bad': trellis_response_body must not be async"]
+    assert problems == [
+        "$.plugins.bad: trellis_response_body must not be async (it is never awaited)"
+    ]
 
 
 async def test_first_result_stops_at_first_non_none_sync_and_async() -> None:
@@ -419,6 +421,8 @@ def test_async_certificate_hook_is_a_config_problem() -> None:
             return None
 
     problems: list[str] = []
-    chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), _settings(), problems, "$.kernel")
+    chain = dispatch.compile_chain(["slow"], _table(slow=Slow()), _settings(), problems)
     assert chain.tls_certificate == ()
-    assert problems == ["$.kernel: plugin 'slow': trellis_tls_certificate must not be async"]
+    assert problems == [
+        "$.plugins.slow: trellis_tls_certificate must not be async (it is never awaited)"
+    ]

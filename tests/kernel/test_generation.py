@@ -90,6 +90,34 @@ def test_config_check_problems_get_the_table_path() -> None:
     assert info.value.problems == ["$.plugins.picky.routes are ['a']"]
 
 
+@pytest.mark.parametrize(
+    ("returned", "problem"),
+    [
+        ("not a list", "returned str, not a list of problems: 'not a list'"),
+        (7, "returned int, not a list of problems: 7"),
+        (["fine: x", 3], "returned a int: 3"),
+        (ValueError("boom"), "failed: ValueError('boom')"),
+    ],
+    ids=["str", "int", "non-str-item", "raises"],
+)
+def test_a_config_check_that_misbehaves_is_reported_whole(returned: object, problem: str) -> None:
+    """A string used to become one "problem" per character; an exception's
+    line read as if "check failed" were a key."""
+
+    class Odd:
+        @sdk.hookimpl
+        def trellis_config_check(self) -> object:
+            if isinstance(returned, Exception):
+                raise returned
+            return returned
+
+    settings = Settings(kernel=KernelSection(plugins=["odd"]))
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(settings, extra_plugins={"odd": Odd()})
+    assert info.value.problems[-1] == f"$.plugins.odd: trellis_config_check {problem}"
+    assert len(info.value.problems) == (2 if isinstance(returned, list) else 1)
+
+
 def test_reference_counting_retires_after_the_last_flow() -> None:
     gen = build_generation(Settings())
     gen.acquire()

@@ -83,6 +83,49 @@ def test_every_problem_is_listed_with_its_path() -> None:
     assert len(problems) >= 6
 
 
+@attrs.frozen(kw_only=True)
+class NeedsConfig:
+    target: str  # required
+    times: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+class Needy(GreetPlugin):
+    """Needs a target."""
+
+    config_class = NeedsConfig  # type: ignore[assignment]
+
+
+def test_tables_no_chain_uses_are_checked_too() -> None:
+    """Before, a mistake in a table no chain used passed, and failed only on
+    the reload that put the plugin on a chain."""
+    available = {**AVAILABLE, "needy": _info("needy", Needy)}
+    settings = _settings(
+        ["greet.used"],
+        {
+            "greet": {"colour": "red", "used": {"times": 2}, "spare": {"times": 0}},
+            "needy": {"times": 0, "shared": {"target": "x"}},
+        },
+    )
+    _, problems = PluginHost.build(settings, available=available)
+    # A base table's mistake shows under each instance built from it (the
+    # base alone is not one here: a named instance of it is in use).
+    assert [p.split(":")[0] for p in problems if "colour" in p] == [
+        "$.plugins.greet.used.colour",
+        "$.plugins.greet.spare.colour",
+    ]
+    assert any(p.startswith("$.plugins.greet.spare.times") for p in problems)
+    assert any(p.startswith("$.plugins.needy.times") for p in problems)
+    assert any(p.startswith("$.plugins.needy.shared.times") for p in problems)
+    # A required key may wait for an instance that uses the table.
+    assert not any(p.endswith(": required") for p in problems)
+
+
+def test_a_plugin_that_failed_to_import_adds_no_lines_of_its_own() -> None:
+    settings = _settings(["gone"], {"gone": {"x": 1}})
+    _, problems = PluginHost.build(settings, available=AVAILABLE, broken=["gone"])
+    assert problems == []  # the import problem is the caller's to say
+
+
 def test_a_non_class_plugin_is_used_as_is() -> None:
     obj = Plain()
     available = {"obj": _info("obj", obj)}
@@ -128,3 +171,13 @@ def test_modules_table_loads_by_reference() -> None:
 @pytest.mark.parametrize(("inst", "plugin"), [("a", "a"), ("a.b", "a"), ("a.b.c", "a")])
 def test_instance_plugin(inst: str, plugin: str) -> None:
     assert instance_plugin(inst) == plugin
+
+
+def test_a_module_named_like_an_installed_plugin_replaces_it_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="kernel.plugins"):
+        found, problems = available_plugins({"router": "tests.kernel.test_pluginhost:Plain"})
+    assert problems == []
+    assert found["router"].factory is Plain
+    assert "replaces the installed plugin 'router' (entry point in" in caplog.text
