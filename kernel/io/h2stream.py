@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["H2Stream"]
 
 _NO_ERROR = 0x0
+_CANCEL = 0x8
 
 
 class H2Stream:
@@ -146,7 +147,15 @@ class H2Stream:
             writable = self._writable = trio.Event()
             await self.conn.write_out(self)
             if proto.send_window(sid) <= 0:
-                await writable.wait()
+                with trio.move_on_after(self.listener.send_timeout_s) as wait:
+                    await writable.wait()
+                if wait.cancelled_caught and not self.reset:
+                    # No window for send_timeout_s: a client that stopped
+                    # reading, as far as this stream is concerned. Its flow
+                    # and upstream connection are not held for ever.
+                    proto.reset(sid, _CANCEL)
+                    self.reset = True
+                    raise ClientGone
             if self.reset:
                 raise ClientGone
         if self._end:

@@ -872,3 +872,23 @@ async def test_a_response_failing_before_any_of_it_went_out_is_a_502_page(
             assert r.reset is None
             assert r.body.startswith(b"502 Bad Gateway\n")
             assert r.header(b"content-length") == str(len(r.body)).encode()
+
+
+async def test_a_stream_whose_window_stays_shut_is_reset_after_send_timeout(
+    start_proxy: Any, upstream: Any
+) -> None:
+    """A client that never opens its window (SETTINGS_INITIAL_WINDOW_SIZE 0)
+    used to hold each stream, its flow and its upstream connection for ever:
+    the wait for window had no deadline (slow read, CVE-2019-9517's class)."""
+    app = await start_proxy(config(upstream, server="send_timeout_s = 0.5"))
+    async with await H2Client.connect(app.port(), settings={0x4: 0}) as h2c:
+        sid = await h2c.request(b"GET", b"/bytes/100000")
+        with trio.fail_after(5):
+            r = await h2c.response(sid)
+        assert r.status == 200
+        assert r.reset == CANCEL
+        assert len(r.body) == 0
+        with trio.fail_after(5):
+            while upstream.closed < upstream.connections:
+                await trio.sleep(0.02)  # its upstream connection is let go
+        assert not h2c.closed  # only the stream ends
