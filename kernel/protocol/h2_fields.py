@@ -298,10 +298,14 @@ _REQUEST_DROP: Final = CONNECTION_SPECIFIC | {b"host"}
 
 
 def response_fields(status: int, fields: Fields) -> Fields:
-    """``:status`` then ``fields`` as sendable (connection-specific ones dropped)."""
+    """``:status`` then ``fields`` as sendable (connection-specific ones dropped,
+    and ``content-length`` from a 1xx or 204, which RFC 9110 §8.6 forbids it)."""
     if not 100 <= status <= 599 or status == 101:
         raise LocalProtocolError(f"cannot send status {status} over HTTP/2")
-    return [(b":status", str(status).encode("ascii")), *_sendable(fields, _RESPONSE_DROP)]
+    out = [(b":status", str(status).encode("ascii")), *_sendable(fields, _RESPONSE_DROP)]
+    if status < 200 or status == 204:
+        out = [f for f in out if f[0] != b"content-length"]
+    return out
 
 
 def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields:

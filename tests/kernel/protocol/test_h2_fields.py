@@ -166,6 +166,15 @@ def test_response_fields_to_send() -> None:
             response_fields(200, bad)
 
 
+@pytest.mark.parametrize(("status", "kept"), [(103, False), (204, False), (200, True), (304, True)])
+def test_no_content_length_on_1xx_and_204(status: int, kept: bool) -> None:
+    """A 204 from the upstream with content-length: 5 went out as is, and curl
+    and nghttp2 reset the stream (RFC 9110 §8.6; 304 may say its length)."""
+    sent = response_fields(status, [(b"Content-Length", b"5"), (b"x", b"1")])
+    assert ((b"content-length", b"5") in sent) is kept
+    assert (b"x", b"1") in sent
+
+
 def test_credentials_are_sent_never_indexed() -> None:
     """Authorization and short cookies stay out of HPACK's tables (RFC 7541 §7.1.3)."""
     fields = [
