@@ -37,7 +37,8 @@ or a drain ends it with GOAWAY(NO_ERROR). A drain that finds streams in
 flight sends the GOAWAY at once (no new streams) and keeps reading, since the
 streams still need the client's WINDOW_UPDATEs, until the last one finished;
 so does the client's own GOAWAY(NO_ERROR), and a reload that removed the
-connection's listener (once its first stream got the 503 such streams get).
+connection's listener: its next stream is refused (REFUSED_STREAM, which a
+client may retry) and GOAWAY follows.
 After our GOAWAY the connection half-closes and briefly reads and drops what
 the client still sends, so that the GOAWAY is not destroyed by a reset.
 
@@ -132,6 +133,8 @@ class H2Connection:
         self._ending = False
         #: We sent a GOAWAY (graceful or not): linger before closing.
         self._goaway_sent = False
+        #: The generation the last stream started in (a reload may remove our listener).
+        self._generation = state.generation
 
     async def write_out(self, sender: H2Stream | None = None) -> None:
         """Send whatever the protocol has queued (one writer at a time).
@@ -327,7 +330,19 @@ class H2Connection:
                     s.on_reset()
 
     def _start(self, event: ev.StreamRequest) -> None:
-        if self.state.draining or self.unfinished >= self.limits.max_concurrent_streams:
+        gen = self.state.generation
+        if gen is not self._generation:  # reloaded since the last stream
+            self._generation = gen
+            if gen.listener_for(self.listener) is None:
+                # Our listener is gone, and its chains with it: refuse the
+                # stream (a client may retry it elsewhere, RFC 9113 §8.7);
+                # the reader says GOAWAY next.
+                self._ending = True
+        if (
+            self._ending
+            or self.state.draining
+            or self.unfinished >= self.limits.max_concurrent_streams
+        ):
             # Tasks of reset streams still unwinding count too: a client
             # resetting streams cannot make us run more than the limit at once.
             self.proto.reset(event.stream_id, _REFUSED_STREAM)

@@ -821,12 +821,13 @@ async def test_a_writer_cancelled_at_its_yield_leaves_the_bytes_queued(
     assert not conn.proto.has_output()
 
 
-async def test_a_removed_listener_s_connection_gets_goaway_after_its_503(
+async def test_a_removed_listener_s_connection_refuses_new_streams_and_says_goaway(
     start_proxy: Any,
 ) -> None:
     """Before, a kept HTTP/2 connection of a listener a reload removed answered
-    every new stream with a 503, for as long as the client kept it. Now the
-    first 503 is followed by GOAWAY(NO_ERROR), and the connection ends."""
+    every new stream with a 503, for as long as the client kept it. Now its
+    next stream is refused (safe to retry, RFC 9113 §8.7), GOAWAY(NO_ERROR)
+    follows at once, and the connection ends."""
     from tests.helpers.sockets import free_port
 
     port = free_port()
@@ -846,7 +847,8 @@ async def test_a_removed_listener_s_connection_gets_goaway_after_its_503(
         assert (await h2c.get(b"/one")).status == 200
         app.config_path.write_text(cfg(False))
         assert await app.reload("test") is True
-        assert (await h2c.get(b"/two")).status == 503
+        r = await h2c.get(b"/two")
+        assert (r.status, r.reset) == (None, REFUSED_STREAM)
         await h2c.read_until_closed()
         assert h2c.goaway is not None
         assert h2c.goaway.error_code == NO_ERROR
