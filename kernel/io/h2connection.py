@@ -68,6 +68,7 @@ from kernel.protocol import h2_common as ev
 from kernel.protocol.errorpage import error_body, error_fields
 from kernel.protocol.events import Data, EndOfMessage, RequestHead
 from kernel.protocol.h2_server import H2Server
+from kernel.protocol.http1 import Limits
 from sdk import ClientInfo
 
 __all__ = ["H2Connection", "H2Stream", "h2_limits"]
@@ -82,9 +83,12 @@ _CANCEL = 0x8
 
 
 @functools.lru_cache(maxsize=64)
-def h2_limits(section: H2Section) -> ev.H2Limits:
-    """The protocol limits of a listener's ``[server.h2]`` settings."""
+def h2_limits(section: H2Section, http1: Limits) -> ev.H2Limits:
+    """The protocol limits of a listener's ``[server.h2]`` settings, and of
+    its HTTP/1.1 limits those that bound a request's line and field count."""
     return ev.H2Limits(
+        max_request_line=http1.max_request_line,
+        max_header_count=http1.max_header_count,
         max_concurrent_streams=section.max_concurrent_streams,
         max_header_list_size=section.max_header_list_size,
         header_table_size=section.header_table_size,
@@ -113,7 +117,7 @@ class H2Connection:
         self.state = state
         self.listener = listener
         self.client = client
-        self.limits = h2_limits(listener.h2)
+        self.limits = h2_limits(listener.h2, listener.limits)
         self.proto = H2Server(self.limits, engine=listener.h2.engine)
         self.streams: dict[int, H2Stream] = {}
         self._write_lock = trio.Lock()

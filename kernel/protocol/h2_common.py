@@ -130,6 +130,14 @@ class H2Limits:
     #: Bytes queued for the socket above which ``outbound_pressure`` is true
     #: and ``send_window`` shrinks to 0: the shell writes before it reads more.
     max_outbound_buffer: int = attrs.field(default=256 * 1024, validator=_pos)
+    #: A request's line as HTTP/1.1 would write it (method, target, version),
+    #: over which it is answered 414: the HTTP/1.1 listener's limit, so that
+    #: a request cannot reach an upstream through HTTP/2 that the same
+    #: listener refuses over HTTP/1.1 (server side only).
+    max_request_line: int = attrs.field(default=8192, validator=_pos)
+    #: Fields in a request (after cookies are joined), over which it is
+    #: answered 431; the HTTP/1.1 listener's limit too (server side only).
+    max_header_count: int = attrs.field(default=100, validator=_pos)
 
 
 class RateBudget:

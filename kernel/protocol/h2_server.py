@@ -123,7 +123,18 @@ class H2Server(H2Endpoint):
             st.refused = True
             self._events.append(StreamRefused(stream_id, e.status_hint, e.message))
             return
-        st.method = req.head.method
+        head = req.head
+        if len(head.method) + len(head.target) + 10 > lim.max_request_line:
+            refusal = 414, "request line too long"
+        elif len(head.headers) > lim.max_header_count:
+            refusal = 431, "too many header fields"
+        else:
+            refusal = None
+        if refusal is not None:
+            st.refused = True
+            self._events.append(StreamRefused(stream_id, *refusal))
+            return
+        st.method = head.method
         st.expected = req.content_length
         self._events.append(
             StreamRequest(stream_id, req.head, req.scheme, req.authority, end_stream)

@@ -294,6 +294,10 @@ REFUSED: dict[str, tuple[list[tuple[bytes, bytes]], int]] = {
     "CONNECT": ([(b":method", b"CONNECT"), (b":authority", b"a.example:443")], 501),
     "extended CONNECT": ([(b":method", b"CONNECT"), (b":protocol", b"websocket"), *GET[1:]], 501),
     "header list over the limit": (_with(*[(b"x-%d" % i, b"v" * 1000) for i in range(70)]), 431),
+    # The HTTP/1.1 listener's limits (8192, 100): an HTTP/2 request used to
+    # reach the upstream as a request line or field list it would refuse.
+    "line over max_request_line": ([*GET[:3], (b":path", b"/" + b"a" * 8179)], 414),
+    "over max_header_count": (_with(*[(b"x-%d" % i, b"v") for i in range(101)]), 431),
 }
 
 
@@ -310,6 +314,16 @@ def test_malformed_request_is_refused_on_its_stream_only(name: str) -> None:
     p.server.send_response(1, status, [(b"content-length", b"0")], end_stream=True)
     assert p.to_client()[0].headers[0] == (b":status", str(status).encode())
     assert [type(e) for e in p.request(3, GET)] == [StreamRequest]
+
+
+def test_a_request_at_the_http1_limits_is_accepted() -> None:
+    p = Pair()
+    # GET + " " + target + " HTTP/1.1" is exactly 8192 bytes; 99 fields and host.
+    at_limit = [*GET[:3], (b":path", b"/" + b"a" * 8178)]
+    assert [type(e) for e in p.request(1, at_limit)] == [StreamRequest]
+    assert [type(e) for e in p.request(3, _with(*[(b"x-%d" % i, b"v") for i in range(99)]))] == [
+        StreamRequest
+    ]
 
 
 def test_valid_edge_cases_are_accepted() -> None:
