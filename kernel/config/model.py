@@ -13,6 +13,7 @@ May import: stdlib, attrs, kernel.config.transport.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Literal
 
 import attrs
@@ -94,6 +95,15 @@ def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) 
         raise ValueError("; ".join(bad))
 
 
+#: RFC 9110 §7.6.3: received-by is a pseudonym (a token) or host[:port].
+_VIA_BY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[0-9]+)?")
+
+
+def _via(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value and _VIA_BY.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a pseudonym (a token such as 'edge-1', or host:port)")
+
+
 def _one_timeout_place(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
@@ -172,7 +182,7 @@ class ServerSection:
     #: Add an RFC 7239 ``Forwarded`` header to upstream requests.
     forwarded: bool = True
     #: The pseudonym in the ``Via`` header we add; empty to add none.
-    via: str = "trellis"
+    via: str = attrs.field(default="trellis", validator=_via)
     #: Offer ``h2`` by ALPN on TLS listeners and accept h2c prior knowledge on
     #: cleartext ones.
     http2: bool = True

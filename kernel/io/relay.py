@@ -317,7 +317,7 @@ class UpstreamRelay(RequestSender):
     ) -> bool:
         flow, conn, route = self.flow, self.conn, self.route
         assert route is not None
-        fields = downstream_response_fields(head.headers, self.gen.forwarding)
+        fields = downstream_response_fields(head.headers, self.gen.forwarding, head.http_version)
         response = Response(
             status_code=head.status_code,
             headers=Headers.from_wire(fields),

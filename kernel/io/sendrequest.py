@@ -55,6 +55,7 @@ class RequestSender(ExchangeBase):
             client_address=flow.client.address,
             scheme=req.scheme,
             host=req.authority.encode("latin-1") or host,
+            version=req.http_version.encode("ascii"),
         )
         # Host usually comes first (HTTP/2 requests always have it there).
         if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):

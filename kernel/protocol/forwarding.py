@@ -91,10 +91,12 @@ def strip_hop_by_hop(fields: Fields, *, keep_proxy_auth: bool = False) -> Fields
 class ForwardingPolicy:
     """How to describe the hop we add; built once per generation."""
 
-    via: bytes = b"1.1 trellis"  # empty: add no Via
+    via: bytes = b"1.1 trellis"  # for HTTP/1.1 messages; empty: add no Via
     x_forwarded: bool = True
     forwarded: bool = True
     trusted: tuple[_IPNetwork, ...] = ()
+    #: The pseudonym alone (``via`` is ``b"1.1 " + pseudonym``).
+    pseudonym: bytes = b"trellis"
 
     @classmethod
     def build(
@@ -105,7 +107,15 @@ class ForwardingPolicy:
             x_forwarded=x_forwarded,
             forwarded=forwarded,
             trusted=tuple(ipaddress.ip_network(t, strict=False) for t in trusted),
+            pseudonym=via.encode("ascii"),
         )
+
+    def via_for(self, version: bytes) -> bytes:
+        """Our Via entry for a message we received as HTTP/``version``
+        (RFC 9110 §7.6.3: the protocol of the message received)."""
+        if version == b"1.1" or not self.via:
+            return self.via
+        return version + b" " + self.pseudonym
 
     def trusts(self, address: str) -> bool:
         if not self.trusted:
@@ -129,6 +139,7 @@ def upstream_request_fields(
     client_address: str,
     scheme: str,
     host: bytes,
+    version: bytes = b"1.1",
 ) -> Fields:
     """The fields to send upstream: ``fields`` (already free of hop-by-hop
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
@@ -136,7 +147,8 @@ def upstream_request_fields(
 
     ``Expect: 100-continue`` is not passed on: the kernel answers it itself
     (RFC 9110 §10.1.1 lets an intermediary), and on HTTP/1.0 or without a
-    body it means nothing. Other expectations go on.
+    body it means nothing. Other expectations go on. ``version`` is the
+    client's HTTP version, for our Via entry.
     """
     out: Fields = []
     trusted = policy.trusts(client_address)
@@ -167,7 +179,7 @@ def upstream_request_fields(
             value = canonical_length(value)
         out.append((name, value))
     if policy.via:
-        out.append((b"via", b", ".join([*via_prior, policy.via])))
+        out.append((b"via", b", ".join([*via_prior, policy.via_for(version)])))
     elif via_prior:
         out.append((b"via", b", ".join(via_prior)))
     addr = client_address.encode("ascii")
@@ -199,8 +211,11 @@ def canonical_length(value: bytes) -> bytes:
     return b"%d" % int(value)
 
 
-def downstream_response_fields(fields: Fields, policy: ForwardingPolicy) -> Fields:
-    """The fields of an upstream response as the client should get them."""
+def downstream_response_fields(
+    fields: Fields, policy: ForwardingPolicy, version: bytes = b"1.1"
+) -> Fields:
+    """The fields of an upstream response (received as HTTP/``version``) as
+    the client should get them."""
     out = strip_hop_by_hop(fields)
     for i, (name, value) in enumerate(out):
         if name == b"content-length" and value[:1] == b"0" and len(value) > 1:
@@ -209,5 +224,5 @@ def downstream_response_fields(fields: Fields, policy: ForwardingPolicy) -> Fiel
         prior = [v for n, v in out if n == b"via"]
         if prior:
             out = [(n, v) for n, v in out if n != b"via"]
-        out.append((b"via", b", ".join([*prior, policy.via])))
+        out.append((b"via", b", ".join([*prior, policy.via_for(version)])))
     return out

@@ -104,3 +104,15 @@ def test_every_field_has_a_default_except_route_name() -> None:
         assert all(a.default is not attrs.NOTHING for a in attrs.fields(cls)), cls
     required = [a.name for a in attrs.fields(RouteConfig) if a.default is attrs.NOTHING]
     assert required == ["name"]
+
+
+@pytest.mark.parametrize("via", ["trellis", "edge-1", "proxy.example:8080", ""])
+def test_via_takes_a_pseudonym(via: str) -> None:
+    assert ServerSection(via=via).via == via
+
+
+@pytest.mark.parametrize("via", ["${NAME} cost: $5", "a b", "edge\r\nx: 1", "é"])
+def test_via_refuses_what_is_not_a_pseudonym(via: str) -> None:
+    """It went out as is: ``via: 1.1 ${NAME} cost: $5``."""
+    with pytest.raises(ValueError, match="is not a pseudonym"):
+        ServerSection(via=via)

@@ -6,6 +6,7 @@ No sockets: a stub connection keeps the protocol object and collects what
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import h2.config
@@ -30,7 +31,7 @@ class StubConnection:
     def __init__(self, proto: H2Server) -> None:
         self.proto = proto
         self.state: Any = None
-        self.listener: Any = None
+        self.listener: Any = types.SimpleNamespace(send_timeout_s=60.0)
         self.client: Any = None
         self.written = bytearray()
         self.unfinished = 1  # the stream's own task

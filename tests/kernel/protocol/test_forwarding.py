@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,6 +76,22 @@ def test_trusted_proxy_values_are_appended_to() -> None:
     assert out[b"x-forwarded-for"] == b"7.7.7.7, 10.1.1.1"
     assert out[b"forwarded"] == b'for=7.7.7.7, for=10.1.1.1;proto=http;host="h"'
     assert out[b"via"] == b"1.1 lb, 1.1 edge"
+
+
+@pytest.mark.parametrize(
+    ("version", "via"), [(b"1.1", b"1.1 trellis"), (b"2", b"2 trellis"), (b"1.0", b"1.0 trellis")]
+)
+def test_via_names_the_protocol_the_message_came_in(version: bytes, via: bytes) -> None:
+    """RFC 9110 §7.6.3: a request received over HTTP/2 used to say "1.1"."""
+    out = dict(
+        upstream_request_fields(
+            [], POLICY, client_address="1.2.3.4", scheme="http", host=b"h", version=version
+        )
+    )
+    assert out[b"via"] == via
+    assert dict(downstream_response_fields([], POLICY, version))[b"via"] == via
+    off = ForwardingPolicy.build(via="", x_forwarded=False, forwarded=False, trusted=[])
+    assert off.via_for(version) == b""
 
 
 def test_ipv6_client_is_bracketed_and_quoted_in_forwarded() -> None:
