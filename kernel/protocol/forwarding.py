@@ -145,9 +145,9 @@ def upstream_request_fields(
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
     fields. Returns a new list.
 
-    ``Expect: 100-continue`` is not passed on: the kernel answers it itself
-    (RFC 9110 §10.1.1 lets an intermediary), and on HTTP/1.0 or without a
-    body it means nothing. Other expectations go on. ``version`` is the
+    ``Expect`` is not passed on: the kernel answers ``100-continue`` itself
+    (RFC 9110 §10.1.1 lets an intermediary), on HTTP/1.0 or without a body it
+    means nothing, and the codecs refuse any other expectation (417). ``version`` is the
     client's HTTP version, for our Via entry.
     """
     out: Fields = []
@@ -169,7 +169,7 @@ def upstream_request_fields(
             if trusted:
                 fwd_prior.append(value)
             continue
-        if name == b"expect" and value.strip(b" \t").lower() == b"100-continue":
+        if name == b"expect":
             continue
         if name in (b"x-forwarded-proto", b"x-forwarded-host") and policy.x_forwarded:
             if trusted:

@@ -41,7 +41,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
 from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember
-from kernel.protocol.validate import NOT_IN_TRAILERS, host_ok, screen_trailers
+from kernel.protocol.validate import NOT_IN_TRAILERS, expectations, host_ok, screen_trailers
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -142,7 +142,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
     cookies: list[bytes] = []
     length = b""
     lengths = 0
-    expect = False
+    expects: list[bytes] = []
     for name, value in fields:
         if name[:1] == b":":
             if regular or hosts or cookies:
@@ -171,7 +171,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
                 length = value
                 lengths += 1
             elif name == b"expect":
-                expect = expect or b"100-continue" in _tokens(value)
+                expects.append(value)
             regular.append((name, value))
     method = pseudo.get(b":method", b"")
     if method == b"CONNECT":
@@ -204,6 +204,8 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
         size = content_length(length, lengths, 400)
         if end_stream and size:
             raise _bad("content-length without a body")
+    # Judged last, as over HTTP/1.1: a request malformed otherwise is a 400.
+    expect = any([expectations(value) for value in expects])
     if cookies:
         i = regular.index((b"cookie", b""))
         regular[i] = (b"cookie", b"; ".join(cookies))

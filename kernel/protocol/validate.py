@@ -37,6 +37,7 @@ __all__ = [
     "ChunkedDecoder",
     "HeadScanner",
     "check_field_block",
+    "expectations",
     "host_ok",
     "parse_request_line",
     "parse_status_line",
@@ -339,13 +340,27 @@ def _lower_coding(fields: Fields) -> None:
             fields[i] = (name, b"chunked")
 
 
+def expectations(value: bytes) -> bool:
+    """Whether an Expect field asks for ``100-continue``; any other
+    expectation is refused with 417 (RFC 9110 §10.1.1): we would neither meet
+    it nor pass on one the upstream might act on after our own ``100``."""
+    expect = False
+    for t in tokens(value):
+        if t == b"100-continue":
+            expect = True
+        elif t:
+            raise _bad("an expectation other than 100-continue", 417)
+    return expect
+
+
 def request_framing(
     method: bytes, version: bytes, fields: Fields, limits: Limits
 ) -> tuple[int, bool, bool]:
     """Body length (or :data:`CHUNKED`), keep-alive and expect-continue of a request."""
     host = length = coding = b""
     hosts = lengths = codings = 0
-    close = expect = False
+    close = False
+    expects: list[bytes] = []
     for name, value in fields:
         if name in _FRAMING_NAMES:
             if name == b"host":
@@ -360,7 +375,7 @@ def request_framing(
             elif name == b"connection":
                 close = close or b"close" in tokens(value)
             else:
-                expect = expect or b"100-continue" in tokens(value)
+                expects.append(value)
     body = 0
     if codings:
         if version == b"1.0":  # RFC 9112 §6.1: faulty framing
@@ -379,6 +394,8 @@ def request_framing(
         raise _bad("invalid Host")
     # HTTP/1.0 peers never keep the connection (as h11): simple and safe.
     keep_alive = version == b"1.1" and not close
+    # Judged last: a request malformed otherwise is a 400 first.
+    expect = any([expectations(value) for value in expects])
     # RFC 9110 §10.1.1: ignore 100-continue from 1.0, and without a body.
     expect = expect and version == b"1.1" and body != 0
     return body, keep_alive, expect

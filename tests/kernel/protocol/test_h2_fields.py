@@ -89,6 +89,13 @@ def test_expect_continue_and_content_length() -> None:
         assert refused([*GET, (b"content-length", bad)], end_stream=False) == 400
 
 
+def test_other_expectations_are_refused_with_417_after_any_400() -> None:
+    assert refused([*GET, (b"expect", b"fancy")]) == 417
+    assert refused([*GET, (b"expect", b"100-continue, fancy")], end_stream=False) == 417
+    both = [*GET, (b"expect", b"fancy"), (b"content-length", b"x")]
+    assert refused(both, end_stream=False) == 400
+
+
 def test_te_trailers_is_the_only_te() -> None:
     assert parse([*GET, (b"te", b"trailers")]).headers[-1] == (b"te", b"trailers")
     assert refused([*GET, (b"te", b"Trailers")]) == 400

@@ -260,6 +260,24 @@ def test_field_regexes_are_linear() -> None:
             [(b"transfer-encoding", b"gzip, chunked")],
             501,
         ),  # (framing is judged before Host)
+        # Expectations: 100-continue (any case, repeated), nothing else (417).
+        (
+            b"1.1",
+            [(b"host", b"a"), (b"content-length", b"1"), (b"expect", b"100-Continue")],
+            (1, True, True),
+        ),
+        (
+            b"1.1",
+            [(b"host", b"a"), (b"content-length", b"1"), (b"expect", b"100-continue, ")],
+            (1, True, True),
+        ),
+        (b"1.1", [(b"host", b"a"), (b"expect", b"foo")], 417),
+        (
+            b"1.1",
+            [(b"host", b"a"), (b"content-length", b"1"), (b"expect", b"100-continue, foo")],
+            417,
+        ),
+        (b"1.0", [(b"expect", b"foo=bar")], 417),
     ],
 )
 def test_request_framing(
