@@ -387,6 +387,11 @@ def request_framing(
         body = CHUNKED
     elif lengths:
         body = _content_length(length, lengths, limits.max_body_bytes)
+    if body and method == b"CONNECT":
+        # RFC 9110 §9.3.6: a CONNECT has no content. Framed by its fields,
+        # what follows it (a pipelined request) would be read as its body by
+        # us and as a request by whoever reads it the RFC's way.
+        raise _bad("CONNECT with content")
     # RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0, valid.
     if hosts > 1 or (not hosts and version == b"1.1"):
         raise _bad("a request needs exactly one Host")

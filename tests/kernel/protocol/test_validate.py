@@ -289,6 +289,26 @@ def test_request_framing(
         assert v.request_framing(b"POST", version, fields, LIM) == expected
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([(b"host", b"a:443"), (b"content-length", b"30")], 400),
+        ([(b"host", b"a:443"), (b"transfer-encoding", b"chunked")], 400),
+        ([(b"host", b"a:443"), (b"content-length", b"0")], (0, True, False)),
+        ([(b"host", b"a:443")], (0, True, False)),
+    ],
+    ids=["length", "chunked", "length-0", "none"],
+)
+def test_connect_has_no_content(
+    fields: list[tuple[bytes, bytes]], expected: tuple[int, bool, bool] | int
+) -> None:
+    """A CONNECT framed by its Content-Length swallowed the request after it."""
+    if isinstance(expected, int):
+        assert hint(v.request_framing, b"CONNECT", b"1.1", fields, LIM) == expected
+    else:
+        assert v.request_framing(b"CONNECT", b"1.1", fields, LIM) == expected
+
+
 def test_accepted_coding_is_reported_lower_case() -> None:
     fields = [(b"host", b"a"), (b"transfer-encoding", b"CHUNKED")]
     v.request_framing(b"POST", b"1.1", fields, LIM)
