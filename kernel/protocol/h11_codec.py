@@ -384,6 +384,7 @@ class H11ClientCodec(_Codec):
         if end < 0:
             if self._eof:
                 raise RemoteProtocolError("connection closed before a complete response")
+            v.check_response_start(buf, pos)
             return NEED_DATA
         if self._sstate == _IDLE:
             raise RemoteProtocolError("response received before any request was sent")

@@ -37,6 +37,7 @@ __all__ = [
     "ChunkedDecoder",
     "HeadScanner",
     "check_field_block",
+    "check_response_start",
     "expectations",
     "host_ok",
     "parse_request_line",
@@ -198,6 +199,14 @@ class HeadScanner:
             raise _bad("too many header fields", 431)
         self.line_end = le
         return end_lf + 3
+
+
+def check_response_start(buf: bytes, pos: int) -> None:
+    """Refuse an incomplete response head that cannot become ``HTTP/...``
+    (an upstream that answers in another protocol would otherwise be
+    waited for until the response timeout: a 504 instead of a 502)."""
+    if not b"HTTP/".startswith(buf[pos : pos + 5]):
+        raise _bad("this is not an HTTP/1.x response", 502)
 
 
 def parse_request_line(buf: bytes, start: int, lf: int) -> tuple[bytes, bytes, bytes]:

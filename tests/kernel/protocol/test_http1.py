@@ -305,6 +305,27 @@ def test_forbidden_response_trailers_are_left_out(kind: str) -> None:
     assert codec.keep_alive
 
 
+@pytest.mark.parametrize("answer", [b"hello there", b"SSH-2.0-x", b"\x16\x03\x01", b"HTTX"])
+def test_an_answer_that_cannot_become_http_is_refused_at_once(kind: str, answer: bytes) -> None:
+    """It used to be waited for until the response timeout (a 504, not a 502)."""
+    codec = client(kind)
+    codec.send_request_head(request())
+    codec.send_end()
+    codec.receive_data(answer)
+    with pytest.raises(RemoteProtocolError) as info:
+        codec.next_event()
+    assert info.value.status_hint == 502
+
+
+@pytest.mark.parametrize("start", [b"H", b"HTTP", b"HTTP/1.1 200 O"])
+def test_the_start_of_a_response_is_waited_for(kind: str, start: bytes) -> None:
+    codec = client(kind)
+    codec.send_request_head(request())
+    codec.send_end()
+    codec.receive_data(start)
+    assert codec.next_event() is NEED_DATA
+
+
 def test_request_trailers_need_a_chunked_body(kind: str) -> None:
     codec = client(kind)
     codec.send_request_head(request(b"POST", [(b"content-length", b"0")]))
