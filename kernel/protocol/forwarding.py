@@ -127,6 +127,20 @@ class ForwardingPolicy:
         return any(ip in net for net in self.trusted)
 
 
+#: Fields that frame a request or that we set for the upstream: a name that
+#: differs from one only by ``_`` for ``-`` is dropped, since CGI-style
+#: upstreams (CGI, WSGI, PHP) read both as the same variable
+#: (``HTTP_X_FORWARDED_FOR``), which would let a client forge ours.
+_UNDERSCORE_TWINS = frozenset(
+    (
+        b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive",
+        b"proxy-connection", b"te", b"trailer", b"upgrade", b"expect", b"via",
+        b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+        b"proxy-authorization",
+    )
+)  # fmt: skip
+
+
 def _forwarded_node(address: str) -> str:
     # RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
     return f'"[{address}]"' if ":" in address else address
@@ -145,6 +159,8 @@ def upstream_request_fields(
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
     fields. Returns a new list.
 
+    A field named like one of those with ``_`` for ``-``
+    (``x_forwarded_for``) is dropped (see ``_UNDERSCORE_TWINS``).
     ``Expect`` is not passed on: the kernel answers ``100-continue`` itself
     (RFC 9110 §10.1.1 lets an intermediary), on HTTP/1.0 or without a body it
     means nothing, and the codecs refuse any other expectation (417). ``version`` is the
@@ -157,6 +173,8 @@ def upstream_request_fields(
     via_prior: list[bytes] = []
     for name, value in fields:
         if name == b"proxy-authorization":
+            continue
+        if b"_" in name and name.replace(b"_", b"-") in _UNDERSCORE_TWINS:
             continue
         if name == b"via":
             via_prior.append(value)

@@ -152,3 +152,23 @@ def test_http2_settings_never_passes_even_unlisted() -> None:
     # An h2c upgrade attempt whose Connection does not name HTTP2-Settings.
     fields = [(b"upgrade", b"h2c"), (b"http2-settings", b"AAMAAABkAAQAoAAAAAIAAAAA"), (b"a", b"1")]
     assert strip_hop_by_hop(fields) == [(b"a", b"1")]
+
+
+def test_underscore_twins_of_fields_we_set_or_frame_by_are_dropped() -> None:
+    """CGI-style upstreams read x_forwarded_for and x-forwarded-for as one
+    variable: a client could forge ours, or a Transfer_Encoding."""
+    fields = [
+        (b"x_forwarded_for", b"6.6.6.6"),
+        (b"transfer_encoding", b"chunked"),
+        (b"content_length", b"5"),
+        (b"x_api_key", b"k"),
+        (b"my_header", b"1"),
+    ]
+    out = upstream_request_fields(fields, POLICY, client_address="1.2.3.4", scheme="http", host=b"")
+    names = [n for n, _ in out]
+    assert b"x_forwarded_for" not in names
+    assert b"transfer_encoding" not in names
+    assert b"content_length" not in names
+    assert (b"x_api_key", b"k") in out  # other underscores are the client's business
+    assert (b"my_header", b"1") in out
+    assert dict(out)[b"x-forwarded-for"] == b"1.2.3.4"
