@@ -165,7 +165,9 @@ class _Reader:
         self, path: Path, *, parts: ConfigPath, origin: str | None, shown: str
     ) -> str | None:
         try:
-            return path.read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Windows editors write one) is
+            # dropped; TOML would read it as an empty key.
+            return path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             self.problem(parts, f"cannot read {shown}: not UTF-8 text ({exc.reason})", origin)
         except OSError as exc:

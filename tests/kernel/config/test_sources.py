@@ -171,3 +171,12 @@ def test_include_of_a_directory(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     got = read(tmp_path, 'include = "d"\n')
     assert got.problems == ["$.include: cannot read d: Is a directory"]
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    """It read as "TOML syntax error: line 1 column 1: empty key"."""
+    write(tmp_path, "inc.toml", "\ufeffb = 2\n")
+    main = write(tmp_path, "main.toml", '\ufeffinclude = ["inc.toml"]\na = 1\n')
+    got = read_sources(None, main=main, base_dir=tmp_path, source="main.toml")
+    assert got.problems == []
+    assert got.data == {"a": 1, "b": 2}
