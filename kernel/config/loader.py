@@ -32,6 +32,7 @@ May import: stdlib, attrs, cattrs, sdk, kernel.config.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -199,6 +200,11 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[ConfigPath, str]]:
     defaults = ListenerConfig()
     unique("listeners", "name", "listener name", defaults.name)
     unique("listeners", "bind", "bind", defaults.bind)
+    server = data.get("server")
+    if not (isinstance(server, Mapping) and isinstance(server.get("workers"), int)) or (
+        server["workers"] <= 1  # (SO_REUSEPORT, with workers, lets them share)
+    ):
+        problems.extend(_wildcard_clashes(data, defaults.bind))
     routes = unique("routes", "name", "route name", None)
     for i, item in _items(data, "listeners"):
         wanted = _text(item, "default_route", defaults.default_route)
@@ -207,6 +213,40 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[ConfigPath, str]]:
             problems.append(
                 (("listeners", i, "default_route"), f"no route named {wanted!r} ({known})")
             )
+    return problems
+
+
+def _wildcard_clashes(data: Mapping[str, Any], default: str) -> list[tuple[ConfigPath, str]]:
+    """Binds that cannot both be bound: a port on every address of a family
+    (``0.0.0.0``, ``::``) and the same port on one address of it."""
+    binds: list[tuple[int, str, ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+    for i, item in _items(data, "listeners"):
+        value = _text(item, "bind", default)
+        try:
+            host, port = _bind_key(value or "")
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # a name (resolved at bind time) or not HOST:PORT
+        if port:
+            binds.append((i, value or "", ip, port))
+    problems: list[tuple[ConfigPath, str]] = []
+    for n, (i, value, ip, port) in enumerate(binds):
+        for j, other, other_ip, other_port in binds[:n]:
+            if (
+                port == other_port
+                and ip.version == other_ip.version
+                and ip != other_ip
+                and (ip.is_unspecified or other_ip.is_unspecified)
+            ):
+                first = format_path(("listeners", j))
+                problems.append(
+                    (
+                        ("listeners", i, "bind"),
+                        f"{value!r} and {other!r} (at {first}) cannot both be bound:"
+                        f" the unspecified address takes port {port} on every address",
+                    )
+                )
+                break
     return problems
 
 

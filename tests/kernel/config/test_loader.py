@@ -271,6 +271,37 @@ def test_cross_checks(tmp_path: Path) -> None:
     ]
 
 
+def test_a_wildcard_bind_clashes_with_its_port_on_one_address(tmp_path: Path) -> None:
+    """They passed ``kernel check``, and ``kernel run`` then exited 2."""
+    text = """
+    [[listeners]]
+    name = "a"
+    bind = "0.0.0.0:8080"
+    [[listeners]]
+    name = "b"
+    bind = "127.0.0.1:8080"
+    [[listeners]]
+    name = "c"
+    bind = "[::1]:8080"
+    [[listeners]]
+    name = "d"
+    bind = "[::]:8081"
+    [[listeners]]
+    name = "e"
+    bind = "127.0.0.1:8081"
+    [[listeners]]
+    name = "f"
+    bind = "localhost:8080"
+    """
+    assert problems(tmp_path, text) == [
+        "$.listeners[1].bind: '127.0.0.1:8080' and '0.0.0.0:8080' (at $.listeners[0]) cannot"
+        " both be bound: the unspecified address takes port 8080 on every address",
+    ]
+    # With workers, SO_REUSEPORT lets them share.
+    shared = load(tmp_path, "[server]\nworkers = 2\n" + text.replace("\n    ", "\n"))
+    assert len(shared.settings.listeners) == 6
+
+
 def test_default_route_without_routes(tmp_path: Path) -> None:
     assert problems(tmp_path, '[[listeners]]\ndefault_route = "x"\n') == [
         "$.listeners[0].default_route: no route named 'x' (no routes are defined)"
