@@ -162,6 +162,7 @@ class Machine:
         # A header block in CONTINUATION frames: stream id, END_STREAM, bytes.
         self._block_sid = 0
         self._block_end = False
+        self._block_bad = False  # its HEADERS made the stream depend on itself
         self._block = bytearray()
 
     # -- set-up ------------------------------------------------------------------------
@@ -197,10 +198,14 @@ class Machine:
             if not sid:
                 raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
             fragment = self._strip(flags, payload, priority=True, sid=sid)
+            # RFC 9113 §5.3.1: a stream depending on itself is a stream
+            # error, settled once its block is decoded (HPACK must see it).
+            bad = bool(flags & PRIORITY_FLAG) and self._depends_on_itself(flags, payload, sid)
             if flags & END_HEADERS:
-                self._on_block(sid, bytes(fragment), bool(flags & END_STREAM), events)
+                self._on_block(sid, bytes(fragment), bool(flags & END_STREAM), events, bad)
             else:
                 self._block_sid, self._block_end = sid, bool(flags & END_STREAM)
+                self._block_bad = bad
                 self._block = bytearray(fragment)
         elif ftype == CONT:
             if not self._block_sid or sid != self._block_sid:
@@ -208,7 +213,7 @@ class Machine:
             self._block += payload
             if flags & END_HEADERS:
                 sid, self._block_sid = self._block_sid, 0
-                self._on_block(sid, bytes(self._block), self._block_end, events)
+                self._on_block(sid, bytes(self._block), self._block_end, events, self._block_bad)
                 self._block = bytearray()
         elif ftype == WINDOW:
             self._on_window(sid, payload, events)
@@ -229,9 +234,11 @@ class Machine:
             if len(payload) != 5:
                 raise H2Error(FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
             if _U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
-                if sid not in self.streams:  # no RST_STREAM on a stream that is not open
+                if sid in self.streams:
+                    self._stream_error(sid, PROTOCOL_ERROR, events)
+                elif self._idle(sid):  # no RST_STREAM on a stream never opened
                     raise H2Error(PROTOCOL_ERROR, "stream depends on itself")
-                self._stream_error(sid, PROTOCOL_ERROR, events)
+                # (On a stream that is over, nothing is left to refuse.)
         elif ftype == PUSH_PROMISE:
             raise H2Error(PROTOCOL_ERROR, "PUSH_PROMISE, and push is off")
         elif ftype == GOAWAY:
@@ -250,10 +257,13 @@ class Machine:
         if priority and flags & PRIORITY_FLAG:
             if end - start < 5:
                 raise H2Error(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
-            if _U32.unpack_from(payload, start)[0] & MAX_WINDOW == sid:
-                raise H2Error(PROTOCOL_ERROR, "stream depends on itself")
             start += 5
         return payload[start:end] if start or end != len(payload) else payload
+
+    @staticmethod
+    def _depends_on_itself(flags: int, payload: bytes | bytearray, sid: int) -> bool:
+        """A HEADERS frame's priority names its own stream (``_strip`` checked the length)."""
+        return bool(_U32.unpack_from(payload, 1 if flags & PADDED else 0)[0] & MAX_WINDOW == sid)
 
     def _idle(self, sid: int) -> bool:
         """Never opened (by either side)."""
@@ -276,7 +286,9 @@ class Machine:
         elif how == _ENDED:
             raise H2Error(STREAM_CLOSED, f"frame on closed stream {sid}")
 
-    def _on_block(self, sid: int, block: bytes, end_stream: bool, events: list[Event]) -> None:
+    def _on_block(
+        self, sid: int, block: bytes, end_stream: bool, events: list[Event], bad: bool = False
+    ) -> None:
         # The block is decoded whatever becomes of the stream: HPACK's table
         # must see every block.
         try:
@@ -301,6 +313,9 @@ class Machine:
                     raise H2Error(PROTOCOL_ERROR, f"HEADERS opening stream {sid} below the highest")
                 self._late(sid)
                 return
+        if bad:
+            self._stream_error(sid, PROTOCOL_ERROR, events)
+            return
         if st.recv_closed:
             self._stream_error(sid, STREAM_CLOSED, events)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hpack
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -294,7 +295,6 @@ _U31 = (2**31 - 1).to_bytes(4, "big")
         (wire(m.CONT, _EH, 1, b"\x82"), m.PROTOCOL_ERROR),
         (wire(m.PRIORITY, 0, 0, b"\0\0\0\1\x10"), m.PROTOCOL_ERROR),
         (wire(m.HEADERS, _EH, 1, b"\xff\xff\xff\xff"), m.COMPRESSION_ERROR),
-        (wire(m.HEADERS, _EH | 0x20, 1, b"\0\0\0\1\x10\x82"), m.PROTOCOL_ERROR),
     ],
     ids=[
         "data-0",
@@ -315,7 +315,6 @@ _U31 = (2**31 - 1).to_bytes(4, "big")
         "naked-continuation",
         "priority-0",
         "hpack",
-        "depends-on-itself",
     ],
 )
 def test_connection_errors(data: bytes, code: int) -> None:
@@ -410,14 +409,37 @@ def test_data_after_end_stream_resets_the_stream() -> None:
     assert rst_codes(take(server)) == [(1, m.STREAM_CLOSED)]
 
 
-def test_a_priority_on_itself_resets_an_open_stream_and_ends_the_connection_else() -> None:
+def test_a_priority_on_itself_resets_an_open_stream_and_ends_the_connection_if_idle() -> None:
     server, peer = server_and_h2_client()
     peer.send_headers(1, POST)
     feed(server, peer.data_to_send())
     events = raw(server, PriorityFrame(1, depends_on=1))
     assert [type(e) for e in events] == [Reset]
     assert rst_codes(take(server)) == [(1, m.PROTOCOL_ERROR)]
+    assert feed(server, PriorityFrame(1, depends_on=1).serialize()) == []  # over: ignored
     assert refused(server, PriorityFrame(9, depends_on=9)).code == m.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_headers_depending_on_their_own_stream_reset_only_it(padded: bool) -> None:
+    """RFC 9113 §5.3.1: a stream error; it used to end the connection. The
+    block is still decoded: the next one refers to its HPACK entries."""
+    server, _ = server_and_h2_client()
+    enc = hpack.Encoder()
+    fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    block = enc.encode(fields)
+    priority = b"\0\0\0\1\x10"
+    flags = _EH | m.END_STREAM | 0x20
+    payload = priority + block
+    if padded:
+        flags |= m.PADDED
+        payload = b"\x02" + payload + b"\0\0"
+    events = feed(server, wire(m.HEADERS, flags, 1, payload))
+    assert [type(e) for e in events] == [Reset]
+    assert rst_codes(take(server)) == [(1, m.PROTOCOL_ERROR)]
+    events = feed(server, wire(m.HEADERS, _EH | m.END_STREAM, 3, enc.encode(fields)))
+    assert [type(e) for e in events] == [Head]
+    assert events[0].fields == fields  # type: ignore[union-attr]
 
 
 def test_a_zero_stream_window_update_resets_the_stream() -> None:
