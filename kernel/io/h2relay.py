@@ -75,14 +75,28 @@ async def _send_body(ex: UpstreamRelay, stream: H2UpstreamStream) -> None:
     if ex.head.expect_continue:
         await ex.conn.send_informational(100, [])
     flow = ex.flow
+    assert ex.route is not None
+    timeout = ex.route.send_timeout_s
+
+    async def send(data: bytes) -> None:
+        # Each piece within send_timeout_s, as over HTTP/1.1: an upstream
+        # that never opens its window would otherwise hold the flow for ever.
+        try:
+            with trio.fail_after(timeout):
+                await stream.send_body(data)
+        except trio.TooSlowError:
+            raise UpstreamTimeout(
+                f"{flow.upstream} took no request body for {timeout:g}s"
+            ) from None
+
     transforms = ex.chain.request_body
     while (chunk := await ex._next_body_chunk()) is not None:
         if transforms:
             chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
         if chunk:
-            await stream.send_body(chunk)
+            await send(chunk)
     if transforms:
         last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
         if last:
-            await stream.send_body(last)
+            await send(last)
     await stream.end(ex.trailers or None)

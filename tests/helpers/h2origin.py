@@ -106,10 +106,13 @@ class H2Origin:
         tls: ssl.SSLContext | None = None,
         goaway_after: int | None = None,
         linger: bool = False,
+        hold_window: bool = False,
     ) -> None:
         self.tls = tls
         self.goaway_after = goaway_after
         self.linger = linger
+        #: Never give request bodies their window back (a stalled origin).
+        self.hold_window = hold_window
         self.port = 0
         #: TCP connections accepted.
         self.connections = 0
@@ -247,7 +250,8 @@ class _Connection:
             if known is not None:
                 known.digest.update(event.data)
                 known.length += len(event.data)
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if not origin.hold_window:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, TrailersReceived):
             known = self.requests.get(event.stream_id)
             if known is not None:

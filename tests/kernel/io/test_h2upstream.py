@@ -287,3 +287,24 @@ async def test_writers_at_the_same_time_share_one_write() -> None:
         await in_one_round(lambda: writer(b"first..."), lambda: writer(b"second.."))
         assert len(writes) == 1
         assert len(writes[0]) == 2 * (9 + 8)  # both PINGs
+
+
+async def test_an_origin_that_never_opens_its_window_is_a_504_after_send_timeout(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    """The request body waited for window with no deadline: the flow was
+    held for as long as the origin kept the stream."""
+    origin = H2Origin(hold_window=True)
+    await nursery.start(origin.serve)
+    app = await start_proxy(
+        proxy_config(
+            f"http://127.0.0.1:{origin.port}",
+            transport="force_http2 = true\nsend_timeout_s = 0.5",
+        )
+    )
+    body = b"x" * 300_000  # far past the origin's 64 KiB windows
+    head = f"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n"
+    with trio.fail_after(5):
+        raw = await client.exchange(app.port(), head.encode() + b"Connection: close\r\n\r\n" + body)
+    (response,) = client.parse_responses(raw)
+    assert response["status"] == 504
