@@ -329,7 +329,7 @@ _server = st.fixed_dictionaries(
         "trusted_proxies": st.lists(_cidr, max_size=3),
         "x_forwarded": st.booleans(),
         "forwarded": st.booleans(),
-        "via": st.text(max_size=10),
+        "via": st.from_regex(r"[a-z0-9.-]{0,10}", fullmatch=True),
     },
 )
 _upstream = st.fixed_dictionaries(
