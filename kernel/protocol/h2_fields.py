@@ -40,7 +40,7 @@ from typing import Final, NamedTuple
 from hpack import NeverIndexedHeaderTuple
 
 from kernel.protocol.events import Fields, RequestHead
-from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember
+from kernel.protocol.http1 import GOOD_NAMES, GOOD_VALUES, LOWER_NAME, VALUE, remember, tokens
 from kernel.protocol.validate import NOT_IN_TRAILERS, expectations, host_ok, screen_trailers
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
@@ -79,10 +79,6 @@ class ParsedRequest(NamedTuple):
     scheme: bytes
     authority: bytes
     content_length: int | None
-
-
-def _tokens(value: bytes) -> list[bytes]:
-    return [t.strip(b" \t") for t in value.lower().split(b",")]
 
 
 def _bad(message: str, status: int = 400) -> RemoteProtocolError:
@@ -142,7 +138,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
     cookies: list[bytes] = []
     length = b""
     lengths = 0
-    expects: list[bytes] = []
+    expect_field = b""  # every Expect value, joined (most requests have none)
     for name, value in fields:
         if name[:1] == b":":
             if regular or hosts or cookies:
@@ -171,7 +167,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
                 length = value
                 lengths += 1
             elif name == b"expect":
-                expects.append(value)
+                expect_field = expect_field + b"," + value if expect_field else value
             regular.append((name, value))
     method = pseudo.get(b":method", b"")
     if method == b"CONNECT":
@@ -205,7 +201,7 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
         if end_stream and size:
             raise _bad("content-length without a body")
     # Judged last, as over HTTP/1.1: a request malformed otherwise is a 400.
-    expect = any([expectations(value) for value in expects])
+    expect = expectations(expect_field) if expect_field else False
     if cookies:
         i = regular.index((b"cookie", b""))
         regular[i] = (b"cookie", b"; ".join(cookies))
@@ -338,7 +334,7 @@ def request_fields(head: RequestHead, scheme: bytes, authority: bytes) -> Fields
     ]
     for field in _sendable(head.headers, _REQUEST_DROP):
         if field[0] == b"te":
-            if b"trailers" not in _tokens(field[1]):
+            if b"trailers" not in tokens(field[1]):
                 continue
             field = (b"te", b"trailers")
         out.append(field)  # as _sendable made it: perhaps never-indexed

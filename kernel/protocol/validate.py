@@ -369,7 +369,7 @@ def request_framing(
     host = length = coding = b""
     hosts = lengths = codings = 0
     close = False
-    expects: list[bytes] = []
+    expect_field = b""  # every Expect value, joined (most requests have none)
     for name, value in fields:
         if name in _FRAMING_NAMES:
             if name == b"host":
@@ -384,7 +384,7 @@ def request_framing(
             elif name == b"connection":
                 close = close or b"close" in tokens(value)
             else:
-                expects.append(value)
+                expect_field = expect_field + b"," + value if expect_field else value
     body = 0
     if codings:
         if version == b"1.0":  # RFC 9112 §6.1: faulty framing
@@ -409,7 +409,7 @@ def request_framing(
     # HTTP/1.0 peers never keep the connection (as h11): simple and safe.
     keep_alive = version == b"1.1" and not close
     # Judged last: a request malformed otherwise is a 400 first.
-    expect = any([expectations(value) for value in expects])
+    expect = expectations(expect_field) if expect_field else False
     # RFC 9110 §10.1.1: ignore 100-continue from 1.0, and without a body.
     expect = expect and version == b"1.1" and body != 0
     return body, keep_alive, expect
