@@ -371,12 +371,7 @@ class H2Connection:
     async def _run_stream(self, s: H2Stream, head: RequestHead) -> None:
         try:
             with s.scope:
-                keep = await run_exchange(s, head)
-            if not keep and self.state.generation.listener_for(self.listener) is None:
-                # A reload removed our listener (its streams get 503s without
-                # plugins): GOAWAY, let the streams in flight finish, end.
-                self._ending = True
-                self._read_scope.cancel()  # the reader says it now
+                await run_exchange(s, head)
         except ClientGone:
             pass
         except Exception:  # a kernel bug: fail this stream, not the connection
