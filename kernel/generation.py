@@ -18,6 +18,7 @@ kernel.pluginhost, kernel.dispatch, kernel.lifecycle, kernel.routes, kernel.tls.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -257,14 +258,12 @@ def build_generation(
         "groups": tuple(gc.name for gc in settings.groups),
         "listeners": tuple(lc.name for lc in settings.listeners),
     }
-    async_hooks = lifecycle.async_problems(host.pm)
-    problems.extend(async_hooks)
+    problems.extend(lifecycle.async_problems(host.pm))
     for impl in host.pm.hook.trellis_config_check.get_hookimpls():
-        inst = impl.plugin_name
+        if inspect.iscoroutinefunction(impl.function):
+            continue  # listed above: calling it would only make a coroutine
         check = cast(Callable[..., list[str] | None], impl.function)
-        table = "$.plugins." + inst
-        if any(p.startswith(f"{table}: trellis_config_check") for p in async_hooks):
-            continue  # listed above: it would only make a coroutine
+        table = "$.plugins." + impl.plugin_name
         problems.extend(_config_check(check, {a: known[a] for a in impl.argnames}, table))
 
     for name in settings.kernel.policy:
