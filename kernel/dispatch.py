@@ -266,18 +266,15 @@ class DeadlineMissed(trio.TooSlowError):
 
 
 async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:
-    if impl.is_async:
-        with trio.move_on_after(impl.deadline):
-            return await impl.fn(*args)
-        raise DeadlineMissed
     result = impl.fn(*args)
-    if result is not None and inspect.isawaitable(result):
+    if impl.is_async or (result is not None and inspect.isawaitable(result)):
         return await _await(impl, result)
     return result
 
 
 async def _await(impl: Impl, awaitable: Awaitable[Any]) -> Any:
-    """What a plain ``def`` implementation returned to be awaited, under its deadline."""
+    """An implementation's coroutine (or what a plain ``def`` returned to be
+    awaited), under its deadline."""
     with trio.move_on_after(impl.deadline):
         return await awaitable
     raise DeadlineMissed
