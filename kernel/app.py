@@ -19,6 +19,7 @@ May import: everything in kernel, trio, watchfiles, sdk.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 
 import trio
 
-from kernel import dispatch, lifecycle
+from kernel import dispatch, heap, lifecycle
 from kernel.config.model import parse_bind
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
@@ -76,6 +77,7 @@ class App:
         extra_plugins: Mapping[str, object] | None = None,
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
+        settle_heap: bool = False,
         worker: int = 0,
         workers: int = 1,
     ) -> None:
@@ -85,6 +87,9 @@ class App:
         self.extra_plugins = dict(extra_plugins or {})
         self.environ = environ
         self.handle_signals = handle_signals
+        #: Freeze the long-lived heap once serving, and again after each
+        #: retired generation (kernel/heap.py): for the process's owner only.
+        self.settle_heap = settle_heap
         self.state: ServerState | None = None
         self.listeners: dict[str, BoundListener] = {}
         self._stop = trio.Event()
@@ -143,8 +148,12 @@ class App:
             return EXIT_BIND
         self.listeners = bound
         self.state = state = ServerState(gen)
+        # From here on the live generation is state.generation's: a local
+        # kept in this frame (or _serve's) would keep generation 1 alive
+        # after it retired, for as long as the process runs.
+        del gen
         try:
-            return await self._serve(gen, bound, state, task_status)
+            return await self._serve(bound, state, task_status)
         finally:
             state.pool.close_all()
             for b in self.listeners.values():
@@ -152,7 +161,6 @@ class App:
 
     async def _serve(
         self,
-        gen: Generation,
         bound: dict[str, BoundListener],
         state: ServerState,
         task_status: trio.TaskStatus[App],
@@ -163,7 +171,7 @@ class App:
             async with trio.open_nursery() as gens:
                 self._gen_nursery = gens
                 try:
-                    await gens.start(self._run_generation, gen)
+                    await gens.start(self._run_generation, state.generation)
                 except PluginStartupError as exc:
                     log.error("%s", exc)
                     for b in bound.values():
@@ -175,22 +183,25 @@ class App:
                     # HTTP/2 upstream connections outlive flows: their readers run here.
                     state.pool.nursery = root
                     self._root = root
-                    self._sync_groups(gen, None)
+                    self._sync_groups(state.generation, None)
                     for b in bound.values():
                         root.start_soon(b.serve, state, conns)
                     if self.handle_signals:
                         root.start_soon(self._signals)
                     root.start_soon(self._reload_loop, receive)
-                    self._sync_watch(gen)
+                    self._sync_watch(state.generation)
                     root.start_soon(self._reap_pool)
                     if self.workers > 1:
                         root.start_soon(self._watch_supervisor, supervisor_pid())
                     root.start_soon(state.timers.run)
                     log.info(
                         "serving generation %d on %s",
-                        gen.number,
+                        state.generation.number,
                         ", ".join(f"{b.name}={b.bind}" for b in bound.values()),
                     )
+                    if self.settle_heap:
+                        heap.settle()
+                        log.debug("heap frozen: %d objects", gc.get_freeze_count())
                     task_status.started(self)
                     await self._stop.wait()
                     await self._drain(conns)
@@ -360,6 +371,10 @@ class App:
             ) from failed.error
         lifecycle.shut_down(gen.host.pm)
         log.debug("generation %d retired", gen.number)
+        if self.settle_heap and not self._stop.is_set() and self._root is not None:
+            # As a task of its own: it runs once this frame, which still
+            # holds the generation, is gone.
+            self._root.start_soon(_resettle_heap, gen.number)
 
     async def _reload_loop(self, receive: trio.MemoryReceiveChannel[str]) -> None:
         async for reason in receive:
@@ -477,6 +492,11 @@ class App:
                 reloaded,
                 self._stop,
             )
+
+
+async def _resettle_heap(number: int) -> None:
+    found = heap.resettle()
+    log.debug("generation %d gone: %d objects in cycles collected, heap refrozen", number, found)
 
 
 async def _guarded(number: int, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:

@@ -164,7 +164,9 @@ def _cmd_run(
             return EXIT_CONFIG
         return trio.run(Supervisor(worker_argv(raw), workers, grace).run)
     worker, count = worker_identity() if in_worker else (0, 1)
-    app = App(config, plugins=chain, blocked=blocked, worker=worker, workers=count)
+    app = App(
+        config, plugins=chain, blocked=blocked, settle_heap=True, worker=worker, workers=count
+    )
     return trio.run(app.run)
 
 

@@ -10,6 +10,7 @@ bind failure, 3 for a storage error (ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -220,6 +221,25 @@ async def test_sighup_switches_the_route_upstream(
         assert (await get(port, f"/echo?after={i}"))[0] == 200
     assert len(upstream.requests) == before
     assert [r["target"] for r in other.requests][-3:] == [f"/echo?after={i}" for i in range(3)]
+
+
+async def test_kernel_run_freezes_its_heap_and_collects_a_retired_generation(
+    spawn_proxy: SpawnProxy, upstream: Any, tmp_path: Path
+) -> None:
+    """``kernel run`` owns its process, so it freezes the long-lived heap
+    (kernel/heap.py); a reload's retired generation is collected anyway."""
+    port = free_port()
+    config = tmp_path / "heap.toml"
+    config.write_text(proxy_config(upstream.port, port))
+    proxy = await spawn_proxy(config=config, port=port, env={"TRELLIS_LOG": "debug"})
+    assert (await get(port, "/"))[0] == 200
+    assert re.search(r"heap frozen: [1-9]\d{3,} objects", proxy.stderr())
+    proxy.signal(signal.SIGHUP)  # the same config: still a new generation
+    with trio.fail_after(10):
+        while "generation 1 gone" not in proxy.stderr():
+            await trio.sleep(0.05)
+    assert re.search(r"generation 1 gone: [1-9]\d* objects in cycles collected", proxy.stderr())
+    assert (await get(port, "/"))[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +452,42 @@ interval_s = 0.05
         while not observer.probes:
             await trio.sleep(0.02)
     assert observer.probes[0] == (f"127.0.0.1:{upstream.port}", True, "status 204")
+
+
+async def test_the_process_owner_freezes_the_heap_and_a_retired_generation_is_still_collected(
+    tmp_path: Path, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``settle_heap`` (kernel/heap.py): everything alive once serving is
+    frozen, so the collector stops walking it; a generation retired later
+    is thawed and collected, not kept for ever with the frozen heap."""
+    from kernel.app import App
+
+    path = tmp_path / "proxy.toml"
+    path.write_text(_local_config("one"))
+    app = App(path, handle_signals=False, settle_heap=True)
+    caplog.set_level(logging.DEBUG, logger="kernel.app")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            assert gc.get_freeze_count() > 0
+            first = weakref.ref(app.generation)
+            assert await _get(app.port(), client) == b"one"
+            path.write_text(_local_config("two"))
+            assert await app.reload("test") is True
+            with trio.fail_after(5):
+                while first() is not None or "generation 1 gone" not in caplog.text:
+                    await trio.sleep(0.01)
+            # Its plugins and registrations left cycles: collected, not frozen.
+            collected = r"generation 1 gone: [1-9]\d* objects in cycles collected"
+            assert re.search(collected, caplog.text)
+            assert gc.get_freeze_count() > 0  # and the heap frozen again
+            assert await _get(app.port(), client) == b"two"
+            app.stop()
+    finally:
+        gc.unfreeze()
+
+
+async def test_an_embedded_app_leaves_the_collector_alone(start_proxy: Any, client: Any) -> None:
+    app = await start_proxy(_local_config("one"))
+    assert await _get(app.port(), client) == b"one"
+    assert gc.get_freeze_count() == 0
