@@ -6,8 +6,9 @@ next, more than most changes move them: a run of build A now and of build B
 later mostly measures the machine. This script starts the nginx backend of
 ``bench/run.py`` once, then loads build A, build B, A again, and so on
 (``--rounds`` times each), so that both builds meet the same stretches of
-noise, and prints every run, the medians, the ratio B/A and the proxy's
-CPU time per request (user and system, from ``/proc``).
+noise, and prints every run, the medians, the ratio B/A, the proxy's
+CPU time per request (user and system, from ``/proc``) and, under wrk, the
+99th percentile latency.
 
     .venv/bin/python bench/ab.py HEAD~1 HEAD             # two git revisions
     .venv/bin/python bench/ab.py --load h2c --rounds 6 main /path/to/tree
@@ -55,6 +56,8 @@ class Build:
     rps: list[float] = field(default_factory=list)
     #: (user, system) µs of the proxy's CPU per request, per run.
     cpu: list[tuple[float, float]] = field(default_factory=list)
+    #: 99th percentile latency (ms) per run; wrk loads only.
+    p99: list[float] = field(default_factory=list)
 
 
 def tree_of(spec: str) -> tuple[Path, bool]:
@@ -108,16 +111,16 @@ def start(
     return B.launch(sup, variant.name, argv, env, port, cwd=build.tree), port
 
 
-def measure(load: str, port: int, seconds: int) -> tuple[float, int]:
-    """One load run: (req/s, requests)."""
+def measure(load: str, port: int, seconds: int) -> tuple[float, int, float | None]:
+    """One load run: (req/s, requests, p99 ms or None)."""
     if load == "h1":
         stats = B.run_wrk(port, seconds, 50)
-        return float(stats["rps"]), int(stats["requests"])
+        return float(stats["rps"]), int(stats["requests"]), stats["p99_ms"]
     scheme, extra = run_h2.LOADS[load]
     rps, _, failed = run_h2.h2load(f"{scheme}://{B.HOST}:{port}/", extra, seconds)
     if failed:
         raise B.Skip(f"h2load: {failed} requests failed")
-    return rps, round(rps * seconds)
+    return rps, round(rps * seconds), None
 
 
 def one_run(
@@ -131,7 +134,7 @@ def one_run(
     try:
         measure(args.load, port, 1)  # warm-up
         before = cpu_ticks(proc.pid)
-        rps, requests = measure(args.load, port, args.duration)
+        rps, requests, p99 = measure(args.load, port, args.duration)
         after = cpu_ticks(proc.pid)
     finally:
         sup.stop(proc)
@@ -139,7 +142,11 @@ def one_run(
     user, system = (after[0] - before[0]) * per, (after[1] - before[1]) * per
     build.rps.append(rps)
     build.cpu.append((user, system))
-    return f"{build.label} {rps:,.0f} req/s ({user:.0f} + {system:.0f} µs CPU/req)"
+    tail = ""
+    if p99 is not None:
+        build.p99.append(p99)
+        tail = f", p99 {p99:.2f} ms"
+    return f"{build.label} {rps:,.0f} req/s ({user:.0f} + {system:.0f} µs CPU/req{tail})"
 
 
 def summary(a: Build, b: Build) -> list[str]:
@@ -148,9 +155,10 @@ def summary(a: Build, b: Build) -> list[str]:
         user = statistics.median(u for u, _ in build.cpu)
         system = statistics.median(s for _, s in build.cpu)
         runs = ", ".join(f"{r:,.0f}" for r in build.rps)
+        p99 = f", p99 median {statistics.median(build.p99):.2f} ms" if build.p99 else ""
         lines.append(
             f"{build.label} = {build.spec}: median {statistics.median(build.rps):,.0f} req/s"
-            f" [{runs}], CPU/req median {user:.0f} user + {system:.0f} system µs"
+            f" [{runs}], CPU/req median {user:.0f} user + {system:.0f} system µs{p99}"
         )
     ratio = statistics.median(b.rps) / statistics.median(a.rps)
     lines.append(f"B/A = {ratio:.2f}x (medians of {len(a.rps)} alternating runs)")

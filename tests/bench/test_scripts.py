@@ -11,6 +11,7 @@ import argparse
 import http.server
 import importlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -169,6 +170,8 @@ def test_ab_loads_two_builds_in_alternation(load: str) -> None:
     assert "round 1: A " in out.stdout
     assert " B " in out.stdout.split("round 1:")[1]
     assert "B/A = " in out.stdout
+    if load == "h1":  # wrk's latency percentiles
+        assert re.search(r"A = .*p99 median \d+\.\d\d ms", out.stdout)
 
 
 def test_ab_refuses_what_is_neither_a_tree_nor_a_revision() -> None:
