@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import final
 
 import attrs
@@ -80,6 +81,13 @@ class Headers:
     value of a name; ``headers["X"] = "1"`` replaces all fields named X;
     :meth:`add` appends one more. :attr:`fields` is the raw list of
     ``(lower-cased name, value)`` byte pairs, in order.
+
+    Iterating (names, or :meth:`items`) walks the fields as they were when the
+    loop began, as httpx's and mitmproxy's headers do: a loop may add, set or
+    remove fields, and sees none of its own changes (so
+    ``for n, v in h.items(): h.add("x-copy-" + n, v)`` ends). No copy is made:
+    :meth:`add` only appends, and every other change puts a new list in
+    :attr:`fields`. Only editing :attr:`fields` in place bypasses this.
     """
 
     __slots__ = ("fields",)
@@ -144,16 +152,22 @@ class Headers:
         return any(n == key for n, _ in self.fields)
 
     def __iter__(self) -> Iterator[str]:
-        """Distinct names, in order of first appearance."""
+        """Distinct names, in order of first appearance (as when the loop began)."""
         seen: set[bytes] = set()
-        for n, _ in self.fields:
+        fields = self.fields
+        # islice: fields a loop's body appends are past the length taken here.
+        for n, _ in islice(fields, len(fields)):
             if n not in seen:
                 seen.add(n)
                 yield n.decode("latin-1")
 
     def items(self) -> Iterator[tuple[str, str]]:
-        """Every field as ``(name, value)`` strings, in order, duplicates included."""
-        for n, v in self.fields:
+        """Every field as ``(name, value)`` strings, in order, duplicates included.
+
+        The fields as they were when the loop began (see the class docstring).
+        """
+        fields = self.fields
+        for n, v in islice(fields, len(fields)):
             yield n.decode("latin-1"), v.decode("latin-1")
 
     def __len__(self) -> int:

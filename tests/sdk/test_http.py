@@ -86,6 +86,51 @@ def test_iteration_gives_distinct_names_in_first_appearance_order() -> None:
     assert list(Headers()) == []
 
 
+def test_a_loop_that_adds_ends() -> None:
+    h = _sample()
+    for turns, (name, value) in enumerate(h.items()):
+        assert turns < len(_sample())  # the old code visited every add: it never ended
+        h.add(name, value)
+    for turns, name in enumerate(h):
+        assert turns < 3
+        h.add("x-" + name, "1")
+    assert len(h) == 2 * len(_sample()) + 3
+
+
+def test_items_walks_the_fields_as_they_were_when_the_loop_began() -> None:
+    h = _sample()
+    seen = []
+    for name, value in h.items():  # used to never end: each add was visited in turn
+        seen.append(name)
+        h.add("x-copy-" + name, value)
+        if name == "accept":
+            h["host"] = "other.test"  # a replacing change mid-loop: not seen either
+    assert seen == ["host", "accept", "x-tag", "accept", "x-tag"]
+    assert list(h.items()) == [
+        ("host", "other.test"),
+        ("accept", "text/html"),
+        ("x-tag", "a"),
+        ("accept", "application/json"),
+        ("x-tag", "b, c"),
+        ("x-copy-host", "example.test"),
+        ("x-copy-accept", "text/html"),
+        ("x-copy-x-tag", "a"),
+        ("x-copy-accept", "application/json"),
+        ("x-copy-x-tag", "b, c"),
+    ]
+
+
+def test_names_walk_the_fields_as_they_were_when_the_loop_began() -> None:
+    h = _sample()
+    seen = []
+    for name in h:  # used to never end: each new name was visited in turn
+        seen.append(name)
+        h.add("x-seen-" + name, "1")
+        h.remove("x-tag")  # removed after the loop began: still walked
+    assert seen == ["host", "accept", "x-tag"]
+    assert list(h) == ["host", "accept", "x-seen-host", "x-seen-accept", "x-seen-x-tag"]
+
+
 def test_names_that_cannot_be_encoded_are_simply_absent() -> None:
     h = _sample()
     assert h.get("h\u20acst") is None
