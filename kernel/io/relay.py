@@ -306,7 +306,7 @@ class UpstreamRelay(RequestSender):
         )
 
     async def _forward_interim(self, event: InformationalResponse) -> None:
-        fields = downstream_response_fields(event.headers, self.gen.forwarding)
+        fields = downstream_response_fields(event.headers, self.gen.forwarding, event.http_version)
         try:
             await self.conn.send_informational(event.status_code, fields)
         except LocalProtocolError:

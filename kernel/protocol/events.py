@@ -80,11 +80,17 @@ class ResponseHead:
 
 @attrs.frozen(slots=True)
 class InformationalResponse:
-    """A 1xx interim response (``100 Continue``, ``101``, ``103``)."""
+    """A 1xx interim response (``100 Continue``, ``101``, ``103``).
+
+    ``http_version`` is the one its status line named (HTTP/1.0 has no 1xx,
+    but a server may still label one so); ``Via`` names it. A ``101`` (the
+    WebSocket switch) keeps the default.
+    """
 
     status_code: int
     headers: Fields
     reason: bytes = b""
+    http_version: bytes = b"1.1"
 
 
 @attrs.frozen(slots=True)

@@ -409,7 +409,10 @@ class H11ClientCodec(_Codec):
         fields = _fields(response.headers)
         if isinstance(response, h11.InformationalResponse):
             return InformationalResponse(
-                status_code=status, headers=fields, reason=bytes(response.reason)
+                status_code=status,
+                headers=fields,
+                reason=bytes(response.reason),
+                http_version=bytes(response.http_version),
             )
         self._resp_keep_alive = keep_alive
         self._early = self._sstate != _SENT

@@ -466,7 +466,9 @@ class HttptoolsClientCodec(_Codec):
         self._pos = end
         scanner.reset()
         if status < 200:
-            return InformationalResponse(status_code=status, headers=fields, reason=reason)
+            return InformationalResponse(
+                status_code=status, headers=fields, reason=reason, http_version=version
+            )
         self._resp_keep_alive = keep_alive
         self._early = self._sstate != _SENT
         self._start_body(body)

@@ -611,6 +611,43 @@ async def test_interim_responses_are_forwarded(
     assert data.endswith(b"ok")
 
 
+class OldEarlyHints(RawUpstream):
+    """A 103 Early Hints and its final answer, both with HTTP/1.0 status lines.
+
+    HTTP/1.0 defines no 1xx, but nothing stops a server from labelling one so;
+    the proxy forwards it like any other interim response.
+    """
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if await self.read_head(stream, buf):
+            await stream.send_all(
+                b"HTTP/1.0 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            )
+
+
+async def test_interim_responses_name_the_upstreams_version_in_via(
+    start_proxy: Any, nursery: trio.Nursery, codec: str
+) -> None:
+    """RFC 9110 §7.6.3: Via names the protocol each message was received in,
+    for an interim response as for the final one from the same upstream."""
+    raw: OldEarlyHints = await nursery.start(OldEarlyHints(0, read_next=False).serve)
+    app = await start_proxy(basic_config(raw.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    data = b""
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    interim, final = data.split(b"\r\n\r\n", 1)
+    assert interim.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"\r\nvia: 1.0 trellis" in interim.lower()
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nvia: 1.0 trellis\r\n" in final.lower()
+    assert data.endswith(b"ok")
+
+
 class BadFirstChunk(RawUpstream):
     """A good head and, in the same write, a chunk size that is not hex."""
 
