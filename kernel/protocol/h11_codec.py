@@ -15,6 +15,9 @@ fast one (:mod:`.httptools_codec`) is measured against. Around it:
 - Sending: :func:`~kernel.protocol.http1.plan_response` and the other rules
   in :mod:`.http1` run first; h11 then writes the message and enforces the
   Content-Length. (The rules follow h11, so h11 never disagrees with them.)
+  The framing fields h11 sets in a response head itself are written back
+  lower-case and in the fast codec's order (:func:`_as_planned`), so both
+  codecs send the same bytes.
 
 May import: stdlib, h11, kernel.protocol, sdk._errors.
 """
@@ -64,6 +67,29 @@ _IDLE: Final = 0
 _SENDING: Final = 1
 _SENT: Final = 2
 _FAILED: Final = 3
+
+
+_H11_CHUNKED: Final = b"\r\nTransfer-Encoding: chunked\r\n"
+_H11_CONNECTION: Final = b"\r\nConnection: "
+
+
+def _as_planned(head: bytes) -> bytes:
+    """A response head h11 wrote, with the framing fields as the fast codec writes them.
+
+    h11 sets ``Transfer-Encoding: chunked`` itself whenever the body is
+    chunked, and ``Connection`` when it knows the connection closes (the
+    request said so, or was HTTP/1.0): it removes the fields it was given,
+    then appends its own, title-cased (``set_comma_header``), so our
+    lower-case ones cannot stop it. They are the fields
+    :func:`~kernel.protocol.http1.plan_response` planned, which the fast
+    codec writes lower-case with ``transfer-encoding`` last; h11 puts a
+    ``Connection`` it set after it. Only h11's own lines are title-cased
+    (every field we send is lower-cased) and no line can hold a CR or LF, so
+    matching whole lines is exact.
+    """
+    if _H11_CHUNKED in head:
+        head = head.replace(_H11_CHUNKED, b"\r\n", 1)[:-2] + b"transfer-encoding: chunked\r\n\r\n"
+    return head.replace(_H11_CONNECTION, b"\r\nconnection: ")
 
 
 def _fields(headers: Iterable[tuple[bytes, bytes]]) -> Fields:
@@ -309,6 +335,7 @@ class H11ServerCodec(_Codec):
             head, self._method, self._version, reusable
         )
         data = self._send(h11.Response(status_code=head.status_code, headers=fields, reason=reason))
+        data = _as_planned(data)
         self._drops_trailers = mode != CHUNKED
         self._keep_alive = keep_alive
         self._sstate = _SENDING

@@ -5,17 +5,22 @@ Both codecs get the same bytes, cut at the same places; their transcripts
 equal. Inputs are the hostile corpus plus hypothesis-generated requests and
 responses, valid and mutated, from an alphabet rich in the bytes that make
 parsers disagree (CR, LF, NUL, SP, HTAB, ":", ",", obs-text).
+
+What they write is compared too: given the same request and the same
+response to send, both codecs write the same bytes (the framing fields h11
+sets itself included).
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.protocol.events import RequestHead
-from kernel.protocol.http1 import Limits
+from kernel.protocol.events import NEED_DATA, PAUSED, RequestHead, ResponseHead
+from kernel.protocol.http1 import Limits, make_server_codec
 from tests.kernel.protocol.corpus import (
     LIMIT_REQUESTS,
     REQUESTS,
@@ -507,3 +512,105 @@ def test_valid_responses_agree_and_are_accepted(
 def test_generated_responses_agree(data: bytes, where: list[int], head: RequestHead) -> None:
     chunks = split(data, where)
     assert run_client("h11", head, chunks) == run_client("httptools", head, chunks)
+
+
+# -- what both codecs write ---------------------------------------------------------
+def written(kind: str, request: bytes, head: ResponseHead) -> bytes:
+    """Everything a server codec writes answering ``request`` with ``head``, a
+    body of two pieces and (where the framing carries them) trailers."""
+    codec = make_server_codec(kind, Limits())  # type: ignore[arg-type]
+    codec.receive_data(request)
+    while (event := codec.next_event()) is not PAUSED:
+        assert event is not NEED_DATA, event
+    out = codec.send_response_head(head)
+    body = b"" if request.startswith(b"HEAD ") or head.status_code in (204, 304) else b"hello"
+    out += codec.send_data(body[:2]) + codec.send_data(body[2:])
+    return out + codec.send_end([(b"x-trailer", b"1")])
+
+
+GET_11 = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+GET_CLOSE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+GET_10 = b"GET / HTTP/1.0\r\n\r\n"
+HEAD_11 = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
+HEAD_CLOSE = b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+X = (b"x-a", b"1")
+
+
+@pytest.mark.parametrize(
+    ("request_", "head", "expected"),
+    [
+        (
+            GET_11,
+            ResponseHead(status_code=200, headers=[X]),
+            b"x-a: 1\r\ntransfer-encoding: chunked\r\n",
+        ),
+        (
+            GET_CLOSE,
+            ResponseHead(status_code=200, headers=[X, (b"content-length", b"5")]),
+            b"x-a: 1\r\ncontent-length: 5\r\nconnection: close\r\n",
+        ),
+        (
+            GET_CLOSE,
+            ResponseHead(status_code=200, headers=[X]),
+            b"x-a: 1\r\nconnection: close\r\ntransfer-encoding: chunked\r\n",
+        ),
+        (
+            GET_11,
+            ResponseHead(status_code=200, headers=[(b"connection", b"x-hop"), X], keep_alive=False),
+            b"x-a: 1\r\nconnection: close\r\nconnection: x-hop\r\ntransfer-encoding: chunked\r\n",
+        ),
+        (GET_10, ResponseHead(status_code=200, headers=[X]), b"x-a: 1\r\nconnection: close\r\n"),
+        (HEAD_11, ResponseHead(status_code=200, headers=[]), b"transfer-encoding: chunked\r\n"),
+        (
+            HEAD_CLOSE,
+            ResponseHead(status_code=200, headers=[]),
+            b"connection: close\r\ntransfer-encoding: chunked\r\n",
+        ),
+    ],
+    ids=[
+        "chunked",
+        "request-close",
+        "request-close-chunked",
+        "kernel-close-chunked",
+        "http10",
+        "head-chunked",
+        "head-close-chunked",
+    ],
+)
+def test_both_codecs_write_the_same_framing_fields(
+    request_: bytes, head: ResponseHead, expected: bytes
+) -> None:
+    """h11 sets Transfer-Encoding and Connection itself, title-cased and
+    after the other fields; the h11 codec writes them as the fast codec does."""
+    h11_side = written("h11", request_, head)
+    assert h11_side == written("httptools", request_, head)
+    assert h11_side.startswith(b"HTTP/1.1 200 OK\r\n" + expected + b"\r\n")
+
+
+lower_names = plain_names.map(bytes.lower)
+plain_values = st.text(alphabet=_TCHAR + ",;=/", min_size=1, max_size=8).map(str.encode)
+
+
+@FAST
+@given(
+    request_=st.sampled_from([GET_11, GET_CLOSE, GET_10, HEAD_11, HEAD_CLOSE]),
+    status=st.sampled_from([200, 204, 304, 404]),
+    fields=st.lists(st.tuples(lower_names, plain_values), max_size=4),
+    connection=st.lists(st.sampled_from([b"close", b"keep-alive", b"x-hop", b"te"]), max_size=2),
+    length=st.sampled_from([None, b"5"]),
+    keep_alive=st.booleans(),
+)
+def test_both_codecs_write_the_same_bytes(
+    request_: bytes,
+    status: int,
+    fields: list[tuple[bytes, bytes]],
+    connection: list[bytes],
+    length: bytes | None,
+    keep_alive: bool,
+) -> None:
+    if connection:
+        fields = [*fields, (b"connection", b", ".join(connection))]
+    if length is not None and status != 304:
+        fields = [(b"content-length", length), *fields]
+    head = ResponseHead(status_code=status, headers=fields, keep_alive=keep_alive)
+    assert written("h11", request_, head) == written("httptools", request_, head)

@@ -78,7 +78,7 @@ def client(kind: str) -> ClientCodec:
 
 
 def lines(head: bytes) -> list[bytes]:
-    """Header lines of a serialised head, names lower-cased (h11 title-cases some)."""
+    """Header lines of a serialised head, names lower-cased."""
     out = []
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
