@@ -15,7 +15,9 @@ same rules and messages as the kernel:
 * Every problem is collected, never just the first, and each one carries the
   path of its value. attrs field validators are run field by field so their
   ``ValueError`` message lands on the field's own path
-  (``$.server.max_body_bytes: must be >= 0, got -1``).
+  (``$.server.max_body_bytes: must be >= 0, got -1``); the members of
+  ``deep_iterable`` and ``deep_mapping`` validators are checked one by one,
+  so each bad item is listed on its own path (``$.plugins.x.codes[2]: ...``).
 
 :class:`EnvText` marks a string that came from the environment (a
 ``${VAR}`` placeholder that made up a whole value, or a ``TRELLIS_*``
@@ -184,6 +186,10 @@ def collect_problems(exc: BaseException, parts: ConfigPath = ()) -> list[tuple[C
             out.append(((*parts, key), f"unknown key (known: {known})"))
     elif isinstance(exc, KeyError):
         out.append((parts, "required"))
+    elif len(exc.args) > 1 and isinstance(exc.args[0], str):
+        # attrs' validators (in_, instance_of, ...) raise (message, attribute,
+        # expected, value): the message is the part for people.
+        out.append((parts, exc.args[0]))
     else:
         out.append((parts, str(exc) or type(exc).__name__))
     return out
@@ -365,9 +371,8 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
         for i, a in enumerate(fields):
             if a.name in done and a.validator is not None:
                 try:
-                    a.validator(stand_in, a, done[a.name])
-                except (ValueError, TypeError) as exc:
-                    fail(exc, i)
+                    for found in _validate(a.validator, stand_in, a, done[a.name]):
+                        fail(found, i)
                 except AttributeError:
                     if not errors:
                         raise  # not a broken sibling: a bug in the validator
@@ -384,6 +389,79 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
         return cl(**kwargs)
 
     return hook
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+# attrs' composite validators, by the class of a sample (their classes are private).
+_DEEP_ITERABLE = type(attrs.validators.deep_iterable(_noop))
+_DEEP_MAPPING = type(attrs.validators.deep_mapping(_noop, _noop))
+_AND = type(attrs.validators.and_(_noop, _noop))
+_OPTIONAL = type(attrs.validators.optional(_noop))
+
+
+def _validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> list[Exception]:
+    """Run one field's validator; every failure, not only the first.
+
+    attrs' ``deep_iterable`` and ``deep_mapping`` stop at the first bad
+    member. Here each member is validated alone and a failure carries its
+    index or key (``rules[2]``, ``limits.api``), so every bad item is listed
+    with its own path. ``and_`` (a list of validators) and ``optional`` are
+    looked into for them; as in attrs, a whole-value check that fails (the
+    ``iterable_validator``, a validator listed earlier) ends the field's checks.
+    """
+    v: Any = validator  # attrs types the composites as plain callables
+    kind = type(v)
+    if kind is _AND:
+        for each in v._validators:
+            found = _validate(each, inst, a, value)
+            if found:
+                return found
+        return []
+    if kind is _OPTIONAL:
+        return [] if value is None else _validate(v.validator, inst, a, value)
+    if kind is _DEEP_ITERABLE:
+        if v.iterable_validator is not None:
+            found = _validate(v.iterable_validator, inst, a, value)
+            if found:
+                return found
+        return _members(
+            [(i, _validate(v.member_validator, inst, a, item)) for i, item in enumerate(value)], a
+        )
+    if kind is _DEEP_MAPPING:
+        if v.mapping_validator is not None:
+            found = _validate(v.mapping_validator, inst, a, value)
+            if found:
+                return found
+        per_key: list[tuple[Any, list[Exception]]] = []
+        for key, item in value.items():
+            found = []
+            if v.key_validator is not None:
+                found = _validate(v.key_validator, inst, a, key)
+            if not found and v.value_validator is not None:
+                found = _validate(v.value_validator, inst, a, item)
+            per_key.append((key, found))
+        return _members(per_key, a)
+    try:
+        v(inst, a, value)
+    except (ValueError, TypeError) as exc:
+        return [exc]
+    return []
+
+
+def _members(found: list[tuple[Any, list[Exception]]], a: attrs.Attribute[Any]) -> list[Exception]:
+    """Member failures as one error whose parts carry their index or key."""
+    errors: list[Exception] = []
+    for where, excs in found:
+        if excs:
+            err = IterableValidationError(f"member {where!r} of {a.name}", excs, object)
+            err.add_note(IterableValidationNote(f"validating {a.name} @ {where!r}", where, object))
+            errors.append(err)
+    if not errors:
+        return []
+    return [IterableValidationError(f"While validating {a.name}", errors, object)]
 
 
 def _defaults(fields: list[attrs.Attribute[Any]], given: Mapping[Any, Any]) -> dict[str, Any]:

@@ -305,6 +305,54 @@ def test_validators_that_look_at_a_sibling() -> None:
     assert problems({"lo": 1, "hi": "x"}, Range) == ["$.hi: must be an integer, got 'x'"]
 
 
+_v = attrs.validators
+
+
+@attrs.frozen(kw_only=True)
+class StatusRule:
+    status: int = attrs.field(default=200, validator=_v.in_(range(100, 600)))
+
+
+@attrs.frozen(kw_only=True)
+class ListTable:
+    rules: list[StatusRule] = attrs.field(factory=list)
+    statuses: list[int] = attrs.field(
+        factory=list, validator=[_v.max_len(5), _v.deep_iterable(_v.in_(range(100, 600)))]
+    )
+    limits: dict[str, int] = attrs.field(
+        factory=dict, validator=_v.deep_mapping(_v.matches_re(r"[a-z]+"), _v.ge(0))
+    )
+    nested: list[list[int]] | None = attrs.field(
+        default=None, validator=_v.optional(_v.deep_iterable(_v.deep_iterable(_v.ge(0))))
+    )
+
+
+def test_member_validators_report_every_bad_item_with_its_path() -> None:
+    """attrs' deep_iterable and deep_mapping stop at the first bad member:
+    items 0 and 2 both bad showed only item 0, at the list's own path."""
+    data = {
+        "rules": [{"status": 7}, {"status": 200}, {"status": 9}],
+        "statuses": [7, 200, 9],
+        "limits": {"api": -1, "ok": 1, "B": 2, "web": -2},
+        "nested": [[1], [0, -1]],
+    }
+    assert problems(data, ListTable, path="$.plugins.deny") == [
+        "$.plugins.deny.rules[0].status: 'status' must be in range(100, 600) (got 7)",
+        "$.plugins.deny.rules[2].status: 'status' must be in range(100, 600) (got 9)",
+        "$.plugins.deny.statuses[0]: 'statuses' must be in range(100, 600) (got 7)",
+        "$.plugins.deny.statuses[2]: 'statuses' must be in range(100, 600) (got 9)",
+        "$.plugins.deny.limits.api: 'limits' must be >= 0: -1",
+        "$.plugins.deny.limits.B: 'limits' must match regex '[a-z]+' ('B' doesn't)",
+        "$.plugins.deny.limits.web: 'limits' must be >= 0: -2",
+        "$.plugins.deny.nested[1][1]: 'nested' must be >= 0: -1",
+    ]
+    # A whole-value check that fails still ends the field's checks, as in attrs.
+    assert problems({"statuses": [7] * 6}, ListTable) == [
+        "$.statuses: Length of 'statuses' must be <= 5: 6"
+    ]
+    assert structure({"statuses": [200], "nested": None}, ListTable) == ListTable(statuses=[200])
+
+
 # --------------------------------------------------------------- hypothesis
 _pos_float = st.floats(min_value=0.001, max_value=1e6, allow_nan=False) | st.integers(1, 10**6)
 _pos_int = st.integers(min_value=1, max_value=2**40)
