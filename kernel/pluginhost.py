@@ -349,7 +349,9 @@ def check_plugin_tables(
     Used when the kernel's own settings failed, so a user still sees the plugin
     tables' problems in the same pass, and for the tables of instances no chain
     uses. Instances named in ``skip`` are left out, and so is a base table
-    one of whose named instances is in ``skip`` (its problems show there).
+    one of whose named instances is in ``skip`` (its problems show there),
+    unless a named instance in ``skip`` has no table: that instance was never
+    structured, so the base's problems would show nowhere.
     """
     skip = set(skip)
     if not isinstance(tables, Mapping):
@@ -362,9 +364,13 @@ def check_plugin_tables(
         cls = info.config_class
         fields = {a.name for a in attrs.fields(cls)} if attrs.has(cls) else set()
         labels = [k for k, v in table.items() if isinstance(v, Mapping) and k not in fields]
+        named = {s.partition(".")[2] for s in skip if instance_plugin(s) == name and "." in s}
+        # The base's problems show under a named instance built from it, if
+        # every named instance in use has its table.
+        base_shown = bool(named) and named <= set(labels)
         for label in ["", *labels]:
             inst = f"{name}.{label}" if label else name
-            if inst in skip or (not label and any(f"{name}.{x}" in skip for x in labels)):
+            if inst in skip or (not label and base_shown):
                 continue
             data = _instance_table(dict(table), label, cls) or {}
             path = format_path(("plugins", name, label) if label else ("plugins", name))

@@ -120,6 +120,23 @@ def test_tables_no_chain_uses_are_checked_too() -> None:
     assert not any(p.endswith(": required") for p in problems)
 
 
+def test_a_missing_named_instance_table_does_not_hide_the_base_table_s_problems() -> None:
+    """Before, the base table was left to the named instances in use; one of
+    them had no table, the other overrode the bad key, and the base's mistake
+    (which the missing instance would inherit) showed nowhere."""
+    settings = _settings(
+        ["greet.missing", "greet.spare"],
+        {"greet": {"times": 0, "colour": "red", "spare": {"times": 2}}},
+    )
+    _, problems = PluginHost.build(settings, available=AVAILABLE)
+    assert problems == [
+        "$.plugins.greet.missing: no table [plugins.greet.missing] for instance 'greet.missing'",
+        "$.plugins.greet.spare.colour: unknown key (known: greeting, times)",
+        "$.plugins.greet.times: 'times' must be >= 1: 0",
+        "$.plugins.greet.colour: unknown key (known: greeting, times)",
+    ]
+
+
 def test_a_plugin_that_failed_to_import_adds_no_lines_of_its_own() -> None:
     settings = _settings(["gone"], {"gone": {"x": 1}})
     _, problems = PluginHost.build(settings, available=AVAILABLE, broken=["gone"])
