@@ -245,12 +245,52 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             if self.pm.is_registered(obj):
                 self.pm.unregister(obj)
-            problems.append(f"{path}: plugin {inst!r} is invalid: {exc}")
+            # pluggy's message is three lines of its own words; the usual
+            # cause, a misspelled parameter, gets one line per hook.
+            problems.extend(
+                self._unknown_parameters(inst, obj)
+                or [f"{path}: plugin {inst!r} is invalid: {exc}"]
+            )
             return
         except ValueError as exc:  # the same object registered twice under two names
             problems.append(f"{path}: {exc}")
             return
         self.instances[inst] = obj
+
+    def _unknown_parameters(self, inst: str, obj: object) -> list[str]:
+        """One problem per hook implementation of ``obj`` that takes a parameter
+        its hookspec does not offer (what pluggy refuses at registration)."""
+        out = []
+        for attr in dir(obj):
+            opts = self.pm.parse_hookimpl_opts(obj, attr)
+            if opts is None:
+                continue
+            hook = opts.get("specname") or attr
+            caller = getattr(self.pm.hook, hook, None)
+            spec = caller.spec if caller is not None else None
+            if spec is None:
+                continue  # no such hook: check_pending's problem
+            accepted = (*spec.argnames, *spec.kwargnames)
+            try:
+                params = inspect.signature(getattr(obj, attr)).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            # As pluggy counts them: positional parameters without a default.
+            unknown = [
+                p.name
+                for p in params
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty
+                and p.name not in accepted
+            ]
+            if unknown:
+                out.append(
+                    f"$.plugins.{inst}: hook {hook} has unknown"
+                    f" parameter{'s' if len(unknown) > 1 else ''}"
+                    f" {', '.join(repr(u) for u in unknown)}"
+                    f" (accepted: {', '.join(accepted) or 'none'})"
+                )
+        return out
 
 
 def referenced_plugins(settings: Settings) -> set[str]:

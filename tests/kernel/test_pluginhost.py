@@ -166,6 +166,37 @@ def test_misspelled_hook_is_refused_at_registration() -> None:
     assert any("plugin 't' is invalid" in p and "trellis_requets" in p for p in problems)
 
 
+class WrongParameters:
+    @sdk.hookimpl
+    def trellis_request(self, flw: sdk.Flow) -> None:
+        return None
+
+    @sdk.hookimpl
+    def trellis_request_body(self, flow: sdk.Flow, chunk: bytes, ending: bool) -> None:
+        return None
+
+    @sdk.hookimpl
+    def trellis_shutdown(self, now: bool) -> None:
+        return None
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow, extra: int = 1) -> None:
+        return None  # a parameter with a default is the plugin's own business
+
+
+def test_a_misspelled_hook_parameter_is_one_line_per_hook() -> None:
+    """Before, pluggy's three-line message, and only for the first such hook."""
+    _host, problems = PluginHost.build(
+        _settings(["w"], {}), available={}, extra={"w": WrongParameters()}
+    )
+    assert problems == [
+        "$.plugins.w: hook trellis_request has unknown parameter 'flw' (accepted: flow)",
+        "$.plugins.w: hook trellis_request_body has unknown parameter 'ending'"
+        " (accepted: flow, chunk, end)",
+        "$.plugins.w: hook trellis_shutdown has unknown parameter 'now' (accepted: none)",
+    ]
+
+
 def test_builtins_are_entry_points_and_blocking_skips_import() -> None:
     found, problems = available_plugins()
     assert problems == []
