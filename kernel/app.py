@@ -95,7 +95,6 @@ class App:
         self._stop = trio.Event()
         self._reloaded = trio.Event()
         self._reloads: trio.MemorySendChannel[str] | None = None
-        self._generation_number = 0
         self._conn_nursery: trio.Nursery | None = None
         self._gen_nursery: trio.Nursery | None = None
         self._root: trio.Nursery | None = None
@@ -107,18 +106,22 @@ class App:
 
     # -- building -------------------------------------------------------------
     def load(self) -> Generation:
-        """Read the config and build the next generation (raises ConfigError)."""
-        gen = load_generation(
+        """Read the config and build the next generation (raises ConfigError).
+
+        Its number is the live generation's plus one: a generation that never
+        goes live (a reload refused by a bind or a plugin's startup) uses no
+        number, so the next one that does gets it.
+        """
+        live = self.state.generation.number if self.state is not None else 0
+        return load_generation(
             self.config_path,
-            number=self._generation_number + 1,
+            number=live + 1,
             environ=self.environ,
             plugins=self.plugins_override,
             blocked=self.blocked,
             extra_plugins=self.extra_plugins,
             previous_groups=self.state.generation.groups if self.state is not None else None,
         )
-        self._generation_number += 1
-        return gen
 
     @property
     def generation(self) -> Generation:

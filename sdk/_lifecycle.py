@@ -57,7 +57,8 @@ class StartupContext:
     such a task is logged and does not stop the proxy.
     """
 
-    #: Generation number (1 for the first configuration, +1 per reload).
+    #: Generation number (1 for the first configuration, +1 per reload that
+    #: goes live: a refused one's number is used again by the next).
     generation: int
     _start_soon: Callable[[Callable[..., Awaitable[Any]], tuple[Any, ...]], None] = attrs.field(
         alias="start_soon_impl", repr=False

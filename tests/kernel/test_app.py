@@ -6,6 +6,7 @@ import gc
 import logging
 import re
 import weakref
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +338,52 @@ async def test_a_reload_whose_plugin_fails_to_start_keeps_the_old_generation(
     plugin.error = None
     assert await app.reload("test") is True
     assert await _get(app.port(), client) == b"two"
+
+
+class CountsStarts(FailsToStart):
+    """Also records the generation number of every ``trellis_startup``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: list[int] = []
+
+    @sdk.hookimpl
+    def trellis_startup(self, context: sdk.StartupContext) -> None:
+        self.numbers.append(context.generation)
+        super().trellis_startup(context)
+
+
+async def test_a_rejected_reload_uses_no_generation_number(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a reload refused after loading (a bind failure, a plugin that
+    failed to start) used up a number: the next good generation was 4, not 2."""
+    plugin = CountsStarts()
+    cfg = _local_config("one").replace("[kernel]\n", '[kernel]\nplugins = ["counts"]\n')
+    app = await start_proxy(cfg, extra_plugins={"counts": plugin})
+    plugin.error = RuntimeError("no database")
+    app.config_path.write_text(cfg.replace('"one"', '"two"'))
+    with caplog.at_level(logging.ERROR):
+        assert await app.reload("startup fails") is False
+    plugin.error = None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        second = f'[[listeners]]\nname = "taken"\nbind = "127.0.0.1:{port}"\n'
+        app.config_path.write_text(cfg.replace("[[routes]]", second + "[[routes]]", 1))
+        with caplog.at_level(logging.ERROR):
+            assert await app.reload("bind fails") is False
+    assert "cannot bind listener 'taken'" in caplog.text
+    assert app.generation.number == 1
+    app.config_path.write_text(cfg.replace('"one"', '"three"'))
+    with caplog.at_level(logging.INFO):
+        assert await app.reload("good") is True
+    assert app.generation.number == 2
+    assert "reloaded (good): generation 2 is live" in caplog.text
+    assert await _get(app.port(), client) == b"three"
+    # The startup that failed was told the number the next good one got.
+    assert plugin.numbers == [1, 2, 2]
 
 
 @pytest.mark.parametrize(
