@@ -259,12 +259,25 @@ def build_generation(
         "listeners": tuple(lc.name for lc in settings.listeners),
     }
     problems.extend(lifecycle.async_problems(host.pm))
-    for impl in host.pm.hook.trellis_config_check.get_hookimpls():
+    checks = list(host.pm.hook.trellis_config_check.get_hookimpls())
+    if host.salvaged is not None:
+        # Instances whose tables had problems, built from the rest (see
+        # PluginHost.salvaged): their checks run too, but say nothing at,
+        # under or above a value their table refused (the default that stood
+        # in for it is no news).
+        problems.extend(lifecycle.async_problems(host.salvaged.pm))
+        checks += host.salvaged.pm.hook.trellis_config_check.get_hookimpls()
+    for impl in checks:
         if inspect.iscoroutinefunction(impl.function):
             continue  # listed above: calling it would only make a coroutine
         check = cast(Callable[..., list[str] | None], impl.function)
         table = "$.plugins." + impl.plugin_name
-        problems.extend(_config_check(check, {a: known[a] for a in impl.argnames}, table))
+        refused = host.refused.get(impl.plugin_name, [])  # only salvaged instances have any
+        problems.extend(
+            p
+            for p in _config_check(check, {a: known[a] for a in impl.argnames}, table)
+            if not any(_within(p.partition(": ")[0], r) for r in refused)
+        )
 
     for name in settings.kernel.policy:
         if name not in host.instances:

@@ -35,6 +35,7 @@ import pluggy
 
 import sdk
 import sdk.hookspecs
+from kernel.config.loader import salvage
 from kernel.config.model import Settings
 from sdk._config import format_path, structure
 
@@ -173,6 +174,13 @@ class PluginHost:
         self.pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         #: instance name -> plugin object, in the order they were created.
         self.instances: dict[str, object] = {}
+        #: Instances whose table had problems, built from the rest of it (the
+        #: refused values left out, :func:`kernel.config.loader.salvage`), in
+        #: a host of their own: only their ``trellis_config_check`` runs, so its
+        #: problems are listed with the table's. Never on a chain.
+        self.salvaged: PluginHost | None = None
+        #: instance name -> the paths of the values its table had refused.
+        self.refused: dict[str, list[str]] = {}
 
     @classmethod
     def build(
@@ -226,9 +234,12 @@ class PluginHost:
                     f" (installed: {', '.join(sorted(available)) or 'none'})"
                 )
                 continue
-            obj = _instantiate(info, inst, tables.get(plugin), problems)
+            salvaged: list[tuple[object, list[str]]] = []
+            obj = _instantiate(info, inst, tables.get(plugin), problems, salvaged)
             if obj is not None:
                 host._register(inst, obj, problems, path)
+            for obj, refused in salvaged:
+                host._salvaged(inst, obj, refused, problems, path)
         # Tables no chain uses yet are checked too: a mistake there would
         # otherwise show only on the reload that puts the plugin on a chain.
         # (A required key may wait for that: an instance may never use it.)
@@ -256,6 +267,17 @@ class PluginHost:
             problems.append(f"{path}: {exc}")
             return
         self.instances[inst] = obj
+
+    def _salvaged(
+        self, inst: str, obj: object, refused: list[str], problems: list[str], path: str
+    ) -> None:
+        """Keep ``obj`` (built from a table with problems) for its config check."""
+        if self.salvaged is None:
+            self.salvaged = PluginHost()
+        # Its hooks are checked as any instance's: their problems are real too.
+        self.salvaged._register(inst, obj, problems, path)
+        if inst in self.salvaged.instances:
+            self.refused[inst] = [p.partition(": ")[0] for p in refused]
 
     def _unknown_parameters(self, inst: str, obj: object) -> list[str]:
         """One problem per hook implementation of ``obj`` that takes a parameter
@@ -315,8 +337,20 @@ def _referenced_instances(settings: Settings) -> dict[str, str]:
     return out
 
 
-def _instantiate(info: PluginInfo, inst: str, table: Any, problems: list[str]) -> object | None:
-    """Build one instance of ``info`` for instance name ``inst``."""
+def _instantiate(
+    info: PluginInfo,
+    inst: str,
+    table: Any,
+    problems: list[str],
+    salvaged: list[tuple[object, list[str]]] | None = None,
+) -> object | None:
+    """Build one instance of ``info`` for instance name ``inst``.
+
+    When the table has problems, the instance is built once more from what
+    is left with the refused values taken out, if that structures and the
+    plugin accepts it: it goes to ``salvaged``, with the problems, so that
+    the plugin's ``trellis_config_check`` can still run on the rest.
+    """
     _, _, label = inst.partition(".")
     factory: Callable[..., object] = info.factory
     make = factory  # kept un-narrowed: isclass() below narrows ``factory`` to type[object]
@@ -353,6 +387,12 @@ def _instantiate(info: PluginInfo, inst: str, table: Any, problems: list[str]) -
         config: object = structure(data, config_cls, path=path)
     except sdk.ConfigError as exc:
         problems.extend(exc.problems)
+        rest = salvage(data, config_cls) if salvaged is not None else None
+        if rest is not None and salvaged is not None:
+            try:
+                salvaged.append((make(rest), exc.problems))
+            except Exception:
+                pass  # refused the rest too: no check then; the table's problems stand
         return None
     try:
         return make(config)

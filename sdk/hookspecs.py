@@ -75,6 +75,15 @@ def trellis_config_check(
     its table. A non-empty list fails the whole configuration: at start the
     process exits with code 1, on reload the old generation keeps serving.
 
+    When the table itself has problems, the kernel builds the instance once
+    more from the table with the refused values left out (their defaults
+    stand in) and calls this hook on it, so both kinds are listed in one pass;
+    what it returns at, under or above a refused value's path is dropped.
+    When that cannot be done (a required key missing or refused, a list item
+    itself wrong, the constructor refusing the rest), the hook is not called.
+    ``__init__`` must therefore do no I/O (as always) and accept any valid
+    config instance.
+
     :param routes: the names of the configured routes.
     :param groups: the names of the configured upstream groups (``[[groups]]``).
     :param listeners: the names of the configured listeners.

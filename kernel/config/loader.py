@@ -36,7 +36,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -46,7 +46,9 @@ from kernel.config.sources import Sources, label_for, read_sources
 from sdk._config import STRUCTURE_ERRORS, ConfigPath, collect_problems, format_path, make_converter
 from sdk._errors import ConfigError
 
-__all__ = ["LoadedConfig", "load_config", "loads_config", "salvage_settings"]
+__all__ = ["LoadedConfig", "load_config", "loads_config", "salvage", "salvage_settings"]
+
+T = TypeVar("T")
 
 _CONVERTER = make_converter()
 
@@ -124,15 +126,23 @@ def salvage_settings(data: Mapping[str, Any]) -> Settings | None:
     """``data`` structured with every value structuring refused left out.
 
     For a second round of checks (plugins, routes, groups) when the first
-    found problems, so that one pass lists them all. Only table keys are left
-    out, never list items (later indices would shift and the second round's
-    paths would be wrong): when a problem sits on a list item itself, or
-    leaving keys out does not help, there is nothing to salvage (None).
+    found problems, so that one pass lists them all. See :func:`salvage`.
+    """
+    return salvage(data, Settings)
+
+
+def salvage(data: Mapping[str, Any], cls: type[T]) -> T | None:
+    """``data`` structured into ``cls`` with every value structuring refused left out.
+
+    Only table keys are left out, never list items (later indices would
+    shift and the later checks' paths would be wrong): when a problem sits on
+    a list item itself, a required key is missing, or leaving keys out does
+    not help, there is nothing to salvage (None).
     """
     work: Any = copy.deepcopy(dict(data))
     for _ in range(4):
         try:
-            return _CONVERTER.structure(work, Settings)
+            return _CONVERTER.structure(work, cls)
         except STRUCTURE_ERRORS as exc:
             found = [parts for parts, _ in collect_problems(exc)]
         if not found or not all(_drop(work, parts) for parts in found):

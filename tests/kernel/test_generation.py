@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import sdk
@@ -17,6 +18,7 @@ from kernel.config.model import (
 )
 from kernel.explain import explain
 from kernel.generation import build_generation
+from kernel.pluginhost import PluginInfo
 
 
 class Tag:
@@ -88,6 +90,81 @@ def test_config_check_problems_get_the_table_path() -> None:
     with pytest.raises(sdk.ConfigError) as info:
         build_generation(settings, extra_plugins={"picky": Picky()})
     assert info.value.problems == ["$.plugins.picky.routes are ['a']"]
+
+
+@attrs.frozen(kw_only=True)
+class PickConfig:
+    route: str = "main"  # no route of that name below
+    routes: list[str] = attrs.field(factory=list)
+    weight: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    owner: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class StrictPickConfig(PickConfig):
+    owner: str  # required
+
+
+class Pick:
+    """Checks its routes against the configured ones."""
+
+    config_class: type[PickConfig] = PickConfig
+
+    def __init__(self, config: PickConfig) -> None:
+        self.config = config
+
+    @sdk.hookimpl
+    def trellis_config_check(self, routes: tuple[str, ...]) -> list[str]:
+        out = [
+            f"routes[{i}]: no route named {r!r}"
+            for i, r in enumerate(self.config.routes)
+            if r not in routes
+        ]
+        if self.config.route not in routes:
+            out.append(f"route: no route named {self.config.route!r}")
+        return out
+
+
+class StrictPick(Pick):
+    config_class = StrictPickConfig
+
+
+def _pick(chain: list[str], table: dict[str, Any], cls: type[Pick] = Pick) -> list[str]:
+    settings = Settings(
+        kernel=KernelSection(plugins=chain), plugins={"pick": table}, routes=[RouteConfig(name="a")]
+    )
+    info = PluginInfo("pick", cls, "test", "", cls.config_class)
+    with pytest.raises(sdk.ConfigError) as exc:
+        build_generation(settings, available={"pick": info})
+    return exc.value.problems
+
+
+def test_a_table_with_a_value_problem_still_gets_its_config_check() -> None:
+    """Before, a refused value skipped the plugin's trellis_config_check, so
+    its problems showed only on the next try. It now runs on the table with
+    the refused values left out; what it says at, under or above one of them
+    is left out too (there it only saw the stand-in default)."""
+    table = {"weight": 0, "route": 5, "routes": ["a", "b", "c"], "x": {"routes": ["d"]}}
+    assert _pick(["pick", "pick.x"], table) == [
+        "$.plugins.pick.route: must be a string, got 5",
+        "$.plugins.pick.weight: 'weight' must be >= 1: 0",
+        "$.plugins.pick.x.route: must be a string, got 5",
+        "$.plugins.pick.x.weight: 'weight' must be >= 1: 0",
+        "$.plugins.pick.routes[1]: no route named 'b'",
+        "$.plugins.pick.routes[2]: no route named 'c'",
+        "$.plugins.pick.x.routes[0]: no route named 'd'",
+    ]
+
+
+def test_no_config_check_when_the_table_cannot_be_salvaged() -> None:
+    """A required value refused (or missing) leaves no instance to check."""
+    table = {"owner": 7, "route": "zzz", "routes": ["b"]}
+    assert _pick(["pick"], table, StrictPick) == ["$.plugins.pick.owner: must be a string, got 7"]
+    assert _pick(["pick"], {"owner": "me", "weight": 0, "routes": ["b"]}, StrictPick) == [
+        "$.plugins.pick.weight: 'weight' must be >= 1: 0",
+        "$.plugins.pick.routes[0]: no route named 'b'",
+        "$.plugins.pick.route: no route named 'main'",
+    ]
 
 
 @pytest.mark.parametrize(
