@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from kernel.cli import main
@@ -107,6 +108,73 @@ def test_check_reports_plugin_level_problems(
     assert "$.kernel.plugins[1]: unknown plugin 'nosuch'" in err
     assert "$.plugins.router.rules[0].route" in err
     assert "missing" in err
+
+
+@attrs.frozen(kw_only=True)
+class CodesConfig:
+    codes: list[int] = attrs.field(
+        factory=list,
+        validator=attrs.validators.deep_iterable(attrs.validators.in_(range(400, 600))),
+    )
+
+
+class Codes:
+    """A plugin whose table is a list of status codes."""
+
+    config_class = CodesConfig
+
+    def __init__(self, config: CodesConfig) -> None:
+        self.config = config
+
+
+AUDIT = """
+[kernel]
+plugins = ["router", "wrong", "codes", "pick.missing", "pick.spare"]
+
+[kernel.modules]
+wrong = "tests.kernel.test_pluginhost:WrongParameters"
+codes = "tests.kernel.test_cli:Codes"
+pick = "tests.kernel.test_generation:Pick"
+
+[[routes]]
+name = "a"
+
+[plugins.router]
+rules = [{ path_prefix = "x", route = "a" }, { route = "gone" }]
+
+[plugins.codes]
+codes = [7, 404, 9]
+
+[plugins.pick]
+weight = 0
+
+[plugins.pick.spare]
+weight = 2
+routes = ["a"]
+route = "a"
+"""
+
+
+def test_check_lists_the_problems_an_audit_found_hidden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every bad list item, the cross-check of a table with a bad value, the
+    base table under a missing named instance, a misspelled hook parameter."""
+    assert main(["check", "-c", _write(tmp_path, AUDIT)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("c.toml: 9 problem(s)")
+    assert sorted(line.strip() for line in err[1:]) == [
+        "$.plugins.codes.codes[0]: 'codes' must be in range(400, 600) (got 7)",
+        "$.plugins.codes.codes[2]: 'codes' must be in range(400, 600) (got 9)",
+        "$.plugins.pick.missing: no table [plugins.pick.missing] for instance 'pick.missing'",
+        "$.plugins.pick.weight: 'weight' must be >= 1: 0",
+        "$.plugins.router.rules[0].path_prefix: must start with '/', got 'x'",
+        "$.plugins.router.rules[1].route: no route named 'gone' (routes: a)",
+        "$.plugins.wrong: hook trellis_request has unknown parameter 'flw' (accepted: flow)",
+        "$.plugins.wrong: hook trellis_request_body has unknown parameter 'ending'"
+        " (accepted: flow, chunk, end)",
+        "$.plugins.wrong: hook trellis_shutdown has unknown parameter 'now' (accepted: none)",
+    ]
 
 
 def test_blocking_a_plugin_makes_references_fail(
