@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import re
-import weakref
 import socket
+import weakref
 from pathlib import Path
 from typing import Any
 
