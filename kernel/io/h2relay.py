@@ -73,6 +73,9 @@ async def _send_body(ex: UpstreamRelay, stream: H2UpstreamStream) -> None:
             await ex._next_body_chunk()  # the request's end: lets the client codec cycle
         return
     if ex.head.expect_continue:
+        # Not asked of an HTTP/2 upstream (unlike HTTP/1.1, sendrequest.py):
+        # the stream's flow-control window already bounds what is sent
+        # before the upstream reads.
         await ex.conn.send_informational(100, [])
     flow = ex.flow
     assert ex.route is not None

@@ -45,7 +45,6 @@ from kernel.tls import default_client_context
 from sdk import (
     Flow,
     Headers,
-    LocalProtocolError,
     Origin,
     RemoteProtocolError,
     Response,
@@ -203,8 +202,10 @@ class UpstreamRelay(RequestSender):
             up.requests += 1
             flow.timings.upstream_connected = _now()
             try:
-                await self._send_request(up)
-                return up, await self._receive_response_head(up)
+                answer = await self._send_request(up)
+                if answer is None:
+                    answer = await self._receive_response_head(up)
+                return up, answer
             except UpstreamBroken as exc:
                 up.close_nowait()
                 self.upstream = None
@@ -288,8 +289,9 @@ class UpstreamRelay(RequestSender):
                     if event.status_code == 101:  # the codec allows it only after an upgrade
                         return event
                     # RFC 9110 §15.2: a proxy forwards 1xx responses (103 Early
-                    # Hints, 102), but a 100 we answered ourselves (the
-                    # upstream was not asked), and no flood of them.
+                    # Hints, 102), but no 100 (the client had its one, the
+                    # upstream's or ours, before the body: _await_continue),
+                    # and no flood of them.
                     if event.status_code != 100 and interim < _MAX_INTERIM:
                         interim += 1
                         await self._forward_interim(event)
@@ -304,13 +306,6 @@ class UpstreamRelay(RequestSender):
         raise UpstreamTimeout(
             f"{self.flow.upstream} sent no response within {route.response_timeout_s:g}s"
         )
-
-    async def _forward_interim(self, event: InformationalResponse) -> None:
-        fields = downstream_response_fields(event.headers, self.gen.forwarding, event.http_version)
-        try:
-            await self.conn.send_informational(event.status_code, fields)
-        except LocalProtocolError:
-            pass  # one this client may not get: an HTTP/1.0 client gets none
 
     async def _relay_response(
         self, up: UpstreamConnection | H2UpstreamStream, head: ResponseHead

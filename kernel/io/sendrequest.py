@@ -9,6 +9,12 @@ streams the client's body through ``trellis_request_body`` under
 §9.5): an upstream that answers before it has the whole body gets no more
 of it, and its answer is relayed.
 
+``Expect: 100-continue`` goes on to the upstream (RFC 9110 §10.1.1), and
+the body waits for its word: its ``100`` (passed on to the client), a final
+answer (relayed; the body is never sent), or a second of silence (then our
+own ``100``). Over HTTP/2 upstreams (:mod:`kernel.io.h2relay`) the kernel
+still says ``100`` itself.
+
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.io.upstream, kernel.io.exchangebase.
 """
@@ -20,11 +26,23 @@ import trio
 from kernel import dispatch
 from kernel.io.exchangebase import ExchangeBase
 from kernel.io.upstream import UpstreamConnection
-from kernel.protocol.events import Fields, RequestHead
-from kernel.protocol.forwarding import upstream_request_fields
-from sdk import UpstreamTimeout
+from kernel.protocol.events import (
+    NEED_DATA,
+    Fields,
+    InformationalResponse,
+    RequestHead,
+    ResponseHead,
+)
+from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
+from sdk import LocalProtocolError, RemoteProtocolError, UpstreamTimeout
 
-__all__ = ["RequestSender", "UpstreamBroken", "up_send"]
+__all__ = ["CONTINUE_WAIT_S", "RequestSender", "UpstreamBroken", "up_send"]
+
+#: How long a request that asked ``Expect: 100-continue`` waits for the
+#: upstream's ``100`` (or its final answer) before the client gets our own
+#: ``100`` and the body goes anyway: an upstream may ignore Expect (curl's
+#: and Apache's wait is one second too).
+CONTINUE_WAIT_S = 1.0
 
 
 class UpstreamBroken(Exception):
@@ -68,14 +86,25 @@ class RequestSender(ExchangeBase):
             fields.append((b"transfer-encoding", b"chunked"))
         return fields
 
-    async def _send_request(self, up: UpstreamConnection) -> None:
+    async def _send_request(
+        self, up: UpstreamConnection
+    ) -> ResponseHead | InformationalResponse | None:
+        """Send the request; returns the upstream's answer when it came before
+        the body was asked for (``Expect: 100-continue``), else None (then the
+        caller reads the response head)."""
         flow = self.flow
         req = flow.request
         codec = up.codec
+        fields = self._upstream_fields()
+        expect = self.has_body and self.head.expect_continue
+        if expect:
+            # RFC 9110 §10.1.1: the expectation goes on toward the origin,
+            # whose word (100, or a final answer) the client waits for.
+            fields.append((b"expect", b"100-continue"))
         head = RequestHead(
             method=req.method.encode("ascii"),
             target=req.path.encode("latin-1"),
-            headers=self._upstream_fields(),
+            headers=fields,
         )
         data = codec.send_request_head(head)
         if not self.has_body:
@@ -84,10 +113,12 @@ class RequestSender(ExchangeBase):
             if not self.request_done:
                 await self._next_body_chunk()
             await up_send(up, data + codec.send_end())
-            return
+            return None
         await up_send(up, data)
-        if self.head.expect_continue:
-            await self.conn.send_informational(100, [])
+        if expect:
+            answer = await self._await_continue(up)
+            if answer is not None:
+                return answer  # the body is not sent: the client's connection ends after it
         route = self.route
         assert route is not None
         timeout = route.send_timeout_s
@@ -95,14 +126,63 @@ class RequestSender(ExchangeBase):
             await self._send_body(up, timeout)
         except UpstreamBroken:
             if self._answered_early(up):
-                return  # what it said before it closed: its answer, not a 502
+                return None  # what it said before it closed: its answer, not a 502
             raise
         except trio.TooSlowError:
             if self._answered_early(up):
-                return
+                return None
             raise UpstreamTimeout(
                 f"{flow.upstream} took no request body for {timeout:g}s"
             ) from None
+        return None
+
+    async def _await_continue(
+        self, up: UpstreamConnection
+    ) -> ResponseHead | InformationalResponse | None:
+        """After a head that asked ``Expect: 100-continue``: wait for the upstream's word.
+
+        Its ``100`` is passed on to the client (the only one it gets: a later
+        ``100`` is dropped with the response head) and None returned: send the
+        body. A final answer first (a ``401``, a ``413``) is returned, and
+        the body is never sent; the upstream connection is then not reused
+        (the codec keeps no connection answered before its request was
+        sent). An upstream silent for :data:`CONTINUE_WAIT_S` is taken for
+        one that ignores Expect (as curl does): the client gets our own
+        ``100``. Other interim answers (``103``) are passed on meanwhile.
+        """
+        codec = up.codec
+        answered = False
+        try:
+            with trio.move_on_after(CONTINUE_WAIT_S):
+                while True:
+                    event = codec.next_event()
+                    if event is NEED_DATA:
+                        data = await up.receive()
+                        answered = answered or bool(data)
+                        codec.receive_data(data)
+                    elif isinstance(event, InformationalResponse):
+                        if event.status_code == 100:
+                            break
+                        if event.status_code == 101:
+                            return event  # only after our upgrade: no body goes
+                        await self._forward_interim(event)
+                    elif isinstance(event, ResponseHead):
+                        return event
+                    else:
+                        raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
+            raise UpstreamBroken(answered=answered) from exc
+        await self.conn.send_informational(100, [])
+        return None
+
+    async def _forward_interim(self, event: InformationalResponse) -> None:
+        fields = downstream_response_fields(
+            event.headers, self.gen.forwarding, event.http_version
+        )
+        try:
+            await self.conn.send_informational(event.status_code, fields)
+        except LocalProtocolError:
+            pass  # one this client may not get: an HTTP/1.0 client gets none
 
     async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
         """Stream the request body, each write within ``timeout``, until it

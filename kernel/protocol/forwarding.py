@@ -161,9 +161,10 @@ def upstream_request_fields(
 
     A field named like one of those with ``_`` for ``-``
     (``x_forwarded_for``) is dropped (see ``_UNDERSCORE_TWINS``).
-    ``Expect`` is not passed on: the kernel answers ``100-continue`` itself
-    (RFC 9110 §10.1.1 lets an intermediary), on HTTP/1.0 or without a body it
-    means nothing, and the codecs refuse any other expectation (417). ``version`` is the
+    The client's ``Expect`` is not copied: on HTTP/1.0 or without a body it
+    means nothing, the codecs refuse any expectation but ``100-continue``
+    (417), and that one the request sender adds itself when it asks an
+    HTTP/1.1 upstream (:mod:`kernel.io.sendrequest`). ``version`` is the
     client's HTTP version, for our Via entry.
     """
     out: Fields = []

@@ -1,17 +1,23 @@
-"""Sending the request upstream (kernel/io/sendrequest.py): early answers.
+"""Sending the request upstream (kernel/io/sendrequest.py): early answers,
+``Expect: 100-continue``, the send deadline.
 
 RFC 9112 §9.5: an upstream may answer before it has read the whole body,
-and stop reading. Real sockets, a bare-socket origin (``RawUpstream``).
+and stop reading. RFC 9110 §10.1.1: a client's ``Expect: 100-continue``
+goes to the upstream, whose word (``100`` or a final answer) decides whether
+the body is uploaded. Real sockets, bare-socket origins (``RawUpstream``).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
 import trio
 
 from tests.conftest import basic_config
+from tests.helpers.h2client import H2Client
 from tests.kernel.io.test_upstream import RawUpstream, stats
 
 
@@ -110,3 +116,211 @@ async def test_an_upstream_that_takes_no_body_is_504(
         answer, _ = await post_big(app.port())
     (resp,) = client.parse_responses(answer, [b"POST"])
     assert resp["status"] == 504
+
+
+# -- Expect: 100-continue ---------------------------------------------------------
+class ExpectUpstream(RawUpstream):
+    """Answers a request that asks ``Expect: 100-continue``: ``"refuse"``
+    answers 401 to the head at once, then records every byte that still
+    comes (``after``) until the proxy closes; ``"continue"`` waits
+    ``delay`` seconds, sends ``100 Continue``, reads the body and answers
+    200 with its length."""
+
+    def __init__(self, mode: str, delay: float = 0.0) -> None:
+        super().__init__(0, read_next=False)
+        self.mode = mode
+        self.delay = delay
+        self.after = b""
+        self.finished = trio.Event()
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        try:
+            if not await self.read_head(stream, buf):
+                return
+            if self.mode == "refuse":
+                await stream.send_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\ndeny")
+                after = bytes(buf)
+                with trio.move_on_after(5):
+                    while data := await stream.receive_some(65536):
+                        after += data
+                self.after = after
+                return
+            await trio.sleep(self.delay)
+            await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            want = next(
+                int(line.split(b":")[1])
+                for line in self.heads[-1].split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(buf) < want:
+                buf += await stream.receive_some(65536)
+            body = b"%d" % len(buf)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        finally:
+            self.finished.set()
+
+
+def expect_head(size: int) -> bytes:
+    return (
+        b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % size
+    )
+
+
+async def read_until(stream: trio.SocketStream, got: bytes, marker: bytes) -> bytes:
+    with trio.fail_after(5):
+        while marker not in got:
+            data = await stream.receive_some(65536)
+            assert data, got
+            got += data
+    return got
+
+
+async def read_to_end(stream: trio.SocketStream, got: bytes) -> bytes:
+    with trio.fail_after(5):
+        try:
+            while data := await stream.receive_some(65536):
+                got += data
+        except trio.BrokenResourceError:
+            pass
+    return got
+
+
+@pytest.mark.parametrize("sends_body", [False, True])
+async def test_expect_continue_a_final_answer_first_saves_the_upload(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, sends_body: bool
+) -> None:
+    """The upstream refuses the head: the client gets its 401 and no 100, the
+    body never reaches the upstream (whether or not the client sends it
+    anyway), and the client's connection closes after the answer."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse").serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(expect_head(100_000))
+        got = await read_until(stream, b"", b"deny")
+        if sends_body:
+            try:
+                await stream.send_all(b"x" * 100_000)
+            except trio.BrokenResourceError:
+                pass
+        got = await read_to_end(stream, got)
+    assert b"100 Continue" not in got
+    (resp,) = client.parse_responses(got, [b"POST"])
+    assert resp["status"] == 401
+    assert resp["body"] == b"deny"
+    assert resp["headers"]["connection"] == "close"
+    assert b"\r\nexpect: 100-continue" in up.heads[0].lower()
+    with trio.fail_after(5):
+        await up.finished.wait()
+    assert up.after == b""  # not one byte of the body
+    assert stats(app)[2] == 0  # the upstream connection was not pooled
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+async def test_expect_continue_the_upstream_s_100_is_the_client_s_only_one(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, delay: float
+) -> None:
+    """The upstream says 100 (in time, or after we gave up waiting and said
+    ours): the client gets exactly one 100, then the final answer."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("continue", delay).serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        start = time.monotonic()
+        await stream.send_all(expect_head(5))
+        got = await read_until(stream, b"", b"\r\n\r\n")
+        waited = time.monotonic() - start
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await stream.send_all(b"hello")
+        got = await read_until(stream, got, b"\r\n\r\n5")
+        await trio.sleep(0.2)  # a second 100 would be here by now
+        got += await read_pending(stream)
+    # The upstream's own 100 when it came in time; else ours after a second.
+    assert min(delay, 1.0) - 0.05 <= waited < min(delay, 1.0) + 0.8
+    assert got.count(b" 100 ") == 1
+    _, final = got.split(b"\r\n\r\n", 1)
+    (resp,) = client.parse_responses(final, [b"POST"])
+    assert resp["status"] == 200
+    assert resp["body"] == b"5"
+    assert b"\r\nexpect: 100-continue" in up.heads[0].lower()
+
+
+async def read_pending(stream: trio.SocketStream) -> bytes:
+    got = b""
+    with trio.move_on_after(0.05):
+        while data := await stream.receive_some(65536):
+            got += data
+    return got
+
+
+async def test_expect_continue_an_upstream_that_ignores_it_gets_the_body_after_a_second(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """An upstream that waits for the body without a 100 (the test origin):
+    the client gets our 100 after about a second, and the upload completes."""
+    app = await start_proxy(basic_config(upstream.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        start = time.monotonic()
+        await stream.send_all(expect_head(5).replace(b"/up", b"/upload"))
+        got = await read_until(stream, b"", b"\r\n\r\n")
+        waited = time.monotonic() - start
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await stream.send_all(b"hello")
+        got = await read_until(stream, got, b"body_sha256")
+        got = await read_until(stream, got, b"}")
+    assert 0.9 <= waited < 3
+    _, final = got.split(b"\r\n\r\n", 1)
+    (resp,) = client.parse_responses(final, [b"POST"])
+    assert json.loads(resp["body"])["body_length"] == 5
+    assert upstream.requests[-1]["body_length"] == 5
+
+
+async def test_expect_continue_over_http2_a_final_answer_first(
+    start_proxy: Any, nursery: trio.Nursery
+) -> None:
+    """An HTTP/2 client's expectation goes to an HTTP/1.1 upstream the same
+    way: its early 401 comes back without a 100, the stream is closed
+    (``NO_ERROR``) and the body never reaches the upstream."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse").serve)
+    app = await start_proxy(basic_config(up.port))
+    async with await H2Client.connect(app.port()) as c:
+        sid = await c.request(
+            b"POST",
+            b"/up",
+            extra=[(b"content-length", b"5"), (b"expect", b"100-continue")],
+            end=False,
+        )
+        r = await c.response(sid)
+        assert r.status == 401
+        assert bytes(r.body) == b"deny"
+        assert r.informational == []
+    assert b"\r\nexpect: 100-continue" in up.heads[0].lower()
+    with trio.fail_after(5):
+        await up.finished.wait()
+    assert up.after == b""
+
+
+async def test_expect_continue_over_http2_the_upstream_s_100(
+    start_proxy: Any, nursery: trio.Nursery
+) -> None:
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("continue", 0.3).serve)
+    app = await start_proxy(basic_config(up.port))
+    async with await H2Client.connect(app.port()) as c:
+        start = time.monotonic()
+        sid = await c.request(
+            b"POST",
+            b"/up",
+            extra=[(b"content-length", b"5"), (b"expect", b"100-continue")],
+            end=False,
+        )
+        await c.until(lambda: c.streams[sid].informational == [100])
+        waited = time.monotonic() - start
+        await c.send_data(sid, b"hello", end=True)
+        r = await c.response(sid)
+    assert 0.25 <= waited < 0.9
+    assert r.status == 200
+    assert bytes(r.body) == b"5"
+    assert r.informational == [100]
