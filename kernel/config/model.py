@@ -203,7 +203,8 @@ class UpstreamSection:
     response_timeout_s: float = attrs.field(default=30.0, validator=positive)
     #: Seconds between two reads of a response body before giving up.
     read_timeout_s: float = attrs.field(default=60.0, validator=positive)
-    #: Seconds the upstream may take to accept each write of a request body (then 504).
+    #: Seconds the upstream may take no byte of a request body while a write
+    #: waits for room (then 504); a slow upstream that keeps reading goes on.
     send_timeout_s: float = attrs.field(default=60.0, validator=positive)
     #: Idle connections kept per origin.
     max_idle_per_host: int = attrs.field(default=128, validator=non_negative)

@@ -258,7 +258,7 @@ class TransportConfig:
     response_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Seconds between two reads of a response body.
     read_timeout_s: float | None = attrs.field(default=None, validator=positive)
-    #: Seconds the upstream may take to accept each write of a request body.
+    #: Seconds the upstream may take no byte of a request body (while a write waits).
     send_timeout_s: float | None = attrs.field(default=None, validator=positive)
     #: Idle connections kept per origin.
     max_idle_per_host: int | None = attrs.field(default=None, validator=non_negative)

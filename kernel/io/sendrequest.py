@@ -5,7 +5,8 @@ connection and the response head (:class:`kernel.io.relay.UpstreamRelay`
 does the rest): it builds the upstream head (forwarding fields, Host,
 WebSocket upgrade, chunked when a plugin may change the body's length),
 streams the client's body through ``trellis_request_body`` under
-``send_timeout_s`` per write, and watches for an early answer (RFC 9112
+``send_timeout_s`` (the longest the upstream may take no byte of it), and
+watches for an early answer (RFC 9112
 §9.5): an upstream that answers before it has the whole body gets no more
 of it, and its answer is relayed.
 
@@ -185,8 +186,8 @@ class RequestSender(ExchangeBase):
             pass  # one this client may not get: an HTTP/1.0 client gets none
 
     async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
-        """Stream the request body, each write within ``timeout``, until it
-        ends or the upstream answers early."""
+        """Stream the request body, no wait for room over ``timeout``, until
+        it ends or the upstream answers early."""
         flow, codec = self.flow, up.codec
         transforms = self.chain.request_body
         while (chunk := await self._next_body_chunk()) is not None:
@@ -208,10 +209,11 @@ class RequestSender(ExchangeBase):
         await self._write(up, tail + codec.send_end(self.trailers or None), timeout)
 
     async def _write(self, up: UpstreamConnection, data: bytes, timeout: float) -> bool:
-        """Send body bytes within ``timeout``; False when the upstream answered
-        while the write waited for room (the rest is not sent)."""
-        with trio.fail_after(timeout):
-            sent = await _up_send_unless_answered(up, data)
+        """Send body bytes, each wait for room within ``timeout`` (a slow
+        upstream that keeps reading is not cut off; one that takes nothing
+        for ``timeout`` raises :class:`trio.TooSlowError`); False when the
+        upstream answered while the write waited (the rest is not sent)."""
+        sent = await _up_send_unless_answered(up, data, timeout)
         if sent or self._answered_early(up):
             return sent
         raise UpstreamBroken  # readable with nothing to read: the body is cut
@@ -242,8 +244,8 @@ async def up_send(up: UpstreamConnection, data: bytes) -> None:
         raise UpstreamBroken from exc
 
 
-async def _up_send_unless_answered(up: UpstreamConnection, data: bytes) -> bool:
+async def _up_send_unless_answered(up: UpstreamConnection, data: bytes, timeout: float) -> bool:
     try:
-        return await up.send_unless_answered(data)
+        return await up.send_unless_answered(data, timeout)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise UpstreamBroken from exc

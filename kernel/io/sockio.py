@@ -38,7 +38,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["RECV_SIZE", "FastIO", "SocketIO", "fast_io", "reset_on_close"]
+__all__ = ["RECV_SIZE", "FastIO", "SocketIO", "Stalled", "fast_io", "reset_on_close"]
 
 #: The most one read takes (a socket's, or a TLS stream's plaintext).
 RECV_SIZE = 65536
@@ -46,6 +46,10 @@ RECV_SIZE = 65536
 _read = os.read
 _write = os.write
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
+
+
+class Stalled(trio.BrokenResourceError):
+    """A write waited its whole limit for room and the peer took no byte."""
 
 
 def _error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -109,17 +113,29 @@ class SocketIO:
             await self._wait_room()
             rest = self._push(rest)
 
-    async def send_unless_answered(self, data: bytes) -> bool:
+    async def send_unless_answered(self, data: bytes, timeout: float = math.inf) -> bool:
         """:meth:`send`, except that a wait for room also ends when the peer
         sends something: False then, and the rest of ``data`` is not sent.
 
         For a request body: an upstream that answers early (a ``413``) often
         stops reading too, and a plain wait for room would last until the
         send deadline (RFC 9112 §9.5).
+
+        ``timeout`` bounds each wait for room, not the whole write: a peer
+        that keeps taking bytes, however slowly, is never cut off; one that
+        takes none for ``timeout`` seconds raises :class:`Stalled`. A write
+        that need not wait costs no deadline at all.
         """
         rest = self._push(data)
         while rest is not None:
-            if await _room_or_answer(self.socket):
+            if timeout == math.inf:
+                answered = await _room_or_answer(self.socket)
+            else:
+                with trio.move_on_after(timeout) as waited:
+                    answered = await _room_or_answer(self.socket)
+                if waited.cancelled_caught:
+                    raise Stalled(f"the peer took no bytes for {timeout:g}s")
+            if answered:
                 return False
             rest = self._push(rest)
         return True
@@ -133,7 +149,7 @@ class SocketIO:
         with trio.move_on_after(self.write_timeout) as waited:
             await trio.lowlevel.wait_writable(self.socket)
         if waited.cancelled_caught:
-            raise trio.BrokenResourceError(f"the peer took no bytes for {self.write_timeout:g}s")
+            raise Stalled(f"the peer took no bytes for {self.write_timeout:g}s")
 
     async def receive(self, max_bytes: int = RECV_SIZE) -> bytes:
         """Up to ``max_bytes`` bytes (``b""`` at the end), as trio's ``receive_some``."""

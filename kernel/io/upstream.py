@@ -11,6 +11,7 @@ kernel.io.sockio, kernel.io.tlsstream, kernel.io.wakeup.
 
 from __future__ import annotations
 
+import math
 import select
 import ssl
 from collections.abc import Awaitable, Callable
@@ -71,18 +72,27 @@ class UpstreamConnection:
         if data:
             await self.io.send(data)
 
-    async def send_unless_answered(self, data: bytes) -> bool:
+    async def send_unless_answered(self, data: bytes, timeout: float = math.inf) -> bool:
         """Send ``data``; False if the upstream began to answer while the
         write waited for room (then not all of it went).
 
         Over plain TCP (:meth:`kernel.io.sockio.SocketIO.send_unless_answered`);
         over TLS the write is not interrupted, and an answer is seen between
-        writes only.
+        writes only. A wait for room in which the upstream took no byte for
+        ``timeout`` seconds raises :class:`trio.TooSlowError`: the deadline
+        measures progress, not whole writes.
         """
         io = self.io
-        if isinstance(io, sockio.SocketIO):
-            return await io.send_unless_answered(data)
-        await io.send(data)
+        try:
+            if isinstance(io, sockio.SocketIO):
+                return await io.send_unless_answered(data, timeout)
+            io.limit_writes(timeout)  # each wait of the ciphertext's writes
+            try:
+                await io.send(data)
+            finally:
+                io.limit_writes(math.inf)
+        except sockio.Stalled:
+            raise trio.TooSlowError from None
         return True
 
     async def receive(self) -> bytes:

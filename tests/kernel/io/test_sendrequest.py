@@ -10,12 +10,14 @@ the body is uploaded. Real sockets, bare-socket origins (``RawUpstream``).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
 import pytest
 import trio
 
+from kernel.io import upstream as upstream_mod
 from tests.conftest import basic_config
 from tests.helpers.h2client import H2Client
 from tests.kernel.io.test_upstream import RawUpstream, stats
@@ -324,3 +326,106 @@ async def test_expect_continue_over_http2_the_upstream_s_100(
     assert r.status == 200
     assert bytes(r.body) == b"5"
     assert r.informational == [100]
+
+
+# -- send_timeout_s measures progress ---------------------------------------------
+class SlowReader(RawUpstream):
+    """Reads the body of each request 4 KiB at a time, every ``pause``
+    seconds, through a small receive buffer (``pause=None``: reads none of
+    it), then answers 200 with the number of body bytes it got."""
+
+    def __init__(self, pause: float | None) -> None:
+        super().__init__(0, read_next=False)
+        self.pause = pause
+        self.got = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[RawUpstream]) -> None:
+        sock = trio.socket.socket()
+        # Before listen: the accepted connections inherit it (and its window).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        self.port = sock.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started(self)
+            await trio.serve_listeners(
+                self.handle, [trio.SocketListener(sock)], handler_nursery=nursery
+            )
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if not await self.read_head(stream, buf):
+            return
+        if self.pause is None:
+            await trio.sleep_forever()
+        want = next(
+            int(line.split(b":")[1])
+            for line in self.heads[-1].split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        self.got = len(buf)
+        while self.got < want:
+            await trio.sleep(self.pause)
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            self.got += len(data)
+        body = b"%d" % self.got
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+
+@pytest.fixture
+def small_send_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy's upstream sockets get a 16 KiB send buffer (as on a host
+    short of memory), so a 64 KiB write waits for room several times; on
+    loopback the kernel would otherwise queue megabytes."""
+    real = upstream_mod.connect
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        conn = await real(*args, **kwargs)
+        conn.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        return conn
+
+    monkeypatch.setattr(upstream_mod, "connect", connect)
+
+
+def send_timeout(port: int, codec: str, seconds: float) -> str:
+    return basic_config(port, http1=codec).replace(
+        "[upstream]\n", f"[upstream]\nsend_timeout_s = {seconds}\n", 1
+    )
+
+
+async def test_a_slow_upstream_that_keeps_reading_gets_the_whole_body(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, small_send_buffers: None
+) -> None:
+    """~100 KB/s: each 64 KiB write takes longer than send_timeout_s (0.5 s),
+    but the upstream takes bytes all the time, so the upload goes through."""
+    up: SlowReader = await nursery.start(SlowReader(0.04).serve)
+    app = await start_proxy(send_timeout(up.port, codec, 0.5))
+    size = 192 * 1024
+    start = time.monotonic()
+    raw = await client.exchange(
+        app.port(),
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size
+        + b"x" * size,
+        timeout=20,
+    )
+    (resp,) = client.parse_responses(raw, [b"POST"])
+    assert resp["status"] == 200
+    assert resp["body"] == b"%d" % size
+    assert time.monotonic() - start > 1.0  # it was slow indeed: longer than the deadline
+
+
+async def test_an_upstream_that_stops_reading_is_504_after_send_timeout(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, small_send_buffers: None
+) -> None:
+    up: SlowReader = await nursery.start(SlowReader(None).serve)
+    app = await start_proxy(send_timeout(up.port, codec, 0.5))
+    start = time.monotonic()
+    with trio.fail_after(10):
+        answer, _ = await post_big(app.port(), 4 * 1024 * 1024)
+    elapsed = time.monotonic() - start
+    (resp,) = client.parse_responses(answer, [b"POST"])
+    assert resp["status"] == 504
+    assert 0.5 <= elapsed < 5

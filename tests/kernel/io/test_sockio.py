@@ -218,3 +218,40 @@ async def test_fast_path_does_not_yield(pair: tuple[trio.SocketStream, trio.Sock
         await sockio.SocketIO(b).send(b"back")
         assert ran == []  # no yield happened, so the other task has not run yet
     assert ran == ["other"]
+
+
+async def test_send_unless_answered_limits_each_wait_not_the_whole_write(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    """A reader that takes 4 KiB every 5 ms needs longer than the 0.5 s limit
+    for the whole write, but never makes one wait that long (the receiver
+    opens its window again each 64 KiB or so: one loopback segment)."""
+    a, b = pair
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = b"x" * 1_000_000
+    received = 0
+
+    async def reader() -> None:
+        nonlocal received
+        while received < len(data):
+            await trio.sleep(0.005)
+            received += len(await b.receive_some(4096))
+
+    start = trio.current_time()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            assert await sockio.SocketIO(a).send_unless_answered(data, 0.5) is True
+    assert received == len(data)
+    assert trio.current_time() - start > 0.5
+
+
+async def test_send_unless_answered_to_a_peer_that_takes_nothing_stalls(
+    pair: tuple[trio.SocketStream, trio.SocketStream], autojump_clock: trio.abc.Clock
+) -> None:
+    a, _ = pair  # the other end never reads nor answers
+    a.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    start = trio.current_time()
+    with pytest.raises(sockio.Stalled, match="took no bytes for 5s"):
+        await sockio.SocketIO(a).send_unless_answered(b"x" * 10_000_000, 5)
+    assert trio.current_time() - start == pytest.approx(5)
