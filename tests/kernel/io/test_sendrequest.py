@@ -10,8 +10,10 @@ the body is uploaded. Real sockets, bare-socket origins (``RawUpstream``).
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -429,3 +431,36 @@ async def test_an_upstream_that_stops_reading_is_504_after_send_timeout(
     (resp,) = client.parse_responses(answer, [b"POST"])
     assert resp["status"] == 504
     assert 0.5 <= elapsed < 5
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_expect_continue_with_curl_a_refused_upload_is_not_sent(
+    start_proxy: Any, nursery: trio.Nursery, codec: str, tmp_path: Path
+) -> None:
+    """curl waits up to ``--expect100-timeout`` for a 100: given the upstream's
+    401 instead, it stops there, and the 1 MiB body goes nowhere."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse").serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"x" * (1 << 20))
+    start = time.monotonic()
+    with trio.fail_after(20):
+        done = await trio.run_process(
+            [
+                "curl", "-sS", "-i", "--http1.1", "--noproxy", "*",
+                "-H", "Expect: 100-continue", "--expect100-timeout", "10",
+                "--data-binary", f"@{body}", f"http://127.0.0.1:{app.port()}/up",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode("latin-1")
+    assert out.startswith("HTTP/1.1 401 ")
+    assert "100 Continue" not in out
+    assert out.endswith("\r\n\r\ndeny")
+    assert time.monotonic() - start < 5  # no wait for a 100 that never came
+    with trio.fail_after(5):
+        await up.finished.wait()
+    assert up.after == b""
