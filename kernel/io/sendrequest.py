@@ -177,9 +177,7 @@ class RequestSender(ExchangeBase):
         return None
 
     async def _forward_interim(self, event: InformationalResponse) -> None:
-        fields = downstream_response_fields(
-            event.headers, self.gen.forwarding, event.http_version
-        )
+        fields = downstream_response_fields(event.headers, self.gen.forwarding, event.http_version)
         try:
             await self.conn.send_informational(event.status_code, fields)
         except LocalProtocolError:
