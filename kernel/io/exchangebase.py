@@ -52,8 +52,8 @@ class ExchangeBase:
 
     __slots__ = (
         "chain", "conn", "connected", "content_length", "flow", "gen", "has_body", "head",
-        "head_sent", "orig_path", "request_done", "route", "set_cookie", "trailers", "tried",
-        "upgrade", "upstream",
+        "head_sent", "interim", "orig_path", "request_done", "route", "set_cookie", "trailers",
+        "tried", "upgrade", "upstream",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +72,8 @@ class ExchangeBase:
         self.request_done = False
         #: True once any response byte went to the client.
         self.head_sent = False
+        #: Interim (1xx) responses passed on to the client so far.
+        self.interim = 0
         self.upstream: UpstreamConnection | H2UpstreamStream | None = None
         self.trailers: Fields = []
         #: The request asks for WebSocket and the route lets it through.

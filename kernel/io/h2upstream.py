@@ -92,8 +92,13 @@ class H2UpstreamStream:
         await self.conn.write_out()
 
     # -- the response -----------------------------------------------------------
-    async def response_head(self, timeout: float) -> ev.StreamResponse:
-        """Wait for the final response head (1xx are skipped); raises on reset."""
+    async def response_head(
+        self,
+        timeout: float,
+        interim: Callable[[ev.StreamInformational], Awaitable[None]] | None = None,
+    ) -> ev.StreamResponse:
+        """Wait for the final response head; raises on reset. Each 1xx before
+        it goes to ``interim`` (skipped without one)."""
 
         async def nothing() -> None:
             return None
@@ -105,6 +110,10 @@ class H2UpstreamStream:
                     self.done = True
                     self.events.append(EndOfMessage([]))
                 return event
+            if isinstance(event, ev.StreamInformational):
+                if interim is not None:
+                    await interim(event)
+                continue
             if isinstance(event, ev.StreamReset):
                 self.done = True
                 if event.error_code == _REFUSED_STREAM:

@@ -58,8 +58,6 @@ log = logging.getLogger("kernel.exchange")
 
 _now = time.monotonic
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-#: Interim (1xx) responses forwarded per request; more are dropped.
-_MAX_INTERIM = 10
 #: How often a flow without a body is sent again after the upstream refused
 #: its HTTP/2 stream unprocessed (GOAWAY, REFUSED_STREAM). Each GOAWAY moves
 #: the flow to a newer connection, so a burst larger than what the upstream
@@ -259,7 +257,6 @@ class UpstreamRelay(RequestSender):
         # closes the upstream socket, which wakes the receive below. It is
         # armed at the first wait: most answers need none (below).
         timed_out = armed = answered = False
-        interim = 0
         timers = self.conn.state.timers
         try:
             while True:
@@ -288,13 +285,7 @@ class UpstreamRelay(RequestSender):
                 elif isinstance(event, InformationalResponse):
                     if event.status_code == 101:  # the codec allows it only after an upgrade
                         return event
-                    # RFC 9110 §15.2: a proxy forwards 1xx responses (103 Early
-                    # Hints, 102), but no 100 (the client had its one, the
-                    # upstream's or ours, before the body: _await_continue),
-                    # and no flood of them.
-                    if event.status_code != 100 and interim < _MAX_INTERIM:
-                        interim += 1
-                        await self._forward_interim(event)
+                    await self._forward_interim(event)  # no 100, at most ten
                 else:
                     raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:

@@ -37,7 +37,10 @@ from kernel.protocol.events import (
 from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
 from sdk import LocalProtocolError, RemoteProtocolError, UpstreamTimeout
 
-__all__ = ["CONTINUE_WAIT_S", "RequestSender", "UpstreamBroken", "up_send"]
+__all__ = ["CONTINUE_WAIT_S", "MAX_INTERIM", "RequestSender", "UpstreamBroken", "up_send"]
+
+#: Interim (1xx) responses passed on per request; more are dropped.
+MAX_INTERIM = 10
 
 #: How long a request that asked ``Expect: 100-continue`` waits for the
 #: upstream's ``100`` (or its final answer) before the client gets our own
@@ -177,6 +180,14 @@ class RequestSender(ExchangeBase):
         return None
 
     async def _forward_interim(self, event: InformationalResponse) -> None:
+        """Pass an upstream's 1xx on to the client (RFC 9110 §15.2: ``103 Early
+        Hints``, ``102``), whichever protocol it came over: at most
+        :data:`MAX_INTERIM` per request, and never a ``100`` (the client gets
+        exactly one, before its body: the upstream's or ours, see
+        :meth:`_await_continue`)."""
+        if event.status_code == 100 or self.interim >= MAX_INTERIM:
+            return
+        self.interim += 1
         fields = downstream_response_fields(event.headers, self.gen.forwarding, event.http_version)
         try:
             await self.conn.send_informational(event.status_code, fields)

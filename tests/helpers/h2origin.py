@@ -12,6 +12,8 @@ back) before the answer, which is chosen by path:
 - ``/sleep/S``: waits S seconds, then 200;
 - ``/drip/N``: N chunks of 16 KiB, 20 ms apart (a long, slow response);
 - ``/status/N``: status N, no body (the head ends the stream);
+- ``/hints/N``: N ``103 Early Hints`` (``link: </styleI.css>; rel=preload``),
+  then the answer as for any other path;
 - ``/reset``: RST_STREAM (``?code=N``, default INTERNAL_ERROR) instead of an answer;
 - ``/barrier/N``: waits until N streams are open at once, then 200;
 - ``/die``: closes the connection at once (no GOAWAY), with any streams on it;
@@ -345,6 +347,11 @@ class _Connection:
         parts = path.strip("/").split("/")
         sid = req.stream_id
         body = b"ok"
+        if parts[0] == "hints":  # /hints/N: N "103 Early Hints" before the answer
+            for i in range(int(parts[1])):
+                link = b"</style%d.css>; rel=preload" % i
+                self.h2.send_headers(sid, [(b":status", b"103"), (b"link", link)])
+            await self.flush()
         if parts[0] == "echo":
             body = json.dumps(record).encode()
         elif parts[0] == "bytes":

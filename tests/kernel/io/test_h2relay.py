@@ -204,3 +204,23 @@ async def test_a_slow_client_gets_the_whole_body(nursery: trio.Nursery, start_pr
     resp = parse_one(bytes(got))
     assert resp["status"] == 200
     assert resp["body"] == pattern(size)
+
+
+async def test_an_h2_origin_s_early_hints_reach_the_client(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    """They used to be dropped: RFC 9110 §15.2 has a proxy pass 1xx on, as
+    it does from HTTP/1.1 upstreams - ten at most, Via naming HTTP/2."""
+    origin, app = await h2c_proxy(nursery, start_proxy)
+    raw = await client.exchange(app.port(), GET % b"/hints/12")
+    heads = [block.split(b"\r\n") for block in raw.split(b"\r\n\r\n")[:-1]]
+    early = [h for h in heads if h[0].startswith(b"HTTP/1.1 103 ")]
+    assert len(early) == 10  # the other two are dropped
+    for i, head in enumerate(early):
+        fields = dict(line.lower().split(b": ", 1) for line in head[1:])
+        assert fields[b"link"] == b"</style%d.css>; rel=preload" % i
+        assert fields[b"via"] == b"2 trellis"
+    final = heads[len(early)]
+    assert final[0].startswith(b"HTTP/1.1 200 ")
+    assert raw.endswith(b"ok")
+    assert origin.streams == 1
