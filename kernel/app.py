@@ -190,21 +190,21 @@ class App:
                     for b in bound.values():
                         root.start_soon(b.serve, state, conns)
                     if self.handle_signals:
-                        root.start_soon(self._signals)
+                        await root.start(self._signals)
                     root.start_soon(self._reload_loop, receive)
                     self._sync_watch(state.generation)
                     root.start_soon(self._reap_pool)
                     if self.workers > 1:
                         root.start_soon(self._watch_supervisor, supervisor_pid())
                     root.start_soon(state.timers.run)
+                    if self.settle_heap:
+                        heap.settle()
+                        log.debug("heap frozen: %d objects", gc.get_freeze_count())
                     log.info(
                         "serving generation %d on %s",
                         state.generation.number,
                         ", ".join(f"{b.name}={b.bind}" for b in bound.values()),
                     )
-                    if self.settle_heap:
-                        heap.settle()
-                        log.debug("heap frozen: %d objects", gc.get_freeze_count())
                     task_status.started(self)
                     await self._stop.wait()
                     await self._drain(conns)
@@ -240,8 +240,13 @@ class App:
             log.warning("grace period over: cancelling %d flows", state.active_flows)
         conns.cancel_scope.cancel()
 
-    async def _signals(self) -> None:
+    async def _signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            # Started (handlers installed) before "serving" is logged: a
+            # SIGHUP right after that line must reload, not kill, the process.
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.request_reload("SIGHUP")
