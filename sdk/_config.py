@@ -413,7 +413,9 @@ def _validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) ->
     ``iterable_validator``, a validator listed earlier) ends the field's checks.
     """
     v: Any = validator  # attrs types the composites as plain callables
-    kind = type(v)
+    kind: type[Any] | None = type(v)
+    if kind is _AND and not hasattr(v, "_validators"):
+        kind = None  # an attrs whose and_ keeps its list elsewhere: run it whole
     if kind is _AND:
         for each in v._validators:
             found = _validate(each, inst, a, value)

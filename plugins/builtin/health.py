@@ -70,8 +70,12 @@ def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _names(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    for name in value:
-        _name(_, attribute, name)
+    bad = [repr(name) for name in value if not _NAME.fullmatch(name)]
+    if bad:  # every one, not only the first
+        raise ValueError(
+            f"{', '.join(bad)} {'are not names' if len(bad) > 1 else 'is not a name'}"
+            " (letters, digits, '_', '-', '.')"
+        )
 
 
 def _path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:

@@ -70,14 +70,19 @@ def parse_domain(text: str) -> tuple[str, bool]:
 # -------------------------------------------------------------- validators
 def _domains(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     seen: dict[tuple[str, bool], str] = {}
+    problems = []
     for i, text in enumerate(value):
         try:
             key = parse_domain(text)
         except ValueError as exc:
-            raise ValueError(f"[{i}]: {exc}") from None
+            problems.append(f"[{i}]: {exc}")
+            continue
         if key in seen:
-            raise ValueError(f"[{i}]: {text!r} is listed twice (as {seen[key]!r})")
-        seen[key] = text
+            problems.append(f"[{i}]: {text!r} is listed twice (as {seen[key]!r})")
+        else:
+            seen[key] = text
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _intercept_domains(inst: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:

@@ -49,8 +49,14 @@ def _values(value: str | list[str]) -> Iterable[str]:
 
 
 def _names(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    problems = []
     for name in value:
-        check_name(name)
+        try:
+            check_name(name)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:  # every one, not only the first
+        raise ValueError("; ".join(problems))
 
 
 def _fields(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:

@@ -93,8 +93,13 @@ def _path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _listeners(_: object, attribute: attrs.Attribute[Any], value: list[str] | None) -> None:
-    for name in value or ():
-        _name(_, attribute, name)
+    bad = [repr(name) for name in value or () if not _NAME.fullmatch(name)]
+    if bad:  # every one, not only the first
+        many = len(bad) > 1
+        raise ValueError(
+            f"{', '.join(bad)} {'are not listener names' if many else 'is not a listener name'}"
+            " (letters, digits, '_', '-', '.')"
+        )
 
 
 def _buckets(_: object, attribute: attrs.Attribute[Any], value: dict[str, list[BoundMs]]) -> None:

@@ -88,7 +88,8 @@ def _regex(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 def _methods(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     bad = [m for m in value if not _TOKEN.match(m)]
     if bad:
-        raise ValueError(f"invalid method {bad[0]!r}")
+        many = "s" if len(bad) > 1 else ""
+        raise ValueError(f"invalid method{many} {', '.join(repr(m) for m in bad)}")
 
 
 def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:

@@ -370,3 +370,10 @@ urls = "http://127.0.0.1:{upstream.port}"
     assert body["groups"]["spare"]["available"] == 1
     assert (await http(port, "/nope"))[0] == 404
     assert upstream.requests == []
+
+
+def test_every_bad_group_name_is_listed() -> None:
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure({"groups": ["a b", "ok", "c/d"]}, HealthConfig, path=PATH)
+    (problem,) = info.value.problems
+    assert problem == f"{PATH}.groups: 'a b', 'c/d' are not names (letters, digits, '_', '-', '.')"

@@ -341,3 +341,10 @@ exclude_domains = ["admin.example.com"]
         assert refused["status"] == 403
         assert refused["body"] == f"403 host not served by this proxy: {host}\n".encode()
     assert len(upstream.requests) == 1  # the refused ones never reached it
+
+
+def test_every_bad_domain_of_a_list_is_listed() -> None:
+    (problem,) = problems(intercept_domains=["a.*.com", "ok.test", "OK.test.", "b..c"])
+    assert problem.startswith(f"{PATH}.intercept_domains: [0]: invalid domain 'a.*.com'")
+    assert "; [2]: 'OK.test.' is listed twice (as 'ok.test')" in problem
+    assert "; [3]: " in problem

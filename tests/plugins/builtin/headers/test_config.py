@@ -128,3 +128,10 @@ def test_doc_examples_structure() -> None:
     assert len(tables) >= 2
     for table in tables:
         sdk.structure(table, HeadersConfig, path="$.plugins.headers")
+
+
+def test_every_bad_name_of_a_remove_list_is_listed() -> None:
+    assert problems({"response_remove": ["Content-Length", "x-ok", "bad name"]}) == [
+        f"{PATH}.response_remove: 'Content-Length' cannot be changed: the kernel frames"
+        " messages itself; invalid header name 'bad name'"
+    ]

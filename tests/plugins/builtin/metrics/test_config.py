@@ -176,3 +176,11 @@ def test_bound_ms_refuses_bad_numbers_itself() -> None:
     for bad in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive number of milliseconds"):
             BoundMs(bad)
+
+
+def test_every_bad_listener_name_is_listed() -> None:
+    (problem,) = problems(exclude_listeners=["no way", "ok", "x/y"])
+    assert problem == (
+        f"{PATH}.exclude_listeners: 'no way', 'x/y' are not listener names"
+        " (letters, digits, '_', '-', '.')"
+    )

@@ -210,3 +210,8 @@ def test_doc_examples_structure() -> None:
     assert len(tables) >= 2
     for table in tables:
         sdk.structure(table, RouterConfig, path="$.plugins.router")
+
+
+def test_every_bad_method_is_listed() -> None:
+    (problem,) = problems({"route": "r", "methods": ["G T", "GET", "P\tST"]})
+    assert problem == f"{PATH}.rules[0].methods: invalid methods 'G T', 'P\\tST'"
