@@ -87,7 +87,8 @@ async def _send_body(ex: UpstreamRelay, stream: H2UpstreamStream) -> None:
     assert ex.route is not None
     timeout = ex.route.send_timeout_s
 
-    async def send(data: bytes) -> None:
+    async def send(data: bytes) -> bool:
+        """False when the upstream answered instead (the rest is not sent)."""
         # Each piece within send_timeout_s, as over HTTP/1.1: an upstream
         # that never opens its window would otherwise hold the flow for ever.
         try:
@@ -97,15 +98,24 @@ async def _send_body(ex: UpstreamRelay, stream: H2UpstreamStream) -> None:
             raise UpstreamTimeout(
                 f"{flow.upstream} took no request body for {timeout:g}s"
             ) from None
+        except trio.BrokenResourceError:
+            # RFC 9113 §8.1: a server may answer in full before it has the
+            # whole body, then reset the stream with NO_ERROR (or just end
+            # its side): its answer is relayed, not a 502. close_nowait
+            # cancels our side at the end of the flow.
+            if stream.answered:
+                return False
+            raise
+        return True
 
     transforms = ex.chain.request_body
     while (chunk := await ex._next_body_chunk()) is not None:
         if transforms:
             chunk = dispatch.transform(transforms, "trellis_request_body", flow, chunk, False)
-        if chunk:
-            await send(chunk)
+        if chunk and not await send(chunk):
+            return
     if transforms:
         last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
-        if last:
-            await send(last)
+        if last and not await send(last):
+            return
     await stream.end(ex.trailers or None)

@@ -54,7 +54,7 @@ class Refused(Exception):
 class H2UpstreamStream:
     """One request on an :class:`H2Upstream`: what the relay reads and writes."""
 
-    __slots__ = ("_ready", "conn", "done", "events", "stream_id", "window")
+    __slots__ = ("_ready", "answered", "conn", "done", "events", "stream_id", "window")
 
     def __init__(self, conn: H2Upstream, stream_id: int) -> None:
         self.conn = conn
@@ -64,11 +64,19 @@ class H2UpstreamStream:
         self.window = WindowWaiter()
         #: The response ended (or the stream was reset): nothing more will come.
         self.done = False
+        #: The final response head arrived (it may be waiting in ``events``).
+        self.answered = False
 
     def push(self, event: Any) -> None:
         self.events.append(event)
         self._ready.set()
-        if isinstance(event, ev.StreamReset):
+        if isinstance(event, ev.StreamResponse):
+            self.answered = True
+            if event.end_stream:
+                self.window.close()  # answered in full: the rest of a body is not wanted
+        elif isinstance(event, ev.StreamReset | ev.StreamEnd):
+            # A reset ends the stream; an ended response ends what the
+            # upstream wants of the request (RFC 9113 §8.1: an early answer).
             self.window.close()
 
     async def _next(self, timeout: float, before_wait: Callable[[], Awaitable[None]]) -> Any:
@@ -141,9 +149,11 @@ class H2UpstreamStream:
         raise RemoteProtocolError(f"unexpected {event!r} in upstream body")
 
     def close_nowait(self) -> None:
-        """The flow is over: cancel the stream if the response did not end."""
-        if not self.done:
-            self.done = True
+        """The flow is over: cancel the stream if either side did not end (a
+        response cut short, or a request body left unsent after an early
+        answer, which would otherwise hold the stream open upstream)."""
+        self.done = True
+        if self.conn.proto.knows(self.stream_id):
             self.conn.proto.reset(self.stream_id, _CANCEL)
             self.conn.kick()
         self.conn.forget(self.stream_id)

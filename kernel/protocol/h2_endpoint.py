@@ -153,6 +153,10 @@ class H2Endpoint(H2Core):
             self._conn.send_data(stream_id, b"", end_stream=True)
         self._sent_end(stream_id, st)
 
+    def knows(self, stream_id: int) -> bool:
+        """Is the stream still open on either side (not ended both ways, not reset)?"""
+        return not self._ended and stream_id in self._streams
+
     def reset(self, stream_id: int, error_code: int = m.CANCEL) -> None:
         """RST_STREAM (default CANCEL); no event follows. Unknown streams: no-op."""
         if self._ended or stream_id not in self._streams:

@@ -14,6 +14,8 @@ back) before the answer, which is chosen by path:
 - ``/status/N``: status N, no body (the head ends the stream);
 - ``/hints/N``: N ``103 Early Hints`` (``link: </styleI.css>; rel=preload``),
   then the answer as for any other path;
+- ``/early/N``: status N with body ``no`` as soon as the head is in, before
+  any of the body (``?reset=1``: then RST_STREAM NO_ERROR, RFC 9113 §8.1);
 - ``/reset``: RST_STREAM (``?code=N``, default INTERNAL_ERROR) instead of an answer;
 - ``/barrier/N``: waits until N streams are open at once, then 200;
 - ``/die``: closes the connection at once (no GOAWAY), with any streams on it;
@@ -310,6 +312,9 @@ class _Connection:
         origin = self.origin
         try:
             with req.scope:
+                if dict(req.headers).get(b":path", b"").startswith(b"/early/"):
+                    await self._answer_early(req)
+                    return
                 await req.ended.wait()
                 if not req.reset:
                     await self._answer(req)
@@ -321,6 +326,20 @@ class _Connection:
             origin.changed()
             if self.goaway_last is not None and not self.active and not origin.linger:
                 self.done.set()
+
+    async def _answer_early(self, req: _Request) -> None:
+        """``/early/N``: status N (body ``no``) as soon as the head is in, whatever
+        the body; ``?reset=1`` then resets the stream with NO_ERROR (RFC 9113 §8.1)."""
+        target = dict(req.headers)[b":path"].decode()
+        path, _, query = target.partition("?")
+        sid = req.stream_id
+        self.h2.send_headers(
+            sid, [(b":status", path.split("/")[2].encode()), (b"content-length", b"2")]
+        )
+        self.h2.send_data(sid, b"no", end_stream=True)
+        if "reset=1" in query:
+            self.h2.reset_stream(sid, 0)
+        await self.flush()
 
     async def _answer(self, req: _Request) -> None:
         origin = self.origin

@@ -7,12 +7,14 @@ prior knowledge, or TLS with ALPN ``h2``) and records what it saw.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from typing import Any
 
 import h11
+import pytest
 import trio
 
 from tests.helpers.h2origin import CANCEL, H2Origin, pattern, proxy_config, server_context
@@ -224,3 +226,49 @@ async def test_an_h2_origin_s_early_hints_reach_the_client(
     assert final[0].startswith(b"HTTP/1.1 200 ")
     assert raw.endswith(b"ok")
     assert origin.streams == 1
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset-no-error", "ended-only"])
+async def test_an_h2_origin_s_early_answer_is_relayed_and_the_rest_not_sent(
+    nursery: trio.Nursery, start_proxy: Any, reset: bool
+) -> None:
+    """RFC 9113 §8.1: an origin may answer in full before it read the body,
+    then reset the stream with NO_ERROR (or just end its side and never
+    open the window again). The answer reaches the client: it used to be a
+    502 (the reset failed the upload) or a 504 after send_timeout_s (the
+    upload waited for a window that never opened)."""
+    origin = await nursery.start(H2Origin(hold_window=True).serve)
+    cfg = proxy_config(
+        f"http://127.0.0.1:{origin.port}", transport="force_http2 = true\nsend_timeout_s = 3\n"
+    )
+    app = await start_proxy(cfg)
+    body = b"x" * (1 << 20)  # far past the 64 KiB window the origin never reopens
+    target = b"/early/413" + (b"?reset=1" if reset else b"")
+    head = b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (target, len(body))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    got = b""
+    async with stream:
+        await stream.send_all(head)
+
+        async def upload() -> None:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(body)
+
+        start = trio.current_time()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(upload)
+            with trio.fail_after(2.5):  # well under send_timeout_s
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        break
+                    got += data
+            inner.cancel_scope.cancel()
+    assert got.startswith(b"HTTP/1.1 413 "), got[:200]
+    assert got.endswith(b"\r\n\r\nno")
+    assert b"connection: close" in got.lower()  # its body was not all read
+    assert trio.current_time() - start < 2.5
+    # Our side of the stream is cancelled, not left open upstream.
+    if not reset:
+        await origin.wait_for(lambda: bool(origin.resets), timeout=2)
+        assert [code for _, code in origin.resets] == [CANCEL]
