@@ -127,7 +127,7 @@ class RequestSender(ExchangeBase):
         assert route is not None
         timeout = route.send_timeout_s
         try:
-            await self._send_body(up, timeout)
+            return await self._send_body(up, timeout)
         except UpstreamBroken:
             if self._answered_early(up):
                 return None  # what it said before it closed: its answer, not a 502
@@ -138,7 +138,6 @@ class RequestSender(ExchangeBase):
             raise UpstreamTimeout(
                 f"{flow.upstream} took no request body for {timeout:g}s"
             ) from None
-        return None
 
     async def _await_continue(
         self, up: UpstreamConnection
@@ -156,24 +155,29 @@ class RequestSender(ExchangeBase):
         """
         codec = up.codec
         answered = False
+        # The deadline is the upstream's alone: a write to a slow client (a
+        # 103 passed on) is never cut off half-way by it.
+        deadline = trio.current_time() + CONTINUE_WAIT_S
         try:
-            with trio.move_on_after(CONTINUE_WAIT_S):
-                while True:
-                    event = codec.next_event()
-                    if event is NEED_DATA:
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    with trio.move_on_at(deadline):
                         data = await up.receive()
                         answered = answered or bool(data)
                         codec.receive_data(data)
-                    elif isinstance(event, InformationalResponse):
-                        if event.status_code == 100:
-                            break
-                        if event.status_code == 101:
-                            return event  # only after our upgrade: no body goes
-                        await self._forward_interim(event)
-                    elif isinstance(event, ResponseHead):
-                        return event
-                    else:
-                        raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+                        continue
+                    break  # silence: an upstream that ignores Expect
+                if isinstance(event, InformationalResponse):
+                    if event.status_code == 100:
+                        break
+                    if event.status_code == 101:
+                        return event  # only after our upgrade: no body goes
+                    await self._forward_interim(event)
+                elif isinstance(event, ResponseHead):
+                    return event
+                else:
+                    raise RemoteProtocolError(f"unexpected {event!r} from upstream")
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
             raise UpstreamBroken(answered=answered) from exc
         await self.conn.send_informational(100, [])
@@ -194,9 +198,10 @@ class RequestSender(ExchangeBase):
         except LocalProtocolError:
             pass  # one this client may not get: an HTTP/1.0 client gets none
 
-    async def _send_body(self, up: UpstreamConnection, timeout: float) -> None:
+    async def _send_body(self, up: UpstreamConnection, timeout: float) -> ResponseHead | None:
         """Stream the request body, no wait for room over ``timeout``, until
-        it ends or the upstream answers early."""
+        it ends (None) or the upstream answers early (its final response
+        head; the rest of the body is not sent)."""
         flow, codec = self.flow, up.codec
         transforms = self.chain.request_body
         while (chunk := await self._next_body_chunk()) is not None:
@@ -206,26 +211,67 @@ class RequestSender(ExchangeBase):
                     continue
             # Looked at before a write, and while one waits for room, never
             # after: once the last byte went, an answer is simply the answer.
-            if self._answered_early(up) or not await self._write(
-                up, codec.send_data(chunk), timeout
-            ):
-                return
+            early = await self._heard(up)
+            if early is None:
+                early = await self._write(up, codec.send_data(chunk), timeout)
+            if early is not None:
+                return early
         tail = b""
         if transforms:
             last = dispatch.transform(transforms, "trellis_request_body", flow, b"", True)
             if last:
                 tail = codec.send_data(last)
-        await self._write(up, tail + codec.send_end(self.trailers or None), timeout)
+        return await self._write(up, tail + codec.send_end(self.trailers or None), timeout)
 
-    async def _write(self, up: UpstreamConnection, data: bytes, timeout: float) -> bool:
+    async def _write(
+        self, up: UpstreamConnection, data: bytes, timeout: float
+    ) -> ResponseHead | None:
         """Send body bytes, each wait for room within ``timeout`` (a slow
         upstream that keeps reading is not cut off; one that takes nothing
-        for ``timeout`` raises :class:`trio.TooSlowError`); False when the
-        upstream answered while the write waited (the rest is not sent)."""
-        sent = await _up_send_unless_answered(up, data, timeout)
-        if sent or self._answered_early(up):
-            return sent
-        raise UpstreamBroken  # readable with nothing to read: the body is cut
+        for ``timeout`` raises :class:`trio.TooSlowError`). Returns None when
+        all went, or the upstream's final answer if one came while the write
+        waited (the rest is not sent); interim answers do not stop it."""
+        rest = await _up_send_until_answered(up, data, timeout)
+        while rest is not None:
+            early = await self._heard(up, woke=True)
+            if early is not None:
+                return early
+            rest = await _up_send_until_answered(up, rest, timeout)
+        return None
+
+    async def _heard(self, up: UpstreamConnection, *, woke: bool = False) -> ResponseHead | None:
+        """What the upstream said while the body goes: its final response
+        head (RFC 9112 §9.5: stop sending), or None - nothing, a part of a
+        head, or only interim answers, which are passed on (a ``100``
+        dropped: the client had its one) while the body goes on (RFC 9110
+        §15.2; a late ``100`` after our own is one of them, §10.1.1). The
+        codec may already hold an answer read with a ``100``
+        (:meth:`_await_continue`). ``woke``: a write's wait ended because the
+        socket was readable, so nothing to read means the connection broke."""
+        codec = up.codec
+        try:
+            data = up.read_ready()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if woke:
+                raise UpstreamBroken from exc
+            data = None  # the next write finds out
+        if data is not None:
+            codec.receive_data(data)
+        elif woke:
+            raise UpstreamBroken  # readable with nothing to read: the body is cut
+        try:
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    return None
+                if isinstance(event, ResponseHead):
+                    return event
+                if isinstance(event, InformationalResponse) and event.status_code != 101:
+                    await self._forward_interim(event)
+                    continue
+                raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+        except RemoteProtocolError as exc:
+            raise UpstreamBroken(answered=bool(data)) from exc
 
     def _answered_early(self, up: UpstreamConnection) -> bool:
         """The upstream began to answer before the whole body was sent.
@@ -253,8 +299,10 @@ async def up_send(up: UpstreamConnection, data: bytes) -> None:
         raise UpstreamBroken from exc
 
 
-async def _up_send_unless_answered(up: UpstreamConnection, data: bytes, timeout: float) -> bool:
+async def _up_send_until_answered(
+    up: UpstreamConnection, data: bytes | memoryview, timeout: float
+) -> memoryview | None:
     try:
-        return await up.send_unless_answered(data, timeout)
+        return await up.send_until_answered(data, timeout)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise UpstreamBroken from exc

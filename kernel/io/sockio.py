@@ -115,7 +115,8 @@ class SocketIO:
 
     async def send_unless_answered(self, data: bytes, timeout: float = math.inf) -> bool:
         """:meth:`send`, except that a wait for room also ends when the peer
-        sends something: False then, and the rest of ``data`` is not sent.
+        sends something: False then, and the rest of ``data`` is not sent
+        (:meth:`send_until_answered` says what the rest is).
 
         For a request body: an upstream that answers early (a ``413``) often
         stops reading too, and a plain wait for room would last until the
@@ -126,6 +127,14 @@ class SocketIO:
         takes none for ``timeout`` seconds raises :class:`Stalled`. A write
         that need not wait costs no deadline at all.
         """
+        return await self.send_until_answered(data, timeout) is None
+
+    async def send_until_answered(
+        self, data: bytes | memoryview, timeout: float = math.inf
+    ) -> memoryview | None:
+        """:meth:`send_unless_answered`, returning None when all of ``data``
+        went, else the part not sent when the peer sent something (an
+        interim ``1xx`` need not stop a request body: send the rest then)."""
         rest = self._push(data)
         while rest is not None:
             if timeout == math.inf:
@@ -136,9 +145,9 @@ class SocketIO:
                 if waited.cancelled_caught:
                     raise Stalled(f"the peer took no bytes for {timeout:g}s")
             if answered:
-                return False
+                return rest
             rest = self._push(rest)
-        return True
+        return None
 
     async def _wait_room(self) -> None:
         """The socket buffer is full: wait in epoll (a checkpoint), under

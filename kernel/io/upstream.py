@@ -72,11 +72,13 @@ class UpstreamConnection:
         if data:
             await self.io.send(data)
 
-    async def send_unless_answered(self, data: bytes, timeout: float = math.inf) -> bool:
-        """Send ``data``; False if the upstream began to answer while the
-        write waited for room (then not all of it went).
+    async def send_until_answered(
+        self, data: bytes | memoryview, timeout: float = math.inf
+    ) -> memoryview | None:
+        """Send ``data``; None when all of it went, else the part not sent
+        because the upstream sent something while the write waited for room.
 
-        Over plain TCP (:meth:`kernel.io.sockio.SocketIO.send_unless_answered`);
+        Over plain TCP (:meth:`kernel.io.sockio.SocketIO.send_until_answered`);
         over TLS the write is not interrupted, and an answer is seen between
         writes only. A wait for room in which the upstream took no byte for
         ``timeout`` seconds raises :class:`trio.TooSlowError`: the deadline
@@ -85,15 +87,15 @@ class UpstreamConnection:
         io = self.io
         try:
             if isinstance(io, sockio.SocketIO):
-                return await io.send_unless_answered(data, timeout)
+                return await io.send_until_answered(data, timeout)
             io.limit_writes(timeout)  # each wait of the ciphertext's writes
             try:
-                await io.send(data)
+                await io.send(bytes(data))
             finally:
                 io.limit_writes(math.inf)
         except sockio.Stalled:
             raise trio.TooSlowError from None
-        return True
+        return None
 
     async def receive(self) -> bytes:
         return await self.io.receive()

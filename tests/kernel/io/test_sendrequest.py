@@ -330,6 +330,115 @@ async def test_expect_continue_over_http2_the_upstream_s_100(
     assert r.informational == [100]
 
 
+class InterimUpstream(RawUpstream):
+    """Sends ``interim`` (1xx answers, in one write) right after the head,
+    then reads the body and answers 200 with its length; ``self.body`` is
+    what it read."""
+
+    def __init__(self, interim: bytes) -> None:
+        super().__init__(0, read_next=False)
+        self.interim = interim
+        self.body = b""
+
+    async def converse(self, stream: trio.SocketStream, buf: bytearray) -> None:
+        if not await self.read_head(stream, buf):
+            return
+        await stream.send_all(self.interim)
+        want = next(
+            int(line.split(b":")[1])
+            for line in self.heads[-1].split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        with trio.move_on_after(5):
+            while len(buf) < want:
+                buf += await stream.receive_some(65536)
+        self.body = bytes(buf)
+        n = b"%d" % len(buf)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(n), n))
+
+
+def interim_blocks(got: bytes) -> tuple[list[bytes], bytes]:
+    """The status lines of the 1xx heads at the start of ``got``, and the rest."""
+    lines = []
+    while got.startswith(b"HTTP/1.1 1"):
+        head, got = got.split(b"\r\n\r\n", 1)
+        lines.append(head.split(b"\r\n", 1)[0])
+    return lines, got
+
+
+async def test_a_late_100_after_ours_does_not_stop_the_body(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """RFC 9110 §10.1.1: the upstream's 100 comes after we gave up waiting
+    and said ours, before the client sends its body. It is dropped, and the
+    body still goes up: it used to be taken for an early answer, the body
+    was never sent, and the client got a 504 after response_timeout_s."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("continue", 1.2).serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(expect_head(5))
+        got = await read_until(stream, b"", b"\r\n\r\n")
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n"  # ours, after a second
+        await trio.sleep(0.6)  # the upstream's own 100 is at the proxy by now
+        await stream.send_all(b"hello")
+        got = await read_until(stream, got, b"\r\n\r\n5")
+    assert got.count(b" 100 ") == 1
+    (resp,) = client.parse_responses(got.split(b"\r\n\r\n", 1)[1], [b"POST"])
+    assert resp["status"] == 200
+    assert resp["body"] == b"5"
+
+
+async def test_interim_answers_before_the_body_do_not_stop_it(
+    start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str
+) -> None:
+    """RFC 9110 §15.2: 1xx answers are interim. An upstream that sends 103s
+    as soon as it has the head gets the body the client sends later (it
+    used to get none: any byte from the upstream stopped the upload)."""
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * 2
+    up: InterimUpstream = await nursery.start(InterimUpstream(hints).serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        await trio.sleep(0.3)  # the 103s are at the proxy by now
+        await stream.send_all(b"hello")
+        got = await read_until(stream, b"", b"\r\n\r\n5")
+    lines, final = interim_blocks(got)
+    assert lines == [b"HTTP/1.1 103 Early Hints"] * 2
+    (resp,) = client.parse_responses(final, [b"POST"])
+    assert resp["status"] == 200
+    assert resp["body"] == b"5"
+    assert up.body == b"hello"
+
+
+async def test_the_continue_wait_never_cuts_a_1xx_to_a_slow_client(
+    start_proxy: Any, nursery: trio.Nursery, codec: str
+) -> None:
+    """The second an Expect waits for the upstream bounds the upstream, not
+    our writes: 103s passed on to a client that reads slowly used to be
+    cut off mid-field when the second was up, and our 100 written into the
+    middle of one (the client's framing lost)."""
+    pad = b"p" * 60_000
+    hints = b"HTTP/1.1 103 Early Hints\r\nX-Pad: %s\r\n\r\n" % pad * 10
+    up: InterimUpstream = await nursery.start(InterimUpstream(hints).serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", app.port()))
+    stream = trio.SocketStream(sock)
+    async with stream:
+        await stream.send_all(expect_head(5))
+        await trio.sleep(2)  # reads nothing while the proxy's second runs out
+        got = await read_until(stream, b"", b"HTTP/1.1 100 Continue\r\n\r\n")
+        await stream.send_all(b"hello")
+        got = await read_until(stream, got, b"\r\n\r\n5")
+    lines, final = interim_blocks(got)
+    assert lines == [b"HTTP/1.1 103 Early Hints"] * 10 + [b"HTTP/1.1 100 Continue"]
+    assert final.startswith(b"HTTP/1.1 200 ")
+    assert up.body == b"hello"
+
+
 # -- send_timeout_s measures progress ---------------------------------------------
 class SlowReader(RawUpstream):
     """Reads the body of each request 4 KiB at a time, every ``pause``
