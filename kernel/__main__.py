@@ -1,5 +1,5 @@
 """``python -m kernel`` is the ``kernel`` command."""
 
-from kernel.cli import main
+from kernel.early import main
 
 raise SystemExit(main())

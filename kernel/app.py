@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from kernel import dispatch, heap, lifecycle
+from kernel import dispatch, early, heap, lifecycle
 from kernel.config.model import parse_bind
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
@@ -247,6 +247,8 @@ class App:
             # Started (handlers installed) before "serving" is logged: a
             # SIGHUP right after that line must reload, not kill, the process.
             task_status.started()
+            if early.take_sighup():
+                self.request_reload("SIGHUP during start-up")
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.request_reload("SIGHUP")

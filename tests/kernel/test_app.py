@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
+import signal
 import socket
 import weakref
 from pathlib import Path
@@ -538,3 +540,29 @@ async def test_an_embedded_app_leaves_the_collector_alone(start_proxy: Any, clie
     app = await start_proxy(_local_config("one"))
     assert await _get(app.port(), client) == b"one"
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_sighup_during_start_up_is_a_reload_once_serving(
+    tmp_path: Path, client: Any
+) -> None:
+    """``kernel`` holds SIGHUP from its first moment (kernel/early.py):
+    one that comes before the app listens for signals (while the config
+    loads, the listeners bind) used to end the process; now the app reloads
+    once it serves."""
+    from kernel import app as app_mod
+    from kernel import early
+
+    previous = signal.getsignal(signal.SIGHUP)
+    path = tmp_path / "proxy.toml"
+    path.write_text(_local_config("one"))
+    try:
+        early.hold_sighup()
+        os.kill(os.getpid(), signal.SIGHUP)  # still starting: nothing listens yet
+        app = app_mod.App(path, handle_signals=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            await _until_generation(app, 2)
+            assert await _get(app.port(), client) == b"one"
+            app.stop()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
