@@ -25,7 +25,6 @@ import collections
 import inspect
 import logging
 import math
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -237,11 +236,13 @@ def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> Plug
         message = f"plugin {impl.instance!r} missed its {impl.deadline:g}s deadline in {hook}"
         log.error("%s%s", f"[{flow.id}] " if flow else "", message)
     else:
-        message = f"plugin {impl.instance!r} raised {type(exc).__name__} in {hook}: {exc}"
+        # The exception's text is the plugin's code too (lifecycle.describe).
+        text = lifecycle.describe(exc)
+        message = f"plugin {impl.instance!r} raised {type(exc).__name__} in {hook}: {text}"
         # Cut the dispatcher's own frame: the reader wants the plugin's frames.
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-        trimmed = "".join(traceback.format_exception(type(exc), exc, tb))
-        log.error("%s%s\n%s", f"[{flow.id}] " if flow else "", message, trimmed.rstrip())
+        trimmed = lifecycle.traceback_text(exc, tb)
+        log.error("%s%s\n%s", f"[{flow.id}] " if flow else "", message, trimmed)
     err = PluginError(impl.instance, hook, message)
     err.__cause__ = exc
     if impl.report is not None:

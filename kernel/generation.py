@@ -468,14 +468,14 @@ def _config_check(check: Callable[..., object], kwargs: dict[str, Any], table: s
     """
     try:
         found = check(**kwargs)
-    except Exception as exc:
-        return [f"{table}: trellis_config_check failed: {exc!r}"]
+    except BaseException as exc:  # a plugin must not end the check
+        return [f"{table}: trellis_config_check failed: {lifecycle.describe(exc, as_repr=True)}"]
     if found is None:
         return []
     if isinstance(found, str) or not isinstance(found, list | tuple):
         return [
             f"{table}: trellis_config_check returned {type(found).__name__},"
-            f" not a list of problems: {found!r:.200}"
+            f" not a list of problems: {lifecycle.describe(found, as_repr=True):.200}"
         ]
     out = []
     for p in found:

@@ -11,6 +11,14 @@ first that raises. For the hooks around a generation's life that is wrong:
   keep the others from closing their resources or hearing the news; each
   failure is logged with its instance's name.
 
+A failure is anything an implementation raises, ``SystemExit``,
+``KeyboardInterrupt`` and other ``BaseException`` subclasses included: these calls are
+synchronous, so no real cancellation can come out of them, and a plugin
+must not end the process (a ``trellis_plugin_error`` that raised
+``SystemExit`` used to, on the first request whose plugin failed). What a
+plugin's exception says is the plugin's code too: :func:`describe` and
+:func:`traceback_text` never raise.
+
 The order is pluggy's own (the last registered first, ``tryfirst`` and
 ``trylast`` honoured; hook wrappers are not called for these hooks). They
 are synchronous: pluggy never awaits,
@@ -24,22 +32,52 @@ from __future__ import annotations
 
 import inspect
 import logging
+import traceback
+from types import TracebackType
 from typing import Any
 
 import pluggy
 
 from sdk import hookspecs
 
-__all__ = ["StartupFailed", "async_problems", "notify", "shut_down", "start"]
+__all__ = [
+    "StartupFailed",
+    "async_problems",
+    "describe",
+    "notify",
+    "shut_down",
+    "start",
+    "traceback_text",
+]
 
 log = logging.getLogger("kernel.lifecycle")
+
+
+def describe(obj: object, *, as_repr: bool = False) -> str:
+    """``str(obj)`` (``repr`` with ``as_repr``) of a plugin's object, or a
+    stand-in when its own ``__str__``/``__repr__`` raises (anything at all)."""
+    try:
+        return repr(obj) if as_repr else str(obj)
+    except BaseException:  # the plugin's code: nothing may escape
+        return f"<{type(obj).__name__} whose {'repr' if as_repr else 'str'}() failed>"
+
+
+def traceback_text(exc: BaseException, tb: TracebackType | None) -> str:
+    """``exc``'s traceback from ``tb`` on, as text; never raises (the
+    traceback module calls the exception's ``__str__``, which may)."""
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    except BaseException:  # see describe()
+        return f"{type(exc).__name__}: {describe(exc)} (its traceback could not be formatted)"
 
 
 class StartupFailed(Exception):
     """``plugin``'s ``trellis_startup`` raised ``__cause__``."""
 
     def __init__(self, plugin: str, error: BaseException) -> None:
-        super().__init__(f"plugin {plugin!r} failed to start: {type(error).__name__}: {error}")
+        super().__init__(
+            f"plugin {plugin!r} failed to start: {type(error).__name__}: {describe(error)}"
+        )
         self.plugin = plugin
         self.error = error
 
@@ -77,10 +115,14 @@ def start(pm: pluggy.PluginManager, **kwargs: Any) -> None:
     for impl in _in_call_order(pm, "trellis_startup"):
         try:
             _call(impl, kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # see the module docstring
             # The caller reports the failure (its message names the
             # instance); the traceback is for -v.
-            log.debug("plugin %r failed in trellis_startup", impl.plugin_name, exc_info=exc)
+            log.debug(
+                "plugin %r failed in trellis_startup\n%s",
+                impl.plugin_name,
+                traceback_text(exc, exc.__traceback__),
+            )
             shut_down(pm, only=started[::-1])
             raise StartupFailed(impl.plugin_name, exc) from exc
         started.append(impl.plugin_name)
@@ -96,8 +138,8 @@ def shut_down(pm: pluggy.PluginManager, only: list[str] | None = None) -> None:
     for impl in impls:
         try:
             _call(impl, {})
-        except Exception:
-            log.exception("plugin %r failed in trellis_shutdown", impl.plugin_name)
+        except BaseException as exc:  # see the module docstring
+            _failed(impl.plugin_name, "trellis_shutdown", exc)
 
 
 def notify(pm: pluggy.PluginManager, hook_name: str, /, **kwargs: Any) -> None:
@@ -106,5 +148,9 @@ def notify(pm: pluggy.PluginManager, hook_name: str, /, **kwargs: Any) -> None:
     for impl in _in_call_order(pm, hook_name):
         try:
             _call(impl, kwargs)
-        except Exception:
-            log.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
+        except BaseException as exc:  # see the module docstring
+            _failed(impl.plugin_name, hook_name, exc)
+
+
+def _failed(plugin: str, hook: str, exc: BaseException) -> None:
+    log.error("plugin %r failed in %s\n%s", plugin, hook, traceback_text(exc, exc.__traceback__))

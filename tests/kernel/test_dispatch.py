@@ -159,6 +159,27 @@ async def test_a_base_exception_from_a_plugin_fails_only_its_flow(
     assert f"plugin 'r' raised {type(exc).__name__} in trellis_request" in caplog.text
 
 
+class _Unprintable(ValueError):
+    def __str__(self) -> str:
+        raise SystemExit(9)  # the plugin's code too, run by the fault boundary's log line
+
+
+async def test_an_exception_that_cannot_say_what_it_is_fails_only_its_flow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its ``__str__`` raising SystemExit used to end the process from inside
+    the fault boundary (formatting the message and the traceback)."""
+    exc = _Unprintable()
+    chain = dispatch.compile_chain(["r"], _table(r=Raiser(exc)), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert info.value.__cause__ is exc
+    assert (
+        "plugin 'r' raised _Unprintable in trellis_request: <_Unprintable whose str() failed>"
+        in caplog.text
+    )
+
+
 async def test_a_cancelled_no_scope_asked_for_is_the_plugins_failure() -> None:
     chain = dispatch.compile_chain(["r"], _table(r=Raiser(_cancelled())), _settings())
     with pytest.raises(sdk.PluginError):

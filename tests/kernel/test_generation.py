@@ -195,6 +195,24 @@ def test_a_config_check_that_misbehaves_is_reported_whole(returned: object, prob
     assert len(info.value.problems) == (2 if isinstance(returned, list) else 1)
 
 
+@pytest.mark.parametrize("error", [SystemExit(7), KeyboardInterrupt()], ids=["exit", "KI"])
+def test_a_config_check_raising_a_base_exception_is_a_problem_too(error: BaseException) -> None:
+    """It used to go through: ``kernel check`` exited with the plugin's code
+    and listed nothing, and a reload ended the running process."""
+
+    class Exits:
+        @sdk.hookimpl
+        def trellis_config_check(self) -> list[str]:
+            raise error
+
+    settings = Settings(kernel=KernelSection(plugins=["exits"]))
+    with pytest.raises(sdk.ConfigError) as info:
+        build_generation(settings, extra_plugins={"exits": Exits()})
+    assert info.value.problems == [
+        f"$.plugins.exits: trellis_config_check failed: {error!r}",
+    ]
+
+
 def test_reference_counting_retires_after_the_last_flow() -> None:
     gen = build_generation(Settings())
     gen.acquire()

@@ -117,3 +117,61 @@ def test_async_lifecycle_hooks_are_problems() -> None:
         f"$.plugins.al: trellis_config_check {never}",
         f"$.plugins.al: trellis_startup {never}",
     ]
+
+
+class _Weird(BaseException):
+    """Neither an Exception nor a real cancellation, and it cannot say what it is."""
+
+    def __str__(self) -> str:
+        raise SystemExit(9)
+
+
+class Hostile:
+    """Raises ``error`` from every lifecycle hook."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.name, self.error = name, error
+
+    @sdk.hookimpl
+    def trellis_startup(self, context: object) -> None:
+        raise self.error
+
+    @sdk.hookimpl
+    def trellis_shutdown(self) -> None:
+        raise self.error
+
+    @sdk.hookimpl
+    def trellis_plugin_error(self, plugin: str) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [SystemExit(3), KeyboardInterrupt(), _Weird()], ids=["SystemExit", "KI", "weird"]
+)
+def test_a_base_exception_from_a_plugin_never_leaves_the_lifecycle(
+    caplog: pytest.LogCaptureFixture, error: BaseException
+) -> None:
+    """They used to go through (only ``Exception`` was caught) and end the
+    process: a ``trellis_plugin_error`` raising ``SystemExit`` did on the
+    first request whose plugin failed."""
+    heard: list[str] = []
+    log: list[str] = []
+    pm = manager(Life("a", log))
+    pm.register(Listener("x", heard), name="x")
+    pm.register(Hostile("h", error), name="h")
+    with caplog.at_level(logging.DEBUG):
+        lifecycle.notify(
+            pm, "trellis_plugin_error", plugin="p", hook="trellis_request", error=None,
+            fail_open=False,
+        )  # fmt: skip
+        lifecycle.shut_down(pm)
+        with pytest.raises(lifecycle.StartupFailed) as info:
+            lifecycle.start(pm, context=None)
+    assert heard == ["x: p in trellis_request"]  # registered before h: called after it
+    assert log == ["stop a"]  # after h's failed shutdown
+    assert info.value.plugin == "h"
+    assert info.value.error is error
+    assert "plugin 'h' failed in trellis_plugin_error" in caplog.text
+    assert "plugin 'h' failed in trellis_shutdown" in caplog.text
+    if isinstance(error, _Weird):
+        assert "whose str() failed" in str(info.value)
