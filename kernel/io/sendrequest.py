@@ -69,6 +69,16 @@ class RequestSender(ExchangeBase):
         flow = self.flow
         req = flow.request
         host = (req.headers.get("host") or req.authority).encode("latin-1")
+        # The framing is ours, by what the client sends, whatever a plugin
+        # set: chunked when a plugin may change the body's length or the
+        # client did not say it; else the client's number (0 too).
+        length = self.content_length
+        if self.has_body and (self.chain.request_body or length is None):
+            framing = [(b"transfer-encoding", b"chunked")]
+        elif length is not None:
+            framing = [(b"content-length", b"%d" % length)]
+        else:
+            framing = []
         # X-Forwarded-Host / Forwarded "host=" tell the upstream what the
         # *client* asked for, even when a plugin rewrote the Host we send.
         fields = upstream_request_fields(
@@ -78,6 +88,7 @@ class RequestSender(ExchangeBase):
             scheme=req.scheme,
             host=req.authority.encode("latin-1") or host,
             version=req.http_version.encode("ascii"),
+            framing=framing,
         )
         # Host usually comes first (HTTP/2 requests always have it there).
         if not (fields and fields[0][0] == b"host") and not any(n == b"host" for n, _ in fields):
@@ -85,9 +96,6 @@ class RequestSender(ExchangeBase):
         if self.upgrade:
             # Only WebSocket, whatever else the client's Upgrade listed.
             fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
-        if self.has_body and (self.chain.request_body or self.content_length is None):
-            fields = [(n, v) for n, v in fields if n != b"content-length"]
-            fields.append((b"transfer-encoding", b"chunked"))
         return fields
 
     async def _send_request(

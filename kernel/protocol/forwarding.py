@@ -141,6 +141,11 @@ _UNDERSCORE_TWINS = frozenset(
 )  # fmt: skip
 
 
+#: Fields :func:`upstream_request_fields` never copies: the request sender
+#: writes the framing and the connection's own fields itself.
+_NOT_COPIED = HOP_BY_HOP | {b"expect"}
+
+
 def _forwarded_node(address: str) -> str:
     # RFC 7239 §6: IPv6 addresses are bracketed and the node quoted.
     return f'"[{address}]"' if ":" in address else address
@@ -154,6 +159,7 @@ def upstream_request_fields(
     scheme: str,
     host: bytes,
     version: bytes = b"1.1",
+    framing: Fields | None = None,
 ) -> Fields:
     """The fields to send upstream: ``fields`` (already free of hop-by-hop
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
@@ -164,8 +170,14 @@ def upstream_request_fields(
     The client's ``Expect`` is not copied: on HTTP/1.0 or without a body it
     means nothing, the codecs refuse any expectation but ``100-continue``
     (417), and that one the request sender adds itself when it asks an
-    HTTP/1.1 upstream (:mod:`kernel.io.sendrequest`). ``version`` is the
-    client's HTTP version, for our Via entry.
+    HTTP/1.1 upstream (:mod:`kernel.io.sendrequest`). Nor are the hop-by-hop
+    fields, whoever set them (a plugin, after the client's were stripped):
+    the request sender adds the WebSocket upgrade itself. With ``framing``
+    (what the request sender frames the body by), every ``Content-Length``
+    is dropped and ``framing`` goes last instead: a plugin's
+    ``content-length: 5`` on a 16-byte body would have made the upstream
+    take a shorter, complete request. ``version`` is the client's HTTP
+    version, for our Via entry.
     """
     out: Fields = []
     trusted = policy.trusts(client_address)
@@ -173,7 +185,7 @@ def upstream_request_fields(
     fwd_prior: list[bytes] = []
     via_prior: list[bytes] = []
     for name, value in fields:
-        if name == b"proxy-authorization":
+        if name in _NOT_COPIED:
             continue
         if b"_" in name and name.replace(b"_", b"-") in _UNDERSCORE_TWINS:
             continue
@@ -188,14 +200,14 @@ def upstream_request_fields(
             if trusted:
                 fwd_prior.append(value)
             continue
-        if name == b"expect":
+        if name == b"content-length":
+            if framing is None:  # passed on, as the number we framed by
+                out.append((name, canonical_length(value) if value[:1] == b"0" else value))
             continue
         if name in (b"x-forwarded-proto", b"x-forwarded-host") and policy.x_forwarded:
             if trusted:
                 out.append((name, value))
             continue
-        if name == b"content-length" and value[:1] == b"0" and len(value) > 1:
-            value = canonical_length(value)
         out.append((name, value))
     if policy.via:
         out.append((b"via", b", ".join([*via_prior, policy.via_for(version)])))
@@ -217,6 +229,8 @@ def upstream_request_fields(
         out.append((b"forwarded", b", ".join([*fwd_prior, node.encode("latin-1")])))
     elif trusted and fwd_prior:
         out.append((b"forwarded", b", ".join(fwd_prior)))
+    if framing:
+        out += framing
     return out
 
 

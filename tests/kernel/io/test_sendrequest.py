@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+import sdk
 from kernel.io import upstream as upstream_mod
 from tests.conftest import basic_config
 from tests.helpers.h2client import H2Client
@@ -573,3 +574,76 @@ async def test_expect_continue_with_curl_a_refused_upload_is_not_sent(
     with trio.fail_after(5):
         await up.finished.wait()
     assert up.after == b""
+
+
+# -- the framing is the kernel's, whatever a plugin set -------------------------------
+class Framer:
+    """Edits the request's framing and connection fields, as a careless
+    header filter might."""
+
+    def __init__(self, edit: str) -> None:
+        self.edit = edit
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        h = flow.request.headers
+        if self.edit == "shorter":
+            h["content-length"] = "5"
+        elif self.edit == "removed":
+            h.remove("content-length")
+        elif self.edit == "chunked":
+            h["transfer-encoding"] = "chunked"
+        elif self.edit == "upgrade":
+            h["connection"] = "upgrade"
+            h["upgrade"] = "websocket"
+            h["keep-alive"] = "timeout=5"
+
+
+@pytest.mark.parametrize("edit", ["shorter", "removed", "chunked", "upgrade"])
+async def test_a_plugin_cannot_reframe_the_request(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, edit: str
+) -> None:
+    """A plugin's ``content-length: 5`` on a 16-byte body used to reach the
+    upstream, which took a shorter, complete request (the rest dropped, the
+    client told 200); without the field it took a body-less POST. The body
+    is framed by what the client sends; connection fields a plugin adds do
+    not go upstream either."""
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["framer"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"framer": Framer(edit)})
+    body = b"hello evil suffix"
+    raw = await client.exchange(
+        app.port(),
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (len(body), body),
+    )
+    (resp,) = client.parse_responses(raw, [b"POST"])
+    assert resp["status"] == 200
+    seen = json.loads(resp["body"])
+    assert seen["body_length"] == len(body)
+    headers = [n for n, _ in seen["headers"]]
+    assert dict(seen["headers"])["content-length"] == str(len(body))
+    assert headers.count("content-length") == 1
+    for name in ("transfer-encoding", "upgrade", "keep-alive"):
+        assert name not in headers
+    assert dict(seen["headers"]).get("connection", "keep-alive") != "upgrade"
+
+
+async def test_a_plugin_cannot_give_a_get_a_body(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """A body-less request keeps no framing a plugin added: the upstream
+    would wait for 5 bytes that never come, or take the next request's."""
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["framer"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"framer": Framer("shorter")})
+    raw = await client.exchange(
+        app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    seen = json.loads(resp["body"])
+    assert "content-length" not in dict(seen["headers"])
+    assert seen["body_length"] == 0
