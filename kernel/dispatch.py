@@ -34,7 +34,7 @@ import trio
 
 from kernel import lifecycle
 from kernel.config.model import Settings
-from sdk import Flow, Origin, PluginError, Response, TlsCertificate, hookspecs
+from sdk import Flow, Headers, Origin, PluginError, Response, TlsCertificate, hookspecs
 
 __all__ = [
     "FLOW_HOOKS",
@@ -223,6 +223,35 @@ def _passes(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() == -math.inf
 
 
+def response_problem(response: Response) -> str | None:
+    """What keeps a plugin's ``Response`` from being sent, or None.
+
+    The type checks of its fields (a ``Response("200")``, a ``str`` body, a
+    reason outside Latin-1) are not the dataclass's: they would otherwise
+    fail while the response is written, where no plugin can be named and
+    the client gets no answer at all.
+    """
+    r: Any = response  # a plugin's object: its fields may be anything
+    status = r.status_code
+    if type(status) is not int or not 100 <= status <= 599:
+        return f"status_code is {lifecycle.describe(status, as_repr=True):.40}, not 100-599"
+    if r.body is not None and not isinstance(r.body, bytes | bytearray):
+        return f"body is {type(r.body).__name__}, not bytes"
+    if not isinstance(r.headers, Headers):
+        return f"headers are {type(r.headers).__name__}, not sdk.Headers"
+    reason = r.reason
+    if not isinstance(reason, str):
+        return f"reason is {type(reason).__name__}, not str"
+    if reason:
+        try:
+            reason.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"reason {reason!r:.60} is not Latin-1"
+        if "\r" in reason or "\n" in reason or "\0" in reason:
+            return f"reason {reason!r:.60} holds CR, LF or NUL"
+    return None
+
+
 def _wrong_result(hook: str, result: object) -> TypeError:
     want = RESULT_TYPES[hook]
     names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
@@ -302,8 +331,11 @@ async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_arg
                 result = impl.fn(*call_args)
                 if result is not None and inspect.isawaitable(result):
                     result = await _await(impl, result)
-            if result is not None and not isinstance(result, RESULT_TYPES[hook]):
-                raise _wrong_result(hook, result)
+            if result is not None:
+                if not isinstance(result, RESULT_TYPES[hook]):
+                    raise _wrong_result(hook, result)
+                if isinstance(result, Response) and (problem := response_problem(result)):
+                    raise TypeError(f"returned a Response whose {problem}")
         except BaseException as exc:
             if _passes(exc):
                 raise

@@ -48,6 +48,7 @@ from kernel.protocol.forwarding import strip_hop_by_hop
 from sdk import (
     Flow,
     Headers,
+    LocalProtocolError,
     PluginError,
     ProtocolError,
     ProxyError,
@@ -248,6 +249,10 @@ class _Exchange(UpstreamRelay):
         flow a second time. ``close`` ends the connection after it.
         """
         conn, flow = self.conn, self.flow
+        if problem := dispatch.response_problem(response):
+            # A plugin set flow.response (or changed it) to something that
+            # cannot be written: refused before a byte goes out.
+            raise LocalProtocolError(f"the local response's {problem}")
         body = response.body or b""
         transforms = () if error else self.chain.response_body
         fields = [
@@ -329,8 +334,11 @@ class _Exchange(UpstreamRelay):
         flow.response = response
         flow.timings.response_head = _now()
         # Response hooks see error pages too (security headers, tags), but a
-        # failure there cannot fail the flow a second time.
-        for impl in self.chain.response:
+        # failure there cannot fail the flow a second time. Not after a
+        # response we refused to send: they may be what made it unsendable,
+        # and would spoil the error page the same way.
+        response_hooks = () if isinstance(exc, LocalProtocolError) else self.chain.response
+        for impl in response_hooks:
             if (
                 isinstance(exc, PluginError)
                 and exc.hook == "trellis_response"

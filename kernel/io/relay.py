@@ -45,6 +45,7 @@ from kernel.tls import default_client_context
 from sdk import (
     Flow,
     Headers,
+    LocalProtocolError,
     Origin,
     RemoteProtocolError,
     Response,
@@ -315,6 +316,9 @@ class UpstreamRelay(RequestSender):
         flow.timings.response_head = _now()
         if self.chain.response:
             await dispatch.call_all(self.chain.response, "trellis_response", flow)
+            if problem := dispatch.response_problem(response):
+                # Refused here, not half-written below (no answer at all).
+                raise LocalProtocolError(f"after the response hooks, the response's {problem}")
         transforms = self.chain.response_body
         out_fields = response.headers.fields
         if transforms:

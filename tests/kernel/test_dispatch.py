@@ -447,3 +447,38 @@ def test_async_certificate_hook_is_a_config_problem() -> None:
     assert problems == [
         "$.plugins.slow: trellis_tls_certificate must not be async (it is never awaited)"
     ]
+
+
+class Answers:
+    """Answers every request with ``response`` (as a careless plugin builds one)."""
+
+    def __init__(self, response: sdk.Response) -> None:
+        self.response = response
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+        return self.response
+
+
+@pytest.mark.parametrize(
+    ("response", "problem"),
+    [
+        (sdk.Response("200"), "status_code is '200', not 100-599"),  # type: ignore[arg-type]
+        (sdk.Response(999), "status_code is 999, not 100-599"),
+        (sdk.Response(200, body="text"), "body is str, not bytes"),  # type: ignore[arg-type]
+        (sdk.Response(200, reason="h\u00e9llo \u20ac"), "reason 'héllo €' is not Latin-1"),
+        (sdk.Response(200, reason="a\r\nb"), "reason 'a\\r\\nb' holds CR, LF or NUL"),
+        (sdk.Response(200, headers=None), "headers are NoneType, not sdk.Headers"),  # type: ignore[arg-type]
+    ],
+    ids=["str-status", "999", "str-body", "reason-not-latin1", "reason-crlf", "no-headers"],
+)
+async def test_a_response_that_cannot_be_written_is_its_plugins_failure(
+    response: sdk.Response, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to pass the type check (it is a Response) and fail while being
+    written: no plugin named, and the client got no answer at all."""
+    chain = dispatch.compile_chain(["r"], _table(r=Answers(response)), _settings())
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError):
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    said = f"plugin 'r' raised TypeError in trellis_request: returned a Response whose {problem}"
+    assert said in caplog.text

@@ -12,6 +12,7 @@ import attrs
 import pytest
 import trio
 
+import sdk
 from kernel.io.relay import _REFUSED_RETRIES, _tls_target
 from kernel.io.timers import TICK
 from kernel.io.upstream import UpstreamConnection
@@ -288,3 +289,41 @@ async def test_the_upstream_answer_is_read_after_a_yield(
     (sent, at_send), (read, at_read) = seen[:2]
     assert (sent, read) == ("sent", "read")
     assert at_read > at_send
+
+
+class Spoiler:
+    """Spoils every response it sees, the upstream's and the error page alike."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.calls = 0
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        self.calls += 1
+        assert flow.response is not None
+        if self.how == "negative":
+            flow.response.status_code = -1
+        else:
+            flow.response.status_code = "200"  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("how", ["negative", "str"])
+async def test_a_response_spoilt_by_a_hook_is_a_500_not_silence(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, how: str
+) -> None:
+    """The spoilt head used to fail while it was written, and the error page
+    ran the same hook and failed again: the client got no answer. Now it is
+    refused before a byte goes out, and the page skips the response hooks."""
+    spoiler = Spoiler(how)
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["spoiler"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"spoiler": spoiler})
+    for _ in range(2):  # and the next request is served the same way
+        raw = await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        (resp,) = client.parse_responses(raw)
+        assert resp["status"] == 500
+    assert spoiler.calls == 2  # once per upstream response, never on the page
