@@ -285,7 +285,8 @@ class Harness:
                     if flow.upstream is None:
                         origin = await self.call("trellis_upstream_select", flow, firstresult=True)
                         flow.upstream = origin or Origin("http", "upstream.test", 80)
-                    sent = self.transform("trellis_request_body", flow, body)
+                    # As in the kernel, body hooks run only for a request with a body.
+                    sent = self.transform("trellis_request_body", flow, body) if body else b""
                     flow.bytes_in = len(body)
                     resp = upstream(flow.request, sent)
                 flow.response = resp
@@ -331,7 +332,9 @@ class Harness:
         for _, fn in self._impls("trellis_flow_done"):
             try:
                 await self._invoke(fn, flow)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the others still run
+                if isinstance(exc, trio.Cancelled):
+                    raise
                 if failure is None:
                     failure = exc
         if failure is not None:

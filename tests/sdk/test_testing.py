@@ -763,3 +763,28 @@ async def test_the_harness_runs_flows_as_the_kernel_does() -> None:
 
     with pytest.raises(TypeError, match="trellis_startup must not be async"):
         Harness(AsyncStart())
+
+
+async def test_a_request_without_a_body_runs_no_body_hooks() -> None:
+    """As in the kernel: they used to be called with an empty chunk and the end."""
+    log: Log = []
+    h = Harness(SyncRecorder("a", log))
+    await h.run(make_flow("GET", "http://example.test/x"))
+    assert ("a", "request_body:end") not in log
+    assert ("a", "upstream_select") in log
+
+
+async def test_every_flow_done_runs_after_one_raised_a_base_exception() -> None:
+    """As in the kernel; a SystemExit in the first used to skip the others."""
+    log: Log = []
+
+    class Exits(SyncRecorder):
+        @sdk.hookimpl
+        def trellis_flow_done(self, flow: sdk.Flow) -> None:
+            self._rec("flow_done")
+            raise SystemExit(3)
+
+    h = Harness(Exits("a", log), SyncRecorder("b", log))
+    with pytest.raises(SystemExit):
+        await h.run(make_flow())
+    assert log[-2:] == [("a", "flow_done"), ("b", "flow_done")]
