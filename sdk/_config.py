@@ -55,6 +55,7 @@ from cattrs.errors import (
 )
 
 from sdk._errors import ConfigError
+from sdk._validators import validate as _validate
 
 __all__ = [
     "STRUCTURE_ERRORS",
@@ -389,81 +390,6 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
         return cl(**kwargs)
 
     return hook
-
-
-def _noop(*_: Any) -> None:
-    return None
-
-
-# attrs' composite validators, by the class of a sample (their classes are private).
-_DEEP_ITERABLE = type(attrs.validators.deep_iterable(_noop))
-_DEEP_MAPPING = type(attrs.validators.deep_mapping(_noop, _noop))
-_AND = type(attrs.validators.and_(_noop, _noop))
-_OPTIONAL = type(attrs.validators.optional(_noop))
-
-
-def _validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> list[Exception]:
-    """Run one field's validator; every failure, not only the first.
-
-    attrs' ``deep_iterable`` and ``deep_mapping`` stop at the first bad
-    member. Here each member is validated alone and a failure carries its
-    index or key (``rules[2]``, ``limits.api``), so every bad item is listed
-    with its own path. ``and_`` (a list of validators) and ``optional`` are
-    looked into for them; as in attrs, a whole-value check that fails (the
-    ``iterable_validator``, a validator listed earlier) ends the field's checks.
-    """
-    v: Any = validator  # attrs types the composites as plain callables
-    kind: type[Any] | None = type(v)
-    if kind is _AND and not hasattr(v, "_validators"):
-        kind = None  # an attrs whose and_ keeps its list elsewhere: run it whole
-    if kind is _AND:
-        for each in v._validators:
-            found = _validate(each, inst, a, value)
-            if found:
-                return found
-        return []
-    if kind is _OPTIONAL:
-        return [] if value is None else _validate(v.validator, inst, a, value)
-    if kind is _DEEP_ITERABLE:
-        if v.iterable_validator is not None:
-            found = _validate(v.iterable_validator, inst, a, value)
-            if found:
-                return found
-        return _members(
-            [(i, _validate(v.member_validator, inst, a, item)) for i, item in enumerate(value)], a
-        )
-    if kind is _DEEP_MAPPING:
-        if v.mapping_validator is not None:
-            found = _validate(v.mapping_validator, inst, a, value)
-            if found:
-                return found
-        per_key: list[tuple[Any, list[Exception]]] = []
-        for key, item in value.items():
-            found = []
-            if v.key_validator is not None:
-                found = _validate(v.key_validator, inst, a, key)
-            if not found and v.value_validator is not None:
-                found = _validate(v.value_validator, inst, a, item)
-            per_key.append((key, found))
-        return _members(per_key, a)
-    try:
-        v(inst, a, value)
-    except (ValueError, TypeError) as exc:
-        return [exc]
-    return []
-
-
-def _members(found: list[tuple[Any, list[Exception]]], a: attrs.Attribute[Any]) -> list[Exception]:
-    """Member failures as one error whose parts carry their index or key."""
-    errors: list[Exception] = []
-    for where, excs in found:
-        if excs:
-            err = IterableValidationError(f"member {where!r} of {a.name}", excs, object)
-            err.add_note(IterableValidationNote(f"validating {a.name} @ {where!r}", where, object))
-            errors.append(err)
-    if not errors:
-        return []
-    return [IterableValidationError(f"While validating {a.name}", errors, object)]
 
 
 def _defaults(fields: list[attrs.Attribute[Any]], given: Mapping[Any, Any]) -> dict[str, Any]:
