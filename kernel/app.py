@@ -30,11 +30,10 @@ from typing import Any
 import trio
 
 from kernel import dispatch, early, heap, lifecycle
-from kernel.config.model import parse_bind
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
 from kernel.io.healthcheck import run_health_checks
-from kernel.io.listeners import BindError, BoundListener, bind
+from kernel.io.listeners import BindError, BoundListener, bind, sockets_to_keep
 from kernel.io.state import ServerState
 from kernel.io.upstream import TlsTarget
 from kernel.supervisor import supervisor_pid
@@ -420,23 +419,12 @@ class App:
                 "reload (%s) rejected, generation %d keeps serving:\n%s", reason, old.number, exc
             )
             return False
-        # Bind what is new before anything else changes. A listener keeps its
-        # socket when its address did not change; so does one renamed, or two
-        # that swapped ports, when the port is a real one: binding it again
-        # would collide with the socket we hold (":0" asks for a new port).
+        # Bind what is new before anything else changes; a listener whose
+        # address we hold keeps its socket (new name -> the old one's).
         added: dict[str, BoundListener] = {}
-        keep: dict[str, str] = {}  # new listener name -> the old one whose socket it takes
-        for name, lst in new.listeners.items():
-            if name in self.listeners and self.listeners[name].same_address(lst.bind):
-                keep[name] = name
-        for name, lst in new.listeners.items():
-            if name in keep or parse_bind(lst.bind)[1] == 0:
-                continue
-            taken = set(keep.values())
-            for old_name, b in self.listeners.items():
-                if old_name not in taken and b.same_address(lst.bind):
-                    keep[name] = old_name
-                    break
+        keep = sockets_to_keep(
+            {name: lst.bind for name, lst in new.listeners.items()}, self.listeners
+        )
         try:
             for name, lst in new.listeners.items():
                 if name not in keep:

@@ -28,7 +28,7 @@ from kernel.io.tlsstream import TLSStream
 from kernel.tls import peer_subject
 from sdk import ClientInfo
 
-__all__ = ["BindError", "BoundListener", "bind"]
+__all__ = ["BindError", "BoundListener", "bind", "sockets_to_keep"]
 
 log = logging.getLogger("kernel.listeners")
 
@@ -191,6 +191,30 @@ async def _serve_tls(
         await H2Connection(tls_stream, state, listener, client).serve()
     else:
         await Http1Connection(tls_stream, state, listener, client).serve()
+
+
+def sockets_to_keep(binds: dict[str, str], bound: dict[str, BoundListener]) -> dict[str, str]:
+    """On a reload, which new listener (name -> bind address) keeps which
+    bound socket: new name -> the old listener's name.
+
+    A listener keeps its socket when its address did not change; so does one
+    renamed, or two that swapped ports, when the port is a real one: binding
+    it again would collide with the socket we hold (``:0`` asks for a new
+    port, so it is bound anew).
+    """
+    keep: dict[str, str] = {}
+    for name, addr in binds.items():
+        if name in bound and bound[name].same_address(addr):
+            keep[name] = name
+    for name, addr in binds.items():
+        if name in keep or parse_bind(addr)[1] == 0:
+            continue
+        taken = set(keep.values())
+        for old_name, b in bound.items():
+            if old_name not in taken and b.same_address(addr):
+                keep[name] = old_name
+                break
+    return keep
 
 
 async def bind(name: str, bind_addr: str, *, reuse_port: bool = False) -> BoundListener:
