@@ -232,7 +232,9 @@ class Origin:
 
     scheme: str
     host: str
-    port: int
+    #: 1-65535: another number is refused here (a socket would take it
+    #: modulo 65536 and connect to some other port).
+    port: int = attrs.field(validator=lambda _, __, port: _check_port(port))
 
     @classmethod
     def parse(cls, url: str) -> tuple[Origin, str]:
@@ -265,6 +267,11 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.authority}"
+
+
+def _check_port(port: object) -> None:
+    if type(port) is not int or not 0 < port <= 65535:
+        raise ValueError(f"port {port!r} is not a port number (1-65535)")
 
 
 def _split_authority(authority: str, default_port: int) -> tuple[str, int]:

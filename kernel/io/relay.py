@@ -160,7 +160,10 @@ class UpstreamRelay(RequestSender):
         # sent once more on a fresh connection; anything else must not risk
         # being sent twice, and an answer, however bad, is never retried.
         retryable = not self.has_body and flow.request.method in _IDEMPOTENT
-        https = flow.upstream.scheme == "https"
+        scheme = flow.upstream.scheme
+        if scheme != "http" and scheme != "https":  # a plugin's Origin("ftp", ...)
+            raise UpstreamError(f"upstream {flow.upstream}: the kernel speaks http and https only")
+        https = scheme == "https"
         http2 = "force" if route.force_http2 else "alpn" if route.http2 and https else "off"
         if self.upgrade:
             # WebSocket needs an HTTP/1.1 connection of its own, and the

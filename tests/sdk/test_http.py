@@ -515,3 +515,10 @@ def test_cookie_edge_cases() -> None:
     # the first of a name wins, across fields; names are case-sensitive
     assert cookie(['a=1; srv="x"', "srv=y;b=2", "srv"], "srv") == "x"
     assert cookie(["SRV=1"], "srv") is None
+
+
+@pytest.mark.parametrize("port", [0, 65536, 99999, -1, "80"])
+def test_an_origin_refuses_what_is_not_a_port(port: object) -> None:
+    """99999 used to be accepted, and the socket connected to 99999 % 65536."""
+    with pytest.raises(ValueError, match="is not a port number"):
+        sdk.Origin("http", "127.0.0.1", port)  # type: ignore[arg-type]

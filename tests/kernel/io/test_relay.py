@@ -327,3 +327,28 @@ async def test_a_response_spoilt_by_a_hook_is_a_500_not_silence(
         (resp,) = client.parse_responses(raw)
         assert resp["status"] == 500
     assert spoiler.calls == 2  # once per upstream response, never on the page
+
+
+class Redirects:
+    """Sends every request to ``origin`` (set before the upstream is chosen)."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme, self.port = scheme, port
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        flow.upstream = sdk.Origin(self.scheme, "127.0.0.1", self.port)
+
+
+async def test_an_upstream_the_kernel_cannot_speak_to_is_a_502(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """A plugin's ``Origin("ftp", ...)`` used to be spoken to as http."""
+    cfg = basic_config(upstream.port).replace("[kernel]\n", '[kernel]\nplugins = ["to"]\n')
+    app = await start_proxy(cfg, extra_plugins={"to": Redirects("ftp", upstream.port)})
+    raw = await client.exchange(
+        app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 502
+    assert upstream.requests == []
