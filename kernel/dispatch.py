@@ -233,8 +233,9 @@ def response_problem(response: Response) -> str | None:
     """
     r: Any = response  # a plugin's object: its fields may be anything
     status = r.status_code
-    if type(status) is not int or not 100 <= status <= 599:
-        return f"status_code is {lifecycle.describe(status, as_repr=True):.40}, not 100-599"
+    # A final answer: a 1xx would leave the client waiting for one.
+    if type(status) is not int or not 200 <= status <= 599:
+        return f"status_code is {lifecycle.describe(status, as_repr=True):.40}, not 200-599"
     if r.body is not None and not isinstance(r.body, bytes | bytearray):
         return f"body is {type(r.body).__name__}, not bytes"
     if not isinstance(r.headers, Headers):

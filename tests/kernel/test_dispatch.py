@@ -463,14 +463,15 @@ class Answers:
 @pytest.mark.parametrize(
     ("response", "problem"),
     [
-        (sdk.Response("200"), "status_code is '200', not 100-599"),  # type: ignore[arg-type]
-        (sdk.Response(999), "status_code is 999, not 100-599"),
+        (sdk.Response("200"), "status_code is '200', not 200-599"),  # type: ignore[arg-type]
+        (sdk.Response(999), "status_code is 999, not 200-599"),
+        (sdk.Response(101), "status_code is 101, not 200-599"),
         (sdk.Response(200, body="text"), "body is str, not bytes"),  # type: ignore[arg-type]
         (sdk.Response(200, reason="h\u00e9llo \u20ac"), "reason 'héllo €' is not Latin-1"),
         (sdk.Response(200, reason="a\r\nb"), "reason 'a\\r\\nb' holds CR, LF or NUL"),
         (sdk.Response(200, headers=None), "headers are NoneType, not sdk.Headers"),  # type: ignore[arg-type]
     ],
-    ids=["str-status", "999", "str-body", "reason-not-latin1", "reason-crlf", "no-headers"],
+    ids=["str-status", "999", "101", "str-body", "reason-not-latin1", "reason-crlf", "no-headers"],
 )
 async def test_a_response_that_cannot_be_written_is_its_plugins_failure(
     response: sdk.Response, problem: str, caplog: pytest.LogCaptureFixture
