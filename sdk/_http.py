@@ -226,6 +226,11 @@ class Headers:
         return before - len(self.fields)
 
 
+def _port(_: object, __: attrs.Attribute[int], port: object) -> None:
+    if type(port) is not int or not 0 < port <= 65535:
+        raise ValueError(f"port {port!r} is not a port number (1-65535)")
+
+
 @attrs.frozen(slots=True, cache_hash=True)
 class Origin:
     """Where a request goes: scheme, host and port (RFC 6454 origin)."""
@@ -234,7 +239,7 @@ class Origin:
     host: str
     #: 1-65535: another number is refused here (a socket would take it
     #: modulo 65536 and connect to some other port).
-    port: int = attrs.field(validator=lambda _, __, port: _check_port(port))
+    port: int = attrs.field(validator=_port)
 
     @classmethod
     def parse(cls, url: str) -> tuple[Origin, str]:
@@ -267,11 +272,6 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.authority}"
-
-
-def _check_port(port: object) -> None:
-    if type(port) is not int or not 0 < port <= 65535:
-        raise ValueError(f"port {port!r} is not a port number (1-65535)")
 
 
 def _split_authority(authority: str, default_port: int) -> tuple[str, int]:

@@ -35,12 +35,15 @@ from kernel.protocol.events import (
     ResponseHead,
 )
 from kernel.protocol.forwarding import downstream_response_fields, upstream_request_fields
+from kernel.protocol.http1 import ClientCodec
 from sdk import LocalProtocolError, RemoteProtocolError, UpstreamTimeout
 
 __all__ = ["CONTINUE_WAIT_S", "MAX_INTERIM", "RequestSender", "UpstreamBroken", "up_send"]
 
 #: Interim (1xx) responses passed on per request; more are dropped.
 MAX_INTERIM = 10
+
+_CHUNKED = ((b"transfer-encoding", b"chunked"),)
 
 #: How long a request that asked ``Expect: 100-continue`` waits for the
 #: upstream's ``100`` (or its final answer) before the client gets our own
@@ -73,12 +76,13 @@ class RequestSender(ExchangeBase):
         # set: chunked when a plugin may change the body's length or the
         # client did not say it; else the client's number (0 too).
         length = self.content_length
+        framing: tuple[tuple[bytes, bytes], ...]
         if self.has_body and (self.chain.request_body or length is None):
-            framing = [(b"transfer-encoding", b"chunked")]
+            framing = _CHUNKED
         elif length is not None:
-            framing = [(b"content-length", b"%d" % length)]
+            framing = ((b"content-length", b"%d" % length),)
         else:
-            framing = []
+            framing = ()
         # X-Forwarded-Host / Forwarded "host=" tell the upstream what the
         # *client* asked for, even when a plugin rewrote the Host we send.
         fields = upstream_request_fields(
@@ -167,29 +171,37 @@ class RequestSender(ExchangeBase):
         # 103 passed on) is never cut off half-way by it.
         deadline = trio.current_time() + CONTINUE_WAIT_S
         try:
-            while True:
-                event = codec.next_event()
-                if event is NEED_DATA:
-                    with trio.move_on_at(deadline):
-                        data = await up.receive()
-                        answered = answered or bool(data)
-                        codec.receive_data(data)
-                        continue
-                    break  # silence: an upstream that ignores Expect
-                if isinstance(event, InformationalResponse):
-                    if event.status_code == 100:
-                        break
-                    if event.status_code == 101:
-                        return event  # only after our upgrade: no body goes
-                    await self._forward_interim(event)
-                elif isinstance(event, ResponseHead):
-                    return event
-                else:
-                    raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+            while (answer := await self._answer_so_far(codec)) is None:
+                with trio.move_on_at(deadline):
+                    data = await up.receive()
+                    answered = answered or bool(data)
+                    codec.receive_data(data)
+                    continue
+                break  # silence: an upstream that ignores Expect
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError) as exc:
             raise UpstreamBroken(answered=answered) from exc
+        if answer is not None and answer.status_code != 100:
+            return answer  # a final answer, or a 101 (only after our upgrade): no body goes
         await self.conn.send_informational(100, [])
         return None
+
+    async def _answer_so_far(
+        self, codec: ClientCodec
+    ) -> ResponseHead | InformationalResponse | None:
+        """The upstream's answer in what the codec holds: a final head, a
+        ``100`` or a ``101``; None when it needs more bytes. Other 1xx on the
+        way are passed on (:meth:`_forward_interim`)."""
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                return None
+            if isinstance(event, ResponseHead):
+                return event
+            if not isinstance(event, InformationalResponse):
+                raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+            if event.status_code in (100, 101):
+                return event
+            await self._forward_interim(event)
 
     async def _forward_interim(self, event: InformationalResponse) -> None:
         """Pass an upstream's 1xx on to the client (RFC 9110 §15.2: ``103 Early
@@ -256,30 +268,20 @@ class RequestSender(ExchangeBase):
         codec may already hold an answer read with a ``100``
         (:meth:`_await_continue`). ``woke``: a write's wait ended because the
         socket was readable, so nothing to read means the connection broke."""
-        codec = up.codec
-        try:
-            data = up.read_ready()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if woke:
-                raise UpstreamBroken from exc
-            data = None  # the next write finds out
-        if data is not None:
-            codec.receive_data(data)
-        elif woke:
+        if not self._answered_early(up) and woke:
             raise UpstreamBroken  # readable with nothing to read: the body is cut
         try:
-            while True:
-                event = codec.next_event()
-                if event is NEED_DATA:
-                    return None
-                if isinstance(event, ResponseHead):
-                    return event
-                if isinstance(event, InformationalResponse) and event.status_code != 101:
-                    await self._forward_interim(event)
-                    continue
-                raise RemoteProtocolError(f"unexpected {event!r} from upstream")
+            # A 100 here is a late one, after ours: dropped, the body goes on.
+            while (answer := await self._answer_so_far(up.codec)) is not None:
+                if isinstance(answer, ResponseHead):
+                    return answer
+                if answer.status_code != 100:
+                    raise RemoteProtocolError(f"unexpected {answer!r} from upstream")
+            return None
         except RemoteProtocolError as exc:
-            raise UpstreamBroken(answered=bool(data)) from exc
+            # (Whether it had answered does not matter: a request with a body
+            # is never sent twice.)
+            raise UpstreamBroken from exc
 
     def _answered_early(self, up: UpstreamConnection) -> bool:
         """The upstream began to answer before the whole body was sent.

@@ -18,7 +18,7 @@ May import: stdlib, attrs, kernel.protocol.events.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -159,7 +159,7 @@ def upstream_request_fields(
     scheme: str,
     host: bytes,
     version: bytes = b"1.1",
-    framing: Fields | None = None,
+    framing: Sequence[tuple[bytes, bytes]] | None = None,
 ) -> Fields:
     """The fields to send upstream: ``fields`` (already free of hop-by-hop
     fields except perhaps Proxy-Authorization) plus our Via and forwarding
