@@ -249,9 +249,9 @@ class _Exchange(UpstreamRelay):
         flow a second time. ``close`` ends the connection after it.
         """
         conn, flow = self.conn, self.flow
-        if problem := dispatch.response_problem(response):
-            # A plugin set flow.response (or changed it) to something that
-            # cannot be written: refused before a byte goes out.
+        # A response a plugin returned was checked then (dispatch); only a
+        # response hook can have spoilt it since: refused before a byte goes out.
+        if self.chain.response and (problem := dispatch.response_problem(response)):
             raise LocalProtocolError(f"the local response's {problem}")
         body = response.body or b""
         transforms = () if error else self.chain.response_body
