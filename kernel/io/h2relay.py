@@ -20,8 +20,7 @@ import trio
 
 from kernel import dispatch
 from kernel.io.h2upstream import H2Upstream, H2UpstreamStream
-from kernel.protocol.events import InformationalResponse, RequestHead, ResponseHead
-from kernel.protocol.h2_common import StreamInformational
+from kernel.protocol.events import RequestHead, ResponseHead
 from sdk import RemoteProtocolError, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -56,14 +55,10 @@ async def proxy_h2(ex: UpstreamRelay, up: H2Upstream) -> tuple[H2UpstreamStream,
         raise UpstreamError(f"upstream {flow.upstream} failed: {exc!r}") from exc
     ex.upstream = stream  # the exchange's end resets it unless the response ended
 
-    async def interim(event: StreamInformational) -> None:
-        info = InformationalResponse(event.status, event.fields, http_version=b"2")
-        await ex._forward_interim(info)
-
     flow.timings.upstream_connected = time.monotonic()
     try:
         await _send_body(ex, stream)
-        response = await stream.response_head(route.response_timeout_s, interim)
+        response = await stream.response_head(route.response_timeout_s, ex._forward_interim)
     except trio.TooSlowError:
         raise UpstreamTimeout(
             f"{flow.upstream} sent no response within {route.response_timeout_s:g}s"

@@ -35,7 +35,7 @@ from kernel.io.h2flow import WindowWaiter, send_flow_controlled, start_write
 from kernel.io.sockio import FastIO
 from kernel.io.tlsstream import TLSStream
 from kernel.protocol import h2_common as ev
-from kernel.protocol.events import Data, EndOfMessage, Fields, RequestHead
+from kernel.protocol.events import Data, EndOfMessage, Fields, InformationalResponse, RequestHead
 from kernel.protocol.h2_client import H2Client
 from sdk import Origin, RemoteProtocolError
 
@@ -103,7 +103,7 @@ class H2UpstreamStream:
     async def response_head(
         self,
         timeout: float,
-        interim: Callable[[ev.StreamInformational], Awaitable[None]] | None = None,
+        interim: Callable[[InformationalResponse], Awaitable[None]] | None = None,
     ) -> ev.StreamResponse:
         """Wait for the final response head; raises on reset. Each 1xx before
         it goes to ``interim`` (skipped without one)."""
@@ -120,7 +120,8 @@ class H2UpstreamStream:
                 return event
             if isinstance(event, ev.StreamInformational):
                 if interim is not None:
-                    await interim(event)
+                    info = InformationalResponse(event.status, event.fields, http_version=b"2")
+                    await interim(info)
                 continue
             if isinstance(event, ev.StreamReset):
                 self.done = True
