@@ -30,9 +30,21 @@ from typing import Final
 import h11
 
 from kernel.protocol import validate as v
+from kernel.protocol.codec_state import (
+    BODY,
+    CLOSED,
+    DONE,
+    FAILED,
+    HEAD,
+    IDLE,
+    SENDING,
+    SENT,
+    ClientSide,
+    ServerSide,
+    Side,
+)
 from kernel.protocol.events import (
     NEED_DATA,
-    PAUSED,
     ConnectionClosed,
     Data,
     EndOfMessage,
@@ -46,7 +58,6 @@ from kernel.protocol.http1 import (
     CHUNKED,
     Limits,
     asks_websocket,
-    check_informational,
     plan_response,
     send_fields,
     send_request_check,
@@ -55,18 +66,6 @@ from kernel.protocol.http1 import (
 from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["H11ClientCodec", "H11ServerCodec"]
-
-# Receive states (as in httptools_codec).
-_HEAD: Final = 0
-_BODY: Final = 1
-_DONE: Final = 2
-_CLOSED: Final = 3
-_ERROR: Final = 4
-# Send states.
-_IDLE: Final = 0
-_SENDING: Final = 1
-_SENT: Final = 2
-_FAILED: Final = 3
 
 
 _H11_CHUNKED: Final = b"\r\nTransfer-Encoding: chunked\r\n"
@@ -97,7 +96,7 @@ def _fields(headers: Iterable[tuple[bytes, bytes]]) -> Fields:
     return [(bytes(n), bytes(v)) for n, v in headers]
 
 
-class _Codec:
+class _Codec(Side):
     """What both sides share: our buffer and framing, h11's parse and writer."""
 
     def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], limits: Limits) -> None:
@@ -109,12 +108,12 @@ class _Codec:
         self._pos = 0
         self._eof = False
         self._eof_fed = False
-        self._rstate = _HEAD
+        self._rstate = HEAD
         self._scanner = v.HeadScanner(limits)
         self._body = 0
         self._chunks: v.ChunkedDecoder | None = None
         self._method = b""
-        self._sstate = _IDLE
+        self._sstate = IDLE
         #: The response being sent is not chunked: its trailers are dropped (as
         #: the fast codec does; a request's trailers must fit its framing).
         self._drops_trailers = False
@@ -127,9 +126,6 @@ class _Codec:
         else:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
-
-    def trailing_data(self) -> bytes:
-        return self._buf[self._pos :]
 
     def _feed_head(self, end: int) -> h11.Request | h11.InformationalResponse | h11.Response:
         self._conn.receive_data(self._buf[self._pos : end])
@@ -156,7 +152,7 @@ class _Codec:
             if body == CHUNKED
             else None
         )
-        self._rstate = _BODY
+        self._rstate = BODY
 
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
         while True:
@@ -164,7 +160,7 @@ class _Codec:
             if isinstance(event, h11.Data):
                 return Data(bytes(event.data))
             if isinstance(event, h11.EndOfMessage):
-                self._rstate = _DONE
+                self._rstate = DONE
                 # Trailers come from our decoder: h11 never sees them (below).
                 return EndOfMessage(self._chunks.trailers if self._chunks is not None else [])
             if not self._feed_body():
@@ -216,17 +212,13 @@ class _Codec:
         assert data is not None
         return data
 
-    def _send_failed(self, message: str) -> LocalProtocolError:
-        self._sstate = _FAILED
-        return LocalProtocolError(message)
-
     def send_data(self, data: bytes) -> bytes:
-        if self._sstate != _SENDING:
+        if self._sstate != SENDING:
             raise self._send_failed("no body is being sent")
         return self._send(h11.Data(data=data)) if data else b""
 
     def send_end(self, trailers: Fields | None = None) -> bytes:
-        if self._sstate != _SENDING:
+        if self._sstate != SENDING:
             raise self._send_failed("no body is being sent")
         if trailers and self._drops_trailers:
             trailers = None  # optional metadata the response's framing cannot carry
@@ -234,14 +226,14 @@ class _Codec:
             try:
                 send_fields(trailers)
             except LocalProtocolError:
-                self._sstate = _FAILED
+                self._sstate = FAILED
                 raise
         data = self._send(h11.EndOfMessage(headers=trailers or []))
-        self._sstate = _SENT
+        self._sstate = SENT
         return data
 
 
-class H11ServerCodec(_Codec):
+class H11ServerCodec(_Codec, ServerSide):
     """:class:`~kernel.protocol.http1.ServerCodec` on h11."""
 
     def __init__(self, limits: Limits) -> None:
@@ -250,37 +242,6 @@ class H11ServerCodec(_Codec):
         self._req_keep_alive = False
         self._keep_alive = False
         self._sent_100 = False
-
-    @property
-    def keep_alive(self) -> bool:
-        if self._sstate == _IDLE:
-            return self._req_keep_alive
-        return self._keep_alive and self._sstate != _FAILED
-
-    @property
-    def request_method(self) -> bytes:
-        return self._method
-
-    @property
-    def buffered(self) -> bool:
-        return self._pos < len(self._buf)
-
-    def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
-        state = self._rstate
-        try:
-            if state == _BODY:
-                return self._read_body()
-            if state == _HEAD:
-                return self._read_head()
-        except RemoteProtocolError:
-            self._rstate = _ERROR
-            self._req_keep_alive = self._keep_alive = False
-            raise
-        if state == _DONE:
-            return PAUSED
-        if state == _CLOSED:
-            return ConnectionClosed()
-        raise RemoteProtocolError("the connection already failed")
 
     def _read_head(self) -> RequestHead | ConnectionClosed | Sentinel:
         pos = self._pos = v.skip_empty_lines(self._buf, self._pos)  # as the fast codec
@@ -296,7 +257,7 @@ class H11ServerCodec(_Codec):
                 return NEED_DATA
             if buf:
                 raise RemoteProtocolError("connection closed in the middle of a request head")
-            self._rstate = _CLOSED
+            self._rstate = CLOSED
             return ConnectionClosed()
         method, _, version = v.parse_request_line(buf, pos, scanner.line_end)
         v.check_field_block(buf, scanner.line_end + 1, end - 2)
@@ -318,17 +279,14 @@ class H11ServerCodec(_Codec):
         )
 
     def send_informational(self, status_code: int, headers: Fields) -> bytes:
-        if self._sstate != _IDLE:
-            raise LocalProtocolError("the final response has already started")
-        reason = check_informational(status_code, headers, self._version, self._sent_100)
-        self._sent_100 = self._sent_100 or status_code == 100
+        reason = self._informational_reason(status_code, headers)
         event = h11.InformationalResponse(status_code=status_code, headers=headers, reason=reason)
         return self._send(event)
 
     def send_response_head(self, head: ResponseHead) -> bytes:
-        if self._sstate != _IDLE:
+        if self._sstate != IDLE:
             raise self._send_failed("a response was already started")
-        reusable = self._req_keep_alive and self._rstate == _DONE
+        reusable = self._req_keep_alive and self._rstate == DONE
         # A head refused here (a plugin's bad edit) changes nothing: the
         # error page can still go out in its place.
         fields, reason, mode, keep_alive = plan_response(
@@ -338,20 +296,15 @@ class H11ServerCodec(_Codec):
         data = _as_planned(data)
         self._drops_trailers = mode != CHUNKED
         self._keep_alive = keep_alive
-        self._sstate = _SENDING
+        self._sstate = SENDING
         return data
 
     def start_next_cycle(self) -> None:
-        if self._rstate != _DONE or self._sstate != _SENT or not self._keep_alive:
-            raise LocalProtocolError("the connection cannot carry another request")
+        super().start_next_cycle()
         self._conn.start_next_cycle()
-        self._rstate = _HEAD
-        self._sstate = _IDLE
-        self._scanner.reset()
-        self._sent_100 = False
 
 
-class H11ClientCodec(_Codec):
+class H11ClientCodec(_Codec, ClientSide):
     """:class:`~kernel.protocol.http1.ClientCodec` on h11."""
 
     def __init__(self, limits: Limits) -> None:
@@ -361,47 +314,20 @@ class H11ClientCodec(_Codec):
         self._early = False
         self._websocket = False  # the request in flight asks to switch to WebSocket
 
-    @property
-    def keep_alive(self) -> bool:
-        # Bytes past the end of the response (a second response, a body longer
-        # than announced) must never be taken for the next request's answer
-        # (RFC 9112 §6.3): such a connection is not reused.
-        return (
-            self._req_keep_alive
-            and self._resp_keep_alive
-            and not self._early
-            and self._sstate == _SENT
-            and self._pos == len(self._buf)
-        )
-
     def send_request_head(self, head: RequestHead) -> bytes:
-        if self._sstate != _IDLE:
+        if self._sstate != IDLE:
             raise self._send_failed("a request is already in progress")
         try:
             _, close = send_request_check(head)
         except LocalProtocolError:
-            self._sstate = _FAILED
+            self._sstate = FAILED
             raise
         data = self._send(h11.Request(method=head.method, target=head.target, headers=head.headers))
         self._method = head.method
         self._websocket = asks_websocket(head.method, head.headers)
         self._req_keep_alive = not close
-        self._sstate = _SENDING
+        self._sstate = SENDING
         return data
-
-    def next_event(self) -> InformationalResponse | ResponseHead | Data | EndOfMessage | Sentinel:
-        state = self._rstate
-        try:
-            if state == _BODY:
-                return self._read_body()
-            if state == _HEAD:
-                return self._read_head()
-            if state == _DONE:
-                return PAUSED
-            raise RemoteProtocolError("the connection already failed")
-        except RemoteProtocolError as exc:
-            self._rstate = _ERROR
-            raise RemoteProtocolError(exc.message, status_hint=502) from None
 
     def _read_head(self) -> InformationalResponse | ResponseHead | Sentinel:
         buf = self._buf
@@ -413,7 +339,7 @@ class H11ClientCodec(_Codec):
                 raise RemoteProtocolError("connection closed before a complete response")
             v.check_response_start(buf, pos)
             return NEED_DATA
-        if self._sstate == _IDLE:
+        if self._sstate == IDLE:
             raise RemoteProtocolError("response received before any request was sent")
         status, _, version = v.parse_status_line(buf, pos, scanner.line_end)
         v.check_field_block(buf, scanner.line_end + 1, end - 2)
@@ -427,7 +353,7 @@ class H11ClientCodec(_Codec):
             # h11 is not told: the connection speaks another protocol now.
             reason = v.parse_status_line(buf, pos, scanner.line_end)[1]
             self._pos = end
-            self._rstate = _CLOSED
+            self._rstate = CLOSED
             self._resp_keep_alive = False
             return InformationalResponse(status_code=101, headers=raw, reason=reason)
         response = self._feed_head(end)
@@ -442,7 +368,7 @@ class H11ClientCodec(_Codec):
                 http_version=bytes(response.http_version),
             )
         self._resp_keep_alive = keep_alive
-        self._early = self._sstate != _SENT
+        self._early = self._sstate != SENT
         self._start_body(body)
         return ResponseHead(
             status_code=status,
@@ -453,9 +379,5 @@ class H11ClientCodec(_Codec):
         )
 
     def start_next_cycle(self) -> None:
-        if self._rstate != _DONE or not self.keep_alive:
-            raise LocalProtocolError("the connection cannot carry another request")
+        super().start_next_cycle()
         self._conn.start_next_cycle()
-        self._rstate = _HEAD
-        self._sstate = _IDLE
-        self._scanner.reset()

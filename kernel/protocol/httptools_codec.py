@@ -31,9 +31,21 @@ from typing import Final
 from httptools import HttpParserError, HttpResponseParser
 
 from kernel.protocol import validate as v
+from kernel.protocol.codec_state import (
+    BODY,
+    CLOSED,
+    DONE,
+    FAILED,
+    HEAD,
+    IDLE,
+    SENDING,
+    SENT,
+    ClientSide,
+    ServerSide,
+    Side,
+)
 from kernel.protocol.events import (
     NEED_DATA,
-    PAUSED,
     ConnectionClosed,
     Data,
     EndOfMessage,
@@ -49,7 +61,6 @@ from kernel.protocol.http1 import (
     UNTIL_CLOSE,
     Limits,
     asks_websocket,
-    check_informational,
     plan_response,
     send_fields,
     send_request_check,
@@ -59,17 +70,6 @@ from sdk._errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["HttptoolsClientCodec", "HttptoolsServerCodec"]
 
-# Receive states.
-_HEAD: Final = 0
-_BODY: Final = 1
-_DONE: Final = 2  # message complete: PAUSED until start_next_cycle
-_CLOSED: Final = 3  # ConnectionClosed returned
-_ERROR: Final = 4
-# Send states.
-_IDLE: Final = 0
-_SENDING: Final = 1
-_SENT: Final = 2
-_FAILED: Final = 3
 
 #: What llhttp reads before the field lines of every head, request or
 #: response (the field-line grammar is one): a 304 never has a body, so llhttp
@@ -139,14 +139,11 @@ def _head(start: bytes, fields: Fields) -> bytes:
     return b"".join(parts)
 
 
-class _Codec:
+class _Codec(Side):
     """What both sides share: the receive buffer and body reading, the
     sending of bodies and the send state."""
 
-    __slots__ = (
-        "_body", "_buf", "_chunks", "_eof", "_limits",
-        "_method", "_mode", "_pos", "_rstate", "_scanner", "_sstate",
-    )  # fmt: skip
+    __slots__ = ("_body", "_chunks", "_eof", "_limits", "_mode")
 
     #: The server side. It sends responses, whose trailers are optional
     #: metadata (RFC 9110 §6.5): dropped when the framing cannot carry them
@@ -160,12 +157,12 @@ class _Codec:
         self._buf = b""
         self._pos = 0
         self._eof = False
-        self._rstate = _HEAD
+        self._rstate = HEAD
         self._scanner = v.HeadScanner(limits)
         self._body = 0  # remaining Content-Length, or CHUNKED / UNTIL_CLOSE
         self._chunks: v.ChunkedDecoder | None = None
         self._method = b""
-        self._sstate = _IDLE
+        self._sstate = IDLE
         self._mode = NO_BODY  # what send_data may write: a count, CHUNKED, ...
 
     def receive_data(self, data: bytes) -> None:
@@ -180,9 +177,6 @@ class _Codec:
             self._buf = self._buf[self._pos :] + data
             self._pos = 0
 
-    def trailing_data(self) -> bytes:
-        return self._buf[self._pos :]
-
     def _start_body(self, body: int) -> None:
         self._body = body
         self._chunks = (
@@ -190,7 +184,7 @@ class _Codec:
             if body == CHUNKED
             else None
         )
-        self._rstate = _BODY
+        self._rstate = BODY
 
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
         buf = self._buf
@@ -205,7 +199,7 @@ class _Codec:
                 self._pos = pos + n
                 return Data(buf if n == len(buf) else buf[pos : pos + n])
         elif body == 0:
-            self._rstate = _DONE
+            self._rstate = DONE
             return EndOfMessage()
         elif body == CHUNKED:
             chunks = self._chunks
@@ -215,25 +209,21 @@ class _Codec:
             if end > start:
                 return Data(buf[start:end])
             if chunks.done:
-                self._rstate = _DONE
+                self._rstate = DONE
                 return EndOfMessage(chunks.trailers)
         elif len(buf) > pos:  # UNTIL_CLOSE: everything until EOF
             self._pos = len(buf)
             return Data(buf[pos:] if pos else buf)
         elif self._eof:
-            self._rstate = _DONE
+            self._rstate = DONE
             return EndOfMessage()
         if self._eof:
             raise RemoteProtocolError("connection closed in the middle of a body")
         return NEED_DATA
 
-    def _send_failed(self, message: str) -> LocalProtocolError:
-        self._sstate = _FAILED
-        return LocalProtocolError(message)
-
     def send_data(self, data: bytes) -> bytes:
         mode = self._mode
-        if self._sstate != _SENDING:
+        if self._sstate != SENDING:
             raise self._send_failed("no body is being sent")
         if not data:
             return b""
@@ -250,7 +240,7 @@ class _Codec:
 
     def send_end(self, trailers: Fields | None = None) -> bytes:
         mode = self._mode
-        if self._sstate != _SENDING:
+        if self._sstate != SENDING:
             raise self._send_failed("no body is being sent")
         out = b""
         if mode == CHUNKED:
@@ -258,7 +248,7 @@ class _Codec:
                 try:
                     send_fields(trailers)
                 except LocalProtocolError:
-                    self._sstate = _FAILED
+                    self._sstate = FAILED
                     raise
                 out = _head(b"0\r\n", trailers)
             else:
@@ -267,14 +257,14 @@ class _Codec:
             raise self._send_failed("trailers need a chunked body")
         elif mode > 0:
             raise self._send_failed("less data than the declared Content-Length")
-        self._sstate = _SENT
+        self._sstate = SENT
         return out
 
 
-class HttptoolsServerCodec(_Codec):
+class HttptoolsServerCodec(_Codec, ServerSide):
     """:class:`~kernel.protocol.http1.ServerCodec` on llhttp."""
 
-    __slots__ = ("_keep_alive", "_req_keep_alive", "_sent_100", "_version")
+    __slots__ = ()
 
     _SERVER = True
 
@@ -285,43 +275,12 @@ class HttptoolsServerCodec(_Codec):
         self._keep_alive = False
         self._sent_100 = False
 
-    @property
-    def keep_alive(self) -> bool:
-        if self._sstate == _IDLE:
-            return self._req_keep_alive
-        return self._keep_alive and self._sstate != _FAILED
-
-    @property
-    def request_method(self) -> bytes:
-        return self._method
-
-    @property
-    def buffered(self) -> bool:
-        return self._pos < len(self._buf)
-
-    def next_event(self) -> RequestHead | Data | EndOfMessage | ConnectionClosed | Sentinel:
-        state = self._rstate
-        try:
-            if state == _BODY:
-                return self._read_body()
-            if state == _HEAD:
-                return self._read_head()
-        except RemoteProtocolError:
-            self._rstate = _ERROR
-            self._req_keep_alive = self._keep_alive = False
-            raise
-        if state == _DONE:
-            return PAUSED
-        if state == _CLOSED:
-            return ConnectionClosed()
-        raise RemoteProtocolError("the connection already failed")
-
     def _read_head(self) -> RequestHead | ConnectionClosed | Sentinel:
         buf = self._buf
         pos = self._pos
         if pos >= len(buf):  # the idle keep-alive case
             if self._eof:
-                self._rstate = _CLOSED
+                self._rstate = CLOSED
                 return ConnectionClosed()
             return NEED_DATA
         if buf[pos] == 0x0D:  # RFC 9112 §2.2: skip empty lines before a request
@@ -336,7 +295,7 @@ class HttptoolsServerCodec(_Codec):
                 return NEED_DATA
             if pos < len(buf):
                 raise RemoteProtocolError("connection closed in the middle of a request head")
-            self._rstate = _CLOSED
+            self._rstate = CLOSED
             return ConnectionClosed()
         method, target, version = v.parse_request_line(buf, pos, scanner.line_end)
         fields = _parse_fields(buf[scanner.line_end + 1 : end])
@@ -356,38 +315,26 @@ class HttptoolsServerCodec(_Codec):
         )
 
     def send_informational(self, status_code: int, headers: Fields) -> bytes:
-        if self._sstate != _IDLE:
-            raise LocalProtocolError("the final response has already started")
-        reason = check_informational(status_code, headers, self._version, self._sent_100)
-        self._sent_100 = self._sent_100 or status_code == 100
+        reason = self._informational_reason(status_code, headers)
         return _head(b"HTTP/1.1 %d %s\r\n" % (status_code, reason), headers)
 
     def send_response_head(self, head: ResponseHead) -> bytes:
-        if self._sstate != _IDLE:
+        if self._sstate != IDLE:
             raise self._send_failed("a response was already started")
-        reusable = self._req_keep_alive and self._rstate == _DONE
+        reusable = self._req_keep_alive and self._rstate == DONE
         # A head refused here (a plugin's bad edit) changes nothing: the
         # error page can still go out in its place.
         fields, reason, self._mode, self._keep_alive = plan_response(
             head, self._method, self._version, reusable
         )
-        self._sstate = _SENDING
+        self._sstate = SENDING
         return _head(b"HTTP/1.1 %d %s\r\n" % (head.status_code, reason), fields)
 
-    def start_next_cycle(self) -> None:
-        if self._rstate != _DONE or self._sstate != _SENT or not self._keep_alive:
-            raise LocalProtocolError("the connection cannot carry another request")
-        self._rstate = _HEAD
-        self._sstate = _IDLE
-        self._scanner.reset()
-        self._sent_100 = False
-        self._mode = NO_BODY
 
-
-class HttptoolsClientCodec(_Codec):
+class HttptoolsClientCodec(_Codec, ClientSide):
     """:class:`~kernel.protocol.http1.ClientCodec` on llhttp."""
 
-    __slots__ = ("_early", "_req_keep_alive", "_resp_keep_alive", "_websocket")
+    __slots__ = ("_websocket",)
 
     def __init__(self, limits: Limits) -> None:
         super().__init__(limits)
@@ -396,48 +343,20 @@ class HttptoolsClientCodec(_Codec):
         self._early = False  # the response came before the request was sent
         self._websocket = False  # the request in flight asks to switch to WebSocket
 
-    @property
-    def keep_alive(self) -> bool:
-        # Bytes past the end of the response (a second response, a body longer
-        # than announced) must never be taken for the next request's answer
-        # (RFC 9112 §6.3): such a connection is not reused.
-        return (
-            self._req_keep_alive
-            and self._resp_keep_alive
-            and not self._early
-            and self._sstate == _SENT
-            and self._pos == len(self._buf)
-        )
-
     def send_request_head(self, head: RequestHead) -> bytes:
-        if self._sstate != _IDLE:
+        if self._sstate != IDLE:
             raise self._send_failed("a request is already in progress")
         try:
             declared, close = send_request_check(head)
         except LocalProtocolError:
-            self._sstate = _FAILED
+            self._sstate = FAILED
             raise
         self._method = head.method
         self._mode = 0 if declared is None else declared
         self._req_keep_alive = not close
         self._websocket = asks_websocket(head.method, head.headers)
-        self._sstate = _SENDING
+        self._sstate = SENDING
         return _head(b"%s %s HTTP/1.1\r\n" % (head.method, head.target), head.headers)
-
-    def next_event(self) -> InformationalResponse | ResponseHead | Data | EndOfMessage | Sentinel:
-        state = self._rstate
-        try:
-            if state == _BODY:
-                return self._read_body()
-            if state == _HEAD:
-                return self._read_head()
-            if state == _DONE:
-                return PAUSED
-            raise RemoteProtocolError("the connection already failed")
-        except RemoteProtocolError as exc:
-            self._rstate = _ERROR
-            # Whatever the upstream did wrong, our client sees a 502.
-            raise RemoteProtocolError(exc.message, status_hint=502) from None
 
     def _read_head(self) -> InformationalResponse | ResponseHead | Sentinel:
         buf = self._buf
@@ -449,7 +368,7 @@ class HttptoolsClientCodec(_Codec):
                 raise RemoteProtocolError("connection closed before a complete response")
             v.check_response_start(buf, pos)
             return NEED_DATA
-        if self._sstate == _IDLE:
+        if self._sstate == IDLE:
             raise RemoteProtocolError("response received before any request was sent")
         status, reason, version = v.parse_status_line(buf, pos, scanner.line_end)
         fields = _parse_fields(buf[scanner.line_end + 1 : end])
@@ -460,7 +379,7 @@ class HttptoolsClientCodec(_Codec):
             if not switches_to_websocket(fields):
                 raise RemoteProtocolError("101 to a protocol other than WebSocket")
             self._pos = end
-            self._rstate = _CLOSED  # the connection speaks another protocol now
+            self._rstate = CLOSED  # the connection speaks another protocol now
             self._resp_keep_alive = False
             return InformationalResponse(status_code=101, headers=fields, reason=reason)
         self._pos = end
@@ -470,7 +389,7 @@ class HttptoolsClientCodec(_Codec):
                 status_code=status, headers=fields, reason=reason, http_version=version
             )
         self._resp_keep_alive = keep_alive
-        self._early = self._sstate != _SENT
+        self._early = self._sstate != SENT
         self._start_body(body)
         return ResponseHead(
             status_code=status,
@@ -479,10 +398,3 @@ class HttptoolsClientCodec(_Codec):
             http_version=version,
             keep_alive=keep_alive and self._req_keep_alive,
         )
-
-    def start_next_cycle(self) -> None:
-        if self._rstate != _DONE or not self.keep_alive:
-            raise LocalProtocolError("the connection cannot carry another request")
-        self._rstate = _HEAD
-        self._sstate = _IDLE
-        self._scanner.reset()
