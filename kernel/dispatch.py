@@ -10,6 +10,8 @@ This module is also the *one* place where a plugin's exception is caught
 (ARCHITECTURE.md, "Fault boundary"): it is attributed to the instance,
 logged with the dispatcher's own frames cut off, counted, and turned into a
 :class:`~sdk.PluginError` (``fail_closed``) or ignored (``fail_open``).
+What a hook may return (:data:`RESULT_TYPES`, :func:`response_problem`) is
+``sdk._results``'s, shared with the test kit (``sdk.testing``).
 
 The two TLS hooks are compiled the same way but called per connection, with
 no flow: :func:`connection_first_result` (``trellis_tls_passthrough``) and
@@ -34,10 +36,13 @@ import trio
 
 from kernel import lifecycle
 from kernel.config.model import Settings
-from sdk import Flow, Headers, Origin, PluginError, Response, TlsCertificate, hookspecs
+from sdk import Flow, PluginError, Response, TlsCertificate, hookspecs
+from sdk._results import RESULT_TYPES, response_problem
+from sdk._results import wrong_result as _wrong_result
 
 __all__ = [
     "FLOW_HOOKS",
+    "RESULT_TYPES",
     "Chain",
     "DeadlineMissed",
     "Impl",
@@ -51,6 +56,7 @@ __all__ = [
     "error_reporter",
     "first_result",
     "plugin_error_counts",
+    "response_problem",
     "transform",
 ]
 
@@ -197,20 +203,6 @@ def compile_chain(
     )
 
 
-#: What a first-result hook may return besides ``None``; anything else is the
-#: plugin's failure, caught here rather than wherever the kernel uses it.
-RESULT_TYPES: Mapping[str, type | tuple[type, ...]] = {
-    "trellis_tls_passthrough": Origin,
-    "trellis_route_select": str,
-    "trellis_request_access": Response,
-    "trellis_request": Response,
-    "trellis_upstream_select": Origin,
-    "trellis_error": Response,
-    "trellis_request_body": bytes,
-    "trellis_response_body": bytes,
-}
-
-
 def _passes(exc: BaseException) -> bool:
     """Whether ``exc`` must go through the fault boundary untouched.
 
@@ -221,42 +213,6 @@ def _passes(exc: BaseException) -> bool:
     failure, not the process's.
     """
     return isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() == -math.inf
-
-
-def response_problem(response: Response) -> str | None:
-    """What keeps a plugin's ``Response`` from being sent, or None.
-
-    The type checks of its fields (a ``Response("200")``, a ``str`` body, a
-    reason outside Latin-1) are not the dataclass's: they would otherwise
-    fail while the response is written, where no plugin can be named and
-    the client gets no answer at all.
-    """
-    r: Any = response  # a plugin's object: its fields may be anything
-    status = r.status_code
-    # A final answer: a 1xx would leave the client waiting for one.
-    if type(status) is not int or not 200 <= status <= 599:
-        return f"status_code is {lifecycle.describe(status, as_repr=True):.40}, not 200-599"
-    if r.body is not None and not isinstance(r.body, bytes | bytearray):
-        return f"body is {type(r.body).__name__}, not bytes"
-    if not isinstance(r.headers, Headers):
-        return f"headers are {type(r.headers).__name__}, not sdk.Headers"
-    reason = r.reason
-    if not isinstance(reason, str):
-        return f"reason is {type(reason).__name__}, not str"
-    if reason:
-        try:
-            reason.encode("latin-1")
-        except UnicodeEncodeError:
-            return f"reason {reason!r:.60} is not Latin-1"
-        if "\r" in reason or "\n" in reason or "\0" in reason:
-            return f"reason {reason!r:.60} holds CR, LF or NUL"
-    return None
-
-
-def _wrong_result(hook: str, result: object) -> TypeError:
-    want = RESULT_TYPES[hook]
-    names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-    return TypeError(f"returned {type(result).__name__}, not {names} or None")
 
 
 def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> PluginError | None:
