@@ -22,10 +22,15 @@ As in the kernel, the plugins are registered with pluggy first: only
 argument raises :class:`pluggy.PluginValidationError`, and an
 implementation may take a subset of the hook's arguments. As at the
 kernel's fault boundary (policy ``fail_closed``), a :class:`~sdk.ProxyError`
-raised by a hook, or a missed deadline, becomes a :class:`~sdk.PluginError`
-naming the plugin (the original is its ``__cause__``). Any other exception
-is a bug in the plugin: the kernel would log it and answer 502, the harness
-lets it propagate to the test.
+raised by a hook, a missed deadline, or a result the kernel refuses (of the
+wrong type, or a ``Response`` that cannot be written: the kernel's own
+checks, shared through ``sdk._results``) becomes a :class:`~sdk.PluginError`
+naming the plugin and the hook (the original is its ``__cause__``), with the
+kernel's message. Any other exception is a bug in the plugin: the kernel
+would log it and answer 502, the harness lets it propagate to the test. A
+plugin given policy ``fail_open`` (``on_error=``) is skipped instead, on any
+``Exception``, as in the kernel. Every failure the harness caught is logged
+and kept in :attr:`Harness.failures`.
 
 This is a fake of the kernel's pipeline for unit tests; the kernel's own
 behaviour (framing, hardening, deadlines) is tested with real sockets.
@@ -36,9 +41,10 @@ May import: stdlib, trio, attrs, pluggy, sdk.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 import attrs
 import pluggy
@@ -46,12 +52,15 @@ import trio
 
 from sdk import hookspecs
 from sdk._config import structure
-from sdk._errors import PluginError, ProxyError
+from sdk._errors import LocalProtocolError, PluginError, ProxyError
 from sdk._flow import ClientInfo, Flow, Timings, new_flow_id
 from sdk._http import Headers, Origin, Request, Response
 from sdk._markers import PROJECT
+from sdk._results import RESULT_TYPES, response_problem, wrong_result
 
 __all__ = ["FakeUpstream", "Harness", "make_flow", "make_request"]
+
+log = logging.getLogger("sdk.testing")
 
 
 def make_request(
@@ -112,10 +121,33 @@ class FakeUpstream:
 
 Upstream = Callable[[Request, bytes], Response]
 
-#: Called once per chunk on the kernel's hot path, or inside a TLS handshake:
-#: ``async def`` is refused.
-#: Hooks the kernel refuses as ``async def``.
+#: A plugin's policy on failure, as ``[kernel.policy.NAME] on_error``.
+_OnError = Literal["fail_closed", "fail_open"]
+
+#: Hooks the kernel refuses as ``async def``: called once per chunk on the
+#: hot path, or inside a TLS handshake, or lifecycle hooks.
 _SYNC_ONLY = hookspecs.SYNC_ONLY_HOOKS | frozenset(hookspecs.LIFECYCLE_HOOKS)
+_BODY_HOOKS = frozenset({"trellis_request_body", "trellis_response_body"})
+
+
+class _DeadlineMissed(trio.TooSlowError):
+    """The harness's per-call deadline went off (a ``TooSlowError`` of the
+    plugin's own is its failure like any other, as in the kernel)."""
+
+
+def _result_error(hook: str, result: object) -> TypeError | None:
+    """Why the kernel would refuse ``result`` from ``hook``, or None."""
+    want = RESULT_TYPES.get(hook)
+    if want is None or result is None:
+        return None
+    if hook in _BODY_HOOKS:
+        if not isinstance(result, bytes | bytearray | memoryview):  # copied to bytes
+            return wrong_result(hook, result)
+    elif not isinstance(result, want):
+        return wrong_result(hook, result)
+    if isinstance(result, Response) and (problem := response_problem(result)):
+        return TypeError(f"returned a Response whose {problem}")
+    return None
 
 
 def _adapt(fn: Callable[..., Any], spec_args: tuple[str, ...], wanted: tuple[str, ...]) -> Any:
@@ -138,18 +170,32 @@ class Harness:
         *plugins: object,
         config: Mapping[str, Any] | None = None,
         deadline: float = 5.0,
+        on_error: _OnError | Mapping[str, _OnError] = "fail_closed",
     ) -> None:
         """``plugins`` are plugin objects, or plugin classes: a class with a
         ``config_class`` is structured from ``config`` (the table's contents)
         and instantiated, as the kernel does.
 
+        ``deadline`` is every awaited call's deadline, in seconds (the
+        kernel's ``plugin_deadline_s``). ``on_error`` is the policy on a
+        failure: ``"fail_closed"`` (the default) or ``"fail_open"`` for every
+        plugin (the kernel's ``plugin_on_error``), or a mapping from plugin
+        name to policy (``[kernel.policy.NAME] on_error``; the others fail
+        closed). A plugin's name is its class's (a module's ``__name__``),
+        with ``#i``, its place, when two plugins share one.
+
         Raises :class:`pluggy.PluginValidationError` for a hook the kernel
-        would refuse (unknown name, unknown argument) and :class:`TypeError`
-        for an ``async def`` body transform or lifecycle hook. The same
-        object given twice runs once, at its first place, as a name listed
-        twice in a chain.
+        would refuse (unknown name, unknown argument), :class:`TypeError`
+        for an ``async def`` body transform or lifecycle hook, and
+        :class:`ValueError` for an unknown policy or a name in ``on_error``
+        that is no plugin's. The same object given twice runs once, at its
+        first place, as a name listed twice in a chain.
         """
         self.deadline = deadline
+        #: Every failure the harness caught, in order, whatever the policy:
+        #: what the kernel logs and reports through ``trellis_plugin_error``.
+        #: A plain exception that reaches the test (``fail_closed``) is not here.
+        self.failures: list[PluginError] = []
         unique = list({id(p): p for p in reversed(plugins)}.values())[::-1]
         self.plugins: list[object] = [self._instantiate(p, config) for p in unique]
         #: Route names; when set, ``trellis_route_select`` must pick one of
@@ -160,14 +206,29 @@ class Harness:
         # Historic: every plugin registered below gets it, once.
         self.pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         labels = [getattr(p, "__name__", None) or type(p).__name__ for p in self.plugins]
+        names: list[str] = []
         for i, (plugin, label) in enumerate(zip(self.plugins, labels, strict=True)):
             # Named like kernel instances; "#i" only tells equal names apart.
-            self.pm.register(plugin, name=label if labels.count(label) == 1 else f"{label}#{i}")
+            names.append(label if labels.count(label) == 1 else f"{label}#{i}")
+            self.pm.register(plugin, name=names[-1])
         self.pm.check_pending()
         for hook in _SYNC_ONLY:
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if inspect.iscoroutinefunction(impl.function):
                     raise TypeError(f"{impl.plugin_name}: {hook} must not be async")
+        self._fail_open = self._policy(on_error, names)
+
+    @staticmethod
+    def _policy(on_error: _OnError | Mapping[str, _OnError], names: list[str]) -> frozenset[str]:
+        """The names of the plugins that fail open."""
+        policies = get_args(_OnError)
+        per_name = dict.fromkeys(names, on_error) if isinstance(on_error, str) else on_error
+        for name, policy in per_name.items():
+            if policy not in policies:
+                raise ValueError(f"on_error: {policy!r} for {name!r} is not one of {policies}")
+            if name not in names:
+                raise ValueError(f"on_error: no plugin is named {name!r} (plugins: {names})")
+        return frozenset(name for name, policy in per_name.items() if policy == "fail_open")
 
     @staticmethod
     def _instantiate(plugin: object, config: Mapping[str, Any] | None) -> object:
@@ -195,21 +256,48 @@ class Harness:
             if (impl := by_plugin.get(id(p))) is not None
         ]
 
-    def _fault(self, name: str, hook: str, exc: BaseException) -> PluginError:
-        if isinstance(exc, trio.TooSlowError):
+    def _caught(self, name: str, exc: BaseException) -> bool:
+        """Whether the fault boundary takes ``exc`` from ``name``'s hook
+        (else it reaches the test): the kernel's and its policy's failures."""
+        if isinstance(exc, ProxyError | _DeadlineMissed):
+            return True
+        return isinstance(exc, Exception) and name in self._fail_open
+
+    def _fault(self, name: str, hook: str, exc: BaseException) -> None:
+        """Log and record one failure; raise its :class:`~sdk.PluginError`
+        unless ``name`` fails open (then the call counts as ``None``)."""
+        if isinstance(exc, _DeadlineMissed):
             message = f"plugin {name!r} missed its {self.deadline:g}s deadline in {hook}"
         else:
             message = f"plugin {name!r} raised {type(exc).__name__} in {hook}: {exc}"
+        log.error("%s", message, exc_info=not isinstance(exc, _DeadlineMissed) and exc)
         err = PluginError(name, hook, message)
         err.__cause__ = exc
-        return err
+        self.failures.append(err)
+        if name not in self._fail_open:
+            raise err from exc
 
     async def _invoke(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One implementation's result, awaited under the deadline if it is one."""
         result = fn(*args)
         if inspect.isawaitable(result):
-            with trio.fail_after(self.deadline):
-                result = await result
+            with trio.move_on_after(self.deadline):
+                return await result
+            raise _DeadlineMissed
+        return result
+
+    async def _call_one(self, name: str, hook: str, fn: Callable[..., Any], args: Any) -> Any:
+        """One implementation's checked result; ``None`` if it failed open."""
+        wrong = None
+        try:
+            result = await self._invoke(fn, *args)
+            if (wrong := _result_error(hook, result)) is not None:
+                raise wrong
+        except BaseException as exc:
+            if not (exc is wrong or self._caught(name, exc)):
+                raise
+            self._fault(name, hook, exc)
+            return None
         return result
 
     async def call(self, hook: str, *args: Any, firstresult: bool = False) -> Any:
@@ -217,14 +305,13 @@ class Harness:
 
         ``args`` are the hook's arguments, in the spec's order. With
         ``firstresult`` stop at (and return) the first non-None result;
-        otherwise return the list of results.
+        otherwise return the list of results. A result is checked as the
+        kernel checks it; a failing plugin raises :class:`~sdk.PluginError`
+        or, failing open, counts as ``None``.
         """
         results = []
         for name, fn in self._impls(hook):
-            try:
-                result = await self._invoke(fn, *args)
-            except (ProxyError, trio.TooSlowError) as exc:
-                raise self._fault(name, hook, exc) from exc
+            result = await self._call_one(name, hook, fn, args)
             if firstresult and result is not None:
                 return result
             results.append(result)
@@ -241,12 +328,18 @@ class Harness:
         out: list[bytes] = []
         for chunk, end in ((body, False), (b"", True)):
             for name, fn in impls:
+                wrong = None
                 try:
                     result = fn(flow, chunk, end)
-                except ProxyError as exc:
-                    raise self._fault(name, hook, exc) from exc
+                    if (wrong := _result_error(hook, result)) is not None:
+                        raise wrong
+                except BaseException as exc:
+                    if not (exc is wrong or self._caught(name, exc)):
+                        raise
+                    self._fault(name, hook, exc)
+                    continue
                 if result is not None:
-                    chunk = result
+                    chunk = bytes(result)
             out.append(chunk)
         return b"".join(out)
 
@@ -264,7 +357,8 @@ class Harness:
         :class:`FakeUpstream`); it may raise a :class:`~sdk.UpstreamError`
         to play a failing upstream. A failure ends the flow as the kernel
         would: ``flow.error`` set (a :class:`~sdk.PluginError` for a plugin's
-        :class:`~sdk.ProxyError`, the upstream's error as is),
+        failure, a :class:`~sdk.LocalProtocolError` for a response the
+        response hooks left unsendable, the upstream's error as is),
         ``trellis_error`` asked for a response, else a plain one with the
         error's status. ``trellis_flow_done`` always runs last.
         """
@@ -289,9 +383,21 @@ class Harness:
                     sent = self.transform("trellis_request_body", flow, body) if body else b""
                     flow.bytes_in = len(body)
                     resp = upstream(flow.request, sent)
+                    # The test's own stand-in: a bad answer is its bug, not a plugin's.
+                    if not isinstance(resp, Response):
+                        raise TypeError(f"the upstream returned {type(resp).__name__}")
+                    if problem := response_problem(resp):
+                        raise TypeError(f"the upstream's response {problem}")
+                    whose = "after the response hooks, the response's"
+                else:
+                    whose = "the local response's"
                 flow.response = resp
                 flow.timings.response_head = time.monotonic()
-                await self.call("trellis_response", flow)
+                if self._impls("trellis_response"):
+                    await self.call("trellis_response", flow)
+                    # As in the kernel: refused before a byte would go out.
+                    if problem := response_problem(flow.response):
+                        raise LocalProtocolError(f"{whose} {problem}")
                 if flow.response.body is not None:
                     flow.response.body = self.transform(
                         "trellis_response_body", flow, flow.response.body
@@ -313,7 +419,10 @@ class Harness:
     async def _respond_to_error(self, flow: Flow, exc: ProxyError) -> None:
         """Response hooks see the error response too, as in the kernel; one
         failing there is ignored, and one that failed on the response this
-        replaces is not asked again."""
+        replaces is not asked again. None after a response that could not be
+        written: they may be what spoilt it."""
+        if isinstance(exc, LocalProtocolError):
+            return
         for name, fn in self._impls("trellis_response"):
             if isinstance(exc, PluginError) and (exc.plugin, exc.hook) == (
                 name,
@@ -321,8 +430,8 @@ class Harness:
             ):
                 continue
             try:
-                await self._invoke(fn, flow)
-            except (ProxyError, trio.TooSlowError):
+                await self._call_one(name, "trellis_response", fn, (flow,))
+            except PluginError:
                 pass
 
     async def _done(self, flow: Flow) -> None:

@@ -11,6 +11,7 @@ import trio
 
 import sdk
 from sdk.testing import FakeUpstream, Harness, make_flow, make_request
+from tests.conftest import basic_config
 
 Log = list[tuple[str, str]]
 
@@ -788,3 +789,300 @@ async def test_every_flow_done_runs_after_one_raised_a_base_exception() -> None:
     with pytest.raises(SystemExit):
         await h.run(make_flow())
     assert log[-2:] == [("a", "flow_done"), ("b", "flow_done")]
+
+
+# ---------------------------------------------------------------------------
+# Results the kernel refuses, fail_open, and whose timeout it was
+# ---------------------------------------------------------------------------
+
+
+class Returns:
+    """Returns ``result`` from every first-result and body hook it has."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+
+    @sdk.hookimpl
+    def trellis_route_select(self, flow: sdk.Flow) -> object:
+        return self.result if isinstance(self.result, list) else None
+
+    @sdk.hookimpl
+    def trellis_upstream_select(self, flow: sdk.Flow) -> object:
+        return self.result if self.result == "http://a" else None
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> object:
+        return self.result if not isinstance(self.result, list | bytearray) else None
+
+    @sdk.hookimpl
+    def trellis_response_body(self, flow: sdk.Flow, chunk: bytes, end: bool) -> object:
+        return self.result if isinstance(self.result, bytearray) else None
+
+
+@pytest.mark.parametrize(
+    ("result", "hook", "said"),
+    [
+        (["r"], "trellis_route_select", "returned list, not str or None"),
+        ({"status": 200}, "trellis_request", "returned dict, not Response or None"),
+        ("deny", "trellis_request", "returned str, not Response or None"),
+        (
+            sdk.Response(101),
+            "trellis_request",
+            "returned a Response whose status_code is 101, not 200-599",
+        ),
+        (
+            sdk.Response(200, body="text"),  # type: ignore[arg-type]
+            "trellis_request",
+            "returned a Response whose body is str, not bytes",
+        ),
+    ],
+    ids=["route-list", "request-dict", "request-str", "status-101", "str-body"],
+)
+async def test_a_result_the_kernel_refuses_is_the_plugins_failure(
+    result: object, hook: str, said: str
+) -> None:
+    """It used to be used as is: an AttributeError deep inside the harness,
+    or a flow the kernel would never have sent."""
+    upstream = FakeUpstream()
+    h = Harness(Returns(result))
+    flow = await h.run(make_flow(), upstream)
+    assert isinstance(flow.error, sdk.PluginError)
+    assert (flow.error.plugin, flow.error.hook) == ("Returns", hook)
+    assert str(flow.error) == f"plugin 'Returns' raised TypeError in {hook}: {said}"
+    assert isinstance(flow.error.__cause__, TypeError)
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+    assert upstream.received == []
+    assert h.failures == [flow.error]
+    with pytest.raises(sdk.PluginError, match=said):
+        await h.call(hook, make_flow(), firstresult=True)
+
+
+async def test_a_wrong_upstream_choice_and_body_result() -> None:
+    flow = await Harness(Returns("http://a")).run(make_flow())
+    # trellis_request returned the str first: that is the failure reported.
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.error.hook == "trellis_request"
+    with pytest.raises(sdk.PluginError, match="returned str, not Origin or None"):
+        await Harness(Returns("http://a")).call("trellis_upstream_select", make_flow())
+
+    class Text:
+        @sdk.hookimpl
+        def trellis_response_body(self, chunk: bytes) -> str:
+            return chunk.decode()
+
+    with pytest.raises(sdk.PluginError, match="returned str, not bytes or None"):
+        Harness(Text()).transform("trellis_response_body", make_flow(), b"x")
+    flow = await Harness(Text()).run(make_flow())
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.error.hook == "trellis_response_body"
+    # A bytearray is taken and copied to bytes, as in the kernel.
+    out = Harness(Returns(bytearray(b"ok"))).transform("trellis_response_body", make_flow(), b"x")
+    assert (out, type(out)) == (b"okok", bytes)
+
+
+async def test_a_response_a_response_hook_spoils_is_a_500_without_response_hooks() -> None:
+    """As in the kernel: refused before a byte would go out, and the error
+    page skips the response hooks, which would spoil it the same way."""
+    log: Log = []
+
+    class Spoil(SyncRecorder):
+        @sdk.hookimpl
+        def trellis_response(self, flow: sdk.Flow) -> None:
+            self._rec("response")
+            assert flow.response is not None
+            flow.response.status_code = "200"  # type: ignore[assignment]
+
+    h = Harness(Spoil("a", log))
+    flow = await h.run(make_flow())
+    assert isinstance(flow.error, sdk.LocalProtocolError)
+    assert str(flow.error) == (
+        "after the response hooks, the response's status_code is '200', not 200-599"
+    )
+    assert flow.response is not None
+    assert flow.response.status_code == 500
+    assert [hook for _, hook in log].count("response") == 1  # not on the page
+    assert ("a", "error") in log
+    assert h.failures == []  # no plugin failed: the kernel reports none either
+    flow = await Harness(Answer(), Spoil("a", [])).run(make_flow())
+    assert str(flow.error).startswith("the local response's status_code is '200'")
+
+
+async def test_an_upstream_stand_in_answering_nonsense_is_the_tests_bug() -> None:
+    with pytest.raises(TypeError, match="the upstream returned str"):
+        await Harness().run(make_flow(), lambda request, body: "ok")  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="the upstream's response status_code is 101"):
+        await Harness().run(make_flow(), sdk.Response(101))
+
+
+class Boom:
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        raise KeyError("nope")
+
+
+async def test_fail_open_skips_a_failing_plugin_and_records_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream = FakeUpstream()
+    h = Harness(
+        Raise(sdk.ProxyError("refused")),
+        Boom(),
+        on_error={"Raise": "fail_open", "Boom": "fail_open"},
+    )
+    flow = await h.run(make_flow(), upstream)
+    assert flow.error is None
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert len(upstream.received) == 1
+    assert [(e.plugin, e.hook, str(e)) for e in h.failures] == [
+        (
+            "Raise",
+            "trellis_request",
+            "plugin 'Raise' raised ProxyError in trellis_request: refused",
+        ),
+        ("Boom", "trellis_request", "plugin 'Boom' raised KeyError in trellis_request: 'nope'"),
+    ]
+    assert "plugin 'Boom' raised KeyError in trellis_request" in caplog.text
+    # Counts as None: the next plugin answers.
+    h = Harness(Boom(), Answer(201), on_error="fail_open")
+    none, answer = await h.call("trellis_request", make_flow())
+    assert none is None
+    assert answer.status_code == 201
+    # A wrong result fails open too.
+    flow = await Harness(Returns("deny"), on_error="fail_open").run(make_flow())
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+
+
+async def test_fail_open_is_per_plugin() -> None:
+    h = Harness(Boom(), Raise(sdk.ProxyError("x")), on_error={"Boom": "fail_open"})
+    flow = await h.run(make_flow())
+    assert isinstance(flow.error, sdk.PluginError)
+    assert flow.error.plugin == "Raise"
+    assert [e.plugin for e in h.failures] == ["Boom", "Raise"]
+    # Names with "#i" for equal class names, as the plugins are named.
+    h = Harness(Boom(), Boom(), on_error={"Boom#1": "fail_open"})
+    with pytest.raises(KeyError):  # Boom#0 fails closed: a plain bug reaches the test
+        await h.call("trellis_request", make_flow())
+
+
+def test_on_error_is_checked() -> None:
+    with pytest.raises(ValueError, match="no plugin is named 'Bom'"):
+        Harness(Boom(), on_error={"Bom": "fail_open"})
+    with pytest.raises(ValueError, match="'open' for 'Boom' is not one of"):
+        Harness(Boom(), on_error={"Boom": "open"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="'fail-open' for 'Boom' is not one of"):
+        Harness(Boom(), on_error="fail-open")  # type: ignore[arg-type]
+
+
+class OwnTimeout:
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        with trio.fail_after(0.1):
+            await trio.sleep(1)
+
+
+async def test_a_plugins_own_timeout_is_not_the_harness_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """It used to be reported as "missed its 5s deadline" after 0.1 s."""
+    with pytest.raises(trio.TooSlowError) as info:  # a plain exception, as any other
+        await Harness(OwnTimeout()).run(make_flow())
+    assert not isinstance(info.value, sdk.PluginError)
+    h = Harness(OwnTimeout(), on_error="fail_open")
+    flow = await h.run(make_flow())
+    assert flow.error is None
+    (failure,) = h.failures
+    assert str(failure) == "plugin 'OwnTimeout' raised TooSlowError in trellis_request: "
+    assert "missed its" not in str(failure)
+
+
+async def test_a_missed_deadline_fails_open_too(autojump_clock: trio.abc.Clock) -> None:
+    class Slow:
+        @sdk.hookimpl
+        async def trellis_request(self, flow: sdk.Flow) -> None:
+            await trio.sleep(10)
+
+    h = Harness(Slow(), deadline=1.0, on_error="fail_open")
+    flow = await h.run(make_flow())
+    assert flow.error is None
+    assert [str(e) for e in h.failures] == [
+        "plugin 'Slow' missed its 1s deadline in trellis_request"
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The same misbehaving plugin through the kernel (real sockets) and the harness
+# ---------------------------------------------------------------------------
+
+
+class SpoilsStatus:
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        flow.response.status_code = "200"  # type: ignore[assignment]
+
+
+class HearsFailures:
+    """What the kernel's fault boundary reports (``trellis_plugin_error``)."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, str]] = []
+
+    @sdk.hookimpl
+    def trellis_plugin_error(
+        self, plugin: str, hook: str, error: sdk.PluginError, fail_open: bool
+    ) -> None:
+        self.heard.append((hook, str(error)))
+
+
+class QuickOwnTimeout:
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        with trio.fail_after(0.01):
+            await trio.sleep(1)
+
+
+MISBEHAVING: dict[str, tuple[Any, str]] = {
+    "request-str": (lambda: Returns("deny"), "fail_closed"),
+    "request-101": (lambda: Returns(sdk.Response(101)), "fail_closed"),
+    "str-body": (lambda: Returns(sdk.Response(200, body="text")), "fail_closed"),
+    "route-list": (lambda: Returns(["r"]), "fail_closed"),
+    "proxy-error": (lambda: Raise(sdk.ProxyError("no", status_hint=418)), "fail_closed"),
+    "spoilt": (SpoilsStatus, "fail_closed"),
+    "open-key-error": (Boom, "fail_open"),
+    "open-wrong-type": (lambda: Returns("deny"), "fail_open"),
+    "open-own-timeout": (QuickOwnTimeout, "fail_open"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISBEHAVING))
+async def test_the_harness_and_the_kernel_agree(
+    case: str,
+    start_proxy: Any,
+    upstream: Any,
+    client: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Status, the failures the fault boundary reported, word for word."""
+    make, policy = MISBEHAVING[case]
+    name = type(make()).__name__  # the harness names an instance by its class
+    hears = HearsFailures()
+    cfg = basic_config(upstream.port, f'[kernel.policy.{name}]\non_error = "{policy}"\n')
+    cfg = cfg.replace("[kernel]\n", f'[kernel]\nplugins = ["hears", "{name}"]\n')
+    app = await start_proxy(cfg, extra_plugins={"hears": hears, name: make()})
+    raw = await client.exchange(
+        app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+
+    h = Harness(make(), on_error=policy)
+    flow = await h.run(make_flow("GET", "http://a/echo"))
+    assert flow.response is not None
+    assert flow.response.status_code == resp["status"]
+    assert len(hears.heard) == (0 if case == "spoilt" else 1)
+    assert [(e.hook, str(e)) for e in h.failures] == hears.heard
+    if isinstance(flow.error, sdk.LocalProtocolError):  # no plugin named: the kernel logs it
+        assert str(flow.error) in caplog.text
+    assert (flow.error is None) == (resp["status"] == 200)
