@@ -356,7 +356,12 @@ class HttptoolsClientCodec(_Codec, ClientSide):
         self._req_keep_alive = not close
         self._websocket = asks_websocket(head.method, head.headers)
         self._sstate = SENDING
-        return _head(b"%s %s HTTP/1.1\r\n" % (head.method, head.target), head.headers)
+        fields = head.headers
+        if fields and fields[0][0] != b"host" and any(n == b"host" for n, _ in fields):
+            # RFC 9110 §7.2: Host first, as h11 writes it (the kernel's own
+            # requests have it there already).
+            fields = [f for f in fields if f[0] == b"host"] + [f for f in fields if f[0] != b"host"]
+        return _head(b"%s %s HTTP/1.1\r\n" % (head.method, head.target), fields)
 
     def _read_head(self) -> InformationalResponse | ResponseHead | Sentinel:
         buf = self._buf

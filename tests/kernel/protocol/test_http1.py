@@ -577,6 +577,16 @@ def test_client_chunked_request_body(kind: str) -> None:
     assert codec.send_end([(b"t", b"1")]).lower() == b"0\r\nt: 1\r\n\r\n"
 
 
+def test_client_writes_host_first(kind: str) -> None:
+    # RFC 9110 §7.2: a user agent SHOULD send Host as the first field; h11
+    # always does, and the fast codec writes the same bytes.
+    codec = client(kind)
+    head = RequestHead(
+        method=b"GET", target=b"/", headers=[(b"x", b"1"), (b"host", b"h"), (b"y", b"2")]
+    )
+    assert codec.send_request_head(head) == b"GET / HTTP/1.1\r\nhost: h\r\nx: 1\r\ny: 2\r\n\r\n"
+
+
 def test_client_content_length_is_enforced(kind: str) -> None:
     codec = client(kind)
     codec.send_request_head(request(b"POST", [(b"content-length", b"2")]))
