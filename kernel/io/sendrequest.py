@@ -13,8 +13,10 @@ of it, and its answer is relayed.
 ``Expect: 100-continue`` goes on to the upstream (RFC 9110 §10.1.1), and
 the body waits for its word: its ``100`` (passed on to the client), a final
 answer (relayed; the body is never sent), or a second of silence (then our
-own ``100``). Over HTTP/2 upstreams (:mod:`kernel.io.h2relay`) the kernel
-still says ``100`` itself.
+own ``100``). A final answer already read after the ``100`` (one packet
+brought both) is relayed at once, without waiting for the client's body.
+Over HTTP/2 upstreams (:mod:`kernel.io.h2relay`) the kernel still says
+``100`` itself.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.io.upstream, kernel.io.exchangebase.
@@ -161,9 +163,13 @@ class RequestSender(ExchangeBase):
         body. A final answer first (a ``401``, a ``413``) is returned, and
         the body is never sent; the upstream connection is then not reused
         (the codec keeps no connection answered before its request was
-        sent). An upstream silent for :data:`CONTINUE_WAIT_S` is taken for
-        one that ignores Expect (as curl does): the client gets our own
-        ``100``. Other interim answers (``103``) are passed on meanwhile.
+        sent). So is a final answer that came with the ``100`` or by the
+        time it was passed on (:meth:`_heard`): the client has its ``100``
+        and may be sending the body, which does not go up, and its
+        connection ends after the answer. An upstream silent for
+        :data:`CONTINUE_WAIT_S` is taken for one that ignores Expect (as curl
+        does): the client gets our own ``100``. Other interim answers
+        (``103``) are passed on meanwhile.
         """
         codec = up.codec
         answered = False
@@ -183,7 +189,10 @@ class RequestSender(ExchangeBase):
         if answer is not None and answer.status_code != 100:
             return answer  # a final answer, or a 101 (only after our upgrade): no body goes
         await self.conn.send_informational(100, [])
-        return None
+        # The read that brought the 100 may have brought the final answer too
+        # (one packet), or it came while the 100 went: it is heard now, not
+        # once the client's first body chunk comes (a client may send none).
+        return await self._heard(up)
 
     async def _answer_so_far(
         self, codec: ClientCodec
@@ -267,7 +276,9 @@ class RequestSender(ExchangeBase):
         §15.2; a late ``100`` after our own is one of them, §10.1.1). The
         codec may already hold an answer read with a ``100``
         (:meth:`_await_continue`). ``woke``: a write's wait ended because the
-        socket was readable, so nothing to read means the connection broke."""
+        socket was readable, so nothing to read means the connection broke.
+        Also asked right after the client's ``100`` (:meth:`_await_continue`),
+        before the body is waited for."""
         if not self._answered_early(up) and woke:
             raise UpstreamBroken  # readable with nothing to read: the body is cut
         try:

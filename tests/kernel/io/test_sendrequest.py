@@ -126,15 +126,17 @@ async def test_an_upstream_that_takes_no_body_is_504(
 # -- Expect: 100-continue ---------------------------------------------------------
 class ExpectUpstream(RawUpstream):
     """Answers a request that asks ``Expect: 100-continue``: ``"refuse"``
-    answers 401 to the head at once, then records every byte that still
+    answers 401 to the head at once (after ``interim``, in the same
+    write), then records every byte that still
     comes (``after``) until the proxy closes; ``"continue"`` waits
     ``delay`` seconds, sends ``100 Continue``, reads the body and answers
     200 with its length."""
 
-    def __init__(self, mode: str, delay: float = 0.0) -> None:
+    def __init__(self, mode: str, delay: float = 0.0, *, interim: bytes = b"") -> None:
         super().__init__(0, read_next=False)
         self.mode = mode
         self.delay = delay
+        self.interim = interim
         self.after = b""
         self.finished = trio.Event()
 
@@ -143,7 +145,10 @@ class ExpectUpstream(RawUpstream):
             if not await self.read_head(stream, buf):
                 return
             if self.mode == "refuse":
-                await stream.send_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\ndeny")
+                # ``interim`` (1xx heads) goes in the same write as the 401.
+                await stream.send_all(
+                    self.interim + b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\ndeny"
+                )
                 after = bytes(buf)
                 with trio.move_on_after(5):
                     while data := await stream.receive_some(65536):
@@ -223,6 +228,63 @@ async def test_expect_continue_a_final_answer_first_saves_the_upload(
     assert stats(app)[2] == 0  # the upstream connection was not pooled
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("interim", "relayed"),
+    [
+        (CONTINUE, [b"HTTP/1.1 100 Continue"]),
+        (HINTS, [b"HTTP/1.1 103 Early Hints"]),
+        (HINTS + CONTINUE, [b"HTTP/1.1 103 Early Hints", b"HTTP/1.1 100 Continue"]),
+        (CONTINUE + HINTS, [b"HTTP/1.1 100 Continue", b"HTTP/1.1 103 Early Hints"]),
+    ],
+    ids=["100", "103", "103+100", "100+103"],
+)
+@pytest.mark.parametrize("sends_body", [False, True])
+async def test_expect_continue_a_final_answer_in_the_same_read_as_a_1xx(
+    start_proxy: Any,
+    nursery: trio.Nursery,
+    client: Any,
+    codec: str,
+    interim: bytes,
+    relayed: list[bytes],
+    sends_body: bool,
+) -> None:
+    """The upstream's 1xx and its 401 come in one packet: the client gets the
+    1xx, then the 401 at once, whether or not it sends its body after the
+    100 (the 401 used to wait in the codec's buffer for the client's first
+    body chunk: a client that sends none got it only at a timeout). The
+    body never reaches the upstream, and the client's connection closes
+    after the answer."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse", interim=interim).serve)
+    app = await start_proxy(basic_config(up.port, http1=codec))
+    stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+    async with stream:
+        await stream.send_all(expect_head(100_000))
+        got = b""
+        if sends_body and b" 100 " in interim:
+            got = await read_until(stream, got, b" 100 Continue\r\n\r\n")
+            try:
+                await stream.send_all(b"x" * 100_000)
+            except trio.BrokenResourceError:
+                pass
+        with trio.fail_after(3):
+            got = await read_until(stream, got, b"deny")
+        got = await read_to_end(stream, got)
+    lines, final = interim_blocks(got)
+    assert lines == relayed
+    (resp,) = client.parse_responses(final, [b"POST"])
+    assert resp["status"] == 401
+    assert resp["body"] == b"deny"
+    assert resp["headers"]["connection"] == "close"
+    with trio.fail_after(5):
+        await up.finished.wait()
+    assert up.after == b""  # not one byte of the body
+    assert stats(app)[2] == 0  # the upstream connection was not pooled
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.5])
 async def test_expect_continue_the_upstream_s_100_is_the_client_s_only_one(
     start_proxy: Any, nursery: trio.Nursery, client: Any, codec: str, delay: float
@@ -283,13 +345,16 @@ async def test_expect_continue_an_upstream_that_ignores_it_gets_the_body_after_a
     assert upstream.requests[-1]["body_length"] == 5
 
 
+@pytest.mark.parametrize("interim", [b"", CONTINUE], ids=["401", "100+401"])
 async def test_expect_continue_over_http2_a_final_answer_first(
-    start_proxy: Any, nursery: trio.Nursery
+    start_proxy: Any, nursery: trio.Nursery, interim: bytes
 ) -> None:
     """An HTTP/2 client's expectation goes to an HTTP/1.1 upstream the same
-    way: its early 401 comes back without a 100, the stream is closed
-    (``NO_ERROR``) and the body never reaches the upstream."""
-    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse").serve)
+    way: its early 401 comes back without a 100 (with the upstream's 100
+    when one came in the same packet, and at once, though the client
+    sends no body), the stream is closed (``NO_ERROR``) and the body never
+    reaches the upstream."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse", interim=interim).serve)
     app = await start_proxy(basic_config(up.port))
     async with await H2Client.connect(app.port()) as c:
         sid = await c.request(
@@ -298,10 +363,11 @@ async def test_expect_continue_over_http2_a_final_answer_first(
             extra=[(b"content-length", b"5"), (b"expect", b"100-continue")],
             end=False,
         )
-        r = await c.response(sid)
+        with trio.fail_after(3):
+            r = await c.response(sid)
         assert r.status == 401
         assert bytes(r.body) == b"deny"
-        assert r.informational == []
+        assert r.informational == ([100] if interim else [])
     assert b"\r\nexpect: 100-continue" in up.heads[0].lower()
     with trio.fail_after(5):
         await up.finished.wait()
@@ -544,12 +610,15 @@ async def test_an_upstream_that_stops_reading_is_504_after_send_timeout(
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("interim", [b"", CONTINUE], ids=["401", "100+401"])
 async def test_expect_continue_with_curl_a_refused_upload_is_not_sent(
-    start_proxy: Any, nursery: trio.Nursery, codec: str, tmp_path: Path
+    start_proxy: Any, nursery: trio.Nursery, codec: str, tmp_path: Path, interim: bytes
 ) -> None:
     """curl waits up to ``--expect100-timeout`` for a 100: given the upstream's
-    401 instead, it stops there, and the 1 MiB body goes nowhere."""
-    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse").serve)
+    401 instead, it stops there, and the 1 MiB body goes nowhere. Given a
+    100 with the 401 in the same packet, it gets both at once (and may
+    begin its upload, which the proxy does not pass on)."""
+    up: ExpectUpstream = await nursery.start(ExpectUpstream("refuse", interim=interim).serve)
     app = await start_proxy(basic_config(up.port, http1=codec))
     body = tmp_path / "body.bin"
     body.write_bytes(b"x" * (1 << 20))
@@ -567,8 +636,11 @@ async def test_expect_continue_with_curl_a_refused_upload_is_not_sent(
         )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
     out = done.stdout.decode("latin-1")
-    assert out.startswith("HTTP/1.1 401 ")
-    assert "100 Continue" not in out
+    if interim:
+        assert out.startswith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 ")
+    else:
+        assert out.startswith("HTTP/1.1 401 ")
+        assert "100 Continue" not in out
     assert out.endswith("\r\n\r\ndeny")
     assert time.monotonic() - start < 5  # no wait for a 100 that never came
     with trio.fail_after(5):
