@@ -18,6 +18,10 @@ same rules and messages as the kernel:
   (``$.server.max_body_bytes: must be >= 0, got -1``); the members of
   ``deep_iterable`` and ``deep_mapping`` validators are checked one by one,
   so each bad item is listed on its own path (``$.plugins.x.codes[2]: ...``).
+  They are checked even when other items of the same list or table did not
+  structure (``[1]: must be a string, got 5`` and ``[2]: invalid method``
+  in one report, in the list's order); a check of the whole value (a plain
+  validator, ``max_len``) waits until every item structures.
 
 :class:`EnvText` marks a string that came from the environment (a
 ``${VAR}`` placeholder that made up a whole value, or a ``TRELLIS_*``
@@ -55,6 +59,7 @@ from cattrs.errors import (
 )
 
 from sdk._errors import ConfigError
+from sdk._validators import REFUSED, Holey
 from sdk._validators import validate as _validate
 
 __all__ = [
@@ -80,6 +85,35 @@ ConfigPath = tuple[str | int, ...]
 STRUCTURE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, LookupError, CattrsError)
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _Incomplete(IterableValidationError):
+    """A list or table some of whose items did not structure.
+
+    ``holey`` holds the items that did, for the field's member validators
+    (:func:`sdk._validators.validate`); None on a copy made by ``derive``.
+    """
+
+    holey: Holey | None = None
+
+
+def _incomplete(
+    tp: Any, errors: list[Exception], members: list[tuple[Any, Any]], *, mapping: bool, order: Any
+) -> _Incomplete:
+    err = _Incomplete(f"While structuring {tp!r}", errors, tp)
+    err.holey = Holey(tuple(members), mapping, tuple(order))
+    return err
+
+
+def _holey_or(exc: Exception, default: Any) -> Any:
+    """What stands in for an item that did not structure: its own holey
+    rest when it is a list or table with holes, else ``default``."""
+    if isinstance(exc, _Incomplete) and exc.holey is not None:
+        return exc.holey
+    return default
+
+
+_SKIP: Any = object()  # an item left out of a holey list
 
 
 class EnvText(str):
@@ -297,10 +331,13 @@ def _sequence_hook(conv: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]
             try:
                 out.append(conv.structure(item, item_tp))
             except STRUCTURE_ERRORS as exc:
+                out.append(_holey_or(exc, _SKIP))
                 exc.add_note(IterableValidationNote(f"Structuring {tp} @ index {i}", i, item_tp))
                 errors.append(exc)
         if errors:
-            raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+            # What did structure goes with the error, for the member validators.
+            members = [(i, item) for i, item in enumerate(out) if item is not _SKIP]
+            raise _incomplete(tp, errors, members, mapping=False, order=range(len(value)))
         return tuple(out) if origin is tuple else out
 
     return hook
@@ -316,6 +353,7 @@ def _mapping_hook(conv: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]:
             raise TypeError(f"must be a table, got {show_value(value)}")
         out: dict[Any, Any] = {}
         errors: list[Exception] = []
+        members: list[tuple[Any, Any]] = []  # (key as written, (key, value)), for validators
         for key, item in value.items():
             try:
                 k = conv.structure(key, key_tp)
@@ -327,10 +365,13 @@ def _mapping_hook(conv: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]:
             try:
                 out[k] = conv.structure(item, val_tp)
             except STRUCTURE_ERRORS as exc:
+                members.append((key, (k, _holey_or(exc, REFUSED))))
                 exc.add_note(IterableValidationNote(f"Structuring {tp} @ key {key!r}", key, val_tp))
                 errors.append(exc)
+            else:
+                members.append((key, (k, out[k])))
         if errors:
-            raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+            raise _incomplete(tp, errors, members, mapping=True, order=list(value))
         return out
 
     return hook
@@ -348,6 +389,9 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
             raise TypeError(f"must be a table, got {show_value(value)}")
         kwargs: dict[str, Any] = {}
         done: dict[str, Any] = {}
+        # A list or table with items that did not structure: its error waits
+        # for the member validators' findings on the rest, to be listed together.
+        incomplete: dict[str, _Incomplete] = {}
         errors: list[tuple[int, Exception]] = []  # (field index, error): reported in field order
 
         def fail(exc: Exception, i: int) -> None:
@@ -363,6 +407,11 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
                 continue
             try:
                 done[a.name] = conv.structure(value[a.name], a.type)
+            except _Incomplete as exc:
+                if exc.holey is not None and a.validator is not None:
+                    incomplete[a.name] = exc
+                else:
+                    fail(exc, i)
             except STRUCTURE_ERRORS as exc:
                 fail(exc, i)
         # Validators run here, one field at a time, so a failure is attributed to
@@ -370,10 +419,18 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
         # far, which is enough for the validators that look at a sibling field.
         stand_in = types.SimpleNamespace(**_defaults(fields, value), **done)
         for i, a in enumerate(fields):
+            if a.name in incomplete:
+                partial = incomplete[a.name]
+                assert partial.holey is not None
+                try:
+                    found = _validate(a.validator, stand_in, a, partial.holey)
+                except AttributeError:
+                    found = []  # it looked at a sibling: the field's own error stands
+                fail(_with_members(partial, found, partial.holey.order), i)
             if a.name in done and a.validator is not None:
                 try:
-                    for found in _validate(a.validator, stand_in, a, done[a.name]):
-                        fail(found, i)
+                    for found_one in _validate(a.validator, stand_in, a, done[a.name]):
+                        fail(found_one, i)
                 except AttributeError:
                     if not errors:
                         raise  # not a broken sibling: a bug in the validator
@@ -390,6 +447,28 @@ def _attrs_hook(conv: cattrs.Converter, cl: type[Any]) -> Callable[[Any, Any], A
         return cl(**kwargs)
 
     return hook
+
+
+def _with_members(exc: _Incomplete, found: list[Exception], order: tuple[Any, ...]) -> Exception:
+    """A field's structuring error and its member validators' findings
+    (:func:`sdk._validators.validate` on the rest) as one error, each item's
+    problems in the list's or table's order."""
+    if not found:
+        return exc
+    parts: list[Exception] = list(exc.exceptions)
+    for each in found:
+        # Member findings come as one group of per-item errors, each with its note.
+        parts.extend(each.exceptions if isinstance(each, IterableValidationError) else [each])
+    rank = {where: n for n, where in enumerate(order)}
+
+    def position(err: Exception) -> int:
+        for note in getattr(err, "__notes__", ()):
+            if isinstance(note, IterableValidationNote):
+                return rank.get(note.index, len(rank))
+        return len(rank)
+
+    parts.sort(key=position)  # stable: an item's type error before its other problems
+    return IterableValidationError(exc.message, parts, exc.cl)
 
 
 def _defaults(fields: list[attrs.Attribute[Any]], given: Mapping[Any, Any]) -> dict[str, Any]:

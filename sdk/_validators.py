@@ -7,6 +7,13 @@ failure carries its index or key as a cattrs note, so
 :func:`sdk._config.collect_problems` lists each bad item on its own path
 (``$.plugins.x.codes[2]: ...``).
 
+A list or table some of whose items did not even structure (a ``5`` among
+strings) reaches the validators as a :class:`Holey`: the items that did,
+at their own index or key. Their member validators still run, so a bad
+type at ``[1]`` and a bad value at ``[2]`` are listed together; checks of
+the whole value (a plain validator, ``max_len``, the ``iterable_validator``)
+are not run on a value with holes in it.
+
 attrs keeps these composites in private classes: they are recognised by the
 class of a sample, and an ``and_`` whose list is not where this module
 looks (a future attrs) is run whole, which is what attrs itself does.
@@ -21,7 +28,7 @@ from typing import Any
 import attrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 
-__all__ = ["validate"]
+__all__ = ["REFUSED", "Holey", "validate"]
 
 
 def _noop(*_: Any) -> None:
@@ -35,6 +42,36 @@ _AND = type(attrs.validators.and_(_noop, _noop))
 _OPTIONAL = type(attrs.validators.optional(_noop))
 
 
+class _Refused:
+    """The value of a table entry that did not structure (its key did)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REFUSED"
+
+
+#: Stands in a :class:`Holey` table for a value that did not structure: its
+#: key is still checked, the value is not.
+REFUSED: Any = _Refused()
+
+
+@attrs.frozen
+class Holey:
+    """A list or table of values that did not structure whole: what did.
+
+    ``members``: for a list, ``(index, item)``; for a table (``mapping``),
+    ``(key as written, (key, value))``, the value :data:`REFUSED` when only
+    the key structured. An item that is itself a list or table with holes is
+    a :class:`Holey` too. ``order``: every index or key as written, in order
+    (for listing the problems in the document's order).
+    """
+
+    members: tuple[tuple[Any, Any], ...]
+    mapping: bool
+    order: tuple[Any, ...]
+
+
 def validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> list[Exception]:
     """Run one field's validator; every failure, not only the first.
 
@@ -44,9 +81,14 @@ def validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> 
     with its own path. ``and_`` (a list of validators) and ``optional`` are
     looked into for them; as in attrs, a whole-value check that fails (the
     ``iterable_validator``, a validator listed earlier) ends the field's checks.
+
+    ``value`` may be a :class:`Holey`: then only member validators run, on
+    the members it has; every check of the whole value is skipped (it
+    would judge a value with items missing).
     """
     v: Any = validator  # attrs types the composites as plain callables
     kind: type[Any] | None = type(v)
+    holey = isinstance(value, Holey)
     if kind is _AND and not hasattr(v, "_validators"):
         kind = None  # an attrs whose and_ keeps its list elsewhere: run it whole
     if kind is _AND:
@@ -58,27 +100,39 @@ def validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> 
     if kind is _OPTIONAL:
         return [] if value is None else validate(v.validator, inst, a, value)
     if kind is _DEEP_ITERABLE:
-        if v.iterable_validator is not None:
-            found = validate(v.iterable_validator, inst, a, value)
-            if found:
-                return found
-        return _members(
-            [(i, validate(v.member_validator, inst, a, item)) for i, item in enumerate(value)], a
-        )
+        if holey:
+            if value.mapping:
+                return []  # a table's keys, as attrs would iterate them: not all there
+            items: Any = value.members
+        else:
+            if v.iterable_validator is not None:
+                found = validate(v.iterable_validator, inst, a, value)
+                if found:
+                    return found
+            items = enumerate(value)
+        return _members([(i, validate(v.member_validator, inst, a, item)) for i, item in items], a)
     if kind is _DEEP_MAPPING:
-        if v.mapping_validator is not None:
-            found = validate(v.mapping_validator, inst, a, value)
-            if found:
-                return found
+        if holey:
+            if not value.mapping:
+                return []
+            entries: Any = ((where, k, item) for where, (k, item) in value.members)
+        else:
+            if v.mapping_validator is not None:
+                found = validate(v.mapping_validator, inst, a, value)
+                if found:
+                    return found
+            entries = ((key, key, item) for key, item in value.items())
         per_key: list[tuple[Any, list[Exception]]] = []
-        for key, item in value.items():
+        for where, key, item in entries:
             found = []
             if v.key_validator is not None:
                 found = validate(v.key_validator, inst, a, key)
-            if not found and v.value_validator is not None:
+            if not found and v.value_validator is not None and item is not REFUSED:
                 found = validate(v.value_validator, inst, a, item)
-            per_key.append((key, found))
+            per_key.append((where, found))
         return _members(per_key, a)
+    if holey:
+        return []  # a check of the whole value: not on one with holes
     try:
         v(inst, a, value)
     except (ValueError, TypeError) as exc:

@@ -30,10 +30,11 @@ import attrs
 import sdk
 
 
-def _prefixes(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    for prefix in value:
-        if not prefix.startswith("/"):
-            raise ValueError(f"every prefix must start with '/', got {prefix!r}")
+def _prefix(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # One item, in a deep_iterable: each bad prefix is reported at its own
+    # index ($.plugins.deny.prefixes[1]), even beside one that is no string.
+    if not value.startswith("/"):
+        raise ValueError(f"must start with '/', got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -42,7 +43,9 @@ class DenyConfig:
 
     # Path prefixes to refuse, matched on a segment boundary ("/admin" also covers
     # "/admin/x" and "/admin?x", not "/administrator").
-    prefixes: list[str] = attrs.field(factory=list, validator=_prefixes)
+    prefixes: list[str] = attrs.field(
+        factory=list, validator=attrs.validators.deep_iterable(_prefix)
+    )
     # Status of the refusal (a 4xx).
     status: int = attrs.field(
         default=403, validator=[attrs.validators.ge(400), attrs.validators.le(499)]

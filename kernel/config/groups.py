@@ -56,10 +56,10 @@ def upstream_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None
         raise ValueError(f"{value!r} is not an http(s)://host[:port][/path] URL")
 
 
-def _statuses(_: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
-    for status in value:
-        if not 100 <= status <= 599:
-            raise ValueError(f"{status!r} is not an HTTP status")
+def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    # One item of a list (deep_iterable): each bad one is listed at its index.
+    if not 100 <= value <= 599:
+        raise ValueError(f"{value!r} is not an HTTP status")
 
 
 def _probe_path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -118,7 +118,7 @@ class HealthCheckConfig:
     path: str = attrs.field(default="", validator=_probe_path)
     method: str = attrs.field(default="GET", validator=_token)
     #: Statuses that mean healthy; empty means any 2xx or 3xx.
-    expect: list[int] = attrs.field(factory=list, validator=_statuses)
+    expect: list[int] = attrs.field(factory=list, validator=attrs.validators.deep_iterable(_status))
     #: ``Host`` of the probe; empty: the target's ``host:port``.
     host: str = ""
     #: Seconds between the end of a probe and the next.
@@ -141,7 +141,9 @@ class PassiveHealthConfig:
 
     failures: int = attrs.field(default=5, validator=non_negative)
     #: Response statuses that count as failures.
-    statuses: list[int] = attrs.field(factory=lambda: [502, 503, 504], validator=_statuses)
+    statuses: list[int] = attrs.field(
+        factory=lambda: [502, 503, 504], validator=attrs.validators.deep_iterable(_status)
+    )
     cooldown_s: float = attrs.field(default=30.0, validator=positive)
 
 

@@ -134,17 +134,20 @@ def salvage_settings(data: Mapping[str, Any]) -> Settings | None:
 def salvage(data: Mapping[str, Any], cls: type[T]) -> T | None:
     """``data`` structured into ``cls`` with every value structuring refused left out.
 
-    Only table keys are left out, never list items (later indices would
-    shift and the later checks' paths would be wrong): when a problem sits on
-    a list item itself, a required key is missing, or leaving keys out does
-    not help, there is nothing to salvage (None).
+    Only table keys are left out (an entry of a table of values too), never
+    list items (later indices would shift and the later checks' paths would
+    be wrong): when a problem's path ends at a list item (``methods[1]``,
+    refused by its type or by a member validator), a required key is
+    missing, or leaving keys out does not help, there is nothing to salvage
+    (None).
     """
     work: Any = copy.deepcopy(dict(data))
     for _ in range(4):
         try:
             return _CONVERTER.structure(work, cls)
         except STRUCTURE_ERRORS as exc:
-            found = [parts for parts, _ in collect_problems(exc)]
+            # Once each: a path may carry two problems (a value's type and its key's).
+            found = list(dict.fromkeys(parts for parts, _ in collect_problems(exc)))
         if not found or not all(_drop(work, parts) for parts in found):
             return None
     return None

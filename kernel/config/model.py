@@ -84,15 +84,9 @@ def _bind(instance: object, attribute: attrs.Attribute[Any], value: str) -> None
     parse_bind(value)
 
 
-def _cidrs(instance: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    bad = []
-    for i, item in enumerate(value):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError as exc:
-            bad.append(f"[{i}] {exc}")
-    if bad:
-        raise ValueError("; ".join(bad))
+def _cidr(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # One item of a list (deep_iterable): each bad one is listed at its index.
+    ipaddress.ip_network(value, strict=False)
 
 
 #: RFC 9110 §7.6.3: received-by is a pseudonym (a token) or host[:port].
@@ -176,7 +170,9 @@ class ServerSection:
     max_body_bytes: int = attrs.field(default=0, validator=non_negative)
     #: Clients (CIDRs) whose X-Forwarded-For / Forwarded headers are kept and
     #: appended to; from anyone else they are replaced.
-    trusted_proxies: list[str] = attrs.field(factory=list, validator=_cidrs)
+    trusted_proxies: list[str] = attrs.field(
+        factory=list, validator=attrs.validators.deep_iterable(_cidr)
+    )
     #: Add ``X-Forwarded-For``/``-Proto``/``-Host`` to upstream requests.
     x_forwarded: bool = True
     #: Add an RFC 7239 ``Forwarded`` header to upstream requests.

@@ -70,9 +70,10 @@ def _required_path(_: object, attribute: attrs.Attribute[Any], value: str) -> No
         raise ValueError("must be a file path")
 
 
-def _names(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    for name in value:
-        host_pattern(name)
+# A validator of one item (``_name``, ``_protocol``, ``_status``) goes in a
+# deep_iterable: each bad item of the list is then listed at its own index.
+def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    host_pattern(value)
 
 
 def _certificates(_: object, attribute: attrs.Attribute[Any], value: list[Any]) -> None:
@@ -80,12 +81,14 @@ def _certificates(_: object, attribute: attrs.Attribute[Any], value: list[Any]) 
         raise ValueError("must list at least one certificate (the first is the default)")
 
 
+def _protocol(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ALPN_PROTOCOLS:
+        raise ValueError(f"unknown protocol {value!r} (known: 'h2', 'http/1.1')")
+
+
 def _alpn(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     if not value:
         raise ValueError("must list at least one protocol ('h2', 'http/1.1')")
-    for proto in value:
-        if proto not in ALPN_PROTOCOLS:
-            raise ValueError(f"unknown protocol {proto!r} (known: 'h2', 'http/1.1')")
     if len(set(value)) != len(value):
         raise ValueError("lists a protocol twice")
 
@@ -132,7 +135,7 @@ class CertificateConfig:
     key: str = attrs.field(validator=_required_path)
     #: SNI names this certificate serves, exact or ``*.example.com`` (one label);
     #: empty means the DNS names in the certificate's subjectAltName.
-    names: list[str] = attrs.field(factory=list, validator=_names)
+    names: list[str] = attrs.field(factory=list, validator=attrs.validators.deep_iterable(_name))
 
 
 @attrs.frozen(kw_only=True)
@@ -146,7 +149,10 @@ class ListenerTls:
     #: Highest TLS version accepted; ``""`` means the highest the TLS library has.
     max_version: Literal["", "1.2", "1.3"] = attrs.field(default="", validator=_max_version)
     #: ALPN protocols offered, in order of preference; ``h2`` only while HTTP/2 is on.
-    alpn: list[str] = attrs.field(factory=lambda: ["h2", "http/1.1"], validator=_alpn)
+    alpn: list[str] = attrs.field(
+        factory=lambda: ["h2", "http/1.1"],
+        validator=[attrs.validators.deep_iterable(_protocol), _alpn],
+    )
     #: Ask for a client certificate: ``none``, ``optional`` (verified when sent)
     #: or ``required`` (the handshake fails without one).
     client_auth: ClientAuth = attrs.field(default="none", validator=_client_auth)
@@ -211,10 +217,9 @@ class UpstreamTls:
     min_version: TlsVersion = "1.2"
 
 
-def _statuses(_: object, attribute: attrs.Attribute[Any], value: list[int]) -> None:
-    for status in value:
-        if not 500 <= status <= 599:
-            raise ValueError(f"{status} is not a 5xx status")
+def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 500 <= value <= 599:
+        raise ValueError(f"{value} is not a 5xx status")
 
 
 @attrs.frozen(kw_only=True)
@@ -237,7 +242,9 @@ class RetryConfig:
     #: Retry when the connect or the response head timed out.
     on_timeout: bool = True
     #: Retry when the upstream answered one of these (the answer is dropped).
-    statuses: list[int] = attrs.field(factory=lambda: [502, 503, 504], validator=_statuses)
+    statuses: list[int] = attrs.field(
+        factory=lambda: [502, 503, 504], validator=attrs.validators.deep_iterable(_status)
+    )
     #: First backoff in seconds; each later one doubles, with full jitter.
     backoff_s: float = attrs.field(default=0.025, validator=non_negative)
     #: Retry budget: retries may add at most this share of the route's requests

@@ -110,10 +110,14 @@ async def test_deny_status_and_message_are_configurable() -> None:
 def test_deny_config_errors_have_paths() -> None:
     with pytest.raises(sdk.ConfigError) as info:
         sdk.structure(
-            {"prefixes": ["admin"], "status": 200, "extra": 1}, DenyConfig, path="$.plugins.deny"
+            {"prefixes": ["admin", 5, "/ok", "etc"], "status": 200, "extra": 1},
+            DenyConfig,
+            path="$.plugins.deny",
         )
     assert info.value.problems == [
-        "$.plugins.deny.prefixes: every prefix must start with '/', got 'admin'",
+        "$.plugins.deny.prefixes[0]: must start with '/', got 'admin'",
+        "$.plugins.deny.prefixes[1]: must be a string, got 5",
+        "$.plugins.deny.prefixes[3]: must start with '/', got 'etc'",
         "$.plugins.deny.status: 'status' must be >= 400: 200",
         "$.plugins.deny.extra: unknown key (known: prefixes, status, message)",
     ]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +177,76 @@ def test_check_lists_the_problems_an_audit_found_hidden(
         "$.plugins.wrong: hook trellis_request_body has unknown parameter 'ending'"
         " (accepted: flow, chunk, end)",
         "$.plugins.wrong: hook trellis_shutdown has unknown parameter 'now' (accepted: none)",
+    ]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNEL = str(Path(sys.executable).with_name("kernel"))
+
+#: Lists with an item of the wrong type among items their validators refuse.
+BAD_ITEMS = """
+[kernel]
+plugins = ["router", "codes"]
+watch_config = false
+
+[kernel.modules]
+codes = "tests.kernel.test_cli:Codes"
+
+[server]
+trusted_proxies = ["10.0.0.0/8", 5, "nonsense"]
+
+[upstream.retry]
+statuses = ["502", 404, 503]
+
+[[listeners]]
+bind = "127.0.0.1:0"
+
+[[routes]]
+name = "a"
+
+[plugins.router]
+rules = [
+  { route = "a", methods = ["GET", 5, "NOT A METHOD"] },
+  { route = "a", headers = { "x-a" = 5, "bad name" = "1" } },
+  { route = "gone" },
+]
+
+[plugins.codes]
+codes = [7, "x", 404, 9]
+"""
+
+
+def test_check_lists_every_bad_item_beside_one_of_the_wrong_type(tmp_path: Path) -> None:
+    """``kernel check`` (a child process, as run by hand): each list used to
+    show only its item of the wrong type, the others' problems only once it
+    was fixed. ``rules[2]`` names a missing route, which is not said: a
+    refused list item (``rules[0].methods[1]``) leaves the router no instance
+    for its trellis_config_check (docs/PLUGINS.md)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
+    done = subprocess.run(
+        [KERNEL, "check", "-c", _write(tmp_path, BAD_ITEMS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith("c.toml: 11 problem(s)"), done.stderr
+    assert [line.strip() for line in lines[1:]] == [
+        "$.server.trusted_proxies[1]: must be a string, got 5",
+        "$.server.trusted_proxies[2]: 'nonsense' does not appear to be an IPv4 or IPv6 network",
+        "$.upstream.retry.statuses[0]: must be an integer, got '502'",
+        "$.upstream.retry.statuses[1]: 404 is not a 5xx status",
+        "$.plugins.router.rules[0].methods[1]: must be a string, got 5",
+        "$.plugins.router.rules[0].methods[2]: invalid method 'NOT A METHOD'",
+        "$.plugins.router.rules[1].headers.x-a: must be a string, got 5",
+        "$.plugins.router.rules[1].headers[\"bad name\"]: invalid header name 'bad name'",
+        "$.plugins.codes.codes[0]: 'codes' must be in range(400, 600) (got 7)",
+        "$.plugins.codes.codes[1]: must be an integer, got 'x'",
+        "$.plugins.codes.codes[3]: 'codes' must be in range(400, 600) (got 9)",
     ]
 
 

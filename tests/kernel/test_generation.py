@@ -167,6 +167,37 @@ def test_no_config_check_when_the_table_cannot_be_salvaged() -> None:
     ]
 
 
+@attrs.frozen(kw_only=True)
+class TaggedPickConfig(PickConfig):
+    tags: dict[str, str] = attrs.field(
+        factory=dict,
+        validator=attrs.validators.deep_mapping(attrs.validators.matches_re("[a-z]+")),
+    )
+
+
+class TaggedPick(Pick):
+    config_class = TaggedPickConfig
+
+
+def test_a_refused_list_item_leaves_no_instance_to_check() -> None:
+    """docs/PLUGINS.md: a list item refused (by its type or its validator)
+    cannot be left out without shifting the items after it, so there is no
+    salvaged instance and no trellis_config_check (its ``route`` is not
+    looked at). An entry of a table of values is no list item: it is left
+    out of its table, and the check runs on the rest."""
+    assert _pick(["pick"], {"routes": ["a", 5, "b"]}) == [
+        "$.plugins.pick.routes[1]: must be a string, got 5",
+    ]
+    assert _pick(["pick"], {"routes": ["b"], "tags": {"x": 5, "y": "ok", "Z": 6}}, TaggedPick) == [
+        "$.plugins.pick.tags.x: must be a string, got 5",
+        # Two problems at one path (its value's type, its key): left out once.
+        "$.plugins.pick.tags.Z: must be a string, got 6",
+        "$.plugins.pick.tags.Z: 'tags' must match regex '[a-z]+' ('Z' doesn't)",
+        "$.plugins.pick.routes[0]: no route named 'b'",
+        "$.plugins.pick.route: no route named 'main'",
+    ]
+
+
 @pytest.mark.parametrize(
     ("returned", "problem"),
     [

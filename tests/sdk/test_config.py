@@ -353,6 +353,58 @@ def test_member_validators_report_every_bad_item_with_its_path() -> None:
     assert structure({"statuses": [200], "nested": None}, ListTable) == ListTable(statuses=[200])
 
 
+def test_items_of_the_right_type_are_checked_beside_one_of_the_wrong_type() -> None:
+    """An item that did not structure (a string among integers) used to stop
+    the field there: its type error was the only problem listed, and the
+    member validators of the other items ran only once it was fixed. Now
+    every item's problem is listed, in the list's (or table's) order."""
+    data = {
+        "statuses": [7, "x", 200, 9],
+        "limits": {"api": -1, "ok": "x", "B": 2, "C": "y"},
+        "nested": [[1, "x", -1], [-2], "y"],
+    }
+    assert problems(data, ListTable, path="$.plugins.deny") == [
+        "$.plugins.deny.statuses[0]: 'statuses' must be in range(100, 600) (got 7)",
+        "$.plugins.deny.statuses[1]: must be an integer, got 'x'",
+        "$.plugins.deny.statuses[3]: 'statuses' must be in range(100, 600) (got 9)",
+        "$.plugins.deny.limits.api: 'limits' must be >= 0: -1",
+        "$.plugins.deny.limits.ok: must be an integer, got 'x'",
+        "$.plugins.deny.limits.B: 'limits' must match regex '[a-z]+' ('B' doesn't)",
+        # A value of the wrong type under a bad key: both.
+        "$.plugins.deny.limits.C: must be an integer, got 'y'",
+        "$.plugins.deny.limits.C: 'limits' must match regex '[a-z]+' ('C' doesn't)",
+        "$.plugins.deny.nested[0][1]: must be an integer, got 'x'",
+        "$.plugins.deny.nested[0][2]: 'nested' must be >= 0: -1",
+        "$.plugins.deny.nested[1][0]: 'nested' must be >= 0: -2",
+        "$.plugins.deny.nested[2]: must be an array, got 'y'",
+    ]
+    # A check of the whole list (max_len) waits for every item to structure:
+    # on a list with holes it would judge something else than what was written.
+    assert problems({"statuses": [200] * 5 + ["x", 7]}, ListTable) == [
+        "$.statuses[5]: must be an integer, got 'x'",
+        "$.statuses[6]: 'statuses' must be in range(100, 600) (got 7)",
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class Looped:
+    """A validator that loops over the list itself (no deep_iterable)."""
+
+    names: list[str] = attrs.field(factory=list)
+
+    @names.validator
+    def _names(self, a: attrs.Attribute[Any], value: list[str]) -> None:
+        for name in value:
+            if not name.islower():
+                raise ValueError(f"{name!r} is not lower-case")
+
+
+def test_a_validator_of_the_whole_list_does_not_run_on_one_with_holes() -> None:
+    """It would see a shorter list, its indices shifted: the type error alone."""
+    assert problems({"names": ["a", 5, "B"]}, Looped) == ["$.names[1]: must be a string, got 5"]
+    assert problems({"names": ["a", "B"]}, Looped) == ["$.names: 'B' is not lower-case"]
+
+
 # --------------------------------------------------------------- hypothesis
 _pos_float = st.floats(min_value=0.001, max_value=1e6, allow_nan=False) | st.integers(1, 10**6)
 _pos_int = st.integers(min_value=1, max_value=2**40)

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 from cattrs.errors import IterableValidationError
 
-from sdk._validators import validate
+from sdk._validators import REFUSED, Holey, validate
 
 
 def _at_least_100(_: object, a: attrs.Attribute[Any], value: int) -> None:
@@ -50,3 +50,28 @@ def test_every_bad_value_of_a_table_with_its_key() -> None:
     a = attrs.fields(_T).codes
     mapping = attrs.validators.deep_mapping(attrs.validators.instance_of(str), _at_least_100)
     assert _where(validate(mapping, None, a, {"a": 1, "b": 300, "c": 2})) == ["a", "c"]
+
+
+def test_a_holey_value_gets_its_members_checked_and_nothing_else() -> None:
+    """What did structure of a list or table with holes: the member
+    validators run on it, at each member's own index or key; checks of the
+    whole value (a plain validator, the iterable or mapping validator) do not."""
+    a = attrs.fields(_T).codes
+    holey = Holey(((0, 1), (2, 300), (3, 4)), mapping=False, order=(0, 1, 2, 3))
+    assert _where(validate(a.validator, None, a, holey)) == [0, 3]
+    whole = attrs.validators.deep_iterable(_at_least_100, attrs.validators.max_len(1))
+    assert _where(validate(whole, None, a, holey)) == [0, 3]
+    assert validate(attrs.validators.max_len(1), None, a, holey) == []
+    assert validate(attrs.validators.and_(attrs.validators.max_len(1), a.validator), None, a, holey)
+    # A table: a key is checked even where its value did not structure.
+    table = Holey(
+        (("a", ("a", 1)), ("B", ("B", REFUSED)), ("c", ("c", 200))),
+        mapping=True,
+        order=("a", "B", "c"),
+    )
+    mapping = attrs.validators.deep_mapping(attrs.validators.matches_re("[a-z]"), _at_least_100)
+    assert _where(validate(mapping, None, a, table)) == ["a", "B"]
+    # Holes inside a member: checked the same way, one level down.
+    nested = Holey(((0, holey),), mapping=False, order=(0,))
+    (outer,) = validate(attrs.validators.deep_iterable(a.validator), None, a, nested)
+    assert isinstance(outer, IterableValidationError)

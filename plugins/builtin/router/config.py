@@ -85,23 +85,26 @@ def _regex(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
             raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
 
 
-def _methods(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    bad = [m for m in value if not _TOKEN.match(m)]
-    if bad:
-        many = "s" if len(bad) > 1 else ""
-        raise ValueError(f"invalid method{many} {', '.join(repr(m) for m in bad)}")
+# One method, one header name, one header value: in deep_iterable /
+# deep_mapping, so each bad item is listed at its own path (``methods[2]``,
+# ``headers.x-a``), even beside an item of the wrong type.
+def _method(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _TOKEN.match(value):
+        raise ValueError(f"invalid method {value!r}")
 
 
-def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
-    for name, want in value.items():
-        if not _TOKEN.match(name):
-            raise ValueError(f"invalid header name {name!r}")
-        try:
-            sdk.Headers([(name, want)])
-        except (sdk.LocalProtocolError, UnicodeEncodeError):
-            raise ValueError(
-                f"invalid value for header {name!r}: {want!r} (a control character or non-Latin-1)"
-            ) from None
+def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _TOKEN.match(value):
+        raise ValueError(f"invalid header name {value!r}")
+
+
+def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    try:
+        sdk.Headers([("x", value)])
+    except (sdk.LocalProtocolError, UnicodeEncodeError):
+        raise ValueError(
+            f"invalid header value {value!r} (a control character or non-Latin-1)"
+        ) from None
 
 
 def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -137,9 +140,13 @@ class RuleConfig:
     # Python regular expression searched in the path (without the query).
     path_regex: str = attrs.field(default="", validator=_regex)
     # Methods, any of which matches (case-insensitive).
-    methods: list[str] = attrs.field(factory=list, validator=_methods)
+    methods: list[str] = attrs.field(
+        factory=list, validator=attrs.validators.deep_iterable(_method)
+    )
     # Header name -> exact value (names case-insensitive); "*" means "present".
-    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers)
+    headers: dict[str, str] = attrs.field(
+        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+    )
     # -- actions --
     # Send to this origin instead of the route's upstream: http://host[:port][/base];
     # the base path is prefixed to the request path.

@@ -65,8 +65,8 @@ def test_defaults() -> None:
     [
         (ServerSection, {"request_head_timeout_s": 0}, "must be > 0, got 0"),
         (ServerSection, {"max_body_bytes": -1}, "must be >= 0, got -1"),
-        (ServerSection, {"trusted_proxies": ["10.0.0.0/8", "nope"]}, r"\[1\] 'nope' does not"),
-        (ServerSection, {"trusted_proxies": ["a", "::1/128", "b"]}, r"\[0\] 'a' .*; \[2\] 'b' "),
+        # Each bad item at its own path when structured: test_loader.py.
+        (ServerSection, {"trusted_proxies": ["10.0.0.0/8", "nope"]}, r"'nope' does not"),
         (UpstreamSection, {"max_idle_per_host": -1}, "must be >= 0"),
         (KernelSection, {"shutdown_grace_s": -0.5}, "must be >= 0"),
         (KernelSection, {"plugin_deadline_s": 0.0}, "must be > 0"),

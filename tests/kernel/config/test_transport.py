@@ -205,12 +205,12 @@ def test_every_problem_with_its_path(tmp_path: Path) -> None:
         "$.listeners[0].tls.certificates: must list at least one certificate"
         " (the first is the default)",
         "$.listeners[0].tls.max_version: '1.2' is below min_version '1.3'",
-        "$.listeners[0].tls.alpn: unknown protocol 'h3' (known: 'h2', 'http/1.1')",
+        "$.listeners[0].tls.alpn[0]: unknown protocol 'h3' (known: 'h2', 'http/1.1')",
         "$.listeners[0].tls.client_auth: 'required' needs client_ca"
         " (the CA file that signs client certificates)",
         "$.listeners[1].tls.certificates[0].cert: must be a file path",
         "$.listeners[1].tls.certificates[0].key: required",
-        "$.listeners[1].tls.certificates[0].names: invalid name '*.a.*':"
+        "$.listeners[1].tls.certificates[0].names[0]: invalid name '*.a.*':"
         " a wildcard is only allowed as '*.domain'",
         "$.listeners[1].tls.alpn: lists a protocol twice",
         "$.routes[0].transport.max_idle_per_host: must be >= 0, got -1",
