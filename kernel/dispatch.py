@@ -261,9 +261,18 @@ async def _call(impl: Impl, args: tuple[Any, ...]) -> Any:
 
 async def _await(impl: Impl, awaitable: Awaitable[Any]) -> Any:
     """An implementation's coroutine (or what a plain ``def`` returned to be
-    awaited), under its deadline."""
-    with trio.move_on_after(impl.deadline):
-        return await awaitable
+    awaited), under its deadline.
+
+    The deadline is missed also when the implementation returns after it was
+    due, cancelled or not: one that caught its ``Cancelled`` (``except
+    BaseException``), shielded itself or blocked without awaiting is not
+    given its late result. (``cancel_called`` of the still active scope also
+    reads the clock: a deadline that passed while nothing awaited counts.)
+    """
+    with trio.move_on_after(impl.deadline) as scope:
+        result = await awaitable
+        if not scope.cancel_called:
+            return result
     raise DeadlineMissed
 
 

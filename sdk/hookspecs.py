@@ -23,6 +23,9 @@ exception or a missed deadline is caught by the kernel's fault boundary: the
 error is logged with the plugin's name and the flow ends with ``502`` (policy
 ``fail_closed``, the default), or the call is treated as if it returned
 ``None`` (``fail_open``). Other flows and the process are not affected.
+An implementation that returns after its deadline (it caught the
+``trio.Cancelled``, shielded itself or blocked) missed it all the same: its
+late result is dropped.
 
 Synchronous implementations must not block: they run on the event loop. The
 flow hooks in :data:`SYNC_ONLY_HOOKS` must be plain ``def`` too.

@@ -275,6 +275,121 @@ async def test_deadline_per_call(autojump_clock: trio.abc.Clock) -> None:
     assert trio.current_time() - start == pytest.approx(0.5)
 
 
+class Late:
+    """Overstays its deadline in one of the ways a cancel scope cannot stop,
+    and then answers (which must not count)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    async def _late(self) -> sdk.Response:
+        if self.how == "swallows":
+            try:
+                await trio.sleep(10)
+            except BaseException:
+                pass  # the deadline's Cancelled, caught and dropped
+        elif self.how == "catches-cancelled":
+            try:
+                await trio.sleep(10)
+            except trio.Cancelled:
+                await trio.sleep(0)  # a checkpoint in a cancelled scope: Cancelled again
+        elif self.how == "shields":
+            with trio.CancelScope(shield=True):
+                await trio.sleep(10)
+        else:  # blocks: no checkpoint at all (the clock moves anyway)
+            await trio.sleep(0)
+            trio.lowlevel.current_clock().jump(10)  # type: ignore[attr-defined]
+        return sdk.Response.make(204)
+
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+        return await self._late()
+
+    @sdk.hookimpl
+    async def trellis_flow_done(self, flow: sdk.Flow) -> None:
+        await self._late()
+
+
+LATE = ["swallows", "shields", "blocks"]
+
+
+@pytest.mark.parametrize("how", LATE)
+async def test_a_hook_that_returns_after_its_deadline_missed_it(
+    how: str, caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    """Before, a hook that caught its Cancelled, shielded itself or blocked
+    past its deadline was a success: its late answer was used."""
+    settings = _settings(policy={"late": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["late"], _table(late=Late(how)), settings)
+    before = dispatch.plugin_error_counts["late"]
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError) as info:
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert isinstance(info.value.__cause__, dispatch.DeadlineMissed)
+    assert "plugin 'late' missed its 0.5s deadline in trellis_request" in caplog.text
+    assert dispatch.plugin_error_counts["late"] == before + 1
+
+
+async def test_a_hook_that_catches_cancelled_and_checkpoints_is_cancelled_again(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    settings = _settings(policy={"late": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["late"], _table(late=Late("catches-cancelled")), settings)
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError, match=r"missed its 0\.5s"):
+        await dispatch.first_result(chain.request, "trellis_request", make_flow())
+
+
+@pytest.mark.parametrize("how", LATE)
+async def test_a_terminal_hook_that_returns_after_its_deadline_missed_it(
+    how: str, caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    """The same hole in trellis_flow_done (under the exchange's shield)."""
+    settings = _settings(policy={"late": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["late"], _table(late=Late(how)), settings)
+    with caplog.at_level(logging.ERROR), trio.CancelScope(shield=True):
+        await dispatch.call_done(chain.flow_done, make_flow())
+    assert "plugin 'late' missed its 0.5s deadline in trellis_flow_done" in caplog.text
+
+
+async def test_a_def_hook_whose_awaitable_returns_late_missed_it(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.abc.Clock
+) -> None:
+    """A plain ``def`` returning an awaitable goes the same way, in
+    call_done_sync's hand-over to call_done too."""
+
+    class Hands:
+        @sdk.hookimpl
+        def trellis_request(self, flow: sdk.Flow) -> object:
+            return Late("swallows")._late()
+
+        @sdk.hookimpl
+        def trellis_flow_done(self, flow: sdk.Flow) -> object:
+            return Late("shields")._late()
+
+    settings = _settings(policy={"h": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["h"], _table(h=Hands()), settings)
+    flow = make_flow()
+    with caplog.at_level(logging.ERROR), pytest.raises(sdk.PluginError, match="missed its"):
+        await dispatch.first_result(chain.request, "trellis_request", flow)
+    start, pending = dispatch.call_done_sync(chain.flow_done, flow)
+    assert (start, pending is not None) == (0, True)
+    with caplog.at_level(logging.ERROR):
+        await dispatch.call_done(chain.flow_done[start:], flow, pending)
+    assert "plugin 'h' missed its 0.5s deadline in trellis_flow_done" in caplog.text
+
+
+async def test_a_hook_done_just_in_time_is_no_miss(autojump_clock: trio.abc.Clock) -> None:
+    class InTime:
+        @sdk.hookimpl
+        async def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+            await trio.sleep(0.49)
+            return sdk.Response.make(204)
+
+    settings = _settings(policy={"t": PluginPolicy(deadline_s=0.5)})
+    chain = dispatch.compile_chain(["t"], _table(t=InTime()), settings)
+    got = await dispatch.first_result(chain.request, "trellis_request", make_flow())
+    assert got.status_code == 204
+
+
 def test_transform_threads_chunks_and_none_keeps() -> None:
     class Upper:
         @sdk.hookimpl

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 import sdk
+from kernel import dispatch
 from tests.conftest import basic_config
 
 GET = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
@@ -257,6 +258,43 @@ async def test_plugin_fault_and_deadline_fail_only_their_flow(
     assert sorted(f.request.path for f in done.flows) == ["/boom", "/echo", "/fine", "/hang"]
     errors = {f.request.path: type(f.error).__name__ for f in done.flows if f.error}
     assert errors == {"/boom": "PluginError", "/hang": "PluginError"}
+
+
+class Overstays:
+    """Answers after its deadline: it swallowed the Cancelled, or shielded itself."""
+
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> sdk.Response | None:
+        if flow.request.path == "/swallow":
+            try:
+                await trio.sleep(1)
+            except BaseException:
+                return sdk.Response.make(200, body=b"late\n")
+        if flow.request.path == "/shield":
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.4)
+            return sdk.Response.make(200, body=b"late\n")
+        return None
+
+
+async def test_a_hook_that_overstays_its_deadline_fails_its_flow(
+    start_proxy: Any, upstream: Any, client: Any, caplog: Any
+) -> None:
+    """Before, the late answer was sent as if in time (200 "late")."""
+    cfg = basic_config(upstream.port).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["late"]\nplugin_deadline_s = 0.2\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"late": Overstays()})
+    before = dispatch.plugin_error_counts["late"]
+    for path in ("/swallow", "/shield"):
+        with caplog.at_level(logging.ERROR):
+            raw = await client.exchange(
+                app.port(), f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+            )
+        assert client.parse_responses(raw)[0]["status"] == 502, path
+    assert caplog.text.count("plugin 'late' missed its 0.2s deadline in trellis_request") == 2
+    assert dispatch.plugin_error_counts["late"] == before + 2
+    assert upstream.requests == []
 
 
 class HangingResponse:
