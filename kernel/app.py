@@ -10,7 +10,16 @@
   closed; flows in progress finish on the generation they started with;
 - **drain** on SIGTERM/SIGINT: stop accepting, close idle keep-alive
   connections, let in-flight flows finish up to ``shutdown_grace_s``, then
-  cancel what is left. A second signal cancels at once.
+  cancel what is left. A second signal cancels at once. What was cancelled
+  gets ``shutdown_abort_s`` to end: code that swallows its cancellation
+  (a plugin's ``except trio.Cancelled: pass`` in a loop) would otherwise keep
+  the process alive until SIGKILL. Then the tasks left are logged and
+  ``kernel run`` exits with :data:`EXIT_ABORTED` at once (``os._exit``: the
+  live generation's ``trellis_shutdown`` does not run); so does a signal
+  after the cancel.
+
+While the timeout sweeper runs, a watchdog thread (kernel/stuck.py) warns
+when the event loop stalls for ``stall_warning_s``, naming what runs.
 
 This is the only module that ties ``kernel.io`` to the plugin host.
 
@@ -23,13 +32,14 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
-from kernel import dispatch, early, heap, lifecycle
+from kernel import dispatch, early, heap, lifecycle, stuck
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
 from kernel.io.healthcheck import run_health_checks
@@ -41,7 +51,15 @@ from kernel.tls import default_client_context
 from kernel.watch import watch_config
 from sdk import ConfigError, Group, ServerInfo, StartupContext, Target
 
-__all__ = ["EXIT_BIND", "EXIT_CONFIG", "EXIT_OK", "EXIT_STORAGE", "App", "PluginStartupError"]
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_BIND",
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "App",
+    "PluginStartupError",
+]
 
 log = logging.getLogger("kernel.app")
 
@@ -49,6 +67,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_BIND = 2
 EXIT_STORAGE = 3
+#: The drain was cut: tasks cancelled at its end had not ended ``shutdown_abort_s``
+#: later (not 0: work was abandoned; not 1-3, which mean "could not start").
+EXIT_ABORTED = 4
 
 
 class PluginStartupError(Exception):
@@ -77,6 +98,7 @@ class App:
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
         settle_heap: bool = False,
+        exit_on_abort: bool = False,
         worker: int = 0,
         workers: int = 1,
     ) -> None:
@@ -89,6 +111,9 @@ class App:
         #: Freeze the long-lived heap once serving, and again after each
         #: retired generation (kernel/heap.py): for the process's owner only.
         self.settle_heap = settle_heap
+        #: Leave the process (``os._exit``) when a drain must be cut; otherwise
+        #: that is only logged. For the process's owner only.
+        self.exit_on_abort = exit_on_abort
         self.state: ServerState | None = None
         self.listeners: dict[str, BoundListener] = {}
         self._stop = trio.Event()
@@ -99,6 +124,10 @@ class App:
         self._root: trio.Nursery | None = None
         #: The config watcher's scope while ``[kernel] watch_config`` is on.
         self._watch_scope: trio.CancelScope | None = None
+        #: The event-loop watchdog while ``[kernel] stall_warning_s`` is not 0.
+        self._watchdog: stuck.Watchdog | None = None
+        #: Set once the connections were cancelled (a drain's end, a second signal).
+        self._cancelled_at: float | None = None
         #: This process's worker number and the number of workers (kernel.workers).
         self.worker = worker
         self.workers = workers
@@ -157,6 +186,9 @@ class App:
         try:
             return await self._serve(bound, state, task_status)
         finally:
+            if self._watchdog is not None:
+                self._watchdog.stop()
+                self._watchdog = None
             state.pool.close_all()
             for b in self.listeners.values():
                 b.listener.socket.close()
@@ -195,6 +227,7 @@ class App:
                     root.start_soon(self._reap_pool)
                     if self.workers > 1:
                         root.start_soon(self._watch_supervisor, supervisor_pid())
+                    self._sync_watchdog(state.generation)
                     root.start_soon(state.timers.run)
                     if self.settle_heap:
                         heap.settle()
@@ -237,7 +270,60 @@ class App:
             await state.no_active_flows.wait()
         if scope.cancelled_caught:
             log.warning("grace period over: cancelling %d flows", state.active_flows)
-        conns.cancel_scope.cancel()
+        self._cancel_connections()
+
+    def _cancel_connections(self) -> None:
+        """Cancel every connection, and give what was cancelled
+        ``shutdown_abort_s`` to end (see :meth:`_abort_after`)."""
+        assert self._conn_nursery is not None
+        assert self._root is not None
+        assert self.state is not None
+        self._conn_nursery.cancel_scope.cancel()
+        if self._cancelled_at is None:
+            self._cancelled_at = trio.current_time()
+            seconds = self.state.generation.settings.kernel.shutdown_abort_s
+            self._root.start_soon(self._abort_after, seconds)
+
+    async def _abort_after(self, seconds: float) -> None:
+        """Cut the shutdown short ``seconds`` after the cancel, if it still runs.
+
+        Cancelled with the root nursery once everything has ended.
+        """
+        await trio.sleep(seconds)
+        self._abort(f"{seconds:g}s (shutdown_abort_s)")
+
+    def _abort(self, after: str) -> None:
+        """Say which tasks did not end after the cancel; leave (``exit_on_abort``)."""
+        # Connections first: while one is left, the generations wait for it.
+        left = stuck.stuck_tasks([self._conn_nursery, self._gen_nursery])
+        flows = self.state.active_flows if self.state is not None else 0
+        log.error(
+            "shutdown cut %s after cancelling, with %d flow(s) left"
+            " (a plugin swallowing trio.Cancelled?): %s; still running:%s",
+            after,
+            flows,
+            f"exiting with code {EXIT_ABORTED}" if self.exit_on_abort else "not exiting",
+            "".join(f"\n  {line}" for line in left) or " nothing the kernel can name",
+        )
+        if self.exit_on_abort:
+            _exit_now(EXIT_ABORTED)
+
+    def _sync_watchdog(self, gen: Generation) -> None:
+        """Run the event-loop watchdog or not, as the live generation says."""
+        assert self.state is not None
+        threshold = gen.settings.kernel.stall_warning_s
+        timers = self.state.timers
+        dog = self._watchdog
+        if threshold and dog is None:
+            self._watchdog = dog = stuck.Watchdog(threshold)
+            dog.start()
+            timers.pulse = dog
+        elif threshold and dog is not None:
+            dog.threshold = threshold
+        elif dog is not None:
+            timers.pulse = None
+            dog.stop()
+            self._watchdog = None
 
     async def _signals(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -251,10 +337,14 @@ class App:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.request_reload("SIGHUP")
+                elif self._cancelled_at is not None:
+                    # Whatever is left ignored the cancel: the operator asks again.
+                    elapsed = trio.current_time() - self._cancelled_at
+                    self._abort(f"by {signal.Signals(signum).name} {elapsed:.1f}s")
                 elif self._stop.is_set():
                     log.warning("second %s: stopping now", signal.Signals(signum).name)
                     if self._conn_nursery is not None:
-                        self._conn_nursery.cancel_scope.cancel()
+                        self._cancel_connections()
                 else:
                     log.info("%s received: shutting down", signal.Signals(signum).name)
                     self._stop.set()
@@ -352,7 +442,10 @@ class App:
         async with trio.open_nursery() as tasks:
 
             def start_soon(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-                tasks.start_soon(_guarded, gen.number, fn, args)
+                # Named for the report of a shutdown that must be cut (kernel/stuck.py).
+                what = getattr(fn, "__qualname__", None) or type(fn).__name__
+                name = f"background task {what} of generation {gen.number}"
+                tasks.start_soon(_guarded, gen.number, fn, args, name=name)
 
             try:
                 groups = {name: Group(name, group.targets) for name, group in gen.groups.items()}
@@ -461,6 +554,7 @@ class App:
             self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
         log.info("reloaded (%s): generation %d is live", reason, new.number)
         self._sync_watch(new)
+        self._sync_watchdog(new)
         return True
 
     def _sync_watch(self, gen: Generation) -> None:
@@ -490,6 +584,15 @@ class App:
                 reloaded,
                 self._stop,
             )
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave the process now, whatever tasks are left (the logs flushed first)."""
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+    finally:
+        os._exit(code)
 
 
 async def _resettle_heap(number: int) -> None:

@@ -130,7 +130,7 @@ def _cmd_run(
     import trio
 
     spec = os.environ.get("TRELLIS_LOG")
-    level, log_format, workers, grace = "info", "console", 1, 10.0
+    level, log_format, workers, grace, abort = "info", "console", 1, 10.0, 5.0
     binds: list[str] = []
     try:
         settings = load_config(config).settings
@@ -139,6 +139,7 @@ def _cmd_run(
     else:
         level, log_format = settings.kernel.log_level, settings.kernel.log_format
         workers, grace = settings.server.workers, settings.kernel.shutdown_grace_s
+        abort = settings.kernel.shutdown_abort_s
         binds = [lc.bind for lc in settings.listeners]
     worker, _ = worker_identity()
     in_worker = WORKER_ENV in os.environ
@@ -162,10 +163,16 @@ def _cmd_run(
                 file=sys.stderr,
             )
             return EXIT_CONFIG
-        return trio.run(Supervisor(worker_argv(raw), workers, grace).run)
+        return trio.run(Supervisor(worker_argv(raw), workers, grace, abort).run)
     worker, count = worker_identity() if in_worker else (0, 1)
     app = App(
-        config, plugins=chain, blocked=blocked, settle_heap=True, worker=worker, workers=count
+        config,
+        plugins=chain,
+        blocked=blocked,
+        settle_heap=True,
+        exit_on_abort=True,
+        worker=worker,
+        workers=count,
     )
     return trio.run(app.run)
 

@@ -12,7 +12,10 @@ OOM) notices within a second and drains (``App`` watches its parent).
 
 Exit codes: a worker that fails while starting with the config, bind or
 storage code (1, 2, 3) stops the whole set with that code, since every
-other worker would fail alike. Otherwise 0 after a drain.
+other worker would fail alike. Otherwise 0 after a drain, or 4 when the
+drain of a worker was cut: it exited 4 itself (what it had cancelled did
+not end within ``shutdown_abort_s``), or outstayed ``shutdown_grace_s`` +
+``shutdown_abort_s`` + 5 s and was killed, or a second signal killed it.
 
 Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
 the supervisor creates a fresh directory for prometheus-client's
@@ -56,6 +59,8 @@ SUPERVISOR_ENV = "TRELLIS_SUPERVISOR_PID"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: A worker that ends with one of these while starting stops the whole set.
 _FATAL = {1, 2, 3}
+#: The drain of a worker (or of the set) was cut (kernel.app.EXIT_ABORTED).
+_ABORTED = 4
 #: Seconds a worker must live to count as started (and to reset its backoff).
 _STARTED_AFTER = 3.0
 _STABLE_AFTER = 60.0
@@ -81,11 +86,15 @@ def supervisor_pid() -> int:
 class Supervisor:
     """Start, watch and stop the worker processes of one ``kernel run``."""
 
-    def __init__(self, argv: Sequence[str], workers: int, grace_s: float) -> None:
+    def __init__(
+        self, argv: Sequence[str], workers: int, grace_s: float, abort_s: float = 5.0
+    ) -> None:
         #: The worker command line (``python -m kernel run ...``).
         self.argv = list(argv)
         self.workers = workers
         self.grace_s = grace_s
+        #: A worker's ``shutdown_abort_s``: it exits on its own that long after its grace.
+        self.abort_s = abort_s
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self._stopping = False
@@ -134,6 +143,11 @@ class Supervisor:
             _mark_dead(proc.pid)
             lived = time.monotonic() - started
             if self.stopping():
+                if code != 0:
+                    what = _describe(code)
+                    log.error("worker %d (pid %d) did not drain cleanly: %s", index, proc.pid, what)
+                    if self._exit_code == 0:
+                        self._exit_code = _ABORTED
                 return
             if code in _FATAL and lived < _STARTED_AFTER:
                 log.error("worker %d failed to start (exit %d): stopping", index, code)
@@ -178,9 +192,11 @@ class Supervisor:
                     continue
                 log.info("%s: draining the workers", signal.Signals(signum).name)
                 self._stop_all(signal.SIGTERM)
-                # Workers drain within their grace; none may outstay it. (The
-                # whole task is cancelled as soon as every worker is gone.)
-                await trio.sleep(self.grace_s + 5.0)
+                # Workers drain within their grace, and what they cancelled
+                # then ends within abort_s or they exit anyway; none may
+                # outstay that. (The whole task is cancelled as soon as every
+                # worker is gone.)
+                await trio.sleep(self.grace_s + self.abort_s + 5.0)
                 log.warning("workers outstayed their grace: killing them")
                 self._stop_all(signal.SIGKILL)
 

@@ -125,6 +125,9 @@ class KernelSection:
     log_format: LogFormat = "console"
     #: Seconds in-flight flows get to finish on SIGTERM/SIGINT before being cancelled.
     shutdown_grace_s: float = attrs.field(default=10.0, validator=non_negative)
+    #: Seconds what was cancelled then (flows, plugin tasks) gets to end; the
+    #: process then logs what did not and exits with code 4 anyway.
+    shutdown_abort_s: float = attrs.field(default=5.0, validator=positive)
     #: Reload when the config file (or an include) changes on disk.
     watch_config: bool = True
     #: Default deadline for one awaited plugin hook call, in seconds.
@@ -132,6 +135,9 @@ class KernelSection:
     #: What a plugin failure does to its flow: ``fail_closed`` ends it with 502,
     #: ``fail_open`` logs and carries on as if the plugin had returned nothing.
     plugin_on_error: OnError = "fail_closed"
+    #: Seconds the event loop may go without turning (a plain ``def`` hook
+    #: that blocks) before a warning names what runs; 0 turns the watch off.
+    stall_warning_s: float = attrs.field(default=1.0, validator=non_negative)
     #: Per-instance overrides of ``plugin_deadline_s`` / ``plugin_on_error``.
     policy: dict[str, PluginPolicy] = attrs.field(factory=dict)
 

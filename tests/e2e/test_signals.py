@@ -2,14 +2,17 @@
 
 SIGTERM and SIGINT drain: the listener closes at once (new connections are
 refused), flows in flight finish within ``shutdown_grace_s``, and the process
-exits 0; past the grace period what is left is cut. SIGHUP reloads: a bad
-config is reported with every problem and the old generation keeps serving; a
-good one serves the next requests. Exit codes: 1 for a config error, 2 for a
-bind failure, 3 for a storage error (ARCHITECTURE.md).
+exits 0; past the grace period what is left is cut, and code that ignores
+that cancellation is abandoned ``shutdown_abort_s`` later (exit 4, naming
+it). SIGHUP reloads: a bad config is reported with every problem and the old
+generation keeps serving; a good one serves the next requests. Exit codes: 1
+for a config error, 2 for a bind failure, 3 for a storage error, 4 for a
+shutdown cut (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -20,7 +23,14 @@ from typing import Any
 import pytest
 import trio
 
-from tests.e2e.conftest import ProxyProcess, SpawnProxy, free_port, proxy_config, run_kernel
+from tests.e2e.conftest import (
+    ROOT,
+    ProxyProcess,
+    SpawnProxy,
+    free_port,
+    proxy_config,
+    run_kernel,
+)
 from tests.helpers import client
 from tests.helpers.upstream import Upstream
 
@@ -109,6 +119,144 @@ async def test_grace_period_cuts_what_is_left(spawn_proxy: SpawnProxy, upstream:
     assert 0.4 <= elapsed < 2.0, f"exited {elapsed:.2f}s after SIGTERM with a 0.5 s grace"
     assert raw == b"", "the client must see the connection cut, not a response"
     assert "grace period over" in proxy.stderr()
+
+
+#: Plugins that ignore their cancellation, as a module of their own on the
+#: child's path (``[kernel.modules]``).
+STUBBORN = """
+import logging
+
+import trio
+
+import sdk
+
+
+async def ignore_cancellation():
+    logging.getLogger("stubborn").warning("stubborn code runs")
+    while True:
+        try:
+            await trio.sleep(1)
+        except trio.Cancelled:
+            pass
+
+
+class StubbornFlow:
+    @sdk.hookimpl
+    async def trellis_request(self, flow):
+        if flow.request.path == "/stubborn":
+            await ignore_cancellation()
+
+
+class StubbornTask:
+    @sdk.hookimpl
+    def trellis_startup(self, context):
+        context.start_soon(ignore_cancellation)
+"""
+
+
+def stubborn(
+    tmp_path: Path, upstream_port: int, port: int, kind: str, *, abort: float, grace: float = 0.5
+) -> tuple[str, dict[str, str]]:
+    """A config whose plugin ``stubborn`` is ``Stubborn<kind>``, and the env to find it."""
+    (tmp_path / "stubborn_plugins.py").write_text(STUBBORN)
+    toml = proxy_config(
+        upstream_port,
+        port,
+        grace=grace,
+        kernel_extra=f'shutdown_abort_s = {abort}\nplugins = ["stubborn"]',
+        extra=f"""
+[kernel.modules]
+stubborn = "stubborn_plugins:Stubborn{kind}"
+
+[kernel.policy.stubborn]
+deadline_s = 60
+""",
+    )
+    # The tested tree first (not the one the venv has installed), as for ours.
+    path = os.pathsep.join([str(ROOT), str(tmp_path)])
+    return toml, {"PYTHONPATH": path}
+
+
+async def test_a_flow_that_ignores_its_cancellation_cannot_hold_the_shutdown(
+    spawn_proxy: SpawnProxy, upstream: Any, tmp_path: Path
+) -> None:
+    """Before, the process kept running (spinning) until SIGKILL."""
+    port = free_port()
+    toml, env = stubborn(tmp_path, upstream.port, port, "Flow", abort=1)
+    proxy = await spawn_proxy(toml, port=port, env=env)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /stubborn HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_stderr(proxy, "stubborn code runs")
+        proxy.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = await proxy.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+        with trio.fail_after(2):
+            assert await read_all(stream) == b""
+    err = proxy.stderr()
+    assert code == 4, err
+    # 0.5 s of grace, then 1 s for what was cancelled.
+    assert 1.4 <= elapsed < 3.5, f"exited {elapsed:.2f}s after SIGTERM"
+    (line,) = [x for x in err.splitlines() if "shutdown cut" in x]
+    assert "shutdown cut 1s (shutdown_abort_s) after cancelling, with 1 flow(s) left" in line
+    assert "exiting with code 4; still running:" in line
+    # Which plugin, in which hook, for which flow, and where it is.
+    # Which plugin, in which hook, for which flow, and where it is: only
+    # that (the generation that waits for the flow is not listed).
+    said = err[err.index(line) :].splitlines()[1:]
+    assert len(said) == 1, said
+    assert re.fullmatch(
+        r"  plugin 'stubborn' in trellis_request \(flow [0-9a-f-]+\),"
+        r" at .*stubborn_plugins\.py:\d+ in ignore_cancellation",
+        said[0],
+    )
+    assert "Traceback" not in err
+
+
+async def test_a_plugin_task_that_ignores_its_cancellation_cannot_hold_the_shutdown(
+    spawn_proxy: SpawnProxy, upstream: Any, tmp_path: Path
+) -> None:
+    """A background task (``StartupContext.start_soon``) held the generation,
+    and so the process, the same way."""
+    port = free_port()
+    toml, env = stubborn(tmp_path, upstream.port, port, "Task", abort=1)
+    proxy = await spawn_proxy(toml, port=port, env=env)
+    await wait_stderr(proxy, "stubborn code runs")
+    proxy.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    code = await proxy.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    err = proxy.stderr()
+    assert code == 4, err
+    assert 0.9 <= elapsed < 3.0, f"exited {elapsed:.2f}s after SIGTERM"
+    said = err[err.index("shutdown cut") :].splitlines()
+    assert "with 0 flow(s) left" in said[0]
+    assert re.fullmatch(
+        r"  background task ignore_cancellation of generation 1,"
+        r" at .*stubborn_plugins\.py:\d+ in ignore_cancellation",
+        said[1],
+    )
+
+
+async def test_a_signal_after_the_cancel_exits_at_once(
+    spawn_proxy: SpawnProxy, upstream: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    toml, env = stubborn(tmp_path, upstream.port, port, "Flow", abort=30, grace=0.2)
+    proxy = await spawn_proxy(toml, port=port, env=env)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /stubborn HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_stderr(proxy, "stubborn code runs")
+        proxy.signal(signal.SIGTERM)
+        await wait_stderr(proxy, "grace period over")
+        proxy.signal(signal.SIGTERM)
+        code = await proxy.wait(timeout=5)
+    err = proxy.stderr()
+    assert code == 4, err
+    assert re.search(r"shutdown cut by SIGTERM [\d.]+s after cancelling, with 1 flow\(s\)", err)
+    assert "plugin 'stubborn' in trellis_request" in err
 
 
 RESPOND = """

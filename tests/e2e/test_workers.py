@@ -9,13 +9,15 @@ with it (they get SIGTERM when their parent dies).
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from tests.e2e.conftest import SpawnProxy, free_port, run_kernel
+from tests.e2e.conftest import ROOT, SpawnProxy, free_port, run_kernel
+from tests.e2e.test_signals import STUBBORN
 from tests.helpers import client
 
 
@@ -132,6 +134,39 @@ async def test_a_killed_supervisor_takes_its_workers_along(
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
     await sup.kill()  # SIGKILL: no chance to stop them itself
+    await wait_for(lambda: not any(alive(pid) for pid in workers))
+
+
+async def test_a_worker_whose_drain_is_cut_makes_the_set_exit_4(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
+    """Each worker bounds its own shutdown (``shutdown_abort_s``, well before
+    the supervisor would kill it) and says why; the supervisor says it too."""
+    port = free_port()
+    (tmp_path / "stubborn_plugins.py").write_text(STUBBORN)
+    toml = config(port).replace(
+        "shutdown_grace_s = 2",
+        'shutdown_grace_s = 0.5\nshutdown_abort_s = 1\nplugins = ["stubborn"]\n'
+        '[kernel.modules]\nstubborn = "stubborn_plugins:StubbornTask"',
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "TRELLIS_LOG": "info"}
+    sup = await spawn_proxy(toml, port=port, env=env, ready=False)
+    await sup.wait_ready(60)
+    await wait_for(lambda: sup.stderr().count("stubborn code runs") == 2)
+    workers = children(sup.pid)
+    sup.signal(signal.SIGTERM)
+    t0 = trio.current_time()
+    code = await sup.wait(20)
+    elapsed = trio.current_time() - t0
+    err = sup.stderr()
+    assert code == 4, err
+    # Not the supervisor's kill, 0.5 + 1 + 5 s later.
+    assert elapsed < 5, f"the set took {elapsed:.1f}s"
+    assert "outstayed" not in err
+    for n in (0, 1):
+        assert re.search(rf"\[w{n}\] .*shutdown cut 1s \(shutdown_abort_s\)", err), err
+        assert re.search(rf"worker {n} \(pid \d+\) did not drain cleanly: exit code 4", err)
+    assert "all workers stopped (exit 4)" in err
     await wait_for(lambda: not any(alive(pid) for pid in workers))
 
 

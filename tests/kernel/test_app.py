@@ -566,3 +566,103 @@ async def test_a_sighup_during_start_up_is_a_reload_once_serving(
             app.stop()
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+class Stubborn:
+    """Ignores its cancellation until told to stop."""
+
+    def __init__(self) -> None:
+        self.release = False
+        self.running = trio.Event()
+
+    @sdk.hookimpl
+    async def trellis_request(self, flow: sdk.Flow) -> None:
+        self.running.set()
+        while not self.release:
+            try:
+                await trio.sleep(0.01)
+            except trio.Cancelled:
+                pass
+
+
+async def test_an_embedded_app_says_what_holds_its_shutdown_and_does_not_exit(
+    tmp_path: Path, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only ``kernel run`` (``exit_on_abort``) leaves the process; an app in
+    someone else's process logs the same report and goes on waiting."""
+    from kernel.app import App
+
+    stubborn = Stubborn()
+    cfg = _local_config("x").replace(
+        "[kernel]\n",
+        '[kernel]\nplugins = ["stubborn"]\nshutdown_grace_s = 0.1\nshutdown_abort_s = 0.3\n',
+    )
+    path = tmp_path / "proxy.toml"
+    path.write_text(cfg)
+    app = App(path, handle_signals=False, extra_plugins={"stubborn": stubborn})
+    with caplog.at_level(logging.ERROR), trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            nursery.start_soon(_get, app.port(), client)
+            await stubborn.running.wait()
+            app.stop()
+            while "shutdown cut" not in caplog.text:
+                await trio.sleep(0.05)
+            stubborn.release = True
+    (record,) = [r for r in caplog.records if "shutdown cut" in r.message]
+    lines = record.getMessage().splitlines()
+    assert lines[0] == (
+        "shutdown cut 0.3s (shutdown_abort_s) after cancelling, with 1 flow(s) left"
+        " (a plugin swallowing trio.Cancelled?): not exiting; still running:"
+    )
+    assert re.fullmatch(
+        rf"  plugin 'stubborn' in trellis_request \(flow [0-9a-f-]+\), at {re.escape(__file__)}:"
+        r"\d+ in trellis_request",
+        lines[1],
+    )
+    assert len(lines) == 2
+
+
+async def test_a_reload_turns_the_loop_watchdog_on_and_off(start_proxy: Any) -> None:
+    app = await start_proxy(
+        _local_config("one").replace("[kernel]\n", "[kernel]\nstall_warning_s = 0\n")
+    )
+    assert app._watchdog is None
+    app.config_path.write_text(
+        _local_config("two").replace("[kernel]\n", "[kernel]\nstall_warning_s = 3\n")
+    )
+    assert await app.reload("test") is True
+    dog = app._watchdog
+    assert dog is not None
+    assert dog.threshold == 3
+    assert app.state.timers.pulse is dog
+    app.config_path.write_text(_local_config("three"))  # the default: 1 s
+    assert await app.reload("test") is True
+    assert app._watchdog is dog
+    assert dog.threshold == 1
+    app.config_path.write_text(
+        _local_config("four").replace("[kernel]\n", "[kernel]\nstall_warning_s = 0\n")
+    )
+    assert await app.reload("test") is True
+    assert app._watchdog is None
+    assert app.state.timers.pulse is None
+    assert dog._thread is not None
+    dog._thread.join(2)
+    assert not dog._thread.is_alive()
+
+
+async def test_the_watchdog_thread_ends_with_the_app(tmp_path: Path) -> None:
+    from kernel.app import App
+
+    path = tmp_path / "proxy.toml"
+    path.write_text(_local_config("x"))
+    app = App(path, handle_signals=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(app.run)
+        dog = app._watchdog
+        assert dog is not None
+        assert dog._thread is not None
+        assert dog._thread.is_alive()
+        app.stop()
+    dog._thread.join(2)
+    assert not dog._thread.is_alive()

@@ -104,3 +104,63 @@ async def test_a_disarmed_timer_lets_the_sweeper_park(autojump_clock: trio.abc.C
         await trio.sleep(60)
         assert timers.sweeps == swept
         nursery.cancel_scope.cancel()
+
+
+class _Pulse:
+    """Records what the sweeper tells its pulse (kernel/stuck.py's watchdog)."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def beat(self) -> None:
+        if self.said[-1:] != ["beat"]:
+            self.said.append("beat")  # consecutive beats as one
+
+    def parked(self) -> None:
+        self.said.append("parked")
+
+    def awake(self) -> None:
+        self.said.append("awake")
+
+
+async def test_the_pulse_hears_every_sweep_and_when_the_sweeper_parks(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    timers = _Counting()
+    pulse = _Pulse()
+    timers.pulse = pulse
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pulse.said == ["parked"]
+        timers.arm("k", 0.5, lambda: None)
+        # Awake at once, in the arm: the sweeper task has not run yet (a
+        # plain def hook that blocks the loop right now would keep it so).
+        assert pulse.said == ["parked", "awake"]
+        await trio.sleep(1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pulse.said == ["parked", "awake", "beat", "parked"]
+        timers.pulse = None  # unset: the sweeper goes on without it
+        timers.arm("k", 0.5, lambda: None)
+        await trio.sleep(1.0)
+        assert pulse.said == ["parked", "awake", "beat", "parked"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pulse_set_while_timeouts_are_armed_hears_at_once_that_the_sweeper_runs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """As on a reload that turns the watchdog on, or before the sweeper started."""
+    timers = Timers()
+    timers.arm("k", 0.5, lambda: None)
+    pulse = _Pulse()
+    timers.pulse = pulse
+    assert pulse.said == ["awake"]
+    idle = Timers()
+    idle.pulse = other = _Pulse()
+    assert other.said == []  # nothing armed: it will park, or it has
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.sleep(1.0)
+        assert pulse.said == ["awake", "awake", "beat", "parked"]
+        nursery.cancel_scope.cancel()

@@ -34,3 +34,18 @@ async def test_a_ring_with_no_waiter_is_not_kept(autojump_clock: trio.abc.Clock)
     with trio.move_on_after(10) as scope:
         await wakeup.wait()
     assert scope.cancelled_caught
+
+
+async def test_on_ring_is_called_by_a_ring_that_lets_the_waiter_go_on() -> None:
+    wakeup = Wakeup()
+    rang: list[bool] = []
+    wakeup.on_ring = lambda: rang.append(wakeup.waiting)
+    wakeup.ring()  # nobody waits: no call
+    assert rang == []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wakeup.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        wakeup.ring()
+        assert rang == [False]  # at once, in the ring, the waiter no longer counted
+        wakeup.ring()
+        assert rang == [False]
