@@ -278,11 +278,17 @@ class Harness:
             raise err from exc
 
     async def _invoke(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """One implementation's result, awaited under the deadline if it is one."""
+        """One implementation's result, awaited under the deadline if it is one.
+
+        As in the kernel, one that returns after its deadline missed it, even
+        if it caught its ``Cancelled`` or shielded itself.
+        """
         result = fn(*args)
         if inspect.isawaitable(result):
-            with trio.move_on_after(self.deadline):
-                return await result
+            with trio.move_on_after(self.deadline) as scope:
+                result = await result
+                if not scope.cancel_called:
+                    return result
             raise _DeadlineMissed
         return result
 

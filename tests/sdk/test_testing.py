@@ -538,6 +538,32 @@ async def test_call_returns_all_results_or_the_first() -> None:
     assert await h.call("trellis_response", make_flow()) == []
 
 
+@pytest.mark.parametrize("how", ["swallows", "shields"])
+async def test_a_hook_returning_after_its_deadline_missed_it(
+    autojump_clock: trio.abc.Clock, how: str
+) -> None:
+    """As in the kernel: catching the Cancelled, or a shield, buys no time."""
+
+    class Late:
+        @sdk.hookimpl
+        async def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
+            if how == "shields":
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(3)
+            else:
+                try:
+                    await trio.sleep(10)
+                except trio.Cancelled:
+                    pass
+            return sdk.Response.make(200, b"late")
+
+    with pytest.raises(sdk.PluginError, match="missed its 1s deadline"):
+        await Harness(Late(), deadline=1.0).call("trellis_request", make_flow())
+    flow = await Harness(Late(), deadline=1.0).run(make_flow())
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+
+
 async def test_call_refuses_an_unknown_hook_name() -> None:
     with pytest.raises(ValueError, match="trellis_requets"):
         await Harness().call("trellis_requets", make_flow())
