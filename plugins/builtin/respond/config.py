@@ -14,7 +14,7 @@ import sdk
 __all__ = ["NO_BODY", "RespondConfig"]
 
 #: Statuses whose responses never carry a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
-NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
+NO_BODY = frozenset({204, 304})
 # Framing is the kernel's job; content-type has its own key.
 _OWN_KEYS = {"content-length": "", "transfer-encoding": "", "content-type": "content_type"}
 
@@ -28,8 +28,9 @@ def _check(name: str, value: str) -> None:
 
 
 def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not 100 <= value <= 599:
-        raise ValueError(f"must be between 100 and 599, got {value}")
+    # A final answer: after a 1xx the client would wait for one that never comes.
+    if not 200 <= value <= 599:
+        raise ValueError(f"must be between 200 and 599 (a final status), got {value}")
 
 
 def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
@@ -57,7 +58,7 @@ def _body(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
 class RespondConfig:
     """The ``[plugins.respond]`` table: the response sent for every request reaching it."""
 
-    # Status code (100..599); 1xx, 204 and 304 responses have no body.
+    # Status code (200..599, a final answer); 204 and 304 responses have no body.
     status: int = attrs.field(default=200, validator=_status)
     # Content-Type of the body; "" for none. Not sent when the status has no body.
     content_type: str = attrs.field(default="text/plain; charset=utf-8", validator=_content_type)
