@@ -131,7 +131,6 @@ def _cmd_run(
 
     spec = os.environ.get("TRELLIS_LOG")
     level, log_format, workers, grace, abort = "info", "console", 1, 10.0, 5.0
-    binds: list[str] = []
     try:
         settings = load_config(config).settings
     except ConfigError:
@@ -140,7 +139,6 @@ def _cmd_run(
         level, log_format = settings.kernel.log_level, settings.kernel.log_format
         workers, grace = settings.server.workers, settings.kernel.shutdown_grace_s
         abort = settings.kernel.shutdown_abort_s
-        binds = [lc.bind for lc in settings.listeners]
     worker, _ = worker_identity()
     in_worker = WORKER_ENV in os.environ
     try:
@@ -155,14 +153,7 @@ def _cmd_run(
         print(f"kernel: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if workers > 1 and not in_worker:
-        zero = [b for b in binds if b.endswith(":0")]
-        if zero:
-            print(
-                f"kernel: [server] workers = {workers} needs fixed ports;"
-                f" these bind port 0: {', '.join(zero)}",
-                file=sys.stderr,
-            )
-            return EXIT_CONFIG
+        # (Port 0 is refused with workers by the config's cross-checks.)
         return trio.run(Supervisor(worker_argv(raw), workers, grace, abort).run)
     worker, count = worker_identity() if in_worker else (0, 1)
     app = App(

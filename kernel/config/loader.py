@@ -170,6 +170,26 @@ def _drop(data: Any, parts: ConfigPath) -> bool:
 
 
 # -------------------------------------------------------------- cross-checks
+def _port_zero_with_workers(data: Mapping[str, Any], workers: int) -> list[tuple[ConfigPath, str]]:
+    """Workers share each listener's port: port 0 would give each its own."""
+    problems: list[tuple[ConfigPath, str]] = []
+    for i, item in _items(data, "listeners"):
+        bind = _text(item, "bind", None)
+        try:
+            zero = bind is not None and _bind_key(bind)[1] == 0
+        except ValueError:
+            continue  # not HOST:PORT; the field's validator says so
+        if zero:
+            problems.append(
+                (
+                    ("listeners", i, "bind"),
+                    f"port 0 cannot be shared by [server] workers = {workers}"
+                    " (each worker would get a port of its own): give a fixed port",
+                )
+            )
+    return problems
+
+
 def _items(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
     value = data.get(key)
     if not isinstance(value, list):
@@ -214,10 +234,11 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[ConfigPath, str]]:
     unique("listeners", "name", "listener name", defaults.name)
     unique("listeners", "bind", "bind", defaults.bind)
     server = data.get("server")
-    if not (isinstance(server, Mapping) and isinstance(server.get("workers"), int)) or (
-        server["workers"] <= 1  # (SO_REUSEPORT, with workers, lets them share)
-    ):
+    workers = server.get("workers") if isinstance(server, Mapping) else None
+    if not isinstance(workers, int) or workers <= 1:
         problems.extend(_wildcard_clashes(data, defaults.bind))
+    else:  # (SO_REUSEPORT, with workers, lets them share)
+        problems.extend(_port_zero_with_workers(data, workers))
     routes = unique("routes", "name", "route name", None)
     for i, item in _items(data, "listeners"):
         wanted = _text(item, "default_route", defaults.default_route)

@@ -190,4 +190,9 @@ async def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:
     path.write_text(config(0, bind="127.0.0.1:0"))
     code, _, err = await run_kernel("run", "-c", str(path))
     assert code == 1
-    assert "workers = 2 needs fixed ports" in err
+    problem = "$.listeners[0].bind: port 0 cannot be shared by [server] workers = 2"
+    assert problem in err
+    # kernel check says so too: it loads the config as kernel run does.
+    code, out, err = await run_kernel("check", "-c", str(path))
+    assert code == 1
+    assert problem in out + err

@@ -302,6 +302,18 @@ def test_a_wildcard_bind_clashes_with_its_port_on_one_address(tmp_path: Path) ->
     assert len(shared.settings.listeners) == 6
 
 
+def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:
+    text = '[server]\nworkers = 3\n[[listeners]]\nname = "a"\nbind = "127.0.0.1:0"\n'
+    text += '[[listeners]]\nname = "b"\nbind = "127.0.0.1:8080"\n'
+    assert problems(tmp_path, text) == [
+        "$.listeners[0].bind: port 0 cannot be shared by [server] workers = 3"
+        " (each worker would get a port of its own): give a fixed port",
+    ]
+    # One process: each listener gets a port of its own, as asked.
+    one = load(tmp_path, text.replace("workers = 3", "workers = 1"))
+    assert [lc.bind for lc in one.settings.listeners] == ["127.0.0.1:0", "127.0.0.1:8080"]
+
+
 def test_default_route_without_routes(tmp_path: Path) -> None:
     assert problems(tmp_path, '[[listeners]]\ndefault_route = "x"\n') == [
         "$.listeners[0].default_route: no route named 'x' (no routes are defined)"
