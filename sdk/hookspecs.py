@@ -329,7 +329,12 @@ def trellis_request(flow: Flow) -> Response | Awaitable[Response | None] | None:
     ``trellis_request_body``).
 
     May change: ``flow.request`` (method, path, headers), ``flow.upstream``.
-    Header values are checked: CR, LF and NUL are refused.
+    Header values are checked: CR, LF and NUL are refused. A request left in
+    a state the kernel cannot write (a space in the path, a second Host, a
+    character outside Latin-1, a field edited into ``headers.fields``
+    unchecked) never reaches the upstream: the client gets a ``500`` and the
+    flow's error names the plugins whose request hooks ran (as does the
+    log).
 
     :param flow: the flow.
     :return: a :class:`~sdk.Response` to answer locally (the upstream is never
@@ -391,8 +396,23 @@ def trellis_response(flow: Flow) -> Awaitable[None] | None:
     error pages, in chain order, every implementation. While an error page is
     being answered, a failing implementation is logged and skipped. The body has not been sent.
 
-    May change: ``flow.response.status_code``, ``flow.response.headers`` (and
-    ``flow.response.body`` when it is a local response).
+    May change: ``flow.response.status_code``, ``flow.response.headers``,
+    ``flow.response.reason``, ``flow.response.body``; or replace
+    ``flow.response`` with a :class:`~sdk.Response` of its own. Later hooks
+    see the change. A replaced response, or one whose body a hook set, is
+    the answer as a local response is: its own body and framing (the
+    kernel's ``content-length``), through ``trellis_response_body``. The
+    upstream's body is then never relayed; its connection goes back to the
+    pool only if that body had already arrived whole, else it is closed (an
+    HTTP/2 upstream's stream is reset). On the upstream's ``101`` (WebSocket)
+    a replacement, another status or a body answers instead of the switch,
+    and the upstream connection closes.
+
+    What the hooks leave must be sendable: a final status (200-599), a
+    ``bytes`` body, Latin-1 reason, fields the codec accepts. Otherwise the
+    client gets a ``500`` (nothing of the response goes out) and the flow's
+    error names the plugins whose response hooks ran; on an error page the
+    kernel's own page is sent instead.
 
     :param flow: the flow, ``flow.response`` set.
     """

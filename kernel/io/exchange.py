@@ -12,8 +12,10 @@ The life of a request, in order (docs/architecture.md draws it):
    another), else the route's ``upstream``;
 5. the request head goes upstream with Via and forwarding fields, then the
    body streams through ``trellis_request_body``;
-6. the response head comes back; ``trellis_response`` may change it; the
-   body streams through ``trellis_response_body``;
+6. the response head comes back; ``trellis_response`` may change it, or
+   put a response of its own in its place (then answered as a local one,
+   and the upstream's body is dropped); the body streams through
+   ``trellis_response_body``;
 7. ``trellis_flow_done``, exactly once, whatever happened.
 
 Steps 4-6 are :class:`kernel.io.relay.UpstreamRelay`, which this module's
@@ -22,7 +24,10 @@ exchange class extends with the request phase, local answers and errors.
 A failure before the response head was sent becomes an error response
 (``trellis_error`` may supply it); after that the connection is cut, since
 the client can no longer be told, unless none of it reached the socket yet
-(then the kernel's page replaces it: ``Downstream.retract_response``).
+(then the kernel's page replaces it: ``Downstream.retract_response``). A
+message the kernel cannot write after plugin hooks edited it is a ``500``
+naming them (:meth:`~kernel.io.exchangebase.ExchangeBase._spoilt`); an error
+page the response hooks spoilt gives way to the kernel's own.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state,
@@ -42,8 +47,8 @@ from kernel.dispatch import Chain
 from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.log import FLOW_ID
-from kernel.protocol.errorpage import error_body, reason_phrase
-from kernel.protocol.events import RequestHead, ResponseHead
+from kernel.protocol.errorpage import error_body
+from kernel.protocol.events import RequestHead
 from kernel.protocol.forwarding import strip_hop_by_hop
 from sdk import (
     Flow,
@@ -68,7 +73,6 @@ __all__ = ["ClientGone", "run_exchange"]
 log = logging.getLogger("kernel.exchange")
 
 _now = time.monotonic
-_NO_BODY_STATUS = frozenset({204, 304})
 #: How much of an unread request body we read and drop to keep a connection
 #: alive after answering locally; more than this and we close instead.
 _DISCARD_LIMIT = 256 * 1024
@@ -234,54 +238,13 @@ class _Exchange(UpstreamRelay):
         flow = self.flow
         flow.response = response
         flow.timings.response_head = _now()
-        await dispatch.call_all(self.chain.response, "trellis_response", flow)
+        if self.chain.response:
+            await dispatch.call_all(self.chain.response, "trellis_response", flow)
+            # What the hooks left (a replacement too), refused when unsendable.
+            response = self._hooked_response()
         await self._discard_request_body()
         await self._send_local(response)
         return True
-
-    async def _send_local(
-        self, response: Response, *, error: bool = False, close: bool = False
-    ) -> None:
-        """Send a complete local response (its whole body is in ``response``).
-
-        ``error`` marks the kernel's or ``trellis_error``'s page: body
-        transforms are skipped, because a plugin failing there cannot fail the
-        flow a second time. ``close`` ends the connection after it.
-        """
-        conn, flow = self.conn, self.flow
-        # A response a plugin returned was checked then (dispatch); only a
-        # response hook can have spoilt it since: refused before a byte goes out.
-        if self.chain.response and (problem := dispatch.response_problem(response)):
-            raise LocalProtocolError(f"the local response's {problem}")
-        body = response.body or b""
-        transforms = () if error else self.chain.response_body
-        fields = [
-            (n, v)
-            for n, v in response.headers.fields
-            if n not in (b"content-length", b"transfer-encoding", b"connection")
-        ]
-        if transforms:
-            # Same contract as a streamed body: the chunk, then the end.
-            body = dispatch.transform(transforms, "trellis_response_body", flow, body, False)
-            body += dispatch.transform(transforms, "trellis_response_body", flow, b"", True)
-        bodyless = response.status_code in _NO_BODY_STATUS or response.status_code < 200
-        if not bodyless:
-            fields.append((b"content-length", str(len(body)).encode("ascii")))
-        conn.begin_response(
-            ResponseHead(
-                status_code=response.status_code,
-                headers=fields,
-                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
-                # The codec adds "connection: close" itself when not keeping alive.
-                keep_alive=not close and not conn.state.draining and self.request_done,
-            )
-        )
-        self.head_sent = True
-        if body and not bodyless and flow.request.method != "HEAD":
-            conn.write_body(body)
-            flow.bytes_out += len(body)
-        conn.end_response()
-        await conn.flush()
 
     async def _discard_request_body(self) -> None:
         """Read and drop a small unread request body so the connection survives.
@@ -327,6 +290,8 @@ class _Exchange(UpstreamRelay):
             response = await dispatch.first_result(self.chain.error, "trellis_error", flow, exc)
         except PluginError:
             response = None  # already logged; fall back to the kernel's page
+        # The plugins that made the page, when one can be spoilt.
+        makers = self.chain.error if response is not None else ()
         if response is None:
             response = Response.make(status, error_body(status, flow.id))
             if isinstance(exc, UpstreamUnavailable) and exc.retry_after_s:
@@ -349,17 +314,48 @@ class _Exchange(UpstreamRelay):
                 await dispatch.call_all((impl,), "trellis_response", flow)
             except PluginError:
                 pass
+        if response_hooks:
+            makers += response_hooks
+            # Their replacement is the page; one they spoilt is not sent.
+            try:
+                response = self._hooked_response()
+            except LocalProtocolError as spoilt:
+                response = self._kernel_page(status, spoilt)
         if not isinstance(exc, ProtocolError):
             try:
                 await self._discard_request_body()
             except ProxyError:
                 pass
-        if isinstance(exc, ProtocolError | _ListenerGone) or not self.request_done:
-            # Framing or body state in doubt, or nothing left to serve the
-            # connection: answer, then close.
-            await self._send_local(response, error=True, close=True)
+        # Framing or body state in doubt, or nothing left to serve the
+        # connection: answer, then close.
+        close = isinstance(exc, ProtocolError | _ListenerGone) or not self.request_done
+        try:
+            await self._send_local(response, error=True, close=close)
+        except LocalProtocolError as refused:
+            if not makers:
+                raise  # the kernel's own page: a bug, not a plugin's edit
+            # A field the codec refuses (set by trellis_error or a response
+            # hook): the kernel's page goes out in its place.
+            page = self._kernel_page(
+                status,
+                self._spoilt(makers, "response", f"the response cannot be sent: {refused.message}"),
+            )
+            if await self.conn.retract_response(status, flow.id):
+                return False  # HTTP/2 refuses a head at its flush: still ours to replace
+            await self._send_local(page, error=True, close=close)  # HTTP/1.1: nothing went
+        if close:
             if not self.request_done:
                 await self.conn.abandon_request()
             return False
-        await self._send_local(response, error=True)
         return True
+
+    def _kernel_page(self, status: int, spoilt: LocalProtocolError) -> Response:
+        """The kernel's plain page, for an error page plugins made unsendable
+        (logged: a failure there cannot fail the flow a second time)."""
+        flow = self.flow
+        log.warning(
+            "%s %s: %s; the kernel's page is sent instead", flow.request.method, flow.request.path,
+            spoilt,
+        )  # fmt: skip
+        flow.response = page = Response.make(status, error_body(status, flow.id))
+        return page

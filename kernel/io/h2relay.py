@@ -8,7 +8,8 @@ waits for the response head under the route's response deadline. The
 response body is relayed by the exchange as for HTTP/1.1, from the stream's
 ``next_body_event``.
 
-May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch, kernel.io.h2upstream.
+May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch, kernel.io.h2upstream,
+kernel.io.sendrequest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import trio
 
 from kernel import dispatch
 from kernel.io.h2upstream import H2Upstream, H2UpstreamStream
+from kernel.io.sendrequest import UNSENDABLE
 from kernel.protocol.events import RequestHead, ResponseHead
 from sdk import RemoteProtocolError, UpstreamError, UpstreamTimeout
 
@@ -40,19 +42,24 @@ async def proxy_h2(ex: UpstreamRelay, up: H2Upstream) -> tuple[H2UpstreamStream,
     flow, route = ex.flow, ex.route
     assert route is not None
     assert flow.upstream is not None
-    fields = ex._upstream_fields()
-    authority = next((v for n, v in fields if n == b"host"), flow.upstream.authority.encode())
-    head = RequestHead(
-        method=flow.request.method.encode("ascii"),
-        target=flow.request.path.encode("latin-1"),
-        headers=fields,
-    )
     scheme = flow.upstream.scheme.encode("ascii")
     try:
+        fields = ex._upstream_fields()
+        authority = next((v for n, v in fields if n == b"host"), flow.upstream.authority.encode())
+        head = RequestHead(
+            method=flow.request.method.encode("ascii"),
+            target=flow.request.path.encode("latin-1"),
+            headers=fields,
+        )
         stream = await up.open(head, scheme, authority, end_stream=not ex.has_body)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         up.close_nowait()
         raise UpstreamError(f"upstream {flow.upstream} failed: {exc!r}") from exc
+    except UNSENDABLE as exc:
+        # Refused before a frame of it was queued: the connection is intact.
+        if (refused := ex._unsendable_request(exc)) is None:
+            raise
+        raise refused from exc
     ex.upstream = stream  # the exchange's end resets it unless the response ended
 
     flow.timings.upstream_connected = time.monotonic()

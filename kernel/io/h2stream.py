@@ -123,10 +123,14 @@ class H2Stream:
             raise ClientGone
         proto = self.conn.proto
         sid = self.stream_id
-        if self._head is not None:
-            head, self._head = self._head, None
+        head = self._head
+        if head is not None:
             only_head = self._end and not self._out and not self._trailers
+            # A head the protocol refuses (a plugin's edit) is checked before
+            # anything is queued, and stays ours: retract_response can still
+            # send the error page in its place, as over HTTP/1.1.
             proto.send_response(sid, head.status_code, head.headers, end_stream=only_head)
+            self._head = None
             if only_head:
                 self._finish()
                 self._end = False

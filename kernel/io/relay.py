@@ -6,7 +6,9 @@
 with failover and retries to other targets, :mod:`kernel.io.balance`), send
 the request (:mod:`kernel.io.sendrequest`), wait for the response head under
 the response deadline, and stream the response back through
-``trellis_response_body``, coalescing writes to the client.
+``trellis_response_body``, coalescing writes to the client. A response
+hook's own response is answered instead (:meth:`UpstreamRelay._answer_instead`),
+and the upstream's dropped.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.routes, kernel.tls, kernel.io.upstream,
@@ -222,6 +224,9 @@ class UpstreamRelay(RequestSender):
         The response hooks see the ``101`` (and may add fields to it); after
         it the two connections are spliced until either side ends or nothing
         moves for ``websocket_idle_timeout_s``. Both connections then close.
+        A hook that replaced the response, changed its status or gave it a
+        body answers with that instead (:meth:`_answer_instead`): no switch,
+        and the upstream connection closes.
         """
         flow, conn, route = self.flow, self.conn, self.route
         assert route is not None
@@ -236,9 +241,23 @@ class UpstreamRelay(RequestSender):
         flow.timings.response_head = _now()
         if self.chain.response:
             await dispatch.call_all(self.chain.response, "trellis_response", flow)
+            if (
+                flow.response is not response
+                or response.status_code != 101
+                or response.body is not None
+            ):
+                hooked = self._hooked_response()  # refused when it cannot be sent
+                up.close_nowait()  # it switched protocols: it speaks HTTP no more
+                self.upstream = None
+                return await self._answer_instead(hooked)
         # The codec let this 101 through only as a switch to WebSocket.
         out = [*response.headers.fields, (b"connection", b"upgrade"), (b"upgrade", b"websocket")]
-        client_first, client_stream = await conn.switch_protocols(out)
+        try:
+            client_first, client_stream = await conn.switch_protocols(out)
+        except LocalProtocolError as exc:
+            if not self.chain.response:
+                raise
+            raise self._unsendable_response(exc) from exc
         self.head_sent = True
         to_up, to_client = await splice(
             client_stream,
@@ -319,74 +338,124 @@ class UpstreamRelay(RequestSender):
         flow.timings.response_head = _now()
         if self.chain.response:
             await dispatch.call_all(self.chain.response, "trellis_response", flow)
-            if problem := dispatch.response_problem(response):
-                # Refused here, not half-written below (no answer at all).
-                raise LocalProtocolError(f"after the response hooks, the response's {problem}")
+            # Refused here, not half-written below (no answer at all).
+            hooked = self._hooked_response()
+            if hooked is not response or response.body is not None:
+                # A response of the plugin's own (or a body it set): the answer.
+                self._drop_answer(up)
+                return await self._answer_instead(hooked)
         transforms = self.chain.response_body
         out_fields = response.headers.fields
         if transforms:
             out_fields = [(n, v) for n, v in out_fields if n != b"content-length"]
-        # Writes to the client are coalesced: the head and whatever body the
-        # upstream already delivered go out together, and we flush before
-        # every wait for more upstream bytes (so at most one upstream read is
-        # ever buffered: backpressure is kept).
-        conn.begin_response(
-            ResponseHead(
-                status_code=response.status_code,
-                headers=out_fields,
-                reason=(response.reason or reason_phrase(response.status_code)).encode("latin-1"),
-                keep_alive=not conn.state.draining,
-            )
-        )
-        self.head_sent = True
-        timeout = route.read_timeout_s
         try:
-            while True:
-                # The client gets what we have before we wait for more.
-                event = await up.next_body_event(timeout, conn.flush)
-                if isinstance(event, Data):
-                    chunk = event.data
-                    if transforms:
-                        chunk = dispatch.transform(
-                            transforms, "trellis_response_body", flow, chunk, False
-                        )
-                        if not chunk:
-                            continue
-                    flow.bytes_out += len(chunk)
-                    conn.write_body(chunk)
-                elif isinstance(event, EndOfMessage):
-                    if transforms:
-                        last = dispatch.transform(
-                            transforms, "trellis_response_body", flow, b"", True
-                        )
-                        if last:
-                            flow.bytes_out += len(last)
-                            conn.write_body(last)
-                    conn.end_response(event.trailers or None)
-                    break
-        except (
-            trio.TooSlowError,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            RemoteProtocolError,
-        ) as exc:
-            raise UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}") from exc
-        # The upstream's answer is all here: its connection goes back to the
-        # pool before the client is written to, so a slow client does not hold
-        # it, and a multiplexed client's next requests find it idle.
-        self.upstream = None
-        if isinstance(up, H2UpstreamStream):
-            up.close_nowait()  # the stream ended: this only forgets it
-        elif up.codec.keep_alive:
-            up.codec.start_next_cycle()
-            conn.state.pool.put_idle(up, route.max_idle_per_host, route.idle_timeout_s)
-        else:
-            up.close_nowait()
-        await conn.flush()
+            # Writes to the client are coalesced: the head and whatever body
+            # the upstream already delivered go out together, and we flush
+            # before every wait for more upstream bytes (so at most one
+            # upstream read is ever buffered: backpressure is kept).
+            conn.begin_response(
+                ResponseHead(
+                    status_code=response.status_code,
+                    headers=out_fields,
+                    reason=(response.reason or reason_phrase(response.status_code)).encode(
+                        "latin-1"
+                    ),
+                    keep_alive=not conn.state.draining,
+                )
+            )
+            self.head_sent = True
+            timeout = route.read_timeout_s
+            try:
+                while True:
+                    # The client gets what we have before we wait for more.
+                    event = await up.next_body_event(timeout, conn.flush)
+                    if isinstance(event, Data):
+                        chunk = event.data
+                        if transforms:
+                            chunk = dispatch.transform(
+                                transforms, "trellis_response_body", flow, chunk, False
+                            )
+                            if not chunk:
+                                continue
+                        flow.bytes_out += len(chunk)
+                        conn.write_body(chunk)
+                    elif isinstance(event, EndOfMessage):
+                        if transforms:
+                            last = dispatch.transform(
+                                transforms, "trellis_response_body", flow, b"", True
+                            )
+                            if last:
+                                flow.bytes_out += len(last)
+                                conn.write_body(last)
+                        conn.end_response(event.trailers or None)
+                        break
+            except (
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                RemoteProtocolError,
+            ) as exc:
+                raise UpstreamError(f"upstream {flow.upstream} failed mid-body: {exc!r}") from exc
+            # The upstream's answer is all here: its connection goes back to
+            # the pool before the client is written to, so a slow client does
+            # not hold it, and a multiplexed client's next requests find it idle.
+            self.upstream = None
+            if isinstance(up, H2UpstreamStream):
+                up.close_nowait()  # the stream ended: this only forgets it
+            elif up.codec.keep_alive:
+                up.codec.start_next_cycle()
+                conn.state.pool.put_idle(up, route.max_idle_per_host, route.idle_timeout_s)
+            else:
+                up.close_nowait()
+            await conn.flush()
+        except LocalProtocolError as exc:
+            # The client's codec refused what the response hooks made of the
+            # head (a field with CR or LF, clashing framing): theirs to answer for.
+            if not self.chain.response:
+                raise
+            raise self._unsendable_response(exc) from exc
         if not self.request_done:
             # Answered before the client's body was all read (an early 413,
             # say): let the client take the answer before its connection ends.
             await conn.abandon_request()
+            return False
+        return True
+
+    def _drop_answer(self, up: UpstreamConnection | H2UpstreamStream) -> None:
+        """The upstream's answer is not relayed (a response hook replaced it).
+
+        Its connection goes back to the pool only when the rest of the
+        answer is already here (read now, never waited for); else it closes,
+        its body unread (an HTTP/2 stream is reset, its connection stays).
+        """
+        self.upstream = None
+        if isinstance(up, UpstreamConnection):
+            codec = up.codec
+            try:
+                while (event := codec.next_event()) is not NEED_DATA:
+                    if isinstance(event, EndOfMessage):
+                        if codec.keep_alive:
+                            route = self.route
+                            assert route is not None
+                            codec.start_next_cycle()
+                            pool = self.conn.state.pool
+                            pool.put_idle(up, route.max_idle_per_host, route.idle_timeout_s)
+                            return
+                        break
+                    if not isinstance(event, Data):
+                        break
+            except RemoteProtocolError:
+                pass
+        up.close_nowait()
+
+    async def _answer_instead(self, response: Response) -> bool:
+        """Answer with ``response``, which a response hook put in place of
+        the upstream's (already let go): a local response, body and framing
+        its own, after the response body hooks as any local one."""
+        await self._send_local(response)
+        if not self.request_done:
+            # The upstream answered before it had the whole body: as above.
+            await self.conn.abandon_request()
             return False
         return True
 

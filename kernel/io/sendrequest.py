@@ -40,12 +40,25 @@ from kernel.protocol.forwarding import downstream_response_fields, upstream_requ
 from kernel.protocol.http1 import ClientCodec
 from sdk import LocalProtocolError, RemoteProtocolError, UpstreamTimeout
 
-__all__ = ["CONTINUE_WAIT_S", "MAX_INTERIM", "RequestSender", "UpstreamBroken", "up_send"]
+__all__ = [
+    "CONTINUE_WAIT_S",
+    "MAX_INTERIM",
+    "UNSENDABLE",
+    "RequestSender",
+    "UpstreamBroken",
+    "up_send",
+]
 
 #: Interim (1xx) responses passed on per request; more are dropped.
 MAX_INTERIM = 10
 
 _CHUNKED = ((b"transfer-encoding", b"chunked"),)
+
+#: What building and writing a request head raises when a plugin left
+#: ``flow.request`` unsendable: a value the codec refuses (a space in the
+#: path, a second Host, CR or LF in a field), a character outside Latin-1, an
+#: attribute of the wrong type.
+UNSENDABLE = (LocalProtocolError, UnicodeError, AttributeError, TypeError)
 
 #: How long a request that asked ``Expect: 100-continue`` waits for the
 #: upstream's ``100`` (or its final answer) before the client gets our own
@@ -104,6 +117,17 @@ class RequestSender(ExchangeBase):
             fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
         return fields
 
+    def _unsendable_request(self, exc: Exception) -> LocalProtocolError | None:
+        """A request head the kernel cannot write (``exc``, one of
+        :data:`UNSENDABLE`) after request hooks ran: their doing, a 500
+        naming them; it never reaches the upstream. None without such hooks
+        (then it is the kernel's own failure, raised as it is)."""
+        impls = self._request_hooks()
+        if not impls:
+            return None
+        why = exc.message if isinstance(exc, LocalProtocolError) else f"{type(exc).__name__}: {exc}"
+        return self._spoilt(impls, "request", f"the request cannot be sent: {why}")
+
     async def _send_request(
         self, up: UpstreamConnection
     ) -> ResponseHead | InformationalResponse | None:
@@ -113,18 +137,23 @@ class RequestSender(ExchangeBase):
         flow = self.flow
         req = flow.request
         codec = up.codec
-        fields = self._upstream_fields()
         expect = self.has_body and self.head.expect_continue
-        if expect:
-            # RFC 9110 §10.1.1: the expectation goes on toward the origin,
-            # whose word (100, or a final answer) the client waits for.
-            fields.append((b"expect", b"100-continue"))
-        head = RequestHead(
-            method=req.method.encode("ascii"),
-            target=req.path.encode("latin-1"),
-            headers=fields,
-        )
-        data = codec.send_request_head(head)
+        try:
+            fields = self._upstream_fields()
+            if expect:
+                # RFC 9110 §10.1.1: the expectation goes on toward the origin,
+                # whose word (100, or a final answer) the client waits for.
+                fields.append((b"expect", b"100-continue"))
+            head = RequestHead(
+                method=req.method.encode("ascii"),
+                target=req.path.encode("latin-1"),
+                headers=fields,
+            )
+            data = codec.send_request_head(head)
+        except UNSENDABLE as exc:
+            if (refused := self._unsendable_request(exc)) is None:
+                raise
+            raise refused from exc
         if not self.has_body:
             # Consume the request's EndOfMessage so the codec can cycle
             # (once: a retry on a fresh connection comes here again).

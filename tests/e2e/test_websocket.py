@@ -10,6 +10,7 @@ in the middle of a conversation does not break it; an idle tunnel is closed.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class EchoServer:
     def __init__(self) -> None:
         self.port = 0
         self.accepted = 0
+        #: Accepted connections that ended since.
+        self.ended = 0
         self.paths: list[str] = []
 
     async def handler(self, request: WebSocketRequest) -> None:
@@ -42,6 +45,8 @@ class EchoServer:
                 await ws.send_message(await ws.get_message())
         except ConnectionClosed:
             pass
+        finally:
+            self.ended += 1
 
     async def serve(self, *, task_status: trio.TaskStatus[EchoServer]) -> None:
         async with trio.open_nursery() as nursery:
@@ -312,3 +317,67 @@ async def test_websockets_through_a_group_are_balanced_and_counted(
     with trio.fail_after(5):
         while any(t.active for t in group.targets):
             await trio.sleep(0.02)
+
+
+class AnswersInstead:
+    """A response hook that turns the upstream's ``101`` into something else:
+    a response of its own (``"replace"``), another status (``"status"``), or
+    a field the codec refuses (``"crlf"``, bypassing ``Headers``' checks)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        if flow.response.status_code != 101:
+            return
+        if self.how == "replace":
+            flow.response = sdk.Response.make(403, b"no switch")
+        elif self.how == "status":
+            flow.response.status_code = 403
+        else:
+            flow.response.headers.fields.append((b"x-a", b"1\r\nx-b: 2"))
+
+
+@pytest.mark.parametrize("how", ["replace", "status"])
+async def test_a_response_hook_can_answer_instead_of_the_switch(
+    start_proxy: Any, echo: EchoServer, codec: str, how: str
+) -> None:
+    """The switch used to go ahead whatever the hook did: a replaced
+    response was ignored, a changed status sent as 101."""
+    cfg = config(echo.port, codec).replace(
+        "websocket = true", 'websocket = true\nplugins = ["instead"]'
+    )
+    app = await start_proxy(cfg, extra_plugins={"instead": AnswersInstead(how)})
+    stream, got = await raw_upgrade(app.port())
+    async with stream:
+        assert got.startswith(b"HTTP/1.1 403 ")
+        body = b"no switch" if how == "replace" else b""
+        with trio.fail_after(5):
+            while not got.endswith(b"\r\n\r\n" + body):
+                got += await stream.receive_some(65536)
+        assert b"content-length: %d\r\n" % len(body) in got.lower()
+        assert b"upgrade" not in got.lower()
+        with trio.fail_after(5):
+            while echo.ended < 1:  # the upstream's connection is closed: no tunnel
+                await trio.sleep(0.01)
+    assert echo.accepted == 1
+
+
+async def test_a_101_the_hooks_made_unsendable_is_a_500_naming_them(
+    start_proxy: Any, echo: EchoServer, codec: str, caplog: Any
+) -> None:
+    cfg = config(echo.port, codec).replace(
+        "websocket = true", 'websocket = true\nplugins = ["instead"]'
+    )
+    app = await start_proxy(cfg, extra_plugins={"instead": AnswersInstead("crlf")})
+    with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+        stream, head = await raw_upgrade(app.port())
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 500 ")
+        assert b"x-b" not in head
+    assert "after the response hooks of 'instead', the response cannot be sent: " in caplog.text
+    with trio.fail_after(5):
+        while echo.ended < 1:
+            await trio.sleep(0.01)

@@ -15,6 +15,7 @@ import trio
 import sdk
 from kernel import dispatch
 from tests.conftest import basic_config
+from tests.helpers.h2client import H2Client
 
 GET = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
 
@@ -579,3 +580,103 @@ async def test_the_flow_id_is_in_the_log_context_during_hooks(
     assert all(flow_id == logged for flow_id, logged in seen)
     assert seen[0][0] != seen[2][0]
     assert FLOW_ID.get() == ""
+
+
+# -- what the response hooks leave in flow.response ---------------------------------------------
+class Alters:
+    """A response hook: replaces every response (``"replace"``), spoils it in
+    place (``"spoil"``), or adds a field the codec refuses (``"crlf"``,
+    bypassing ``Headers``' checks)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        if self.how == "replace":
+            status = flow.response.status_code
+            flow.response = sdk.Response.make(status + 1, b"mine %d" % status)
+        elif self.how == "spoil":
+            flow.response.status_code = -1
+        else:
+            flow.response.headers.fields.append((b"x-a", b"1\r\nx-b: 2"))
+
+
+class Answers:
+    """Answers requests for ``/local`` itself (201 ``local``)."""
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> sdk.Response | None:
+        if flow.request.path.startswith("/local"):
+            return sdk.Response.make(201, b"local")
+        return None
+
+
+def local_config(http1: str = "h11") -> str:
+    """``/local`` answered by a plugin, anything else by an unreachable
+    upstream (a 502 page); ``alter`` sees every response."""
+    return basic_config(1, http1=http1).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["local", "alter"]\n'
+    )
+
+
+def plugins(how: str) -> dict[str, object]:
+    return {"local": Answers(), "alter": Alters(how)}
+
+
+async def get(client: Any, port: int, path: bytes) -> dict[str, Any]:
+    raw = await client.exchange(
+        port, b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path
+    )
+    (resp,) = client.parse_responses(raw)
+    return resp  # type: ignore[no-any-return]
+
+
+async def test_a_local_response_and_an_error_page_a_hook_replaced_are_the_answers(
+    start_proxy: Any, client: Any, codec: str
+) -> None:
+    """Both used to be ignored: the client got the response the hooks saw."""
+    app = await start_proxy(local_config(codec), extra_plugins=plugins("replace"))
+    local = await get(client, app.port(), b"/local")
+    assert (local["status"], local["body"]) == (202, b"mine 201")
+    page = await get(client, app.port(), b"/nowhere")  # the upstream is unreachable
+    assert (page["status"], page["body"]) == (503, b"mine 502")
+
+
+async def test_an_error_page_a_hook_spoilt_is_the_kernel_s_page(
+    start_proxy: Any, client: Any, codec: str, caplog: Any
+) -> None:
+    """The spoilt page used to fail in fail(): no answer at all."""
+    for how in ("spoil", "crlf"):
+        app = await start_proxy(local_config(codec), extra_plugins=plugins(how))
+        with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+            page = await get(client, app.port(), b"/nowhere")
+        assert page["status"] == 502
+        assert page["body"].startswith(b"502 Bad Gateway\n")
+        assert "x-a" not in page["headers"]
+        assert "after the response hooks of 'alter', " in caplog.text
+        assert "the kernel's page is sent instead" in caplog.text
+        caplog.clear()
+
+
+async def test_an_error_page_a_hook_spoilt_reaches_an_http2_client_as_the_kernel_s(
+    start_proxy: Any, client: Any
+) -> None:
+    app = await start_proxy(local_config(), extra_plugins=plugins("crlf"))
+    async with await H2Client.connect(app.port()) as h2c:
+        r = await h2c.get(b"/nowhere")
+        assert (r.status, r.reset) == (502, None)
+        assert r.body.startswith(b"502 Bad Gateway\n")
+        assert (await h2c.get(b"/local")).status == 500  # and the connection goes on
+
+
+async def test_a_local_response_the_hooks_made_unsendable_is_a_500_naming_them(
+    start_proxy: Any, client: Any, codec: str, caplog: Any
+) -> None:
+    app = await start_proxy(local_config(codec), extra_plugins=plugins("crlf"))
+    with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+        resp = await get(client, app.port(), b"/local")
+    assert resp["status"] == 500
+    assert "x-a" not in resp["headers"]
+    assert "after the response hooks of 'alter', the response cannot be sent: " in caplog.text

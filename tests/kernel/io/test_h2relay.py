@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,7 @@ import h11
 import pytest
 import trio
 
+import sdk
 from tests.helpers.h2origin import CANCEL, H2Origin, pattern, proxy_config, server_context
 
 GET = b"GET %s HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"
@@ -272,3 +274,34 @@ async def test_an_h2_origin_s_early_answer_is_relayed_and_the_rest_not_sent(
     if not reset:
         await origin.wait_for(lambda: bool(origin.resets), timeout=2)
         assert [code for _, code in origin.resets] == [CANCEL]
+
+
+class SpoilsMarked:
+    """Puts a space in the path of requests marked ``x-spoil``."""
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        if "x-spoil" in flow.request.headers:
+            flow.request.path = "/a b"
+
+
+async def test_a_request_the_hooks_made_unsendable_never_reaches_an_h2_origin(
+    nursery: trio.Nursery, start_proxy: Any, client: Any, caplog: Any
+) -> None:
+    """Refused before a frame of it was queued: a 500 naming the plugin, and
+    the connection to the origin serves the next request."""
+    origin = await nursery.start(H2Origin().serve)
+    cfg = proxy_config(f"http://127.0.0.1:{origin.port}", transport="force_http2 = true")
+    cfg = cfg.replace("[kernel]\n", '[kernel]\nplugins = ["spoil"]\n', 1)
+    app = await start_proxy(cfg, extra_plugins={"spoil": SpoilsMarked()})
+    assert parse_one(await client.exchange(app.port(), GET % b"/echo"))["status"] == 200
+    with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+        raw = await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Spoil: 1\r\nConnection: close\r\n\r\n"
+        )
+    assert parse_one(raw)["status"] == 500
+    assert "after the request hooks of 'spoil', the request cannot be sent: " in caplog.text
+    assert parse_one(await client.exchange(app.port(), GET % b"/echo"))["status"] == 200
+    assert origin.streams == 2
+    assert [r["path"] for r in origin.requests] == ["/echo", "/echo"]
+    assert origin.connections == 1

@@ -4,6 +4,7 @@ target of an https origin; HTTP/2 streams the upstream refused."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from typing import Any
@@ -20,7 +21,8 @@ from kernel.routes import RouteRuntime
 from kernel.tls import default_client_context
 from sdk import Origin
 from tests.conftest import basic_config
-from tests.helpers.h2origin import H2Origin, pattern, proxy_config
+from tests.helpers.h2client import H2Client
+from tests.helpers.h2origin import CANCEL, H2Origin, pattern, proxy_config
 from tests.helpers.yields import YieldsByTask
 
 
@@ -352,3 +354,169 @@ async def test_an_upstream_the_kernel_cannot_speak_to_is_a_502(
     (resp,) = client.parse_responses(raw)
     assert resp["status"] == 502
     assert upstream.requests == []
+
+
+# -- a response hook's own response -----------------------------------------------------------
+class Swaps:
+    """Answers ``/stream`` and ``/status`` with a response of its own: a new
+    one (``"replace"``), a body set on the upstream's (``"body"``), or
+    something that cannot be sent (``"str"``, ``"status"``)."""
+
+    def __init__(self, how: str = "replace") -> None:
+        self.how = how
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        if not flow.request.path.startswith(("/stream", "/status", "/bytes")):
+            return
+        if self.how == "replace":
+            flow.response = sdk.Response.make(203, b"replaced", [("x-by", "swap")])
+        elif self.how == "body":
+            flow.response.body = b"replaced"
+        elif self.how == "str":
+            flow.response = "replaced"  # type: ignore[assignment]
+        else:
+            flow.response = sdk.Response(status_code=700)
+
+
+def with_plugin(port: int, codec: str = "h11") -> str:
+    return basic_config(port, http1=codec).replace("[kernel]\n", '[kernel]\nplugins = ["swap"]\n')
+
+
+BIG = 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("how", ["replace", "body"])
+async def test_a_response_a_hook_put_in_place_is_the_answer(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, how: str
+) -> None:
+    """It used to be ignored: the client got the upstream's 16 MiB. Now the
+    plugin's response goes out with its own body and framing, and the
+    upstream connection, its body unread, is closed rather than pooled."""
+    app = await start_proxy(with_plugin(upstream.port, codec), extra_plugins={"swap": Swaps(how)})
+    raw = await client.exchange(
+        app.port(),
+        b"GET /stream/%d HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % BIG,
+    )
+    replaced, echo = client.parse_responses(raw)
+    assert replaced["status"] == (203 if how == "replace" else 200)
+    assert replaced["body"] == b"replaced"
+    assert replaced["headers"]["content-length"] == "8"
+    if how == "replace":
+        assert replaced["headers"]["x-by"] == "swap"
+    assert b"sss" not in raw  # nothing of the upstream's body
+    assert echo["status"] == 200  # the client's connection went on
+    # The next request did not get the connection whose body was unread.
+    assert upstream.connections == 2
+    with trio.fail_after(5):
+        while upstream.closed < 1:
+            await trio.sleep(0.01)
+    assert upstream.streamed < BIG
+
+
+async def test_an_upstream_answer_read_to_its_end_is_pooled_when_replaced(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(with_plugin(upstream.port, codec), extra_plugins={"swap": Swaps()})
+    raw = await client.exchange(
+        app.port(),
+        b"GET /status/200 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    replaced, echo = client.parse_responses(raw)
+    assert (replaced["status"], replaced["body"]) == (203, b"replaced")
+    assert echo["status"] == 200
+    assert upstream.connections == 1  # an empty body is all read: the connection is reused
+
+
+@pytest.mark.parametrize("how", ["str", "status"])
+async def test_a_replacement_that_cannot_be_sent_is_a_500_naming_the_plugin(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, how: str, caplog: Any
+) -> None:
+    app = await start_proxy(with_plugin(upstream.port, codec), extra_plugins={"swap": Swaps(how)})
+    with caplog.at_level(logging.WARNING):
+        raw = await client.exchange(app.port(), b"GET /stream/%d HTTP/1.1\r\nHost: a\r\n\r\n" % BIG)
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 500
+    assert b"sss" not in raw
+    assert "after the response hooks of 'swap', " in caplog.text
+    with trio.fail_after(5):
+        while upstream.closed < 1:
+            await trio.sleep(0.01)
+
+
+async def test_a_replacement_reaches_an_http2_client(start_proxy: Any, upstream: Any) -> None:
+    app = await start_proxy(with_plugin(upstream.port), extra_plugins={"swap": Swaps()})
+    async with await H2Client.connect(app.port()) as h2c:
+        r = await h2c.get(b"/stream/%d" % BIG)
+        assert (r.status, bytes(r.body), r.reset) == (203, b"replaced", None)
+        assert r.header(b"content-length") == b"8"
+        assert r.header(b"x-by") == b"swap"
+        r = await h2c.get(b"/echo")  # the connection goes on
+        assert r.status == 200
+    assert upstream.connections == 2
+    assert upstream.streamed < BIG
+
+
+async def test_a_replacement_of_an_http2_upstream_s_answer_resets_only_its_stream(
+    nursery: trio.Nursery, start_proxy: Any, client: Any
+) -> None:
+    origin = await nursery.start(H2Origin().serve)
+    cfg = proxy_config(f"http://127.0.0.1:{origin.port}", transport="force_http2 = true")
+    cfg = cfg.replace("[kernel]\n", '[kernel]\nplugins = ["swap"]\n', 1)
+    app = await start_proxy(cfg, extra_plugins={"swap": Swaps()})
+    raw = await client.exchange(
+        app.port(),
+        b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % (5 * 1024 * 1024),
+    )
+    replaced, echo = client.parse_responses(raw)
+    assert (replaced["status"], replaced["body"]) == (203, b"replaced")
+    assert echo["status"] == 200
+    await origin.wait_for(lambda: bool(origin.resets))
+    assert origin.resets == [(1, CANCEL)]
+    assert origin.connections == 1  # the connection itself went on
+
+
+class SetsField:
+    """Adds a field the codec must refuse (CR LF in its value) to every
+    response, bypassing ``Headers``' checks."""
+
+    @sdk.hookimpl
+    def trellis_response(self, flow: sdk.Flow) -> None:
+        assert flow.response is not None
+        flow.response.headers.fields.append((b"x-a", b"1\r\nx-b: 2"))
+
+
+async def test_a_field_the_codec_refuses_after_the_response_hooks_names_them(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, caplog: Any
+) -> None:
+    """Before, a 500 whose log line named no plugin."""
+    app = await start_proxy(with_plugin(upstream.port, codec), extra_plugins={"swap": SetsField()})
+    with caplog.at_level(logging.WARNING):
+        raw = await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 500
+    assert b"x-b" not in raw
+    assert "after the response hooks of 'swap', the response cannot be sent" in caplog.text
+
+
+async def test_a_field_an_http2_client_cannot_get_is_a_500_page_not_a_reset(
+    start_proxy: Any, upstream: Any, caplog: Any
+) -> None:
+    """HTTP/2 refuses the head when the stream flushes it: the stream used
+    to be reset (the head was no longer ours to take back), unattributed."""
+    app = await start_proxy(with_plugin(upstream.port), extra_plugins={"swap": SetsField()})
+    async with await H2Client.connect(app.port()) as h2c:
+        with caplog.at_level(logging.WARNING):
+            r = await h2c.get(b"/echo")
+        assert (r.status, r.reset) == (500, None)
+        assert r.body.startswith(b"500 Internal Server Error\n")
+        assert r.header(b"x-a") is None
+        assert "after the response hooks of 'swap', the response cannot be sent" in caplog.text
+        r = await h2c.get(b"/echo")  # only the stream ended
+        assert r.status == 500

@@ -10,6 +10,7 @@ the body is uploaded. Real sockets, bare-socket origins (``RawUpstream``).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import time
@@ -719,3 +720,74 @@ async def test_a_plugin_cannot_give_a_get_a_body(
     seen = json.loads(resp["body"])
     assert "content-length" not in dict(seen["headers"])
     assert seen["body_length"] == 0
+
+
+# -- a request the plugins made unsendable ----------------------------------------------------
+class Spoils:
+    """Leaves ``flow.request`` in a state the kernel cannot write: a space in
+    the path, a second Host, CR LF in a field (bypassing ``Headers``'
+    checks), a path outside Latin-1."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        if self.how == "space":
+            flow.request.path = "/a b"
+        elif self.how == "host":
+            flow.request.headers.add("host", "b")
+        elif self.how == "crlf":
+            flow.request.headers.fields.append((b"x-a", b"1\r\nx-b: 2"))
+        else:
+            flow.request.path = "/\u65e5"
+
+
+class Routes:
+    """A routing hook that only looks: it had the request too."""
+
+    @sdk.hookimpl
+    def trellis_route_select(self, flow: sdk.Flow) -> None:
+        return None
+
+
+def spoiling(port: int, codec: str = "h11") -> str:
+    return basic_config(port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["route", "spoil"]\n'
+    )
+
+
+@pytest.mark.parametrize("how", ["space", "host", "crlf", "latin1"])
+async def test_a_request_the_hooks_made_unsendable_is_a_500_naming_them(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, caplog: Any, how: str
+) -> None:
+    """Before, a 500 whose log named no plugin (and for a path outside
+    Latin-1 no answer at all: the connection failed)."""
+    app = await start_proxy(
+        spoiling(upstream.port, codec), extra_plugins={"route": Routes(), "spoil": Spoils(how)}
+    )
+    with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+        raw = await client.exchange(
+            app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 500
+    (record,) = [r for r in caplog.records if r.name == "kernel.exchange"]
+    assert "after the request hooks of 'route', 'spoil', the request cannot be sent: " in (
+        record.getMessage()
+    )
+    assert upstream.requests == []  # it never reached the upstream
+
+
+async def test_an_unsendable_request_from_an_http2_client_is_a_500_naming_the_hooks(
+    start_proxy: Any, upstream: Any, caplog: Any
+) -> None:
+    app = await start_proxy(
+        spoiling(upstream.port), extra_plugins={"route": Routes(), "spoil": Spoils("space")}
+    )
+    async with await H2Client.connect(app.port()) as h2c:
+        with caplog.at_level(logging.WARNING, logger="kernel.exchange"):
+            r = await h2c.get(b"/echo")
+        assert (r.status, r.reset) == (500, None)
+        assert "after the request hooks of 'route', 'spoil', " in caplog.text
+    assert upstream.requests == []
