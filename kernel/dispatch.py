@@ -180,9 +180,11 @@ def compile_chain(
     ksec = settings.kernel
     for name in ordered:
         hooks = impls.get(name, {})
-        policy = ksec.policy.get(name)
-        deadline = (policy.deadline_s if policy else None) or ksec.plugin_deadline_s
-        on_error = (policy.on_error if policy else None) or ksec.plugin_on_error
+        # A named instance's policy, then its plugin's, then the kernel's.
+        own = ksec.policy.get(name)
+        base = ksec.policy.get(name.partition(".")[0]) if "." in name else None
+        deadline = (own and own.deadline_s) or (base and base.deadline_s) or ksec.plugin_deadline_s
+        on_error = (own and own.on_error) or (base and base.on_error) or ksec.plugin_on_error
         for hook in FLOW_HOOKS:
             fn = hooks.get(hook)
             if fn is None:

@@ -280,7 +280,8 @@ def build_generation(
         )
 
     for name in settings.kernel.policy:
-        if name not in host.instances:
+        # A plugin's entry covers its named instances ("name.label") too.
+        if name not in host.instances and not any(i.startswith(name + ".") for i in host.instances):
             problems.append(f"$.kernel.policy.{name}: no plugin instance {name!r} in any chain")
 
     impls = collect_impls(host.pm)

@@ -19,7 +19,8 @@ The order of processing, each step's rules in the module that implements it:
    duplicate listener names and binds, duplicate route names, and a listener's
    ``default_route`` that names no route. ``[plugins.*]`` tables stay raw
    (plain values) for the plugin host; ``[kernel.policy.*]`` names are not
-   checked here either.
+   checked here either (``[kernel.policy.NAME.LABEL]`` is first made the
+   entry ``"NAME.LABEL"``, a named instance's).
 
 Problems from steps 3-5 are all reported together, never just the first.
 Each line starts with the value's path (``$.routes[2].upstream: ...``) and,
@@ -41,7 +42,7 @@ from typing import Any, TypeVar
 import attrs
 
 from kernel.config.envsubst import apply_overrides, substitute
-from kernel.config.model import ListenerConfig, Settings, parse_bind
+from kernel.config.model import ListenerConfig, PluginPolicy, Settings, parse_bind
 from kernel.config.sources import Sources, label_for, read_sources
 from sdk._config import STRUCTURE_ERRORS, ConfigPath, collect_problems, format_path, make_converter
 from sdk._errors import ConfigError
@@ -101,6 +102,7 @@ def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) ->
     data, unexpanded = substitute(sources.data, env)
     report(unexpanded)
     problems.extend(apply_overrides(data, env, origins))
+    _nested_policies(data)
 
     settings: Settings | None = None
     try:
@@ -167,6 +169,31 @@ def _drop(data: Any, parts: ConfigPath) -> bool:
         return False  # "required": nothing there to leave out
     del node[parts[-1]]
     return True
+
+
+def _nested_policies(data: Any) -> None:
+    """``[kernel.policy.NAME.LABEL]`` becomes the entry ``"NAME.LABEL"``.
+
+    A named instance's policy may be written as its ``[plugins.NAME.LABEL]``
+    table is (the dotted name quoted works too). Its settings are taken
+    over from ``NAME``'s entry where it has none when chains are compiled
+    (``kernel.dispatch.compile_chain``), not here.
+    """
+    kernel = data.get("kernel") if isinstance(data, dict) else None
+    policy = kernel.get("policy") if isinstance(kernel, dict) else None
+    if not isinstance(policy, dict):
+        return
+    own_keys = {a.name for a in attrs.fields(PluginPolicy)}
+    for name, table in list(policy.items()):
+        if not isinstance(table, dict):
+            continue
+        labels = [k for k, v in table.items() if k not in own_keys and isinstance(v, Mapping)]
+        for label in labels:
+            nested = table.pop(label)
+            key = f"{name}.{label}"
+            quoted = policy.get(key)
+            # Both spellings at once: the nested table's keys win.
+            policy[key] = {**quoted, **nested} if isinstance(quoted, Mapping) else nested
 
 
 # -------------------------------------------------------------- cross-checks

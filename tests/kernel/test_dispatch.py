@@ -118,6 +118,28 @@ async def test_fail_open_policy_skips(caplog: pytest.LogCaptureFixture) -> None:
         assert await dispatch.first_result(chain.request, "trellis_request", make_flow()) is ok
 
 
+def test_a_named_instance_takes_over_its_plugins_policy() -> None:
+    log: list[str] = []
+    settings = _settings(
+        plugin_deadline_s=7.0,
+        policy={
+            "rec": PluginPolicy(deadline_s=2.0),
+            "rec.x": PluginPolicy(on_error="fail_open"),
+            "rec.z": PluginPolicy(deadline_s=3.0),
+        },
+    )
+    names = ["rec.x", "rec.y", "rec.z", "other"]
+    table = _table(**{n: Rec(n, log) for n in names})
+    chain = dispatch.compile_chain(names, table, settings)
+    got = {i.instance: (i.deadline, i.fail_open) for i in chain.request}
+    assert got == {
+        "rec.x": (2.0, True),  # its own on_error, its plugin's deadline
+        "rec.y": (2.0, False),  # no entry of its own: its plugin's
+        "rec.z": (3.0, False),  # its own deadline wins
+        "other": (7.0, False),  # the kernel's
+    }
+
+
 class Raiser:
     """Raises what it is given."""
 

@@ -49,6 +49,19 @@ def test_route_overrides_inherit_the_rest() -> None:
     assert route.max_body_bytes == 10
 
 
+def test_a_plugins_policy_covers_its_named_instances() -> None:
+    # [kernel.policy.headers] with only "headers.x" in a chain is no mistake.
+    settings = Settings(
+        kernel=KernelSection(
+            plugins=["headers.x"], policy={"headers": PluginPolicy(deadline_s=1.0)}
+        ),
+        plugins={"headers": {"x": {}}},
+    )
+    gen = build_generation(settings)
+    (impl,) = gen.pre_route["main"].request
+    assert (impl.instance, impl.deadline) == ("headers.x", 1.0)
+
+
 def test_problems_from_every_layer_are_collected() -> None:
     settings = Settings(
         kernel=KernelSection(plugins=["ghost"], policy={"nobody": PluginPolicy(deadline_s=1.0)}),

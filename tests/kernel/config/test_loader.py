@@ -343,6 +343,24 @@ def test_policy_names_are_free_form(tmp_path: Path) -> None:
     assert s.kernel.policy == {"not.loaded-yet": PluginPolicy(on_error="fail_open")}
 
 
+def test_a_named_instances_policy_is_written_like_its_table(tmp_path: Path) -> None:
+    # [kernel.policy.headers.x] as [plugins.headers.x]; the quoted name works too.
+    text = (
+        "[kernel.policy.headers]\ndeadline_s = 2.0\n"
+        '[kernel.policy.headers.x]\non_error = "fail_open"\n'
+        '[kernel.policy."headers.y"]\ndeadline_s = 3.0\n'
+    )
+    s = load(tmp_path, text).settings
+    assert s.kernel.policy == {
+        "headers": PluginPolicy(deadline_s=2.0),
+        "headers.x": PluginPolicy(on_error="fail_open"),
+        "headers.y": PluginPolicy(deadline_s=3.0),
+    }
+    assert problems(tmp_path, "[kernel.policy.headers.x]\ndeadline_s = -1\n") == [
+        '$.kernel.policy["headers.x"].deadline_s: must be > 0, got -1.0'
+    ]
+
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
