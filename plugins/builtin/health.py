@@ -64,18 +64,11 @@ _JSON = "application/json"
 _NO_STORE = ("cache-control", "no-store")
 
 
+# Also one item of ``groups`` (a deep_iterable): each bad name is listed at
+# its own index, even beside one that is no string.
 def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a name (letters, digits, '_', '-', '.')")
-
-
-def _names(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    bad = [repr(name) for name in value if not _NAME.fullmatch(name)]
-    if bad:  # every one, not only the first
-        raise ValueError(
-            f"{', '.join(bad)} {'are not names' if len(bad) > 1 else 'is not a name'}"
-            " (letters, digits, '_', '-', '.')"
-        )
 
 
 def _path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -96,7 +89,7 @@ class HealthConfig:
     #: Not ready while a counted group has no available target.
     require_groups: bool = True
     #: The groups that count for readiness (``[[groups]]`` names); empty: all.
-    groups: list[str] = attrs.field(factory=list, validator=_names)
+    groups: list[str] = attrs.field(factory=list, validator=attrs.validators.deep_iterable(_name))
 
     def __attrs_post_init__(self) -> None:
         if self.health_path == self.ready_path:

@@ -68,15 +68,18 @@ def parse_domain(text: str) -> tuple[str, bool]:
 
 
 # -------------------------------------------------------------- validators
-def _domains(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+def _domain(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # One item, in a deep_iterable: each bad domain is listed at its own index
+    # (``exclude_domains[1]``), even beside one that is no string.
+    parse_domain(value)
+
+
+def _once_each(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    # A check of the whole list: it runs once every item is a valid domain.
     seen: dict[tuple[str, bool], str] = {}
     problems = []
     for i, text in enumerate(value):
-        try:
-            key = parse_domain(text)
-        except ValueError as exc:
-            problems.append(f"[{i}]: {exc}")
-            continue
+        key = parse_domain(text)
         if key in seen:
             problems.append(f"[{i}]: {text!r} is listed twice (as {seen[key]!r})")
         else:
@@ -85,12 +88,14 @@ def _domains(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> No
         raise ValueError("; ".join(problems))
 
 
-def _intercept_domains(inst: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     if not value:
         # Dispa only warned here ("proxy will handle all traffic") and then
         # refused every host: an empty list is a mistake, said so.
         raise ValueError("must list at least one domain (nothing would be intercepted)")
-    _domains(inst, attribute, value)
+
+
+_DOMAINS = attrs.validators.and_(attrs.validators.deep_iterable(_domain), _once_each)
 
 
 def _action(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -114,9 +119,9 @@ class InterceptConfig:
 
     # Hosts served: "example.com" (exact) or "*.example.com" (any subdomain, on a dot
     # boundary; not example.com itself). Required, at least one.
-    intercept_domains: list[str] = attrs.field(validator=_intercept_domains)
+    intercept_domains: list[str] = attrs.field(validator=[_at_least_one, _DOMAINS])
     # Hosts never intercepted, even when intercept_domains matches them (exclusion wins).
-    exclude_domains: list[str] = attrs.field(factory=list, validator=_domains)
+    exclude_domains: list[str] = attrs.field(factory=list, validator=_DOMAINS)
     # For hosts not intercepted: "reject" (answer reject_status), "pass" (continue
     # untouched) or "route:NAME" (pick route NAME; global or listener chain only).
     action: str = attrs.field(default="reject", validator=_action)

@@ -45,17 +45,25 @@ def parse_upstream(url: str) -> sdk.Origin:
     return sdk.Origin("tls", origin.host, origin.port)
 
 
-def _names(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+# A name and its address, checked one entry at a time (a deep_mapping): each
+# bad one is listed at its own key (``names.db``), even beside an entry of
+# the wrong type.
+def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    parse_name(value)
+
+
+def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    parse_upstream(value)
+
+
+def _distinct(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    # A check of the whole table: it runs once every entry is valid.
     seen: dict[tuple[str, bool], str] = {}
-    for pattern, upstream in value.items():
+    for pattern in value:
         key = parse_name(pattern)
         if key in seen:
             raise ValueError(f"{pattern!r} and {seen[key]!r} are the same name")
         seen[key] = pattern
-        try:
-            parse_upstream(upstream)
-        except ValueError as exc:
-            raise ValueError(f"{pattern!r}: {exc}") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -63,7 +71,9 @@ class PassthroughConfig:
     """The ``[plugins.passthrough]`` table."""
 
     #: SNI name (exact or ``*.domain``) -> ``tls://host[:port]`` to relay the raw bytes to.
-    names: dict[str, str] = attrs.field(factory=dict, validator=_names)
+    names: dict[str, str] = attrs.field(
+        factory=dict, validator=[attrs.validators.deep_mapping(_name, _upstream), _distinct]
+    )
 
 
 class PassthroughPlugin:

@@ -84,7 +84,6 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -146,12 +145,18 @@ def _ratio(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"must be between 0 and 1, got {value!r}")
 
 
-def _headers(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
-    for name, text in value.items():
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"{name!r} is not a header name (a token)")
-        if any(c in text for c in "\r\n\0"):
-            raise ValueError(f"the value of {name!r} must not contain CR, LF or NUL")
+# A header's name and its value, checked one entry at a time (a deep_mapping):
+# each bad one is listed at its own key (``headers.x-a``), even beside an
+# entry of the wrong type.
+def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a header name (a token)")
+
+
+def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if any(c in value for c in "\r\n\0"):
+        # Not echoed: these headers carry credentials.
+        raise ValueError("must not contain CR, LF or NUL")
 
 
 @attrs.frozen(kw_only=True)
@@ -166,7 +171,9 @@ class OtlpConfig:
     #: ``service.name`` is ``service_name``'s.
     resource: dict[str, str] = attrs.field(factory=dict)
     #: Headers sent with every export request (authentication).
-    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers)
+    headers: dict[str, str] = attrs.field(
+        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+    )
     #: Seconds one export may take, retries included.
     timeout_s: float = attrs.field(default=10.0, validator=_positive)
     #: Spans waiting for export at most; more are dropped.

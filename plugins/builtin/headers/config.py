@@ -1,8 +1,9 @@
 """The ``[plugins.headers]`` table: :class:`HeadersConfig`.
 
 Names and values are checked here, so a bad one is reported at config time
-with its path (``$.plugins.headers.request_set: invalid header name ...``)
-and never reaches a message. Framing fields (``content-length``,
+with its own path (``$.plugins.headers.request_set["bad name"]: invalid
+header name ...``, ``$.plugins.headers.request_remove[2]: ...``) and never
+reaches a message. Framing fields (``content-length``,
 ``transfer-encoding``) are refused: framing is the kernel's job.
 
 May import: stdlib, attrs, sdk.
@@ -10,14 +11,13 @@ May import: stdlib, attrs, sdk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 import sdk
 
-__all__ = ["FRAMING", "HeadersConfig", "check_field", "check_name"]
+__all__ = ["FRAMING", "HeadersConfig", "check_field", "check_name", "check_value"]
 
 #: Fields a plugin must not touch: the kernel frames every message itself.
 FRAMING = frozenset({"content-length", "transfer-encoding"})
@@ -44,30 +44,48 @@ def check_field(name: str, value: str) -> None:
         ) from None
 
 
-def _values(value: str | list[str]) -> Iterable[str]:
-    return [value] if isinstance(value, str) else value
+def check_value(value: str) -> None:
+    """Raise :class:`ValueError` unless ``value`` may be sent as a field's value."""
+    try:
+        sdk.Headers([("x", value)])
+    except (sdk.LocalProtocolError, UnicodeEncodeError):
+        raise ValueError(
+            f"invalid header value {value!r} (a control character or non-Latin-1)"
+        ) from None
 
 
-def _names(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+# One name, one value: in deep_iterable / deep_mapping, so each bad item is
+# listed at its own path (``request_remove[2]``, ``request_set.x-a``), even
+# beside an item of the wrong type.
+def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    check_name(value)
+
+
+def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    check_value(value)
+
+
+def _values(_: object, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
+    # A value, or a list of values (one field each). A list's bad values are
+    # listed by index under the field's path (``request_add.x-a: [1]: ...``):
+    # the value's two shapes leave no member validator to give them their own
+    # path, and a list with an item of the wrong type is not checked here.
+    if isinstance(value, str):
+        check_value(value)
+        return
     problems = []
-    for name in value:
+    for i, item in enumerate(value):
         try:
-            check_name(name)
+            check_value(item)
         except ValueError as exc:
-            problems.append(str(exc))
+            problems.append(f"[{i}]: {exc}")
     if problems:  # every one, not only the first
         raise ValueError("; ".join(problems))
 
 
-def _fields(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
-    for name, item in value.items():
-        check_field(name, item)
-
-
-def _multi_fields(_: object, attribute: attrs.Attribute[Any], value: dict[str, Any]) -> None:
-    for name, items in value.items():
-        for item in _values(items):
-            check_field(name, item)
+_NAMES = attrs.validators.deep_iterable(_name)
+_FIELDS = attrs.validators.deep_mapping(_name, _value)
+_MULTI_FIELDS = attrs.validators.deep_mapping(_name, _values)
 
 
 @attrs.frozen(kw_only=True)
@@ -75,14 +93,14 @@ class HeadersConfig:
     """The ``[plugins.headers]`` table. Per phase: remove, then set, then add."""
 
     # Names of request fields to remove (every field of each name).
-    request_remove: list[str] = attrs.field(factory=list, validator=_names)
+    request_remove: list[str] = attrs.field(factory=list, validator=_NAMES)
     # Request fields to set: name -> value, replacing any fields of that name.
-    request_set: dict[str, str] = attrs.field(factory=dict, validator=_fields)
+    request_set: dict[str, str] = attrs.field(factory=dict, validator=_FIELDS)
     # Request fields to append: name -> value, or a list of values (one field each).
-    request_add: dict[str, str | list[str]] = attrs.field(factory=dict, validator=_multi_fields)
+    request_add: dict[str, str | list[str]] = attrs.field(factory=dict, validator=_MULTI_FIELDS)
     # Names of response fields to remove.
-    response_remove: list[str] = attrs.field(factory=list, validator=_names)
+    response_remove: list[str] = attrs.field(factory=list, validator=_NAMES)
     # Response fields to set: name -> value.
-    response_set: dict[str, str] = attrs.field(factory=dict, validator=_fields)
+    response_set: dict[str, str] = attrs.field(factory=dict, validator=_FIELDS)
     # Response fields to append: name -> value, or a list of values.
-    response_add: dict[str, str | list[str]] = attrs.field(factory=dict, validator=_multi_fields)
+    response_add: dict[str, str | list[str]] = attrs.field(factory=dict, validator=_MULTI_FIELDS)

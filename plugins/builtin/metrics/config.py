@@ -5,8 +5,9 @@ Histogram buckets are written in **milliseconds**, as Dispa's
 gets them divided by 1000, any other histogram gets them as written. Every
 bound is checked where it stands
 (``$.plugins.metrics.histogram_buckets.request_duration_seconds[2]: must be a
-positive number of milliseconds, got -1``); the order of a list is checked
-as a whole.
+positive number of milliseconds, got -1``), every histogram name at its own
+key; the order of a list is checked as a whole, once each of its bounds is
+a number.
 
 May import: stdlib, attrs, sdk.
 """
@@ -74,6 +75,8 @@ class BoundMs(float):
         return bound
 
 
+# Also one item of ``exclude_listeners`` (a deep_iterable): each bad name is
+# listed at its own index, even beside one that is no string.
 def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a listener name (letters, digits, '_', '-', '.')")
@@ -92,36 +95,28 @@ def _path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"{value!r} is not a request path such as '/metrics'")
 
 
-def _listeners(_: object, attribute: attrs.Attribute[Any], value: list[str] | None) -> None:
-    bad = [repr(name) for name in value or () if not _NAME.fullmatch(name)]
-    if bad:  # every one, not only the first
-        many = len(bad) > 1
+def _metric(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _METRIC.fullmatch(value):
         raise ValueError(
-            f"{', '.join(bad)} {'are not listener names' if many else 'is not a listener name'}"
-            " (letters, digits, '_', '-', '.')"
+            f"{value!r} is not a metric name without the prefix"
+            " (such as 'request_duration_seconds')"
         )
 
 
-def _buckets(_: object, attribute: attrs.Attribute[Any], value: dict[str, list[BoundMs]]) -> None:
-    problems: list[str] = []
-    for name, bounds in value.items():
-        if not _METRIC.fullmatch(name):
-            problems.append(
-                f"{name!r} is not a metric name without the prefix"
-                " (such as 'request_duration_seconds')"
+def _bounds(_: object, attribute: attrs.Attribute[Any], value: list[BoundMs]) -> None:
+    # A check of one histogram's whole list: it runs once every bound is a number.
+    if not value:
+        raise ValueError("needs at least one bound")
+    for i in range(1, len(value)):
+        if value[i] <= value[i - 1]:
+            raise ValueError(
+                f"[{i}]: {value[i]:g} must be greater than the bound before it"
+                f" ({value[i - 1]:g}): bounds are sorted and distinct"
             )
-            continue
-        if not bounds:
-            problems.append(f"{name}: needs at least one bound")
-        for i in range(1, len(bounds)):
-            if bounds[i] <= bounds[i - 1]:
-                problems.append(
-                    f"{name}[{i}]: {bounds[i]:g} must be greater than the bound before it"
-                    f" ({bounds[i - 1]:g}): bounds are sorted and distinct"
-                )
-                break
-    if problems:
-        raise ValueError("; ".join(problems))
+
+
+#: ``exclude_listeners``: unset, or listener names checked one by one.
+_LISTENERS: Any = attrs.validators.optional(attrs.validators.deep_iterable(_name))
 
 
 @attrs.frozen(kw_only=True)
@@ -141,11 +136,13 @@ class MetricsConfig:
     #: (``request_duration_seconds = [5, 10, 50, 100, 500]``). ``_seconds``
     #: histograms get them divided by 1000. Changing buckets starts a new
     #: histogram in this process (in multiprocess mode: restart the workers).
-    histogram_buckets: dict[str, list[BoundMs]] = attrs.field(factory=dict, validator=_buckets)
+    histogram_buckets: dict[str, list[BoundMs]] = attrs.field(
+        factory=dict, validator=attrs.validators.deep_mapping(_metric, _bounds)
+    )
     #: Listeners whose flows are not counted (besides :attr:`listener`).
     #: Unset: ``["health"]`` when such a listener exists; a set list must
     #: name configured listeners.
-    exclude_listeners: list[str] | None = attrs.field(default=None, validator=_listeners)
+    exclude_listeners: list[str] | None = attrs.field(default=None, validator=_LISTENERS)
     #: Seconds between two samples of the live gauges (active connections
     #: and requests); they are also sampled just before every scrape.
     sample_interval_s: float = attrs.field(default=1.0)

@@ -33,15 +33,21 @@ def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"must be between 200 and 599 (a final status), got {value}")
 
 
-def _headers(_: object, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
-    for name, item in value.items():
-        _check(name, item)
-        own = _OWN_KEYS.get(name.lower())
-        if own is not None:
-            raise ValueError(
-                f"{name!r} cannot be set here: "
-                + (f"use the {own!r} key" if own else "the kernel frames responses itself")
-            )
+# A field's name and its value, checked one entry at a time (a deep_mapping):
+# each bad one is listed at its own key (``headers.x-a``), even beside an
+# entry of the wrong type.
+def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    _check(value, "")
+    own = _OWN_KEYS.get(value.lower())
+    if own is not None:
+        raise ValueError(
+            f"{value!r} cannot be set here: "
+            + (f"use the {own!r} key" if own else "the kernel frames responses itself")
+        )
+
+
+def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    _check("x", value)
 
 
 def _content_type(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -65,4 +71,6 @@ class RespondConfig:
     # The body, sent UTF-8 encoded (content-length is set by the kernel).
     body: str = attrs.field(default="", validator=_body)
     # More response fields: name -> value.
-    headers: dict[str, str] = attrs.field(factory=dict, validator=_headers)
+    headers: dict[str, str] = attrs.field(
+        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+    )

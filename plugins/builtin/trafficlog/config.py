@@ -86,10 +86,11 @@ def _database(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     database_target(value)
 
 
-def _redact(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
-    for name in value:
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r}")
+def _redact(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # One name, in a deep_iterable: each bad one is listed at its own index
+    # (``redact[2]``), even beside one that is no string.
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"invalid header name {value!r}")
 
 
 def _lower(names: list[str]) -> list[str]:
@@ -125,7 +126,9 @@ class TrafficLogConfig:
     headers: bool = False
     #: Header fields (any case) whose values are replaced when ``headers`` is on.
     redact: list[str] = attrs.field(
-        factory=lambda: list(DEFAULT_REDACT), converter=_lower, validator=_redact
+        factory=lambda: list(DEFAULT_REDACT),
+        converter=_lower,
+        validator=attrs.validators.deep_iterable(_redact),
     )
     #: Keep the query string in ``path`` (``false``: tokens in queries stay out of logs).
     query: bool = True

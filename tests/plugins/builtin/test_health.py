@@ -223,7 +223,7 @@ def test_defaults() -> None:
         ({"ready_path": "/r?x"}, "ready_path", "not a request path"),
         ({"ready_path": "/health"}, "", "health_path and ready_path must differ"),
         ({"require_groups": "yes"}, "require_groups", "must be true or false"),
-        ({"groups": ["a b"]}, "groups", "'a b' is not a name"),
+        ({"groups": ["a b"]}, "groups[0]", "'a b' is not a name"),
         ({"port": 8081}, "port", "unknown key"),
     ],
 )
@@ -231,6 +231,17 @@ def test_config_errors_have_paths(table: dict[str, Any], where: str, message: st
     found = problems(**table)
     path = f"{PATH}.{where}" if where else PATH
     assert any(p.startswith(path + ":") and re.search(message, p) for p in found), found
+
+
+def test_every_bad_group_name_beside_one_of_the_wrong_type() -> None:
+    """The names were checked by one loop over the list, which does not run
+    on a list with an item missing: a wrongly typed name hid the bad ones
+    (and two bad ones made one message). Each is checked alone now."""
+    assert problems(groups=["app", 5, "a b", "x/y"]) == [
+        f"{PATH}.groups[1]: must be a string, got 5",
+        f"{PATH}.groups[2]: 'a b' is not a name (letters, digits, '_', '-', '.')",
+        f"{PATH}.groups[3]: 'x/y' is not a name (letters, digits, '_', '-', '.')",
+    ]
 
 
 async def test_config_check() -> None:
@@ -375,5 +386,7 @@ urls = "http://127.0.0.1:{upstream.port}"
 def test_every_bad_group_name_is_listed() -> None:
     with pytest.raises(sdk.ConfigError) as info:
         sdk.structure({"groups": ["a b", "ok", "c/d"]}, HealthConfig, path=PATH)
-    (problem,) = info.value.problems
-    assert problem == f"{PATH}.groups: 'a b', 'c/d' are not names (letters, digits, '_', '-', '.')"
+    assert info.value.problems == [
+        f"{PATH}.groups[0]: 'a b' is not a name (letters, digits, '_', '-', '.')",
+        f"{PATH}.groups[2]: 'c/d' is not a name (letters, digits, '_', '-', '.')",
+    ]

@@ -191,7 +191,7 @@ def test_bad_domains_in_either_list(domain: str, message: str) -> None:
     for key in ("intercept_domains", "exclude_domains"):
         table: dict[str, Any] = {"intercept_domains": ["ok.test"], key: ["fine.test", domain]}
         (problem,) = problems(**table)
-        assert problem.startswith(f"{PATH}.{key}: [1]: "), problem
+        assert problem.startswith(f"{PATH}.{key}[1]: "), problem
         assert re.search(message, problem), problem
 
 
@@ -304,7 +304,7 @@ intercept_domains = ["a.*.com"]
     with pytest.raises(sdk.ConfigError) as info:
         load_generation(path)
     text = "\n".join(info.value.problems)
-    assert "$.plugins.intercept.bad.intercept_domains: [0]: invalid domain 'a.*.com'" in text
+    assert "$.plugins.intercept.bad.intercept_domains[0]: invalid domain 'a.*.com'" in text
     assert "$.plugins.intercept.action: no route named 'nowhere'" in text
 
 
@@ -344,7 +344,32 @@ exclude_domains = ["admin.example.com"]
 
 
 def test_every_bad_domain_of_a_list_is_listed() -> None:
-    (problem,) = problems(intercept_domains=["a.*.com", "ok.test", "OK.test.", "b..c"])
-    assert problem.startswith(f"{PATH}.intercept_domains: [0]: invalid domain 'a.*.com'")
-    assert "; [2]: 'OK.test.' is listed twice (as 'ok.test')" in problem
-    assert "; [3]: " in problem
+    # Each bad domain at its own index; the one listed twice ([2]) is said
+    # once every item is a domain (below).
+    assert problems(intercept_domains=["a.*.com", "ok.test", "OK.test.", "b..c"]) == [
+        f"{PATH}.intercept_domains[0]: invalid domain 'a.*.com': a wildcard is only allowed as"
+        " the whole first label ('*.example.com')",
+        f"{PATH}.intercept_domains[3]: invalid domain 'b..c': expected a name such as"
+        " 'example.com' or '*.example.com'",
+    ]
+    # A domain listed twice is a problem of the list: said once every item is a domain.
+    assert problems(intercept_domains=["ok.test", "x.test", "OK.test.", "*.a", "*.A"]) == [
+        f"{PATH}.intercept_domains: [2]: 'OK.test.' is listed twice (as 'ok.test');"
+        " [4]: '*.A' is listed twice (as '*.a')"
+    ]
+
+
+def test_bad_domains_beside_one_of_the_wrong_type() -> None:
+    """The domains were checked by one loop over the list, which does not
+    run on a list with an item missing: a domain of the wrong type hid the
+    invalid ones until it was fixed. Each is checked alone now, at its index."""
+    assert problems(
+        intercept_domains=["ok.test", 5, "a.*.com"], exclude_domains=[True, "x.test", "a b"]
+    ) == [
+        f"{PATH}.intercept_domains[1]: must be a string, got 5",
+        f"{PATH}.intercept_domains[2]: invalid domain 'a.*.com': a wildcard is only allowed as"
+        " the whole first label ('*.example.com')",
+        f"{PATH}.exclude_domains[0]: must be a string, got true",
+        f"{PATH}.exclude_domains[2]: invalid domain 'a b': expected a name such as"
+        " 'example.com' or '*.example.com'",
+    ]

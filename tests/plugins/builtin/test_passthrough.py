@@ -62,22 +62,41 @@ async def test_http_flows_are_untouched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("names", "message"),
+    ("names", "where", "message"),
     [
-        ({"*.a.*": "tls://h:1"}, "invalid name '\\*.a.\\*'"),
-        ({"db": "https://h:1"}, "'db': 'https://h:1' is not a tls://host\\[:port\\] address"),
-        ({"db": "tls://h:1/x"}, "'db': 'tls://h:1/x' has a path"),
-        ({"db": "tls://h:0"}, "'db': .*port 0 out of range"),
-        ({"db": "tls://"}, "'db': .*has no host|invalid host"),
-        ({"a.b": "tls://h", "A.B.": "tls://i"}, "'A.B.' and 'a.b' are the same name"),
+        ({"*.a.*": "tls://h:1"}, '["*.a.*"]', "invalid name '\\*.a.\\*'"),
+        ({"db": "https://h:1"}, ".db", "'https://h:1' is not a tls://host\\[:port\\] address"),
+        ({"db": "tls://h:1/x"}, ".db", "'tls://h:1/x' has a path"),
+        ({"db": "tls://h:0"}, ".db", "port 0 out of range"),
+        ({"db": "tls://"}, ".db", "has no host|invalid host"),
+        ({"a.b": "tls://h", "A.B.": "tls://i"}, "", "'A.B.' and 'a.b' are the same name"),
     ],
 )
-def test_bad_tables(names: dict[str, str], message: str) -> None:
+def test_bad_tables(names: dict[str, str], where: str, message: str) -> None:
     with pytest.raises(sdk.ConfigError) as info:
         Harness(PassthroughPlugin, config={"names": names})
     (problem,) = info.value.problems
-    assert problem.startswith("$.plugins.names: ")
+    assert problem.startswith(f"$.plugins.names{where}: ")
     assert re.search(message, problem), problem
+
+
+def test_every_bad_entry_beside_one_of_the_wrong_type() -> None:
+    """The table was checked by one loop, which stopped at the first bad
+    entry and did not run at all beside an address of the wrong type (the
+    others' problems showed only once it was fixed). Each entry is checked
+    alone now, at its own key."""
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure(
+            {"names": {"db": 5, "*.a.*": "tls://h:1", "ok": "tls://h", "web": "http://h"}},
+            PassthroughConfig,
+            path="$.plugins.passthrough",
+        )
+    assert info.value.problems == [
+        "$.plugins.passthrough.names.db: must be a string, got 5",
+        "$.plugins.passthrough.names[\"*.a.*\"]: invalid name '*.a.*': a wildcard is only"
+        " allowed as the whole first label ('*.example.com')",
+        "$.plugins.passthrough.names.web: 'http://h' is not a tls://host[:port] address",
+    ]
 
 
 def test_parse_helpers() -> None:

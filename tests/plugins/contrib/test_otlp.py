@@ -423,14 +423,35 @@ def test_span_without_startup_parent_or_response() -> None:
         ({"max_queue": 0}, r"max_queue: must be >= 1"),
         ({"timeout_s": 0}, r"timeout_s: must be > 0"),
         ({"service_name": ""}, r"service_name: must not be empty"),
-        ({"headers": {"bad name": "x"}}, r"headers: 'bad name' is not a header name"),
-        ({"headers": {"x-a": "1\r\nx-b: 2"}}, r"headers: the value of 'x-a' must not contain"),
+        (
+            {"headers": {"bad name": "x"}},
+            r"headers\[\"bad name\"\]: 'bad name' is not a header name",
+        ),
+        ({"headers": {"x-a": "1\r\nx-b: 2"}}, r"headers\.x-a: must not contain CR, LF or NUL"),
         ({"port": 4318}, r"port: unknown key"),
     ],
 )
 def test_config_errors(table: dict[str, Any], message: str) -> None:
     with pytest.raises(sdk.ConfigError, match=message):
         sdk.structure(table, OtlpConfig, path="$.plugins.otlp")
+
+
+def test_every_bad_header_beside_one_of_the_wrong_type() -> None:
+    """The headers were checked by one loop, which stopped at the first bad
+    one and did not run at all beside a value of the wrong type (the others'
+    problems showed only once it was fixed). Each entry is checked alone
+    now, at its own key."""
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure(
+            {"headers": {"authorization": 5, "bad name": "x", "x-a": "1\nx-b: 2", "ok": "1"}},
+            OtlpConfig,
+            path="$.plugins.otlp",
+        )
+    assert info.value.problems == [
+        "$.plugins.otlp.headers.authorization: must be a string, got 5",
+        "$.plugins.otlp.headers[\"bad name\"]: 'bad name' is not a header name (a token)",
+        "$.plugins.otlp.headers.x-a: must not contain CR, LF or NUL",
+    ]
 
 
 def test_config_defaults() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,12 @@ import attrs
 import pytest
 
 import sdk
-from plugins.builtin.headers.config import HeadersConfig, check_field, check_name
+from plugins.builtin.headers.config import (
+    HeadersConfig,
+    check_field,
+    check_name,
+    check_value,
+)
 
 PATH = "$.plugins.headers"
 
@@ -57,13 +65,13 @@ def test_every_problem_with_its_path() -> None:
             "reqest_set": {},
         }
     ) == [
-        f"{PATH}.request_remove: 'Content-Length' cannot be changed: the kernel frames messages"
-        " itself",
-        f"{PATH}.request_set: invalid header name 'bad name'",
-        f"{PATH}.request_add: invalid value for header 'x-a': 'bad\\nvalue' (a control"
+        f"{PATH}.request_remove[0]: 'Content-Length' cannot be changed: the kernel frames"
+        " messages itself",
+        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name'",
+        f"{PATH}.request_add.x-a: [1]: invalid header value 'bad\\nvalue' (a control"
         " character or non-Latin-1)",
         f"{PATH}.response_remove: must be an array, got 'server'",
-        f"{PATH}.response_set: invalid value for header 'x-b': 'nul\\x00' (a control"
+        f"{PATH}.response_set.x-b: invalid header value 'nul\\x00' (a control"
         " character or non-Latin-1)",
         f"{PATH}.response_add.x-c: must be a string or an array, got 1",
         f"{PATH}.reqest_set: unknown key (known: request_remove, request_set, request_add,"
@@ -132,6 +140,96 @@ def test_doc_examples_structure() -> None:
 
 def test_every_bad_name_of_a_remove_list_is_listed() -> None:
     assert problems({"response_remove": ["Content-Length", "x-ok", "bad name"]}) == [
-        f"{PATH}.response_remove: 'Content-Length' cannot be changed: the kernel frames"
-        " messages itself; invalid header name 'bad name'"
+        f"{PATH}.response_remove[0]: 'Content-Length' cannot be changed: the kernel frames"
+        " messages itself",
+        f"{PATH}.response_remove[2]: invalid header name 'bad name'",
+    ]
+
+
+def test_every_bad_value_of_an_add_list_is_listed() -> None:
+    assert problems({"response_add": {"x-a": ["a\nb", "ok", "\u20ac"]}}) == [
+        f"{PATH}.response_add.x-a: [0]: invalid header value 'a\\nb' (a control character or"
+        " non-Latin-1); [2]: invalid header value '\u20ac' (a control character or non-Latin-1)"
+    ]
+
+
+def test_bad_items_are_listed_beside_one_of_the_wrong_type() -> None:
+    """A name or an entry of the wrong type used to hide the other items'
+    problems until it was fixed: the check looped over the whole list or
+    table, which does not run on one with an item missing. Each item is
+    checked alone now, at its own path."""
+    assert problems(
+        {
+            "request_remove": ["x-ok", 5, "bad name", "Transfer-Encoding"],
+            "request_set": {"x-a": 5, "bad name": "1", "x-b": "a\rb"},
+            "response_add": {"x-c": ["ok"], "x-d": 7, "Content-Length": "1"},
+        }
+    ) == [
+        f"{PATH}.request_remove[1]: must be a string, got 5",
+        f"{PATH}.request_remove[2]: invalid header name 'bad name'",
+        f"{PATH}.request_remove[3]: 'Transfer-Encoding' cannot be changed: the kernel frames"
+        " messages itself",
+        f"{PATH}.request_set.x-a: must be a string, got 5",
+        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name'",
+        f"{PATH}.request_set.x-b: invalid header value 'a\\rb' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.response_add.x-d: must be a string or an array, got 7",
+        f"{PATH}.response_add.Content-Length: 'Content-Length' cannot be changed: the kernel"
+        " frames messages itself",
+    ]
+
+
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b", "\u20ac"])
+def test_check_value(value: str) -> None:
+    with pytest.raises(ValueError, match="invalid header value"):
+        check_value(value)
+    check_value("caf\xe9")
+
+
+ROOT = Path(__file__).parents[4]
+KERNEL = str(Path(sys.executable).with_name("kernel"))
+
+
+def test_kernel_check_lists_every_bad_item(tmp_path: Path) -> None:
+    """``kernel check`` in a child process, as run by hand: the wrongly
+    typed name and the bad one, the wrongly typed value and the bad one,
+    in one report."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        """
+[kernel]
+plugins = ["headers"]
+watch_config = false
+
+[[listeners]]
+bind = "127.0.0.1:0"
+
+[[routes]]
+name = "a"
+upstream = "http://127.0.0.1:9"
+
+[plugins.headers]
+request_remove = ["cookie", 5, "x y"]
+response_set = { "x-a" = 5, "x-b" = "a\\u0000b" }
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
+    done = subprocess.run(
+        [KERNEL, "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith("c.toml: 4 problem(s)"), done.stderr
+    assert [line.strip() for line in lines[1:]] == [
+        f"{PATH}.request_remove[1]: must be a string, got 5",
+        f"{PATH}.request_remove[2]: invalid header name 'x y'",
+        f"{PATH}.response_set.x-a: must be a string, got 5",
+        f"{PATH}.response_set.x-b: invalid header value 'a\\x00b' (a control character or"
+        " non-Latin-1)",
     ]

@@ -100,7 +100,7 @@ def test_default_buckets_are_sorted_and_positive() -> None:
         ({"prefix": "my-proxy_"}, "prefix", "is not a metric name prefix"),
         ({"sample_interval_s": 0}, "sample_interval_s", "must be > 0, got 0"),
         ({"sample_interval_s": float("inf")}, "sample_interval_s", "must be > 0"),
-        ({"exclude_listeners": ["ok", "no way"]}, "exclude_listeners", "'no way'"),
+        ({"exclude_listeners": ["ok", "no way"]}, "exclude_listeners[1]", "'no way'"),
         ({"exclude_listeners": "health"}, "exclude_listeners", "must be an array"),
         (
             {"histogram_buckets": {"request_duration_seconds": [5, -1]}},
@@ -129,24 +129,22 @@ def test_default_buckets_are_sorted_and_positive() -> None:
         ),
         (
             {"histogram_buckets": {"request_duration_seconds": [5, 10, 10]}},
-            "histogram_buckets",
-            re.escape("request_duration_seconds[2]: 10 must be greater than the bound before it"),
+            "histogram_buckets.request_duration_seconds",
+            re.escape("[2]: 10 must be greater than the bound before it"),
         ),
         (
             {"histogram_buckets": {"request_duration_seconds": [50, 5]}},
-            "histogram_buckets",
-            re.escape(
-                "request_duration_seconds[1]: 5 must be greater than the bound before it (50)"
-            ),
+            "histogram_buckets.request_duration_seconds",
+            re.escape("[1]: 5 must be greater than the bound before it (50)"),
         ),
         (
             {"histogram_buckets": {"upstream_duration_seconds": []}},
-            "histogram_buckets",
-            "upstream_duration_seconds: needs at least one bound",
+            "histogram_buckets.upstream_duration_seconds",
+            "needs at least one bound",
         ),
         (
             {"histogram_buckets": {"trellis-requests": [1]}},
-            "histogram_buckets",
+            "histogram_buckets.trellis-requests",
             "'trellis-requests' is not a metric name without the prefix",
         ),
         ({"buckets": {}}, "buckets", "unknown key"),
@@ -164,11 +162,11 @@ def test_every_problem_is_listed() -> None:
     assert found[0].startswith(f"{PATH}.listener:")
     assert found[1].startswith(f"{PATH}.prefix:")
     assert found[2].startswith(f"{PATH}.histogram_buckets.a_seconds[1]:")
-    # The order of the lists is checked once every bound is a number.
+    # The order of a list is checked once each of its bounds is a number.
     found = problems(listener="", histogram_buckets={"a_seconds": [1, 3, 2], "b_seconds": [2, 2]})
-    assert len(found) == 2, found
-    assert "a_seconds[2]: 2 must be greater" in found[1]
-    assert "b_seconds[1]: 2 must be greater" in found[1]
+    assert len(found) == 3, found
+    assert found[1].startswith(f"{PATH}.histogram_buckets.a_seconds: [2]: 2 must be greater")
+    assert found[2].startswith(f"{PATH}.histogram_buckets.b_seconds: [1]: 2 must be greater")
 
 
 def test_bound_ms_refuses_bad_numbers_itself() -> None:
@@ -179,8 +177,38 @@ def test_bound_ms_refuses_bad_numbers_itself() -> None:
 
 
 def test_every_bad_listener_name_is_listed() -> None:
-    (problem,) = problems(exclude_listeners=["no way", "ok", "x/y"])
-    assert problem == (
-        f"{PATH}.exclude_listeners: 'no way', 'x/y' are not listener names"
-        " (letters, digits, '_', '-', '.')"
-    )
+    assert problems(exclude_listeners=["no way", "ok", "x/y"]) == [
+        f"{PATH}.exclude_listeners[0]: 'no way' is not a listener name"
+        " (letters, digits, '_', '-', '.')",
+        f"{PATH}.exclude_listeners[2]: 'x/y' is not a listener name"
+        " (letters, digits, '_', '-', '.')",
+    ]
+
+
+def test_bad_items_are_listed_beside_one_of_the_wrong_type() -> None:
+    """Listener names and histogram names were checked by one loop over the
+    list or table, which does not run on one with an item missing: a
+    wrongly typed item hid the others' problems until it was fixed. Each
+    is checked alone now, at its own path; a histogram's order as soon as
+    its own bounds are numbers."""
+    assert problems(
+        exclude_listeners=[5, "ok", "no way"],
+        histogram_buckets={
+            "a_seconds": [1, "x"],
+            "bad-name": [1],
+            "b_seconds": [2, 1],
+            "c_seconds": 7,
+            "d_seconds": [],
+        },
+    ) == [
+        f"{PATH}.histogram_buckets.a_seconds[1]: must be a number, got 'x'",
+        f"{PATH}.histogram_buckets.bad-name: 'bad-name' is not a metric name without the prefix"
+        " (such as 'request_duration_seconds')",
+        f"{PATH}.histogram_buckets.b_seconds: [1]: 1 must be greater than the bound before it"
+        " (2): bounds are sorted and distinct",
+        f"{PATH}.histogram_buckets.c_seconds: must be an array, got 7",
+        f"{PATH}.histogram_buckets.d_seconds: needs at least one bound",
+        f"{PATH}.exclude_listeners[0]: must be a string, got 5",
+        f"{PATH}.exclude_listeners[2]: 'no way' is not a listener name"
+        " (letters, digits, '_', '-', '.')",
+    ]

@@ -44,17 +44,39 @@ def test_defaults() -> None:
         ({"status": 204, "body": "x"}, "body: must be empty: a 204 response has no body"),
         ({"status": 304, "body": "x"}, "body: must be empty: a 304 response has no body"),
         ({"content_type": "text/plain\r\nx: y"}, "content_type: invalid header value"),
-        ({"headers": {"bad name": "1"}}, "headers: invalid header name 'bad name'"),
-        ({"headers": {"x": "a\nb"}}, "headers: invalid header value"),
-        ({"headers": {"x": "\u20ac"}}, "headers: invalid header value '\u20ac'"),
-        ({"headers": {"Content-Type": "a/b"}}, "headers: 'Content-Type' cannot be set here: use"),
-        ({"headers": {"content-length": "1"}}, "headers: 'content-length' cannot be set here: the"),
+        ({"headers": {"bad name": "1"}}, "headers[\"bad name\"]: invalid header name 'bad name'"),
+        ({"headers": {"x": "a\nb"}}, "headers.x: invalid header value"),
+        ({"headers": {"x": "\u20ac"}}, "headers.x: invalid header value '\u20ac'"),
+        (
+            {"headers": {"Content-Type": "a/b"}},
+            "headers.Content-Type: 'Content-Type' cannot be set here: use",
+        ),
+        (
+            {"headers": {"content-length": "1"}},
+            "headers.content-length: 'content-length' cannot be set here: the",
+        ),
         ({"code": 200}, "code: unknown key (known: status, content_type, body, headers)"),
     ],
 )
 def test_problems(table: dict[str, Any], expected: str) -> None:
     (problem,) = problems(table)
     assert problem.startswith(f"{PATH}.{expected}")
+
+
+def test_every_bad_header_beside_one_of_the_wrong_type() -> None:
+    """The fields were checked by one loop, which stopped at the first bad
+    one and did not run at all beside a value of the wrong type (the others'
+    problems showed only once it was fixed). Each entry is checked alone
+    now, at its own key."""
+    assert problems(
+        {"headers": {"x-a": 5, "bad name": "1", "x-b": "a\r\nb", "ok": "1", "Content-Type": "t"}}
+    ) == [
+        f"{PATH}.headers.x-a: must be a string, got 5",
+        f"{PATH}.headers[\"bad name\"]: invalid header name 'bad name'",
+        f"{PATH}.headers.x-b: invalid header value 'a\\r\\nb' (a control character)",
+        f"{PATH}.headers.Content-Type: 'Content-Type' cannot be set here: use the"
+        " 'content_type' key",
+    ]
 
 
 def test_no_body_statuses() -> None:

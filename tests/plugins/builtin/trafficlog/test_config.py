@@ -52,7 +52,7 @@ def test_redact_names_are_lower_cased() -> None:
         ({"batch": 0}, "batch", "at least 1"),
         ({"flush_interval_s": 0}, "flush_interval_s", "positive"),
         ({"flush_interval_s": float("nan")}, "flush_interval_s", "positive"),
-        ({"redact": ["bad name"]}, "redact", "invalid header name 'bad name'"),
+        ({"redact": ["bad name"]}, "redact[0]", "invalid header name 'bad name'"),
         ({"headers": "yes"}, "headers", "true or false"),
         ({"queue": "8"}, "queue", "an integer"),
         ({"rotation": "daily"}, "", "rotation: unknown key"),
@@ -64,6 +64,19 @@ def test_config_errors_have_paths(table: dict[str, Any], where: str, message: st
     text = "\n".join(info.value.problems)
     assert (f"{PATH}.{where}" if where else PATH) in text, text
     assert re.search(re.escape(message), text), text
+
+
+def test_every_bad_redact_name_beside_one_of_the_wrong_type() -> None:
+    """The names were checked by one loop, which stopped at the first bad
+    one and did not run at all beside a name of the wrong type (the others'
+    problems showed only once it was fixed). Each is checked alone now."""
+    with pytest.raises(sdk.ConfigError) as info:
+        sdk.structure({"redact": ["Cookie", 5, "bad name", "x:y"]}, TrafficLogConfig, path=PATH)
+    assert info.value.problems == [
+        f"{PATH}.redact[1]: must be a string, got 5",
+        f"{PATH}.redact[2]: invalid header name 'bad name'",
+        f"{PATH}.redact[3]: invalid header name 'x:y'",
+    ]
 
 
 def test_database_targets() -> None:
