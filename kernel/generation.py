@@ -45,7 +45,7 @@ from kernel.pluginhost import (
     PluginInfo,
     available_plugins,
     check_plugin_tables,
-    referenced_plugins,
+    plugin_references,
 )
 from kernel.protocol.forwarding import ForwardingPolicy
 from kernel.protocol.http1 import Limits, resolve_kind
@@ -161,11 +161,13 @@ def build_generation(
     broken: set[str] = set()
     if available is None:
         available, load_problems = available_plugins(modules, blocked=settings.kernel.blocked)
-        used = referenced_plugins(settings)
+        used = plugin_references(settings)
         broken = {p.plugin for p in load_problems if isinstance(p, LoadProblem)}
         for problem in load_problems:
-            if not isinstance(problem, LoadProblem) or problem.configured or problem.plugin in used:
+            if not isinstance(problem, LoadProblem) or problem.configured:
                 problems.append(problem)
+            elif problem.plugin in used:  # an installed one: where the config uses it
+                problems.append(f"{used[problem.plugin]}: {problem}")
             else:
                 log.warning("%s (this configuration does not use it)", problem)
     blocked = set(settings.kernel.blocked)

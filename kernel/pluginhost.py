@@ -23,6 +23,7 @@ May import: stdlib, pluggy, attrs, sdk, kernel.config.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -46,6 +47,7 @@ __all__ = [
     "available_plugins",
     "check_plugin_tables",
     "instance_plugin",
+    "plugin_references",
     "referenced_plugins",
 ]
 
@@ -254,12 +256,15 @@ class PluginHost:
             # A hookimpl whose name matches no hookspec is a typo, not a feature.
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
+            # pluggy's message is three lines of its own words (and the
+            # object's repr); the usual causes, a misspelled parameter or
+            # hook name, get one line per hook.
+            unknown_hooks = self._unknown_hooks(inst)  # (while it is registered)
             if self.pm.is_registered(obj):
                 self.pm.unregister(obj)
-            # pluggy's message is three lines of its own words; the usual
-            # cause, a misspelled parameter, gets one line per hook.
             problems.extend(
                 self._unknown_parameters(inst, obj)
+                or unknown_hooks
                 or [f"{path}: plugin {inst!r} is invalid: {exc}"]
             )
             return
@@ -278,6 +283,25 @@ class PluginHost:
         self.salvaged._register(inst, obj, problems, path)
         if inst in self.salvaged.instances:
             self.refused[inst] = [p.partition(": ")[0] for p in refused]
+
+    def _unknown_hooks(self, inst: str) -> list[str]:
+        """One problem per hook implementation of ``inst`` that no hookspec
+        names (what ``check_pending`` refuses), with the likeliest meant one."""
+        known = [
+            name
+            for name in dir(self.pm.hook)
+            if name.startswith("trellis_") and getattr(self.pm.hook, name).spec is not None
+        ]
+        out = []
+        for name in dir(self.pm.hook):
+            caller = getattr(self.pm.hook, name)
+            if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
+                continue
+            if any(impl.plugin_name == inst for impl in caller.get_hookimpls()):
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                out.append(f"$.plugins.{inst}: unknown hook {name}{hint}")
+        return out
 
     def _unknown_parameters(self, inst: str, obj: object) -> list[str]:
         """One problem per hook implementation of ``obj`` that takes a parameter
@@ -317,7 +341,17 @@ class PluginHost:
 
 def referenced_plugins(settings: Settings) -> set[str]:
     """Plugin names the configuration uses: in a chain, as a strategy, or with a table."""
-    return {instance_plugin(i) for i in _referenced_instances(settings)} | set(settings.plugins)
+    return set(plugin_references(settings))
+
+
+def plugin_references(settings: Settings) -> dict[str, str]:
+    """Plugin name -> the config path of its first use (a chain, a strategy, a table)."""
+    out: dict[str, str] = {}
+    for inst, path in _referenced_instances(settings).items():
+        out.setdefault(instance_plugin(inst), path)
+    for name in settings.plugins:
+        out.setdefault(name, format_path(("plugins", name)))
+    return out
 
 
 def _referenced_instances(settings: Settings) -> dict[str, str]:
@@ -397,7 +431,8 @@ def _instantiate(
     try:
         return make(config)
     except sdk.ConfigError as exc:
-        problems.extend(exc.problems)
+        # As trellis_config_check's: without a "$" path, the table's.
+        problems.extend(p if p.startswith("$") else f"{path}.{p}" for p in exc.problems)
     except Exception as exc:
         problems.append(f"{path}: plugin {info.name!r} refused its configuration: {exc!r}")
     return None

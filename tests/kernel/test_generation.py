@@ -424,7 +424,10 @@ def test_a_broken_plugin_only_fails_configurations_that_use_it(
     used = Settings(routes=[RouteConfig(name="r", plugins=["shiny"])])
     with pytest.raises(sdk.ConfigError) as info:
         build_generation(used)
-    assert "plugin 'shiny' (x:Y) failed to import: boom" in info.value.problems
+    # At the place the configuration uses it, like every other problem.
+    assert info.value.problems == [
+        "$.routes[0].plugins[0]: plugin 'shiny' (x:Y) failed to import: boom"
+    ]
 
 
 def test_one_pass_lists_loader_and_generation_problems(tmp_path: Path) -> None:

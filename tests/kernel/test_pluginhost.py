@@ -156,6 +156,26 @@ def test_a_non_class_plugin_is_used_as_is() -> None:
     ]
 
 
+class Picky(GreetPlugin):
+    """Refuses its configuration in its constructor, as PLUGINS.md allows."""
+
+    def __init__(self, config: GreetConfig) -> None:
+        raise sdk.ConfigError(["greeting: too polite", "$.routes: none fit"])
+
+
+def test_problems_a_constructor_raises_get_the_tables_path() -> None:
+    # As trellis_config_check's: one without a "$" path is the table's.
+    available = {"picky": _info("picky", Picky)}
+    settings = _settings(["picky", "picky.x"], {"picky": {"x": {}}})
+    _host, problems = PluginHost.build(settings, available=available)
+    assert problems == [
+        "$.plugins.picky.greeting: too polite",
+        "$.routes: none fit",
+        "$.plugins.picky.x.greeting: too polite",
+        "$.routes: none fit",
+    ]
+
+
 def test_misspelled_hook_is_refused_at_registration() -> None:
     class Typo:
         @sdk.hookimpl
@@ -163,7 +183,9 @@ def test_misspelled_hook_is_refused_at_registration() -> None:
             return None
 
     _host, problems = PluginHost.build(_settings(["t"], {}), available={}, extra={"t": Typo()})
-    assert any("plugin 't' is invalid" in p and "trellis_requets" in p for p in problems)
+    # One line, at the instance's table, with the hook it most likely meant
+    # (pluggy's own message held the object's repr and its address).
+    assert problems == ["$.plugins.t: unknown hook trellis_requets (did you mean trellis_request?)"]
 
 
 class WrongParameters:
