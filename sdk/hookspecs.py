@@ -113,7 +113,8 @@ def trellis_startup(context: StartupContext) -> None:
     Raising fails the generation: at start the process exits (3 for an
     :class:`OSError`, a storage error such as a log directory that cannot be
     made; 1 otherwise), and a reload is refused while the old generation
-    keeps serving. ``trellis_shutdown`` is then not called.
+    keeps serving. ``trellis_shutdown`` is then called on the instances
+    whose ``trellis_startup`` had already run, not on the one that raised.
 
     :param context: the generation number and ``start_soon``.
     """
@@ -280,8 +281,8 @@ def trellis_route_select(flow: Flow) -> str | Awaitable[str | None] | None:
     (the route, and so its chain, is what is being decided). The request head
     is complete; the body has not been read.
 
-    May change: ``flow.request`` (for example to rewrite the path, as Dito's
-    ``replace_path``), ``flow.upstream``, ``flow.decisions``.
+    May change: ``flow.request`` (for example to rewrite the path, as the
+    ``router``'s ``replace_path``), ``flow.upstream``, ``flow.decisions``.
 
     :param flow: the new flow; ``flow.route`` is empty.
     :return: the name of a configured route, or ``None`` to decline. First
@@ -316,7 +317,8 @@ def trellis_request_access(flow: Flow) -> Response | Awaitable[Response | None] 
         through the response hooks and body transforms - or ``None`` to let
         it pass. First result.
 
-    Builtin users: auth and rate-limit plugins.
+    Builtin users: ``metrics`` and ``health`` (answer their own endpoints),
+    ``intercept`` (refuses hosts it does not serve).
     """
 
 
@@ -357,7 +359,8 @@ def trellis_upstream_select(flow: Flow) -> Origin | Awaitable[Origin | None] | N
         When every plugin declines, the route's ``upstream`` is used; with no
         upstream at all the flow ends with 502.
 
-    Builtin users: load-balancing plugins.
+    Builtin users: ``canary`` (a weighted split between groups or origins).
+    Load-balancing strategies are not: they implement ``trellis_balancer``.
     """
 
 

@@ -394,16 +394,22 @@ class Harness:
                         raise TypeError(f"the upstream returned {type(resp).__name__}")
                     if problem := response_problem(resp):
                         raise TypeError(f"the upstream's response {problem}")
-                    whose = "after the response hooks, the response's"
-                else:
-                    whose = "the local response's"
                 flow.response = resp
                 flow.timings.response_head = time.monotonic()
-                if self._impls("trellis_response"):
+                if hooked := self._impls("trellis_response"):
                     await self.call("trellis_response", flow)
-                    # As in the kernel: refused before a byte would go out.
-                    if problem := response_problem(flow.response):
-                        raise LocalProtocolError(f"{whose} {problem}")
+                    # As in the kernel: refused before a byte would go out,
+                    # naming the plugins whose hooks had it.
+                    after = flow.response
+                    if not isinstance(after, Response):
+                        problem = f"flow.response is {type(after).__name__}, not sdk.Response"
+                    elif wrong := response_problem(after):
+                        problem = f"the response's {wrong}"
+                    else:
+                        problem = ""
+                    if problem:
+                        names = ", ".join(dict.fromkeys(repr(name) for name, _ in hooked))
+                        raise LocalProtocolError(f"after the response hooks of {names}, {problem}")
                 if flow.response.body is not None:
                     flow.response.body = self.transform(
                         "trellis_response_body", flow, flow.response.body
