@@ -934,6 +934,18 @@ async def test_a_response_a_response_hook_spoils_is_a_500_without_response_hooks
     # A local answer the same (the kernel words both alike).
     assert str(flow.error).startswith("after the response hooks of 'Spoil', the response's")
 
+    class Replace:
+        @sdk.hookimpl
+        def trellis_response(self, flow: sdk.Flow) -> None:
+            flow.response = "no"  # type: ignore[assignment]
+
+    flow = await Harness(Spoil("a", []), Replace()).run(make_flow())
+    assert str(flow.error) == (
+        "after the response hooks of 'Spoil', 'Replace', flow.response is str, not sdk.Response"
+    )
+    assert flow.response is not None
+    assert flow.response.status_code == 500
+
 
 async def test_an_upstream_stand_in_answering_nonsense_is_the_tests_bug() -> None:
     with pytest.raises(TypeError, match="the upstream returned str"):
