@@ -37,7 +37,7 @@ import trio
 from kernel import lifecycle
 from kernel.config.model import Settings
 from sdk import Flow, PluginError, Response, TlsCertificate, hookspecs
-from sdk._results import RESULT_TYPES, response_problem
+from sdk._results import RESULT_TYPES, response_problem, set_response_error
 from sdk._results import wrong_result as _wrong_result
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "compile_chain",
     "connection_first_result",
     "error_reporter",
+    "first_answer",
     "first_result",
     "plugin_error_counts",
     "response_problem",
@@ -283,12 +284,36 @@ async def first_result(impls: tuple[Impl, ...], hook: str, flow: Flow, *args: An
     return await _first(impls, hook, flow, (flow, *args))
 
 
+async def first_answer(impls: tuple[Impl, ...], hook: str, flow: Flow) -> Any:
+    """:func:`first_result` for a hook of the request phase (routing, access,
+    request, upstream selection), where a plugin may answer by setting
+    ``flow.response`` instead of returning it.
+
+    Called while ``flow.response`` is ``None``. An implementation that leaves
+    a response there (and returns no ``Response`` of its own, which would
+    win) has answered: the response is checked as a returned one is, a
+    failure attributed to that implementation, and no later one runs. For
+    ``trellis_request_access`` and ``trellis_request`` the response is then
+    the result; for the others the result is what the implementation
+    returned (``None``, a route name, an origin) and the caller finds the
+    answer in ``flow.response``. A failing implementation's response is
+    cleared: a failed call answers nothing.
+    """
+    return await _first(impls, hook, flow, (flow,), flow)
+
+
 async def connection_first_result(impls: tuple[Impl, ...], hook: str, *args: Any) -> Any:
     """:func:`first_result` for a per-connection hook, which has no flow."""
     return await _first(impls, hook, None, args)
 
 
-async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_args: Any) -> Any:
+async def _first(
+    impls: tuple[Impl, ...],
+    hook: str,
+    flow: Flow | None,
+    call_args: Any,
+    answering: Flow | None = None,
+) -> Any:
     # _call is inlined for plain ``def`` implementations: a coroutine per
     # implementation and call costs about a microsecond, more than most hooks.
     for impl in impls:
@@ -304,9 +329,21 @@ async def _first(impls: tuple[Impl, ...], hook: str, flow: Flow | None, call_arg
                     raise _wrong_result(hook, result)
                 if isinstance(result, Response) and (problem := response_problem(result)):
                     raise TypeError(f"returned a Response whose {problem}")
+            # A response the implementation set rather than returned answers
+            # (first_answer); one it returned wins.
+            if (
+                answering is not None
+                and (answer := answering.response) is not None
+                and not isinstance(result, Response)
+            ):
+                if (wrong := set_response_error(answer)) is not None:
+                    raise wrong
+                return answer if result is None and RESULT_TYPES[hook] is Response else result
         except BaseException as exc:
             if _passes(exc):
                 raise
+            if answering is not None:
+                answering.response = None
             err = _fault(impl, hook, flow, exc)
             if err is not None:
                 raise err from exc

@@ -93,8 +93,9 @@ class Flow:
     Attributes plugins may change:
 
     - :attr:`request` until the request goes upstream (``trellis_request`` and before);
-    - :attr:`response`: set it in a request-phase hook to answer locally; its
-      headers and status may be changed in ``trellis_response``;
+    - :attr:`response`: set it in a request-phase hook to answer locally (as
+      returning it does: the hookspecs' "Answering in the request phase");
+      ``trellis_response`` may change or replace it;
     - :attr:`upstream`, :attr:`group` and :attr:`route` in the routing and
       request hooks;
     - :attr:`stash` and :attr:`decisions` at any time.

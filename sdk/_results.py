@@ -4,9 +4,11 @@ The kernel's dispatcher (``kernel.dispatch``) and the test kit
 (:mod:`sdk.testing`) check a plugin's results with these, so a wrong result
 is reported the same way by both: :data:`RESULT_TYPES` says what each
 first-result and body hook may return besides ``None``,
-:func:`wrong_result` is the error for anything else, and
+:func:`wrong_result` is the error for anything else,
 :func:`response_problem` says why a ``Response`` (returned, or spoilt by a
-response hook) could not be written. Private: not part of the public API.
+response hook) could not be written, and :func:`set_response_error` is the
+error for a ``flow.response`` a request-phase hook set to answer with (rather
+than returned) that cannot be. Private: not part of the public API.
 
 May import: stdlib, sdk._http.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 from sdk._http import Headers, Origin, Response
 
-__all__ = ["RESULT_TYPES", "response_problem", "wrong_result"]
+__all__ = ["RESULT_TYPES", "response_problem", "set_response_error", "wrong_result"]
 
 #: What a first-result hook may return besides ``None``; anything else is the
 #: plugin's failure, caught where the hook is called rather than wherever the
@@ -78,4 +80,17 @@ def response_problem(response: Response) -> str | None:
             return f"reason {reason!r:.60} is not Latin-1"
         if "\r" in reason or "\n" in reason or "\0" in reason:
             return f"reason {reason!r:.60} holds CR, LF or NUL"
+    return None
+
+
+def set_response_error(response: object) -> TypeError | None:
+    """The error for ``response``, which a request-phase hook left in
+    ``flow.response`` to answer with, when it cannot be sent; else None.
+
+    The same checks as a returned ``Response`` (:func:`response_problem`).
+    """
+    if not isinstance(response, Response):
+        return TypeError(f"set flow.response to {type(response).__name__}, not Response")
+    if problem := response_problem(response):
+        return TypeError(f"set flow.response to a Response whose {problem}")
     return None

@@ -17,6 +17,22 @@ Registration order and ``tryfirst``/``trylast`` do not matter for flow hooks:
 order is configuration. Hooks marked *first result* stop at the first
 implementation that returns something other than ``None``.
 
+**Answering in the request phase.** A hook of the request phase
+(``trellis_route_select``, ``trellis_request_access``, ``trellis_request``,
+``trellis_upstream_select``) answers the request locally by returning a
+:class:`~sdk.Response` (access and request hooks) or by setting
+``flow.response`` and returning ``None`` (any of the four): the two are the
+same answer. No later implementation of the phase runs, the request never
+reaches an upstream, and the response goes through ``trellis_response``,
+``trellis_response_body`` and ``trellis_flow_done`` like any local answer. A
+set response is checked as a returned one is (a final status 200-599, a
+``bytes`` body, ...); one that fails is that plugin's failure. A
+``Response`` returned by the hook that also set one wins; a route name or
+an origin returned along with a set response does not stop it answering
+(the route is still taken). An implementation that fails (raises, misses
+its deadline) answers nothing, even under ``fail_open``: what it set is
+dropped.
+
 Every awaited flow-hook call runs under a deadline (``[kernel]
 plugin_deadline_s``, or ``[kernel.policy.<instance>] deadline_s``). An
 exception or a missed deadline is caught by the kernel's fault boundary: the
@@ -282,7 +298,10 @@ def trellis_route_select(flow: Flow) -> str | Awaitable[str | None] | None:
     is complete; the body has not been read.
 
     May change: ``flow.request`` (for example to rewrite the path, as the
-    ``router``'s ``replace_path``), ``flow.upstream``, ``flow.decisions``.
+    ``router``'s ``replace_path``), ``flow.upstream``, ``flow.decisions``; and
+    ``flow.response``, to answer locally: no later routing hook runs, the
+    route is chosen as usual (the one returned, else the default) and its
+    chain's response hooks see the answer; no access or request hook runs.
 
     :param flow: the new flow; ``flow.route`` is empty.
     :return: the name of a configured route, or ``None`` to decline. First
@@ -308,14 +327,16 @@ def trellis_request_access(flow: Flow) -> Response | Awaitable[Response | None] 
     belongs here and not in ``trellis_request``.
 
     May change: ``flow.stash`` (for example :data:`sdk.AUTH_USER`),
-    ``flow.decisions``. Must not change the request.
+    ``flow.decisions``; ``flow.response``, which refuses the request as
+    returning it does. Must not change the request.
 
     :param flow: the flow, ``flow.route`` set.
     :return: a :class:`~sdk.Response` to refuse the request (401, 403, 407,
         429, ...) - no later access or request hook runs and the request
         never reaches an upstream; like any local answer it still passes
         through the response hooks and body transforms - or ``None`` to let
-        it pass. First result.
+        it pass (unless the hook set ``flow.response``: then that answers).
+        First result. A returned response wins over one the hook set.
 
     Builtin users: ``metrics`` and ``health`` (answer their own endpoints),
     ``intercept`` (refuses hosts it does not serve).
@@ -341,7 +362,8 @@ def trellis_request(flow: Flow) -> Response | Awaitable[Response | None] | None:
     :param flow: the flow.
     :return: a :class:`~sdk.Response` to answer locally (the upstream is never
         contacted and later request hooks do not run), or ``None`` to go on.
-        First result.
+        Setting ``flow.response`` and returning ``None`` answers the same
+        way; a returned response wins over one the hook set. First result.
 
     Builtin users: ``headers`` (changes headers), ``respond`` (answers).
     """
@@ -353,6 +375,10 @@ def trellis_upstream_select(flow: Flow) -> Origin | Awaitable[Origin | None] | N
 
     Called after the request phase, only when ``flow.upstream`` is ``None``
     and no local response was given.
+
+    May change: ``flow.response``, to answer locally instead: no later
+    implementation runs and no upstream is contacted, whatever origin the
+    hook returned.
 
     :param flow: the flow.
     :return: an :class:`~sdk.Origin`, or ``None`` to decline. First result.

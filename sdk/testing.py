@@ -56,7 +56,7 @@ from sdk._errors import LocalProtocolError, PluginError, ProxyError
 from sdk._flow import ClientInfo, Flow, Timings, new_flow_id
 from sdk._http import Headers, Origin, Request, Response
 from sdk._markers import PROJECT
-from sdk._results import RESULT_TYPES, response_problem, wrong_result
+from sdk._results import RESULT_TYPES, response_problem, set_response_error, wrong_result
 
 __all__ = ["FakeUpstream", "Harness", "make_flow", "make_request"]
 
@@ -311,7 +311,9 @@ class Harness:
 
         ``args`` are the hook's arguments, in the spec's order. With
         ``firstresult`` stop at (and return) the first non-None result;
-        otherwise return the list of results. A result is checked as the
+        otherwise return the list of results. Only returned values count
+        here: a response a request hook set is in ``flow.response``
+        (:meth:`run` takes it as the answer, as the kernel does). A result is checked as the
         kernel checks it; a failing plugin raises :class:`~sdk.PluginError`
         or, failing open, counts as ``None``.
         """
@@ -322,6 +324,34 @@ class Harness:
                 return result
             results.append(result)
         return None if firstresult else results
+
+    async def _answer(self, hook: str, flow: Flow) -> Any:
+        """``call(hook, flow, firstresult=True)`` for a hook of the request
+        phase, as the kernel calls it: a ``flow.response`` an implementation
+        leaves set (returning no ``Response`` of its own, which would win)
+        answers the request. It is checked as a returned one is, and ends the
+        phase; for the access and request hooks it is the result. A failing
+        implementation's response is cleared."""
+        for name, fn in self._impls(hook):
+            wrong = None
+            try:
+                result = await self._invoke(fn, flow)
+                wrong = _result_error(hook, result)
+                if wrong is None and flow.response is not None and not isinstance(result, Response):
+                    wrong = set_response_error(flow.response)
+                if wrong is not None:
+                    raise wrong
+            except BaseException as exc:
+                if not (exc is wrong or self._caught(name, exc)):
+                    raise
+                flow.response = None  # a failed call answers nothing
+                self._fault(name, hook, exc)
+                continue
+            if (answer := flow.response) is not None and not isinstance(result, Response):
+                return answer if result is None and RESULT_TYPES[hook] is Response else result
+            if result is not None:
+                return result
+        return None
 
     def transform(self, hook: str, flow: Flow, body: bytes) -> bytes:
         """Run a body-transform hook over a whole body (one chunk, then the end).
@@ -359,6 +389,9 @@ class Harness:
     ) -> Flow:
         """Drive ``flow`` through every phase, as the kernel orders them.
 
+        ``flow`` is a fresh one (:meth:`make_flow`): as in the kernel, a
+        request-phase hook answers by returning a response or by setting
+        ``flow.response``, so one already there would answer.
         ``upstream`` answers when no plugin does (default: a
         :class:`FakeUpstream`); it may raise a :class:`~sdk.UpstreamError`
         to play a failing upstream. A failure ends the flow as the kernel
@@ -374,17 +407,23 @@ class Harness:
             upstream = FakeUpstream(upstream)
         try:
             try:
-                route = await self.call("trellis_route_select", flow, firstresult=True)
+                # A request-phase hook answers by returning a response or by
+                # setting flow.response (_answer), as in the kernel.
+                route = await self._answer("trellis_route_select", flow)
                 if route is not None and self.routes and route not in self.routes:
                     raise ProxyError(f"plugin chose unknown route {route!r}", status_hint=500)
                 flow.route = route or "default"
-                resp = await self.call("trellis_request_access", flow, firstresult=True)
+                resp = flow.response
                 if resp is None:
-                    resp = await self.call("trellis_request", flow, firstresult=True)
+                    resp = await self._answer("trellis_request_access", flow)
                 if resp is None:
-                    if flow.upstream is None:
-                        origin = await self.call("trellis_upstream_select", flow, firstresult=True)
+                    resp = await self._answer("trellis_request", flow)
+                if resp is None and flow.upstream is None:
+                    origin = await self._answer("trellis_upstream_select", flow)
+                    resp = flow.response
+                    if resp is None:
                         flow.upstream = origin or Origin("http", "upstream.test", 80)
+                if resp is None:
                     # As in the kernel, body hooks run only for a request with a body.
                     sent = self.transform("trellis_request_body", flow, body) if body else b""
                     flow.bytes_in = len(body)
@@ -400,7 +439,7 @@ class Harness:
                     await self.call("trellis_response", flow)
                     # As in the kernel: refused before a byte would go out,
                     # naming the plugins whose hooks had it.
-                    after = flow.response
+                    after: object = flow.response  # a hook may have put anything there
                     if not isinstance(after, Response):
                         problem = f"flow.response is {type(after).__name__}, not sdk.Response"
                     elif wrong := response_problem(after):

@@ -6,7 +6,8 @@ The life of a request, in order (docs/architecture.md draws it):
    generation, which the flow keeps until it ends;
 2. ``trellis_route_select`` on the global + listener chain picks the route;
 3. ``trellis_request_access``, then ``trellis_request`` on the route's full
-   chain; either may answer locally;
+   chain; either may answer locally (returning a response, or setting
+   ``flow.response``, as 2 and 4 may too);
 4. ``trellis_upstream_select`` (unless a plugin set ``flow.upstream``), else
    a target of ``flow.group`` (the route's ``group`` unless a plugin named
    another), else the route's ``upstream``;
@@ -116,7 +117,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
             if head.method == b"CONNECT":
                 raise ProxyError("CONNECT is not supported here", status_hint=501)
             name = (
-                await dispatch.first_result(pre.route_select, "trellis_route_select", flow)
+                await dispatch.first_answer(pre.route_select, "trellis_route_select", flow)
                 if pre.route_select
                 else None
             )
@@ -206,21 +207,25 @@ class _Exchange(UpstreamRelay):
         if route.max_body_bytes and (self.content_length or 0) > route.max_body_bytes:
             raise RemoteProtocolError("request body too large", status_hint=413)
         # Empty hook tuples are skipped here: even an empty coroutine costs ~1 µs.
-        response = None
-        if chain.request_access:
-            response = await dispatch.first_result(
+        # A hook answers by returning a response or by setting flow.response
+        # (dispatch.first_answer): a trellis_route_select one has already.
+        response = flow.response
+        if response is None and chain.request_access:
+            response = await dispatch.first_answer(
                 chain.request_access, "trellis_request_access", flow
             )
         if response is None and chain.request:
-            response = await dispatch.first_result(chain.request, "trellis_request", flow)
+            response = await dispatch.first_answer(chain.request, "trellis_request", flow)
         if response is not None:
             return await self.respond_locally(response)
         if flow.upstream is None:
             origin = None
             if chain.upstream_select:
-                origin = await dispatch.first_result(
+                origin = await dispatch.first_answer(
                     chain.upstream_select, "trellis_upstream_select", flow
                 )
+                if flow.response is not None:  # answered: the origin, if any, is moot
+                    return await self.respond_locally(flow.response)
             if origin is not None:
                 flow.upstream = origin
             elif flow.group:

@@ -81,6 +81,50 @@ async def test_first_result_stops_at_first_non_none_sync_and_async() -> None:
     assert log == ["a", "b"]
 
 
+class SetsAndRaises:
+    """Sets ``flow.response``, then returns ``result`` or raises ``exc``."""
+
+    def __init__(self, result: object = None, exc: BaseException | None = None) -> None:
+        self.result, self.exc = result, exc
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> object:
+        flow.response = sdk.Response.make(201)
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+
+async def test_first_answer_takes_a_set_response_as_the_result() -> None:
+    log: list[str] = []
+    table = _table(a=Rec("a", log), sets=SetsAndRaises(), c=Rec("c", log))
+    chain = dispatch.compile_chain(["a", "sets", "c"], table, _settings())
+    flow = make_flow()
+    got = await dispatch.first_answer(chain.request, "trellis_request", flow)
+    assert got is flow.response
+    assert got.status_code == 201
+    assert log == ["a"]  # nothing after the answer
+    # first_result (trellis_error's) never looks at flow.response.
+    flow = make_flow()
+    assert await dispatch.first_result(chain.request, "trellis_request", flow) is None
+    assert log == ["a", "a", "c"]
+
+
+async def test_first_answer_a_returned_response_wins_and_a_failed_call_answers_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mine = sdk.Response.make(202)
+    chain = dispatch.compile_chain(["s"], _table(s=SetsAndRaises(mine)), _settings())
+    assert await dispatch.first_answer(chain.request, "trellis_request", make_flow()) is mine
+    settings = _settings(policy={"s": PluginPolicy(on_error="fail_open")})
+    table = _table(s=SetsAndRaises(exc=KeyError("x")), a=Rec("a", []))
+    chain = dispatch.compile_chain(["s", "a"], table, settings)
+    flow = make_flow()
+    with caplog.at_level(logging.ERROR):
+        assert await dispatch.first_answer(chain.request, "trellis_request", flow) is None
+    assert flow.response is None
+
+
 class Boom:
     @sdk.hookimpl
     def trellis_request(self, flow: sdk.Flow) -> None:

@@ -67,3 +67,11 @@ class _BadRepr:
 )
 def test_response_problem(response: sdk.Response, problem: str | None) -> None:
     assert _results.response_problem(response) == problem
+
+
+def test_a_set_response_is_checked_as_a_returned_one() -> None:
+    assert _results.set_response_error(sdk.Response.make(201)) is None
+    wrong = _results.set_response_error("no")
+    assert str(wrong) == "set flow.response to str, not Response"
+    wrong = _results.set_response_error(sdk.Response(101))
+    assert str(wrong) == "set flow.response to a Response whose status_code is 101, not 200-599"

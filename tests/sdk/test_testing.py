@@ -12,6 +12,7 @@ import trio
 import sdk
 from sdk.testing import FakeUpstream, Harness, make_flow, make_request
 from tests.conftest import basic_config
+from tests.helpers.answers import REQUEST_PHASE, SetsResponse, Watches
 
 Log = list[tuple[str, str]]
 
@@ -1093,6 +1094,12 @@ MISBEHAVING: dict[str, tuple[Any, str]] = {
     "open-key-error": (Boom, "fail_open"),
     "open-wrong-type": (lambda: Returns("deny"), "fail_open"),
     "open-own-timeout": (QuickOwnTimeout, "fail_open"),
+    "set-101": (lambda: SetsResponse("trellis_request", lambda: sdk.Response(101)), "fail_closed"),
+    "set-str": (lambda: SetsResponse("trellis_route_select", lambda: "no"), "fail_closed"),
+    "open-set-101": (
+        lambda: SetsResponse("trellis_upstream_select", lambda: sdk.Response(101)),
+        "fail_open",
+    ),
 }
 
 
@@ -1125,3 +1132,112 @@ async def test_the_harness_and_the_kernel_agree(
     if isinstance(flow.error, sdk.LocalProtocolError):  # no plugin named: the kernel logs it
         assert str(flow.error) in caplog.text
     assert (flow.error is None) == (resp["status"] == 200)
+
+
+@pytest.mark.parametrize(
+    ("hook", "returns"),
+    [(hook, None) for hook in REQUEST_PHASE]
+    + [("trellis_request_access", "response"), ("trellis_request", "response")],
+)
+async def test_a_set_response_the_harness_and_the_kernel_agree(
+    hook: str, returns: str | None, start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    """The answer, and which hooks ran, for a response a request-phase hook
+    set (and, with ``returns``, another one it returned, which wins)."""
+
+    def make() -> SetsResponse:
+        answer = (lambda: sdk.Response.make(202, b"returned")) if returns else None
+        return SetsResponse(hook, returns=answer)
+
+    kernel_watch = Watches()
+    cfg = basic_config(upstream.port).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["SetsResponse", "Watches"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"SetsResponse": make(), "Watches": kernel_watch})
+    raw = await client.exchange(
+        app.port(), b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    await trio.sleep(0.05)
+
+    watch = Watches()
+    fake = FakeUpstream()
+    flow = await Harness(make(), watch).run(make_flow("GET", "http://a/echo"), fake)
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (resp["status"], resp["body"])
+    assert flow.response.headers["x-seen"] == resp["headers"]["x-seen"] == "yes"
+    assert watch.ran == kernel_watch.ran
+    assert fake.received == upstream.requests == []
+
+
+# ---------------------------------------------------------------------------
+# Answering by setting flow.response in the request phase
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_response_a_request_phase_hook_sets_is_the_answer(hook: str) -> None:
+    """It used to be ignored: the upstream was asked, and its answer replaced it."""
+    watch, fake = Watches(), FakeUpstream()
+    flow = await Harness(SetsResponse(hook), watch).run(make_flow(), fake)
+    assert flow.error is None
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (
+        201,
+        b"SET IN " + hook.upper().encode(),
+    )
+    assert fake.received == []
+    assert flow.upstream is None
+    before = list(REQUEST_PHASE[: REQUEST_PHASE.index(hook)])
+    assert watch.ran == [*before, "trellis_response", "trellis_flow_done"]
+
+
+async def test_a_returned_response_wins_over_a_set_one() -> None:
+    sets = SetsResponse("trellis_request", returns=lambda: sdk.Response.make(202, "mine"))
+    flow = await Harness(sets).run(make_flow())
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.body) == (202, b"mine")
+    # A route name or an origin returned along with it: the set one answers.
+    origin = sdk.Origin("http", "a.test", 80)
+    for hook, returns in (("trellis_route_select", "api"), ("trellis_upstream_select", origin)):
+        h = Harness(SetsResponse(hook, returns=returns))
+        h.routes = {"api"}
+        fake = FakeUpstream()
+        flow = await h.run(make_flow(), fake)
+        assert flow.response is not None
+        assert flow.response.status_code == 201
+        assert fake.received == []
+        assert flow.route == ("api" if hook == "trellis_route_select" else "default")
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_set_response_that_cannot_be_sent_is_the_setting_plugin_s_failure(
+    hook: str,
+) -> None:
+    fake = FakeUpstream()
+    h = Harness(SetsResponse(hook, lambda: sdk.Response(101)), Watches())
+    flow = await h.run(make_flow(), fake)
+    assert isinstance(flow.error, sdk.PluginError)
+    assert (flow.error.plugin, flow.error.hook) == ("SetsResponse", hook)
+    assert str(flow.error) == (
+        f"plugin 'SetsResponse' raised TypeError in {hook}: "
+        "set flow.response to a Response whose status_code is 101, not 200-599"
+    )
+    assert flow.response is not None
+    assert flow.response.status_code == 502
+    assert fake.received == []
+    flow = await Harness(SetsResponse(hook, lambda: b"x")).run(make_flow())
+    assert str(flow.error).endswith(f"in {hook}: set flow.response to bytes, not Response")
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_set_response_of_a_plugin_failing_open_is_dropped(hook: str) -> None:
+    watch, fake = Watches(), FakeUpstream()
+    h = Harness(SetsResponse(hook, lambda: "no"), watch, on_error="fail_open")
+    flow = await h.run(make_flow(), fake)
+    assert flow.error is None
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert len(fake.received) == 1
+    assert [e.plugin for e in h.failures] == ["SetsResponse"]  # the next one is not blamed
+    assert hook in watch.ran

@@ -10,11 +10,13 @@ import json
 import logging
 from typing import Any
 
+import pytest
 import trio
 
 import sdk
 from kernel import dispatch
 from tests.conftest import basic_config
+from tests.helpers.answers import REQUEST_PHASE, SetsResponse, Watches
 from tests.helpers.h2client import H2Client
 
 GET = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
@@ -680,3 +682,111 @@ async def test_a_local_response_the_hooks_made_unsendable_is_a_500_naming_them(
     assert resp["status"] == 500
     assert "x-a" not in resp["headers"]
     assert "after the response hooks of 'alter', the response cannot be sent: " in caplog.text
+
+
+# -- a response a request-phase hook sets in flow.response -------------------------------------
+def sets_config(port: int, http1: str = "h11", policy: str = "fail_closed") -> str:
+    cfg = basic_config(port, f'[kernel.policy.sets]\non_error = "{policy}"\n', http1=http1)
+    return cfg.replace("[kernel]\n", '[kernel]\nplugins = ["sets", "watch"]\n')
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_response_a_request_phase_hook_sets_is_the_answer(
+    hook: str, start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    """It used to be ignored: the request went upstream, whose answer replaced it."""
+    watch = Watches()
+    plugins = {"sets": SetsResponse(hook), "watch": watch}
+    app = await start_proxy(sets_config(upstream.port, codec), extra_plugins=plugins)
+    resp = await get(client, app.port(), b"/echo")
+    assert (resp["status"], resp["body"]) == (201, b"SET IN " + hook.upper().encode())
+    assert resp["headers"]["x-seen"] == "yes"  # the response hooks and transforms ran
+    assert upstream.requests == []
+    await trio.sleep(0.05)
+    # Later hooks of the phase did not run (the watcher comes after), later phases did.
+    before = list(REQUEST_PHASE[: REQUEST_PHASE.index(hook)])
+    assert watch.ran == [*before, "trellis_response", "trellis_flow_done"]
+    (flow,) = watch.done
+    assert flow.error is None
+    assert flow.response is not None
+    assert flow.response.status_code == 201
+    assert (flow.route, flow.upstream) == ("default", None)
+
+
+async def test_a_set_response_reaches_an_http2_client(start_proxy: Any, upstream: Any) -> None:
+    watch = Watches()
+    plugins = {"sets": SetsResponse("trellis_request"), "watch": watch}
+    app = await start_proxy(sets_config(upstream.port), extra_plugins=plugins)
+    async with await H2Client.connect(app.port()) as h2c:
+        for _ in range(2):
+            r = await h2c.get(b"/echo")
+            assert (r.status, bytes(r.body), r.header(b"x-seen")) == (
+                201,
+                b"SET IN TRELLIS_REQUEST",
+                b"yes",
+            )
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_returned_response_wins_over_a_set_one_and_a_name_or_origin_does_not(
+    hook: str, start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    returns = {
+        "trellis_route_select": "default",
+        "trellis_upstream_select": sdk.Origin("http", "127.0.0.1", upstream.port),
+    }.get(hook, lambda: sdk.Response.make(202, b"returned"))
+    sets = SetsResponse(hook, returns=returns)
+    app = await start_proxy(
+        sets_config(upstream.port), extra_plugins={"sets": sets, "watch": Watches()}
+    )
+    resp = await get(client, app.port(), b"/echo")
+    if callable(returns):
+        assert (resp["status"], resp["body"]) == (202, b"RETURNED")
+    else:
+        assert resp["status"] == 201  # the set response answers; the route is taken
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("made", "problem"),
+    [
+        (lambda: sdk.Response(101), "set flow.response to a Response whose status_code is 101"),
+        (lambda: sdk.Response(200, body="t"), "set flow.response to a Response whose body is str"),  # type: ignore[arg-type]
+        (lambda: "deny", "set flow.response to str, not Response"),
+    ],
+)
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_set_response_that_cannot_be_sent_is_the_setting_plugin_s_failure(
+    hook: str, made: Any, problem: str, start_proxy: Any, upstream: Any, client: Any, caplog: Any
+) -> None:
+    watch = Watches()
+    plugins = {"sets": SetsResponse(hook, made), "watch": watch}
+    app = await start_proxy(sets_config(upstream.port), extra_plugins=plugins)
+    with caplog.at_level(logging.ERROR, logger="kernel.dispatch"):
+        resp = await get(client, app.port(), b"/echo")
+    assert resp["status"] == 502
+    assert f"plugin 'sets' raised TypeError in {hook}: {problem}" in caplog.text
+    assert upstream.requests == []
+    await trio.sleep(0.05)
+    (flow,) = watch.done
+    assert isinstance(flow.error, sdk.PluginError)
+    assert (flow.error.plugin, flow.error.hook) == ("sets", hook)
+
+
+@pytest.mark.parametrize("hook", REQUEST_PHASE)
+async def test_a_set_response_of_a_plugin_failing_open_is_dropped_and_no_other_blamed(
+    hook: str, start_proxy: Any, upstream: Any, client: Any, caplog: Any
+) -> None:
+    watch = Watches()
+    sets = SetsResponse(hook, lambda: sdk.Response(101))
+    app = await start_proxy(
+        sets_config(upstream.port, policy="fail_open"), extra_plugins={"sets": sets, "watch": watch}
+    )
+    with caplog.at_level(logging.ERROR, logger="kernel.dispatch"):
+        resp = await get(client, app.port(), b"/echo")
+    assert resp["status"] == 200  # skipped, as a failing call: the request went upstream
+    assert len(upstream.requests) == 1
+    assert "plugin 'sets' raised TypeError" in caplog.text
+    assert "plugin 'watch'" not in caplog.text
+    assert hook in watch.ran  # the watcher's own hook of the phase ran after it
