@@ -500,6 +500,21 @@ def trellis_flow_done(flow: Flow) -> Awaitable[None] | None:
     flow does not cut them short). Traffic logs, metrics and audit hang off
     this hook; keep it quick and hand slow work to a background task.
 
+    A request the kernel refused before accepting it, and answered itself
+    with an error status, is a flow too, and this is the only hook it
+    reaches: a head that does not parse or breaks a limit (400, 413, 414,
+    417, 431, 501, 505), a head that stalled (408), an HTTP/2 request
+    refused on its stream (400, 414, 431, 501; a stream only reset is no
+    flow). It runs on the listener's chain (global and listener plugins),
+    with ``flow.route`` empty, ``flow.error`` the
+    :class:`~sdk.RemoteProtocolError` (its ``status_hint`` the status),
+    ``flow.response`` the kernel's page and ``flow.request`` what could be
+    told of the request: method, path and version when the request line
+    (``:method``, ``:path``) was valid, else empty strings (``method`` alone
+    when only the rest of the line was bad); the fields (and so
+    ``authority``) only when the whole header block was valid, HTTP/2's
+    ``:authority`` when valid. Such a request never reaches an upstream.
+
     :param flow: the finished flow; must not be changed.
     """
 

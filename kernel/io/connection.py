@@ -17,6 +17,12 @@ Timeouts (``[server]``, per listener):
 Both are kept by the coarse timers of :mod:`kernel.io.timers` (up to 50 ms
 late), which cost far less per request than trio deadlines.
 
+A request refused here (a head that does not parse or is over a limit:
+400, 413, 414, 417, 431, 501, 505; a stalled head: 408) is answered with
+the kernel's page and the connection closes; it is a flow all the same
+(:class:`kernel.io.exchange.Refusal`), which only ``trellis_flow_done``
+sees.
+
 May import: stdlib, trio, sdk, kernel.protocol, kernel.io, kernel.generation.
 """
 
@@ -28,7 +34,7 @@ import trio
 
 from kernel.generation import ListenerRuntime
 from kernel.io import sockio
-from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.exchange import ClientGone, Refusal, run_exchange
 from kernel.io.h2connection import H2Connection
 from kernel.io.sockio import FastIO
 from kernel.io.state import ServerState
@@ -48,6 +54,7 @@ from kernel.protocol.events import (
 )
 from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.http1 import ServerCodec, make_server_codec, send_fields
+from kernel.protocol.validate import salvage_request_head
 from sdk import ClientInfo, RemoteProtocolError
 
 __all__ = ["Http1Connection"]
@@ -202,7 +209,7 @@ class Http1Connection:
                     try:
                         event: Event | Sentinel | None = self.codec.next_event()
                     except RemoteProtocolError as exc:
-                        await self._refuse_malformed(exc)
+                        await self._refuse(exc)
                         return
                     if not first and (event is not NEED_DATA or self.codec.buffered):
                         # Pipelined: the next head is here already. Yield once
@@ -239,7 +246,7 @@ class Http1Connection:
                 # A stalled head gets 408; a client that sent nothing gets no
                 # answer (as nginx), nor does an idle connection closed by time
                 # or by drain.
-                await self._refuse(408)
+                await self._refuse(RemoteProtocolError("request head timed out", status_hint=408))
         except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         except Exception:
@@ -329,19 +336,9 @@ class Http1Connection:
                     timers.disarm(self)
                 self._waiting = ""
         except RemoteProtocolError as exc:
-            await self._refuse_malformed(exc)
+            await self._refuse(exc)
             return None
         return self._as_head(event)
-
-    async def _refuse_malformed(self, exc: RemoteProtocolError) -> None:
-        log.info(
-            "refused request from %s:%d: %s (%d)",
-            self.client.address,
-            self.client.port,
-            exc,
-            exc.status_hint,
-        )
-        await self._refuse(exc.status_hint)
 
     @staticmethod
     def _as_head(event: Event | Sentinel) -> RequestHead | None:
@@ -353,12 +350,22 @@ class Http1Connection:
         # a codec bug, which must not pass silently.
         raise RuntimeError(f"unexpected event before a request head: {event!r}")
 
-    async def _refuse(self, status: int) -> None:
-        """Answer a request we cannot parse, then close (framing is in doubt)."""
+    async def _refuse(self, error: RemoteProtocolError) -> None:
+        """Answer a request we cannot parse (or that stalled) with the error's
+        status, then close (framing is in doubt). The refusal is a flow
+        that only ``trellis_flow_done`` sees, whether or not the page got out."""
+        # What the codec holds of the refused head: its method, target, fields
+        # as far as they are valid.
+        head = salvage_request_head(self.codec.trailing_data(), self.listener.limits)
+        refusal = Refusal(self.state, self.listener, self.client, error, head)
         try:
+            refusal.log(log, "request")
             with trio.move_on_after(1.0):
-                await self.send(render_error_response(status))
+                await self.send(render_error_response(error.status_hint, refusal.flow.id))
+                refusal.sent()
         except ClientGone:
             return
+        finally:
+            await refusal.end()
         # Also after 408: a slow client may still be dribbling bytes.
         await linger(self.stream)

@@ -22,6 +22,11 @@ The life of a request, in order (docs/architecture.md draws it):
 Steps 4-6 are :class:`kernel.io.relay.UpstreamRelay`, which this module's
 exchange class extends with the request phase, local answers and errors.
 
+A request the connection layer refuses before it becomes an exchange (a
+head that does not parse, a limit, a stalled head: the kernel answers it
+itself) is a flow too, a :class:`Refusal`: only ``trellis_flow_done`` of
+the listener's chain sees it, so traffic logs and metrics count it.
+
 A failure before the response head was sent becomes an error response
 (``trellis_error`` may supply it); after that the connection is cut, since
 the client can no longer be told, unless none of it reached the socket yet
@@ -52,6 +57,7 @@ from kernel.protocol.errorpage import error_body
 from kernel.protocol.events import RequestHead
 from kernel.protocol.forwarding import strip_hop_by_hop
 from sdk import (
+    ClientInfo,
     Flow,
     Headers,
     LocalProtocolError,
@@ -67,9 +73,11 @@ from sdk import (
 from sdk._flow import Timings, new_flow_id
 
 if TYPE_CHECKING:
+    from kernel.generation import ListenerRuntime
     from kernel.io.downstream import Downstream
+    from kernel.io.state import ServerState
 
-__all__ = ["ClientGone", "run_exchange"]
+__all__ = ["ClientGone", "Refusal", "run_exchange"]
 
 log = logging.getLogger("kernel.exchange")
 
@@ -97,7 +105,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     lst = gen.listener_for(conn.listener)
     flow = Flow(
         id=new_flow_id(),
-        request=_make_request(head, conn),
+        request=_make_request(head, conn.client),
         client=conn.client,
         timings=Timings(started_at=time.time(), request_head=_now()),
         generation=gen.number,
@@ -163,7 +171,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     return keep and lst is not None
 
 
-def _make_request(head: RequestHead, conn: Downstream) -> Request:
+def _make_request(head: RequestHead, client: ClientInfo) -> Request:
     target = head.target.decode("latin-1")
     fields = strip_hop_by_hop(head.headers, keep_proxy_auth=True)
     headers = Headers.from_wire(fields)
@@ -188,10 +196,90 @@ def _make_request(head: RequestHead, conn: Downstream) -> Request:
         method=head.method.decode("ascii"),
         path=target,
         headers=headers,
-        scheme="https" if conn.client.tls else "http",
+        scheme="https" if client.tls else "http",
         authority=authority,
         http_version=head.http_version.decode("ascii"),
     )
+
+
+class Refusal:
+    """A request the connection layer refused and answered itself: a flow
+    that only ``trellis_flow_done`` of the listener's chain sees.
+
+    Made when the refusal is decided (the page carries the flow's id), with
+    ``flow.error`` the protocol error, ``flow.response`` the page and
+    ``flow.request`` what could be told of the request (``head``: the
+    codec's :func:`~kernel.protocol.validate.salvage_request_head`, or
+    HTTP/2's); ``flow.route`` stays empty. No other hook runs: the request
+    was never accepted, and never reaches an upstream. :meth:`end` must
+    follow, exactly once, whatever happened to the page.
+    """
+
+    __slots__ = ("_chain", "_gen", "_state", "flow")
+
+    def __init__(
+        self,
+        state: ServerState,
+        listener: ListenerRuntime,
+        client: ClientInfo,
+        error: RemoteProtocolError,
+        head: RequestHead,
+    ) -> None:
+        gen = self._gen = state.generation
+        lst = gen.listener_for(listener)
+        self._chain = gen.pre_route[lst.name] if lst is not None else _NO_CHAIN
+        self._state = state
+        status = error.status_hint
+        flow = self.flow = Flow(
+            id=new_flow_id(),
+            request=_make_request(head, client),
+            client=client,
+            timings=Timings(started_at=time.time(), request_head=_now()),
+            generation=gen.number,
+            error=error,
+        )
+        flow.response = Response.make(
+            status, error_body(status, flow.id), content_type="text/plain; charset=utf-8"
+        )
+        flow.timings.response_head = flow.timings.request_head
+        gen.acquire()
+        state.flow_started()
+
+    def log(self, logger: logging.Logger, where: str) -> None:
+        """Say so at INFO, the record carrying the flow's id."""
+        flow, error = self.flow, self.flow.error
+        assert error is not None
+        token = FLOW_ID.set(flow.id)
+        try:
+            logger.info(
+                "refused %s from %s:%d: %s (%d)",
+                where, flow.client.address, flow.client.port, error, error.status_hint,
+            )  # fmt: skip
+        finally:
+            FLOW_ID.reset(token)
+
+    def sent(self) -> None:
+        """The page went out whole: its body counts as sent."""
+        body = self.flow.response.body if self.flow.response is not None else None
+        self.flow.bytes_out = len(body or b"")
+
+    async def end(self) -> None:
+        """``trellis_flow_done`` (shielded, each under its deadline), then the
+        flow is over: the generation and the drain stop waiting for it."""
+        flow = self.flow
+        flow.timings.done = _now()
+        token = FLOW_ID.set(flow.id)
+        try:
+            done = self._chain.flow_done
+            if done:
+                start, pending = dispatch.call_done_sync(done, flow)
+                if start < len(done):
+                    with trio.CancelScope(shield=True):
+                        await dispatch.call_done(done[start:], flow, pending)
+        finally:
+            self._gen.release()
+            self._state.flow_ended()
+            FLOW_ID.reset(token)
 
 
 class _Exchange(UpstreamRelay):

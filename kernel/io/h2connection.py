@@ -57,7 +57,7 @@ import trio
 from kernel.config.model import H2Section
 from kernel.generation import ListenerRuntime
 from kernel.io import sockio
-from kernel.io.exchange import ClientGone, run_exchange
+from kernel.io.exchange import ClientGone, Refusal, run_exchange
 from kernel.io.h2flow import start_write
 from kernel.io.h2stream import H2Stream
 from kernel.io.sockio import FastIO
@@ -65,11 +65,11 @@ from kernel.io.state import ServerState
 from kernel.io.tlsstream import TLSStream
 from kernel.io.tunnel import linger
 from kernel.protocol import h2_common as ev
-from kernel.protocol.errorpage import error_body, error_fields
+from kernel.protocol.errorpage import error_fields
 from kernel.protocol.events import Data, EndOfMessage, RequestHead
 from kernel.protocol.h2_server import H2Server
 from kernel.protocol.http1 import Limits
-from sdk import ClientInfo
+from sdk import ClientInfo, RemoteProtocolError
 
 __all__ = ["H2Connection", "H2Stream", "h2_limits"]
 
@@ -312,7 +312,7 @@ class H2Connection:
                 elif (s := self.streams.get(event.stream_id)) is not None:
                     s.on_window()
             elif isinstance(event, ev.StreamRefused):
-                self._refuse(event.stream_id, event.status, event.reason)
+                self._refuse(event)
             elif isinstance(event, ev.ConnectionEnding):
                 log.log(
                     logging.DEBUG if event.error_code == _NO_ERROR else logging.INFO,
@@ -397,18 +397,21 @@ class H2Connection:
                 else:
                     self._become_idle()
 
-    def _refuse(self, stream_id: int, status: int, reason: str) -> None:
-        """Answer a request we will not forward (it never gets a flow)."""
-        log.info(
-            "refused HTTP/2 request from %s:%d: %s (%d)",
-            self.client.address,
-            self.client.port,
-            reason,
-            status,
-        )
-        body = error_body(status, "-")
+    def _refuse(self, event: ev.StreamRefused) -> None:
+        """Answer a malformed request we will not forward with the kernel's
+        page. It is a flow that only ``trellis_flow_done`` sees (in a task
+        of its own: the reader goes on)."""
+        error = RemoteProtocolError(event.reason, status_hint=event.status)
+        head = event.head or RequestHead(method=b"", target=b"", headers=[], http_version=b"2")
+        refusal = Refusal(self.state, self.listener, self.client, error, head)
+        refusal.log(log, "HTTP/2 request")
+        stream_id, status = event.stream_id, event.status
+        response = refusal.flow.response
+        body = response.body if response is not None and response.body else b""
         self.proto.send_response(stream_id, status, error_fields(body), end_stream=False)
         if self.proto.send_data(stream_id, body) == len(body):
             self.proto.send_end(stream_id, None)
+            refusal.sent()
         else:
             self.proto.reset(stream_id, _CANCEL)
+        self._nursery.start_soon(refusal.end)

@@ -191,15 +191,19 @@ class StreamRequest:
 class StreamRefused:
     """A malformed request whose header block we could decode (server side).
 
-    The shell answers it with ``status`` (400; 431 for a header list over the
-    limit; 501 for CONNECT) and never forwards it. Its body, if any, is
-    discarded (and acknowledged) by us; no other event comes for the stream
-    except a :class:`StreamReset` if the client gives up.
+    The shell answers it with ``status`` (400; 414 or 431 over a limit; 501
+    for CONNECT) and never forwards it. Its body, if any, is discarded (and
+    acknowledged) by us; no other event comes for the stream except a
+    :class:`StreamReset` if the client gives up. ``head`` is what can be
+    told of the request, for its flow (logs, metrics): the whole head when
+    only a limit refused it, else the method, path and authority that were
+    valid (:func:`.h2_fields.salvage_request_head`).
     """
 
     stream_id: int
     status: int
     reason: str
+    head: RequestHead | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(slots=True)

@@ -9,7 +9,8 @@ connection (which is what h2's own checks made of it).
 
 - :func:`request_from_h2`: a decoded request header list to a
   :class:`RequestHead`, or :class:`RemoteProtocolError` with the status to
-  answer (400, 431, 501).
+  answer (400, 431, 501); :func:`salvage_request_head`: what can be told of
+  a list it refused.
 - :func:`response_from_h2`: a response header list (client side), or
   :class:`RemoteProtocolError` (502).
 - :func:`check_trailers`: a received trailer section.
@@ -54,6 +55,7 @@ __all__ = [
     "request_from_h2",
     "response_fields",
     "response_from_h2",
+    "salvage_request_head",
     "sent_length",
     "trailer_fields",
 ]
@@ -214,6 +216,25 @@ def request_from_h2(fields: Fields, *, end_stream: bool, max_list_size: int) -> 
         expect_continue=expect and not end_stream,
     )
     return ParsedRequest(head, scheme, authority, size)
+
+
+def salvage_request_head(fields: Fields) -> RequestHead:
+    """What can be told of a request header list :func:`request_from_h2`
+    refused, for the refused request's flow: ``:method``, ``:path`` and
+    ``:authority`` (as ``host``), each only when valid by itself, else
+    ``b""`` (no ``host``). Never raises; reads only the pseudo-headers."""
+    method = path = b""
+    headers: Fields = []
+    for name, value in fields:
+        if name[:1] != b":":
+            break  # pseudo-headers come first; what follows is not looked at
+        if name == b":method" and _METHOD.fullmatch(value):
+            method = value
+        elif name == b":path" and (_PATH.fullmatch(value) or value == b"*"):
+            path = value
+        elif name == b":authority" and not headers and host_ok(value):
+            headers = [(b"host", value)]
+    return RequestHead(method=method, target=path, headers=headers, http_version=b"2")
 
 
 def response_from_h2(fields: Fields, *, max_list_size: int) -> tuple[int, Fields, int | None]:

@@ -29,6 +29,7 @@ from kernel.protocol.h2_endpoint import H2Endpoint
 from kernel.protocol.h2_fields import (
     request_from_h2,
     response_fields,
+    salvage_request_head,
     sent_length,
 )
 from kernel.protocol.h2_frames import ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM, Head
@@ -121,7 +122,8 @@ class H2Server(H2Endpoint):
             )
         except RemoteProtocolError as e:
             st.refused = True
-            self._events.append(StreamRefused(stream_id, e.status_hint, e.message))
+            head = salvage_request_head(fields)
+            self._events.append(StreamRefused(stream_id, e.status_hint, e.message, head))
             return
         head = req.head
         if len(head.method) + len(head.target) + 10 > lim.max_request_line:
@@ -132,7 +134,7 @@ class H2Server(H2Endpoint):
             refusal = None
         if refusal is not None:
             st.refused = True
-            self._events.append(StreamRefused(stream_id, *refusal))
+            self._events.append(StreamRefused(stream_id, *refusal, head))
             return
         st.method = head.method
         st.expected = req.content_length

@@ -13,6 +13,8 @@ agree to *send* is in :mod:`.http1`.)
 - :func:`request_framing`, :func:`response_framing`: one framing per message,
   ``Host``, ``Connection``, ``Expect`` (RFC 9112 §3.2, §6, §9; RFC 9110 §10.1.1).
 - :class:`ChunkedDecoder`: the chunked coding (RFC 9112 §7.1), bounded.
+- :func:`salvage_request_head`: what can be told of a head refused above,
+  for the refused request's flow (logs and metrics).
 
 Status hints (server side; the client codecs turn every one into 502):
 400 malformed or ambiguous; 413 body over ``max_body_bytes``; 414 request
@@ -28,7 +30,7 @@ import ipaddress
 import re
 from typing import Final
 
-from kernel.protocol.events import Fields
+from kernel.protocol.events import Fields, RequestHead
 from kernel.protocol.http1 import CHUNKED, TCHAR, TOKEN, UNTIL_CLOSE, Limits, remember, tokens
 from sdk._errors import RemoteProtocolError
 
@@ -44,6 +46,7 @@ __all__ = [
     "parse_status_line",
     "request_framing",
     "response_framing",
+    "salvage_request_head",
     "screen_trailers",
     "skip_empty_lines",
     "split_fields",
@@ -199,6 +202,45 @@ class HeadScanner:
             raise _bad("too many header fields", 431)
         self.line_end = le
         return end_lf + 3
+
+
+#: The method at the start of a request line that is refused as a whole.
+_METHOD_PREFIX = re.compile(rb"(" + _TOKEN + rb") ")
+
+
+def salvage_request_head(buf: bytes, limits: Limits) -> RequestHead:
+    """What can be told of a request head the server refused (``buf`` starts
+    with it: the codec's unread bytes), for the refused request's flow.
+
+    Method, target and version when the request line is valid; else the
+    method alone when the line starts with a token and a space (a line too
+    long, a bad target or version), else nothing (``b""``). The fields only
+    when the whole field block is there, within the limits and well-formed
+    (a head refused for its framing: ``Expect``, ``Transfer-Encoding``, a
+    ``Content-Length`` over the limit, ``Host``). Never raises; reads at
+    most as far as the limits allow.
+    """
+    pos = skip_empty_lines(buf, 0)
+    lf = buf.find(b"\n", pos, pos + limits.max_request_line + 2)
+    try:
+        if lf < 0:
+            raise _bad("no request line")
+        method, target, version = parse_request_line(buf, pos, lf)
+    except RemoteProtocolError:
+        m = _METHOD_PREFIX.match(buf, pos, min(len(buf), pos + 64))
+        return RequestHead(
+            method=m.group(1) if m else b"", target=b"", headers=[], http_version=b""
+        )
+    fields: Fields = []
+    end_lf = buf.find(b"\n\r\n", lf, lf + limits.max_header_bytes + 3)
+    if end_lf >= 0 and buf.count(b"\n", lf + 1, end_lf + 1) <= limits.max_header_count:
+        try:
+            check_field_block(buf, lf + 1, end_lf + 1)
+        except RemoteProtocolError:
+            pass
+        else:
+            fields = split_fields(buf, lf + 1, end_lf + 1)
+    return RequestHead(method=method, target=target, headers=fields, http_version=version)
 
 
 def check_response_start(buf: bytes, pos: int) -> None:

@@ -19,18 +19,26 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import sdk
 from kernel.io import sockio
 from kernel.io.connection import Http1Connection
+from kernel.protocol.errorpage import error_body
 from kernel.protocol.events import Data, RequestHead
+from plugins.builtin.metrics import reset_store
+from plugins.builtin.metrics.plugin import method_label
 from tests.conftest import basic_config
 from tests.helpers.downstream import connection_on
+from tests.helpers.probe import Probe
 from tests.helpers.yields import Yields, counting_yields
+from tests.plugins.builtin.metrics.support import scrape, value
+from tests.plugins.builtin.trafficlog.support import read_lines, wait_for
 
 #: Pipelined behind every refused request: it must never reach the upstream.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -1132,3 +1140,150 @@ async def test_a_client_that_stops_reading_is_let_go(
                 await trio.sleep(0.01)
             while app.state.active_flows:  # ends ~0.5 s after the buffers filled
                 await trio.sleep(0.05)
+
+
+# -- a refused request is a flow: trellis_flow_done, the traffic log, metrics -------------------
+#: name -> (bytes sent, status, then what the flow's request says: method, path, host).
+REFUSED_FLOWS: dict[str, tuple[bytes, int, str, str, str]] = {
+    "bad-field": (b"GET /bad HTTP/1.1\r\nHost: a\r\nBad Field: 1\r\n\r\n", 400, "GET", "/bad", ""),
+    "not-http": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "", "", ""),
+    "uri-too-long": (b"GET /" + b"u" * 300 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "GET", "", ""),
+    "too-many-fields": (
+        b"GET /many HTTP/1.1\r\nHost: a\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(12)),
+        431,
+        "GET",
+        "/many",
+        "",
+    ),
+    "field-block-too-large": (
+        b"GET /large HTTP/1.1\r\nHost: a\r\nx-big: " + b"v" * 2000 + b"\r\n\r\n",
+        431,
+        "GET",
+        "/large",
+        "",
+    ),
+    "body-over-limit": (
+        b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n",
+        413,
+        "POST",
+        "/big",
+        "a",
+    ),
+    "expect-foo": (b"GET /x HTTP/1.1\r\nHost: a\r\nExpect: foo\r\n\r\n", 417, "GET", "/x", "a"),
+    "unknown-coding": (
+        b"POST /te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        501,
+        "POST",
+        "/te",
+        "a",
+    ),
+    "version": (b"BREW /v HTTP/1.2\r\nHost: a\r\n\r\n", 505, "BREW", "", ""),
+    # A stalled head: what arrived of it is told.
+    "stalled-head": (b"DELETE /slow HTTP/1.1\r\nHost: a\r\n", 408, "DELETE", "/slow", ""),
+}
+
+
+def refusing_config(upstream: Any, codec: str, logs: Path) -> str:
+    return f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 2
+plugins = ["probe", "metrics", "trafficlog"]
+
+[server]
+http1 = "{codec}"
+max_request_line = 200
+max_header_count = 10
+max_header_bytes = 1024
+max_body_bytes = 100
+request_head_timeout_s = 0.3
+
+[upstream]
+http1 = "{codec}"
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[[listeners]]
+name = "metrics"
+bind = "127.0.0.4:0"
+
+[[routes]]
+name = "default"
+upstream = "http://127.0.0.1:{upstream.port}"
+
+[plugins.trafficlog]
+directory = "{logs}"
+flush_interval_s = 0.01
+exclude_listeners = ["metrics"]
+"""
+
+
+def flow_id_of(body: bytes) -> str:
+    """The flow id on the kernel's error page (``flow: ID``)."""
+    (line,) = [ln for ln in body.decode().splitlines() if ln.startswith("flow: ")]
+    return line.removeprefix("flow: ")
+
+
+async def test_a_refused_request_is_a_flow_that_only_flow_done_sees(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, tmp_path: Path
+) -> None:
+    """Every request the connection layer refused reaches trellis_flow_done
+    exactly once, with its error, the page and what was parsed of it; so the
+    traffic log and the metrics count it. Before, none of them saw it."""
+    reset_store()
+    probe = Probe()
+    app = await start_proxy(
+        refusing_config(upstream, codec, tmp_path / "logs"), extra_plugins={"probe": probe}
+    )
+    ids: dict[str, str] = {}
+    for name, (data, status, *_) in REFUSED_FLOWS.items():
+        raw, closed = await talk(app.port(), data)
+        assert closed, name
+        (resp,) = client.parse_responses(raw)
+        assert resp["status"] == status, name
+        ids[name] = flow_id_of(resp["body"])
+    assert_untouched(upstream)
+
+    by_id = {flow.id: flow for flow in probe.done}
+    assert len(probe.done) == len(by_id) == len(REFUSED_FLOWS)  # each exactly once
+    for name, (_, status, method, path, host) in REFUSED_FLOWS.items():
+        flow = by_id[ids[name]]
+        assert probe.hooks(flow) == ["trellis_flow_done"], name  # nothing else ran
+        assert isinstance(flow.error, sdk.RemoteProtocolError), name
+        assert flow.error.status_hint == status
+        assert flow.response is not None
+        assert flow.response.status_code == status
+        assert flow.response.body == error_body(status, flow.id)
+        assert flow.bytes_out == len(flow.response.body)
+        assert (flow.route, flow.upstream, flow.target) == ("", None, None)
+        request = flow.request
+        assert (request.method, request.path, request.authority) == (method, path, host), name
+        assert flow.client.listener == "main"
+        assert flow.timings.done is not None
+
+    plugin = app.generation.host.instances["trafficlog"]
+    await wait_for(lambda: plugin.written.get("file", 0) >= len(REFUSED_FLOWS))
+    records = read_lines(tmp_path / "logs")
+    assert sorted(r["id"] for r in records) == sorted(ids.values())
+    for name, (_, status, method, path, host) in REFUSED_FLOWS.items():
+        (record,) = [r for r in records if r["id"] == ids[name]]
+        assert (record["status"], record["method"], record["path"], record["host"]) == (
+            status,
+            method,
+            path,
+            host,
+        ), name
+        assert record["route"] == ""
+        assert record["error"]
+
+    samples = await scrape(("127.0.0.4", app.port("metrics")))
+    want: dict[tuple[str, str], int] = {}
+    for _, status, method, _, _ in REFUSED_FLOWS.values():
+        key = (method_label(method), f"{status // 100}xx")
+        want[key] = want.get(key, 0) + 1
+    for (method, status_class), count in want.items():
+        labels = {"route": "", "method": method, "status_class": status_class}
+        assert value(samples, "trellis_requests_total", **labels) == count, labels
+    reset_store()

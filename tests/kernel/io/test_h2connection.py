@@ -36,6 +36,7 @@ from tests.helpers.h2client import (
     RawH2,
     request_fields,
 )
+from tests.helpers.probe import Probe
 from tests.helpers.yields import counting_yields, in_one_round
 
 
@@ -895,3 +896,75 @@ async def test_a_stream_whose_window_stays_shut_is_reset_after_send_timeout(
             while upstream.closed < upstream.connections:
                 await trio.sleep(0.02)  # its upstream connection is let go
         assert not h2c.closed  # only the stream ends
+
+
+# -- a refused stream is a flow: only trellis_flow_done sees it -----------------------------------
+#: name -> (fields, status, then what the flow's request says: method, path, host).
+REFUSED_FLOWS: dict[str, tuple[list[tuple[bytes, bytes]], int, str, str, str]] = {
+    "upper-case-name": (_get((b"X-Upper", b"1")), 400, "GET", "/echo", "example.test"),
+    "path-with-space": (request_fields(b"GET", b"/a b"), 400, "GET", "", "example.test"),
+    "bad-method": (request_fields(b"G T", b"/m"), 400, "", "/m", "example.test"),
+    "bad-authority": (request_fields(b"GET", b"/h", authority=b"a b"), 400, "GET", "/h", ""),
+    "connect": (
+        [(b":method", b"CONNECT"), (b":authority", b"evil.test:443")],
+        501,
+        "CONNECT",
+        "",
+        "evil.test:443",
+    ),
+    # Only a limit refused these: the whole head is told.
+    "path-too-long": (
+        request_fields(b"GET", b"/" + b"p" * 300),
+        414,
+        "GET",
+        "/" + "p" * 300,
+        "example.test",
+    ),
+    "too-many-fields": (
+        _get(*[(b"x-%d" % i, b"1") for i in range(12)]),
+        431,
+        "GET",
+        "/echo",
+        "example.test",
+    ),
+}
+
+
+async def test_a_refused_stream_is_a_flow_that_only_flow_done_sees(
+    start_proxy: Any, upstream: Any
+) -> None:
+    """A stream answered with an error status (not reset) reaches
+    trellis_flow_done once; before, no hook saw it (and its page said
+    ``flow: -``)."""
+    probe = Probe()
+    cfg = config(upstream, server="max_request_line = 200\nmax_header_count = 10")
+    cfg = cfg.replace("[kernel]\n", '[kernel]\nplugins = ["probe"]\n')
+    app = await start_proxy(cfg, extra_plugins={"probe": probe})
+    ids: dict[str, str] = {}
+    async with await H2Client.connect(app.port()) as c:
+        for name, (fields, status, *_) in REFUSED_FLOWS.items():
+            r = await c.response(await c.request(fields=fields))
+            assert (r.status, r.reset) == (status, None), name
+            (line,) = [ln for ln in bytes(r.body).decode().splitlines() if ln.startswith("flow: ")]
+            ids[name] = line.removeprefix("flow: ")
+        assert (await c.get(b"/next")).status == 200
+    with trio.fail_after(2):
+        while len(probe.done) < len(REFUSED_FLOWS) + 1:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+    assert [r["target"] for r in upstream.requests] == ["/next"]
+    by_id = {flow.id: flow for flow in probe.done}
+    assert len(by_id) == len(probe.done) == len(REFUSED_FLOWS) + 1
+    for name, (_, status, method, path, host) in REFUSED_FLOWS.items():
+        flow = by_id[ids[name]]
+        assert probe.hooks(flow) == ["trellis_flow_done"], name
+        assert isinstance(flow.error, sdk.RemoteProtocolError)
+        assert flow.error.status_hint == status
+        assert flow.response is not None
+        assert flow.response.status_code == status
+        assert flow.bytes_out == len(flow.response.body or b"")
+        assert flow.route == ""
+        request = flow.request
+        assert (request.method, request.path, request.authority) == (method, path, host), name
+        assert request.http_version == "2"
+    assert app.state.active_flows == 0

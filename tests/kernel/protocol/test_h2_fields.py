@@ -18,6 +18,7 @@ from kernel.protocol.h2_fields import (
     request_from_h2,
     response_fields,
     response_from_h2,
+    salvage_request_head,
     sent_length,
     trailer_fields,
 )
@@ -274,3 +275,25 @@ def test_sending_normalises_what_is_not_known_yet() -> None:
     assert response_fields(200, [(b"transfer-encoding", b"chunked")]) == [(b":status", b"200")]
     with pytest.raises(LocalProtocolError):
         response_fields(200, [(b"x-not-seen-before-h2", b"bad\x00value")])
+
+
+@pytest.mark.parametrize(
+    ("fields", "told"),
+    [
+        (
+            [(b":method", b"GET"), (b":path", b"/a"), (b":authority", b"h:1"), (b"X", b"1")],
+            (b"GET", b"/a", [(b"host", b"h:1")]),
+        ),
+        ([(b":method", b"G T"), (b":path", b"/a b"), (b":authority", b"a b")], (b"", b"", [])),
+        ([(b":method", b"OPTIONS"), (b":path", b"*")], (b"OPTIONS", b"*", [])),
+        # Nothing after the first regular field is looked at.
+        ([(b"x", b"1"), (b":method", b"GET")], (b"", b"", [])),
+        ([], (b"", b"", [])),
+    ],
+)
+def test_salvage_tells_only_the_valid_pseudo_headers(
+    fields: list[tuple[bytes, bytes]], told: tuple[bytes, bytes, list[tuple[bytes, bytes]]]
+) -> None:
+    head = salvage_request_head(fields)
+    assert (head.method, head.target, head.headers) == told
+    assert head.http_version == b"2"

@@ -310,6 +310,13 @@ def test_malformed_request_is_refused_on_its_stream_only(name: str) -> None:
     assert isinstance(events[0], StreamRefused)
     assert events[0].stream_id == 1
     assert events[0].status == status
+    # What is told of it, for its flow: its :method, unless it is not a valid one.
+    sent = [v for n, v in headers if n == b":method"]
+    assert events[0].head is not None
+    assert events[0].head.method in {b"", *sent[:1]}
+    if sent == [b"GET"]:
+        assert events[0].head.method == b"GET"
+    assert events[0].head.http_version == b"2"
     # The shell answers; the connection goes on serving.
     p.server.send_response(1, status, [(b"content-length", b"0")], end_stream=True)
     assert p.to_client()[0].headers[0] == (b":status", str(status).encode())
@@ -685,3 +692,14 @@ def test_hostile_frames_end_in_events_never_in_an_exception(frames: list[bytes],
             ended = ended or (isinstance(event, ConnectionEnding) and not event.remote)
         server.data_to_send()
     assert server.ended or not ended
+
+
+def test_a_stream_refused_by_a_limit_carries_its_whole_head() -> None:
+    """For its flow (logs, metrics): the head was valid, only too large."""
+    p = Pair()
+    (event,) = p.request(1, _with(*[(b"x-%d" % i, b"v") for i in range(101)]))
+    assert isinstance(event, StreamRefused)
+    assert event.status == 431
+    assert event.head is not None
+    assert (event.head.method, event.head.target) == (b"GET", b"/")
+    assert len(event.head.headers) == 102  # host first, then every field

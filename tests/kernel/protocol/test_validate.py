@@ -472,3 +472,34 @@ def test_a_host_remembered_as_good_always_has_a_host_part() -> None:
     assert not v.host_ok(b"")
     assert v.host_ok(b"remembered.example:8080")
     assert b"remembered.example:8080" in v._GOOD_HOSTS
+
+
+# -- salvage_request_head: what a refused head's flow is told ---------------------------------
+@pytest.mark.parametrize(
+    ("raw", "told"),
+    [
+        # Refused for its framing: everything is valid and told.
+        (
+            b"\r\nPOST /a?b HTTP/1.1\r\nHost: h\r\nExpect: foo\r\n\r\nrest",
+            (b"POST", b"/a?b", b"1.1", [(b"host", b"h"), (b"expect", b"foo")]),
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", (b"GET", b"/", b"1.0", [])),
+        # A bad field, too many, a block too large or not there yet: the line alone.
+        (b"GET /x HTTP/1.1\r\nBad Field: 1\r\n\r\n", (b"GET", b"/x", b"1.1", [])),
+        (b"GET /x HTTP/1.1\r\n" + b"a: 1\r\n" * 4 + b"\r\n", (b"GET", b"/x", b"1.1", [])),
+        (b"GET /x HTTP/1.1\r\na: " + b"v" * 70 + b"\r\n\r\n", (b"GET", b"/x", b"1.1", [])),
+        (b"GET /x HTTP/1.1\r\nHost: h\r\n", (b"GET", b"/x", b"1.1", [])),
+        # A line refused as a whole: the method when it starts the line.
+        (b"GET /" + b"u" * 40 + b" HTTP/1.1\r\n\r\n", (b"GET", b"", b"", [])),
+        (b"GET /x HTTP/2.0\r\n\r\n", (b"GET", b"", b"", [])),
+        (b"GET /a b HTTP/1.1\r\n\r\n", (b"GET", b"", b"", [])),
+        (b"GET", (b"", b"", b"", [])),
+        (b"\x16\x03\x01\x02\x00", (b"", b"", b"", [])),
+        (b"", (b"", b"", b"", [])),
+    ],
+)
+def test_salvage_tells_what_is_valid_of_a_refused_head(
+    raw: bytes, told: tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]]
+) -> None:
+    head = v.salvage_request_head(raw, LIM)
+    assert (head.method, head.target, head.http_version, head.headers) == told
