@@ -8,9 +8,13 @@
   generation completely first - any problem and the old one keeps running,
   with every problem logged; new listeners are bound before removed ones are
   closed; flows in progress finish on the generation they started with;
-- **drain** on SIGTERM/SIGINT: stop accepting, close idle keep-alive
-  connections, let in-flight flows finish up to ``shutdown_grace_s``, then
-  cancel what is left. A second signal cancels at once. What was cancelled
+- **drain** on SIGTERM/SIGINT: first, for ``shutdown_delay_s`` (0 by
+  default), report not ready (``ServerInfo.draining``) while every listener
+  keeps serving, each response ending its connection, so that a load
+  balancer can take the instance out; a second signal ends that delay. Then
+  stop accepting, close idle keep-alive connections, let in-flight flows
+  finish up to ``shutdown_grace_s``, then cancel what is left. A second
+  signal (after the delay) cancels at once. What was cancelled
   gets ``shutdown_abort_s`` to end: code that swallows its cancellation
   (a plugin's ``except trio.Cancelled: pass`` in a loop) would otherwise keep
   the process alive until SIGKILL. Then the tasks left are logged and
@@ -40,6 +44,7 @@ from typing import Any, NoReturn
 import trio
 
 from kernel import dispatch, early, heap, lifecycle, stuck
+from kernel.config import Settings
 from kernel.generation import Generation, load_generation
 from kernel.groups import GroupRuntime
 from kernel.io.healthcheck import run_health_checks
@@ -70,6 +75,17 @@ EXIT_STORAGE = 3
 #: The drain was cut: tasks cancelled at its end had not ended ``shutdown_abort_s``
 #: later (not 0: work was abandoned; not 1-3, which mean "could not start").
 EXIT_ABORTED = 4
+
+#: Settings read once, when the process starts (kernel/cli.py): a reload
+#: that changes one says it takes effect only after a restart.
+START_ONLY = (("kernel", "log_level"), ("kernel", "log_format"), ("server", "workers"))
+#: With ``[server] workers`` > 1, also read once by the supervisor (its kill
+#: deadline); each worker's own drain uses the reloaded values.
+SUPERVISOR_ONLY = (
+    ("kernel", "shutdown_delay_s"),
+    ("kernel", "shutdown_grace_s"),
+    ("kernel", "shutdown_abort_s"),
+)
 
 
 class PluginStartupError(Exception):
@@ -128,6 +144,10 @@ class App:
         self._watchdog: stuck.Watchdog | None = None
         #: Set once the connections were cancelled (a drain's end, a second signal).
         self._cancelled_at: float | None = None
+        #: Set while the ``shutdown_delay_s`` before the drain runs; setting it ends the delay.
+        self._delay: trio.Event | None = None
+        #: The settings the process started with (generation 1's).
+        self._started_with: Settings | None = None
         #: This process's worker number and the number of workers (kernel.workers).
         self.worker = worker
         self.workers = workers
@@ -168,6 +188,7 @@ class App:
         except ConfigError as exc:
             log.error("%s", exc)
             return EXIT_CONFIG
+        self._started_with = gen.settings
         bound: dict[str, BoundListener] = {}
         try:
             for lst in gen.listeners.values():
@@ -239,6 +260,7 @@ class App:
                     )
                     task_status.started(self)
                     await self._stop.wait()
+                    await self._delay_drain()
                     await self._drain(conns)
                 # every connection is gone: retire the last generation
                 state.generation.retire()
@@ -257,6 +279,23 @@ class App:
                 self._reloads.send_nowait(reason)
             except trio.WouldBlock:
                 pass  # a reload is already queued; it will read the latest file
+
+    async def _delay_drain(self) -> None:
+        """The ``shutdown_delay_s`` before the drain: not ready, still serving."""
+        assert self.state is not None
+        delay = self.state.generation.settings.kernel.shutdown_delay_s
+        if not delay:
+            return
+        log.info(
+            "draining: not ready, still serving for %gs (shutdown_delay_s), %d flows in flight",
+            delay,
+            self.state.active_flows,
+        )
+        self.state.begin_delay()
+        self._delay = ended = trio.Event()
+        with trio.move_on_after(delay):
+            await ended.wait()
+        self._delay = None
 
     async def _drain(self, conns: trio.Nursery) -> None:
         assert self.state is not None
@@ -337,6 +376,12 @@ class App:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.request_reload("SIGHUP")
+                elif self._delay is not None and not self._delay.is_set():
+                    log.warning(
+                        "second %s: ending shutdown_delay_s, draining now",
+                        signal.Signals(signum).name,
+                    )
+                    self._delay.set()
                 elif self._cancelled_at is not None:
                     # Whatever is left ignored the cancel: the operator asks again.
                     elapsed = trio.current_time() - self._cancelled_at
@@ -553,9 +598,30 @@ class App:
         for b in added.values():
             self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
         log.info("reloaded (%s): generation %d is live", reason, new.number)
+        self._warn_start_only(reason, new.settings)
         self._sync_watch(new)
         self._sync_watchdog(new)
         return True
+
+    def _warn_start_only(self, reason: str, settings: Settings) -> None:
+        """Name the settings read only at start whose value the reload changed."""
+        started = self._started_with
+        if started is None:
+            return
+        keys = START_ONLY + (SUPERVISOR_ONLY if self.workers > 1 else ())
+        changed = []
+        for section, key in keys:
+            before = getattr(getattr(started, section), key)
+            after = getattr(getattr(settings, section), key)
+            if before != after:
+                changed.append(f"[{section}] {key} ({before!r} -> {after!r})")
+        if changed:
+            log.warning(
+                "reload (%s): read only at start, these changes take effect only after a"
+                " restart: %s",
+                reason,
+                ", ".join(changed),
+            )
 
     def _sync_watch(self, gen: Generation) -> None:
         """Watch the config files or not, as the live generation says."""

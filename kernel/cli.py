@@ -130,7 +130,7 @@ def _cmd_run(
     import trio
 
     spec = os.environ.get("TRELLIS_LOG")
-    level, log_format, workers, grace, abort = "info", "console", 1, 10.0, 5.0
+    level, log_format, workers, grace, abort, delay = "info", "console", 1, 10.0, 5.0, 0.0
     try:
         settings = load_config(config).settings
     except ConfigError:
@@ -138,7 +138,7 @@ def _cmd_run(
     else:
         level, log_format = settings.kernel.log_level, settings.kernel.log_format
         workers, grace = settings.server.workers, settings.kernel.shutdown_grace_s
-        abort = settings.kernel.shutdown_abort_s
+        abort, delay = settings.kernel.shutdown_abort_s, settings.kernel.shutdown_delay_s
     worker, _ = worker_identity()
     in_worker = WORKER_ENV in os.environ
     try:
@@ -154,7 +154,7 @@ def _cmd_run(
         return EXIT_CONFIG
     if workers > 1 and not in_worker:
         # (Port 0 is refused with workers by the config's cross-checks.)
-        return trio.run(Supervisor(worker_argv(raw), workers, grace, abort).run)
+        return trio.run(Supervisor(worker_argv(raw), workers, grace, abort, delay_s=delay).run)
     worker, count = worker_identity() if in_worker else (0, 1)
     app = App(
         config,

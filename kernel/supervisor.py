@@ -14,8 +14,8 @@ Exit codes: a worker that fails while starting with the config, bind or
 storage code (1, 2, 3) stops the whole set with that code, since every
 other worker would fail alike. Otherwise 0 after a drain, or 4 when the
 drain of a worker was cut: it exited 4 itself (what it had cancelled did
-not end within ``shutdown_abort_s``), or outstayed ``shutdown_grace_s`` +
-``shutdown_abort_s`` + 5 s and was killed, or a second signal killed it.
+not end within ``shutdown_abort_s``), or outstayed ``shutdown_delay_s`` +
+``shutdown_grace_s`` + ``shutdown_abort_s`` + 5 s and was killed, or a second signal killed it.
 
 Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
 the supervisor creates a fresh directory for prometheus-client's
@@ -87,7 +87,13 @@ class Supervisor:
     """Start, watch and stop the worker processes of one ``kernel run``."""
 
     def __init__(
-        self, argv: Sequence[str], workers: int, grace_s: float, abort_s: float = 5.0
+        self,
+        argv: Sequence[str],
+        workers: int,
+        grace_s: float,
+        abort_s: float = 5.0,
+        *,
+        delay_s: float = 0.0,
     ) -> None:
         #: The worker command line (``python -m kernel run ...``).
         self.argv = list(argv)
@@ -95,6 +101,8 @@ class Supervisor:
         self.grace_s = grace_s
         #: A worker's ``shutdown_abort_s``: it exits on its own that long after its grace.
         self.abort_s = abort_s
+        #: A worker's ``shutdown_delay_s``: it serves on that long before draining.
+        self.delay_s = delay_s
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self._stopping = False
@@ -196,7 +204,7 @@ class Supervisor:
                 # then ends within abort_s or they exit anyway; none may
                 # outstay that. (The whole task is cancelled as soon as every
                 # worker is gone.)
-                await trio.sleep(self.grace_s + self.abort_s + 5.0)
+                await trio.sleep(self.grace_s + self.abort_s + self.delay_s + 5.0)
                 log.warning("workers outstayed their grace: killing them")
                 self._stop_all(signal.SIGKILL)
 

@@ -123,6 +123,11 @@ class KernelSection:
     #: ``console`` (one readable line per record) or ``json`` (one JSON object
     #: per line, for log shippers); ``TRELLIS_LOG_FORMAT`` wins.
     log_format: LogFormat = "console"
+    #: Seconds between SIGTERM/SIGINT and the drain (a "lame duck" period):
+    #: every listener keeps serving while ``/ready`` says 503 (draining), so a
+    #: load balancer can take the instance out first; a second signal ends it.
+    #: 0: the listeners close at once.
+    shutdown_delay_s: float = attrs.field(default=0.0, validator=non_negative)
     #: Seconds in-flight flows get to finish on SIGTERM/SIGINT before being cancelled.
     shutdown_grace_s: float = attrs.field(default=10.0, validator=non_negative)
     #: Seconds what was cancelled then (flows, plugin tasks) gets to end; the

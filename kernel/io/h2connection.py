@@ -38,7 +38,10 @@ flight sends the GOAWAY at once (no new streams) and keeps reading, since the
 streams still need the client's WINDOW_UPDATEs, until the last one finished;
 so does the client's own GOAWAY(NO_ERROR), and a reload that removed the
 connection's listener: its next stream is refused (REFUSED_STREAM, which a
-client may retry) and GOAWAY follows.
+client may retry) and GOAWAY follows. During a shutdown's ``shutdown_delay_s``
+(the listeners still serve) a connection that reads anything sends
+GOAWAY(2**31-1) first, which refuses nothing but tells the client to open
+its next streams elsewhere; the drain's GOAWAY follows later.
 After our GOAWAY the connection half-closes and briefly reads and drops what
 the client still sends, so that the GOAWAY is not destroyed by a reset.
 
@@ -80,6 +83,8 @@ _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
 _REFUSED_STREAM = 0x7
 _CANCEL = 0x8
+#: The last stream id of a first GOAWAY: every stream the client sent may still run.
+_ALL_STREAMS = 2**31 - 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -137,6 +142,8 @@ class H2Connection:
         self._ending = False
         #: We sent a GOAWAY (graceful or not): linger before closing.
         self._goaway_sent = False
+        #: We sent the GOAWAY(2**31-1) of a delayed shutdown: nothing refused yet.
+        self._warned = False
         #: The generation the last stream started in (a reload may remove our listener).
         self._generation = state.generation
 
@@ -244,7 +251,7 @@ class H2Connection:
                 await self.write_out()
             if self._closing:
                 return
-            if state.draining or self._ending:
+            if state.closing or self._ending:
                 # Graceful end: the streams opened so far may finish, later
                 # ones are refused (the protocol layer resets them).
                 if not self._goaway_sent:
@@ -256,8 +263,16 @@ class H2Connection:
                         await self.write_out()
                 if not self.streams:
                     return
-            elif not self.streams:
-                self._become_idle()
+            else:
+                if state.draining and not self._warned:
+                    # Shutdown is delayed (shutdown_delay_s): the first step of
+                    # a two-step GOAWAY. No stream is refused, but the client
+                    # opens its next ones on another connection.
+                    self._warned = True
+                    proto.goaway(_NO_ERROR, _ALL_STREAMS)
+                    await self.write_out()
+                if not self.streams:
+                    self._become_idle()
             # Every wait for the client is woken by a drain (state.idle_scopes),
             # by the keep-alive timer, and by the last stream of a draining
             # connection finishing; then the state is looked at again.
@@ -344,7 +359,7 @@ class H2Connection:
                 self._ending = True
         if (
             self._ending
-            or self.state.draining
+            or self.state.closing
             or self.unfinished >= self.limits.max_concurrent_streams
         ):
             # Tasks of reset streams still unwinding count too: a client
@@ -392,7 +407,7 @@ class H2Connection:
             if not self.streams:
                 if self._closing or self._broken:
                     self._nursery.cancel_scope.cancel()
-                elif self.state.draining or self._ending:
+                elif self.state.closing or self._ending:
                     self._read_scope.cancel()  # the reader says GOAWAY and ends
                 else:
                     self._become_idle()

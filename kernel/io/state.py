@@ -25,8 +25,13 @@ class ServerState:
         self.pool = UpstreamPool()
         #: Hot-path timeouts (idle, head, upstream response); App runs the sweeper.
         self.timers = Timers()
-        #: True once shutdown began: finish the current exchange, then close.
+        #: True once shutdown began, its ``shutdown_delay_s`` included: not
+        #: ready (``/ready``), HTTP/1.1 responses say ``Connection: close`` and
+        #: end their connection, HTTP/2 connections get a first GOAWAY.
         self.draining = False
+        #: True once the listeners stopped accepting (the drain proper, after
+        #: any delay): idle connections close, HTTP/2 refuses new streams.
+        self.closing = False
         #: Cancel scopes of connections idle between requests (cancelled on drain).
         self.idle_scopes: set[trio.CancelScope] = set()
         #: Connections currently open.
@@ -47,7 +52,15 @@ class ServerState:
         if self.active_flows == 0:
             self.no_active_flows.set()
 
-    def begin_drain(self) -> None:
+    def begin_delay(self) -> None:
+        """Shutdown began, but the listeners keep serving (``shutdown_delay_s``):
+        report not ready, and move clients off their connections as they
+        finish what they are doing (idle connections are left alone)."""
         self.draining = True
+
+    def begin_drain(self) -> None:
+        """The listeners stopped: close the idle connections, let the rest finish."""
+        self.draining = True
+        self.closing = True
         for scope in list(self.idle_scopes):
             scope.cancel()

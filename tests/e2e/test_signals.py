@@ -4,14 +4,17 @@ SIGTERM and SIGINT drain: the listener closes at once (new connections are
 refused), flows in flight finish within ``shutdown_grace_s``, and the process
 exits 0; past the grace period what is left is cut, and code that ignores
 that cancellation is abandoned ``shutdown_abort_s`` later (exit 4, naming
-it). SIGHUP reloads: a bad config is reported with every problem and the old
-generation keeps serving; a good one serves the next requests. Exit codes: 1
+it). With ``shutdown_delay_s`` the listeners first keep serving that long
+while ``/ready`` says 503 (a second signal ends the delay). SIGHUP reloads:
+a bad config is reported with every problem and the old generation keeps
+serving; a good one serves the next requests. Exit codes: 1
 for a config error, 2 for a bind failure, 3 for a storage error, 4 for a
 shutdown cut (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,6 +30,7 @@ from tests.e2e.conftest import (
     ROOT,
     ProxyProcess,
     SpawnProxy,
+    exchange_raw,
     free_port,
     proxy_config,
     run_kernel,
@@ -100,6 +104,95 @@ async def test_drain_finishes_in_flight_and_refuses_new(
     assert resp["headers"].get("connection") == "close"
     assert await proxy.wait(timeout=5) == 0
     assert "Traceback" not in proxy.stderr()
+
+
+def lame_duck_config(upstream_port: int, port: int, health_port: int, delay: float) -> str:
+    """:func:`proxy_config` with ``shutdown_delay_s`` and the health plugin on a listener."""
+    return proxy_config(
+        upstream_port,
+        port,
+        kernel_extra=f'shutdown_delay_s = {delay}\nplugins = ["health"]',
+        extra=f"""
+[[listeners]]
+name = "health"
+bind = "127.0.0.1:{health_port}"
+
+[plugins.health]
+listener = "health"
+""",
+    )
+
+
+async def ready(health_port: int) -> tuple[int, dict[str, Any]]:
+    raw = await client.exchange(
+        health_port, b"GET /ready HTTP/1.1\r\nHost: e2e\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    return resp["status"], json.loads(resp["body"])
+
+
+async def test_shutdown_delay_keeps_serving_while_not_ready(
+    spawn_proxy: SpawnProxy, upstream: Any
+) -> None:
+    port, health_port = free_port(), free_port()
+    proxy = await spawn_proxy(lame_duck_config(upstream.port, port, health_port, 1), port=port)
+    status, doc = await ready(health_port)
+    assert status == 200, doc
+    assert doc["checks"]["draining"] == {"ok": True, "detail": "not draining"}
+    # A keep-alive connection, idle when the signal comes.
+    idle = await trio.open_tcp_stream("127.0.0.1", port)
+    async with idle:
+        await idle.send_all(b"GET /one HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        with trio.fail_after(5):
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += await idle.receive_some(65536)
+        assert b"connection: close" not in first.lower()
+
+        proxy.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        await trio.sleep(0.1)
+        # Not ready, and saying so on the health listener, which still serves.
+        status, doc = await ready(health_port)
+        assert status == 503, doc
+        assert doc["checks"]["draining"] == {"ok": False, "detail": "draining"}
+        # The main listener still accepts and answers; a keep-alive request
+        # gets its answer with Connection: close (the server closes: no hang).
+        raw = await exchange_raw(port, b"GET /two HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        (resp,) = client.parse_responses(raw)
+        assert resp["status"] == 200
+        assert resp["headers"].get("connection") == "close"
+        # So does the connection that was idle: one more answer, then closed.
+        await idle.send_all(b"GET /three HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        with trio.fail_after(5):
+            raw = await read_all(idle)
+        (resp,) = client.parse_responses(raw)
+        assert resp["status"] == 200
+        assert resp["headers"].get("connection") == "close"
+        assert time.monotonic() - t0 < 0.9, "all of that within the delay"
+        assert proxy.returncode is None
+
+    await wait_refused(proxy)
+    assert time.monotonic() - t0 >= 0.9, "the listener must serve for the whole delay"
+    assert await proxy.wait(timeout=5) == 0
+    assert [r["target"] for r in upstream.requests] == ["/one", "/two", "/three"]
+    assert "Traceback" not in proxy.stderr()
+
+
+async def test_a_second_signal_ends_the_shutdown_delay(
+    spawn_proxy: SpawnProxy, upstream: Any
+) -> None:
+    port, health_port = free_port(), free_port()
+    proxy = await spawn_proxy(lame_duck_config(upstream.port, port, health_port, 30), port=port)
+    proxy.signal(signal.SIGTERM)
+    with trio.fail_after(5):
+        while (await ready(health_port))[0] != 503:
+            await trio.sleep(0.02)
+    assert (await get(port, "/still"))[0] == 200
+    proxy.signal(signal.SIGTERM)
+    await wait_refused(proxy)
+    assert await proxy.wait(timeout=5) == 0
+    assert "ending shutdown_delay_s" in proxy.stderr()
 
 
 async def test_grace_period_cuts_what_is_left(spawn_proxy: SpawnProxy, upstream: Any) -> None:

@@ -67,6 +67,36 @@ async def test_bad_reload_keeps_old_generation_and_lists_every_problem(
     assert "$.server.bogus" in text
 
 
+async def test_a_reload_names_the_settings_read_only_at_start(
+    start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``log_level``, ``log_format`` and ``workers`` are read when the process
+    starts: a reload that changes them says so, rather than only "is live"."""
+    app = await start_proxy(_local_config("one"))
+    changed = _local_config("two").replace(
+        "[kernel]\n", '[kernel]\nlog_level = "debug"\nlog_format = "json"\n'
+    )
+    app.config_path.write_text(changed)
+    with caplog.at_level(logging.WARNING, logger="kernel.app"):
+        assert await app.reload("SIGHUP") is True
+    assert await _get(app.port(), client) == b"two"
+    (record,) = [r for r in caplog.records if "only after a restart" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "reload (SIGHUP)" in message
+    assert "[kernel] log_level ('info' -> 'debug')" in message
+    assert "[kernel] log_format ('console' -> 'json')" in message
+    # Compared with what the process started with: back to it, nothing to say;
+    # the same change again, said again.
+    caplog.clear()
+    for config, warned in ((_local_config("three"), False), (changed, True)):
+        app.config_path.write_text(config)
+        with caplog.at_level(logging.WARNING, logger="kernel.app"):
+            assert await app.reload("test") is True
+        assert ("only after a restart" in caplog.text) is warned, caplog.text
+        caplog.clear()
+
+
 async def test_a_reload_to_an_empty_file_is_refused(
     start_proxy: Any, client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

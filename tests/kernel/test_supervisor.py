@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
 
-from kernel.supervisor import WORKER_ENV, WORKERS_ENV, _describe, worker_argv, worker_identity
+import trio
+
+from kernel.supervisor import (
+    WORKER_ENV,
+    WORKERS_ENV,
+    Supervisor,
+    _describe,
+    worker_argv,
+    worker_identity,
+)
 
 
 def test_worker_identity() -> None:
@@ -42,3 +52,33 @@ def test_supervisor_pid_comes_from_the_environment(monkeypatch: Any) -> None:
     assert supervisor_pid() == 4242
     monkeypatch.delenv(SUPERVISOR_ENV)
     assert supervisor_pid() == os.getppid()
+
+
+class _FakeWorker:
+    """Stands in for a worker ``trio.Process``: records the signals it was sent."""
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.sent: list[tuple[int, float]] = []
+
+    def send_signal(self, signum: int) -> None:
+        self.sent.append((signum, trio.current_time()))
+
+
+async def test_the_kill_deadline_includes_the_shutdown_delay(autojump_clock: Any) -> None:
+    """Workers serve on for ``shutdown_delay_s`` before their drain: the
+    supervisor must not kill them before delay + grace + abort + 5 s."""
+    sup = Supervisor(["unused"], 1, grace_s=10.0, abort_s=2.0, delay_s=30.0)
+    worker = _FakeWorker()
+    sup.processes[0] = worker  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup._signals, nursery.cancel_scope)
+        await trio.sleep(1)  # the signal receiver is installed
+        start = trio.current_time()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    assert [(s, t - start) for s, t in worker.sent] == [
+        (signal.SIGTERM, 0.0),
+        (signal.SIGKILL, 30.0 + 10.0 + 2.0 + 5.0),
+    ]

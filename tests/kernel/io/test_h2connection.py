@@ -749,6 +749,36 @@ async def test_drain_closes_idle_connections_with_goaway(start_proxy: Any, upstr
             assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, last)
 
 
+async def test_shutdown_delay_serves_new_streams_after_a_first_goaway(
+    start_proxy: Any, upstream: Any
+) -> None:
+    """During ``shutdown_delay_s`` a connection says GOAWAY(2**31-1), which refuses
+    nothing (a stream already on its way is served), and the drain's own GOAWAY,
+    naming the last stream, only comes when the delay is over."""
+    cfg = config(upstream).replace("[kernel]\n", "[kernel]\nshutdown_delay_s = 0.5\n", 1)
+    app = await start_proxy(cfg)
+    async with await H2Client.connect(app.port()) as c:
+        slow = await c.request(b"GET", b"/sleep/0.2")
+        with trio.fail_after(2):
+            while not seen(upstream, "/sleep/0.2"):
+                await trio.sleep(0.01)
+        start = trio.current_time()
+        app.stop()
+        await trio.sleep(0.05)
+        assert app.server_info().draining()
+        during = await c.request(b"GET", b"/during")
+        r = await c.response(during)
+        assert r.status == 200, r
+        assert c.goaway is not None
+        assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, 2**31 - 1)
+        r = await c.response(slow, timeout=3)
+        assert (r.status, bytes(r.body)) == (200, b"slept\n")
+        await c.read_until_closed(timeout=3)
+        assert trio.current_time() - start >= 0.45, "closed before the delay was over"
+        assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, during)
+    assert [r["target"] for r in upstream.requests] == ["/sleep/0.2", "/during"]
+
+
 async def test_write_out_with_nothing_queued_does_not_yield() -> None:
     """An uncontended writer takes the lock without a yield: a stream ending with
     its bytes already out costs no trip through the scheduler."""
