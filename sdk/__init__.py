@@ -24,6 +24,7 @@ from __future__ import annotations
 from sdk._balance import Balancer, Group, Target
 from sdk._config import EnvText, make_converter, structure, unstructure
 from sdk._errors import (
+    ClientDisconnected,
     ConfigError,
     LocalProtocolError,
     PluginError,
@@ -53,6 +54,7 @@ __all__ = [
     "PROJECT",
     "TRACE",
     "Balancer",
+    "ClientDisconnected",
     "ClientInfo",
     "ConfigError",
     "EnvText",

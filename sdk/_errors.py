@@ -5,6 +5,7 @@ class (h11's ``error_status_hint``) so the one place that turns an exception
 into a response does not need a lookup table::
 
     ProxyError
+    ├── ClientDisconnected     the client went away before the response was done (499)
     ├── ConfigError            carries every problem, each with its $.path
     ├── PluginError            a plugin raised or timed out; names the plugin
     ├── ProtocolError          status_hint 400
@@ -24,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "ClientDisconnected",
     "ConfigError",
     "LocalProtocolError",
     "PluginError",
@@ -51,6 +53,20 @@ class ProxyError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ClientDisconnected(ProxyError):
+    """The client closed or reset its connection (or its HTTP/2 stream)
+    before the response was complete.
+
+    Never raised to plugins: the kernel sets it as ``flow.error`` of the flow
+    the client left (unless the flow had failed already), so
+    ``trellis_flow_done`` can tell a cut response from a whole one.
+    ``status_hint`` is ``499``, the code nginx logs for it; no response
+    carries it.
+    """
+
+    status_hint = 499
 
 
 class ConfigError(ProxyError):

@@ -494,7 +494,11 @@ def trellis_flow_done(flow: Flow) -> Awaitable[None] | None:
     """The flow is over: called exactly once per flow, whatever happened.
 
     Called after the last response byte was handed to the client, or after
-    the flow failed (``flow.error`` set) or the client went away. Timings and
+    the flow failed (``flow.error`` set). A response that did not finish has
+    its error even when its head went out (``flow.response`` is then what was
+    begun): the upstream's failure, :class:`~sdk.ClientDisconnected` when the
+    client went away (or reset its stream), a :class:`~sdk.ProxyError` with
+    ``status_hint`` 503 when the drain cut it at its grace's end. Timings and
     byte counts are final. Every implementation runs, even if one fails or
     misses its deadline (each has its own, as in every phase; a cancelled
     flow does not cut them short). Traffic logs, metrics and audit hang off

@@ -57,6 +57,7 @@ from kernel.protocol.errorpage import error_body
 from kernel.protocol.events import RequestHead
 from kernel.protocol.forwarding import strip_hop_by_hop
 from sdk import (
+    ClientDisconnected,
     ClientInfo,
     Flow,
     Headers,
@@ -142,10 +143,16 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         except ProxyError as exc:
             keep = await ex.fail(exc)
     except ClientGone:
+        if flow.error is None:  # flow_done must see that the response was not finished
+            flow.error = ClientDisconnected("the client went away")
         keep = False
     except Abort:
         conn.cut()  # a response begun and not finished: the client must see it cut
         keep = False
+    except trio.Cancelled:
+        if flow.error is None:  # a drain past its grace, or the client reset the stream
+            flow.error = _cancelled(state.draining)
+        raise
     finally:
         flow.timings.done = _now()
         if ex.upstream is not None:
@@ -169,6 +176,14 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         # quietly rather than answer its next request with a 503.
         keep = state.generation.listener_for(conn.listener) is not None
     return keep and lst is not None
+
+
+def _cancelled(draining: bool) -> ProxyError:
+    """What ended a cancelled flow: the shutdown, else the client (HTTP/2 resets,
+    a connection that broke under its streams)."""
+    if draining:
+        return ProxyError("cut by the shutdown (shutdown_grace_s was over)", status_hint=503)
+    return ClientDisconnected("the client reset the stream")
 
 
 def _make_request(head: RequestHead, client: ClientInfo) -> Request:

@@ -191,3 +191,29 @@ async def _send(
         data += conn.send(h11.Data(data=body))
     data += conn.send(h11.EndOfMessage())
     await stream.send_all(data)
+
+
+async def raw_upstream(nursery: trio.Nursery, reply: bytes, *, hold_s: float = 0.0) -> int:
+    """An origin that answers every request head with ``reply`` verbatim, then
+    keeps the connection ``hold_s`` seconds and closes it; returns its port.
+
+    For answers :class:`Upstream` will not give: a body shorter than its
+    ``Content-Length`` (closed early), a body that stalls (held open).
+    """
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = await stream.receive_some(65536)
+                if not more:
+                    return
+                data += more
+            try:
+                await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            await trio.sleep(hold_s)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), handle, 0)
+    return int(listeners[0].socket.getsockname()[1])

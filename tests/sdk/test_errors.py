@@ -6,6 +6,7 @@ import pytest
 
 import sdk
 from sdk import (
+    ClientDisconnected,
     ConfigError,
     LocalProtocolError,
     PluginError,
@@ -22,6 +23,7 @@ from sdk import (
     ("cls", "parent", "status"),
     [
         (ProxyError, Exception, 500),
+        (ClientDisconnected, ProxyError, 499),
         (ConfigError, ProxyError, 500),
         (PluginError, ProxyError, 502),
         (ProtocolError, ProxyError, 400),

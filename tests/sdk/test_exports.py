@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "API_VERSION",
     "AUTH_USER",
     "Balancer",
+    "ClientDisconnected",
     "ClientInfo",
     "ConfigError",
     "ENTRY_POINT_GROUP",

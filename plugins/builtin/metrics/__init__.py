@@ -35,9 +35,12 @@ fixed set, never paths, hosts or addresses):
 ``requests_total{route, method, status_class}`` (counter)
     Finished flows. ``method`` is the request method when it is one of the
     nine standard ones, else ``OTHER``; ``status_class`` is ``1xx`` ..
-    ``5xx`` from the response sent (an error page counts with its status, a
-    502 for a refused upstream is ``5xx``), or ``error`` when the flow ended
-    without any response (the client went away, a broken stream).
+    ``5xx`` from the response sent, or, for a flow that failed
+    (``flow.error``), from its error's ``status_hint``: a 502 for a refused
+    upstream is ``5xx``, so is a response whose upstream broke off after its
+    head had gone out (short body, read timeout) or that the drain cut (503);
+    a client that went away is ``4xx`` (499). ``error`` when the flow ended
+    with neither a response nor an error.
 ``request_duration_seconds{route}`` (histogram)
     From the request head to the last response byte or the error
     (``flow.timings.done - flow.timings.request_head``).
@@ -50,7 +53,8 @@ fixed set, never paths, hosts or addresses):
     ``"out"`` to it (``flow.bytes_out``).
 ``active_connections``, ``active_requests`` (gauges, multiprocess ``livesum``)
     Client connections and flows open now, read from the kernel's
-    ``ServerInfo`` every ``sample_interval_s`` and before each scrape.
+    ``ServerInfo`` every ``sample_interval_s`` and before each scrape (the
+    scrape's own connection and request not counted: an idle proxy shows 0).
 ``target_healthy{group, target}`` (gauge, multiprocess ``livemin``)
     1 when the target may get requests (healthy, not ejected, weight > 0),
     else 0: set for every target at startup and on each

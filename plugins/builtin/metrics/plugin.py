@@ -39,11 +39,21 @@ def method_label(method: str) -> str:
 
 
 def status_class(flow: sdk.Flow) -> str:
-    """``"1xx"`` .. ``"5xx"`` from the response sent, ``"error"`` when there was none."""
-    response = flow.response
-    if response is None:
+    """``"1xx"`` .. ``"5xx"``: of the error's ``status_hint`` when the flow failed
+    (``flow.error``), else of the response sent; ``"error"`` when there was neither.
+
+    A failed flow counts by its error even when a response head had gone out
+    before it (an upstream that broke off mid-body is ``5xx``, a client that
+    went away mid-download ``4xx``: 499): the status sent then says nothing
+    of how the flow ended. An error page's status is its error's hint.
+    """
+    error = flow.error
+    if error is not None:
+        index = error.status_hint // 100
+    elif flow.response is not None:
+        index = flow.response.status_code // 100
+    else:
         return "error"
-    index = response.status_code // 100
     return _CLASSES[index] if 1 <= index <= 5 else "error"
 
 
@@ -54,8 +64,8 @@ class Series:
         m = metrics
         self.requests = m.counter(
             "requests_total",
-            "Requests finished, by route, method and status class"
-            " ('error': ended without a response).",
+            "Requests finished, by route, method and status class (of the error's"
+            " status hint when the flow failed; 'error': ended without either).",
             ("route", "method", "status_class"),
         )
         self.request_duration = m.histogram(
@@ -76,12 +86,12 @@ class Series:
         )
         self.active_connections = m.gauge(
             "active_connections",
-            "Client connections open now (summed over live workers).",
+            "Client connections open now, the scrape's own aside (summed over live workers).",
             multiprocess_mode="livesum",
         )
         self.active_requests = m.gauge(
             "active_requests",
-            "Requests in progress now (summed over live workers).",
+            "Requests in progress now, the scrape aside (summed over live workers).",
             multiprocess_mode="livesum",
         )
         self.target_healthy = m.gauge(
@@ -218,13 +228,18 @@ class MetricsPlugin:
             await trio.sleep(self.config.sample_interval_s)
             self.sample()
 
-    def sample(self) -> None:
-        """Hand the batched flow numbers over and read the live gauges now."""
+    def sample(self, scraping: bool = False) -> None:
+        """Hand the batched flow numbers over and read the live gauges now.
+
+        ``scraping``: called for a scrape, whose own connection and request
+        are open now and are not counted.
+        """
         self._batch.flush()
         if self.series is None or self._server is None:
             return
-        self.series.active_connections.set(self._server.active_connections())
-        self.series.active_requests.set(self._server.active_flows())
+        own = 1 if scraping else 0
+        self.series.active_connections.set(max(0, self._server.active_connections() - own))
+        self.series.active_requests.set(max(0, self._server.active_flows() - own))
 
     # -- serving /metrics ---------------------------------------------------
     @sdk.hookimpl
@@ -248,8 +263,9 @@ class MetricsPlugin:
         return _answer(404, "not found\n")
 
     async def scrape(self, accept: str = "") -> sdk.Response:
-        """The metrics, as a response (the live gauges are read first)."""
-        self.sample()
+        """The metrics, as the response to a scrape (the live gauges are read
+        first, without the scrape's own connection and request)."""
+        self.sample(scraping=True)
         if self.store.multiprocess:  # reads every worker's files: off the event loop
             body, content_type = await trio.to_thread.run_sync(self.store.render, accept)
         else:
@@ -282,7 +298,13 @@ class MetricsPlugin:
         if timings.done is not None:
             duration.observe(max(0.0, timings.done - timings.request_head))
         connected, head = timings.upstream_connected, timings.response_head
-        if connected is not None and head is not None and flow.error is None:
+        # Not when the upstream failed; a client that left after the head did not.
+        error = flow.error
+        if (
+            connected is not None
+            and head is not None
+            and (error is None or isinstance(error, sdk.ClientDisconnected))
+        ):
             target = flow.target
             where = (route, target.group, target.name) if target else (route, "", "")
             upstream = self._upstream_children.get(where)

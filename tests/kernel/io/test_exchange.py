@@ -18,6 +18,7 @@ from kernel import dispatch
 from tests.conftest import basic_config
 from tests.helpers.answers import REQUEST_PHASE, SetsResponse, Watches
 from tests.helpers.h2client import H2Client
+from tests.helpers.upstream import raw_upstream
 
 GET = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
 
@@ -261,6 +262,86 @@ async def test_plugin_fault_and_deadline_fail_only_their_flow(
     assert sorted(f.request.path for f in done.flows) == ["/boom", "/echo", "/fine", "/hang"]
     errors = {f.request.path: type(f.error).__name__ for f in done.flows if f.error}
     assert errors == {"/boom": "PluginError", "/hang": "PluginError"}
+
+
+async def _flow_done(done: DoneCounter) -> sdk.Flow:
+    with trio.fail_after(5):
+        while not done.flows:
+            await trio.sleep(0.01)
+    (flow,) = done.flows
+    return flow
+
+
+async def test_a_client_leaving_mid_download_is_the_flow_s_error(
+    start_proxy: Any, upstream: Any, codec: str
+) -> None:
+    """trellis_flow_done must tell a cut response from a whole one: the
+    status sent was 200, and the flow's error says the client went away."""
+    done = DoneCounter()
+    cfg = basic_config(upstream.port, http1=codec).replace(
+        "[kernel]\n", '[kernel]\nplugins = ["done"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"done": done})
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+        async with stream:
+            await stream.send_all(b"GET /stream/50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = b""
+            while len(got) < 70000:
+                got += await stream.receive_some(65536)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    flow = await _flow_done(done)
+    assert isinstance(flow.error, sdk.ClientDisconnected)
+    assert (str(flow.error), flow.error.status_hint) == ("the client went away", 499)
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert 0 < flow.bytes_out < 50_000_000
+
+
+async def test_an_http2_stream_the_client_reset_mid_download_is_the_flow_s_error(
+    start_proxy: Any, upstream: Any
+) -> None:
+    done = DoneCounter()
+    cfg = basic_config(upstream.port).replace("[kernel]\n", '[kernel]\nplugins = ["done"]\n')
+    app = await start_proxy(cfg, extra_plugins={"done": done})
+    async with await H2Client.connect(app.port()) as h2c:
+        sid = await h2c.request(b"GET", b"/stream/50000000")
+        await h2c.until(lambda: len(h2c.streams[sid].body) > 0)
+        await h2c.reset(sid)
+        flow = await _flow_done(done)
+    assert isinstance(flow.error, sdk.ClientDisconnected)
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert 0 < flow.bytes_out < 50_000_000
+
+
+async def test_a_response_the_drain_cut_is_the_flow_s_error(
+    start_proxy: Any, nursery: trio.Nursery
+) -> None:
+    stall = await raw_upstream(
+        nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nbegun", hold_s=10
+    )
+    done = DoneCounter()
+    cfg = basic_config(stall).replace(
+        "shutdown_grace_s = 2\n", 'shutdown_grace_s = 0.2\nplugins = ["done"]\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"done": done})
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = b""
+            while not got.endswith(b"begun"):
+                got += await stream.receive_some(65536)
+            app.stop()  # the flow outlasts the grace period: cancelled
+            flow = await _flow_done(done)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert type(flow.error) is sdk.ProxyError
+    assert flow.error.status_hint == 503
+    assert "shutdown" in str(flow.error)
+    assert flow.response is not None
+    assert flow.response.status_code == 200
+    assert flow.bytes_out == len(b"begun")
 
 
 class Overstays:

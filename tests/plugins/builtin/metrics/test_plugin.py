@@ -14,7 +14,8 @@ import sdk
 from plugins.builtin.metrics import MetricsConfig, MetricsPlugin, Store
 from plugins.builtin.metrics.plugin import method_label, status_class
 from sdk.testing import Harness, make_flow
-from tests.helpers.upstream import Upstream
+from tests.helpers import client
+from tests.helpers.upstream import Upstream, raw_upstream
 from tests.plugins.builtin.metrics.support import (
     label_values,
     matching,
@@ -150,9 +151,9 @@ async def test_exact_counts_after_a_known_mix(start_proxy: Any, upstream: Upstre
     assert value(s, p + "bytes_total", route="dead", direction="out") == body_bytes["dead"] > 0
     assert value(s, p + "bytes_total", route="local", direction="out") == 26
     assert value(s, p + "bytes_total", route="local", direction="in") == 0
-    # Gauges read from the kernel: the scrape's own connection is open.
-    assert value(s, p + "active_connections") >= 1
-    assert value(s, p + "active_requests") >= 1
+    # Gauges read from the kernel, the scrape's own connection and request aside.
+    assert value(s, p + "active_connections") == 0
+    assert value(s, p + "active_requests") == 0
     assert value(s, p + "config_generation") == 1
     assert total(s, p + "plugin_errors_total") == 0
     # Labels are configuration names and fixed words, never paths or hosts.
@@ -177,6 +178,93 @@ async def test_exact_counts_after_a_known_mix(start_proxy: Any, upstream: Upstre
     again = await scrape(at(app, "metrics"))
     assert matching(again, p + "requests_total") == matching(s, p + "requests_total")
     assert value(again, p + "request_duration_seconds_count", route="app") == 10
+
+
+async def read_head_then_leave(where: tuple[str, int], path: str) -> bytes:
+    """GET ``path``, read until the response head and a little body came, then close."""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream(*where)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: site.test\r\n\r\n".encode())
+            got = b""
+            while b"\r\n\r\n" not in got or len(got) < 70000:
+                got += await stream.receive_some(65536)
+    return got
+
+
+async def test_a_response_cut_after_its_head_counts_by_its_error(
+    start_proxy: Any, upstream: Upstream, nursery: trio.Nursery
+) -> None:
+    """The head said 200, then the upstream broke off (short body, read
+    timeout) or the client left: counted by the error, not as 2xx."""
+    short = await raw_upstream(
+        nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000
+    )
+    stall = await raw_upstream(
+        nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000, hold_s=10
+    )
+    config = (
+        KERNEL.format(kernel_extra="")
+        + listener("main", "short")
+        + listener("dead", "stall")
+        + listener("local", "app")
+        + listener("metrics")
+        + f"""
+[[routes]]
+name = "short"
+upstream = "http://127.0.0.1:{short}"
+
+[[routes]]
+name = "stall"
+upstream = "http://127.0.0.1:{stall}"
+[routes.transport]
+read_timeout_s = 0.3
+
+[[routes]]
+name = "app"
+upstream = "http://127.0.0.1:{upstream.port}"
+"""
+    )
+    app = await start_proxy(config)
+    for name in ("main", "dead"):
+        host, port = at(app, name)
+        raw = await client.exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", host=host)
+        assert raw.startswith(b"HTTP/1.1 200 ")  # the head went out, the body was cut
+        assert client.parse_responses(raw) == []
+    # A client that leaves mid-download (50 MB, generated as it goes).
+    got = await read_head_then_leave(at(app, "local"), "/stream/50000000")
+    assert got.startswith(b"HTTP/1.1 200 ")
+    port = at(app, "metrics")
+    with trio.fail_after(5):
+        while total(s := await scrape(port), "trellis_requests_total", route="app") == 0:
+            await trio.sleep(0.02)
+    assert matching(s, "trellis_requests_total") == {
+        (("method", "GET"), ("route", "short"), ("status_class", "5xx")): 1,
+        (("method", "GET"), ("route", "stall"), ("status_class", "5xx")): 1,
+        (("method", "GET"), ("route", "app"), ("status_class", "4xx")): 1,
+    }
+    # What did go out is counted, and the client's leaving is no upstream failure.
+    assert value(s, "trellis_bytes_total", route="short", direction="out") == 50000
+    assert matching(s, "trellis_upstream_duration_seconds_count") == {
+        (("group", ""), ("route", "app"), ("target", "")): 1
+    }
+
+
+async def test_in_flight_requests_are_counted_but_not_the_scrape(
+    start_proxy: Any, upstream: Upstream, nursery: trio.Nursery
+) -> None:
+    app = await start_proxy(mix_config(upstream.port, dead_port()))
+    port = at(app, "metrics")
+    s = await scrape(port)
+    assert value(s, "trellis_active_connections") == 0
+    assert value(s, "trellis_active_requests") == 0
+    nursery.start_soon(request, at(app, "main"), "GET", "/sleep/1")
+    with trio.fail_after(5):
+        while not upstream.requests:
+            await trio.sleep(0.01)
+    s = await scrape(port)
+    assert value(s, "trellis_active_connections") == 1
+    assert value(s, "trellis_active_requests") == 1
 
 
 def out_of(upstream: Upstream) -> int:
@@ -439,6 +527,28 @@ def test_status_class(status: int | None, label: str) -> None:
     assert status_class(flow) == label
 
 
+@pytest.mark.parametrize(
+    ("error", "status", "label"),
+    [
+        (sdk.UpstreamError("broke off mid-body"), 200, "5xx"),  # the head went out, then this
+        (sdk.ClientDisconnected("the client went away"), 200, "4xx"),
+        (sdk.ClientDisconnected("the client went away"), None, "4xx"),
+        (sdk.ProxyError("cut by the shutdown", status_hint=503), None, "5xx"),
+        (sdk.UpstreamTimeout("no answer"), 504, "5xx"),  # the error page
+        (sdk.RemoteProtocolError("too large", status_hint=413), 413, "4xx"),
+        (sdk.ProxyError("odd", status_hint=999), None, "error"),
+    ],
+)
+def test_a_failed_flow_counts_by_its_error(
+    error: sdk.ProxyError, status: int | None, label: str
+) -> None:
+    flow = make_flow()
+    flow.error = error
+    if status is not None:
+        flow.response = sdk.Response.make(status)
+    assert status_class(flow) == label
+
+
 async def test_harness_flows_upstream_and_local(fresh_store: Store) -> None:
     h, _ = await started(fresh_store)
     await h.run(h.make_flow("POST", "http://a.test/x"), body=b"12345")
@@ -462,7 +572,6 @@ async def test_a_flow_without_response_is_an_error(fresh_store: Store) -> None:
     h, _ = await started(fresh_store)
     flow = h.make_flow()
     flow.route = "r"
-    flow.error = sdk.ProxyError("client went away")
     flow.timings.done = flow.timings.request_head + 0.25
     await h.call("trellis_flow_done", flow)
     s = rendered(fresh_store)

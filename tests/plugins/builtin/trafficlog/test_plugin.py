@@ -483,6 +483,27 @@ async def test_records_of_a_group_route(
     assert SECRET.encode() not in db
 
 
+async def test_a_client_leaving_mid_download_is_logged_as_cut(
+    start_proxy: Any, upstream: Any, tmp_path: Path
+) -> None:
+    """The status sent was 200; the record says the response did not finish."""
+    app = await start_proxy(config(tmp_path, upstream.port, chain='"trafficlog"'))
+    plugin = app.generation.host.instances["trafficlog"]
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", app.port())
+        async with stream:
+            await stream.send_all(b"GET /stream/50000000 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            got = b""
+            while len(got) < 70000:
+                got += await stream.receive_some(65536)
+    await wait_for(lambda: plugin.written == {"file": 1})
+    await stop(app, plugin)
+    (record,) = read_lines(tmp_path / "logs")
+    assert (record["path"], record["status"]) == ("/stream/50000000", 200)
+    assert record["error"] == "the client went away"
+    assert 0 < record["bytes_out"] < 50_000_000
+
+
 async def test_overflow_under_load_missing_equals_dropped(
     start_proxy: Any, upstream: Any, client: Any, tmp_path: Path
 ) -> None:
