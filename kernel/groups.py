@@ -122,7 +122,8 @@ class GroupRuntime:
         if passive.failures:
             lines.append(
                 f"passive: eject after {passive.failures} failures in a row"
-                f" (errors or {','.join(map(str, passive.statuses))}) for {passive.cooldown_s:g}s"
+                f" (errors or {','.join(map(str, passive.statuses))})"
+                f" for {self._ejection(passive.cooldown_s)}"
             )
         else:
             lines.append("passive: off")
@@ -226,8 +227,15 @@ class GroupRuntime:
         self._refresh(
             now,
             f"passive: {passive.failures} failures in a row ({why});"
-            f" ejected for {passive.cooldown_s:g}s",
+            f" ejected for {self._ejection(passive.cooldown_s)}",
         )
+
+    def _ejection(self, cooldown_s: float) -> str:
+        """How long a passive ejection lasts: the cooldown, cut short by a
+        passing active probe when the group has checks (:meth:`probe_passed`)."""
+        if self.config.health is None:
+            return f"{cooldown_s:g}s"
+        return f"{cooldown_s:g}s or until a health check passes"
 
     def probe_passed(self, target: Target) -> None:
         """An active probe of ``target`` passed: a passive ejection ends (as Envoy does).

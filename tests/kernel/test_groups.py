@@ -153,7 +153,7 @@ def test_passive_ejection_and_cooldown(tmp_path: Path, clock: list[float]) -> No
     assert not a.available
     assert a.ejected_until == 1010.0
     assert seen[-1][0] is False
-    assert "3 failures in a row (connection refused)" in seen[-1][1]
+    assert seen[-1][1].endswith("3 failures in a row (connection refused); ejected for 10s")
     clock[0] = 1009.0
     assert group.pick(make_flow()) is not a
     clock[0] = 1010.5
@@ -161,6 +161,22 @@ def test_passive_ejection_and_cooldown(tmp_path: Path, clock: list[float]) -> No
     assert seen[-1] == (True, "passive: cooldown over")
     group.observe(a, False, None, "status 503")  # one more failure: out again
     assert not a.available
+
+
+def test_an_ejection_says_a_passing_probe_ends_it(tmp_path: Path, clock: list[float]) -> None:
+    """With active checks the cooldown is an upper bound (probe_passed lifts it):
+    the log line and ``kernel explain`` say so."""
+    group, _ = build(
+        tmp_path, '[groups.passive]\nfailures = 1\ncooldown_s = 30\n[groups.health]\npath = "/h"'
+    )
+    seen: list[tuple[bool, str]] = []
+    group.on_change = lambda t, up, why: seen.append((up, why))
+    a = group.targets[0]
+    group.observe(a, False, None, "status 503")
+    assert seen[-1][1].endswith("ejected for 30s or until a health check passes")
+    assert any(line.endswith("for 30s or until a health check passes") for line in group.describe())
+    group.probe_passed(a)
+    assert a.available
 
 
 def test_passive_checks_can_be_off(tmp_path: Path) -> None:
