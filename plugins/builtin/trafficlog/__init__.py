@@ -5,7 +5,7 @@ flow, or on a route's chain)::
 
     [plugins.trafficlog]
     type = "file"                       # "file" | "database" | "both"
-    directory = "logs"                  # JSON lines: logs/traffic-YYYY-MM-DD[.N].log
+    directory = "logs"                  # JSON lines: logs/traffic-YYYY-MM-DD[.wW][.N].log
     max_file_bytes = 104857600          # then traffic-DATE.1.log, .2.log, ...; 0: no size rotation
     retention_days = 7                  # older files are deleted; 0 keeps all
     database = "sqlite:logs/traffic.db" # or "postgresql://user@host:5432/db"

@@ -7,15 +7,21 @@ they are written (not of the flow)::
     traffic-2026-11-22.1.log    started when the first would pass max_file_bytes
     traffic-2026-11-22.2.log    ...
 
+With ``[server] workers`` above 1, each worker writes files of its own,
+its number after the date (``traffic-2026-11-22.w0.log``,
+``traffic-2026-11-22.w1.3.log``): every file has one writer, so the size
+limit and the promise below hold per file (``worker``; ``None``, a single
+process, keeps the plain names).
+
 Files are never renamed: the highest number is the one being written, and a
 finished file never changes again (safe for shippers that tail by name). A
 record is moved to the next file when it would take the current one past
 ``max_file_bytes`` (so files stay under it, but for a single larger record);
 0 turns size rotation off. After a restart the day's highest-numbered file
-is continued.
+(of the same worker) is continued.
 
 Retention: when the sink opens and at the first write of each new day, files matching
-``traffic-YYYY-MM-DD[.N].log`` whose date is more than ``retention_days``
+``traffic-YYYY-MM-DD[.wW][.N].log`` (any worker's) whose date is more than ``retention_days``
 days before today are deleted (``7`` keeps today and the seven days before);
 nothing else in the directory is touched. ``0`` keeps every file.
 
@@ -47,7 +53,7 @@ log = logging.getLogger("trellis.plugins.trafficlog")
 Clock = Callable[[], dt.datetime]
 
 #: The names this sink writes, and the only ones retention may delete.
-FILE_PATTERN = re.compile(r"traffic-(\d{4}-\d{2}-\d{2})(?:\.([1-9]\d*))?\.log")
+FILE_PATTERN = re.compile(r"traffic-(\d{4}-\d{2}-\d{2})(?:\.w(0|[1-9]\d*))?(?:\.([1-9]\d*))?\.log")
 
 
 def utc_now() -> dt.datetime:
@@ -55,13 +61,16 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def file_name(day: dt.date, index: int = 0) -> str:
-    """``traffic-2026-11-22.log`` for index 0, ``traffic-2026-11-22.3.log`` for 3."""
+def file_name(day: dt.date, index: int = 0, worker: int | None = None) -> str:
+    """``traffic-2026-11-22.log`` for index 0, ``traffic-2026-11-22.3.log`` for 3;
+    ``traffic-2026-11-22.w1.3.log`` for index 3 of worker 1."""
+    who = f".w{worker}" if worker is not None else ""
     suffix = f".{index}" if index else ""
-    return f"traffic-{day.isoformat()}{suffix}.log"
+    return f"traffic-{day.isoformat()}{who}{suffix}.log"
 
 
-def _parse(name: str) -> tuple[dt.date, int] | None:
+def _parse(name: str) -> tuple[dt.date, int, int | None] | None:
+    """(day, index, worker or None) of one of our file names."""
     m = FILE_PATTERN.fullmatch(name)
     if m is None:
         return None
@@ -69,7 +78,8 @@ def _parse(name: str) -> tuple[dt.date, int] | None:
         day = dt.date.fromisoformat(m.group(1))
     except ValueError:
         return None
-    return day, int(m.group(2) or 0)
+    worker = int(m.group(2)) if m.group(2) is not None else None
+    return day, int(m.group(3) or 0), worker
 
 
 class FileSink:
@@ -84,8 +94,11 @@ class FileSink:
         max_bytes: int = 100 * 1024 * 1024,
         retention_days: int = 7,
         clock: Clock = utc_now,
+        worker: int | None = None,
     ) -> None:
         self.directory = directory
+        #: The worker whose files these are (``None``: the only process).
+        self.worker = worker
         self.max_bytes = max_bytes
         self.retention_days = retention_days
         self._clock = clock
@@ -106,7 +119,7 @@ class FileSink:
         """The file being written, if one is open."""
         if self._day is None or self._file is None:
             return None
-        return os.path.join(self.directory, file_name(self._day, self._index))
+        return os.path.join(self.directory, file_name(self._day, self._index, self.worker))
 
     def _today(self) -> dt.date:
         now = self._clock()
@@ -170,7 +183,7 @@ class FileSink:
         self.close()
         self._day = today
         self._index = max(
-            (idx for day, idx in self._existing() if day == today),
+            (idx for day, idx, who in self._existing() if day == today and who == self.worker),
             default=0,
         )
         self._cleanup(today)
@@ -183,7 +196,7 @@ class FileSink:
     def _open_current(self) -> None:
         assert self._day is not None
         os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, file_name(self._day, self._index))
+        path = os.path.join(self.directory, file_name(self._day, self._index, self.worker))
         file = open(path, "ab")  # noqa: SIM115 (kept open across batches)
         size = file.seek(0, os.SEEK_END)
         if size:
@@ -196,7 +209,7 @@ class FileSink:
         self._file = file
         self._size = size
 
-    def _existing(self) -> list[tuple[dt.date, int]]:
+    def _existing(self) -> list[tuple[dt.date, int, int | None]]:
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -207,9 +220,9 @@ class FileSink:
         if self.retention_days <= 0:
             return
         oldest = today - dt.timedelta(days=self.retention_days)
-        for day, idx in self._existing():
+        for day, idx, who in self._existing():
             if day < oldest:
-                name = file_name(day, idx)
+                name = file_name(day, idx, who)
                 try:
                     os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:

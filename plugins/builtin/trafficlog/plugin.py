@@ -90,6 +90,9 @@ class TrafficLogPlugin:
         self._excluded = frozenset(self.config.exclude_listeners)
         self._metrics: SinkMetrics | None = None
         self._stopping: Callable[[], bool] = bool
+        #: This process's worker number when it is one of several (its files'
+        #: names carry it), else None.
+        self._worker: int | None = None
 
     # -------------------------------------------------------------- counters
     @property
@@ -124,6 +127,9 @@ class TrafficLogPlugin:
                 _check_writable(address, kind)
             elif kind == "sqlite":
                 _check_writable(os.path.dirname(address), kind)
+        # Several workers: each writes files of its own (one writer per file).
+        server = context.server
+        self._worker = server.worker if server.workers > 1 else None
         for key in self._keys:
             pipeline = writer.acquire(
                 key,
@@ -186,6 +192,7 @@ class TrafficLogPlugin:
                 max_bytes=c.max_file_bytes,
                 retention_days=c.retention_days,
                 clock=self._clock,
+                worker=self._worker,
             )
         if kind == "sqlite":
             return SqliteSink(address)

@@ -32,6 +32,43 @@ def test_file_names() -> None:
     assert file_name(day) == "traffic-2026-11-22.log"
     assert file_name(day, 1) == "traffic-2026-11-22.1.log"
     assert file_name(day, 12) == "traffic-2026-11-22.12.log"
+    assert file_name(day, 0, worker=0) == "traffic-2026-11-22.w0.log"
+    assert file_name(day, 3, worker=1) == "traffic-2026-11-22.w1.3.log"
+
+
+def test_two_workers_sharing_a_directory_each_write_their_own_files(tmp_path: Path) -> None:
+    """Two worker processes' sinks on one directory: each file has one writer,
+    stays under the limit, and never changes once the next one started."""
+    line = len(json_line(rec(100)))  # records 100 .. 119: lines of one length
+    clock = FakeClock()
+    sinks = [FileSink(str(tmp_path), max_bytes=3 * line, clock=clock, worker=w) for w in (0, 1)]
+    for sink in sinks:
+        sink.open()
+    finished: dict[str, bytes] = {}
+    for i in range(20):  # interleaved, as two processes write
+        sink = sinks[i % 2]
+        before = sink.path
+        sink.write([rec(100 + i)])
+        if before is not None and sink.path != before:
+            finished[before] = Path(before).read_bytes()
+        for path, content in finished.items():
+            assert Path(path).read_bytes() == content, f"{path} changed after it was finished"
+    for sink in sinks:
+        sink.close()
+    files = names(tmp_path)
+    assert files == sorted(
+        [f"traffic-2026-11-22.w{w}{f'.{n}' if n else ''}.log" for w in (0, 1) for n in range(4)]
+    )
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 3 * line, name
+        worker = int(name.split(".w")[1][0])
+        assert {int(i[2:]) % 2 for i in ids(tmp_path / name)} == {worker}, name
+    # A restarted worker continues its own last file, not the other's.
+    again = FileSink(str(tmp_path), max_bytes=3 * line, clock=clock, worker=1)
+    again.open()
+    again.write([rec(99)])
+    assert again.path == str(tmp_path / "traffic-2026-11-22.w1.3.log")
+    again.close()
 
 
 def test_daily_rotation_follows_the_clock(tmp_path: Path) -> None:
@@ -149,6 +186,18 @@ def test_retention_deletes_only_old_files_of_ours(tmp_path: Path) -> None:
             "traffic-2026-11-23.log",
         ]
     )
+
+
+def test_retention_deletes_every_worker_s_old_files(tmp_path: Path) -> None:
+    old = ["traffic-2026-11-01.w0.log", "traffic-2026-11-01.w1.2.log"]
+    kept = ["traffic-2026-11-21.w1.log", "traffic-2026-11-01.w01.log", "traffic-2026-11-01.w.log"]
+    for name in old + kept:
+        (tmp_path / name).write_text("{}\n")
+    clock = FakeClock(dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.UTC))
+    sink = FileSink(str(tmp_path), retention_days=7, clock=clock, worker=0)
+    sink.open()
+    assert sorted(sink.deleted) == sorted(old)
+    assert names(tmp_path) == sorted(kept)
 
 
 def test_retention_zero_keeps_everything(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -53,6 +54,26 @@ async def test_plugin_writes_one_line_per_flow(tmp_path: Path) -> None:
     assert [r["id"] for r in lines] == [f.id for f in flows]
     assert [r["path"] for r in lines] == [f"/r/{i}" for i in range(20)]
     assert p.dropped == {"file": 0}
+
+
+async def test_a_worker_of_several_writes_files_of_its_own(tmp_path: Path) -> None:
+    """``[server] workers = 2``: worker 1's records go to ``traffic-DATE.w1.log``."""
+    p = make_plugin(tmp_path)
+    h = Harness(p)
+    async with trio.open_nursery() as nursery:
+        context = sdk.StartupContext(
+            1,
+            start_soon_impl=lambda fn, args: nursery.start_soon(fn, *args),
+            server=sdk.ServerInfo(draining=lambda: True, worker=1, workers=2),
+        )
+        p.trellis_startup(context)
+        flow = await h.run(Harness.make_flow("GET", "http://site.test/w"))
+        await wait_for(lambda: p.written == {"file": 1})
+        nursery.cancel_scope.cancel()
+    p.trellis_shutdown()
+    (name,) = [f.name for f in (tmp_path / "logs").iterdir()]
+    assert re.fullmatch(r"traffic-\d{4}-\d{2}-\d{2}\.w1\.log", name)
+    assert [r["id"] for r in read_lines(tmp_path / "logs")] == [flow.id]
 
 
 async def test_excluded_listeners_are_not_logged(tmp_path: Path) -> None:
