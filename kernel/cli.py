@@ -154,7 +154,10 @@ def _cmd_run(
         return EXIT_CONFIG
     if workers > 1 and not in_worker:
         # (Port 0 is refused with workers by the config's cross-checks.)
-        return trio.run(Supervisor(worker_argv(raw), workers, grace, abort, delay_s=delay).run)
+        supervisor = Supervisor(
+            worker_argv(raw), workers, grace, abort, delay_s=delay, config=config
+        )
+        return trio.run(supervisor.run)
     worker, count = worker_identity() if in_worker else (0, 1)
     app = App(
         config,

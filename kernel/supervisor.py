@@ -10,19 +10,28 @@ backoff (1 s doubling to 30 s, reset after a minute of life), and exits
 when they have all stopped. A worker whose supervisor dies (SIGKILL,
 OOM) notices within a second and drains (``App`` watches its parent).
 
-Exit codes: a worker that fails while starting with the config, bind or
-storage code (1, 2, 3) stops the whole set with that code, since every
-other worker would fail alike. Otherwise 0 after a drain, or 4 when the
-drain of a worker was cut: it exited 4 itself (what it had cancelled did
-not end within ``shutdown_abort_s``), or outstayed ``shutdown_delay_s`` +
-``shutdown_grace_s`` + ``shutdown_abort_s`` + 5 s and was killed, or a second signal killed it.
+Exit codes: a worker that fails while the set first starts with the
+config, bind or storage code (1, 2, 3) stops the whole set with that code,
+since every other worker would fail alike. Once the set has started, a
+restarted worker that fails so (the config file on disk broken since, say)
+is logged as an error and restarted with the usual backoff, which a SIGHUP
+cuts short: the other workers keep serving. Otherwise 0 after a drain, or 4
+when the drain of a worker was cut: it exited 4 itself (what it had
+cancelled did not end within ``shutdown_abort_s``), or outstayed
+``shutdown_delay_s`` + ``shutdown_grace_s`` + ``shutdown_abort_s`` + 5 s and
+was killed, or a second signal killed it.
+
+Those three limits are read from the config file at start and again on each
+SIGHUP (a file that does not load keeps the ones known, with a warning), and
+when the drain starts the larger of those and the file's current ones
+(applied by ``watch_config``, or loaded by a restarted worker) counts.
 
 Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
 the supervisor creates a fresh directory for prometheus-client's
 multiprocess mode, hands it to the workers, tells the library when a worker
 died (its live gauges go away) and removes the directory at exit.
 
-May import: stdlib, trio, kernel.config (prometheus_client lazily).
+May import: stdlib, trio, sdk, kernel.config (prometheus_client lazily).
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import trio
+
+from kernel.config import load_config
+from sdk import ConfigError
 
 __all__ = [
     "SUPERVISOR_ENV",
@@ -57,8 +69,10 @@ WORKERS_ENV = "TRELLIS_WORKERS"
 #: before the worker got to look (its parent is then already pid 1).
 SUPERVISOR_ENV = "TRELLIS_SUPERVISOR_PID"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: A worker that ends with one of these while starting stops the whole set.
+#: A worker that ends with one of these while the set first starts stops the set.
 _FATAL = {1, 2, 3}
+#: What a worker's exit code means (kernel.app's EXIT_*).
+_MEANING = {1: "config error", 2: "bind failure", 3: "storage error", 4: "drain cut"}
 #: The drain of a worker (or of the set) was cut (kernel.app.EXIT_ABORTED).
 _ABORTED = 4
 #: Seconds a worker must live to count as started (and to reset its backoff).
@@ -94,20 +108,27 @@ class Supervisor:
         abort_s: float = 5.0,
         *,
         delay_s: float = 0.0,
+        config: str | os.PathLike[str] | None = None,
     ) -> None:
         #: The worker command line (``python -m kernel run ...``).
         self.argv = list(argv)
         self.workers = workers
+        #: The workers' ``shutdown_grace_s``, as last read from the config.
         self.grace_s = grace_s
         #: A worker's ``shutdown_abort_s``: it exits on its own that long after its grace.
         self.abort_s = abort_s
         #: A worker's ``shutdown_delay_s``: it serves on that long before draining.
         self.delay_s = delay_s
+        #: The config file the workers load: the two limits are read from it
+        #: again on SIGHUP and when the drain starts (None: never re-read).
+        self.config = config
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self._stopping = False
         self._exit_code = 0
         self._own_dir: Path | None = None
+        #: Set (and replaced) on each SIGHUP: a worker waiting to be restarted goes now.
+        self._hup = trio.Event()
 
     def _environment(self, index: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -140,6 +161,7 @@ class Supervisor:
     async def _keep(self, index: int) -> None:
         """Run worker ``index`` until the set stops; restart it when it dies."""
         backoff = 1.0
+        first = True  # this worker's first process: the set is starting
         while not self._stopping:
             started = time.monotonic()
             proc = await trio.lowlevel.open_process(
@@ -150,31 +172,116 @@ class Supervisor:
             code = await proc.wait()
             _mark_dead(proc.pid)
             lived = time.monotonic() - started
+            failed_start = code in _FATAL and lived < _STARTED_AFTER
             if self.stopping():
                 if code != 0:
                     what = _describe(code)
-                    log.error("worker %d (pid %d) did not drain cleanly: %s", index, proc.pid, what)
+                    if first and failed_start:  # a sibling's failure stopped the set
+                        log.error("worker %d (pid %d) failed to start: %s", index, proc.pid, what)
+                    else:
+                        log.error(
+                            "worker %d (pid %d) did not drain cleanly: %s", index, proc.pid, what
+                        )
                     if self._exit_code == 0:
                         self._exit_code = _ABORTED
                 return
-            if code in _FATAL and lived < _STARTED_AFTER:
-                log.error("worker %d failed to start (exit %d): stopping", index, code)
+            if first and failed_start:
+                log.error(
+                    "worker %d failed to start (exit %d): %s; stopping the set",
+                    index,
+                    code,
+                    _MEANING[code],
+                )
                 self._exit_code = code
                 self._stop_all()
                 return
+            first = False
             if lived > _STABLE_AFTER:
                 backoff = 1.0
             self.restarts += 1
-            log.warning(
-                "worker %d (pid %d) died with %s after %.1fs; restarting in %gs",
-                index,
-                proc.pid,
-                _describe(code),
-                lived,
-                backoff,
-            )
-            await trio.sleep(backoff)
+            if code in _FATAL:
+                # The set has started: a broken file on disk (or a port or a
+                # store gone bad) must not take down the workers still serving.
+                log.error(
+                    "worker %d (pid %d) failed to start again: %s%s; restarting in %gs"
+                    " (the other workers keep serving)",
+                    index,
+                    proc.pid,
+                    _describe(code),
+                    self._cause(code),
+                    backoff,
+                )
+            else:
+                log.warning(
+                    "worker %d (pid %d) died with %s after %.1fs; restarting in %gs",
+                    index,
+                    proc.pid,
+                    _describe(code),
+                    lived,
+                    backoff,
+                )
+            with trio.move_on_after(backoff):
+                await self._hup.wait()  # an operator's SIGHUP (a fixed file): try now
             backoff = min(backoff * 2, 30.0)
+
+    def _cause(self, code: int) -> str:
+        """What an operator should look at when a restarted worker exits ``code``."""
+        if code == 1:
+            where = f" ({os.fspath(self.config)})" if self.config is not None else ""
+            return (
+                f": the config file on disk{where} does not load as it is now"
+                " (a restarted worker reads it afresh), or a plugin failed to start:"
+                " see the worker's lines above"
+            )
+        return ""
+
+    def _read_limits(self) -> tuple[float, float, float] | None:
+        """``shutdown_grace_s``, ``shutdown_abort_s`` and ``shutdown_delay_s``
+        from the config file as it is now."""
+        if self.config is None:
+            return None
+        try:
+            kernel = load_config(self.config).settings.kernel
+        except (ConfigError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.warning(
+                "%s does not load (%s); the drain limits stay"
+                " shutdown_grace_s = %g, shutdown_abort_s = %g, shutdown_delay_s = %g",
+                os.fspath(self.config),
+                "; ".join(problems) or "invalid",
+                self.grace_s,
+                self.abort_s,
+                self.delay_s,
+            )
+            return None
+        return kernel.shutdown_grace_s, kernel.shutdown_abort_s, kernel.shutdown_delay_s
+
+    async def reread_limits(self) -> None:
+        """Follow the config's drain limits (on SIGHUP: the workers reload it too)."""
+        found = await trio.to_thread.run_sync(self._read_limits)
+        if found is not None and found != (self.grace_s, self.abort_s, self.delay_s):
+            self.grace_s, self.abort_s, self.delay_s = found
+            log.info(
+                "drain limits now shutdown_grace_s = %g, shutdown_abort_s = %g,"
+                " shutdown_delay_s = %g",
+                *found,
+            )
+
+    async def kill_after(self) -> float:
+        """Seconds after SIGTERM past which a worker still running is killed.
+
+        The larger of the limits known and the file's current ones: a worker
+        may run an edit it watched or, restarted, loaded from disk; waiting
+        longer for a worker that is stuck costs less than killing one that
+        drains.
+        """
+        grace, abort, delay = self.grace_s, self.abort_s, self.delay_s
+        if self.config is None:
+            return delay + grace + abort + 5.0
+        found = await trio.to_thread.run_sync(self._read_limits)
+        if found is not None:
+            grace, abort, delay = max(grace, found[0]), max(abort, found[1]), max(delay, found[2])
+        return delay + grace + abort + 5.0
 
     def stopping(self) -> bool:
         """Whether the set is shutting down (no more restarts)."""
@@ -193,6 +300,9 @@ class Supervisor:
                     for proc in self.processes.values():
                         if proc.returncode is None:
                             proc.send_signal(signal.SIGHUP)
+                    self._hup.set()
+                    self._hup = trio.Event()
+                    await self.reread_limits()
                     continue
                 if self._stopping:
                     log.warning("second signal: killing the workers")
@@ -204,18 +314,20 @@ class Supervisor:
                 # then ends within abort_s or they exit anyway; none may
                 # outstay that. (The whole task is cancelled as soon as every
                 # worker is gone.)
-                await trio.sleep(self.grace_s + self.abort_s + self.delay_s + 5.0)
+                await trio.sleep(await self.kill_after())
                 log.warning("workers outstayed their grace: killing them")
                 self._stop_all(signal.SIGKILL)
 
 
 def _describe(code: int) -> str:
+    """A worker's end for a log line: its signal, or its exit code and what that means."""
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"
         except ValueError:
             return f"signal {-code}"
-    return f"exit code {code}"
+    meaning = _MEANING.get(code)
+    return f"exit code {code} ({meaning})" if meaning else f"exit code {code}"
 
 
 def _mark_dead(pid: int) -> None:

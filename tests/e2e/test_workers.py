@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from tests.e2e.conftest import ROOT, SpawnProxy, free_port, run_kernel
-from tests.e2e.test_signals import STUBBORN
+from tests.e2e.conftest import ROOT, SpawnProxy, free_port, proxy_config, run_kernel
+from tests.e2e.test_signals import STUBBORN, read_all, wait_for_request
 from tests.helpers import client
 
 
@@ -182,7 +182,88 @@ async def test_a_bind_failure_stops_the_set_with_exit_2(tmp_path: Path) -> None:
     finally:
         blocker.close()
     assert code == 2, err
-    assert "failed to start (exit 2)" in err
+    assert "failed to start (exit 2): bind failure; stopping the set" in err
+    # The other worker failing alike (unless the supervisor's SIGTERM came
+    # first) is said as such, not as a drain gone wrong.
+    assert "did not drain cleanly: exit code 2" not in err
+
+
+async def test_a_broken_file_on_disk_never_takes_down_the_running_set(
+    spawn_proxy: SpawnProxy,
+) -> None:
+    """A worker restarted while the file on disk is broken fails to start: it
+    is retried with the usual backoff (and said why), the other keeps serving,
+    and once the file is fixed (and SIGHUP sent) the restart succeeds."""
+    port = free_port()
+    good = config(port)
+    sup = await spawn_proxy(good, port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    await sup.wait_ready(60)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    sup.config.write_text(good + "\n[kernel\n")  # an edit gone wrong, never applied
+    victim = min(children(sup.pid))
+    os.kill(victim, signal.SIGKILL)
+    # Its replacement fails to load the file, again and again: an error that
+    # says so each time, never the end of the set.
+    failed = "failed to start again: exit code 1 (config error): the config file on disk"
+    await wait_for(lambda: sup.stderr().count(failed) >= 2)
+    err = sup.stderr()
+    assert f"the config file on disk ({sup.config}) does not load" in err
+    assert "the other workers keep serving" in err
+    assert "stopping" not in err
+    assert sup.returncode is None, err
+    for _ in range(10):
+        assert await get_retrying(port) == 200
+    # Fixed, and a SIGHUP (to apply it) makes the next try now, not at the
+    # end of its backoff (8 s after the third failure): it serves again.
+    await wait_for(lambda: sup.stderr().count(failed) >= 3, timeout=30)
+    starts = sup.stderr().count(" started (pid ")
+    sup.config.write_text(good)
+    sup.signal(signal.SIGHUP)
+    await wait_for(lambda: sup.stderr().count(" started (pid ") == starts + 1, timeout=4)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 3, timeout=30)
+    await wait_for(lambda: len(children(sup.pid)) == 2)
+    assert sup.returncode is None
+    current = children(sup.pid)
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(20) == 0
+    await wait_for(lambda: not any(alive(pid) for pid in current))
+
+
+async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
+    spawn_proxy: SpawnProxy, upstream: Any
+) -> None:
+    """The supervisor kills a worker that outstays its grace + abort + 5 s:
+    the grace the workers run after a reload, not the one read at start."""
+    port = free_port()
+
+    def toml(grace: float) -> str:
+        text = proxy_config(upstream.port, port, grace=grace, kernel_extra="shutdown_abort_s = 1")
+        return text.replace("[server]\n", "[server]\nworkers = 2\n")
+
+    sup = await spawn_proxy(toml(2), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    await sup.wait_ready(60)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    sup.config.write_text(toml(12))
+    sup.signal(signal.SIGHUP)
+    # (The supervisor reads the file at once; the workers take longer.)
+    await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP)") == 2)
+    # The file breaks afterwards: the drain goes by what the workers run.
+    sup.config.write_text(toml(12) + "\n[kernel\n")
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        # 10 s: past the old 2 + 1 + 5 s, within the new grace.
+        await stream.send_all(b"GET /sleep/10 HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_for_request(upstream, "/sleep/10")
+        sup.signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            raw = await read_all(stream)
+    err = sup.stderr()
+    assert raw.startswith(b"HTTP/1.1 200 "), err
+    assert raw.endswith(b"slept\n")
+    assert await sup.wait(10) == 0, err
+    assert "outstayed" not in err
+    assert "drain limits now shutdown_grace_s = 12, shutdown_abort_s = 1" in err
+    assert "the drain limits stay shutdown_grace_s = 12, shutdown_abort_s = 1" in err
 
 
 async def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:

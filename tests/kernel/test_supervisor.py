@@ -38,7 +38,11 @@ def test_worker_argv_runs_this_python() -> None:
 
 
 def test_describe_exit() -> None:
-    assert _describe(3) == "exit code 3"
+    assert _describe(1) == "exit code 1 (config error)"
+    assert _describe(2) == "exit code 2 (bind failure)"
+    assert _describe(3) == "exit code 3 (storage error)"
+    assert _describe(4) == "exit code 4 (drain cut)"
+    assert _describe(9) == "exit code 9"
     assert _describe(-signal.SIGKILL) == "signal SIGKILL"
     assert _describe(-200) == "signal 200"
 
@@ -82,3 +86,40 @@ async def test_the_kill_deadline_includes_the_shutdown_delay(autojump_clock: Any
         (signal.SIGTERM, 0.0),
         (signal.SIGKILL, 30.0 + 10.0 + 2.0 + 5.0),
     ]
+
+
+async def test_drain_limits_follow_the_config_file(tmp_path: Any, caplog: Any) -> None:
+    from kernel.supervisor import Supervisor
+
+    path = tmp_path / "t.toml"
+    path.write_text("[kernel]\nshutdown_grace_s = 2\nshutdown_abort_s = 1\n")
+    sup = Supervisor(["x"], 2, 2.0, 1.0, config=path)
+    assert await sup.kill_after() == 2 + 1 + 5
+    # SIGHUP re-reads them, both ways.
+    path.write_text("[kernel]\nshutdown_grace_s = 30\nshutdown_abort_s = 3\n")
+    await sup.reread_limits()
+    assert (sup.grace_s, sup.abort_s) == (30, 3)
+    path.write_text("[kernel]\nshutdown_grace_s = 4\n")
+    await sup.reread_limits()
+    assert (sup.grace_s, sup.abort_s) == (4, 5)
+    # A file that does not load keeps them, and says so.
+    path.write_text("[kernel\n")
+    await sup.reread_limits()
+    assert (sup.grace_s, sup.abort_s) == (4, 5)
+    assert "the drain limits stay shutdown_grace_s = 4, shutdown_abort_s = 5" in caplog.text
+    # shutdown_delay_s (the lame duck before the drain) counts too.
+    path.write_text("[kernel]\nshutdown_grace_s = 4\nshutdown_delay_s = 7\n")
+    await sup.reread_limits()
+    assert sup.delay_s == 7
+    assert await sup.kill_after() == 7 + 4 + 5 + 5
+    path.write_text("[kernel]\nshutdown_grace_s = 4\n")
+    await sup.reread_limits()
+    assert await sup.kill_after() == 4 + 5 + 5
+    # At the drain, an edit not signalled (watch_config applies it; a
+    # restarted worker loads it) may only lengthen the wait.
+    path.write_text("[kernel]\nshutdown_grace_s = 20\nshutdown_abort_s = 1\n")
+    assert await sup.kill_after() == 20 + 5 + 5
+    path.write_text("[kernel]\nshutdown_grace_s = 1\nshutdown_abort_s = 1\n")
+    assert await sup.kill_after() == 4 + 5 + 5
+    # Without a config path, the limits given are all there is.
+    assert await Supervisor(["x"], 2, 3.0, 2.0).kill_after() == 3 + 2 + 5
