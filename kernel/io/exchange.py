@@ -151,7 +151,7 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
         keep = False
     except trio.Cancelled:
         if flow.error is None:  # a drain past its grace, or the client reset the stream
-            flow.error = _cancelled(state.draining)
+            flow.error = _cancelled(state.closing)
         raise
     finally:
         flow.timings.done = _now()
@@ -178,10 +178,11 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
     return keep and lst is not None
 
 
-def _cancelled(draining: bool) -> ProxyError:
+def _cancelled(closing: bool) -> ProxyError:
     """What ended a cancelled flow: the shutdown, else the client (HTTP/2 resets,
-    a connection that broke under its streams)."""
-    if draining:
+    a connection that broke under its streams). ``closing``: the drain proper
+    (a cancel during ``shutdown_delay_s`` is not the shutdown's)."""
+    if closing:
         return ProxyError("cut by the shutdown (shutdown_grace_s was over)", status_hint=503)
     return ClientDisconnected("the client reset the stream")
 

@@ -29,7 +29,9 @@ On its listener, for ``GET`` and ``HEAD`` (other methods: ``405``):
 
     - ``config``: a configuration generation is live;
     - ``listeners``: every configured listener is bound;
-    - ``draining``: the process is not draining (SIGTERM);
+    - ``draining``: the process is not shutting down (SIGTERM; with
+      ``[kernel] shutdown_delay_s`` the listeners serve on meanwhile, so a
+      load balancer sees 503 here before the port closes);
     - ``groups``: every counted group has at least one *available* target
       (healthy by the active checks, not ejected by the passive ones, weight
       above 0); always ok with ``require_groups = false``.
