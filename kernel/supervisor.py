@@ -19,7 +19,8 @@ cuts short: the other workers keep serving. Otherwise 0 after a drain, or 4
 when the drain of a worker was cut: it exited 4 itself (what it had
 cancelled did not end within ``shutdown_abort_s``), or outstayed
 ``shutdown_delay_s`` + ``shutdown_grace_s`` + ``shutdown_abort_s`` + 5 s and
-was killed, or a second signal killed it.
+was killed, or a second signal killed it (a third, with a
+``shutdown_delay_s``: the second ends the workers' delay, as in one process).
 
 Those three limits are read from the config file at start and again on each
 SIGHUP (a file that does not load keeps the ones known, with a warning), and
@@ -43,7 +44,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import trio
@@ -294,29 +295,46 @@ class Supervisor:
                 proc.send_signal(signum)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    for proc in self.processes.values():
-                        if proc.returncode is None:
-                            proc.send_signal(signal.SIGHUP)
-                    self._hup.set()
-                    self._hup = trio.Event()
-                    await self.reread_limits()
-                    continue
-                if self._stopping:
-                    log.warning("second signal: killing the workers")
-                    self._stop_all(signal.SIGKILL)
-                    continue
-                log.info("%s: draining the workers", signal.Signals(signum).name)
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                await self._receive(signals, nursery)
+
+    async def _receive(self, signals: AsyncIterator[int], nursery: trio.Nursery) -> None:
+        """Act on the signals, one by one (the drain's deadline runs in ``nursery``)."""
+        stops = 0  # SIGTERM/SIGINT received
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                for proc in self.processes.values():
+                    if proc.returncode is None:
+                        proc.send_signal(signal.SIGHUP)
+                self._hup.set()
+                self._hup = trio.Event()
+                await self.reread_limits()
+                continue
+            stops += 1
+            if stops == 2 and self.delay_s > 0:
+                # As in one process: the second signal ends the workers'
+                # shutdown_delay_s (they drain now); a third kills them.
+                log.warning("second signal: the workers end their delay and drain now")
                 self._stop_all(signal.SIGTERM)
-                # Workers drain within their grace, and what they cancelled
-                # then ends within abort_s or they exit anyway; none may
-                # outstay that. (The whole task is cancelled as soon as every
-                # worker is gone.)
-                await trio.sleep(await self.kill_after())
-                log.warning("workers outstayed their grace: killing them")
+                continue
+            if stops > 1:
+                log.warning("another signal: killing the workers")
                 self._stop_all(signal.SIGKILL)
+                continue
+            log.info("%s: draining the workers", signal.Signals(signum).name)
+            self._stop_all(signal.SIGTERM)
+            # Workers drain within their grace, and what they cancelled
+            # then ends within abort_s or they exit anyway; none may
+            # outstay that. Timed in a task of its own, so that a second
+            # signal is heard meanwhile. (The whole task is cancelled as
+            # soon as every worker is gone.)
+            nursery.start_soon(self._kill_at_the_deadline)
+
+    async def _kill_at_the_deadline(self) -> None:
+        await trio.sleep(await self.kill_after())
+        log.warning("workers outstayed their grace: killing them")
+        self._stop_all(signal.SIGKILL)
 
 
 def _describe(code: int) -> str:

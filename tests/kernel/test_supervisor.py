@@ -7,6 +7,7 @@ import signal
 import sys
 from typing import Any
 
+import pytest
 import trio
 
 from kernel.supervisor import (
@@ -86,6 +87,32 @@ async def test_the_kill_deadline_includes_the_shutdown_delay(autojump_clock: Any
         (signal.SIGTERM, 0.0),
         (signal.SIGKILL, 30.0 + 10.0 + 2.0 + 5.0),
     ]
+
+
+@pytest.mark.parametrize("delay", [0.0, 30.0])
+async def test_a_second_signal_is_heard_while_the_workers_drain(
+    autojump_clock: Any, delay: float
+) -> None:
+    """It used to wait in line behind the kill deadline (grace + abort + 5 s):
+    "a second signal kills the workers" came only when they were killed anyway.
+    With a shutdown_delay_s, the second ends the workers' delay (a SIGTERM, as
+    in one process) and the third kills them."""
+    sup = Supervisor(["unused"], 1, grace_s=60.0, abort_s=5.0, delay_s=delay)
+    worker = _FakeWorker()
+    sup.processes[0] = worker  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup._signals, nursery.cancel_scope)
+        await trio.sleep(1)  # the signal receiver is installed
+        start = trio.current_time()
+        for _ in range(3 if delay else 2):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    expected = [(signal.SIGTERM, 0.0)]
+    if delay:
+        expected.append((signal.SIGTERM, 2.0))
+    expected.append((signal.SIGKILL, 4.0 if delay else 2.0))
+    assert [(s, t - start) for s, t in worker.sent] == expected
 
 
 async def test_drain_limits_follow_the_config_file(tmp_path: Any, caplog: Any) -> None:
