@@ -59,7 +59,8 @@ class LoadedConfig:
     """A structured configuration and the files it was read from."""
 
     settings: Settings
-    #: The main file and every include, resolved (the kernel watches these).
+    #: The main file and every include, absolute but as named, symlinks not
+    #: followed (the kernel watches these, and every symlink they go through).
     files: tuple[Path, ...]
     #: The main file's path as given (or ``"<string>"``), for messages.
     source: str
@@ -70,8 +71,8 @@ def load_config(
 ) -> LoadedConfig:
     """Load the config file at ``path``; raise :class:`ConfigError` listing every problem."""
     source = os.fspath(path)
-    main = Path(path).resolve()
-    sources = read_sources(None, main=main, base_dir=main.parent, source=source)
+    main = Path(path).absolute()
+    sources = read_sources(None, main=main, base_dir=main.resolve().parent, source=source)
     return _finish(sources, environ, source)
 
 

@@ -47,6 +47,7 @@ class Sources:
 
     data: dict[str, Any]
     origins: Origins
+    #: The main file and the includes as named, not resolved (see ``_Reader.parse``).
     files: tuple[Path, ...]
     #: Finished problem lines; non-empty means ``data`` is not worth structuring.
     problems: list[str]
@@ -65,13 +66,16 @@ def read_sources(text: str | None, *, main: Path | None, base_dir: Path, source:
     and its includes, and merge them."""
     reader = _Reader(base_dir)
     if main is not None:
-        reader.files.append(main)
+        reader.files.append(main)  # as named: the watcher follows its symlinks
     if text is None:
         assert main is not None
         text = reader.read_text(main, parts=(), origin=None, shown=source)
     tree = None
     if text is not None:
-        frame = (main, Path(source).name if main is not None else source)
+        frame = (
+            main.resolve() if main is not None else None,
+            Path(source).name if main is not None else source,
+        )
         tree = reader.parse(text, origin=None, base_dir=base_dir, stack=(frame,))
     origins: Origins = {}
     data = _untag(tree, (), origins) if tree is not None else {}
@@ -189,13 +193,16 @@ class _Reader:
             return None
         merged = _Table(origin)
         for name in self.include_names(doc.pop("include", None), origin):
-            target = (base_dir / Path(name).expanduser()).resolve()
+            named = base_dir / Path(name).expanduser()
+            target = named.resolve()
             shown = self.shown(target)
             if any(target == path for path, _ in stack):
                 cycle = " -> ".join([*(s for _, s in stack), shown])
                 self.problem(("include",), f"include cycle: {cycle}", origin)
                 continue
-            self.files.append(target)
+            # As named, symlinks not followed: a symlink switched to another
+            # file must still be seen by the watcher (kernel/watch.py).
+            self.files.append(named)
             sub_text = self.read_text(target, parts=("include",), origin=origin, shown=shown)
             if sub_text is None:
                 continue

@@ -180,3 +180,23 @@ def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     got = read_sources(None, main=main, base_dir=tmp_path, source="main.toml")
     assert got.problems == []
     assert got.data == {"a": 1, "b": 2}
+
+
+def test_files_are_listed_as_named_not_resolved(tmp_path: Path) -> None:
+    # A ConfigMap-style mount: the watcher needs the symlinks, not their targets.
+    write(tmp_path, "..v1/secrets.toml", 'include = "common.toml"\nv = "s"\n')
+    write(tmp_path, "..v1/common.toml", "c = 1\n")
+    (tmp_path / "..data").symlink_to("..v1")
+    (tmp_path / "secrets.toml").symlink_to("..data/secrets.toml")
+    (tmp_path / "run.toml").symlink_to("..data/run.toml")
+    write(tmp_path, "..v1/run.toml", 'include = "../secrets.toml"\n')
+    main = tmp_path / "run.toml"
+    got = read_sources(None, main=main, base_dir=main.resolve().parent, source="run.toml")
+    assert got.problems == []
+    assert got.data == {"v": "s", "c": 1}
+    # Relative includes are still read from the directory the file really is in.
+    assert got.files == (
+        main,
+        tmp_path / "..v1" / "../secrets.toml",
+        tmp_path / "..v1" / "common.toml",
+    )
