@@ -25,6 +25,16 @@ upstream_mod = helpers_upstream
 client_mod = helpers_client
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no repeated-line counts (kernel/lograte.py): the
+    process-wide limiter would otherwise carry one test's failures into the
+    next test's log assertions."""
+    from kernel import lograte
+
+    monkeypatch.setattr(lograte, "LIMITER", lograte.RepeatLimiter())
+
+
 @pytest.fixture
 def client() -> Any:
     return client_mod

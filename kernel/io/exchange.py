@@ -37,7 +37,7 @@ page the response hooks spoilt gives way to the kernel's own.
 
 May import: stdlib, trio, sdk, kernel.protocol, kernel.dispatch,
 kernel.generation, kernel.io.relay, kernel.io.balance, kernel.io.state,
-kernel.log.
+kernel.log, kernel.lograte.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from kernel import dispatch
+from kernel import dispatch, lograte
 from kernel.dispatch import Chain
 from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
@@ -381,8 +381,13 @@ class _Exchange(UpstreamRelay):
         if not isinstance(exc, PluginError | RemoteProtocolError):
             # (The record carries the flow id: kernel/log.py adds it.) A
             # LocalProtocolError is a message we refused to send, most often
-            # made so by a plugin's edit: the operator must see which.
-            log.warning("%s %s: %s", flow.request.method, flow.request.path, exc)
+            # made so by a plugin's edit: the operator must see which. At
+            # most lograte.BURST lines per route and error class in a window:
+            # a dead upstream fails every request alike.
+            lograte.log(
+                log, logging.WARNING, (flow.route or "-", type(exc).__name__),
+                "%s %s: %s", flow.request.method, flow.request.path, exc,
+            )  # fmt: skip
         if self.head_sent:
             # Too late for an answer, unless none of the response went out
             # yet (a body that failed at its first bytes): then the page
@@ -462,7 +467,8 @@ class _Exchange(UpstreamRelay):
         """The kernel's plain page, for an error page plugins made unsendable
         (logged: a failure there cannot fail the flow a second time)."""
         flow = self.flow
-        log.warning(
+        lograte.log(
+            log, logging.WARNING, (flow.route or "-", "spoilt error page"),
             "%s %s: %s; the kernel's page is sent instead", flow.request.method, flow.request.path,
             spoilt,
         )  # fmt: skip

@@ -5,7 +5,7 @@ a new generation first (and report a bind failure with exit code 2) before
 it starts serving or closes anything.
 
 May import: stdlib, attrs, trio, sdk, kernel.io, kernel.generation, kernel.config,
-kernel.tls.
+kernel.tls, kernel.lograte.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 import attrs
 import trio
 
+from kernel import lograte
 from kernel.config.model import parse_bind
 from kernel.generation import ListenerRuntime
 from kernel.io.connection import Http1Connection
@@ -156,7 +157,10 @@ async def _serve_tls(
             raise trio.BrokenResourceError("TLS handshake timed out")
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__ or exc
-        log.info("TLS handshake with %s:%d failed: %s", client.address, client.port, cause)
+        lograte.log(
+            log, logging.INFO, (listener.name, "TLS handshake", type(cause).__name__),
+            "TLS handshake with %s:%d failed: %s", client.address, client.port, cause,
+        )  # fmt: skip
         # OpenSSL's alert (protocol version, certificate required, ...) is left
         # in the outgoing buffer: the handshake stops at the error. Send it, so the
         # client learns why instead of seeing the connection just drop; then

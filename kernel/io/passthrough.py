@@ -24,7 +24,7 @@ listener's routing chain (global + listener plugins). Then:
   connection is closed.
 
 May import: stdlib, attrs, trio, sdk, kernel.protocol, kernel.dispatch,
-kernel.generation, kernel.io.state, kernel.io.tunnel.
+kernel.generation, kernel.io.state, kernel.io.tunnel, kernel.lograte.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import socket
 import attrs
 import trio
 
-from kernel import dispatch
+from kernel import dispatch, lograte
 from kernel.generation import ListenerRuntime
 from kernel.io.state import ServerState
 from kernel.io.tunnel import CHUNK, splice
@@ -153,12 +153,18 @@ async def _read_hello(
             try:
                 hello = parse_client_hello(bytes(buf))
             except ClientHelloError as exc:
-                log.info("no TLS ClientHello from %s:%d: %s", client.address, client.port, exc)
+                lograte.log(
+                    log, logging.INFO, (listener.name, "no ClientHello"),
+                    "no TLS ClientHello from %s:%d: %s", client.address, client.port, exc,
+                )  # fmt: skip
                 return None
             if hello is not NEED_MORE:
                 return bytes(buf), hello.server_name or ""
             if len(buf) >= PEEK_LIMIT:
-                log.info(
+                lograte.log(
+                    log,
+                    logging.INFO,
+                    (listener.name, "no ClientHello"),
                     "no TLS ClientHello from %s:%d within %d bytes",
                     client.address,
                     client.port,
@@ -175,7 +181,10 @@ async def _connect(origin: Origin, timeout: float, client: ClientInfo) -> trio.S
             upstream = await trio.open_tcp_stream(origin.host, origin.port)
     except (OSError, trio.TooSlowError) as exc:
         reason = "timed out" if isinstance(exc, trio.TooSlowError) else exc.strerror or str(exc)
-        log.warning(
+        lograte.log(
+            log,
+            logging.WARNING,
+            (f"{origin.host}:{origin.port}", reason),
             "passthrough to %s:%d for %s:%d failed: %s; closing the client connection",
             origin.host,
             origin.port,
