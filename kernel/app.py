@@ -78,14 +78,9 @@ EXIT_ABORTED = 4
 
 #: Settings read once, when the process starts (kernel/cli.py): a reload
 #: that changes one says it takes effect only after a restart.
+#: (The supervisor of ``[server] workers`` re-reads its drain limits on
+#: SIGHUP itself: kernel/supervisor.py.)
 START_ONLY = (("kernel", "log_level"), ("kernel", "log_format"), ("server", "workers"))
-#: With ``[server] workers`` > 1, also read once by the supervisor (its kill
-#: deadline); each worker's own drain uses the reloaded values.
-SUPERVISOR_ONLY = (
-    ("kernel", "shutdown_delay_s"),
-    ("kernel", "shutdown_grace_s"),
-    ("kernel", "shutdown_abort_s"),
-)
 
 
 class PluginStartupError(Exception):
@@ -608,9 +603,8 @@ class App:
         started = self._started_with
         if started is None:
             return
-        keys = START_ONLY + (SUPERVISOR_ONLY if self.workers > 1 else ())
         changed = []
-        for section, key in keys:
+        for section, key in START_ONLY:
             before = getattr(getattr(started, section), key)
             after = getattr(getattr(settings, section), key)
             if before != after:
