@@ -299,7 +299,7 @@ async def first_answer(impls: tuple[Impl, ...], hook: str, flow: Flow) -> Any:
     answer in ``flow.response``. A failing implementation's response is
     cleared: a failed call answers nothing.
     """
-    return await _first(impls, hook, flow, (flow,), flow)
+    return await _first(impls, hook, flow, (flow,), answering=True)
 
 
 async def connection_first_result(impls: tuple[Impl, ...], hook: str, *args: Any) -> Any:
@@ -312,7 +312,8 @@ async def _first(
     hook: str,
     flow: Flow | None,
     call_args: Any,
-    answering: Flow | None = None,
+    *,
+    answering: bool = False,
 ) -> Any:
     # _call is inlined for plain ``def`` implementations: a coroutine per
     # implementation and call costs about a microsecond, more than most hooks.
@@ -332,8 +333,9 @@ async def _first(
             # A response the implementation set rather than returned answers
             # (first_answer); one it returned wins.
             if (
-                answering is not None
-                and (answer := answering.response) is not None
+                answering
+                and flow is not None
+                and (answer := flow.response) is not None
                 and not isinstance(result, Response)
             ):
                 if (wrong := set_response_error(answer)) is not None:
@@ -342,8 +344,8 @@ async def _first(
         except BaseException as exc:
             if _passes(exc):
                 raise
-            if answering is not None:
-                answering.response = None
+            if answering and flow is not None:
+                flow.response = None
             err = _fault(impl, hook, flow, exc)
             if err is not None:
                 raise err from exc
