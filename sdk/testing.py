@@ -294,17 +294,25 @@ class Harness:
 
     async def _call_one(self, name: str, hook: str, fn: Callable[..., Any], args: Any) -> Any:
         """One implementation's checked result; ``None`` if it failed open."""
-        wrong = None
         try:
             result = await self._invoke(fn, *args)
-            if (wrong := _result_error(hook, result)) is not None:
-                raise wrong
         except BaseException as exc:
-            if not (exc is wrong or self._caught(name, exc)):
-                raise
-            self._fault(name, hook, exc)
+            return self._failed(name, hook, exc)
+        return self._checked(name, hook, result)
+
+    def _checked(self, name: str, hook: str, result: Any) -> Any:
+        """``result``, or ``None`` when the kernel would refuse it and the
+        plugin fails open (failing closed raises the ``PluginError``)."""
+        if (wrong := _result_error(hook, result)) is not None:
+            self._fault(name, hook, wrong)
             return None
         return result
+
+    def _failed(self, name: str, hook: str, exc: BaseException) -> None:
+        """An implementation raised ``exc``: the fault boundary's, or the test's."""
+        if not self._caught(name, exc):
+            raise exc
+        self._fault(name, hook, exc)
 
     async def call(self, hook: str, *args: Any, firstresult: bool = False) -> Any:
         """Call ``hook`` on every plugin in order, awaiting async ones.
@@ -364,16 +372,12 @@ class Harness:
         out: list[bytes] = []
         for chunk, end in ((body, False), (b"", True)):
             for name, fn in impls:
-                wrong = None
                 try:
                     result = fn(flow, chunk, end)
-                    if (wrong := _result_error(hook, result)) is not None:
-                        raise wrong
                 except BaseException as exc:
-                    if not (exc is wrong or self._caught(name, exc)):
-                        raise
-                    self._fault(name, hook, exc)
+                    self._failed(name, hook, exc)
                     continue
+                result = self._checked(name, hook, result)
                 if result is not None:
                     chunk = bytes(result)
             out.append(chunk)
