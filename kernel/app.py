@@ -46,15 +46,12 @@ import trio
 from kernel import dispatch, early, heap, lifecycle, stuck
 from kernel.config import Settings
 from kernel.generation import Generation, load_generation
-from kernel.groups import GroupRuntime
-from kernel.io.healthcheck import run_health_checks
+from kernel.groupchecks import GroupChecks
 from kernel.io.listeners import BindError, BoundListener, bind, sockets_to_keep
 from kernel.io.state import ServerState
-from kernel.io.upstream import TlsTarget
 from kernel.supervisor import supervisor_pid
-from kernel.tls import default_client_context
 from kernel.watch import watch_config
-from sdk import ConfigError, Group, ServerInfo, StartupContext, Target
+from sdk import ConfigError, Group, ServerInfo, StartupContext
 
 __all__ = [
     "EXIT_ABORTED",
@@ -133,6 +130,8 @@ class App:
         self._conn_nursery: trio.Nursery | None = None
         self._gen_nursery: trio.Nursery | None = None
         self._root: trio.Nursery | None = None
+        #: The upstream groups' health checkers, under the live generation.
+        self._groups = GroupChecks(lambda: self.generation)
         #: The config watcher's scope while ``[kernel] watch_config`` is on.
         self._watch_scope: trio.CancelScope | None = None
         #: The event-loop watchdog while ``[kernel] stall_warning_s`` is not 0.
@@ -233,7 +232,7 @@ class App:
                     # HTTP/2 upstream connections outlive flows: their readers run here.
                     state.pool.nursery = root
                     self._root = root
-                    self._sync_groups(state.generation, None)
+                    self._groups.sync(root, state.generation, None)
                     for b in bound.values():
                         root.start_soon(b.serve, state, conns)
                     if self.handle_signals:
@@ -407,39 +406,6 @@ class App:
             await trio.sleep(1.0)
             pool.reap(self.state.generation.settings.upstream.idle_timeout_s)
 
-    # -- upstream groups --------------------------------------------------------
-    def _sync_groups(self, new: Generation, old: Generation | None) -> None:
-        """Health checks run per group object: start the new ones', stop the dropped ones'."""
-        assert self._root is not None
-        kept = {id(g) for g in new.groups.values()}
-        if old is not None:
-            for group in old.groups.values():
-                if id(group) not in kept:
-                    group.on_change = None
-                    if group.checker is not None:
-                        group.checker.cancel()
-        for group in new.groups.values():
-            group.on_change = self._target_health_changed
-            if group.config.health is not None and group.checker is None:
-                group.checker = scope = trio.CancelScope()
-                self._root.start_soon(self._check_group, group, scope)
-
-    async def _check_group(self, group: GroupRuntime, scope: trio.CancelScope) -> None:
-        with scope:
-            await run_health_checks(
-                group, self._probe_tls, self.generation.upstream_http1, self._probed
-            )
-
-    def _probed(self, target: Target, healthy: bool, seconds: float, detail: str) -> None:
-        lifecycle.notify(
-            self.generation.host.pm,
-            "trellis_health_probe",
-            target=target,
-            healthy=healthy,
-            duration_s=seconds,
-            detail=detail,
-        )
-
     def server_info(self) -> ServerInfo:
         """The live numbers plugins read (``StartupContext.server``)."""
         return ServerInfo(
@@ -453,24 +419,6 @@ class App:
             draining=lambda: bool(self.state and self.state.draining),
             worker=self.worker,
             workers=self.workers,
-        )
-
-    def _probe_tls(self, target: Target) -> TlsTarget | None:
-        """How a health probe reaches ``target`` under the live generation."""
-        if target.origin.scheme != "https":
-            return None
-        probes = self.generation.probes.get(target.group, ())
-        route = probes[target.index] if target.index < len(probes) else None
-        ctx = route.client_tls if route is not None else None
-        return (ctx or default_client_context(), route.tls_server_name if route else "")
-
-    def _target_health_changed(self, target: Target, available: bool, reason: str) -> None:
-        lifecycle.notify(
-            self.generation.host.pm,
-            "trellis_target_health",
-            target=target,
-            available=available,
-            reason=reason,
         )
 
     # -- generations ------------------------------------------------------------
@@ -579,7 +527,8 @@ class App:
             )
             return False
         state.generation = new
-        self._sync_groups(new, old)
+        assert self._root is not None
+        self._groups.sync(self._root, new, old)
         old.retire()
         assert self._conn_nursery is not None
         # The accept loops look their listener up by name in the live
