@@ -22,6 +22,14 @@
   live generation's ``trellis_shutdown`` does not run); so does a signal
   after the cancel.
 
+Under ``[server] workers`` (kernel/supervisor.py) a worker shares each
+generation that goes live with its set (kernel/snapshot.py), and a worker
+that starts while its set has a snapshot starts from the newest, with its
+generation number, rather than from the config file: a restarted worker
+serves what its siblings serve, whatever the file says now. A snapshot that
+does not load (said with a warning) leaves the worker to the file, as at the
+set's first start, numbered 1.
+
 While the timeout sweeper runs, a watchdog thread (kernel/stuck.py) warns
 when the event loop stalls for ``stall_warning_s``, naming what runs.
 
@@ -43,8 +51,8 @@ from typing import Any, NoReturn
 
 import trio
 
-from kernel import dispatch, early, heap, lifecycle, stuck
-from kernel.config import Settings
+from kernel import dispatch, early, heap, lifecycle, snapshot, stuck
+from kernel.config import Document, Settings
 from kernel.generation import Generation, load_generation
 from kernel.groupchecks import GroupChecks
 from kernel.io.listeners import BindError, BoundListener, bind, sockets_to_keep
@@ -75,8 +83,9 @@ EXIT_ABORTED = 4
 
 #: Settings read once, when the process starts (kernel/cli.py): a reload
 #: that changes one says it takes effect only after a restart.
-#: (The supervisor of ``[server] workers`` re-reads its drain limits on
-#: SIGHUP itself: kernel/supervisor.py.)
+#: (The supervisor of ``[server] workers`` drains by the limits its workers
+#: run, from their snapshots: kernel/supervisor.py. A worker restarted by it
+#: reads these from the set's snapshot, when there is one.)
 START_ONLY = (("kernel", "log_level"), ("kernel", "log_format"), ("server", "workers"))
 
 
@@ -109,6 +118,8 @@ class App:
         exit_on_abort: bool = False,
         worker: int = 0,
         workers: int = 1,
+        snapshots: Path | None = None,
+        start_from: snapshot.Snapshot | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.plugins_override = plugins
@@ -145,6 +156,11 @@ class App:
         #: This process's worker number and the number of workers (kernel.workers).
         self.worker = worker
         self.workers = workers
+        #: The set's snapshot directory: each generation that goes live is
+        #: written there (None: not in a set of workers).
+        self.snapshots = snapshots
+        #: The set's snapshot this worker starts from (None: the config file).
+        self.start_from = start_from
 
     # -- building -------------------------------------------------------------
     def load(self) -> Generation:
@@ -155,15 +171,44 @@ class App:
         number, so the next one that does gets it.
         """
         live = self.state.generation.number if self.state is not None else 0
+        return self._load(live + 1)
+
+    def _load(self, number: int, document: Document | None = None) -> Generation:
         return load_generation(
             self.config_path,
-            number=live + 1,
+            number=number,
             environ=self.environ,
             plugins=self.plugins_override,
             blocked=self.blocked,
             extra_plugins=self.extra_plugins,
             previous_groups=self.state.generation.groups if self.state is not None else None,
+            document=document,
         )
+
+    def _load_first(self) -> Generation:
+        """The first generation: the set's newest snapshot's, else the config file's."""
+        start = self.start_from
+        if start is None:
+            return self.load()
+        try:
+            gen = self._load(start.generation, start.document)
+        except ConfigError as exc:
+            log.warning(
+                "the set's generation %d (worker %d's snapshot) does not load here;"
+                " loading %s instead:\n%s",
+                start.generation,
+                start.worker,
+                self.config_path,
+                exc,
+            )
+            return self.load()
+        log.info(
+            "starting from the set's generation %d (worker %d's snapshot), not from %s",
+            start.generation,
+            start.worker,
+            self.config_path,
+        )
+        return gen
 
     @property
     def generation(self) -> Generation:
@@ -178,7 +223,7 @@ class App:
     async def run(self, *, task_status: trio.TaskStatus[App] = trio.TASK_STATUS_IGNORED) -> int:
         """Serve until stopped; returns the process exit code."""
         try:
-            gen = self.load()
+            gen = self._load_first()
         except ConfigError as exc:
             log.error("%s", exc)
             return EXIT_CONFIG
@@ -244,6 +289,7 @@ class App:
                         root.start_soon(self._watch_supervisor, supervisor_pid())
                     self._sync_watchdog(state.generation)
                     root.start_soon(state.timers.run)
+                    await self._share(state.generation)
                     if self.settle_heap:
                         heap.settle()
                         log.debug("heap frozen: %d objects", gc.get_freeze_count())
@@ -541,11 +587,36 @@ class App:
         self.listeners = {**kept, **added}
         for b in added.values():
             self._gen_nursery.start_soon(b.serve, state, self._conn_nursery)
+        await self._share(new)  # before the line: who reads it finds the snapshot
         log.info("reloaded (%s): generation %d is live", reason, new.number)
         self._warn_start_only(reason, new.settings)
         self._sync_watch(new)
         self._sync_watchdog(new)
         return True
+
+    async def _share(self, gen: Generation) -> None:
+        """Write the live generation's snapshot for the set (kernel/snapshot.py)."""
+        directory, document = self.snapshots, gen.document
+        if directory is None or document is None:
+            return
+        number, kernel = gen.number, gen.settings.kernel
+        try:
+            await trio.to_thread.run_sync(
+                lambda: snapshot.write(
+                    directory,
+                    worker=self.worker,
+                    generation=number,
+                    document=document,
+                    kernel=kernel,
+                )
+            )
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning(
+                "generation %d is not shared with the other workers (%s): a worker"
+                " restarted later starts from another's snapshot, or the config file",
+                number,
+                exc,
+            )
 
     def _warn_start_only(self, reason: str, settings: Settings) -> None:
         """Name the settings read only at start whose value the reload changed."""

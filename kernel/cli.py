@@ -11,6 +11,7 @@ May import: everything in kernel, sdk, attrs, tomlkit.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from typing import NoReturn
 import attrs
 import tomlkit
 
+from kernel import snapshot
 from kernel.app import EXIT_CONFIG, EXIT_OK, App
-from kernel.config import load_config
+from kernel.config import Settings, load_config, load_document
 from kernel.explain import explain as explain_text
 from kernel.generation import load_generation
 from kernel.log import configure_logging
@@ -131,16 +133,28 @@ def _cmd_run(
 
     spec = os.environ.get("TRELLIS_LOG")
     level, log_format, workers, grace, abort, delay = "info", "console", 1, 10.0, 5.0, 0.0
-    try:
-        settings = load_config(config).settings
-    except ConfigError:
-        pass  # App.run reports it properly below
-    else:
+    worker, _ = worker_identity()
+    in_worker = WORKER_ENV in os.environ
+    # A worker (re)started while its set has a snapshot starts from it, the
+    # settings read only at start included (kernel/snapshot.py).
+    snapshots = snapshot.snapshot_dir() if in_worker else None
+    found, unreadable = snapshot.scan(snapshots) if snapshots is not None else ([], [])
+    start = snapshot.newest(found)
+    settings: Settings | None = None
+    if start is not None:
+        try:
+            settings = load_document(start.document).settings
+        except ConfigError:
+            pass  # App.run says so, and loads the file
+    if settings is None:
+        try:
+            settings = load_config(config).settings
+        except ConfigError:
+            pass  # App.run reports it properly below
+    if settings is not None:
         level, log_format = settings.kernel.log_level, settings.kernel.log_format
         workers, grace = settings.server.workers, settings.kernel.shutdown_grace_s
         abort, delay = settings.kernel.shutdown_abort_s, settings.kernel.shutdown_delay_s
-    worker, _ = worker_identity()
-    in_worker = WORKER_ENV in os.environ
     try:
         configure_logging(
             level,
@@ -152,6 +166,8 @@ def _cmd_run(
     except ValueError as exc:
         print(f"kernel: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    for problem in unreadable:
+        logging.getLogger("kernel.snapshot").warning("a snapshot is not readable: %s", problem)
     if workers > 1 and not in_worker:
         # (Port 0 is refused with workers by the config's cross-checks.)
         supervisor = Supervisor(
@@ -167,6 +183,8 @@ def _cmd_run(
         exit_on_abort=True,
         worker=worker,
         workers=count,
+        snapshots=snapshots,
+        start_from=start,
     )
     return trio.run(app.run)
 

@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from kernel import lifecycle
-from kernel.config import load_config
+from kernel.config import Document, load_config, load_document
 from kernel.config.loader import salvage_settings
 from kernel.config.model import H2Section, RouteConfig, Settings, parse_bind
 from kernel.dispatch import (
@@ -107,6 +107,9 @@ class Generation:
     #: Per group, each target's transport for health probes (``[upstream]``
     #: under the target's overrides; no route's).
     probes: dict[str, tuple[RouteRuntime, ...]] = attrs.field(factory=dict)
+    #: What the config files said (kept by :func:`load_generation`; a worker
+    #: shares it with its set: kernel/snapshot.py).
+    document: Document | None = None
     #: Flows currently using this generation.
     active: int = 0
     retired: bool = False
@@ -378,17 +381,22 @@ def load_generation(
     blocked: list[str] | None = None,
     extra_plugins: Mapping[str, object] | None = None,
     previous_groups: Mapping[str, GroupRuntime] | None = None,
+    document: Document | None = None,
 ) -> Generation:
     """Read ``path`` and build a generation: what ``kernel run`` and ``kernel check`` do.
 
     ``plugins`` replaces the global chain and ``blocked`` adds blocked plugin
     names (the ``--plugins`` and ``-p no:NAME`` flags). When the kernel's own
     settings are wrong, the plugin tables are still checked, so one
-    :class:`~sdk.ConfigError` lists every problem.
+    :class:`~sdk.ConfigError` lists every problem. With a ``document`` (what
+    an earlier load read), that is loaded instead of the files.
     """
-    source = str(path)
+    source = str(path) if document is None else document.source
     try:
-        loaded = load_config(path, environ=environ)
+        if document is None:
+            loaded = load_config(path, environ=environ)
+        else:
+            loaded = load_document(document, environ=environ)
     except ConfigError as exc:
         if exc.raw is None:
             raise
@@ -397,7 +405,7 @@ def load_generation(
         ) from None
     settings = _flags(loaded.settings, plugins, blocked)
     try:
-        return build_generation(
+        gen = build_generation(
             settings,
             number=number,
             files=loaded.files,
@@ -415,6 +423,8 @@ def load_generation(
             for p in exc.problems
         ]
         raise ConfigError(problems, source=exc.source) from None
+    gen.document = loaded.document
+    return gen
 
 
 def _flags(settings: Settings, plugins: list[str] | None, blocked: list[str] | None) -> Settings:

@@ -10,10 +10,18 @@ backoff (1 s doubling to 30 s, reset after a minute of life), and exits
 when they have all stopped. A worker whose supervisor dies (SIGKILL,
 OOM) notices within a second and drains (``App`` watches its parent).
 
+The set shares its config: the supervisor makes a private directory for it
+(``TRELLIS_SNAPSHOTS``), each worker writes there what its live generation
+was loaded from, and a restarted worker starts from the newest of those
+snapshots, with its generation number, not from the config file
+(kernel/snapshot.py). So it serves what its siblings serve even when the
+file was edited, or broken, since their last reload; only the set's first
+start loads the file. The directory is removed when the set has stopped.
+
 Exit codes: a worker that fails while the set first starts with the
 config, bind or storage code (1, 2, 3) stops the whole set with that code,
 since every other worker would fail alike. Once the set has started, a
-restarted worker that fails so (the config file on disk broken since, say)
+restarted worker that fails so (a plugin module broken on disk since, say)
 is logged as an error and restarted with the usual backoff, which a SIGHUP
 cuts short: the other workers keep serving. Otherwise 0 after a drain, or 4
 when the drain of a worker was cut: it exited 4 itself (what it had
@@ -22,17 +30,17 @@ cancelled did not end within ``shutdown_abort_s``), or outstayed
 was killed, or a second signal killed it (a third, with a
 ``shutdown_delay_s``: the second ends the workers' delay, as in one process).
 
-Those three limits are read from the config file at start and again on each
-SIGHUP (a file that does not load keeps the ones known, with a warning), and
-when the drain starts the larger of those and the file's current ones
-(applied by ``watch_config``, or loaded by a restarted worker) counts.
+Those three limits are read from the config file at start; when the drain
+starts, the largest of each found in the workers' snapshots counts instead
+(what the workers run: a reload they refused changes nothing), the ones
+read at start only while there is none.
 
 Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
 the supervisor creates a fresh directory for prometheus-client's
 multiprocess mode, hands it to the workers, tells the library when a worker
 died (its live gauges go away) and removes the directory at exit.
 
-May import: stdlib, trio, sdk, kernel.config (prometheus_client lazily).
+May import: stdlib, trio, kernel.snapshot (prometheus_client lazily).
 """
 
 from __future__ import annotations
@@ -49,8 +57,7 @@ from pathlib import Path
 
 import trio
 
-from kernel.config import load_config
-from sdk import ConfigError
+from kernel import snapshot
 
 __all__ = [
     "SUPERVISOR_ENV",
@@ -114,15 +121,17 @@ class Supervisor:
         #: The worker command line (``python -m kernel run ...``).
         self.argv = list(argv)
         self.workers = workers
-        #: The workers' ``shutdown_grace_s``, as last read from the config.
+        #: The workers' ``shutdown_grace_s``: read from the config at start,
+        #: from their snapshots at the drain (:meth:`follow_workers`).
         self.grace_s = grace_s
         #: A worker's ``shutdown_abort_s``: it exits on its own that long after its grace.
         self.abort_s = abort_s
         #: A worker's ``shutdown_delay_s``: it serves on that long before draining.
         self.delay_s = delay_s
-        #: The config file the workers load: the two limits are read from it
-        #: again on SIGHUP and when the drain starts (None: never re-read).
+        #: The config file the workers load (for messages).
         self.config = config
+        #: The set's snapshot directory (kernel/snapshot.py), made by :meth:`run`.
+        self.snapshots: Path | None = None
         self.processes: dict[int, trio.Process] = {}
         self.restarts = 0
         self._stopping = False
@@ -136,12 +145,15 @@ class Supervisor:
         env[WORKER_ENV] = str(index)
         env[WORKERS_ENV] = str(self.workers)
         env[SUPERVISOR_ENV] = str(os.getpid())
+        if self.snapshots is not None:
+            env[snapshot.SNAPSHOTS_ENV] = str(self.snapshots)
         return env
 
     async def run(self) -> int:
         if not os.environ.get(_MULTIPROC_ENV):
             self._own_dir = Path(tempfile.mkdtemp(prefix="trellis-metrics-"))
             os.environ[_MULTIPROC_ENV] = str(self._own_dir)
+        self.snapshots = Path(tempfile.mkdtemp(prefix="trellis-workers-"))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
@@ -156,6 +168,7 @@ class Supervisor:
             if self._own_dir is not None:
                 shutil.rmtree(self._own_dir, ignore_errors=True)
                 os.environ.pop(_MULTIPROC_ENV, None)
+            shutil.rmtree(self.snapshots, ignore_errors=True)
         log.info("all workers stopped (exit %d)", self._exit_code)
         return self._exit_code
 
@@ -230,59 +243,45 @@ class Supervisor:
         if code == 1:
             where = f" ({os.fspath(self.config)})" if self.config is not None else ""
             return (
-                f": the config file on disk{where} does not load as it is now"
-                " (a restarted worker reads it afresh), or a plugin failed to start:"
-                " see the worker's lines above"
+                ": the set's config does not load in a new process (a plugin module or"
+                " a file it names changed on disk?), nor does the config file on"
+                f" disk{where}, or a plugin failed to start: see the worker's lines above"
             )
         return ""
 
-    def _read_limits(self) -> tuple[float, float, float] | None:
-        """``shutdown_grace_s``, ``shutdown_abort_s`` and ``shutdown_delay_s``
-        from the config file as it is now."""
-        if self.config is None:
+    def _snapshot_limits(self) -> tuple[float, float, float] | None:
+        """The largest ``shutdown_delay_s``, ``shutdown_grace_s`` and
+        ``shutdown_abort_s`` in the workers' snapshots (None: no snapshot)."""
+        if self.snapshots is None:
             return None
-        try:
-            kernel = load_config(self.config).settings.kernel
-        except (ConfigError, OSError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            log.warning(
-                "%s does not load (%s); the drain limits stay"
-                " shutdown_grace_s = %g, shutdown_abort_s = %g, shutdown_delay_s = %g",
-                os.fspath(self.config),
-                "; ".join(problems) or "invalid",
-                self.grace_s,
-                self.abort_s,
-                self.delay_s,
-            )
+        found, unreadable = snapshot.scan(self.snapshots)
+        for problem in unreadable:
+            log.warning("a worker's snapshot is not readable: %s", problem)
+        if not found:
             return None
-        return kernel.shutdown_grace_s, kernel.shutdown_abort_s, kernel.shutdown_delay_s
+        return (
+            max(s.shutdown_delay_s for s in found),
+            max(s.shutdown_grace_s for s in found),
+            max(s.shutdown_abort_s for s in found),
+        )
 
-    async def reread_limits(self) -> None:
-        """Follow the config's drain limits (on SIGHUP: the workers reload it too)."""
-        found = await trio.to_thread.run_sync(self._read_limits)
-        if found is not None and found != (self.grace_s, self.abort_s, self.delay_s):
-            self.grace_s, self.abort_s, self.delay_s = found
-            log.info(
-                "drain limits now shutdown_grace_s = %g, shutdown_abort_s = %g,"
-                " shutdown_delay_s = %g",
-                *found,
-            )
+    async def follow_workers(self) -> None:
+        """Take the drain limits the workers run from their snapshots (at the drain).
 
-    async def kill_after(self) -> float:
-        """Seconds after SIGTERM past which a worker still running is killed.
-
-        The larger of the limits known and the file's current ones: a worker
-        may run an edit it watched or, restarted, loaded from disk; waiting
-        longer for a worker that is stuck costs less than killing one that
-        drains.
+        Each worker writes its own after every generation that goes live, so
+        a reload they refused changes nothing. Per limit, the largest counts:
+        waiting longer for a worker that is stuck costs less than killing one
+        that drains. Without a snapshot, the limits read at start stay.
         """
-        grace, abort, delay = self.grace_s, self.abort_s, self.delay_s
-        if self.config is None:
-            return delay + grace + abort + 5.0
-        found = await trio.to_thread.run_sync(self._read_limits)
+        if self.snapshots is None:
+            return
+        found = await trio.to_thread.run_sync(self._snapshot_limits)
         if found is not None:
-            grace, abort, delay = max(grace, found[0]), max(abort, found[1]), max(delay, found[2])
-        return delay + grace + abort + 5.0
+            self.delay_s, self.grace_s, self.abort_s = found
+
+    def kill_after(self) -> float:
+        """Seconds after SIGTERM past which a worker still running is killed."""
+        return self.delay_s + self.grace_s + self.abort_s + 5.0
 
     def stopping(self) -> bool:
         """Whether the set is shutting down (no more restarts)."""
@@ -309,7 +308,6 @@ class Supervisor:
                         proc.send_signal(signal.SIGHUP)
                 self._hup.set()
                 self._hup = trio.Event()
-                await self.reread_limits()
                 continue
             stops += 1
             if stops == 2 and self.delay_s > 0:
@@ -322,8 +320,17 @@ class Supervisor:
                 log.warning("another signal: killing the workers")
                 self._stop_all(signal.SIGKILL)
                 continue
-            log.info("%s: draining the workers", signal.Signals(signum).name)
             self._stop_all(signal.SIGTERM)
+            await self.follow_workers()
+            log.info(
+                "%s: draining the workers (shutdown_delay_s = %g, shutdown_grace_s = %g,"
+                " shutdown_abort_s = %g: killed after %gs)",
+                signal.Signals(signum).name,
+                self.delay_s,
+                self.grace_s,
+                self.abort_s,
+                self.kill_after(),
+            )
             # Workers drain within their grace, and what they cancelled
             # then ends within abort_s or they exit anyway; none may
             # outstay that. Timed in a task of its own, so that a second
@@ -332,7 +339,7 @@ class Supervisor:
             nursery.start_soon(self._kill_at_the_deadline)
 
     async def _kill_at_the_deadline(self) -> None:
-        await trio.sleep(await self.kill_after())
+        await trio.sleep(self.kill_after())
         log.warning("workers outstayed their grace: killing them")
         self._stop_all(signal.SIGKILL)
 

@@ -3,13 +3,14 @@
 ``load_config(path)`` reads a TOML file with its includes, applies ``${VAR}``
 substitution and ``TRELLIS_<SECTION>_<KEY>`` overrides, and structures the
 result into :class:`Settings` with the strict converter from ``sdk``; any
-problem raises ``sdk.ConfigError`` listing all of them. See
+problem raises ``sdk.ConfigError`` listing all of them. ``load_document``
+loads again what one load read (its :class:`Document`), without the files. See
 ``docs/configuration.md`` for the file format.
 
 May import: stdlib, attrs, cattrs, tomlkit, sdk, and its own submodules.
 """
 
-from kernel.config.loader import LoadedConfig, load_config, loads_config
+from kernel.config.loader import Document, LoadedConfig, load_config, load_document, loads_config
 from kernel.config.model import (
     CertificateConfig,
     H2Section,
@@ -28,6 +29,7 @@ from kernel.config.model import (
 
 __all__ = [
     "CertificateConfig",
+    "Document",
     "H2Section",
     "KernelSection",
     "ListenerConfig",
@@ -42,5 +44,6 @@ __all__ = [
     "UpstreamSection",
     "UpstreamTls",
     "load_config",
+    "load_document",
     "loads_config",
 ]

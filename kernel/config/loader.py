@@ -23,6 +23,9 @@ The order of processing, each step's rules in the module that implements it:
    entry ``"NAME.LABEL"``, a named instance's).
 
 Problems from steps 3-5 are all reported together, never just the first.
+What steps 1-2 made, the :class:`Document`, comes with the result: a worker of
+``[server] workers`` shares it with its set (kernel/snapshot.py), and
+:func:`load_document` runs steps 3-5 on it again, without the files.
 Each line starts with the value's path (``$.routes[2].upstream: ...``) and,
 when the value came from an included file or an override variable, ends
 with ``(in base.toml)`` / ``(from TRELLIS_SERVER_HTTP1)``.
@@ -47,11 +50,33 @@ from kernel.config.sources import Sources, label_for, read_sources
 from sdk._config import STRUCTURE_ERRORS, ConfigPath, collect_problems, format_path, make_converter
 from sdk._errors import ConfigError
 
-__all__ = ["LoadedConfig", "load_config", "loads_config", "salvage", "salvage_settings"]
+__all__ = [
+    "Document",
+    "LoadedConfig",
+    "load_config",
+    "load_document",
+    "loads_config",
+    "salvage",
+    "salvage_settings",
+]
 
 T = TypeVar("T")
 
 _CONVERTER = make_converter()
+
+
+@attrs.frozen
+class Document:
+    """A configuration as read: the main file merged with its includes
+    (steps 1-2), before ``${VAR}`` substitution and ``TRELLIS_*`` overrides,
+    which each load applies from its own environment."""
+
+    #: Plain data, as TOML gives it (the top-level ``include`` gone).
+    data: Mapping[str, Any]
+    #: The files it was read from (:attr:`LoadedConfig.files`).
+    files: tuple[Path, ...]
+    #: The main file's path as given, for messages.
+    source: str
 
 
 @attrs.frozen
@@ -64,6 +89,8 @@ class LoadedConfig:
     files: tuple[Path, ...]
     #: The main file's path as given (or ``"<string>"``), for messages.
     source: str
+    #: What the files said (None: not kept).
+    document: Document | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def load_config(
@@ -86,6 +113,17 @@ def loads_config(
     """Load a config from ``text``; includes are relative to ``base_dir``."""
     sources = read_sources(text, main=None, base_dir=Path(base_dir).resolve(), source=source)
     return _finish(sources, environ, source)
+
+
+def load_document(document: Document, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load ``document`` as :func:`load_config` loads its files (steps 3-5).
+
+    No file is read. Problems carry no ``(in base.toml)``: where each value
+    came from is not part of a document.
+    """
+    data = copy.deepcopy(dict(document.data))
+    sources = Sources(data, {}, document.files, [])
+    return _finish(sources, environ, document.source)
 
 
 def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) -> LoadedConfig:
@@ -122,7 +160,9 @@ def _finish(sources: Sources, environ: Mapping[str, str] | None, source: str) ->
 
     if problems or settings is None:
         raise ConfigError(problems, source=source, raw=data)
-    return LoadedConfig(settings=settings, files=sources.files, source=source)
+    # (substitute made a new tree: sources.data is still as read)
+    document = Document(sources.data, sources.files, source)
+    return LoadedConfig(settings=settings, files=sources.files, source=source, document=document)
 
 
 def salvage_settings(data: Mapping[str, Any]) -> Settings | None:

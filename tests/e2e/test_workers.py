@@ -8,6 +8,7 @@ with it (they get SIGTERM when their parent dies).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -188,26 +189,49 @@ async def test_a_bind_failure_stops_the_set_with_exit_2(tmp_path: Path) -> None:
     assert "did not drain cleanly: exit code 2" not in err
 
 
-async def test_a_broken_file_on_disk_never_takes_down_the_running_set(
-    spawn_proxy: SpawnProxy,
+FLAKY = """
+import sdk
+
+
+class Flaky:
+    @sdk.hookimpl
+    def trellis_request(self, flow):
+        return None
+"""
+
+
+async def test_a_restarted_worker_that_fails_to_start_never_takes_down_the_running_set(
+    spawn_proxy: SpawnProxy, tmp_path: Path
 ) -> None:
-    """A worker restarted while the file on disk is broken fails to start: it
-    is retried with the usual backoff (and said why), the other keeps serving,
-    and once the file is fixed (and SIGHUP sent) the restart succeeds."""
+    """A worker restarted while something it loads is broken on disk (here a
+    plugin module) fails to start: it is retried with the usual backoff (and
+    said why), the other keeps serving, and once it is fixed (and SIGHUP
+    sent) the restart succeeds."""
     port = free_port()
-    good = config(port)
-    sup = await spawn_proxy(good, port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    module = tmp_path / "flaky_plugins.py"
+    module.write_text(FLAKY)
+    good = (
+        config(port)
+        .replace(
+            "[server]",
+            '[kernel.modules]\nflaky = "flaky_plugins:Flaky"\n\n[server]',
+        )
+        .replace('plugins = ["respond"]', 'plugins = ["flaky", "respond"]')
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "TRELLIS_LOG": "info"}
+    sup = await spawn_proxy(good, port=port, env=env, ready=False)
     await sup.wait_ready(60)
     await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
-    sup.config.write_text(good + "\n[kernel\n")  # an edit gone wrong, never applied
+    module.write_text('raise RuntimeError("broken on disk")\n')
     victim = min(children(sup.pid))
     os.kill(victim, signal.SIGKILL)
-    # Its replacement fails to load the file, again and again: an error that
-    # says so each time, never the end of the set.
-    failed = "failed to start again: exit code 1 (config error): the config file on disk"
+    # Its replacement fails to load the set's config, again and again: an
+    # error that says so each time, never the end of the set.
+    failed = "failed to start again: exit code 1 (config error): the set's config does not load"
     await wait_for(lambda: sup.stderr().count(failed) >= 2)
     err = sup.stderr()
-    assert f"the config file on disk ({sup.config}) does not load" in err
+    assert f"nor does the config file on disk ({sup.config})" in err
+    assert "RuntimeError('broken on disk')" in err
     assert "the other workers keep serving" in err
     assert "stopping" not in err
     assert sup.returncode is None, err
@@ -217,16 +241,85 @@ async def test_a_broken_file_on_disk_never_takes_down_the_running_set(
     # end of its backoff (8 s after the third failure): it serves again.
     await wait_for(lambda: sup.stderr().count(failed) >= 3, timeout=30)
     starts = sup.stderr().count(" started (pid ")
-    sup.config.write_text(good)
+    module.write_text(FLAKY)
     sup.signal(signal.SIGHUP)
     await wait_for(lambda: sup.stderr().count(" started (pid ") == starts + 1, timeout=4)
-    await wait_for(lambda: sup.stderr().count("serving generation 1") == 3, timeout=30)
+    serving = re.compile(r"serving generation [12] ")
+    await wait_for(lambda: len(serving.findall(sup.stderr())) == 3, timeout=30)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     assert sup.returncode is None
     current = children(sup.pid)
     sup.signal(signal.SIGTERM)
     assert await sup.wait(20) == 0
     await wait_for(lambda: not any(alive(pid) for pid in current))
+
+
+def pid_of(err: str, worker: int) -> int:
+    """The pid of worker ``worker``'s latest process, from the supervisor's lines."""
+    return int(re.findall(rf"worker {worker} started \(pid (\d+)\)", err)[-1])
+
+
+async def test_a_restarted_worker_serves_what_its_siblings_serve(
+    spawn_proxy: SpawnProxy,
+) -> None:
+    """Reloaded to B, then the file broken: a worker killed now is replaced by
+    one that runs B, with B's generation number (it once loaded the file on
+    disk, and failed, or served another config as generation 1)."""
+    port, health = free_port(), free_port()
+
+    def toml(body: str) -> str:
+        text = config(port).replace(
+            "watch_config = false", 'watch_config = false\nplugins = ["health"]'
+        )
+        return text.replace(
+            'body = "hello from a worker"',
+            # (${TRELLIS_WORKER} is substituted in each worker, restarted too.)
+            f'body = "{body} from ${{TRELLIS_WORKER:-none}}"\n\n'
+            f'[[listeners]]\nname = "health"\nbind = "127.0.0.1:{health}"\n\n'
+            '[plugins.health]\nlistener = "health"',
+        )
+
+    sup = await spawn_proxy(toml("A"), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    await sup.wait_ready(60)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    sup.config.write_text(toml("B"))
+    sup.signal(signal.SIGHUP)
+    await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP): generation 2 is live") == 2)
+    sup.config.write_text(toml("C") + "\n[kernel\n")  # an edit gone wrong, never applied
+    victim = pid_of(sup.stderr(), 0)
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: pid_of(sup.stderr(), 0) != victim, timeout=30)
+    await wait_for(
+        lambda: re.search(r"\[w0\] .*serving generation 2 ", sup.stderr()) is not None,
+        timeout=30,
+    )
+    err = sup.stderr()
+    # (Its predecessor's snapshot, or its sibling's: the same.)
+    assert re.search(
+        r"\[w0\] .*starting from the set's generation 2 \(worker [01]'s snapshot\)", err
+    )
+    assert "failed to start again" not in err
+
+    async def from_worker(port: int, path: str, worker: str) -> bytes:
+        """A response of worker ``worker`` (the kernel spreads connections)."""
+        for _ in range(200):
+            raw = await client.exchange(
+                port, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+            )
+            body: bytes = client.parse_responses(raw)[0]["body"]
+            if worker.encode() in body:
+                return body
+        raise AssertionError(f"worker {worker} never answered {path}")
+
+    assert await from_worker(port, "/", "from 0") == b"B from 0"
+    assert await from_worker(port, "/", "from 1") == b"B from 1"
+    alive_doc = json.loads(await from_worker(health, "/health", '"worker": 0'))
+    assert alive_doc == {"status": "ok", "generation": 2, "worker": 0}
+    # The next reload is generation 3 in both.
+    sup.config.write_text(toml("D"))
+    sup.signal(signal.SIGHUP)
+    await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP): generation 3 is live") == 2)
+    assert await from_worker(port, "/", "from 0") == b"D from 0"
 
 
 async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
@@ -245,7 +338,6 @@ async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
     await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
     sup.config.write_text(toml(12))
     sup.signal(signal.SIGHUP)
-    # (The supervisor reads the file at once; the workers take longer.)
     await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP)") == 2)
     # The file breaks afterwards: the drain goes by what the workers run.
     sup.config.write_text(toml(12) + "\n[kernel\n")
@@ -262,8 +354,47 @@ async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
     assert raw.endswith(b"slept\n")
     assert await sup.wait(10) == 0, err
     assert "outstayed" not in err
-    assert "drain limits now shutdown_grace_s = 12, shutdown_abort_s = 1" in err
-    assert "the drain limits stay shutdown_grace_s = 12, shutdown_abort_s = 1" in err
+    assert (
+        "SIGTERM: draining the workers (shutdown_delay_s = 0, shutdown_grace_s = 12,"
+        " shutdown_abort_s = 1: killed after 18s)" in err
+    )
+
+
+async def test_a_refused_reload_does_not_shorten_the_drain(
+    spawn_proxy: SpawnProxy, upstream: Any
+) -> None:
+    """A reload the workers refuse changes nothing, the supervisor's kill
+    deadline included: it once took a lowered grace from such a file, and
+    killed a worker 6 s into a drain it was allowed 9 s for."""
+    port = free_port()
+
+    def toml(grace: float, extra: str = "") -> str:
+        text = proxy_config(
+            upstream.port, port, grace=grace, kernel_extra="shutdown_abort_s = 0.5", extra=extra
+        )
+        return text.replace("[server]\n", "[server]\nworkers = 2\n")
+
+    sup = await spawn_proxy(toml(9), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    await sup.wait_ready(60)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    # Settings that load, and a route whose chain names no plugin: refused.
+    sup.config.write_text(toml(0.5, extra='plugins = ["nosuch"]'))
+    sup.signal(signal.SIGHUP)
+    await wait_for(lambda: sup.stderr().count("reload (SIGHUP) rejected") == 2)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        # 7 s: past the refused 0.5 + 0.5 + 5 s, within the grace the workers run.
+        await stream.send_all(b"GET /sleep/7 HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        await wait_for_request(upstream, "/sleep/7")
+        sup.signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            raw = await read_all(stream)
+    err = sup.stderr()
+    assert raw.startswith(b"HTTP/1.1 200 "), err
+    assert raw.endswith(b"slept\n")
+    assert await sup.wait(10) == 0, err
+    assert "outstayed" not in err
+    assert "shutdown_grace_s = 9, shutdown_abort_s = 0.5: killed after 14.5s" in err
 
 
 async def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:

@@ -115,38 +115,54 @@ async def test_a_second_signal_is_heard_while_the_workers_drain(
     assert [(s, t - start) for s, t in worker.sent] == expected
 
 
-async def test_drain_limits_follow_the_config_file(tmp_path: Any, caplog: Any) -> None:
-    from kernel.supervisor import Supervisor
+def _snapshot(directory: Any, worker: int, **limits: float) -> None:
+    from kernel.config import Document, KernelSection
+    from kernel.snapshot import write
 
+    document = Document({}, (), "t.toml")
+    write(directory, worker=worker, generation=1, document=document, kernel=KernelSection(**limits))
+
+
+async def test_drain_limits_follow_what_the_workers_run(tmp_path: Any) -> None:
+    """The supervisor drains by the limits in the workers' snapshots (what
+    each runs), not by the config file: a reload the workers refused must
+    not change them (it once re-read the file on SIGHUP, whatever they did)."""
     path = tmp_path / "t.toml"
     path.write_text("[kernel]\nshutdown_grace_s = 2\nshutdown_abort_s = 1\n")
     sup = Supervisor(["x"], 2, 2.0, 1.0, config=path)
-    assert await sup.kill_after() == 2 + 1 + 5
-    # SIGHUP re-reads them, both ways.
-    path.write_text("[kernel]\nshutdown_grace_s = 30\nshutdown_abort_s = 3\n")
-    await sup.reread_limits()
-    assert (sup.grace_s, sup.abort_s) == (30, 3)
-    path.write_text("[kernel]\nshutdown_grace_s = 4\n")
-    await sup.reread_limits()
-    assert (sup.grace_s, sup.abort_s) == (4, 5)
-    # A file that does not load keeps them, and says so.
-    path.write_text("[kernel\n")
-    await sup.reread_limits()
-    assert (sup.grace_s, sup.abort_s) == (4, 5)
-    assert "the drain limits stay shutdown_grace_s = 4, shutdown_abort_s = 5" in caplog.text
-    # shutdown_delay_s (the lame duck before the drain) counts too.
-    path.write_text("[kernel]\nshutdown_grace_s = 4\nshutdown_delay_s = 7\n")
-    await sup.reread_limits()
-    assert sup.delay_s == 7
-    assert await sup.kill_after() == 7 + 4 + 5 + 5
-    path.write_text("[kernel]\nshutdown_grace_s = 4\n")
-    await sup.reread_limits()
-    assert await sup.kill_after() == 4 + 5 + 5
-    # At the drain, an edit not signalled (watch_config applies it; a
-    # restarted worker loads it) may only lengthen the wait.
-    path.write_text("[kernel]\nshutdown_grace_s = 20\nshutdown_abort_s = 1\n")
-    assert await sup.kill_after() == 20 + 5 + 5
-    path.write_text("[kernel]\nshutdown_grace_s = 1\nshutdown_abort_s = 1\n")
-    assert await sup.kill_after() == 4 + 5 + 5
-    # Without a config path, the limits given are all there is.
-    assert await Supervisor(["x"], 2, 3.0, 2.0).kill_after() == 3 + 2 + 5
+    sup.snapshots = tmp_path / "set"
+    sup.snapshots.mkdir()
+    # No snapshot yet (the set is starting): the limits read at start.
+    await sup.follow_workers()
+    assert (sup.delay_s, sup.grace_s, sup.abort_s) == (0, 2, 1)
+    assert sup.kill_after() == 2 + 1 + 5
+    # The file is not read again, whatever it says.
+    path.write_text("[kernel]\nshutdown_grace_s = 0.5\nshutdown_abort_s = 0.5\n")
+    await sup.follow_workers()
+    assert sup.kill_after() == 2 + 1 + 5
+    # Each limit: the largest any worker runs (one may lag behind a reload).
+    _snapshot(sup.snapshots, 0, shutdown_grace_s=30, shutdown_abort_s=3)
+    _snapshot(sup.snapshots, 1, shutdown_grace_s=4, shutdown_delay_s=7)
+    await sup.follow_workers()
+    assert (sup.delay_s, sup.grace_s, sup.abort_s) == (7, 30, 5)
+    assert sup.kill_after() == 7 + 30 + 5 + 5
+    # Lowered by a reload both accepted: lowered.
+    _snapshot(sup.snapshots, 0, shutdown_grace_s=4)
+    _snapshot(sup.snapshots, 1, shutdown_grace_s=4)
+    await sup.follow_workers()
+    assert sup.kill_after() == 4 + 5 + 5
+    # Without a snapshot directory, the limits given are all there is.
+    bare = Supervisor(["x"], 2, 3.0, 2.0)
+    await bare.follow_workers()
+    assert bare.kill_after() == 3 + 2 + 5
+
+
+def test_workers_are_told_the_snapshot_directory(tmp_path: Any) -> None:
+    from kernel.snapshot import SNAPSHOTS_ENV
+
+    sup = Supervisor(["x"], 2, 2.0)
+    assert SNAPSHOTS_ENV not in sup._environment(0)
+    sup.snapshots = tmp_path
+    env = sup._environment(1)
+    assert env[SNAPSHOTS_ENV] == str(tmp_path)
+    assert (env[WORKER_ENV], env[WORKERS_ENV]) == ("1", "2")
