@@ -43,6 +43,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -443,6 +444,9 @@ class App:
             gone = os.getppid() != parent
         log.warning("the supervisor (pid %d) is gone: shutting down", parent)
         self._stop.set()
+        directory, self.snapshots = self.snapshots, None
+        if directory is not None:  # the supervisor would have removed it
+            await trio.to_thread.run_sync(shutil.rmtree, directory, True)
 
     async def _reap_pool(self) -> None:
         assert self.state is not None

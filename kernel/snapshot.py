@@ -20,8 +20,10 @@ the same files. Files the config only names (certificates, plugin modules)
 are read from disk, as on any load. When the directory is empty (the set's
 first start) or the snapshot does not load, the worker loads the config
 file, as before (kernel/app.py). The supervisor drains by the largest limits
-found in the snapshots, the ones the workers run (kernel/supervisor.py), and
-removes the directory when the set has stopped.
+found in the snapshots, the ones the workers run, counts a worker's process
+as started once it wrote its snapshot (kernel/supervisor.py), and removes the
+directory when the set has stopped; workers that find their supervisor gone
+remove it themselves.
 
 May import: stdlib, attrs, tomlkit, kernel.config.
 """
@@ -48,6 +50,7 @@ __all__ = [
     "scan",
     "snapshot_dir",
     "write",
+    "written_by",
 ]
 
 #: The set's snapshot directory, as the supervisor tells its workers.
@@ -62,6 +65,8 @@ class Snapshot:
 
     generation: int
     worker: int
+    #: The process that wrote it.
+    pid: int
     #: ``time.monotonic_ns()`` (one clock for the whole machine on Linux) when written.
     written: int
     document: Document
@@ -84,6 +89,7 @@ def write(
     snap = Snapshot(
         generation=generation,
         worker=worker,
+        pid=os.getpid(),
         written=time.monotonic_ns(),
         document=document,
         shutdown_delay_s=kernel.shutdown_delay_s,
@@ -125,6 +131,15 @@ def scan(directory: Path) -> tuple[list[Snapshot], list[str]]:
     return found, problems
 
 
+def written_by(directory: Path, worker: int, pid: int) -> bool:
+    """Whether worker ``worker``'s snapshot is process ``pid``'s: it served."""
+    try:
+        text = (directory / f"{_PREFIX}{worker}{_SUFFIX}").read_text(encoding="utf-8")
+        return _loads(text).pid == pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def newest(snapshots: list[Snapshot]) -> Snapshot | None:
     """The snapshot a starting worker starts from: the highest generation,
     the latest written of equals."""
@@ -135,6 +150,7 @@ def _dumps(snap: Snapshot) -> str:
     meta: dict[str, Any] = {
         "generation": snap.generation,
         "worker": snap.worker,
+        "pid": snap.pid,
         "written": snap.written,
         "source": snap.document.source,
         "files": [os.fspath(f) for f in snap.document.files],
@@ -155,6 +171,7 @@ def _loads(text: str) -> Snapshot:
     return Snapshot(
         generation=int(meta["generation"]),
         worker=int(meta["worker"]),
+        pid=int(meta["pid"]),
         written=int(meta["written"]),
         document=document,
         shutdown_delay_s=float(meta["shutdown_delay_s"]),

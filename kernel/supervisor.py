@@ -16,11 +16,15 @@ was loaded from, and a restarted worker starts from the newest of those
 snapshots, with its generation number, not from the config file
 (kernel/snapshot.py). So it serves what its siblings serve even when the
 file was edited, or broken, since their last reload; only the set's first
-start loads the file. The directory is removed when the set has stopped.
+start loads the file. The directory is removed when the set has stopped
+(by the workers, when they find the supervisor gone).
 
 Exit codes: a worker that fails while the set first starts with the
 config, bind or storage code (1, 2, 3) stops the whole set with that code,
-since every other worker would fail alike. Once the set has started, a
+since every other worker would fail alike. (A worker's process has started
+once it wrote its snapshot, however long that took on a busy machine; one
+that ends with those codes later, as an uncaught exception ends with 1, is
+restarted.) Once the set has started, a
 restarted worker that fails so (a plugin module broken on disk since, say)
 is logged as an error and restarted with the usual backoff, which a SIGHUP
 cuts short: the other workers keep serving. Otherwise 0 after a drain, or 4
@@ -83,7 +87,8 @@ _FATAL = {1, 2, 3}
 _MEANING = {1: "config error", 2: "bind failure", 3: "storage error", 4: "drain cut"}
 #: The drain of a worker (or of the set) was cut (kernel.app.EXIT_ABORTED).
 _ABORTED = 4
-#: Seconds a worker must live to count as started (and to reset its backoff).
+#: Seconds a worker must live to count as started, without a snapshot
+#: directory to tell (and to reset its backoff).
 _STARTED_AFTER = 3.0
 _STABLE_AFTER = 60.0
 
@@ -186,7 +191,7 @@ class Supervisor:
             code = await proc.wait()
             _mark_dead(proc.pid)
             lived = time.monotonic() - started
-            failed_start = code in _FATAL and lived < _STARTED_AFTER
+            failed_start = code in _FATAL and not await self._served(index, proc.pid, lived)
             if self.stopping():
                 if code != 0:
                     what = _describe(code)
@@ -237,6 +242,14 @@ class Supervisor:
             with trio.move_on_after(backoff):
                 await self._hup.wait()  # an operator's SIGHUP (a fixed file): try now
             backoff = min(backoff * 2, 30.0)
+
+    async def _served(self, index: int, pid: int, lived: float) -> bool:
+        """Whether worker ``index``'s process ``pid`` got as far as serving: it
+        wrote its snapshot (a start slowed by a busy machine is no start)."""
+        directory = self.snapshots
+        if directory is None:
+            return lived >= _STARTED_AFTER
+        return await trio.to_thread.run_sync(snapshot.written_by, directory, index, pid)
 
     def _cause(self, code: int) -> str:
         """What an operator should look at when a restarted worker exits ``code``."""

@@ -47,6 +47,13 @@ def alive(pid: int) -> bool:
     return state != b"Z"
 
 
+def environment(pid: int) -> dict[str, str]:
+    """A process's environment (``/proc/PID/environ``)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = f.read().split(b"\0")
+    return dict(item.decode().partition("=")[::2] for item in items if b"=" in item)
+
+
 def config(port: int, workers: int = 2, bind: str = "") -> str:
     return f"""
 [kernel]
@@ -129,13 +136,18 @@ async def test_a_killed_supervisor_takes_its_workers_along(
     # A SIGKILLed supervisor cannot remove the metrics directory it would make.
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), "TRELLIS_LOG": "info"}
     sup = await spawn_proxy(config(port), port=port, ready=False, env=env)
     await sup.wait_ready(60)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
+    # The set's snapshots: the workers remove the directory the supervisor would have.
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    snapshots = Path(environment(min(workers))["TRELLIS_SNAPSHOTS"])
+    assert sorted(p.name for p in snapshots.iterdir()) == ["worker-0.toml", "worker-1.toml"]
     await sup.kill()  # SIGKILL: no chance to stop them itself
     await wait_for(lambda: not any(alive(pid) for pid in workers))
+    assert not snapshots.exists()
 
 
 async def test_a_worker_whose_drain_is_cut_makes_the_set_exit_4(
@@ -187,6 +199,46 @@ async def test_a_bind_failure_stops_the_set_with_exit_2(tmp_path: Path) -> None:
     # The other worker failing alike (unless the supervisor's SIGTERM came
     # first) is said as such, not as a drain gone wrong.
     assert "did not drain cleanly: exit code 2" not in err
+
+
+SLOW = """
+import time
+
+import sdk
+
+time.sleep(4)  # a start that outlasts the 3 s after which one used to count as started
+
+
+class Slow:
+    @sdk.hookimpl
+    def trellis_request(self, flow):
+        return None
+"""
+
+
+async def test_a_slow_first_start_that_fails_still_stops_the_set(tmp_path: Path) -> None:
+    """A worker has started once it serves (wrote its snapshot), not after 3 s
+    of life: on a busy machine a worker failing to bind 3 s in was taken for
+    one that had served, and the set retried it forever instead of exiting 2."""
+    port = free_port()
+    (tmp_path / "slow_plugins.py").write_text(SLOW)
+    blocker = trio.socket.socket()
+    await blocker.bind(("127.0.0.1", port))
+    blocker.listen(1)
+    try:
+        path = tmp_path / "w.toml"
+        path.write_text(
+            config(port)
+            .replace("watch_config = false", 'watch_config = false\nplugins = ["slow"]')
+            .replace("[server]", '[kernel.modules]\nslow = "slow_plugins:Slow"\n\n[server]')
+        )
+        env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+        code, _, err = await run_kernel("run", "-c", str(path), env=env, timeout=40)
+    finally:
+        blocker.close()
+    assert code == 2, err
+    assert "failed to start (exit 2): bind failure; stopping the set" in err
+    assert "failed to start again" not in err
 
 
 FLAKY = """

@@ -5,12 +5,21 @@ The processes that write and read them are in tests/e2e/test_workers.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from kernel.config import KernelSection, load_config, load_document
-from kernel.snapshot import SNAPSHOTS_ENV, Snapshot, newest, scan, snapshot_dir, write
+from kernel.snapshot import (
+    SNAPSHOTS_ENV,
+    Snapshot,
+    newest,
+    scan,
+    snapshot_dir,
+    write,
+    written_by,
+)
 
 CONFIG = """
 include = "base.toml"
@@ -140,3 +149,16 @@ def test_snapshot_dir_comes_from_the_environment(tmp_path: Path) -> None:
     assert snapshot_dir({}) is None
     assert snapshot_dir({SNAPSHOTS_ENV: str(tmp_path)}) == tmp_path
     assert snapshot_dir({SNAPSHOTS_ENV: ""}) is None
+
+
+def test_written_by_tells_whether_a_process_served(tmp_path: Path) -> None:
+    """The supervisor's test for "this worker process started" (it wrote its snapshot)."""
+    snaps = tmp_path / "set"
+    snaps.mkdir()
+    assert not written_by(snaps, 0, os.getpid())
+    _write(snaps, 0, 1)
+    assert written_by(snaps, 0, os.getpid())
+    assert not written_by(snaps, 0, os.getpid() + 1)
+    assert not written_by(snaps, 1, os.getpid())
+    (snaps / "worker-1.toml").write_text("[snapshot\n")
+    assert not written_by(snaps, 1, os.getpid())
