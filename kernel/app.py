@@ -188,7 +188,7 @@ class App:
 
     def _load_first(self) -> Generation:
         """The first generation: the set's newest snapshot's, else the config file's."""
-        start = self.start_from
+        start, self.start_from = self.start_from, None
         if start is None:
             return self.load()
         try:
