@@ -10,6 +10,8 @@ This module is also the *one* place where a plugin's exception is caught
 (ARCHITECTURE.md, "Fault boundary"): it is attributed to the instance,
 logged with the dispatcher's own frames cut off, counted, and turned into a
 :class:`~sdk.PluginError` (``fail_closed``) or ignored (``fail_open``).
+The log line is limited per instance, hook and error class
+(kernel/lograte.py); the count and the report are not.
 What a hook may return (:data:`RESULT_TYPES`, :func:`response_problem`) is
 ``sdk._results``'s, shared with the test kit (``sdk.testing``).
 
@@ -18,7 +20,8 @@ no flow: :func:`connection_first_result` (``trellis_tls_passthrough``) and
 :func:`certificate_provider` (``trellis_tls_certificate``, synchronous: it
 runs inside the handshake).
 
-May import: stdlib, trio, pluggy, attrs, sdk, kernel.config, kernel.lifecycle.
+May import: stdlib, trio, pluggy, attrs, sdk, kernel.config, kernel.lifecycle,
+kernel.lograte.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import attrs
 import pluggy
 import trio
 
-from kernel import lifecycle
+from kernel import lifecycle, lograte
 from kernel.config.model import Settings
 from sdk import Flow, PluginError, Response, TlsCertificate, hookspecs
 from sdk._results import RESULT_TYPES, response_problem, set_response_error
@@ -219,24 +222,44 @@ def _passes(exc: BaseException) -> bool:
 
 
 def _fault(impl: Impl, hook: str, flow: Flow | None, exc: BaseException) -> PluginError | None:
-    """Log and count one plugin failure; the error to raise, or None (fail_open)."""
+    """Log and count one plugin failure; the error to raise, or None (fail_open).
+
+    Every failure is counted and reported; the log line is limited
+    (kernel/lograte.py) per instance, hook and error class: a plugin that
+    fails on every request under load would write a line per request.
+    """
     plugin_error_counts[impl.instance] += 1
+    prefix = f"[{flow.id}] " if flow else ""
+    key = (impl.instance, hook, type(exc).__name__)
     if isinstance(exc, DeadlineMissed):
         message = f"plugin {impl.instance!r} missed its {impl.deadline:g}s deadline in {hook}"
-        log.error("%s%s", f"[{flow.id}] " if flow else "", message)
+        lograte.log(log, logging.ERROR, key, "%s%s", prefix, message)
     else:
         # The exception's text is the plugin's code too (lifecycle.describe).
         text = lifecycle.describe(exc)
         message = f"plugin {impl.instance!r} raised {type(exc).__name__} in {hook}: {text}"
-        # Cut the dispatcher's own frame: the reader wants the plugin's frames.
-        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-        trimmed = lifecycle.traceback_text(exc, tb)
-        log.error("%s%s\n%s", f"[{flow.id}] " if flow else "", message, trimmed)
+        # Formatted only if the line is logged (most are not, under load).
+        trimmed = _Traceback(exc)
+        lograte.log(log, logging.ERROR, key, "%s%s\n%s", prefix, message, trimmed)
     err = PluginError(impl.instance, hook, message)
     err.__cause__ = exc
     if impl.report is not None:
         impl.report(impl.instance, hook, err, impl.fail_open)
     return None if impl.fail_open else err
+
+
+class _Traceback:
+    """A failure's traceback for a log line, formatted when the line is."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __str__(self) -> str:
+        # Cut the dispatcher's own frame: the reader wants the plugin's frames.
+        tb = self.exc.__traceback__
+        return lifecycle.traceback_text(self.exc, tb.tb_next if tb else None)
 
 
 def error_reporter(pm: pluggy.PluginManager) -> Reporter:

@@ -21,8 +21,9 @@ tracked; a new key beyond that evicts the one whose window started first,
 and its pending count is reported (by the call that evicted it) rather than
 lost. Under ``[server] workers`` each worker limits its own lines.
 
-Only for per-request lines (kernel/io/): config errors, lifecycle and the
-plugin fault boundary log every time.
+Only for per-request lines (kernel/io/, and the plugin fault boundary in
+kernel/dispatch.py: a plugin failing on every request): config errors and
+lifecycle lines log every time.
 
 May import: stdlib.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import attrs
 import pluggy
@@ -11,9 +12,10 @@ import trio
 
 import sdk
 import sdk.hookspecs
-from kernel import dispatch
+from kernel import dispatch, lograte
 from kernel.config.model import KernelSection, PluginPolicy, Settings
 from sdk.testing import make_flow
+from tests.conftest import basic_config
 
 
 class Rec:
@@ -664,3 +666,67 @@ async def test_a_response_that_cannot_be_written_is_its_plugins_failure(
         await dispatch.first_result(chain.request, "trellis_request", make_flow())
     said = f"plugin 'r' raised TypeError in trellis_request: returned a Response whose {problem}"
     assert said in caplog.text
+
+
+class FailsEveryRequest:
+    """Raises in ``trellis_request``: ``RuntimeError``, or ``KeyError`` on ``/key``."""
+
+    @sdk.hookimpl
+    def trellis_request(self, flow: sdk.Flow) -> None:
+        if flow.request.path == "/key":
+            raise KeyError("other")
+        raise RuntimeError("always")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_plugin_failing_every_request_logs_a_burst_then_a_count(
+    start_proxy: Any, upstream: Any, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from plugins.builtin.metrics import reset_store
+    from tests.plugins.builtin.metrics.support import matching, request, scrape
+
+    clock = _Clock()
+    monkeypatch.setattr(lograte, "LIMITER", lograte.RepeatLimiter(clock=clock))
+    reset_store()
+    cfg = (
+        basic_config(upstream.port).replace(
+            "[kernel]\n", '[kernel]\nplugins = ["metrics", "fails"]\n'
+        )
+        + '[[listeners]]\nname = "metrics"\nbind = "127.0.0.4:0"\n'
+    )
+    app = await start_proxy(cfg, extra_plugins={"fails": FailsEveryRequest()})
+    n = 60
+    try:
+        with caplog.at_level(logging.ERROR, logger="kernel.dispatch"):
+            for _ in range(n):
+                assert (await request(app.port(), "GET", "/a"))["status"] == 502
+            assert (await request(app.port(), "GET", "/key"))["status"] == 502
+            raised = [r for r in caplog.records if "plugin 'fails' raised" in r.getMessage()]
+            # A bounded number of lines, and a distinct failure is still seen.
+            assert len(raised) == lograte.BURST + 1
+            assert "raised KeyError" in raised[-1].getMessage()
+            assert "Traceback" in raised[0].getMessage()
+            clock.now += lograte.WINDOW_S  # the window ends: the next failure reports
+            assert (await request(app.port(), "GET", "/a"))["status"] == 502
+        got = [r.getMessage() for r in caplog.records if r.name == "kernel.dispatch"]
+        assert got[-2] == (
+            f"... and {n - lograte.BURST} more like it in the last 10s"
+            " (fails trellis_request RuntimeError)"
+        )
+        assert "plugin 'fails' raised RuntimeError" in got[-1]
+        assert len(got) == lograte.BURST + 3
+        # Every failure is still counted, logged or not.
+        samples = await scrape(("127.0.0.4", app.port("metrics")))
+        assert matching(samples, "trellis_plugin_errors_total") == {
+            (("hook", "trellis_request"), ("plugin", "fails")): n + 2
+        }
+    finally:
+        reset_store()
