@@ -32,7 +32,7 @@ def _fresh_log_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     next test's log assertions."""
     from kernel import lograte
 
-    monkeypatch.setattr(lograte, "LIMITER", lograte.RepeatLimiter())
+    monkeypatch.setattr(lograte, "LIMITER", lograte.process_limiter())
 
 
 @pytest.fixture
