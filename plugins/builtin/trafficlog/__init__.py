@@ -29,7 +29,12 @@ the record and counts it (``plugin.dropped``, metric
 background writer writes batches in a worker thread; a failed write is
 logged and its records counted as dropped, and the sink reopens or
 reconnects later (:mod:`.writer`). On shutdown (SIGTERM) everything still
-queued is written before the process exits.
+queued is written before the process exits, in a worker thread as well.
+
+Under ``[server] workers = N`` each worker runs its own instance: file
+sinks get a file per worker, while every worker writes the one SQLite file,
+waiting (in its writer thread, up to 30 s a batch) while another holds the
+write lock (:mod:`.sqlite`).
 
 Reloads: sinks are process-wide and shared by every instance and
 generation writing to the same place, so a reload keeps the same open file

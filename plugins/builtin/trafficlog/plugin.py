@@ -158,8 +158,14 @@ class TrafficLogPlugin:
             await hold.pipeline.run()
         finally:
             # Cancelled: the generation is retired (its flows are over), or it
-            # never went live because another plugin failed to start.
-            self._release(hold)
+            # never went live because another plugin failed to start. When
+            # the process stops, the last writes are awaited here, in a
+            # thread: never on the event loop.
+            if self._take_back(hold):
+                if self._stopping():
+                    await writer.release_async(hold.pipeline)
+                else:
+                    writer.release(hold.pipeline, wait=False)
 
     @sdk.hookimpl
     def trellis_shutdown(self) -> None:
@@ -171,12 +177,17 @@ class TrafficLogPlugin:
 
     def _release(self, hold: _Hold) -> None:
         """Give a pipeline back, once; the last holder writes what is queued and closes it."""
+        if self._take_back(hold):
+            writer.release(hold.pipeline, wait=self._stopping())
+
+    def _take_back(self, hold: _Hold) -> bool:
+        """Forget ``hold``; False if it was given back already."""
         if hold.released:
-            return
+            return False
         hold.released = True
         self._holds.remove(hold)
         self._refresh()
-        writer.release(hold.pipeline, wait=self._stopping())
+        return True
 
     def _refresh(self) -> None:
         # An instance reused by several generations (a test's ready-made

@@ -32,12 +32,15 @@ old generation is retired its writer is cancelled (between batches) and the
 new one's takes over.
 
 **The end.** When the last holder releases a pipeline, everything still
-queued is written synchronously and the sink is closed: on the event loop
-when the process is stopping (SIGTERM: the end of the process, nothing else
-waits), or in a separate non-daemon thread after a reload that stopped using
-that sink (so the new generation's flows are not held up; the interpreter
-waits for that thread before exiting). After a first failure the final
-drain writes nothing more and counts the rest as dropped.
+queued is written and the sink is closed, never on the event loop: when
+the process is stopping (SIGTERM), the holder's writer task awaits those
+last writes in a worker thread (:func:`release_async`, shielded), so the
+loop goes on meanwhile (signals, ``shutdown_abort_s``, the stall watchdog;
+an SQLite file another worker holds is waited for there); after a reload
+that stopped using that sink, they run in a separate non-daemon thread
+that nobody awaits (so the new generation's flows are not held up; the
+interpreter waits for that thread before exiting). After a first failure
+the final drain writes nothing more and counts the rest as dropped.
 
 May import: stdlib, attrs, trio, .record.
 """
@@ -56,7 +59,7 @@ import trio
 
 from .record import Record
 
-__all__ = ["Pipeline", "Sink", "SinkMetrics", "acquire", "pipelines", "release"]
+__all__ = ["Pipeline", "Sink", "SinkMetrics", "acquire", "pipelines", "release", "release_async"]
 
 log = logging.getLogger("trellis.plugins.trafficlog")
 
@@ -133,6 +136,7 @@ class Pipeline:
         self._lock = trio.Lock()
         self._opened = False
         self._closer: threading.Thread | None = None
+        self._closing = False
         self._unreported = 0
         self._last_why = ""
         self._warned_at = -WARN_EVERY_S
@@ -291,8 +295,9 @@ class Pipeline:
     # ------------------------------------------------------------------ end
     def close(self, *, wait: bool) -> None:
         """Write what is queued and close the sink: now, or in a thread (``wait=False``)."""
-        if self.closed or self._closer is not None:
+        if self.closed or self._closing:
             return
+        self._closing = True
         if wait:
             self._drain_and_close()
         else:
@@ -300,6 +305,15 @@ class Pipeline:
                 target=self._drain_and_close, name=f"trafficlog-close-{self.sink.label}"
             )
             self._closer.start()
+
+    async def aclose(self) -> None:
+        """:meth:`close` for a task: the writes run in a worker thread while the
+        event loop goes on, and are awaited even when the task is cancelled."""
+        if self.closed or self._closing:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._drain_and_close)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for a background :meth:`close` (tests)."""
@@ -359,9 +373,22 @@ def acquire(
 
 def release(pipeline: Pipeline, *, wait: bool) -> None:
     """One holder fewer; the last one drains and closes it (see :meth:`Pipeline.close`)."""
+    if _last(pipeline):
+        pipeline.close(wait=wait)
+
+
+async def release_async(pipeline: Pipeline) -> None:
+    """:func:`release` with ``wait=True``, for a task: the last holder's final
+    writes run in a worker thread, awaited (shielded) without holding the loop."""
+    if _last(pipeline):
+        await pipeline.aclose()
+
+
+def _last(pipeline: Pipeline) -> bool:
+    """One holder fewer; whether that was the last (then it leaves the registry)."""
     pipeline.holders -= 1
     if pipeline.holders > 0:
-        return
+        return False
     if _pipelines.get(pipeline.key) is pipeline:
         del _pipelines[pipeline.key]
-    pipeline.close(wait=wait)
+    return True

@@ -1,4 +1,5 @@
-"""Traffic-log test helpers: a controlled clock, a generation, file readers, gated sinks."""
+"""Traffic-log test helpers: a controlled clock, a generation, file readers, gated sinks,
+another SQLite writer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -210,3 +212,29 @@ def postgres_rows(url: str) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         rows = conn.execute("SELECT * FROM traffic ORDER BY ts, id").fetchall()
     return [normalise(r) for r in rows]
+
+
+def hold_write_lock(path: Path, seconds: float, how: str = "IMMEDIATE") -> threading.Thread:
+    """Another writer (a user's ``sqlite3`` shell, another worker) holding the
+    database's write lock for ``seconds`` in a thread; returns once it is held."""
+    held = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute(f"BEGIN {how}")
+        held.set()
+        time.sleep(seconds)  # noqa: TID251 - a plain thread, no trio loop
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold, name="sqlite-lock-holder")
+    thread.start()
+    held.wait()
+    return thread
+
+
+def count_rows(path: Path, like: str = "%") -> int:
+    """Rows of ``traffic`` whose path is ``LIKE`` the pattern."""
+    with sqlite3.connect(path, timeout=30) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM traffic WHERE path LIKE ?", (like,)).fetchone()
+    return int(n)

@@ -27,7 +27,9 @@ from tests.plugins.builtin.trafficlog.support import (
     PATH,
     GatedPlugin,
     Generation,
+    count_rows,
     generation,
+    hold_write_lock,
     make_plugin,
     postgres_rows,
     read_lines,
@@ -671,3 +673,83 @@ async def test_sigterm_flushes_the_queue(
     assert sorted(proxied) == sorted(r["target"] for r in upstream.requests)
     assert len(proxied) >= len(answered)
     assert "dropped" not in proxy.stderr()
+
+
+# ------------------------------------------------------ workers, one SQLite file
+@pytest.mark.slow
+async def test_workers_share_one_sqlite_file_and_lose_no_record(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
+    """``[server] workers = 2``, both writing ``traffic.db``: one row per request.
+
+    While the load runs, another writer (a user's ``sqlite3`` shell) holds the
+    write lock for longer than SQLite's busy timeout; at SIGTERM it holds it
+    again, and the workers' last writes wait for it without stalling their
+    event loops (the stall watchdog would say so).
+    """
+    db = tmp_path / "logs" / "traffic.db"
+    port = free_port()
+    text = f"""
+[kernel]
+watch_config = false
+shutdown_grace_s = 5
+plugins = ["trafficlog"]
+
+[server]
+workers = 2
+
+[[listeners]]
+bind = "127.0.0.1:{port}"
+
+[[routes]]
+name = "r"
+plugins = ["respond"]
+
+[plugins.respond]
+body = "logged"
+
+[plugins.trafficlog]
+type = "database"
+database = "sqlite:{db}"
+batch = 50
+flush_interval_s = 0.05
+"""
+    proxy = await spawn_proxy(text, port=port, ready=False)
+    await proxy.wait_ready(60)  # two workers start at once on a small, busy machine
+    answered: list[str] = []
+    target = 2000
+
+    async def load(worker: int) -> None:
+        i = 0
+        while len(answered) < target:
+            path = f"/w{worker}/{i}"
+            head = f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            raw = await client_helpers.exchange(port, head.encode())
+            (resp,) = client_helpers.parse_responses(raw)
+            assert resp["status"] == 200
+            answered.append(path)
+            i += 1
+
+    async with trio.open_nursery() as n:
+        for w in range(20):
+            n.start_soon(load, w)
+        await wait_for(lambda: db.exists() and len(answered) > 200, 30)
+        # Longer than a statement's busy timeout (5 s): batches must wait, not drop.
+        holder = await trio.to_thread.run_sync(hold_write_lock, db, 6.0)
+        await trio.to_thread.run_sync(holder.join)
+    # (The readiness probes are logged too: they are not the load's.)
+    await wait_for(lambda: count_rows(db, "/w%") == len(answered), 30)
+    holder = await trio.to_thread.run_sync(hold_write_lock, db, 2.0)
+    for w in range(2):
+        assert await request(client_helpers, port, "GET", f"/last/{w}") == 200
+    proxy.signal(signal.SIGTERM)
+    assert await proxy.wait(30) == 0
+    await trio.to_thread.run_sync(holder.join)
+    paths = [r["path"] for r in sqlite_rows(db) if r["path"] != "/"]  # "/": the probes
+    assert sorted(paths) == sorted([*answered, "/last/0", "/last/1"])  # none lost, none twice
+    # Both workers wrote (a flow id starts with its process's own prefix).
+    assert len({r["id"].rsplit("-", 1)[0] for r in sqlite_rows(db)}) == 2
+    err = proxy.stderr()
+    assert "dropped" not in err
+    assert "locked" not in err
+    assert "event loop has not turned" not in err

@@ -188,3 +188,42 @@ async def test_registry_counts_holders() -> None:
     c = writer.acquire(("list", "x"), make, capacity=10, batch=2, flush_interval_s=1.0)
     assert c is not a
     writer.release(c, wait=True)
+
+
+async def test_the_last_writes_at_shutdown_leave_the_event_loop_free() -> None:
+    """``release_async`` (the process is stopping): the final drain runs in a
+    thread; the loop goes on meanwhile, and a cancelled caller still awaits it."""
+
+    class SlowSink(ListSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+
+        def write(self, records: list[Record]) -> None:
+            assert self.gate.wait(5)  # a database another worker holds
+            super().write(records)
+
+    sink = SlowSink()
+    p = writer.acquire(("slow", "x"), lambda: sink, capacity=100, batch=4, flush_interval_s=1.0)
+    for r in recs(6):
+        p.put(r)
+    ticks = 0
+    done = trio.Event()
+
+    async def last_holder() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()  # as the retired generation's writer task is
+            await writer.release_async(p)
+        done.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(last_holder)
+        while ticks < 5:
+            await trio.sleep(0.01)
+            ticks += 1
+        assert not done.is_set()
+        sink.gate.set()
+    assert done.is_set()
+    assert sink.ids == list(range(6))
+    assert (p.closed, sink.closed, p.written) == (True, 1, 6)
+    assert ("slow", "x") not in writer.pipelines()
