@@ -2,8 +2,9 @@
 
 Names and values are checked here, so a bad one is reported at config time
 with its own path (``$.plugins.headers.request_set["bad name"]: invalid
-header name ...``, ``$.plugins.headers.request_remove[2]: ...``) and never
-reaches a message. Framing fields (``content-length``,
+header name ...``, ``$.plugins.headers.request_remove[2]: ...``,
+``$.plugins.headers.response_add.X-Foo[2]: ...``) and never reaches a
+message. Framing fields (``content-length``,
 ``transfer-encoding``) are refused: framing is the kernel's job.
 
 May import: stdlib, attrs, sdk.
@@ -65,27 +66,23 @@ def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     check_value(value)
 
 
-def _values(_: object, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
-    # A value, or a list of values (one field each). A list's bad values are
-    # listed by index under the field's path (``request_add.x-a: [1]: ...``):
-    # the value's two shapes leave no member validator to give them their own
-    # path, and a list with an item of the wrong type is not checked here.
+def _one_value(_: object, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
     if isinstance(value, str):
         check_value(value)
-        return
-    problems = []
-    for i, item in enumerate(value):
-        try:
-            check_value(item)
-        except ValueError as exc:
-            problems.append(f"[{i}]: {exc}")
-    if problems:  # every one, not only the first
-        raise ValueError("; ".join(problems))
 
+
+# A ``*_add`` value is one value or a list of values (one field each). Both
+# go through one deep_iterable, so that a list's items are checked one at a
+# time, each at its own path (``response_add.x-a[2]``), beside an item of
+# the wrong type (which leaves the list with a hole: only member checks run
+# then). A single value is checked whole first, at the entry's path; if it
+# passes, its characters then pass the member check one by one (a value's
+# rules are per character: control characters, Latin-1).
+_VALUES = attrs.validators.deep_iterable(_value, iterable_validator=_one_value)
 
 _NAMES = attrs.validators.deep_iterable(_name)
 _FIELDS = attrs.validators.deep_mapping(_name, _value)
-_MULTI_FIELDS = attrs.validators.deep_mapping(_name, _values)
+_MULTI_FIELDS = attrs.validators.deep_mapping(_name, _VALUES)
 
 
 @attrs.frozen(kw_only=True)

@@ -68,7 +68,7 @@ def test_every_problem_with_its_path() -> None:
         f"{PATH}.request_remove[0]: 'Content-Length' cannot be changed: the kernel frames"
         " messages itself",
         f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name'",
-        f"{PATH}.request_add.x-a: [1]: invalid header value 'bad\\nvalue' (a control"
+        f"{PATH}.request_add.x-a[1]: invalid header value 'bad\\nvalue' (a control"
         " character or non-Latin-1)",
         f"{PATH}.response_remove: must be an array, got 'server'",
         f"{PATH}.response_set.x-b: invalid header value 'nul\\x00' (a control"
@@ -146,11 +146,50 @@ def test_every_bad_name_of_a_remove_list_is_listed() -> None:
     ]
 
 
-def test_every_bad_value_of_an_add_list_is_listed() -> None:
+def test_every_bad_value_of_an_add_list_is_listed_at_its_own_path() -> None:
     assert problems({"response_add": {"x-a": ["a\nb", "ok", "\u20ac"]}}) == [
-        f"{PATH}.response_add.x-a: [0]: invalid header value 'a\\nb' (a control character or"
-        " non-Latin-1); [2]: invalid header value '\u20ac' (a control character or non-Latin-1)"
+        f"{PATH}.response_add.x-a[0]: invalid header value 'a\\nb' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.response_add.x-a[2]: invalid header value '\u20ac' (a control character or"
+        " non-Latin-1)",
     ]
+
+
+def test_a_wrongly_typed_add_value_hides_no_other_items_problem() -> None:
+    """A list with an item of the wrong type used to be left unchecked (its
+    check ran on the whole list, which does not run on one with a hole):
+    ``[2]`` was reported only once ``[1]`` was fixed."""
+    assert problems(
+        {
+            "request_add": {"x-a": ["ok", 5, "bad\x01", "fine", "\u20ac"], "x-b": "a\x02"},
+            "response_add": {"x-c": [True, "c\rd"], "x-d": ["ok"], "bad name": ["x", 3]},
+        }
+    ) == [
+        f"{PATH}.request_add.x-a[1]: must be a string, got 5",
+        f"{PATH}.request_add.x-a[2]: invalid header value 'bad\\x01' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.request_add.x-a[4]: invalid header value '\u20ac' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.request_add.x-b: invalid header value 'a\\x02' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.response_add.x-c[0]: must be a string, got true",
+        f"{PATH}.response_add.x-c[1]: invalid header value 'c\\rd' (a control character or"
+        " non-Latin-1)",
+        f'{PATH}.response_add["bad name"][1]: must be a string, got 3',
+        f"{PATH}.response_add[\"bad name\"]: invalid header name 'bad name'",
+    ]
+
+
+def test_a_single_add_value_is_checked_whole() -> None:
+    cfg = sdk.structure(
+        {"response_add": {"x-a": "caf\xe9 \tau lait", "x-b": ["", " "]}}, HeadersConfig, path=PATH
+    )
+    assert cfg.response_add == {"x-a": "caf\xe9 \tau lait", "x-b": ["", " "]}
+    assert HeadersConfig(request_add={"x-a": "plain"}).request_add == {"x-a": "plain"}
+    with pytest.raises(ValueError, match="invalid header value 'a\\\\x00b'"):
+        HeadersConfig(request_add={"x-a": "a\x00b"})
+    with pytest.raises(ValueError, match="invalid header value 'b\\\\nc'"):
+        HeadersConfig(request_add={"x-a": ["ok", "b\nc"]})
 
 
 def test_bad_items_are_listed_beside_one_of_the_wrong_type() -> None:
@@ -193,7 +232,7 @@ KERNEL = str(Path(sys.executable).with_name("kernel"))
 def test_kernel_check_lists_every_bad_item(tmp_path: Path) -> None:
     """``kernel check`` in a child process, as run by hand: the wrongly
     typed name and the bad one, the wrongly typed value and the bad one,
-    in one report."""
+    an ``*_add`` list's wrongly typed item and its bad one, in one report."""
     path = tmp_path / "c.toml"
     path.write_text(
         """
@@ -211,6 +250,7 @@ upstream = "http://127.0.0.1:9"
 [plugins.headers]
 request_remove = ["cookie", 5, "x y"]
 response_set = { "x-a" = 5, "x-b" = "a\\u0000b" }
+response_add = { "X-Foo" = ["ok", 5, "a\\u0001b"], "X-Bar" = "c\\u0002" }
 """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
@@ -225,11 +265,16 @@ response_set = { "x-a" = 5, "x-b" = "a\\u0000b" }
     )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0].endswith("c.toml: 4 problem(s)"), done.stderr
+    assert lines[0].endswith("c.toml: 7 problem(s)"), done.stderr
     assert [line.strip() for line in lines[1:]] == [
         f"{PATH}.request_remove[1]: must be a string, got 5",
         f"{PATH}.request_remove[2]: invalid header name 'x y'",
         f"{PATH}.response_set.x-a: must be a string, got 5",
         f"{PATH}.response_set.x-b: invalid header value 'a\\x00b' (a control character or"
+        " non-Latin-1)",
+        f"{PATH}.response_add.X-Foo[1]: must be a string, got 5",
+        f"{PATH}.response_add.X-Foo[2]: invalid header value 'a\\x01b' (a control character"
+        " or non-Latin-1)",
+        f"{PATH}.response_add.X-Bar: invalid header value 'c\\x02' (a control character or"
         " non-Latin-1)",
     ]
