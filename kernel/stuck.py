@@ -10,7 +10,7 @@ Plugin code can hold the whole process in two ways no deadline stops:
 - a task that swallows its cancellation (``except trio.Cancelled: pass`` in
   a loop) never ends, so neither does a drain. :func:`stuck_tasks` lists the
   tasks that are left, for the log line before the process exits anyway
-  (kernel/app.py, ``shutdown_abort_s``).
+  (kernel/shutdown.py, ``shutdown_abort_s``).
 
 Both name code by its frames (:func:`describe_frames`): the innermost one
 outside trio (file, line, function) and, when a dispatcher frame is on the
