@@ -25,8 +25,8 @@ when its supervisor is gone (kernel/setmember.py).
 While the timeout sweeper runs, a watchdog thread (kernel/stuck.py) warns
 when the event loop stalls for ``stall_warning_s``, naming what runs.
 
-This is the only module that ties ``kernel.io`` to the plugin host. What
-lives here is :class:`App`'s state and the order of things; the parts named
+This module and the parts named above are where ``kernel.io`` meets the
+plugin host. What lives here is :class:`App`'s state and the order of things; the parts named
 above (shutdown, reload, genrun, setmember, and groupchecks for the
 upstream groups' health checks) never import it.
 

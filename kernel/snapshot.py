@@ -19,7 +19,7 @@ inherits from the supervisor - runs it with the same number, and watches
 the same files. Files the config only names (certificates, plugin modules)
 are read from disk, as on any load. When the directory is empty (the set's
 first start) or the snapshot does not load, the worker loads the config
-file, as before (kernel/app.py). The supervisor drains by the largest limits
+file, as before (kernel/setmember.py). The supervisor drains by the largest limits
 found in the snapshots, the ones the workers run, counts a worker's process
 as started once it wrote its snapshot (kernel/supervisor.py), and removes the
 directory when the set has stopped; workers that find their supervisor gone
