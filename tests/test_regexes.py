@@ -102,9 +102,9 @@ def test_no_possessive_repeat_of_a_group(name: str, pattern: re.Pattern[Any]) ->
 
 
 def test_the_framing_is_right_whatever_the_interpreter() -> None:
-    from kernel.protocol import validate
+    from kernel.protocol import chunked, validate
 
     assert validate._CODING.fullmatch(b"gzip;") is None
-    assert validate._CHUNK_LINE.fullmatch(b"3;\r\n") is None
+    assert chunked._CHUNK_LINE.fullmatch(b"3;\r\n") is None
     assert validate._CODING.fullmatch(b"gzip; q=1") is not None
-    assert validate._CHUNK_LINE.fullmatch(b"3;name=value\r\n") is not None
+    assert chunked._CHUNK_LINE.fullmatch(b"3;name=value\r\n") is not None
