@@ -22,20 +22,16 @@ Priority signals are read and ignored (RFC 9113 §5.3.2 deprecates the
 scheme); server push is off (SETTINGS_ENABLE_PUSH 0) and a PUSH_PROMISE is a
 connection error.
 
-May import: stdlib, hpack, kernel.protocol.h2_common, .h2_frames, .hpack_encoder,
-.hpack_decoder, sdk._errors.
+The state, and everything we send, is :class:`.Streams`' (:mod:`.h2_streams`),
+which :class:`Machine` extends with what a received frame means.
+
+May import: stdlib, hpack, kernel.protocol.h2_frames, .h2_streams.
 """
 
 from __future__ import annotations
 
-import collections
-import struct
-from collections.abc import Iterable
-from typing import Final
-
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
-from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.h2_frames import (
     ACK,
     COMPRESSION_ERROR,
@@ -76,113 +72,21 @@ from kernel.protocol.h2_frames import (
     Window,
     frame,
 )
-from kernel.protocol.hpack_decoder import Decoder
-from kernel.protocol.hpack_encoder import Encoder
-from sdk._errors import LocalProtocolError
+from kernel.protocol.h2_streams import (
+    CLOSED_MEMORY,
+    ENDED,
+    RESET_RECEIVED,
+    SETTING,
+    U32,
+    Stream,
+    Streams,
+)
 
 __all__ = ["CLOSED_MEMORY", "Machine"]
 
-#: Streams remembered after they close (how they closed decides what a late
-#: frame for them means); older ones count as closed by END_STREAM.
-CLOSED_MEMORY: Final = 1024
 
-_HEADER = struct.Struct(">HBBBL")  # length (high 16 bits, low 8), type, flags, stream id
-_U32 = struct.Struct(">L")
-_SETTING = struct.Struct(">HL")
-
-# How a stream closed: a late frame for it is ignored (we reset it), a
-# stream error (the peer reset it) or a connection error (it ended).
-_RESET_SENT, _RESET_RECEIVED, _ENDED = 1, 2, 3
-
-
-# -- flow control --------------------------------------------------------------------
-class _Inbound:
-    """A receive window and when to give it back (h2's WindowManager rule: once
-    half of it was consumed, or when it is empty and 1 KiB waits)."""
-
-    __slots__ = ("max", "processed", "window")
-
-    def __init__(self, size: int) -> None:
-        self.window = self.max = size
-        self.processed = 0
-
-    def opened(self, n: int) -> None:
-        self.window += n
-        self.max = max(self.max, self.window)
-
-    def process(self, n: int) -> int:
-        """``n`` bytes were consumed; the WINDOW_UPDATE increment due now (0: none)."""
-        self.processed += n
-        done = self.processed
-        if done >= self.max // 2 or (not self.window and done > min(1024, self.max // 4)):
-            inc = min(done, self.max - self.window)
-            self.processed = 0
-            self.window += inc
-            return inc
-        return 0
-
-
-class _Stream:
-    __slots__ = ("got_final", "inbound", "out_window", "recv_closed", "send_closed", "sent_head")
-
-    def __init__(self, out_window: int, in_window: int) -> None:
-        self.out_window = out_window
-        self.inbound = _Inbound(in_window)
-        self.recv_closed = False  # the peer's END_STREAM came
-        self.send_closed = False  # ours went
-        self.sent_head = False
-        self.got_final = False  # a non-1xx head came (the client's responses)
-
-
-class Machine:
+class Machine(Streams):
     """One HTTP/2 connection's frames and streams; ``client`` picks the side."""
-
-    def __init__(self, client: bool) -> None:
-        self.client = client
-        self.encoder = Encoder()
-        self.decoder = Decoder()
-        #: Bytes for the socket; the owner takes them (and clears it).
-        self.out = bytearray()
-        self.streams: dict[int, _Stream] = {}
-        #: How recent streams ended, oldest first (OrderedDict: a plain dict
-        #: used as a queue pays for the holes its deletions leave at the front).
-        self._closed: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self.highest_inbound_stream_id = 0
-        self.highest_outbound_stream_id = 0
-        # The peer's settings, as they stand.
-        self.remote_max_concurrent_streams = 2**31 - 1
-        self.remote_initial_window = 65535
-        self.max_outbound_frame_size = 16384
-        # Ours, once acknowledged; the SETTINGS awaiting their ACK.
-        self.local_initial_window = 65535
-        self.max_inbound_frame_size = 16384
-        self._pending: list[dict[int, int]] = []
-        self.out_window = 65535
-        self.inbound = _Inbound(65535)
-        # A header block in CONTINUATION frames: stream id, END_STREAM, bytes.
-        self._block_sid = 0
-        self._block_end = False
-        self._block_bad = False  # its HEADERS made the stream depend on itself
-        self._block = bytearray()
-
-    # -- set-up ------------------------------------------------------------------------
-    def initiate(self, settings: dict[int, int]) -> None:
-        """Queue the client preface (client) and our first SETTINGS."""
-        if self.client:
-            self.out += H2_PREFACE
-        self.send_settings(settings)
-
-    def send_settings(self, settings: dict[int, int]) -> None:
-        """Queue a SETTINGS frame; the values bind us once the peer acknowledges it."""
-        payload = b"".join(_SETTING.pack(code, value) for code, value in settings.items())
-        self.out += frame(SETTINGS, 0, 0, payload)
-        self._pending.append(dict(settings))
-
-    def open_connection_window(self, n: int) -> None:
-        """Let the peer send ``n`` more bytes on the connection (WINDOW_UPDATE 0)."""
-        if n > 0:
-            self.inbound.opened(n)
-            self.out += frame(WINDOW, 0, 0, _U32.pack(n))
 
     # -- receiving ---------------------------------------------------------------------
     def receive(
@@ -233,7 +137,7 @@ class Machine:
                 raise H2Error(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
                 raise H2Error(FRAME_SIZE_ERROR, "PRIORITY payload is not 5 bytes")
-            if _U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
+            if U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
                 if sid in self.streams:
                     self._stream_error(sid, PROTOCOL_ERROR, events)
                 elif self._idle(sid):  # no RST_STREAM on a stream never opened
@@ -263,7 +167,7 @@ class Machine:
     @staticmethod
     def _depends_on_itself(flags: int, payload: bytes | bytearray, sid: int) -> bool:
         """A HEADERS frame's priority names its own stream (``_strip`` checked the length)."""
-        return bool(_U32.unpack_from(payload, 1 if flags & PADDED else 0)[0] & MAX_WINDOW == sid)
+        return bool(U32.unpack_from(payload, 1 if flags & PADDED else 0)[0] & MAX_WINDOW == sid)
 
     def _idle(self, sid: int) -> bool:
         """Never opened (by either side)."""
@@ -280,10 +184,10 @@ class Machine:
         """
         if self._idle(sid):
             raise H2Error(PROTOCOL_ERROR, f"frame on idle stream {sid}")
-        how = self._closed.get(sid, _ENDED)
-        if how == _RESET_RECEIVED:
-            self.out += frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED))
-        elif how == _ENDED:
+        how = self._closed.get(sid, ENDED)
+        if how == RESET_RECEIVED:
+            self.out += frame(RST_STREAM, 0, sid, U32.pack(STREAM_CLOSED))
+        elif how == ENDED:
             raise H2Error(STREAM_CLOSED, f"frame on closed stream {sid}")
 
     def _on_block(
@@ -301,7 +205,7 @@ class Machine:
         if st is None:
             if not self.client and sid & 1 and sid > self.highest_inbound_stream_id:
                 self.highest_inbound_stream_id = sid
-                st = _Stream(self.remote_initial_window, self.local_initial_window)
+                st = Stream(self.remote_initial_window, self.local_initial_window)
                 self.streams[sid] = st
             else:
                 if self.client and not sid & 1:
@@ -342,7 +246,7 @@ class Machine:
     def _trailers(
         self,
         sid: int,
-        st: _Stream,
+        st: Stream,
         fields: list[tuple[bytes, bytes]],
         end_stream: bool,
         events: list[Event],
@@ -385,7 +289,7 @@ class Machine:
     def _on_window(self, sid: int, payload: bytes | bytearray, events: list[Event]) -> None:
         if len(payload) != 4:
             raise H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
-        inc = _U32.unpack_from(payload)[0] & MAX_WINDOW
+        inc = U32.unpack_from(payload)[0] & MAX_WINDOW
         if not sid:
             if not inc:
                 raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
@@ -417,8 +321,8 @@ class Machine:
             if self._idle(sid):
                 raise H2Error(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
             return
-        self._close(sid, _RESET_RECEIVED)
-        events.append(Reset(sid, _U32.unpack_from(payload)[0], True))
+        self._close(sid, RESET_RECEIVED)
+        events.append(Reset(sid, U32.unpack_from(payload)[0], True))
 
     def _on_settings(
         self, flags: int, sid: int, payload: bytes | bytearray, events: list[Event]
@@ -435,7 +339,7 @@ class Machine:
             raise H2Error(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
         windows = False
         for off in range(0, len(payload), 6):
-            code, value = _SETTING.unpack_from(payload, off)
+            code, value = SETTING.unpack_from(payload, off)
             if code == HEADER_TABLE_SIZE:
                 self.encoder.header_table_size = value
             elif code == ENABLE_PUSH:
@@ -471,109 +375,3 @@ class Machine:
                     st.inbound.opened(delta)
             elif code == MAX_FRAME_SIZE:
                 self.max_inbound_frame_size = value
-
-    # -- stream ends -------------------------------------------------------------------
-    def _recv_end(self, sid: int, st: _Stream) -> None:
-        st.recv_closed = True
-        if st.send_closed:
-            self._close(sid, _ENDED)
-
-    def _close(self, sid: int, how: int) -> None:
-        del self.streams[sid]
-        closed = self._closed
-        closed[sid] = how
-        if len(closed) > CLOSED_MEMORY:
-            closed.popitem(last=False)
-
-    def _stream_error(self, sid: int, code: int, events: list[Event]) -> None:
-        self.out += frame(RST_STREAM, 0, sid, _U32.pack(code))
-        if sid in self.streams:
-            self._close(sid, _RESET_SENT)
-            events.append(Reset(sid, code, False))
-
-    def _give_back(self, n: int) -> None:
-        inc = self.inbound.process(n) if n else 0
-        if inc:
-            self.out += frame(WINDOW, 0, 0, _U32.pack(inc))
-
-    # -- sending -----------------------------------------------------------------------
-    def next_stream_id(self) -> int:
-        """The id the next stream we open gets (client: odd)."""
-        if self.highest_outbound_stream_id:
-            return self.highest_outbound_stream_id + 2
-        return 1 if self.client else 2
-
-    def send_headers(
-        self,
-        sid: int,
-        fields: Iterable[tuple[bytes, bytes] | tuple[bytes, bytes, bool]],
-        end_stream: bool = False,
-    ) -> None:
-        """A header block: a new stream's head (client), a response head, a
-        1xx, or trailers (``end_stream`` then)."""
-        st = self.streams.get(sid)
-        if st is None:
-            if not self.client or not sid & 1 or sid <= self.highest_outbound_stream_id:
-                raise LocalProtocolError(f"stream {sid} is not open")
-            self.highest_outbound_stream_id = sid
-            st = self.streams[sid] = _Stream(self.remote_initial_window, self.local_initial_window)
-        elif st.send_closed:
-            raise LocalProtocolError(f"stream {sid} is closed for sending")
-        block = self.encoder.encode(fields)
-        size = self.max_outbound_frame_size
-        flags = END_STREAM if end_stream else 0
-        out = self.out
-        if len(block) <= size:
-            out += frame(HEADERS, flags | END_HEADERS, sid, block)
-        else:
-            out += frame(HEADERS, flags, sid, block[:size])
-            for off in range(size, len(block), size):
-                last = off + size >= len(block)
-                out += frame(CONT, END_HEADERS if last else 0, sid, block[off : off + size])
-        st.sent_head = True
-        if end_stream:
-            self._send_end(sid, st)
-
-    def send_data(self, sid: int, data: bytes, end_stream: bool = False) -> None:
-        """One DATA frame; it must fit the windows and SETTINGS_MAX_FRAME_SIZE."""
-        st = self.streams.get(sid)
-        if st is None or st.send_closed or not st.sent_head:
-            raise LocalProtocolError(f"stream {sid} is not open for DATA")
-        n = len(data)
-        if n > self.max_outbound_frame_size:
-            raise LocalProtocolError("DATA larger than the peer's SETTINGS_MAX_FRAME_SIZE")
-        if n > self.out_window or n > st.out_window:
-            raise LocalProtocolError("DATA beyond the flow-control window")
-        self.out_window -= n
-        st.out_window -= n
-        self.out += _HEADER.pack(n >> 8, n & 0xFF, DATA, END_STREAM if end_stream else 0, sid)
-        self.out += data
-        if end_stream:
-            self._send_end(sid, st)
-
-    def reset_stream(self, sid: int, code: int) -> None:
-        """RST_STREAM on an open stream; a stream that is over is left alone."""
-        if sid in self.streams:
-            self.out += frame(RST_STREAM, 0, sid, _U32.pack(code))
-            self._close(sid, _RESET_SENT)
-
-    def send_window(self, sid: int) -> int:
-        """Bytes of DATA the windows allow on this stream now (0 if it cannot send)."""
-        st = self.streams.get(sid)
-        if st is None or st.send_closed:
-            return 0
-        return max(0, min(self.out_window, st.out_window))
-
-    def acknowledge(self, sid: int, n: int) -> None:
-        """``n`` flow-controlled bytes of ``sid`` were consumed: WINDOW_UPDATEs as due."""
-        self._give_back(n)
-        st = self.streams.get(sid)
-        if st is not None and not st.recv_closed:
-            inc = st.inbound.process(n)
-            if inc:
-                self.out += frame(WINDOW, 0, sid, _U32.pack(inc))
-
-    def _send_end(self, sid: int, st: _Stream) -> None:
-        st.send_closed = True
-        if st.recv_closed:
-            self._close(sid, _ENDED)

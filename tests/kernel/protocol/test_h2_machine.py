@@ -1,4 +1,5 @@
-"""The HTTP/2 machine on its own: h2 as the independent peer, crafted frames for the rest."""
+"""The HTTP/2 machine on its own, receiving: h2 as the independent peer, crafted
+frames for the rest (sending is tested in test_h2_streams.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,12 @@ from h2.connection import H2Connection
 from h2.events import (
     DataReceived,
     ResponseReceived,
-    SettingsAcknowledged,
     StreamEnded,
-    StreamReset,
     TrailersReceived,
-    WindowUpdated,
 )
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
-    Frame,
     HeadersFrame,
     PingFrame,
     PriorityFrame,
@@ -28,72 +25,28 @@ from hyperframe.frame import (
 )
 
 from kernel.protocol import h2_frames as m
-from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.h2_frames import (
     Data,
     Ended,
-    Event,
     H2Error,
     Head,
     Reset,
     SettingsChanged,
     Trailers,
-    Window,
 )
-from kernel.protocol.h2_machine import CLOSED_MEMORY, Machine
-from sdk._errors import LocalProtocolError
+from kernel.protocol.h2_machine import Machine
 from tests.helpers.h2frames import parse_frames, wire
-
-GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
-POST = [(b":method", b"POST"), *GET[1:]]
-OK = [(b":status", b"200"), (b"content-type", b"text/plain")]
-
-
-def feed(machine: Machine, data: bytes | bytearray) -> list[Event]:
-    """Walk ``data`` frame by frame into ``machine`` (what H2Core does)."""
-    events: list[Event] = []
-    pos = 0
-    if data.startswith(H2_PREFACE):
-        pos = len(H2_PREFACE)
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        ftype, flags = data[pos + 3], data[pos + 4]
-        sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFF_FFFF
-        machine.receive(ftype, flags, sid, bytes(data[pos + 9 : pos + 9 + length]), events)
-        pos += 9 + length
-    return events
-
-
-def take(machine: Machine) -> bytes:
-    out = bytes(machine.out)
-    machine.out.clear()
-    return out
-
-
-def server_and_h2_client(**settings: int) -> tuple[Machine, H2Connection]:
-    """A server machine and an h2 client past both SETTINGS exchanges."""
-    server = Machine(client=False)
-    server.initiate({m.ENABLE_PUSH: 0, m.MAX_CONCURRENT_STREAMS: 100, **settings})
-    peer = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-    peer.initiate_connection()
-    events = feed(server, peer.data_to_send())
-    assert [type(e) for e in events] == [SettingsChanged]
-    h2_events = peer.receive_data(take(server))
-    assert any(isinstance(e, SettingsAcknowledged) for e in h2_events)
-    feed(server, peer.data_to_send())  # h2's ACK of our SETTINGS
-    assert not server._pending
-    take(server)
-    return server, peer
-
-
-def raw(machine: Machine, *frames: Frame) -> list[Event]:
-    return feed(machine, b"".join(f.serialize() for f in frames))
-
-
-def refused(machine: Machine, *frames: Frame) -> H2Error:
-    with pytest.raises(H2Error) as info:
-        raw(machine, *frames)
-    return info.value
+from tests.kernel.protocol.h2machines import (
+    GET,
+    OK,
+    POST,
+    feed,
+    raw,
+    refused,
+    rst_codes,
+    server_and_h2_client,
+    take,
+)
 
 
 # -- a whole exchange with h2 ---------------------------------------------------------
@@ -144,22 +97,6 @@ def test_h2_as_the_server_answers_our_client() -> None:
     assert client.streams == {}
 
 
-def test_a_large_header_block_goes_out_in_continuation_frames() -> None:
-    server, peer = server_and_h2_client()
-    peer.send_headers(1, GET, end_stream=True)
-    feed(server, peer.data_to_send())
-    big = [(b":status", b"200"), *[(b"x-%d" % i, b"v" * 1000) for i in range(40)]]
-    server.send_headers(1, big, end_stream=True)
-    out = take(server)
-    assert [type(f) for f in parse_frames(out)] == [
-        HeadersFrame,
-        ContinuationFrame,
-        ContinuationFrame,
-    ]
-    got = peer.receive_data(out)
-    assert got[0].headers == big  # type: ignore[attr-defined]
-
-
 def test_a_header_block_in_continuation_frames_is_joined() -> None:
     server, peer = server_and_h2_client()
     block = peer.encoder.encode(GET)
@@ -187,53 +124,6 @@ def test_padding_and_priority_are_stripped() -> None:
 
 
 # -- flow control ---------------------------------------------------------------------
-def test_sending_is_bounded_by_both_windows() -> None:
-    server, peer = server_and_h2_client()
-    peer.send_headers(1, GET, end_stream=True)
-    feed(server, peer.data_to_send())
-    server.send_headers(1, OK)
-    assert server.send_window(1) == 65535
-    for _ in range(3):
-        server.send_data(1, b"x" * 16384)
-    server.send_data(1, b"x" * 16383)
-    assert server.send_window(1) == 0
-    with pytest.raises(LocalProtocolError):
-        server.send_data(1, b"x")
-    peer.receive_data(take(server))
-    peer.increment_flow_control_window(10)  # the connection's only
-    events = feed(server, peer.data_to_send())
-    assert [(type(e), e.stream_id) for e in events] == [(Window, 0)]  # type: ignore[union-attr]
-    assert server.send_window(1) == 0  # the stream's window is still shut
-    peer.increment_flow_control_window(5, stream_id=1)
-    events = feed(server, peer.data_to_send())
-    assert [(type(e), e.stream_id) for e in events] == [(Window, 1)]  # type: ignore[union-attr]
-    assert server.send_window(1) == 5
-
-
-def test_data_larger_than_the_peer_frame_size_is_refused() -> None:
-    server, peer = server_and_h2_client()
-    peer.send_headers(1, GET, end_stream=True)
-    feed(server, peer.data_to_send())
-    server.send_headers(1, OK)
-    with pytest.raises(LocalProtocolError):
-        server.send_data(1, b"x" * 16385)
-
-
-def test_windows_come_back_once_half_was_consumed() -> None:
-    server, peer = server_and_h2_client()
-    peer.send_headers(1, POST)
-    for _ in range(2):
-        peer.send_data(1, b"x" * 16384)
-    feed(server, peer.data_to_send())
-    server.acknowledge(1, 16384)
-    assert take(server) == b""  # a quarter of each window: not yet
-    server.acknowledge(1, 16384)
-    updates = [(f.stream_id, f.window_increment) for f in parse_frames(take(server))]
-    assert updates == [(0, 32768), (1, 32768)]
-    got = peer.receive_data(bytes(m.frame(m.PING, 0, 0, b"\0" * 8)))
-    assert got  # h2 still talks to us
-
-
 def test_a_settings_window_change_moves_open_streams() -> None:
     server, peer = server_and_h2_client()
     peer.send_headers(1, GET, end_stream=True)
@@ -394,12 +284,6 @@ def test_the_client_refuses_headers_on_an_even_stream() -> None:
 
 
 # -- stream errors: RST_STREAM, the connection goes on ----------------------------------
-def rst_codes(data: bytes) -> list[tuple[int, int]]:
-    return [
-        (f.stream_id, f.error_code) for f in parse_frames(data) if isinstance(f, RstStreamFrame)
-    ]
-
-
 def test_data_after_end_stream_resets_the_stream() -> None:
     server, peer = server_and_h2_client()
     peer.send_headers(1, GET, end_stream=True)
@@ -490,21 +374,6 @@ def test_an_informational_response_with_end_stream_resets_the_stream() -> None:
     assert [type(e) for e in events] == [Reset]
 
 
-def test_what_we_may_not_send_is_refused() -> None:
-    server, peer = server_and_h2_client()
-    with pytest.raises(LocalProtocolError):
-        server.send_headers(1, OK)  # no such stream
-    peer.send_headers(1, GET, end_stream=True)
-    feed(server, peer.data_to_send())
-    with pytest.raises(LocalProtocolError):
-        server.send_data(1, b"x")  # DATA before the head
-    server.send_headers(1, OK, end_stream=True)
-    with pytest.raises(LocalProtocolError):
-        server.send_headers(1, OK)
-    server.reset_stream(1, 0)  # over already: nothing happens
-    assert rst_codes(take(server)) == []
-
-
 def test_ping_is_answered_and_its_ack_is_not() -> None:
     server, _ = server_and_h2_client()
     assert raw(server, PingFrame(0, opaque_data=b"abcdefgh")) == []
@@ -519,26 +388,3 @@ def test_unknown_frame_types_are_ignored() -> None:
     server, _ = server_and_h2_client()
     assert feed(server, m.frame(0x42, 0xFF, 7, b"whatever")) == []
     assert take(server) == b""
-
-
-def test_closed_streams_are_remembered_within_a_bound() -> None:
-    server, peer = server_and_h2_client()
-    for sid in range(1, 2 * (CLOSED_MEMORY + 10), 2):
-        peer.send_headers(sid, GET, end_stream=True)
-        feed(server, peer.data_to_send())
-        server.reset_stream(sid, 0x8)
-        peer.receive_data(take(server))
-    assert len(server._closed) == CLOSED_MEMORY
-    assert server.streams == {}
-
-
-def test_h2_events_and_ours_agree_on_a_reset_from_us() -> None:
-    server, peer = server_and_h2_client()
-    peer.send_headers(1, POST)
-    feed(server, peer.data_to_send())
-    server.reset_stream(1, 0x8)
-    got = peer.receive_data(take(server))
-    assert [(type(e), e.error_code) for e in got] == [(StreamReset, 0x8)]  # type: ignore[attr-defined]
-    peer.send_headers(3, GET, end_stream=True)
-    assert [type(e) for e in feed(server, peer.data_to_send())] == [Head]
-    assert not any(isinstance(e, WindowUpdated) for e in got)
