@@ -4,7 +4,7 @@ attrs' ``deep_iterable`` and ``deep_mapping`` stop at the first bad member
 of a list or table. :func:`validate` looks into them (and into ``and_`` and
 ``optional``, which may hold them) and validates each member alone; a
 failure carries its index or key as a cattrs note, so
-:func:`sdk._config.collect_problems` lists each bad item on its own path
+:func:`sdk._problems.collect_problems` lists each bad item on its own path
 (``$.plugins.x.codes[2]: ...``).
 
 A list or table some of whose items did not even structure (a ``5`` among
