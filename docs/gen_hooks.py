@@ -1,8 +1,9 @@
 """Generate docs/hooks.md, the hook reference, from sdk/hookspecs.py.
 
 The hookspec docstrings are the single source (L4); this script only lays
-them out: one section per banner comment of sdk/hookspecs.py, one entry per
-hook with its signature, its calling convention and its docstring, with the
+them out: the hooks in sdk.hookspecs's order, one section per banner comment
+of the modules that define them (sdk/_hooks_lifecycle.py, sdk/_hooks_flow.py),
+one entry per hook with its signature, its calling convention and its docstring, with the
 reST roles turned into Markdown. ``tests/docs/test_hooks_doc.py`` fails when
 the committed file differs from what this script produces.
 
@@ -52,24 +53,32 @@ def _markdown(text: str) -> str:
 
 
 def _sections() -> list[tuple[str, list[tuple[str, Callable[..., Any]]]]]:
-    """(banner title, hooks under it) in source order."""
-    source = inspect.getsource(sdk.hookspecs).splitlines()
-    banners: list[tuple[int, str]] = []
-    for i in range(len(source) - 2):
-        if _BANNER.match(source[i]) and _BANNER.match(source[i + 2]):
-            banners.append((i + 1, source[i + 1].removeprefix("#").strip()))
-    hooks = sorted(
-        (
-            (fn.__code__.co_firstlineno, name, fn)
-            for name, fn in vars(sdk.hookspecs).items()
-            if inspect.isfunction(fn) and name.startswith(sdk.HOOK_PREFIX)
-        ),
-    )
+    """(banner title, hooks under it), the hooks in sdk.hookspecs's order.
+
+    The hooks are defined in sdk.hookspecs's private parts; each one's section
+    is the banner above it in its own file.
+    """
     out: list[tuple[str, list[tuple[str, Callable[..., Any]]]]] = []
-    for index, (line, title) in enumerate(banners):
-        end = banners[index + 1][0] if index + 1 < len(banners) else len(source) + 1
-        out.append((title, [(n, f) for lineno, n, f in hooks if line <= lineno < end]))
+    for name, fn in vars(sdk.hookspecs).items():
+        if not (inspect.isfunction(fn) and name.startswith(sdk.HOOK_PREFIX)):
+            continue
+        title = _banner_above(fn)
+        if not out or out[-1][0] != title:
+            out.append((title, []))
+        out[-1][1].append((name, fn))
     return out
+
+
+def _banner_above(fn: Callable[..., Any]) -> str:
+    """The title of the last banner comment above ``fn`` in its source file."""
+    path = inspect.getsourcefile(fn)
+    assert path is not None
+    source = Path(path).read_text(encoding="utf-8").splitlines()
+    title = ""
+    for i in range(fn.__code__.co_firstlineno - 3):
+        if _BANNER.match(source[i]) and _BANNER.match(source[i + 2]):
+            title = source[i + 1].removeprefix("#").strip()
+    return title
 
 
 def _qualify(annotation: object) -> str:
