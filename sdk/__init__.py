@@ -16,7 +16,8 @@ A minimal plugin::
         def trellis_request(self, flow: sdk.Flow) -> sdk.Response:
             return sdk.Response.make(200, "hello\\n")
 
-May import: stdlib, attrs, cattrs, tomlkit, pluggy (trio only in sdk.testing).
+May import: stdlib, attrs, cattrs, tomlkit, pluggy (trio only in sdk.testing and
+its sdk._chain).
 """
 
 from __future__ import annotations
