@@ -181,8 +181,10 @@ def trellis_health_probe(target: Target, healthy: bool, duration_s: float, detai
 def trellis_plugin_error(plugin: str, hook: str, error: PluginError, fail_open: bool) -> None:
     """A plugin failed inside a flow hook and the fault boundary caught it.
 
-    Called on every plugin instance of the live generation, after the error
-    was logged, whether the flow then failed (``fail_closed``) or went on
+    Called on every plugin instance of the live generation for every such
+    failure, after the kernel's log line for it (which is rate-limited: a
+    failure repeating on every request is logged a few times, then
+    summarised), whether the flow then failed (``fail_closed``) or went on
     (``fail_open``). Plain ``def``; an implementation that raises here is
     logged and ignored (never reported again through this hook).
 
