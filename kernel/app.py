@@ -60,6 +60,7 @@ __all__ = [
     "EXIT_ABORTED",
     "EXIT_BIND",
     "EXIT_CONFIG",
+    "EXIT_CRASH",
     "EXIT_OK",
     "EXIT_STORAGE",
     "App",
@@ -73,6 +74,10 @@ EXIT_CONFIG = 1
 EXIT_BIND = 2
 EXIT_STORAGE = 3
 # EXIT_ABORTED (4): the drain was cut (kernel/shutdown.py).
+#: The kernel itself failed: an exception no part of it handled, a bug
+#: (``EX_SOFTWARE`` of sysexits.h). Not 1, which would send whoever reads the
+#: code looking for a config problem (kernel/cli.py).
+EXIT_CRASH = 70
 
 
 class App:

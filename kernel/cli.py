@@ -14,14 +14,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 import attrs
 import tomlkit
 
 from kernel import snapshot
-from kernel.app import EXIT_CONFIG, EXIT_OK, App
+from kernel.app import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, App
 from kernel.config import Settings, load_config, load_document
 from kernel.explain import explain as explain_text
 from kernel.generation import load_generation
@@ -129,8 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_run(
     config: str, chain: list[str] | None, blocked: list[str], verbose: int, raw: list[str]
 ) -> int:
-    import trio
-
     spec = os.environ.get("TRELLIS_LOG")
     level, log_format, workers, grace, abort, delay = "info", "console", 1, 10.0, 5.0, 0.0
     worker, _ = worker_identity()
@@ -173,7 +171,7 @@ def _cmd_run(
         supervisor = Supervisor(
             worker_argv(raw), workers, grace, abort, delay_s=delay, config=config
         )
-        return trio.run(supervisor.run)
+        return _crash_guarded(supervisor.run)
     worker, count = worker_identity() if in_worker else (0, 1)
     app = App(
         config,
@@ -186,7 +184,24 @@ def _cmd_run(
         snapshots=snapshots,
         start_from=start,
     )
-    return trio.run(app.run)
+    return _crash_guarded(app.run)
+
+
+def _crash_guarded(run: Callable[[], Awaitable[int]]) -> int:
+    """``trio.run(run)``; an exception that escapes it is a crash: logged
+    with its traceback, exit :data:`~kernel.app.EXIT_CRASH` (not Python's 1,
+    which says "config error")."""
+    import trio
+
+    try:
+        return trio.run(run)
+    except Exception:
+        logging.getLogger("kernel.app").critical(
+            "the kernel crashed: an internal error, not a config problem"
+            " (please report it with this traceback)",
+            exc_info=True,
+        )
+        return EXIT_CRASH
 
 
 def _cmd_check(config: str, chain: list[str] | None, blocked: list[str], *, explain: bool) -> int:

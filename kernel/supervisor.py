@@ -84,7 +84,13 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: A worker that ends with one of these while the set first starts stops the set.
 _FATAL = {1, 2, 3}
 #: What a worker's exit code means (kernel.app's EXIT_*).
-_MEANING = {1: "config error", 2: "bind failure", 3: "storage error", 4: "drain cut"}
+_MEANING = {
+    1: "config error",
+    2: "bind failure",
+    3: "storage error",
+    4: "drain cut",
+    70: "crashed: see its traceback",
+}
 #: The drain of a worker (or of the set) was cut (kernel.app.EXIT_ABORTED).
 _ABORTED = 4
 #: Seconds a worker must live to count as started, without a snapshot

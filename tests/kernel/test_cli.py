@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from kernel.app import EXIT_CRASH, App
 from kernel.cli import main
 
 GOOD = """
@@ -325,6 +326,23 @@ def test_run_with_a_taken_port_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
         text = GOOD.replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"')
         assert main(["run", "-c", _write(tmp_path, text)]) == 2
     assert "cannot bind listener 'main'" in capsys.readouterr().err
+
+
+def test_a_crash_is_not_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception that escapes the kernel exits 70 (EX_SOFTWARE) with its
+    traceback, not Python's 1, which the docs and the supervisor read as a
+    config error. (A fault injected in the app: no config reaches one.)"""
+
+    async def broken(self: App, **_: object) -> int:
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setattr(App, "run", broken)
+    assert main(["run", "-c", _write(tmp_path, GOOD)]) == EXIT_CRASH == 70
+    err = capsys.readouterr().err
+    assert "the kernel crashed: an internal error, not a config problem" in err
+    assert "RuntimeError: an internal bug" in err
 
 
 def test_p_requires_no_prefix(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def test_describe_exit() -> None:
     assert _describe(2) == "exit code 2 (bind failure)"
     assert _describe(3) == "exit code 3 (storage error)"
     assert _describe(4) == "exit code 4 (drain cut)"
+    assert _describe(70) == "exit code 70 (crashed: see its traceback)"
     assert _describe(9) == "exit code 9"
     assert _describe(-signal.SIGKILL) == "signal SIGKILL"
     assert _describe(-200) == "signal 200"
