@@ -46,7 +46,8 @@ ConfigPath = tuple[str | int, ...]
 #: What structuring may raise for bad *data*; anything else is a bug and propagates (L10).
 STRUCTURE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, LookupError, CattrsError)
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# (fullmatch, not "$": "$" also matches before a final newline.)
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # --------------------------------------------------------------------- paths
@@ -59,7 +60,7 @@ def format_path(parts: ConfigPath, root: str = "$") -> str:
     for part in parts:
         if isinstance(part, int):
             out.append(f"[{part}]")
-        elif _BARE_KEY.match(part):
+        elif _BARE_KEY.fullmatch(part):
             out.append(f".{part}")
         else:
             out.append(f"[{json.dumps(part)}]")

@@ -22,6 +22,8 @@ def test_format_path() -> None:
     assert format_path(("routes", 2, "upstream")) == "$.routes[2].upstream"
     assert format_path(("plugins", "a b"), root="$") == '$.plugins["a b"]'
     assert format_path(("x",), root="$.plugins.cache") == "$.plugins.cache.x"
+    # A key ending in a newline is quoted, not printed bare across two lines.
+    assert format_path(("headers", "x-a\n")) == '$.headers["x-a\\n"]'
 
 
 def test_format_and_collect_problems_from_a_raw_cattrs_error() -> None:
