@@ -37,6 +37,12 @@ from sdk._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from sdk._fieldchecks import (
+    header_name_validator,
+    header_value_validator,
+    is_token,
+    method_validator,
+)
 from sdk._flow import ClientInfo, Flow, Timings
 from sdk._hosts import host_matches, host_of, parse_host_pattern
 from sdk._http import Headers, Origin, Request, Response
@@ -82,10 +88,14 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "header_name_validator",
+    "header_value_validator",
     "hookimpl",
     "host_matches",
     "host_of",
+    "is_token",
     "make_converter",
+    "method_validator",
     "parse_host_pattern",
     "structure",
     "unstructure",

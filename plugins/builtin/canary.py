@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from typing import Any, Literal
 
 import attrs
@@ -64,9 +63,6 @@ __all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "Match", "bucket_of"]
 BUCKETS = 10_000
 ANY = "*"
 
-# RFC 9110 token: header and cookie names.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
 
 def bucket_of(address: str) -> int:
     """The client's bucket in ``[0, BUCKETS)``: the same in every process (no salt)."""
@@ -76,7 +72,7 @@ def bucket_of(address: str) -> int:
 
 # -------------------------------------------------------------- validators
 def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _TOKEN.fullmatch(value):
+    if not sdk.is_token(value):
         raise ValueError(f"must be a header or cookie name (a token), got {value!r}")
 
 

@@ -55,9 +55,6 @@ May import: stdlib, attrs, sdk.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import attrs
 
 import sdk
@@ -67,13 +64,6 @@ __all__ = ["TracingConfig", "TracingPlugin", "incoming"]
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _TRACE_FIELDS = (_TRACEPARENT, _TRACESTATE)
-# RFC 9110 token: a header name.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value and not _TOKEN.fullmatch(value):
-        raise ValueError(f"must be a header name (a token) or empty, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -88,7 +78,9 @@ class TracingConfig:
     #: Note each decision in ``flow.decisions``.
     record: bool = False
     #: A response header that carries the trace id back to the client; ``""``: none.
-    response_header: str = attrs.field(default="", validator=_header_name)
+    response_header: str = attrs.field(
+        default="", validator=sdk.header_name_validator(allow_empty=True)
+    )
 
 
 def incoming(headers: sdk.Headers) -> tuple[sdk.TraceContext | None, str]:

@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -111,8 +110,6 @@ _KNOWN_METHODS = frozenset(
 )
 #: Parsed ``tracestate`` values kept for reuse (callers tend to send the same one).
 _STATE_CACHE_SIZE = 256
-# RFC 9110 token: a header name.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 # -------------------------------------------------------------- validators
@@ -145,20 +142,6 @@ def _ratio(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"must be between 0 and 1, got {value!r}")
 
 
-# A header's name and its value, checked one entry at a time (a deep_mapping):
-# each bad one is listed at its own key (``headers.x-a``), even beside an
-# entry of the wrong type.
-def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _TOKEN.fullmatch(value):
-        raise ValueError(f"{value!r} is not a header name (a token)")
-
-
-def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if any(c in value for c in "\r\n\0"):
-        # Not echoed: these headers carry credentials.
-        raise ValueError("must not contain CR, LF or NUL")
-
-
 @attrs.frozen(kw_only=True)
 class OtlpConfig:
     """The ``[plugins.otlp]`` table: where spans go and how many may wait."""
@@ -171,8 +154,14 @@ class OtlpConfig:
     #: ``service.name`` is ``service_name``'s.
     resource: dict[str, str] = attrs.field(factory=dict)
     #: Headers sent with every export request (authentication).
+    #: Checked one entry at a time (a deep_mapping): each bad one is listed at
+    #: its own key (``headers.x-a``), even beside an entry of the wrong type; a
+    #: bad value is not shown (these headers carry credentials).
     headers: dict[str, str] = attrs.field(
-        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+        factory=dict,
+        validator=attrs.validators.deep_mapping(
+            sdk.header_name_validator(), sdk.header_value_validator(secret=True)
+        ),
     )
     #: Seconds one export may take, retries included.
     timeout_s: float = attrs.field(default=10.0, validator=_positive)

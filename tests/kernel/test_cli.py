@@ -183,6 +183,8 @@ def test_check_lists_the_problems_an_audit_found_hidden(
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = str(Path(sys.executable).with_name("kernel"))
+#: What a bad name or method is told it may hold.
+TOKEN = "only letters, digits and !#$%&'*+-.^_`|~"
 
 #: Lists with an item of the wrong type among items their validators refuse.
 BAD_ITEMS = """
@@ -242,9 +244,11 @@ def test_check_lists_every_bad_item_beside_one_of_the_wrong_type(tmp_path: Path)
         "$.upstream.retry.statuses[0]: must be an integer, got '502'",
         "$.upstream.retry.statuses[1]: 404 is not a 5xx status",
         "$.plugins.router.rules[0].methods[1]: must be a string, got 5",
-        "$.plugins.router.rules[0].methods[2]: invalid method 'NOT A METHOD'",
+        "$.plugins.router.rules[0].methods[2]: invalid method 'NOT A METHOD' (' ' is not"
+        f" allowed: {TOKEN})",
         "$.plugins.router.rules[1].headers.x-a: must be a string, got 5",
-        "$.plugins.router.rules[1].headers[\"bad name\"]: invalid header name 'bad name'",
+        "$.plugins.router.rules[1].headers[\"bad name\"]: invalid header name 'bad name' (' ' is"
+        f" not allowed: {TOKEN})",
         "$.plugins.codes.codes[0]: 'codes' must be in range(400, 600) (got 7)",
         "$.plugins.codes.codes[1]: must be an integer, got 'x'",
         "$.plugins.codes.codes[3]: 'codes' must be in range(400, 600) (got 9)",

@@ -47,10 +47,14 @@ EXPECTED_ALL = [
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "header_name_validator",
+    "header_value_validator",
     "hookimpl",
     "host_matches",
     "host_of",
+    "is_token",
     "make_converter",
+    "method_validator",
     "parse_host_pattern",
     "structure",
     "unstructure",
@@ -87,9 +91,13 @@ def test_reexported_classes_and_functions_say_sdk() -> None:
     camel = {n for n in EXPECTED_ALL if n[0].isupper() and not n.isupper()}
     assert {c.__name__ for c in classes} == camel
     assert {f.__name__ for f in functions} == {
+        "header_name_validator",
+        "header_value_validator",
         "host_matches",
         "host_of",
+        "is_token",
         "make_converter",
+        "method_validator",
         "parse_host_pattern",
         "structure",
         "unstructure",

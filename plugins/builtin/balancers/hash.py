@@ -58,7 +58,6 @@ May import: stdlib, attrs, sdk, ._common.
 
 from __future__ import annotations
 
-import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -90,9 +89,6 @@ MAX_TABLE_SIZE = 1_000_003
 #: Largest ``vnodes``.
 MAX_VNODES = 10_000
 
-# RFC 9110 token: header and cookie names.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
 #: Reads a request's key; ``None`` when the request has none (no such header).
 KeyReader = Callable[[sdk.Flow], str | None]
 
@@ -122,7 +118,7 @@ def key_reader(spec: str) -> KeyReader:
 def _key(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     kind, colon, name = value.partition(":")
     if value in ("client_ip", "path") or (
-        colon and kind in ("header", "cookie") and _TOKEN.fullmatch(name)
+        colon and kind in ("header", "cookie") and sdk.is_token(name)
     ):
         return
     raise ValueError(

@@ -4,8 +4,11 @@ Names and values are checked here, so a bad one is reported at config time
 with its own path (``$.plugins.headers.request_set["bad name"]: invalid
 header name ...``, ``$.plugins.headers.request_remove[2]: ...``,
 ``$.plugins.headers.response_add.X-Foo[2]: ...``) and never reaches a
-message. Framing fields (``content-length``,
-``transfer-encoding``) are refused: framing is the kernel's job.
+message: the rules are :func:`sdk.header_name_validator`'s and
+:func:`sdk.header_value_validator`'s (no control character but HTAB, nothing
+outside ISO-8859-1; whitespace at either end is allowed, as ``sdk.Headers``
+trims it). Framing fields (``content-length``, ``transfer-encoding``) are refused:
+framing is the kernel's job.
 
 May import: stdlib, attrs, sdk.
 """
@@ -18,41 +21,28 @@ import attrs
 
 import sdk
 
-__all__ = ["FRAMING", "HeadersConfig", "check_field", "check_name", "check_value"]
+__all__ = ["FRAMING", "HeadersConfig", "check_name", "check_value"]
 
 #: Fields a plugin must not touch: the kernel frames every message itself.
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
+# The sdk's checks (the kernel's send rules). Values go out through
+# sdk.Headers (edit.py), which trims them: whitespace at either end is fine.
+_SDK_NAME = sdk.header_name_validator()
+_SDK_VALUE = sdk.header_value_validator(trimmed=True)
+
+
 def check_name(name: str) -> None:
     """Raise :class:`ValueError` unless ``name`` is a field name this plugin may edit."""
-    try:
-        sdk.Headers([(name, "")])
-    except (sdk.LocalProtocolError, UnicodeEncodeError):
-        raise ValueError(f"invalid header name {name!r}") from None
+    _SDK_NAME(None, None, name)
     if name.lower() in FRAMING:
         raise ValueError(f"{name!r} cannot be changed: the kernel frames messages itself")
 
 
-def check_field(name: str, value: str) -> None:
-    """Raise :class:`ValueError` unless ``name: value`` is a field this plugin may send."""
-    check_name(name)
-    try:
-        sdk.Headers([(name, value)])
-    except (sdk.LocalProtocolError, UnicodeEncodeError):
-        raise ValueError(
-            f"invalid value for header {name!r}: {value!r} (a control character or non-Latin-1)"
-        ) from None
-
-
 def check_value(value: str) -> None:
     """Raise :class:`ValueError` unless ``value`` may be sent as a field's value."""
-    try:
-        sdk.Headers([("x", value)])
-    except (sdk.LocalProtocolError, UnicodeEncodeError):
-        raise ValueError(
-            f"invalid header value {value!r} (a control character or non-Latin-1)"
-        ) from None
+    _SDK_VALUE(None, None, value)
 
 
 # One name, one value: in deep_iterable / deep_mapping, so each bad item is
@@ -62,13 +52,9 @@ def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     check_name(value)
 
 
-def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    check_value(value)
-
-
 def _one_value(_: object, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
     if isinstance(value, str):
-        check_value(value)
+        _SDK_VALUE(_, attribute, value)
 
 
 # A ``*_add`` value is one value or a list of values (one field each). Both
@@ -76,12 +62,12 @@ def _one_value(_: object, attribute: attrs.Attribute[Any], value: str | list[str
 # time, each at its own path (``response_add.x-a[2]``), beside an item of
 # the wrong type (which leaves the list with a hole: only member checks run
 # then). A single value is checked whole first, at the entry's path; if it
-# passes, its characters then pass the member check one by one (a value's
-# rules are per character: control characters, Latin-1).
-_VALUES = attrs.validators.deep_iterable(_value, iterable_validator=_one_value)
+# passes, its characters then pass the member check one by one (a trimmed
+# value's rules are per character: control characters, ISO-8859-1).
+_VALUES = attrs.validators.deep_iterable(_SDK_VALUE, iterable_validator=_one_value)
 
 _NAMES = attrs.validators.deep_iterable(_name)
-_FIELDS = attrs.validators.deep_mapping(_name, _value)
+_FIELDS = attrs.validators.deep_mapping(_name, _SDK_VALUE)
 _MULTI_FIELDS = attrs.validators.deep_mapping(_name, _VALUES)
 
 

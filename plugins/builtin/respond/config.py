@@ -19,12 +19,10 @@ NO_BODY = frozenset({204, 304})
 _OWN_KEYS = {"content-length": "", "transfer-encoding": "", "content-type": "content_type"}
 
 
-def _check(name: str, value: str) -> None:
-    # The sdk's own check, so config and run time agree on what a field may hold.
-    try:
-        sdk.Headers([(name, value)])
-    except sdk.LocalProtocolError as exc:
-        raise ValueError(exc.message) from None
+# The sdk's checks: the kernel's rules for what it sends. The response is
+# built through sdk.Headers, which trims values: whitespace at the ends is fine.
+_NAME = sdk.header_name_validator()
+_VALUE = sdk.header_value_validator(trimmed=True)
 
 
 def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -37,22 +35,13 @@ def _status(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
 # each bad one is listed at its own key (``headers.x-a``), even beside an
 # entry of the wrong type.
 def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    _check(value, "")
+    _NAME(_, attribute, value)
     own = _OWN_KEYS.get(value.lower())
     if own is not None:
         raise ValueError(
             f"{value!r} cannot be set here: "
             + (f"use the {own!r} key" if own else "the kernel frames responses itself")
         )
-
-
-def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    _check("x", value)
-
-
-def _content_type(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value:
-        _check("content-type", value)
 
 
 def _body(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -67,10 +56,10 @@ class RespondConfig:
     # Status code (200..599, a final answer); 204 and 304 responses have no body.
     status: int = attrs.field(default=200, validator=_status)
     # Content-Type of the body; "" for none. Not sent when the status has no body.
-    content_type: str = attrs.field(default="text/plain; charset=utf-8", validator=_content_type)
+    content_type: str = attrs.field(default="text/plain; charset=utf-8", validator=_VALUE)
     # The body, sent UTF-8 encoded (content-length is set by the kernel).
     body: str = attrs.field(default="", validator=_body)
     # More response fields: name -> value.
     headers: dict[str, str] = attrs.field(
-        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _VALUE)
     )

@@ -26,11 +26,6 @@ __all__ = [
     "parse_upstream",
 ]
 
-# A DNS-ish name: dot-separated labels of letters, digits, '-' and '_' (lenient
-# on '_' because internal names use it). Already lower-cased when matched.
-# RFC 9110 §5.6.2 token: what methods and header names are made of.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
 
 # ------------------------------------------------------------- normalisers
 def host_pattern(text: str) -> tuple[str, bool]:
@@ -85,28 +80,6 @@ def _regex(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
             raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
 
 
-# One method, one header name, one header value: in deep_iterable /
-# deep_mapping, so each bad item is listed at its own path (``methods[2]``,
-# ``headers.x-a``), even beside an item of the wrong type.
-def _method(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _TOKEN.match(value):
-        raise ValueError(f"invalid method {value!r}")
-
-
-def _header_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _TOKEN.match(value):
-        raise ValueError(f"invalid header name {value!r}")
-
-
-def _header_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    try:
-        sdk.Headers([("x", value)])
-    except (sdk.LocalProtocolError, UnicodeEncodeError):
-        raise ValueError(
-            f"invalid header value {value!r} (a control character or non-Latin-1)"
-        ) from None
-
-
 def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value:
         parse_upstream(value)
@@ -139,13 +112,21 @@ class RuleConfig:
     path_prefix: str = attrs.field(default="", validator=_prefix)
     # Python regular expression searched in the path (without the query).
     path_regex: str = attrs.field(default="", validator=_regex)
+    # (methods and headers: the sdk's validators as the members of deep_iterable /
+    # deep_mapping, so each bad item is listed at its own path, ``methods[2]``,
+    # ``headers.x-a``, even beside an item of the wrong type.)
     # Methods, any of which matches (case-insensitive).
     methods: list[str] = attrs.field(
-        factory=list, validator=attrs.validators.deep_iterable(_method)
+        factory=list, validator=attrs.validators.deep_iterable(sdk.method_validator())
     )
     # Header name -> exact value (names case-insensitive); "*" means "present".
+    # A value is one a request can carry: no control character, nothing
+    # outside ISO-8859-1 (whitespace at the ends is trimmed, as in received values).
     headers: dict[str, str] = attrs.field(
-        factory=dict, validator=attrs.validators.deep_mapping(_header_name, _header_value)
+        factory=dict,
+        validator=attrs.validators.deep_mapping(
+            sdk.header_name_validator(), sdk.header_value_validator(trimmed=True)
+        ),
     )
     # -- actions --
     # Send to this origin instead of the route's upstream: http://host[:port][/base];

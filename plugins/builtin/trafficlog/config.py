@@ -7,7 +7,7 @@ address; :func:`sink_keys` says which sinks a configuration writes to (a
 sink is identified by what it writes to: an absolute directory, an absolute
 SQLite path, a PostgreSQL conninfo).
 
-May import: stdlib, attrs.
+May import: stdlib, attrs, sdk.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 from typing import Any, Literal
 
 import attrs
+
+import sdk
 
 __all__ = [
     "DEFAULT_REDACT",
@@ -36,7 +37,6 @@ DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie"
 #: ``("postgresql", "postgresql://...")``.
 SinkKey = tuple[Literal["file", "sqlite", "postgresql"], str]
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MIB = 1024 * 1024
 
 
@@ -86,13 +86,6 @@ def _database(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     database_target(value)
 
 
-def _redact(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    # One name, in a deep_iterable: each bad one is listed at its own index
-    # (``redact[2]``), even beside one that is no string.
-    if not _TOKEN.fullmatch(value):
-        raise ValueError(f"invalid header name {value!r}")
-
-
 def _lower(names: list[str]) -> list[str]:
     return [n.lower() for n in names]
 
@@ -128,7 +121,9 @@ class TrafficLogConfig:
     redact: list[str] = attrs.field(
         factory=lambda: list(DEFAULT_REDACT),
         converter=_lower,
-        validator=attrs.validators.deep_iterable(_redact),
+        # One name per item: each bad one is listed at its own index
+        # (``redact[2]``), even beside one that is no string.
+        validator=attrs.validators.deep_iterable(sdk.header_name_validator()),
     )
     #: Keep the query string in ``path`` (``false``: tokens in queries stay out of logs).
     query: bool = True

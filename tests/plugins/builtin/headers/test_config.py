@@ -14,14 +14,11 @@ import attrs
 import pytest
 
 import sdk
-from plugins.builtin.headers.config import (
-    HeadersConfig,
-    check_field,
-    check_name,
-    check_value,
-)
+from plugins.builtin.headers.config import HeadersConfig, check_name, check_value
 
 PATH = "$.plugins.headers"
+#: What a bad name or method is told it may hold.
+TOKEN = "only letters, digits and !#$%&'*+-.^_`|~"
 
 
 def problems(table: dict[str, Any]) -> list[str]:
@@ -67,12 +64,12 @@ def test_every_problem_with_its_path() -> None:
     ) == [
         f"{PATH}.request_remove[0]: 'Content-Length' cannot be changed: the kernel frames"
         " messages itself",
-        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name'",
-        f"{PATH}.request_add.x-a[1]: invalid header value 'bad\\nvalue' (a control"
-        " character or non-Latin-1)",
+        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name' (' ' is not allowed:"
+        f" {TOKEN})",
+        f"{PATH}.request_add.x-a[1]: invalid header value 'bad\\nvalue' (a control character:"
+        " '\\n')",
         f"{PATH}.response_remove: must be an array, got 'server'",
-        f"{PATH}.response_set.x-b: invalid header value 'nul\\x00' (a control"
-        " character or non-Latin-1)",
+        f"{PATH}.response_set.x-b: invalid header value 'nul\\x00' (a control character: '\\x00')",
         f"{PATH}.response_add.x-c: must be a string or an array, got 1",
         f"{PATH}.reqest_set: unknown key (known: request_remove, request_set, request_add,"
         " response_remove, response_set, response_add)",
@@ -101,15 +98,9 @@ def test_bad_names(name: str, message: str) -> None:
         check_name(name)
 
 
-@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b", "\u20ac"])
-def test_bad_values(value: str) -> None:
-    with pytest.raises(ValueError, match="invalid value for header 'x'"):
-        check_field("x", value)
-
-
 def test_latin1_and_empty_values_are_fine() -> None:
-    check_field("x", "caf\xe9")
-    check_field("x", "")
+    check_value("caf\xe9")
+    check_value("")
 
 
 # -- the TOML examples in docs/routing-basics.md must stay valid -------------------
@@ -142,16 +133,14 @@ def test_every_bad_name_of_a_remove_list_is_listed() -> None:
     assert problems({"response_remove": ["Content-Length", "x-ok", "bad name"]}) == [
         f"{PATH}.response_remove[0]: 'Content-Length' cannot be changed: the kernel frames"
         " messages itself",
-        f"{PATH}.response_remove[2]: invalid header name 'bad name'",
+        f"{PATH}.response_remove[2]: invalid header name 'bad name' (' ' is not allowed: {TOKEN})",
     ]
 
 
 def test_every_bad_value_of_an_add_list_is_listed_at_its_own_path() -> None:
     assert problems({"response_add": {"x-a": ["a\nb", "ok", "\u20ac"]}}) == [
-        f"{PATH}.response_add.x-a[0]: invalid header value 'a\\nb' (a control character or"
-        " non-Latin-1)",
-        f"{PATH}.response_add.x-a[2]: invalid header value '\u20ac' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.response_add.x-a[0]: invalid header value 'a\\nb' (a control character: '\\n')",
+        f"{PATH}.response_add.x-a[2]: invalid header value '\u20ac' ('\u20ac' is not ISO-8859-1)",
     ]
 
 
@@ -166,17 +155,15 @@ def test_a_wrongly_typed_add_value_hides_no_other_items_problem() -> None:
         }
     ) == [
         f"{PATH}.request_add.x-a[1]: must be a string, got 5",
-        f"{PATH}.request_add.x-a[2]: invalid header value 'bad\\x01' (a control character or"
-        " non-Latin-1)",
-        f"{PATH}.request_add.x-a[4]: invalid header value '\u20ac' (a control character or"
-        " non-Latin-1)",
-        f"{PATH}.request_add.x-b: invalid header value 'a\\x02' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.request_add.x-a[2]: invalid header value 'bad\\x01' (a control character:"
+        " '\\x01')",
+        f"{PATH}.request_add.x-a[4]: invalid header value '\u20ac' ('\u20ac' is not ISO-8859-1)",
+        f"{PATH}.request_add.x-b: invalid header value 'a\\x02' (a control character: '\\x02')",
         f"{PATH}.response_add.x-c[0]: must be a string, got true",
-        f"{PATH}.response_add.x-c[1]: invalid header value 'c\\rd' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.response_add.x-c[1]: invalid header value 'c\\rd' (a control character: '\\r')",
         f'{PATH}.response_add["bad name"][1]: must be a string, got 3',
-        f"{PATH}.response_add[\"bad name\"]: invalid header name 'bad name'",
+        f"{PATH}.response_add[\"bad name\"]: invalid header name 'bad name' (' ' is not allowed:"
+        f" {TOKEN})",
     ]
 
 
@@ -205,13 +192,13 @@ def test_bad_items_are_listed_beside_one_of_the_wrong_type() -> None:
         }
     ) == [
         f"{PATH}.request_remove[1]: must be a string, got 5",
-        f"{PATH}.request_remove[2]: invalid header name 'bad name'",
+        f"{PATH}.request_remove[2]: invalid header name 'bad name' (' ' is not allowed: {TOKEN})",
         f"{PATH}.request_remove[3]: 'Transfer-Encoding' cannot be changed: the kernel frames"
         " messages itself",
         f"{PATH}.request_set.x-a: must be a string, got 5",
-        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name'",
-        f"{PATH}.request_set.x-b: invalid header value 'a\\rb' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.request_set[\"bad name\"]: invalid header name 'bad name' (' ' is not allowed:"
+        f" {TOKEN})",
+        f"{PATH}.request_set.x-b: invalid header value 'a\\rb' (a control character: '\\r')",
         f"{PATH}.response_add.x-d: must be a string or an array, got 7",
         f"{PATH}.response_add.Content-Length: 'Content-Length' cannot be changed: the kernel"
         " frames messages itself",
@@ -268,13 +255,11 @@ response_add = { "X-Foo" = ["ok", 5, "a\\u0001b"], "X-Bar" = "c\\u0002" }
     assert lines[0].endswith("c.toml: 7 problem(s)"), done.stderr
     assert [line.strip() for line in lines[1:]] == [
         f"{PATH}.request_remove[1]: must be a string, got 5",
-        f"{PATH}.request_remove[2]: invalid header name 'x y'",
+        f"{PATH}.request_remove[2]: invalid header name 'x y' (' ' is not allowed: {TOKEN})",
         f"{PATH}.response_set.x-a: must be a string, got 5",
-        f"{PATH}.response_set.x-b: invalid header value 'a\\x00b' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.response_set.x-b: invalid header value 'a\\x00b' (a control character: '\\x00')",
         f"{PATH}.response_add.X-Foo[1]: must be a string, got 5",
-        f"{PATH}.response_add.X-Foo[2]: invalid header value 'a\\x01b' (a control character"
-        " or non-Latin-1)",
-        f"{PATH}.response_add.X-Bar: invalid header value 'c\\x02' (a control character or"
-        " non-Latin-1)",
+        f"{PATH}.response_add.X-Foo[2]: invalid header value 'a\\x01b' (a control character:"
+        " '\\x01')",
+        f"{PATH}.response_add.X-Bar: invalid header value 'c\\x02' (a control character: '\\x02')",
     ]

@@ -14,6 +14,8 @@ import sdk
 from plugins.builtin.respond.config import NO_BODY, RespondConfig
 
 PATH = "$.plugins.respond"
+#: What a bad name or method is told it may hold.
+TOKEN = "only letters, digits and !#$%&'*+-.^_`|~"
 
 
 def problems(table: dict[str, Any]) -> list[str]:
@@ -44,7 +46,10 @@ def test_defaults() -> None:
         ({"status": 204, "body": "x"}, "body: must be empty: a 204 response has no body"),
         ({"status": 304, "body": "x"}, "body: must be empty: a 304 response has no body"),
         ({"content_type": "text/plain\r\nx: y"}, "content_type: invalid header value"),
-        ({"headers": {"bad name": "1"}}, "headers[\"bad name\"]: invalid header name 'bad name'"),
+        (
+            {"headers": {"bad name": "1"}},
+            f"headers[\"bad name\"]: invalid header name 'bad name' (' ' is not allowed: {TOKEN})",
+        ),
         ({"headers": {"x": "a\nb"}}, "headers.x: invalid header value"),
         ({"headers": {"x": "\u20ac"}}, "headers.x: invalid header value '\u20ac'"),
         (
@@ -72,8 +77,9 @@ def test_every_bad_header_beside_one_of_the_wrong_type() -> None:
         {"headers": {"x-a": 5, "bad name": "1", "x-b": "a\r\nb", "ok": "1", "Content-Type": "t"}}
     ) == [
         f"{PATH}.headers.x-a: must be a string, got 5",
-        f"{PATH}.headers[\"bad name\"]: invalid header name 'bad name'",
-        f"{PATH}.headers.x-b: invalid header value 'a\\r\\nb' (a control character)",
+        f"{PATH}.headers[\"bad name\"]: invalid header name 'bad name' (' ' is not allowed:"
+        f" {TOKEN})",
+        f"{PATH}.headers.x-b: invalid header value 'a\\r\\nb' (a control character: '\\r')",
         f"{PATH}.headers.Content-Type: 'Content-Type' cannot be set here: use the"
         " 'content_type' key",
     ]

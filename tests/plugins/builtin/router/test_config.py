@@ -20,6 +20,8 @@ from plugins.builtin.router.config import (
 )
 
 PATH = "$.plugins.router"
+#: What a bad name or method is told it may hold.
+TOKEN = "only letters, digits and !#$%&'*+-.^_`|~"
 
 
 def problems(*rules: dict[str, Any]) -> list[str]:
@@ -83,11 +85,22 @@ def test_every_problem_at_once() -> None:
         f"{PATH}.rules[0].host: invalid host 'a.example.com:80': give the host without a port"
         " (ports are ignored)",
         f"{PATH}.rules[0].path_prefix: must start with '/', got 'api'",
-        f"{PATH}.rules[0].methods[0]: invalid method 'G T'",
-        f"{PATH}.rules[0].headers[\"bad name\"]: invalid header name 'bad name'",
+        f"{PATH}.rules[0].methods[0]: invalid method 'G T' (' ' is not allowed: {TOKEN})",
+        f"{PATH}.rules[0].headers[\"bad name\"]: invalid header name 'bad name' (' ' is not"
+        f" allowed: {TOKEN})",
         f"{PATH}.rules[0].headers.x-ok: invalid header value 'a\\r\\nb'"
-        " (a control character or non-Latin-1)",
+        " (a control character: '\\r')",
         f"{PATH}.rules[0].upstream: 'ftp://x' is not an http://host[:port][/path] URL",
+    ]
+
+
+def test_a_final_newline_is_no_token() -> None:
+    """The router's token regex ended in ``$``, which also matches before a
+    final newline: ``GET\\n`` and ``x-a\\n`` passed, and never matched."""
+    assert problems({"route": "a", "methods": ["GET\n"], "headers": {"x-a\n": "1"}}) == [
+        f"{PATH}.rules[0].methods[0]: invalid method 'GET\\n' ('\\n' is not allowed: {TOKEN})",
+        f"{PATH}.rules[0].headers[\"x-a\\n\"]: invalid header name 'x-a\\n' ('\\n' is not"
+        f" allowed: {TOKEN})",
     ]
 
 
@@ -216,6 +229,6 @@ def test_doc_examples_structure() -> None:
 
 def test_every_bad_method_is_listed() -> None:
     assert problems({"route": "r", "methods": ["G T", "GET", "P\tST"]}) == [
-        f"{PATH}.rules[0].methods[0]: invalid method 'G T'",
-        f"{PATH}.rules[0].methods[2]: invalid method 'P\\tST'",
+        f"{PATH}.rules[0].methods[0]: invalid method 'G T' (' ' is not allowed: {TOKEN})",
+        f"{PATH}.rules[0].methods[2]: invalid method 'P\\tST' ('\\t' is not allowed: {TOKEN})",
     ]
