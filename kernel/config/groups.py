@@ -8,7 +8,7 @@ against routes and plugins when a generation is built (:mod:`kernel.groups`).
 Also home to the two validators every table naming things or URLs shares
 (:func:`valid_name`, :func:`upstream_url`).
 
-May import: stdlib, attrs, kernel.config.transport.
+May import: stdlib, attrs, sdk, kernel.config.transport.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import attrs
 
 from kernel.config.checks import non_negative, positive
 from kernel.config.transport import TransportConfig
+from sdk import is_token
 
 __all__ = [
     "GroupConfig",
@@ -36,7 +37,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 #: Target names may also be ``host:port`` (the default) or ``[v6]:port``.
 _TARGET_NAME_RE = re.compile(r"[A-Za-z0-9_\[][A-Za-z0-9_.:\[\]-]*")
 _URL_RE = re.compile(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?")
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def valid_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -68,7 +68,7 @@ def _probe_path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _token(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _TOKEN_RE.fullmatch(value):
+    if not is_token(value):
         raise ValueError(f"{value!r} is not a token (letters, digits and !#$%&'*+.^_`|~-)")
 
 
