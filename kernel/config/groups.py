@@ -8,7 +8,7 @@ against routes and plugins when a generation is built (:mod:`kernel.groups`).
 Also home to the two validators every table naming things or URLs shares
 (:func:`valid_name`, :func:`upstream_url`).
 
-May import: stdlib, attrs, sdk, kernel.config.transport.
+May import: stdlib, attrs, sdk, kernel.config.checks, kernel.config.transport.
 """
 
 from __future__ import annotations
