@@ -29,7 +29,6 @@ May import: stdlib, h11, kernel.protocol, sdk._errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
 import h11
@@ -96,9 +95,15 @@ def _as_planned(head: bytes) -> bytes:
     return head.replace(_H11_CONNECTION, b"\r\nconnection: ")
 
 
-def _fields(headers: Iterable[tuple[bytes, bytes]]) -> Fields:
-    # h11 hands out bytearrays in places; our events promise bytes.
-    return [(bytes(n), bytes(v)) for n, v in headers]
+def _fields(head: h11.Request | h11.InformationalResponse | h11.Response) -> Fields:
+    """The fields h11 parsed, as iterating its ``headers`` gives them.
+
+    That iteration goes through the ``Sequence`` protocol (a Python call per
+    field); ``raw_items()`` is one list of ``(name as received, value)``,
+    and h11's lower-case name is ``name.lower()``. h11's parser yields
+    ``bytes`` (regex groups), never bytearrays.
+    """
+    return [(n.lower(), v) for n, v in head.headers.raw_items()]
 
 
 class _Codec(Side):
@@ -277,7 +282,7 @@ class H11ServerCodec(_Codec, ServerSide):
         return RequestHead(
             method=bytes(request.method),
             target=bytes(request.target),
-            headers=_fields(request.headers),
+            headers=_fields(request),
             http_version=bytes(request.http_version),
             keep_alive=keep_alive,
             expect_continue=expect,
@@ -370,7 +375,7 @@ class H11ClientCodec(_Codec, ClientSide):
         response = self._feed_head(end)
         assert not isinstance(response, h11.Request)
         scanner.reset()
-        fields = _fields(response.headers)
+        fields = _fields(response)
         if isinstance(response, h11.InformationalResponse):
             return InformationalResponse(
                 status_code=status,

@@ -62,6 +62,30 @@ def test_events_carry_bytes_not_bytearrays() -> None:
     assert isinstance(data, Data)
     assert type(data.data) is bytes
     assert all(type(n) is bytes and type(val) is bytes for n, val in head.headers)
+    client = H11ClientCodec(Limits())
+    client.send_request_head(RequestHead(method=b"GET", target=b"/", headers=[(b"host", b"a")]))
+    client.send_end()
+    client.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi")
+    response = client.next_event()
+    assert isinstance(response, ResponseHead)
+    assert all(type(n) is bytes and type(val) is bytes for n, val in response.headers)
+
+
+def test_fields_are_as_h11_parsed_them() -> None:
+    # The codec reads h11's raw_items() and lower-cases the names itself:
+    # the same pairs as iterating h11's headers (its values, normalized).
+    codec = H11ServerCodec(Limits())
+    codec.receive_data(
+        b"POST / HTTP/1.1\r\nHost: a\r\nX-Mixed-Case: Keep This\r\n"
+        b"Transfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"
+    )
+    head = codec.next_event()
+    assert isinstance(head, RequestHead)
+    assert head.headers == [
+        (b"host", b"a"),
+        (b"x-mixed-case", b"Keep This"),
+        (b"transfer-encoding", b"chunked"),
+    ]
 
 
 def test_exact_bytes_written() -> None:
