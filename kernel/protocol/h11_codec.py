@@ -141,19 +141,26 @@ class _Codec(Side):
         self._conn.receive_data(self._buf[self._pos : end])
         self._pos = end
         event = self._h11_event()
-        assert isinstance(event, h11.Request | h11.InformationalResponse | h11.Response)
+        assert (
+            type(event) is h11.Request
+            or type(event) is h11.Response
+            or type(event) is h11.InformationalResponse
+        )
         return event
 
-    def _h11_event(self) -> h11.Event | None:
+    def _h11_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """h11's next event.
+
+        Callers test it with ``type(event) is ...``: h11's events are never
+        subclassed ("Don't subclass these"), and ``isinstance`` on them goes
+        through ``ABCMeta.__instancecheck__`` (a Python call) unless it is the
+        exact class.
+        """
         try:
-            event = self._conn.next_event()
+            return self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             # Only reachable if h11 is stricter than validate: a bug to fix there.
             raise RemoteProtocolError(f"h11 refused what validate accepted: {exc}") from None
-        if event is h11.NEED_DATA or event is h11.PAUSED:
-            return None
-        assert isinstance(event, h11.Event)
-        return event
 
     def _start_body(self, body: int) -> None:
         self._body = body
@@ -167,9 +174,9 @@ class _Codec(Side):
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
         while True:
             event = self._h11_event()
-            if isinstance(event, h11.Data):
+            if type(event) is h11.Data:
                 return Data(bytes(event.data))
-            if isinstance(event, h11.EndOfMessage):
+            if type(event) is h11.EndOfMessage:
                 self._rstate = DONE
                 # Trailers come from our decoder: h11 never sees them (below).
                 return EndOfMessage(self._chunks.trailers if self._chunks is not None else [])
@@ -274,7 +281,7 @@ class H11ServerCodec(_Codec, ServerSide):
         raw = v.split_fields(buf, scanner.line_end + 1, end - 2)
         body, keep_alive, expect = v.request_framing(method, version, raw, self._limits)
         request = self._feed_head(end)
-        assert isinstance(request, h11.Request)
+        assert type(request) is h11.Request
         self._method = method
         self._version = version
         self._req_keep_alive = keep_alive
@@ -373,16 +380,16 @@ class H11ClientCodec(_Codec, ClientSide):
             self._resp_keep_alive = False
             return InformationalResponse(status_code=101, headers=raw, reason=reason)
         response = self._feed_head(end)
-        assert not isinstance(response, h11.Request)
         scanner.reset()
         fields = _fields(response)
-        if isinstance(response, h11.InformationalResponse):
+        if type(response) is h11.InformationalResponse:
             return InformationalResponse(
                 status_code=status,
                 headers=fields,
                 reason=bytes(response.reason),
                 http_version=bytes(response.http_version),
             )
+        assert type(response) is h11.Response
         self._resp_keep_alive = keep_alive
         self._early = self._sstate != SENT
         self._start_body(body)
