@@ -172,6 +172,12 @@ class _Codec(Side):
         self._rstate = BODY
 
     def _read_body(self) -> Data | EndOfMessage | Sentinel:
+        if self._chunks is None:
+            # Without chunks h11 has no event left after a Data (it takes all
+            # it holds of the body at once): give it the body first rather
+            # than ask it for what it cannot have. (A chunked body's pieces
+            # may wait in h11's buffer: it is asked first.)
+            self._feed_body()
         while True:
             event = self._h11_event()
             if type(event) is h11.Data:
