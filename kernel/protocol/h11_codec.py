@@ -19,7 +19,9 @@ fast one (:mod:`.httptools_codec`) is measured against. Around it:
   token names, values without CTLs or surrounding whitespace) are h11's own
   regexes or stricter, so the events are built with h11's ``_parsed=True``,
   which skips its second pass of regexes over every field (~9% of the h11
-  path's instructions); h11 still normalizes, frames and checks Host.
+  path's instructions); h11 still normalizes, frames and checks Host. The
+  flag is private: ``pyproject.toml`` pins h11 below 0.17 and
+  ``test_h11_codec.py`` fails if a release drops or changes it.
   The framing fields h11 sets in a response head itself are written back
   lower-case and in the fast codec's order (:func:`_as_planned`), so both
   codecs send the same bytes.
