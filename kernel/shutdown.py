@@ -21,7 +21,7 @@ asked to stop (SIGTERM/SIGINT, ``App.stop()``, a worker's supervisor gone):
 Records go to the ``kernel.app`` logger, as they did before this module
 was split out of kernel/app.py.
 
-May import: stdlib, trio, kernel.io, kernel.stuck.
+May import: stdlib, attrs, trio, kernel.io, kernel.stuck.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
+import attrs
 import trio
 
 from kernel import stuck
@@ -48,22 +49,15 @@ log = logging.getLogger("kernel.app")
 EXIT_ABORTED = 4
 
 
+@attrs.frozen
 class _Serving:
     """What a drain acts on: the server's state, listeners and nurseries."""
 
-    def __init__(
-        self,
-        state: ServerState,
-        listeners: Callable[[], Iterable[BoundListener]],
-        root: trio.Nursery,
-        generations: trio.Nursery,
-        connections: trio.Nursery,
-    ) -> None:
-        self.state = state
-        self.listeners = listeners
-        self.root = root
-        self.generations = generations
-        self.connections = connections
+    state: ServerState
+    listeners: Callable[[], Iterable[BoundListener]]
+    root: trio.Nursery
+    generations: trio.Nursery
+    connections: trio.Nursery
 
 
 class Shutdown:
