@@ -4,34 +4,16 @@ hook, by phase; the synchronous ones never return an awaitable."""
 from __future__ import annotations
 
 import inspect
-from types import ModuleType
-
-import pluggy
 
 import sdk
 import sdk._hooks_flow
 import sdk.hookspecs
 import sdk.testing
-
-
-def _pm() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(sdk.PROJECT)
-    pm.add_hookspecs(sdk.hookspecs)
-    return pm
-
-
-def _hooks(module: ModuleType) -> list[str]:
-    """The hooks a part of sdk.hookspecs defines, in source order."""
-    found = [
-        fn
-        for name, fn in vars(module).items()
-        if inspect.isfunction(fn) and name.startswith(sdk.HOOK_PREFIX)
-    ]
-    return [fn.__name__ for fn in sorted(found, key=lambda fn: fn.__code__.co_firstlineno)]
+from tests.sdk.hookparts import hooks_of, plugin_manager
 
 
 def test_the_part_holds_every_flow_hook() -> None:
-    names = _hooks(sdk._hooks_flow)
+    names = hooks_of(sdk._hooks_flow)
     everything = [n for n in vars(sdk.hookspecs) if n.startswith(sdk.HOOK_PREFIX)]
     assert names == [n for n in everything if n not in sdk.hookspecs.LIFECYCLE_HOOKS]
     assert set(names) >= sdk.hookspecs.SYNC_ONLY_HOOKS
@@ -53,7 +35,7 @@ def test_firstresult_through_pluggy() -> None:
         def trellis_route_select(self, flow: sdk.Flow) -> str:
             return "api"
 
-    pm = _pm()
+    pm = plugin_manager()
     pm.register(Picks())
     pm.register(Declines())  # pluggy calls the last registered first
     flow = sdk.testing.make_flow()

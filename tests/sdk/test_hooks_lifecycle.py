@@ -4,33 +4,17 @@ itself (LIFECYCLE_HOOKS), all plain ``def``."""
 from __future__ import annotations
 
 import inspect
-from types import ModuleType
 
 import pluggy
 
 import sdk
 import sdk._hooks_lifecycle
 import sdk.hookspecs
-
-
-def _pm() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(sdk.PROJECT)
-    pm.add_hookspecs(sdk.hookspecs)
-    return pm
-
-
-def _hooks(module: ModuleType) -> list[str]:
-    """The hooks a part of sdk.hookspecs defines, in source order."""
-    found = [
-        fn
-        for name, fn in vars(module).items()
-        if inspect.isfunction(fn) and name.startswith(sdk.HOOK_PREFIX)
-    ]
-    return [fn.__name__ for fn in sorted(found, key=lambda fn: fn.__code__.co_firstlineno)]
+from tests.sdk.hookparts import hooks_of, plugin_manager
 
 
 def test_the_part_holds_exactly_the_lifecycle_hooks_in_their_order() -> None:
-    assert _hooks(sdk._hooks_lifecycle) == list(sdk.hookspecs.LIFECYCLE_HOOKS)
+    assert hooks_of(sdk._hooks_lifecycle) == list(sdk.hookspecs.LIFECYCLE_HOOKS)
     for name in sdk.hookspecs.LIFECYCLE_HOOKS:
         fn = getattr(sdk.hookspecs, name)
         assert fn is getattr(sdk._hooks_lifecycle, name)
@@ -48,7 +32,7 @@ def test_historic_addhooks_reaches_late_plugins() -> None:
         def trellis_addhooks(self, pluginmanager: pluggy.PluginManager) -> None:
             seen.append(self.label)
 
-    pm = _pm()
+    pm = plugin_manager()
     pm.register(Extender("early"))
     pm.hook.trellis_addhooks.call_historic(kwargs={"pluginmanager": pm})
     pm.register(Extender("late"))
