@@ -393,19 +393,8 @@ async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
     await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP)") == 2)
     # The file breaks afterwards: the drain goes by what the workers run.
     sup.config.write_text(toml(12) + "\n[kernel\n")
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        # 10 s: past the old 2 + 1 + 5 s, within the new grace.
-        await stream.send_all(b"GET /sleep/10 HTTP/1.1\r\nHost: e2e\r\n\r\n")
-        await wait_for_request(upstream, "/sleep/10")
-        sup.signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            raw = await read_all(stream)
-    err = sup.stderr()
-    assert raw.startswith(b"HTTP/1.1 200 "), err
-    assert raw.endswith(b"slept\n")
-    assert await sup.wait(10) == 0, err
-    assert "outstayed" not in err
+    # 10 s: past the old 2 + 1 + 5 s, within the new grace.
+    err = await _slow_request_through_the_drain(sup, upstream, port, 10)
     assert (
         "SIGTERM: draining the workers (shutdown_delay_s = 0, shutdown_grace_s = 12,"
         " shutdown_abort_s = 1: killed after 18s)" in err
@@ -433,19 +422,8 @@ async def test_a_refused_reload_does_not_shorten_the_drain(
     sup.config.write_text(toml(0.5, extra='plugins = ["nosuch"]'))
     sup.signal(signal.SIGHUP)
     await wait_for(lambda: sup.stderr().count("reload (SIGHUP) rejected") == 2)
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        # 7 s: past the refused 0.5 + 0.5 + 5 s, within the grace the workers run.
-        await stream.send_all(b"GET /sleep/7 HTTP/1.1\r\nHost: e2e\r\n\r\n")
-        await wait_for_request(upstream, "/sleep/7")
-        sup.signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            raw = await read_all(stream)
-    err = sup.stderr()
-    assert raw.startswith(b"HTTP/1.1 200 "), err
-    assert raw.endswith(b"slept\n")
-    assert await sup.wait(10) == 0, err
-    assert "outstayed" not in err
+    # 7 s: past the refused 0.5 + 0.5 + 5 s, within the grace the workers run.
+    err = await _slow_request_through_the_drain(sup, upstream, port, 7)
     assert "shutdown_grace_s = 9, shutdown_abort_s = 0.5: killed after 14.5s" in err
 
 
@@ -460,3 +438,21 @@ async def test_port_zero_is_refused_with_workers(tmp_path: Path) -> None:
     code, out, err = await run_kernel("check", "-c", str(path))
     assert code == 1
     assert problem in out + err
+
+
+async def _slow_request_through_the_drain(sup: Any, upstream: Any, port: int, seconds: int) -> str:
+    """``GET /sleep/SECONDS``, SIGTERM while it runs: it completes (200) and
+    the set exits 0, no worker killed; the supervisor's log."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /sleep/%d HTTP/1.1\r\nHost: e2e\r\n\r\n" % seconds)
+        await wait_for_request(upstream, f"/sleep/{seconds}")
+        sup.signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            raw = await read_all(stream)
+    err: str = sup.stderr()
+    assert raw.startswith(b"HTTP/1.1 200 "), err
+    assert raw.endswith(b"slept\n")
+    assert await sup.wait(10) == 0, err
+    assert "outstayed" not in err
+    return err
