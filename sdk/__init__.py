@@ -51,6 +51,7 @@ from sdk._markers import ENTRY_POINT_GROUP, HOOK_PREFIX, PROJECT, hookimpl
 from sdk._stash import AUTH_USER, Stash, StashKey
 from sdk._tls import TlsCertificate
 from sdk._trace import TRACE, TraceContext
+from sdk._validators import one_or_many
 from sdk._version import API_VERSION
 
 __all__ = [
@@ -96,6 +97,7 @@ __all__ = [
     "is_token",
     "make_converter",
     "method_validator",
+    "one_or_many",
     "parse_host_pattern",
     "structure",
     "unstructure",

@@ -14,6 +14,10 @@ type at ``[1]`` and a bad value at ``[2]`` are listed together; checks of
 the whole value (a plain validator, ``max_len``, the ``iterable_validator``)
 are not run on a value with holes in it.
 
+A setting that takes one value or a list of them (``add = "a"`` or
+``add = ["a", "b"]``) validates with :func:`one_or_many`: the value itself
+when it is one, each item at its own index when it is a list.
+
 attrs keeps these composites in private classes: they are recognised by the
 class of a sample, and an ``and_`` whose list is not where this module
 looks (a future attrs) is run whole, which is what attrs itself does.
@@ -28,7 +32,7 @@ from typing import Any
 import attrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 
-__all__ = ["REFUSED", "Holey", "validate"]
+__all__ = ["REFUSED", "Holey", "OneOrMany", "one_or_many", "validate"]
 
 
 def _noop(*_: Any) -> None:
@@ -72,6 +76,36 @@ class Holey:
     order: tuple[Any, ...]
 
 
+@attrs.frozen(repr=False)
+class OneOrMany:
+    """The validator :func:`one_or_many` makes (recognised by :func:`validate`)."""
+
+    member_validator: Any
+
+    def __call__(self, inst: Any, a: attrs.Attribute[Any], value: Any) -> None:
+        # Called by attrs itself (a class made in code): the first failure raises.
+        if isinstance(value, list | tuple):
+            for item in value:
+                self.member_validator(inst, a, item)
+        else:
+            self.member_validator(inst, a, value)
+
+    def __repr__(self) -> str:
+        return f"<one_or_many validator for {self.member_validator!r}>"
+
+
+def one_or_many(member_validator: Any) -> OneOrMany:
+    """A validator for a setting that is one value or a list of values.
+
+    ``member_validator`` checks one value: the setting's own when it is a
+    single value (a problem at the setting's path), each item's when it is
+    a list (a problem at the item's index, every bad item listed, also
+    beside an item of the wrong type). A list is any ``list`` or ``tuple``:
+    give the setting a type such as ``str | list[str]``.
+    """
+    return OneOrMany(member_validator)
+
+
 def validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> list[Exception]:
     """Run one field's validator; every failure, not only the first.
 
@@ -99,13 +133,15 @@ def validate(validator: Any, inst: Any, a: attrs.Attribute[Any], value: Any) -> 
         return []
     if kind is _OPTIONAL:
         return [] if value is None else validate(v.validator, inst, a, value)
-    if kind is _DEEP_ITERABLE:
+    if kind is OneOrMany and not (holey or isinstance(value, list | tuple)):
+        return validate(v.member_validator, inst, a, value)
+    if kind is _DEEP_ITERABLE or kind is OneOrMany:
         if holey:
             if value.mapping:
                 return []  # a table's keys, as attrs would iterate them: not all there
             items: Any = value.members
         else:
-            if v.iterable_validator is not None:
+            if kind is _DEEP_ITERABLE and v.iterable_validator is not None:
                 found = validate(v.iterable_validator, inst, a, value)
                 if found:
                     return found

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import pytest
 from cattrs.errors import IterableValidationError
 
-from sdk._validators import REFUSED, Holey, validate
+from sdk._validators import REFUSED, Holey, one_or_many, validate
 
 
 def _at_least_100(_: object, a: attrs.Attribute[Any], value: int) -> None:
@@ -75,3 +76,44 @@ def test_a_holey_value_gets_its_members_checked_and_nothing_else() -> None:
     nested = Holey(((0, holey),), mapping=False, order=(0,))
     (outer,) = validate(attrs.validators.deep_iterable(a.validator), None, a, nested)
     assert isinstance(outer, IterableValidationError)
+
+
+@attrs.define
+class _OneOrMany:
+    code: int | list[int] = attrs.field(default=100, validator=one_or_many(_at_least_100))
+
+
+def test_one_or_many_checks_a_single_value_whole_and_a_list_item_by_item() -> None:
+    a = attrs.fields(_OneOrMany).code
+    # One value: its own failure, at the setting's path (no index).
+    (only,) = validate(a.validator, None, a, 5)
+    assert isinstance(only, ValueError)
+    assert str(only) == "must be >= 100, got 5"
+    assert validate(a.validator, None, a, 500) == []
+    # A list (or tuple): every bad item, each at its index.
+    assert _where(validate(a.validator, None, a, [1, 200, 3])) == [0, 2]
+    assert _where(validate(a.validator, None, a, (1,))) == [0]
+    assert validate(a.validator, None, a, []) == []
+    # A list with holes: the items that structured, each at its own index.
+    holey = Holey(((0, 1), (2, 300), (3, 4)), mapping=False, order=(0, 1, 2, 3))
+    assert _where(validate(a.validator, None, a, holey)) == [0, 3]
+
+
+def test_one_or_many_called_by_attrs_raises_for_the_first_bad_value() -> None:
+    assert _OneOrMany(code=[100, 200]).code == [100, 200]
+    assert _OneOrMany(code=150).code == 150
+    with pytest.raises(ValueError, match=r"^must be >= 100, got 7$"):
+        _OneOrMany(code=[100, 7, 8])
+    with pytest.raises(ValueError, match=r"^must be >= 100, got 9$"):
+        _OneOrMany(code=9)
+    assert "one_or_many" in repr(attrs.fields(_OneOrMany).code.validator)
+
+
+def test_one_or_many_never_looks_inside_a_single_string() -> None:
+    seen: list[Any] = []
+    checker = one_or_many(lambda _i, _a, value: seen.append(value))
+    a = attrs.fields(_OneOrMany).code
+    assert validate(checker, None, a, "abc") == []
+    assert validate(checker, None, a, ["de", "f"]) == []
+    checker(None, a, "gh")
+    assert seen == ["abc", "de", "f", "gh"]

@@ -52,19 +52,10 @@ def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     check_name(value)
 
 
-def _one_value(_: object, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
-    if isinstance(value, str):
-        _SDK_VALUE(_, attribute, value)
-
-
-# A ``*_add`` value is one value or a list of values (one field each). Both
-# go through one deep_iterable, so that a list's items are checked one at a
-# time, each at its own path (``response_add.x-a[2]``), beside an item of
-# the wrong type (which leaves the list with a hole: only member checks run
-# then). A single value is checked whole first, at the entry's path; if it
-# passes, its characters then pass the member check one by one (a trimmed
-# value's rules are per character: control characters, ISO-8859-1).
-_VALUES = attrs.validators.deep_iterable(_SDK_VALUE, iterable_validator=_one_value)
+# A ``*_add`` value is one value or a list of values (one field each): the
+# single value is checked at the entry's path, a list's items each at its
+# own (``response_add.x-a[2]``), also beside an item of the wrong type.
+_VALUES = sdk.one_or_many(_SDK_VALUE)
 
 _NAMES = attrs.validators.deep_iterable(_name)
 _FIELDS = attrs.validators.deep_mapping(_name, _SDK_VALUE)
