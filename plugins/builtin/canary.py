@@ -57,7 +57,7 @@ import attrs
 
 import sdk
 
-__all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "Match", "bucket_of"]
+__all__ = ["BUCKETS", "CanaryConfig", "CanaryPlugin", "CookieMatch", "Match", "bucket_of"]
 
 #: Client buckets; ``percent`` has a resolution of 100 / BUCKETS = 0.01.
 BUCKETS = 10_000
@@ -76,11 +76,27 @@ def _name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"must be a header or cookie name (a token), got {value!r}")
 
 
+_FIELD_VALUE = sdk.header_value_validator()
+
+
 def _value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # A value that no received field can have would never match: refused.
+    # Received values are ISO-8859-1 without control characters but tab,
+    # and trimmed, hence the SDK's untrimmed rule.
     if not value:
         raise ValueError("must not be empty (use '*' for any value)")
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"must not contain CR, LF or NUL, got {value!r}")
+    _FIELD_VALUE(_, attribute, value)
+
+
+def _cookie_value(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # A cookie value is what lies between '=' and ';', without its quotes.
+    _value(_, attribute, value)
+    if value == ANY:
+        return
+    if ";" in value:
+        raise ValueError(f"a cookie value never contains ';', got {value!r}")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        raise ValueError(f"a cookie value is compared without its double quotes, got {value!r}")
 
 
 def _upstream(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -108,6 +124,16 @@ class Match:
 
 
 @attrs.frozen(kw_only=True)
+class CookieMatch:
+    """A ``{ name = ..., value = ... }`` table: a cookie to look for."""
+
+    #: Cookie name (case-sensitive).
+    name: str = attrs.field(validator=_name)
+    #: The exact value (without double quotes), or ``"*"``: present with any value.
+    value: str = attrs.field(validator=_cookie_value)
+
+
+@attrs.frozen(kw_only=True)
 class CanaryConfig:
     """The ``[plugins.canary]`` table: the canary origin and who is sent there."""
 
@@ -123,7 +149,7 @@ class CanaryConfig:
     #: A request with this header always goes to the canary.
     header: Match | None = None
     #: A request with this cookie always goes to the canary.
-    cookie: Match | None = None
+    cookie: CookieMatch | None = None
     #: A request with this header never goes to the canary (wins over the others).
     exclude_header: Match | None = None
 

@@ -215,7 +215,20 @@ def test_defaults_and_int_percent() -> None:
             "exclude_header.name",
             "token",
         ),
-        ({"upstream": CANARY, "header": {"name": "x", "value": "a\nb"}}, "header.value", "CR, LF"),
+        (
+            {"upstream": CANARY, "header": {"name": "x", "value": "a\nb"}},
+            "header.value",
+            "a control character",
+        ),
+        # Values no received field can have: they would never match.
+        ({"upstream": CANARY, "header": {"name": "x", "value": " 1"}}, "header.value", "space"),
+        (
+            {"upstream": CANARY, "exclude_header": {"name": "x", "value": "\u20ac"}},
+            "exclude_header.value",
+            "ISO-8859-1",
+        ),
+        ({"upstream": CANARY, "cookie": {"name": "c", "value": "a;b"}}, "cookie.value", "';'"),
+        ({"upstream": CANARY, "cookie": {"name": "c", "value": '"a"'}}, "cookie.value", "quotes"),
         (
             {"upstream": CANARY, "header": {"name": "x", "value": "1", "v": 2}},
             "header",
