@@ -197,6 +197,7 @@ class App:
             state.pool.close_all()
             for b in self.listeners.values():
                 b.listener.socket.close()
+            self._member.leave()
 
     async def _serve(
         self,

@@ -11,7 +11,9 @@ of workers:
   that does not load (said with a warning) leaves the worker to the file,
   as at the set's first start, numbered 1;
 - it drains when its supervisor is gone, and removes the set's snapshot
-  directory, which the supervisor would have removed.
+  directory, which the supervisor would have removed; leaving then, it
+  removes its metrics files, and the last worker out the supervisor's
+  metrics directory (kernel/metricsdir.py).
 
 An app that is not in a set has no snapshot directory: it shares nothing
 and starts from its file.
@@ -19,7 +21,8 @@ and starts from its file.
 Records go to the ``kernel.app`` logger, as they did before this module
 was split out of kernel/app.py.
 
-May import: stdlib, trio, sdk, kernel.config, kernel.generation, kernel.snapshot.
+May import: stdlib, trio, sdk, kernel.config, kernel.generation, kernel.metricsdir,
+kernel.snapshot.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import trio
 
-from kernel import snapshot
+from kernel import metricsdir, snapshot
 from kernel.config import Document
 from kernel.generation import Generation
 from sdk import ConfigError
@@ -54,6 +57,8 @@ class SetMember:
         self.snapshots = snapshots
         #: The set's snapshot this worker starts from (None: the config file).
         self.start_from = start_from
+        #: The supervisor is gone: nobody else cleans up after this worker.
+        self.orphaned = False
 
     def load_first(
         self, load: Callable[[int, Document | None], Generation], config_path: Path
@@ -117,7 +122,18 @@ class SetMember:
             await trio.sleep(1.0)
             gone = os.getppid() != parent
         log.warning("the supervisor (pid %d) is gone: shutting down", parent)
+        self.orphaned = True
         stop()
         directory, self.snapshots = self.snapshots, None
         if directory is not None:  # the supervisor would have removed it
             await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+
+    def leave(self) -> None:
+        """The worker's last act: with its supervisor gone, take its metrics
+        files out of the set's metrics directory (the supervisor's own only),
+        and the directory itself when this worker is the last one out."""
+        if not self.orphaned:
+            return
+        directory = metricsdir.owned()
+        if directory is not None and metricsdir.leave(directory):
+            log.info("removed the set's metrics directory %s (last worker out)", directory)

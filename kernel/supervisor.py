@@ -42,9 +42,10 @@ read at start only while there is none.
 Metrics across workers: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already,
 the supervisor creates a fresh directory for prometheus-client's
 multiprocess mode, hands it to the workers, tells the library when a worker
-died (its live gauges go away) and removes the directory at exit.
+died (its live gauges go away) and removes the directory at exit (killed,
+it leaves that to its workers: kernel/metricsdir.py).
 
-May import: stdlib, trio, kernel.snapshot (prometheus_client lazily).
+May import: stdlib, trio, kernel.metricsdir, kernel.snapshot (prometheus_client lazily).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from pathlib import Path
 
 import trio
 
-from kernel import snapshot
+from kernel import metricsdir, snapshot
 
 __all__ = [
     "SUPERVISOR_ENV",
@@ -80,7 +81,7 @@ WORKERS_ENV = "TRELLIS_WORKERS"
 #: The supervisor's pid, so a worker notices it is gone even if that happened
 #: before the worker got to look (its parent is then already pid 1).
 SUPERVISOR_ENV = "TRELLIS_SUPERVISOR_PID"
-_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_MULTIPROC_ENV = metricsdir.MULTIPROC_ENV
 #: A worker that ends with one of these while the set first starts stops the set.
 _FATAL = {1, 2, 3}
 #: What a worker's exit code means (kernel.app's EXIT_*).
@@ -158,6 +159,8 @@ class Supervisor:
         env[SUPERVISOR_ENV] = str(os.getpid())
         if self.snapshots is not None:
             env[snapshot.SNAPSHOTS_ENV] = str(self.snapshots)
+        if self._own_dir is not None:  # the workers remove it if this process is killed
+            env[metricsdir.OWNED_ENV] = str(self._own_dir)
         return env
 
     async def run(self) -> int:

@@ -132,22 +132,51 @@ async def test_workers_share_the_port_restart_reload_and_drain(
 async def test_a_killed_supervisor_takes_its_workers_along(
     spawn_proxy: SpawnProxy, tmp_path: Path
 ) -> None:
+    port, metrics_port = free_port(), free_port()
+    toml = config(port).replace(
+        "[[listeners]]",
+        f'[[listeners]]\nname = "metrics"\nbind = "127.0.0.1:{metrics_port}"\n\n[[listeners]]',
+        1,
+    )
+    toml = toml.replace("[server]", 'plugins = ["metrics"]\n\n[server]', 1)
+    sup = await spawn_proxy(toml, port=port, ready=False, env={"TRELLIS_LOG": "info"})
+    await sup.wait_ready(60)
+    await wait_for(lambda: len(children(sup.pid)) == 2)
+    workers = children(sup.pid)
+    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
+    # The set's snapshots, and the metrics directory the supervisor made,
+    # with files of both workers in it (40 connections: both get some).
+    snapshots = Path(environment(min(workers))["TRELLIS_SNAPSHOTS"])
+    assert sorted(p.name for p in snapshots.iterdir()) == ["worker-0.toml", "worker-1.toml"]
+    metrics = Path(environment(min(workers))["PROMETHEUS_MULTIPROC_DIR"])
+    for _ in range(40):
+        assert await get(port) == 200
+    owners = {int(f.stem.rpartition("_")[2]) for f in metrics.glob("*.db")}
+    assert owners == workers
+    await sup.kill()  # SIGKILL: no chance to stop them itself
+    await wait_for(lambda: not any(alive(pid) for pid in workers))
+    # The workers removed both, as the supervisor would have.
+    assert not snapshots.exists()
+    assert not metrics.exists()
+    assert "removed the set's metrics directory" in sup.stderr()
+
+
+async def test_a_killed_supervisor_leaves_the_operators_metrics_directory(
+    spawn_proxy: SpawnProxy, tmp_path: Path
+) -> None:
     port = free_port()
-    # A SIGKILLed supervisor cannot remove the metrics directory it would make.
     metrics = tmp_path / "metrics"
     metrics.mkdir()
+    (metrics / "counter_1.db").write_bytes(b"")  # pid 1: never a worker, always alive
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), "TRELLIS_LOG": "info"}
     sup = await spawn_proxy(config(port), port=port, ready=False, env=env)
     await sup.wait_ready(60)
     await wait_for(lambda: len(children(sup.pid)) == 2)
     workers = children(sup.pid)
-    # The set's snapshots: the workers remove the directory the supervisor would have.
-    await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
-    snapshots = Path(environment(min(workers))["TRELLIS_SNAPSHOTS"])
-    assert sorted(p.name for p in snapshots.iterdir()) == ["worker-0.toml", "worker-1.toml"]
-    await sup.kill()  # SIGKILL: no chance to stop them itself
+    assert "TRELLIS_SET_METRICS_DIR" not in environment(min(workers))
+    await sup.kill()
     await wait_for(lambda: not any(alive(pid) for pid in workers))
-    assert not snapshots.exists()
+    assert sorted(p.name for p in metrics.iterdir()) == ["counter_1.db"]
 
 
 async def test_a_worker_whose_drain_is_cut_makes_the_set_exit_4(

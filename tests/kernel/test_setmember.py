@@ -104,3 +104,22 @@ async def test_a_worker_whose_supervisor_is_gone_stops_and_removes_the_set_s_sna
     assert not snaps.exists()
     assert member.snapshots is None
     assert f"the supervisor (pid {gone}) is gone: shutting down" in caplog.text
+
+
+def test_only_an_orphaned_worker_removes_the_sets_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kernel import metricsdir
+    from kernel.setmember import SetMember
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / f"counter_{os.getpid()}.db").write_bytes(b"x")
+    monkeypatch.setenv(metricsdir.MULTIPROC_ENV, str(metrics))
+    monkeypatch.setenv(metricsdir.OWNED_ENV, str(metrics))
+    member = SetMember(0, None, None)
+    member.leave()  # its supervisor is there: it removes the directory itself
+    assert metrics.exists()
+    member.orphaned = True
+    member.leave()
+    assert not metrics.exists()
