@@ -326,6 +326,7 @@ def build_generation(
             x_forwarded=srv.x_forwarded,
             forwarded=srv.forwarded,
             trusted=srv.trusted_proxies,
+            trace=srv.trace,
         ),
         upstream_http1=resolve_kind(ups.http1),
         groups=groups,

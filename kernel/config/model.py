@@ -190,6 +190,10 @@ class ServerSection:
     forwarded: bool = True
     #: The pseudonym in the ``Via`` header we add; empty to add none.
     via: str = attrs.field(default="trellis", validator=_via)
+    #: Serve TRACE requests (off: 501). A TRACE with ``Max-Forwards: 0`` is
+    #: answered here with the request as received, less its credentials and
+    #: cookies; otherwise it is forwarded, as any request.
+    trace: bool = False
     #: Offer ``h2`` by ALPN on TLS listeners and accept h2c prior knowledge on
     #: cleartext ones.
     http2: bool = True

@@ -53,6 +53,7 @@ from kernel.dispatch import Chain
 from kernel.io import balance
 from kernel.io.relay import Abort, ClientGone, UpstreamRelay
 from kernel.log import FLOW_ID
+from kernel.protocol import maxforwards
 from kernel.protocol.errorpage import error_body
 from kernel.protocol.events import RequestHead
 from kernel.protocol.forwarding import strip_hop_by_hop
@@ -125,6 +126,8 @@ async def run_exchange(conn: Downstream, head: RequestHead) -> bool:
                 raise _ListenerGone("its listener was removed by a reload", status_hint=503)
             if head.method == b"CONNECT":
                 raise ProxyError("CONNECT is not supported here", status_hint=501)
+            if head.method == b"TRACE" and not gen.forwarding.trace:
+                raise ProxyError("TRACE is disabled ([server] trace)", status_hint=501)
             name = (
                 await dispatch.first_answer(pre.route_select, "trellis_route_select", flow)
                 if pre.route_select
@@ -320,6 +323,8 @@ class _Exchange(UpstreamRelay):
             )
         if response is None and chain.request:
             response = await dispatch.first_answer(chain.request, "trellis_request", flow)
+        if response is None and flow.request.method in maxforwards.METHODS:
+            response = self._last_hop()
         if response is not None:
             return await self.respond_locally(response)
         if flow.upstream is None:
@@ -341,6 +346,29 @@ class _Exchange(UpstreamRelay):
             else:
                 raise UpstreamError(f"no upstream for route {route.name!r}")
         return await self.proxy()
+
+    def _last_hop(self) -> Response | None:
+        """A TRACE or OPTIONS request's ``Max-Forwards`` (RFC 9110 §7.6.2):
+        at 0 the answer is ours (None: forward it, one hop less).
+
+        Checked after the request hooks: an access plugin's refusal comes
+        first, and the field is read as they left it.
+        """
+        headers = self.flow.request.headers
+        try:
+            hops = maxforwards.hops_left(headers.get_all("max-forwards"))
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc), status_hint=400) from None
+        if hops is None:
+            return None
+        if hops:
+            headers["max-forwards"] = str(hops - 1)
+            return None
+        if self.flow.request.method == "OPTIONS":
+            return Response.make(200)
+        head = self.head
+        body = maxforwards.trace_body(head.method, head.target, head.http_version, head.headers)
+        return Response.make(200, body, content_type="message/http")
 
     # -- local responses ----------------------------------------------------
     async def respond_locally(self, response: Response) -> bool:

@@ -97,10 +97,18 @@ class ForwardingPolicy:
     trusted: tuple[_IPNetwork, ...] = ()
     #: The pseudonym alone (``via`` is ``b"1.1 " + pseudonym``).
     pseudonym: bytes = b"trellis"
+    #: TRACE is served (``[server] trace``); else refused with 501.
+    trace: bool = False
 
     @classmethod
     def build(
-        cls, *, via: str, x_forwarded: bool, forwarded: bool, trusted: Iterable[str]
+        cls,
+        *,
+        via: str,
+        x_forwarded: bool,
+        forwarded: bool,
+        trusted: Iterable[str],
+        trace: bool = False,
     ) -> ForwardingPolicy:
         return cls(
             via=f"1.1 {via}".encode("ascii") if via else b"",
@@ -108,6 +116,7 @@ class ForwardingPolicy:
             forwarded=forwarded,
             trusted=tuple(ipaddress.ip_network(t, strict=False) for t in trusted),
             pseudonym=via.encode("ascii"),
+            trace=trace,
         )
 
     def via_for(self, version: bytes) -> bytes:

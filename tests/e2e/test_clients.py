@@ -84,6 +84,21 @@ async def test_curl_get(proxy: ProxyProcess, upstream: Any) -> None:
 
 
 @needs_curl
+async def test_curl_trace_is_refused_and_max_forwards_0_is_answered_here(
+    proxy: ProxyProcess, upstream: Any
+) -> None:
+    out = await curl("-i", "-X", "TRACE", "-H", "Cookie: s=1", url(proxy, "/t"))
+    assert split_response(out)[0] == ["HTTP/1.1 501 Not Implemented"]  # [server] trace = false
+    out = await curl("-i", "-X", "OPTIONS", "-H", "Max-Forwards: 0", url(proxy, "/o"))
+    assert split_response(out) == (["HTTP/1.1 200 OK"], "")
+    assert upstream.requests == []
+    out = await curl("-i", "-X", "OPTIONS", "-H", "Max-Forwards: 9", url(proxy, "/o"))
+    assert split_response(out)[0] == ["HTTP/1.1 200 OK"]
+    (seen,) = upstream.requests
+    assert (seen["method"], dict(seen["headers"])["max-forwards"]) == ("OPTIONS", "8")
+
+
+@needs_curl
 async def test_curl_form_and_binary_uploads(
     proxy: ProxyProcess, upstream: Any, tmp_path: Path
 ) -> None:

@@ -871,3 +871,114 @@ async def test_a_set_response_of_a_plugin_failing_open_is_dropped_and_no_other_b
     assert "plugin 'sets' raised TypeError" in caplog.text
     assert "plugin 'watch'" not in caplog.text
     assert hook in watch.ran  # the watcher's own hook of the phase ran after it
+
+
+# -------------------------------------------------- TRACE, OPTIONS and Max-Forwards
+def trace_config(port: int, http1: str = "h11", *, trace: bool = True) -> str:
+    cfg = basic_config(port, http1=http1)
+    return cfg.replace("[server]\n", f"[server]\ntrace = {str(trace).lower()}\n")
+
+
+async def test_trace_is_refused_unless_turned_on(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(trace_config(upstream.port, codec, trace=False))
+    raw = await client.exchange(
+        app.port(), b"TRACE /t HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 501
+    assert b"s=1" not in raw
+    assert upstream.requests == []
+
+
+async def test_max_forwards_0_ends_a_trace_here_without_its_secrets(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(trace_config(upstream.port, codec))
+    raw = await client.exchange(
+        app.port(),
+        b"TRACE /t?q=1 HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nX-A: b\r\n"
+        b"Cookie: s=1\r\nAuthorization: Bearer t\r\nConnection: close\r\n\r\n",
+    )
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 200
+    assert resp["headers"]["content-type"] == "message/http"
+    # As received (hop-by-hop Connection included), less credentials and cookies.
+    assert resp["body"] == (
+        b"TRACE /t?q=1 HTTP/1.1\r\nhost: a\r\nmax-forwards: 0\r\nx-a: b\r\n"
+        b"connection: close\r\n\r\n"
+    )
+    assert upstream.requests == []
+
+
+async def test_max_forwards_0_ends_an_options_here(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(trace_config(upstream.port, codec, trace=False))
+    raw = await client.exchange(
+        app.port(),
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n"
+        b"OPTIONS /x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 00\r\nConnection: close\r\n\r\n",
+    )
+    assert [(r["status"], r["body"]) for r in client.parse_responses(raw)] == [
+        (200, b""),
+        (200, b""),
+    ]
+    assert upstream.requests == []
+
+
+async def test_max_forwards_is_forwarded_one_less_on_trace_and_options_only(
+    start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(trace_config(upstream.port, codec))
+    raw = await client.exchange(
+        app.port(),
+        b"TRACE /t HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\n\r\n"
+        b"OPTIONS /o HTTP/1.1\r\nHost: a\r\nMax-Forwards: 1\r\n\r\n"
+        b"GET /g HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n",
+    )
+    assert [r["status"] for r in client.parse_responses(raw)] == [200, 200, 200]
+    seen = [(r["method"], dict(r["headers"])["max-forwards"]) for r in upstream.requests]
+    assert seen == [("TRACE", "2"), ("OPTIONS", "0"), ("GET", "0")]
+
+
+@pytest.mark.parametrize(
+    "field", [b"Max-Forwards: -1\r\n", b"Max-Forwards: 1\r\nMax-Forwards: 1\r\n"]
+)
+async def test_a_bad_max_forwards_is_a_400_that_never_goes_upstream(
+    field: bytes, start_proxy: Any, upstream: Any, client: Any, codec: str
+) -> None:
+    app = await start_proxy(trace_config(upstream.port, codec))
+    raw = await client.exchange(app.port(), b"OPTIONS / HTTP/1.1\r\nHost: a\r\n" + field + b"\r\n")
+    (resp,) = client.parse_responses(raw)
+    assert resp["status"] == 400
+    assert upstream.requests == []
+
+
+async def test_an_access_hook_answers_before_max_forwards(
+    start_proxy: Any, upstream: Any, client: Any
+) -> None:
+    plugins = {"sets": SetsResponse("trellis_request_access"), "watch": Watches()}
+    cfg = sets_config(upstream.port).replace("[server]\n", "[server]\ntrace = true\n")
+    app = await start_proxy(cfg, extra_plugins=plugins)
+    raw = await client.exchange(
+        app.port(), b"TRACE / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n"
+    )
+    (resp,) = client.parse_responses(raw)
+    assert (resp["status"], resp["body"]) == (201, b"SET IN TRELLIS_REQUEST_ACCESS")
+
+
+async def test_max_forwards_over_http2(start_proxy: Any, upstream: Any) -> None:
+    app = await start_proxy(trace_config(upstream.port))
+    async with await H2Client.connect(app.port()) as h2c:
+        sid = await h2c.request(b"TRACE", b"/t", extra=[(b"max-forwards", b"0")])
+        r = await h2c.response(sid)
+        assert r.status == 200
+        assert bytes(r.body).startswith(b"TRACE /t HTTP/2.0\r\n")
+        sid = await h2c.request(b"OPTIONS", b"/o", extra=[(b"max-forwards", b"2")])
+        assert (await h2c.response(sid)).status == 200
+    ((method, hops),) = [
+        (r["method"], dict(r["headers"])["max-forwards"]) for r in upstream.requests
+    ]
+    assert (method, hops) == ("OPTIONS", "1")
