@@ -3,14 +3,17 @@
 Used when a request is refused before a codec can frame a response (a
 malformed head) and for the default error page of a failed flow. The body
 names the status and, when known, the flow id - never internal addresses or
-exception texts, which go to the log instead.
+exception texts, which go to the log instead. Each carries a ``Date``
+(kernel/protocol/httpdate.py).
 
-May import: stdlib.
+May import: stdlib, kernel.protocol.httpdate.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+
+from kernel.protocol import httpdate
 
 __all__ = ["error_body", "error_fields", "reason_phrase", "render_error_response"]
 
@@ -34,6 +37,7 @@ def error_fields(body: bytes) -> list[tuple[bytes, bytes]]:
     return [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
+        (b"date", httpdate.now()),
     ]
 
 
@@ -44,6 +48,6 @@ def render_error_response(status: int, flow_id: str = "") -> bytes:
         f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
         "content-type: text/plain; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        "connection: close\r\n"
     )
-    return head.encode("ascii") + body
+    return head.encode("ascii") + b"date: " + httpdate.now() + b"\r\n\r\n" + body

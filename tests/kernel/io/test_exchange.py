@@ -6,8 +6,10 @@ in the test's trio loop on ephemeral ports.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -982,3 +984,60 @@ async def test_max_forwards_over_http2(start_proxy: Any, upstream: Any) -> None:
         (r["method"], dict(r["headers"])["max-forwards"]) for r in upstream.requests
     ]
     assert (method, hops) == ("OPTIONS", "1")
+
+
+# ------------------------------------------------------------- Date (RFC 9110 §6.6.1)
+def _dates(raw: bytes) -> list[bytes]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return [line[6:] for line in head.split(b"\r\n") if line.lower().startswith(b"date: ")]
+
+
+async def test_every_response_carries_one_date(
+    start_proxy: Any, upstream: Any, client: Any, codec: str, nursery: trio.Nursery
+) -> None:
+    upstream_date = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    dated = await raw_upstream(
+        nursery, b"HTTP/1.1 200 OK\r\nDate: " + upstream_date + b"\r\nContent-Length: 2\r\n\r\nok"
+    )
+    undated = await raw_upstream(nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    # The upstream's Date is relayed as it is.
+    assert (await _through(start_proxy, dated, codec, client)) == [upstream_date]
+    # An upstream that sends none: ours, the time we received its answer.
+    before = time.time()
+    (ours,) = await _through(start_proxy, undated, codec, client)
+    moment = email.utils.parsedate_to_datetime(ours.decode()).timestamp()
+    assert int(before) <= moment <= time.time()
+    # The kernel's own answers: an error page (a refused head), a local answer.
+    port = (await start_proxy(basic_config(upstream.port, http1=codec))).port()
+    raw = await client.exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n")
+    assert client.parse_responses(raw)[0]["status"] == 400
+    assert len(_dates(raw)) == 1
+    raw = await client.exchange(
+        port, b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n"
+    )
+    assert len(_dates(raw)) == 1
+
+
+async def _through(start_proxy: Any, port: int, codec: str, client: Any) -> list[bytes]:
+    app = await start_proxy(basic_config(port, http1=codec))
+    raw = await client.exchange(
+        app.port(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert client.parse_responses(raw)[0]["status"] == 200
+    return _dates(raw)
+
+
+async def test_every_http2_response_carries_one_date(
+    start_proxy: Any, upstream: Any, nursery: trio.Nursery
+) -> None:
+    undated = await raw_upstream(nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    app = await start_proxy(trace_config(undated))
+    async with await H2Client.connect(app.port()) as h2c:
+        relayed = await h2c.get(b"/")
+        local = await h2c.response(
+            await h2c.request(b"OPTIONS", b"/", extra=[(b"max-forwards", b"0")])
+        )
+    for r in (relayed, local):
+        assert r.status == 200
+        (date,) = [v for n, v in r.headers if n == b"date"]
+        assert date.endswith(b" GMT")
