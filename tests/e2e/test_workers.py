@@ -411,10 +411,10 @@ async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
     port = free_port()
 
     def toml(grace: float) -> str:
-        text = proxy_config(upstream.port, port, grace=grace, kernel_extra="shutdown_abort_s = 1")
+        text = proxy_config(upstream.port, port, grace=grace, kernel_extra="shutdown_abort_s = 0.5")
         return text.replace("[server]\n", "[server]\nworkers = 2\n")
 
-    sup = await spawn_proxy(toml(2), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
+    sup = await spawn_proxy(toml(0.5), port=port, env={"TRELLIS_LOG": "info"}, ready=False)
     await sup.wait_ready(60)
     await wait_for(lambda: sup.stderr().count("serving generation 1") == 2)
     sup.config.write_text(toml(12))
@@ -422,11 +422,11 @@ async def test_a_grace_raised_by_sighup_is_the_supervisors_too(
     await wait_for(lambda: sup.stderr().count("reloaded (SIGHUP)") == 2)
     # The file breaks afterwards: the drain goes by what the workers run.
     sup.config.write_text(toml(12) + "\n[kernel\n")
-    # 10 s: past the old 2 + 1 + 5 s, within the new grace.
-    err = await _slow_request_through_the_drain(sup, upstream, port, 10)
+    # 7 s: past the old 0.5 + 0.5 + 5 s, within the new grace.
+    err = await _slow_request_through_the_drain(sup, upstream, port, 7)
     assert (
         "SIGTERM: draining the workers (shutdown_delay_s = 0, shutdown_grace_s = 12,"
-        " shutdown_abort_s = 1: killed after 18s)" in err
+        " shutdown_abort_s = 0.5: killed after 17.5s)" in err
     )
 
 
