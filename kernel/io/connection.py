@@ -54,7 +54,7 @@ from kernel.protocol.events import (
 )
 from kernel.protocol.h2_common import H2_PREFACE
 from kernel.protocol.http1 import ServerCodec, make_server_codec, send_fields
-from kernel.protocol.httpdate import with_date
+from kernel.protocol.httpdate import dated
 from kernel.protocol.validate import salvage_request_head
 from sdk import ClientInfo, RemoteProtocolError
 
@@ -141,11 +141,7 @@ class Http1Connection:
                 raise RemoteProtocolError(f"unexpected {event!r} in request body")
 
     def begin_response(self, head: ResponseHead) -> None:
-        fields = with_date(head.headers)  # RFC 9110 §6.6.1: the upstream's, else ours
-        if fields is not head.headers:
-            head = ResponseHead(
-                head.status_code, fields, head.reason, head.http_version, head.keep_alive
-            )
+        head = dated(head)  # RFC 9110 §6.6.1: the upstream's Date, else ours
         self._out.append(self.codec.send_response_head(head))
         self._fresh = True
 

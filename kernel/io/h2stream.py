@@ -23,7 +23,7 @@ import trio
 from kernel.io.exchange import ClientGone
 from kernel.protocol.errorpage import error_body, error_fields, reason_phrase
 from kernel.protocol.events import Data, EndOfMessage, Fields, ResponseHead
-from kernel.protocol.httpdate import with_date
+from kernel.protocol.httpdate import dated
 from sdk import LocalProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -110,11 +110,7 @@ class H2Stream:
         return event
 
     def begin_response(self, head: ResponseHead) -> None:
-        fields = with_date(head.headers)  # RFC 9110 §6.6.1: the upstream's, else ours
-        if fields is not head.headers:
-            head = ResponseHead(
-                head.status_code, fields, head.reason, head.http_version, head.keep_alive
-            )
+        head = dated(head)  # RFC 9110 §6.6.1: the upstream's Date, else ours
         self._head = head
 
     def write_body(self, data: bytes) -> None:

@@ -9,7 +9,7 @@ The value is formatted once per second (IMF-fixdate, ``Sun, 06 Nov 1994
 08:49:37 GMT``), as nginx and hypercorn do: reading the clock is one call,
 formatting is not done per response.
 
-Reads the wall clock; no I/O. May import: stdlib.
+Reads the wall clock; no I/O. May import: stdlib, kernel.protocol.events.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
-__all__ = ["now", "with_date"]
+from kernel.protocol.events import ResponseHead
+
+__all__ = ["dated", "now", "with_date"]
 
 _clock = time.time
 _second = -1
@@ -41,3 +43,11 @@ def with_date(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if name == b"date":
             return fields
     return [*fields, (b"date", now())]
+
+
+def dated(head: ResponseHead) -> ResponseHead:
+    """``head`` itself when it has a ``Date``, else a copy with ours."""
+    fields = with_date(head.headers)
+    if fields is head.headers:
+        return head
+    return ResponseHead(head.status_code, fields, head.reason, head.http_version, head.keep_alive)

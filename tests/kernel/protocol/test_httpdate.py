@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kernel.protocol import httpdate
+from kernel.protocol.events import ResponseHead
 
 
 def test_now_is_an_imf_fixdate_of_the_current_second() -> None:
@@ -40,3 +41,17 @@ def test_with_date_keeps_a_date_that_is_there_and_adds_one_that_is_not() -> None
     assert out[:1] == bare
     assert out[1][0] == b"date"
     assert [name for name, _ in httpdate.with_date([])] == [b"date"]
+
+
+def test_dated_copies_a_head_only_when_it_lacks_a_date() -> None:
+    with_one = ResponseHead(200, [(b"date", b"Sun, 06 Nov 1994 08:49:37 GMT")], b"OK")
+    assert httpdate.dated(with_one) is with_one
+    without = ResponseHead(404, [(b"content-length", b"0")], b"Not Found", b"1.0", False)
+    out = httpdate.dated(without)
+    assert (out.status_code, out.reason, out.http_version, out.keep_alive) == (
+        404,
+        b"Not Found",
+        b"1.0",
+        False,
+    )
+    assert [name for name, _ in out.headers] == [b"content-length", b"date"]
