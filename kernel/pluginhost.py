@@ -39,6 +39,7 @@ import sdk.hookspecs
 from kernel.config.loader import salvage
 from kernel.config.model import Settings
 from sdk._config import format_path, structure
+from sdk._problems import show_value
 
 __all__ = [
     "LoadProblem",
@@ -236,8 +237,11 @@ class PluginHost:
                     f" (installed: {', '.join(sorted(available)) or 'none'})"
                 )
                 continue
+            table = tables.get(plugin)
+            if table is not None and not isinstance(table, Mapping):
+                continue  # check_plugin_tables (below) says so
             salvaged: list[tuple[object, list[str]]] = []
-            obj = _instantiate(info, inst, tables.get(plugin), problems, salvaged)
+            obj = _instantiate(info, inst, table, problems, salvaged)
             if obj is not None:
                 host._register(inst, obj, problems, path)
             for obj, refused in salvaged:
@@ -474,7 +478,13 @@ def check_plugin_tables(
     problems: list[str] = []
     for name, table in tables.items():
         info = available.get(name)
-        if info is None or info.config_class is None or not isinstance(table, Mapping):
+        if info is not None and not isinstance(table, Mapping):
+            # (``plugins.router = 5``: whether on a chain or not, never structured.)
+            problems.append(
+                f"{format_path(('plugins', name))}: must be a table, got {show_value(table)}"
+            )
+            continue
+        if info is None or info.config_class is None:
             continue
         cls = info.config_class
         fields = {a.name for a in attrs.fields(cls)} if attrs.has(cls) else set()

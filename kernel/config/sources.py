@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ __all__ = ["Origins", "Sources", "label_for", "read_sources"]
 #: Path of a value -> where it came from (``"in base.toml"``, ``"from TRELLIS_X"``),
 #: ``None`` for the main file. Look a path up with :func:`label_for`.
 Origins = dict[ConfigPath, str | None]
+
+#: The largest config file (main or included) read; a bigger one is refused.
+MAX_CONFIG_BYTES = 16 * 2**20
 
 
 @attrs.frozen
@@ -160,23 +164,43 @@ class _Reader:
         self.problems.append(f"{format_path(parts)}: {message}{suffix}")
 
     def shown(self, path: Path) -> str:
+        """``path`` relative to the main file's directory when it is under it,
+        else whole (``/etc/trellis/base.toml``, not ``../../etc/...``)."""
         try:
-            return os.path.relpath(path, self.base_dir)
+            relative = os.path.relpath(path, self.base_dir)
         except ValueError:  # another drive, on Windows
             return str(path)
+        return str(path) if relative.startswith(os.pardir) else relative
 
     def read_text(
         self, path: Path, *, parts: ConfigPath, origin: str | None, shown: str
     ) -> str | None:
         try:
-            # utf-8-sig: a byte-order mark (Windows editors write one) is
-            # dropped; TOML would read it as an empty key.
-            return path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            self.problem(parts, f"cannot read {shown}: not UTF-8 text ({exc.reason})", origin)
+            # A device (``include = "/dev/zero"``) would never end the read.
+            # A pipe is read (``kernel check -c <(envsubst < t.toml)``), as
+            # any file, up to MAX_CONFIG_BYTES.
+            with open(path, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    self.problem(parts, f"cannot read {shown}: a device, not a file", origin)
+                    return None
+                data = f.read(MAX_CONFIG_BYTES + 1)
         except OSError as exc:
             self.problem(parts, f"cannot read {shown}: {exc.strerror or exc}", origin)
-        return None
+            return None
+        if len(data) > MAX_CONFIG_BYTES:
+            limit = MAX_CONFIG_BYTES // 2**20
+            self.problem(parts, f"cannot read {shown}: larger than {limit} MiB", origin)
+            return None
+        try:
+            # utf-8-sig: a byte-order mark (Windows editors write one) is
+            # dropped; TOML would read it as an empty key.
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            self.problem(parts, f"cannot read {shown}: not UTF-8 text ({exc.reason})", origin)
+            return None
+        # As Path.read_text does (universal newlines): "\r\n" and a lone "\r" end lines.
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
     def parse(
         self,

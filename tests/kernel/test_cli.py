@@ -114,6 +114,26 @@ def test_check_reports_plugin_level_problems(
     assert "missing" in err
 
 
+@pytest.mark.parametrize("kernel_ok", [True, False])
+def test_check_says_a_plugin_table_that_is_not_a_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kernel_ok: bool
+) -> None:
+    """Found by feeding mutated configs to ``load_generation``: before, exit 70
+    and a traceback (``TypeError: 'int' object is not iterable``)."""
+    text = (
+        '[kernel]\nplugins = ["router"]\n'
+        + ("" if kernel_ok else "[server]\nhttp2 = 5\n")
+        + "[plugins]\nrouter = 5\nheaders = [1]\n"
+    )
+    assert main(["check", "-c", _write(tmp_path, text)]) == 1
+    problems = capsys.readouterr().err.splitlines()[1:]
+    assert problems == [
+        *([] if kernel_ok else ["  $.server.http2: must be true or false, got 5"]),
+        "  $.plugins.router: must be a table, got 5",
+        "  $.plugins.headers: must be a table, got [1]",
+    ]
+
+
 @attrs.frozen(kw_only=True)
 class CodesConfig:
     codes: list[int] = attrs.field(

@@ -120,6 +120,19 @@ def test_tables_no_chain_uses_are_checked_too() -> None:
     assert not any(p.endswith(": required") for p in problems)
 
 
+@pytest.mark.parametrize("chain", [["greet", "plain"], []])
+def test_a_plugin_table_that_is_not_a_table_is_a_problem(chain: list[str]) -> None:
+    """``plugins.greet = 5`` crashed the host (``TypeError`` in ``dict(5)``):
+    exit 70 with a traceback instead of exit 1 with the list."""
+    settings = _settings(chain, {"greet": 5, "plain": ["x"]})
+    host, problems = PluginHost.build(settings, available=AVAILABLE)
+    assert problems == [
+        "$.plugins.greet: must be a table, got 5",
+        "$.plugins.plain: must be a table, got ['x']",
+    ]
+    assert host.instances == {}
+
+
 def test_a_missing_named_instance_table_does_not_hide_the_base_table_s_problems() -> None:
     """Before, the base table was left to the named instances in use; one of
     them had no table, the other overrode the bad key, and the base's mistake

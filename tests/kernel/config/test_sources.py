@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from kernel.config import sources
 from kernel.config.sources import Sources, label_for, read_sources
 
 
@@ -171,6 +174,49 @@ def test_include_of_a_directory(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     got = read(tmp_path, 'include = "d"\n')
     assert got.problems == ["$.include: cannot read d: Is a directory"]
+
+
+def test_a_device_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    """``include = "/dev/zero"`` read zeros until memory ran out."""
+    got = read(tmp_path, 'include = "/dev/zero"\n')
+    assert got.problems == ["$.include: cannot read /dev/zero: a device, not a file"]
+
+
+def test_a_file_over_the_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "MAX_CONFIG_BYTES", 2**20)
+    write(tmp_path, "big.toml", "#" * 2**20 + "\n")
+    write(tmp_path, "fits.toml", "a = 1\n" + "#" * (2**20 - 7) + "\n")
+    got = read(tmp_path, 'include = ["big.toml", "fits.toml"]\n')
+    assert got.problems == ["$.include: cannot read big.toml: larger than 1 MiB"]
+    assert got.data == {"a": 1}
+
+
+def test_a_pipe_is_read_to_its_end(tmp_path: Path) -> None:
+    """``kernel check -c <(envsubst < t.toml)`` names a pipe, not a file."""
+    fifo = tmp_path / "conf.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("a = 1\r\nb = 2\n",))
+    writer.start()
+    got = read_sources(None, main=fifo, base_dir=tmp_path, source=str(fifo))
+    writer.join()
+    assert got.problems == []
+    assert got.data == {"a": 1, "b": 2}
+
+
+def test_a_file_outside_the_main_directory_is_named_whole(tmp_path: Path) -> None:
+    """It was named relative to the main file's directory: ``../../etc/x.toml``."""
+    (tmp_path / "conf").mkdir()
+    gone = tmp_path / "elsewhere" / "gone.toml"
+    got = read_sources(
+        f'include = ["{gone}", "sub/gone.toml"]\n',
+        main=None,
+        base_dir=tmp_path / "conf",
+        source="<test>",
+    )
+    assert got.problems == [
+        f"$.include: cannot read {gone}: No such file or directory",
+        "$.include: cannot read sub/gone.toml: No such file or directory",
+    ]
 
 
 def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
